@@ -1,0 +1,40 @@
+# Everything the project needs is installed from here: a fresh clone runs `make demo` / `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO := demo_out
+PYTEST_WORKERS ?= 2
+
+.PHONY: install demo test lint bench samples clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[all,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	@rm -rf $(DEMO) && mkdir -p $(DEMO)
+	$(VENV)/bin/vecferry convert sample_data/vectors.npy $(DEMO)/points.parquet \
+		--ids sample_data/ids.npy --payloads sample_data/payloads.jsonl
+	$(VENV)/bin/vecferry convert $(DEMO)/points.parquet $(DEMO)/points.jsonl
+	$(VENV)/bin/vecferry inspect $(DEMO)/points.jsonl
+
+test: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks sample_data
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks sample_data
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+samples: $(STAMP)
+	$(PY) sample_data/make_samples.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) bench_out .pytest_cache .ruff_cache

@@ -1,0 +1,32 @@
+"""vecferry: move vector data between numpy, FAISS, JSONL, Parquet and Qdrant, losslessly.
+
+``convert(src, dst, **options)`` runs a conversion and returns its report;
+``open_reader`` / ``open_writer`` give the point streams to scripts that want them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "convert", "open_reader", "open_writer"]
+
+
+def convert(src: str, dst: str, **options: Any) -> dict[str, Any]:
+    """Convert ``src`` to ``dst``; see ``vecferry.pipeline.convert`` for the options."""
+    from vecferry.pipeline import convert as _convert
+
+    return _convert(src, dst, **options)
+
+
+def open_reader(location: str, **options: Any):
+    from vecferry.converters import open_reader as _open
+
+    return _open(location, **options)
+
+
+def open_writer(location: str, schema: Any, **options: Any):
+    from vecferry.converters import open_writer as _open
+
+    return _open(location, schema, **options)

@@ -1,0 +1,324 @@
+"""The ``vecferry`` command line: the only place that prints, and that turns errors into exit codes.
+
+Exit codes: 0 done; 1 failed (bad input, target refused, ...); 2 usage error (bad option, unknown
+format, output exists); 3 done, but some records were rejected (see the rejects file);
+4 verification found differences; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS, EXIT_VERIFY, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+#: CLI option -> (stream side, formats that take it); the value goes to that reader / writer
+ROUTES: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
+    "ids": (("reader",), None),
+    "payloads": (("reader",), None),
+    "id_kind": (("reader",), None),
+    "allow_lossy": (("reader",), None),
+    "index_factory": (("writer",), None),
+    "api_key_env": (("reader", "writer"), ("qdrant", "qdrant-edge")),
+    "timeout": (("reader", "writer"), ("qdrant", "qdrant-edge")),
+    "id_field": (("reader", "writer"), ("qdrant", "qdrant-edge")),
+    "page_size": (("reader",), None),
+    "filter": (("reader",), None),
+    "mode": (("writer",), None),
+    "parallel": (("writer",), None),
+    "max_retries": (("writer",), None),
+    "bulk": (("writer",), None),
+    "batch_bytes": (("writer",), None),
+}
+
+
+def _err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _route(options: dict[str, Any], src_fmt: str, dst_fmt: str
+           ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split CLI options into reader and writer keyword arguments (unset ones are dropped)."""
+    reader: dict[str, Any] = {}
+    writer: dict[str, Any] = {}
+    for key, value in options.items():
+        if value is None or value is False:
+            continue
+        sides, formats = ROUTES[key]
+        for side, fmt, target in (("reader", src_fmt, reader), ("writer", dst_fmt, writer)):
+            if side in sides and (formats is None or fmt in formats):
+                target[key] = value
+    return reader, writer
+
+
+def _run(fn: Callable[[], int | None], as_json: bool) -> None:
+    """Run a command body, mapping vecferry errors to messages and exit codes."""
+    from vecferry.errors import VecferryError
+
+    try:
+        code = fn() or EXIT_OK
+    except VecferryError as exc:
+        if as_json:
+            _emit_json({"ok": False, **exc.as_dict()})
+        _err(f"error: {exc}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _err("interrupted: partial output was removed; run again (with --resume for Qdrant "
+             "targets) to continue")
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code)
+
+
+def _progress(quiet: bool, desc: str):
+    from tqdm import tqdm
+
+    # disable=None turns the bar off when stderr is not a terminal (logs stay clean)
+    return tqdm(desc=desc, unit="pt", unit_scale=True, file=sys.stderr, dynamic_ncols=True,
+                disable=True if quiet else None, smoothing=0.1)
+
+
+def _print_report(report: dict[str, Any], quiet: bool) -> None:
+    for w in report.get("warnings", []):
+        _err(f"warning: {w}")
+    if quiet:
+        return
+    rate = report.get("points_per_second")
+    line = (f"{report['written']} points {report['from']} -> {report['to']} "
+            f"in {report['seconds']:.2f} s")
+    if rate:
+        line += f" ({rate:,.0f} points/s)"
+    _err(f"{line}: {report['destination']}")
+    if report.get("resumed_from"):
+        _err(f"resumed after {report['resumed_from']} points written by an earlier run")
+    if report.get("rejected"):
+        _err(f"{report['rejected']} record(s) rejected: {report['rejects_file']} (fix them and "
+             "convert that file again)")
+
+
+# ------------------------------------------------------------------------------------ options
+
+
+def _common_convert_options(f: Callable) -> Callable:
+    decorators = [
+        click.option("--from", "from_format", metavar="FORMAT", help="Source format "
+                     "(default: from the URI scheme or extension)."),
+        click.option("--to", "to_format", metavar="FORMAT", help="Target format."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=2048, show_default=True,
+                     help="Points per batch; memory is bounded by this."),
+        click.option("--limit", type=click.IntRange(min=0), help="Stop after N points."),
+        click.option("--overwrite", is_flag=True, help="Replace an existing output."),
+        click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail",
+                     show_default=True, help="On a bad record: stop, or write it to the "
+                     "rejects file and carry on."),
+        click.option("--rejects", metavar="FILE", help="Rejects file (default "
+                     "<output>.rejects.jsonl)."),
+        click.option("--resume", is_flag=True, help="Continue after the last acknowledged "
+                     "batch saved in the state file (Qdrant targets); starts fresh if none."),
+        click.option("--state", metavar="FILE", help="Resume state file (default "
+                     "<output>.vecferry-state.json)."),
+        click.option("--no-duplicate-check", is_flag=True, help="Skip counting repeated ids."),
+        click.option("--ids", metavar="FILE", help="numpy: ids .npy aligned with the matrix."),
+        click.option("--payloads", metavar="FILE", help="numpy / FAISS: payloads (JSONL or "
+                     "Parquet; by row for numpy, by id for FAISS)."),
+        click.option("--id-kind", type=click.Choice(["int", "uuid", "string", "mixed"]),
+                     help="JSONL: id kind when the first points do not show it."),
+        click.option("--allow-lossy", is_flag=True, help="FAISS: read lossy codes (PQ, SQ).."),
+        click.option("--index-factory", metavar="SPEC", help="FAISS: index to build, e.g. "
+                     "'IDMap,Flat' or 'IVF256,Flat'."),
+        click.option("--api-key-env", metavar="NAME", help="Qdrant: environment variable "
+                     "holding the API key (default QDRANT_API_KEY)."),
+        click.option("--timeout", type=float, metavar="SECONDS", help="Qdrant: request "
+                     "timeout."),
+        click.option("--page-size", type=click.IntRange(min=1), help="Qdrant: scroll page size."),
+        click.option("--filter", "filter", metavar="JSON", help="Qdrant: export only points "
+                     "matching this filter."),
+        click.option("--id-field", metavar="NAME", help="Qdrant: payload field keeping "
+                     "original ids that are not unsigned ints or UUIDs."),
+        click.option("--mode", type=click.Choice(["append", "overwrite", "fail-if-exists"]),
+                     help="Qdrant: what to do with an existing collection (default append)."),
+        click.option("--parallel", type=click.IntRange(min=1), help="Qdrant: requests in "
+                     "flight."),
+        click.option("--max-retries", type=click.IntRange(min=0), help="Qdrant: retries of a "
+                     "transient failure."),
+        click.option("--bulk", is_flag=True, help="Qdrant: index after the load, not during."),
+        click.option("--batch-bytes", type=click.IntRange(min=1024), help="Qdrant: request "
+                     "size limit in bytes."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary."),
+        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on "
+                     "stdout."),
+    ]
+    for d in reversed(decorators):
+        f = d(f)
+    return f
+
+
+def _convert(src: str, dst: str, kw: dict[str, Any], desc: str,
+             check: Callable[[dict[str, Any]], None] | None = None) -> int:
+    from vecferry.converters import resolve
+    from vecferry.pipeline import convert
+
+    quiet, as_json = kw.pop("quiet"), kw.pop("as_json")
+    src_fmt = resolve(src, kw["from_format"], role="reader").name
+    dst_fmt = resolve(dst, kw["to_format"], role="writer").name
+    routed = {k: kw.pop(k) for k in list(kw) if k in ROUTES}
+    reader_opts, writer_opts = _route(routed, src_fmt, dst_fmt)
+    bar = _progress(quiet, desc)
+    try:
+        report = convert(src, dst, reader_options=reader_opts, writer_options=writer_opts,
+                         progress=bar, check_duplicates=not kw.pop("no_duplicate_check"), **kw)
+    finally:
+        bar.close()
+    if check is not None:
+        check(report)
+    if as_json:
+        _emit_json({"ok": True, **report})
+    _print_report(report, quiet)
+    return EXIT_REJECTS if report["rejected"] else EXIT_OK
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vecferry")
+def main() -> None:
+    """Move vector data between numpy, FAISS, JSONL, Parquet and Qdrant, losslessly.
+
+    \b
+    Exit codes: 0 done, 1 failed, 2 usage error, 3 done with rejected
+    records, 4 verification found differences, 130 interrupted.
+    """
+
+
+@main.command("convert")
+@click.argument("src")
+@click.argument("dst")
+@_common_convert_options
+def convert_cmd(src: str, dst: str, **kw: Any) -> None:
+    """Convert SRC into DST (any pair of formats; see `vecferry formats`)."""
+    _run(lambda: _convert(src, dst, kw, "convert"), kw["as_json"])
+
+
+@main.command("copy")
+@click.argument("src")
+@click.argument("dst")
+@_common_convert_options
+def copy_cmd(src: str, dst: str, **kw: Any) -> None:
+    """Copy a Qdrant collection to another Qdrant (config, indexes, points), then check counts."""
+    from vecferry.errors import UsageError, VerificationError
+
+    def body() -> int:
+        from vecferry.converters import resolve
+
+        for loc, role in ((src, "reader"), (dst, "writer")):
+            if not resolve(loc, None, role=role).name.startswith("qdrant"):
+                raise UsageError(f"copy moves Qdrant collections; {loc} is not a Qdrant "
+                                 "location", hint="use `vecferry convert` for files")
+
+        def check(report: dict[str, Any]) -> None:
+            from vecferry.converters.qdrant import count_points
+
+            conn = {k: kw_copy[k] for k in ("api_key_env", "timeout") if kw_copy.get(k)}
+            src_n = count_points(src, **conn)
+            dst_n = count_points(dst, **conn)
+            report["count_check"] = {"source": src_n, "destination": dst_n,
+                                     "ok": src_n == dst_n}
+            if src_n != dst_n:
+                raise VerificationError(f"counts differ after copy: source {src_n}, "
+                                        f"destination {dst_n}",
+                                        hint="run `vecferry copy --resume` again, or inspect "
+                                        "both collections")
+
+        kw_copy = dict(kw)
+        return _convert(src, dst, kw, "copy", check)
+
+    _run(body, kw["as_json"])
+
+
+@main.command("inspect")
+@click.argument("src")
+@click.option("--from", "from_format", metavar="FORMAT", help="Source format.")
+@click.option("--ids", metavar="FILE", help="numpy: ids .npy.")
+@click.option("--payloads", metavar="FILE", help="numpy / FAISS: payloads file.")
+@click.option("--sample", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Points read to sample payload keys.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
+def inspect_cmd(src: str, from_format: str | None, ids: str | None, payloads: str | None,
+                sample: int, as_json: bool) -> None:
+    """Describe SRC: format, count, vectors, id kind, payload keys, size, first ids."""
+
+    def body() -> int:
+        from vecferry.inspect import inspect_location
+
+        info = inspect_location(src, from_format=from_format, sample=sample,
+                                reader_options={k: v for k, v in (("ids", ids),
+                                                                  ("payloads", payloads)) if v})
+        if as_json:
+            _emit_json(info)
+        else:
+            _print_inspect(info)
+        return EXIT_OK
+
+    _run(body, as_json)
+
+
+def _print_inspect(info: dict[str, Any]) -> None:
+    click.echo(f"location:  {info['location']}")
+    click.echo(f"format:    {info['format']}")
+    count = info["count"]
+    click.echo(f"points:    {count if count is not None else 'unknown (not counted cheaply)'}")
+    click.echo(f"id kind:   {info['id_kind']}")
+    if info.get("size_bytes") is not None:
+        click.echo(f"size:      {info['size_bytes']:,} bytes")
+    click.echo("vectors:")
+    for v in info["vectors"]:
+        size = "" if v["size"] is None else f" size={v['size']}"
+        dist = "" if not v["distance"] else f" distance={v['distance']}"
+        click.echo(f"  - {v['name'] or '(unnamed)'}: {v['kind']} {v['datatype']}{size}{dist}")
+    keys = info["payload_keys"]
+    click.echo(f"payload keys (first {info['sampled']} points): "
+               + (", ".join(f"{k} ({n})" for k, n in keys.items()) if keys else "none"))
+    click.echo(f"first ids: {', '.join(repr(i) for i in info['first_ids'])}")
+    if info.get("collection"):
+        click.echo(f"collection config: {json.dumps(info['collection'], default=str)}")
+
+
+@main.command("formats")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
+def formats_cmd(as_json: bool) -> None:
+    """List the formats, how they are recognised, and whether they are installed."""
+    from vecferry.converters import all_formats
+
+    rows = []
+    for spec in all_formats():
+        missing = spec.missing()
+        rows.append({
+            "name": spec.name,
+            "read": spec.reader is not None,
+            "write": spec.writer is not None,
+            "extensions": list(spec.extensions),
+            "schemes": [f"{s}://" for s in spec.schemes],
+            "installed": not missing,
+            "install": None if not missing else f"pip install 'vecferry[{spec.extra}]'",
+            "description": spec.description,
+        })
+    if as_json:
+        _emit_json(rows)
+        return
+    click.echo(f"{'format':12} {'rw':3} {'installed':10} {'recognised by':42} description")
+    for r in rows:
+        rw = ("r" if r["read"] else "-") + ("w" if r["write"] else "-")
+        installed = "yes" if r["installed"] else "no"
+        by = " ".join(r["extensions"] + r["schemes"])
+        click.echo(f"{r['name']:12} {rw:3} {installed:10} {by:42} {r['description']}")
+        if r["install"]:
+            click.echo(f"{'':27}install: {r['install']}")
+
+
+if __name__ == "__main__":
+    main()

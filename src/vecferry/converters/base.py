@@ -1,0 +1,160 @@
+"""Reader and Writer protocols, the run context they share, and atomic outputs.
+
+A format module holds one ``...Reader`` and/or one ``...Writer`` class:
+
+* ``Reader(location, *, context, **options)`` opens the source and fails fast (missing file,
+  bad header) with an ``InputError``. ``schema`` is known as soon as the constructor returns, before
+  the first batch. ``count()`` is the number of points when known cheaply, else ``None``.
+  ``batches(batch_size, start=0)`` yields record batches of at most ``batch_size`` rows of that
+  schema, beginning at point ``start`` (used to resume); bad records are passed to
+  ``context.reject`` which raises or records them. ``close()`` releases files and connections.
+
+* ``Writer(location, schema, *, context, overwrite=False, **options)`` checks, before anything
+  is written, that the target can hold every column of ``schema`` (``UnsupportedError``
+  otherwise) and that it may write there (``OutputExistsError``). ``write_batch(batch)`` writes
+  one batch; ``close()`` makes the output visible (atomic rename, final flush, last
+  acknowledgement) and returns a dict merged into the run report; ``abort()`` removes whatever
+  a failed run left behind.
+
+Options a format does not understand are an error (``reject_unknown_options``), so a typo in a
+script never silently changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import pyarrow as pa
+
+from vecferry.errors import Location, OutputExistsError, RecordError, UsageError
+
+
+#: key of a rejects-file line holding why and where the record was rejected; readers ignore it
+REJECT_KEY = "_vecferry_reject"
+
+
+class Context:
+    """What a run shares with its reader and writer: the error policy, rejects and warnings.
+
+    ``on_error="fail"`` makes ``reject`` raise the error; ``"skip"`` hands it to ``sink`` (the
+    rejects file) and counts it. Warnings are collected for the report, never printed here.
+    """
+
+    def __init__(self, on_error: str = "fail", sink: Callable[[RecordError], None] | None = None):
+        if on_error not in ("fail", "skip"):
+            raise UsageError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
+        self.on_error = on_error
+        self.sink = sink
+        self.rejected = 0
+        self.warnings: list[str] = []
+
+    def reject(self, error: RecordError) -> None:
+        if self.on_error == "fail":
+            raise error
+        self.rejected += 1
+        if self.sink is not None:
+            self.sink(error)
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+
+@runtime_checkable
+class Reader(Protocol):
+    location: str
+    schema: pa.Schema
+
+    def count(self) -> int | None: ...
+
+    def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Writer(Protocol):
+    location: str
+
+    def write_batch(self, batch: pa.RecordBatch) -> None: ...
+
+    def close(self) -> dict[str, Any]: ...
+
+    def abort(self) -> None: ...
+
+
+def reject_unknown_options(fmt: str, options: dict[str, Any]) -> None:
+    """Raise a ``UsageError`` naming the options a format was given but does not use."""
+    unknown = sorted(k for k, v in options.items() if v is not None)
+    if unknown:
+        raise UsageError(f"format {fmt!r} does not take option(s): {', '.join(unknown)}")
+
+
+class AtomicPath:
+    """A file or directory written under a temporary name next to ``target``, renamed on commit.
+
+    An interrupted run leaves only ``.<name>.vftmp-<random>`` behind, never something that
+    looks complete. Refuses to start when ``target`` exists unless ``overwrite`` is set.
+    """
+
+    def __init__(self, target: str | os.PathLike[str], *, overwrite: bool = False,
+                 directory: bool = False):
+        self.target = Path(target)
+        if self.target.exists() and not overwrite:
+            raise OutputExistsError(
+                "output exists",
+                location=Location(source=str(self.target)),
+                hint="pass --overwrite to replace it, or choose another output",
+            )
+        parent = self.target.parent
+        if not parent.is_dir():
+            raise UsageError(
+                "output directory does not exist",
+                location=Location(source=str(parent)),
+                hint="create it first",
+            )
+        self.temp = parent / f".{self.target.name}.vftmp-{uuid.uuid4().hex[:8]}"
+        self.directory = directory
+        if directory:
+            self.temp.mkdir()
+
+    def commit(self) -> None:
+        if self.target.is_dir() and not self.target.is_symlink():
+            shutil.rmtree(self.target)
+        elif self.target.exists():
+            self.target.unlink()
+        os.replace(self.temp, self.target)
+
+    def abort(self) -> None:
+        if self.temp.is_dir():
+            shutil.rmtree(self.temp, ignore_errors=True)
+        elif self.temp.exists():
+            self.temp.unlink()
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a written file to disk so a commit survives a crash right after the rename."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def input_path(location: str) -> Path:
+    """The local path of a file location, with a clear error when it is missing or unreadable."""
+    from vecferry.errors import InputError
+
+    path = Path(location)
+    if not path.exists():
+        raise InputError("no such file or directory", location=Location(source=location),
+                         hint="check the path")
+    if not os.access(path, os.R_OK):
+        raise InputError("permission denied", location=Location(source=location),
+                         hint="check the file's permissions")
+    return path

@@ -1,0 +1,582 @@
+"""numpy: ``.npy`` matrices, ``.npz`` archives and directories of per-vector ``.npy`` files.
+
+Format: https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html
+
+Sources:
+
+* ``vectors.npy``: an (N, D) matrix of float32 (float16 and uint8 kept as they are; float64 is
+  narrowed to float32 with a warning counting the values that changed). Optional ``ids`` (an
+  ``.npy`` of N unsigned integers or strings) and ``payloads`` (JSONL of one object per line, or
+  Parquet, aligned by row). The matrix is memory-mapped and read one batch at a time.
+* ``.npz``: arrays ``vectors`` and optional ``ids``, streamed from the archive member (stored or
+  deflated), never loaded whole.
+* a directory written by ``NpyWriter`` (``manifest.json``, ``vectors.npy`` / ``vectors.<name>.npy``,
+  ``ids.npy``, ``payloads.jsonl``), read back exactly.
+* any other directory: one vector per ``<id>.npy`` file, with an optional ``<id>.json`` payload
+  sidecar; the id is the file stem (an integer when every stem is one).
+
+The writer produces the directory layout above; a numpy matrix cannot hold sparse or multi
+vectors, and that is said before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from vecferry.converters.base import (
+    AtomicPath,
+    Context,
+    fsync_path,
+    input_path,
+    reject_unknown_options,
+)
+from vecferry.errors import InputError, Location, SchemaError, UnsupportedError
+from vecferry.fileio import iter_payload_rows, loads_exact, open_read
+from vecferry.points import dumps_payload
+from vecferry.stream import (
+    ID_COLUMN,
+    PAYLOAD_COLUMN,
+    Manifest,
+    VectorSpec,
+    is_uuid,
+    manifest_of,
+    merge_id_kinds,
+)
+
+MANIFEST_NAME = "manifest.json"
+HEADER_BYTES = 128  # fixed .npy header length, so the final shape can be patched in place
+_SUPPORTED = {"<f4": "float32", "<f2": "float16", "|u1": "uint8", "<f8": "float32"}
+
+
+def _datatype(dtype: np.dtype, where: str) -> str:
+    key = dtype.newbyteorder("<").str if dtype.byteorder == ">" else dtype.str
+    if key not in _SUPPORTED:
+        raise UnsupportedError(
+            f"unsupported dtype {dtype} for vectors", location=Location(where),
+            hint="vectors must be float32, float16, uint8 or float64 (narrowed to float32)")
+    return _SUPPORTED[key]
+
+
+class _NpyHeader:
+    """Shape, dtype and data offset of an ``.npy`` stream, read with numpy's own parser."""
+
+    def __init__(self, fh: IO[bytes], where: str):
+        try:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(f"not a valid .npy file: {exc}", location=Location(where),
+                             hint="the file may be truncated or not numpy") from exc
+        if dtype.hasobject:
+            raise UnsupportedError("array holds Python objects (pickled)",
+                                   location=Location(where),
+                                   hint="save numeric arrays; vecferry never unpickles")
+        self.shape, self.fortran, self.dtype = shape, fortran, dtype
+        self.offset = fh.tell()
+
+
+def _open_matrix(path: Path) -> np.ndarray:
+    """Memory-map an (N, D) ``.npy`` matrix, checking that the file holds all its bytes."""
+    where = str(path)
+    with open(path, "rb") as fh:
+        h = _NpyHeader(fh, where)
+    if len(h.shape) != 2:
+        raise InputError(f"expected a 2-D matrix (points x dimensions), found shape {h.shape}",
+                         location=Location(where),
+                         hint="reshape to (N, D) or use a directory of per-vector files")
+    _datatype(h.dtype, where)
+    need = h.offset + int(np.prod(h.shape)) * h.dtype.itemsize
+    have = path.stat().st_size
+    if have < need:
+        raise InputError(
+            f"file is truncated: the header says {h.shape[0]} x {h.shape[1]} {h.dtype} "
+            f"({need - h.offset} bytes of data) but the file holds {have - h.offset}",
+            location=Location(where), hint="re-create or re-copy the file")
+    if h.shape[0] == 0:
+        raise InputError("input is empty: the matrix has no rows", location=Location(where))
+    return np.memmap(path, dtype=h.dtype, mode="r", offset=h.offset, shape=h.shape,
+                     order="F" if h.fortran else "C")
+
+
+class _ZipMatrix:
+    """An ``.npz`` member read sequentially in row blocks (works for deflated members too)."""
+
+    def __init__(self, archive: zipfile.ZipFile, member: str, where: str):
+        self.archive, self.member, self.where = archive, member, where
+        with archive.open(member) as fh:
+            h = _NpyHeader(fh, f"{where}:{member}")
+        self.shape, self.dtype, self.fortran = h.shape, h.dtype, h.fortran
+        if self.fortran:
+            raise UnsupportedError("Fortran-ordered arrays inside .npz cannot be streamed",
+                                   location=Location(f"{where}:{member}"),
+                                   hint="save with np.ascontiguousarray, or as a plain .npy")
+
+    def blocks(self, rows: int, start: int = 0) -> Iterator[np.ndarray]:
+        row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        with self.archive.open(self.member) as fh:
+            _NpyHeader(fh, self.where)
+            if start:
+                fh.seek(fh.tell() + start * row_bytes)
+            left = self.shape[0] - start
+            while left > 0:
+                n = min(rows, left)
+                data = fh.read(n * row_bytes)
+                if len(data) < n * row_bytes:
+                    raise InputError("archive member is truncated",
+                                     location=Location(f"{self.where}:{self.member}"))
+                yield np.frombuffer(data, dtype=self.dtype).reshape((n, *self.shape[1:]))
+                left -= n
+
+
+def _id_kind_of_strings(values: np.ndarray) -> str:
+    return merge_id_kinds("uuid" if is_uuid(str(v)) else "string" for v in values)
+
+
+def _count_lines(path: str) -> int:
+    if path.endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    n = 0
+    with open_read(path) as fh:
+        for raw in fh:
+            if raw.strip():
+                n += 1
+    return n
+
+
+class NpyReader:
+    """Reads a numpy source (see the module docstring) in batches of rows."""
+
+    def __init__(self, location: str, *, context: Context, ids: str | None = None,
+                 payloads: str | None = None, **options: Any):
+        reject_unknown_options("npy", options)
+        self.location = location
+        self.context = context
+        path = input_path(location)
+        self._ids_path = ids
+        self._payloads_path = payloads
+        self._per_vector: list[Path] | None = None
+        self._zip: zipfile.ZipFile | None = None
+        self._ids: np.ndarray | _ZipMatrix | None = None
+        self._narrowed = 0
+        manifest: Manifest | None = None
+        self.matrices: dict[str, Any] = {}
+        written_by_us = path.is_dir() and (path / MANIFEST_NAME).exists()
+        if written_by_us:
+            manifest = self._open_written_dir(path)
+        elif path.is_dir():
+            manifest = self._open_per_vector_dir(path)
+        elif path.suffix.lower() == ".npz":
+            manifest = self._open_npz(path)
+        else:
+            self.matrices[""] = _open_matrix(path)
+            manifest = Manifest(vectors=[VectorSpec("", "dense", self.matrices[""].shape[1],
+                                                    _datatype(self.matrices[""].dtype,
+                                                              location))])
+        if self._per_vector is None:
+            self._rows = next(iter(self.matrices.values())).shape[0]
+            if ids is not None:
+                self._ids = _open_ids(Path(ids))
+            if self._ids is not None:
+                kind = self._check_ids()
+                # A manifest we wrote knows a 'mixed' stream that the strings alone cannot show.
+                if not written_by_us:
+                    manifest.id_kind = kind
+        else:
+            self._rows = len(self._per_vector)
+        if payloads is not None:
+            input_path(payloads)
+            n = _count_lines(payloads)
+            if n != self._rows:
+                raise InputError(f"payloads file has {n} rows but the vectors have {self._rows}",
+                                 location=Location(payloads),
+                                 hint="payloads are matched to vectors by row: one per vector")
+        for spec in manifest.vectors:
+            if spec.datatype == "float32" and self.matrices.get(spec.name) is not None and \
+                    self.matrices[spec.name].dtype == np.float64:
+                context.warn("float64 vectors are narrowed to float32 (Qdrant, FAISS and the "
+                             "stream store float32); the report counts values that changed")
+        manifest.count = self._rows
+        manifest.source = manifest.source or {"format": "npy", "location": location}
+        self.manifest = manifest
+        self.schema = manifest.schema()
+
+    # -- source layouts ------------------------------------------------------------------
+
+    def _open_written_dir(self, path: Path) -> Manifest:
+        if self._payloads_path is None and (path / "payloads.jsonl").exists():
+            self._payloads_path = str(path / "payloads.jsonl")
+        if self._ids_path is None and (path / "ids.npy").exists():
+            self._ids_path = str(path / "ids.npy")
+        try:
+            manifest = Manifest.from_json((path / MANIFEST_NAME).read_bytes())
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"manifest is not valid: {exc}",
+                             location=Location(str(path / MANIFEST_NAME))) from exc
+        for spec in manifest.vectors:
+            name = "vectors.npy" if spec.name == "" else f"vectors.{spec.name}.npy"
+            self.matrices[spec.name] = _open_matrix(input_path(str(path / name)))
+        if self._ids_path is not None:
+            self._ids = _open_ids(Path(self._ids_path))
+        return manifest
+
+    def _open_npz(self, path: Path) -> Manifest:
+        try:
+            self._zip = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise InputError(f"not a valid .npz archive: {exc}", location=Location(str(path)),
+                             hint="the file may be truncated") from exc
+        names = {n.removesuffix(".npy"): n for n in self._zip.namelist()}
+        if "vectors" not in names:
+            raise InputError(f"archive has no 'vectors' array (arrays: {sorted(names)})",
+                             location=Location(str(path)),
+                             hint="save it as np.savez(f, vectors=..., ids=...)")
+        mat = _ZipMatrix(self._zip, names["vectors"], str(path))
+        if len(mat.shape) != 2:
+            raise InputError(f"'vectors' must be 2-D, found shape {mat.shape}",
+                             location=Location(str(path)))
+        self.matrices[""] = mat
+        if "ids" in names and self._ids_path is None:
+            self._ids = _ZipMatrix(self._zip, names["ids"], str(path))
+        return Manifest(vectors=[VectorSpec("", "dense", mat.shape[1],
+                                            _datatype(mat.dtype, str(path)))])
+
+    def _open_per_vector_dir(self, path: Path) -> Manifest:
+        files = [p for p in path.iterdir() if p.suffix == ".npy" and not p.name.startswith(".")]
+        if not files:
+            raise InputError("directory holds no .npy files", location=Location(str(path)))
+        stems = [p.stem for p in files]
+        if all(s.isdigit() for s in stems):
+            files.sort(key=lambda p: int(p.stem))
+            kind = "int"
+        else:
+            files.sort(key=lambda p: p.stem)
+            kind = merge_id_kinds("uuid" if is_uuid(s) else "string" for s in stems)
+        first = np.load(files[0], mmap_mode="r", allow_pickle=False)
+        self._per_vector = files
+        self._dim, self._dtype = int(first.shape[-1]), first.dtype
+        return Manifest(vectors=[VectorSpec("", "dense", self._dim,
+                                            _datatype(first.dtype, str(files[0])))],
+                        id_kind=kind)
+
+    def _check_ids(self) -> str:
+        """Validate the ids against the vectors; return the id kind they hold."""
+        ids = self._ids
+        n = ids.shape[0]
+        where = self._ids_path or self.location
+        if n != self._rows:
+            raise InputError(f"ids file has {n} ids but the vectors have {self._rows} rows",
+                             location=Location(where), hint="ids are matched to vectors by row")
+        if ids.dtype.kind in "iu":
+            if ids.dtype.kind == "i":
+                for start in range(0, n, 1 << 20):
+                    block = np.asarray(_rows(ids, start, min(n, start + (1 << 20))))
+                    neg = np.flatnonzero(block < 0)
+                    if neg.size:
+                        row = start + int(neg[0])
+                        raise InputError(f"id {int(block[neg[0]])} is negative",
+                                         location=Location(where, row=row),
+                                         hint="ids must be unsigned integers, UUIDs or strings")
+            return "int"
+        if ids.dtype.kind == "U":
+            kinds = set()
+            for start in range(0, n, 1 << 16):
+                kinds.add(_id_kind_of_strings(np.asarray(_rows(ids, start, start + (1 << 16)))))
+            return merge_id_kinds(kinds)
+        raise UnsupportedError(f"ids of dtype {ids.dtype} are not supported",
+                               location=Location(where),
+                               hint="ids must be unsigned integers or unicode strings")
+
+    # -- reading -------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return self._rows
+
+    def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
+        payloads = self._payload_blocks(batch_size, start)
+        if self._per_vector is not None:
+            yield from self._per_vector_batches(batch_size, start, payloads)
+            return
+        blocks = {name: (m.blocks(batch_size, start) if isinstance(m, _ZipMatrix) else None)
+                  for name, m in self.matrices.items()}
+        id_blocks = self._ids.blocks(batch_size, start) if isinstance(self._ids, _ZipMatrix) \
+            else None
+        for lo in range(start, self._rows, batch_size):
+            hi = min(lo + batch_size, self._rows)
+            columns: dict[str, pa.Array] = {}
+            for spec in self.manifest.vectors:
+                it = blocks[spec.name]
+                data = next(it) if it is not None else _rows(self.matrices[spec.name], lo, hi)
+                columns[spec.column] = self._vector_column(spec, data)
+            if self._ids is None:
+                ids = np.arange(lo, hi, dtype=np.uint64)
+            else:
+                ids = next(id_blocks) if id_blocks is not None else _rows(self._ids, lo, hi)
+            columns[ID_COLUMN] = self._id_column(np.asarray(ids))
+            columns[PAYLOAD_COLUMN] = pa.array(next(payloads) if payloads else [None] * (hi - lo),
+                                               type=pa.string())
+            yield pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema],
+                                             schema=self.schema)
+        self._report_narrowing()
+
+    def _vector_column(self, spec: VectorSpec, data: np.ndarray) -> pa.Array:
+        data = np.ascontiguousarray(data)
+        if data.dtype == np.float64:
+            narrowed = data.astype(np.float32)
+            self._narrowed += int(np.count_nonzero(narrowed.astype(np.float64) != data))
+            data = narrowed
+        elif data.dtype.byteorder == ">":
+            data = data.astype(data.dtype.newbyteorder("<"))
+        flat = pa.array(data.reshape(-1))
+        return pa.FixedSizeListArray.from_arrays(flat, spec.size)
+
+    def _id_column(self, ids: np.ndarray) -> pa.Array:
+        if self.manifest.id_kind == "int":
+            return pa.array(ids.astype(np.uint64, copy=False), type=pa.uint64())
+        return pa.array([str(v) for v in ids], type=pa.string())
+
+    def _payload_blocks(self, batch_size: int, start: int) -> Iterator[list[str | None]] | None:
+        if self._payloads_path is None:
+            return None
+
+        def gen() -> Iterator[list[str | None]]:
+            block: list[str | None] = []
+            for row, text in iter_payload_rows(self._payloads_path):
+                if row < start:
+                    continue
+                block.append(text)
+                if len(block) == batch_size:
+                    yield block
+                    block = []
+            if block:
+                yield block
+
+        return gen()
+
+    def _per_vector_batches(self, batch_size: int, start: int,
+                            payloads: Iterator[list[str | None]] | None,
+                            ) -> Iterator[pa.RecordBatch]:
+        spec = self.manifest.vectors[0]
+        files = self._per_vector
+        for lo in range(start, len(files), batch_size):
+            chunk = files[lo:lo + batch_size]
+            mat = np.empty((len(chunk), self._dim), dtype=self._dtype)
+            texts: list[str | None] = []
+            for i, f in enumerate(chunk):
+                mat[i] = self._load_one(f, lo + i)
+                texts.append(self._sidecar(f))
+            ids: list[Any] = [int(f.stem) if self.manifest.id_kind == "int" else f.stem
+                              for f in chunk]
+            id_col = pa.array(ids, type=self.schema.field(ID_COLUMN).type)
+            yield pa.RecordBatch.from_arrays(
+                [id_col, self._vector_column(spec, mat), pa.array(texts, type=pa.string())],
+                schema=self.schema)
+        self._report_narrowing()
+
+    def _load_one(self, f: Path, row: int) -> np.ndarray:
+        try:
+            v = np.load(f, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(f"not a readable .npy file: {exc}", location=Location(str(f)),
+                             hint="the file may be truncated") from exc
+        if v.dtype != self._dtype or v.size != self._dim:
+            raise InputError(
+                f"vector has shape {v.shape} and dtype {v.dtype}, but the first file has "
+                f"{self._dim} values of {self._dtype}", location=Location(str(f), row=row),
+                hint="every file must hold one vector of the same size and dtype")
+        return v.reshape(-1)
+
+    def _sidecar(self, f: Path) -> str | None:
+        side = f.with_suffix(".json")
+        if not side.exists():
+            return None
+        try:
+            value = loads_exact(side.read_bytes())
+        except ValueError as exc:
+            raise InputError(f"payload sidecar is not JSON: {exc}",
+                             location=Location(str(side))) from exc
+        if value is not None and not isinstance(value, dict):
+            raise InputError("payload sidecar must hold a JSON object",
+                             location=Location(str(side)))
+        return None if value is None else dumps_payload(value)
+
+    def _report_narrowing(self) -> None:
+        if self._narrowed:
+            self.context.warn(f"{self._narrowed} float64 value(s) changed when narrowed to "
+                              "float32")
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+
+
+def _rows(arr: Any, lo: int, hi: int) -> np.ndarray:
+    return arr[lo:hi]
+
+
+def _open_ids(path: Path) -> np.ndarray:
+    where = str(input_path(str(path)))
+    try:
+        ids = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise InputError(f"ids file is not a readable .npy array: {exc}",
+                         location=Location(where),
+                         hint="ids must be a 1-D .npy of integers or unicode strings") from exc
+    if ids.ndim != 1:
+        raise InputError(f"ids must be 1-D, found shape {ids.shape}", location=Location(where))
+    return ids
+
+
+# ------------------------------------------------------------------------------------ writer
+
+
+def npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """A version 1.0 ``.npy`` header padded to ``HEADER_BYTES``, so it can be rewritten."""
+    body = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                 "shape": shape}).encode("latin1")
+    pad = HEADER_BYTES - 10 - len(body) - 1
+    if pad < 0:
+        raise SchemaError("npy header does not fit its reserved space")
+    header = body + b" " * pad + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+
+
+class _NpyStream:
+    """An ``.npy`` file appended row block by row block; the shape is patched in on close."""
+
+    def __init__(self, path: Path, dtype: np.dtype, row_shape: tuple[int, ...]):
+        self.path, self.dtype, self.row_shape = path, dtype, row_shape
+        self.fh = open(path, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in close()
+        self.fh.write(npy_header(dtype, (0, *row_shape)))
+        self.rows = 0
+
+    def append(self, block: np.ndarray) -> None:
+        self.fh.write(np.ascontiguousarray(block, dtype=self.dtype).tobytes())
+        self.rows += block.shape[0]
+
+    def close(self) -> None:
+        self.fh.seek(0)
+        self.fh.write(npy_header(self.dtype, (self.rows, *self.row_shape)))
+        self.fh.close()
+        fsync_path(self.path)
+
+
+class NpyWriter:
+    """Writes the numpy directory layout: one matrix per dense vector, ids, payloads, manifest.
+
+    Raises ``UnsupportedError`` at open for sparse or multi vectors. A point missing one of
+    several named vectors cannot sit in a matrix: it is rejected (named by id) through
+    ``context``.
+    """
+
+    def __init__(self, location: str, schema: pa.Schema, *, context: Context,
+                 overwrite: bool = False, **options: Any):
+        reject_unknown_options("npy", options)
+        self.location = location
+        self.context = context
+        self.manifest = manifest_of(schema)
+        cannot = [v for v in self.manifest.vectors if v.kind != "dense"]
+        if cannot:
+            names = ", ".join(f"{v.name or '(unnamed)'} ({v.kind})" for v in cannot)
+            raise UnsupportedError(f"a numpy matrix cannot hold these vectors: {names}",
+                                   location=Location(location),
+                                   hint="write Parquet or JSONL instead, which hold every kind")
+        self.out = AtomicPath(location, overwrite=overwrite, directory=True)
+        d = self.out.temp
+        self.vectors = {
+            v.name: _NpyStream(d / ("vectors.npy" if v.name == "" else f"vectors.{v.name}.npy"),
+                               np.dtype(v.datatype), (v.size,))
+            for v in self.manifest.vectors
+        }
+        self.int_ids = self.manifest.id_kind == "int"
+        self.ids = _NpyStream(d / "ids.npy", np.dtype(np.uint64), ()) if self.int_ids else None
+        self._str_ids = None if self.int_ids else open(d / ".ids.tmp", "wb")  # noqa: SIM115
+        self._max_id_len = 1
+        self.payloads = open(d / "payloads.jsonl", "wb", buffering=1 << 20)  # noqa: SIM115
+        self.count = 0
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        missing = np.zeros(batch.num_rows, dtype=bool)
+        for v in self.manifest.vectors:
+            col = batch.column(v.column)
+            if col.null_count:
+                missing |= ~col.is_valid().to_numpy(zero_copy_only=False)
+        if missing.any():
+            from vecferry.points import reject_from_row
+
+            for row in np.flatnonzero(missing):
+                self.context.reject(reject_from_row(
+                    batch, int(row), self.manifest,
+                    "point lacks one of the vectors; a numpy matrix needs a value in every row",
+                    self.location))
+            batch = batch.filter(pa.array(~missing))
+        n = batch.num_rows
+        if n == 0:
+            return
+        for v in self.manifest.vectors:
+            flat = batch.column(v.column).flatten().to_numpy(zero_copy_only=False)
+            self.vectors[v.name].append(flat.reshape(n, v.size))
+        ids = batch.column(ID_COLUMN)
+        if self.int_ids:
+            self.ids.append(ids.to_numpy(zero_copy_only=False))
+        else:
+            values = ids.to_pylist()
+            self._max_id_len = max(self._max_id_len, *(len(s) for s in values))
+            self._str_ids.write(b"".join(orjson.dumps(s) + b"\n" for s in values))
+        texts = batch.column(PAYLOAD_COLUMN).to_pylist()
+        self.payloads.write(b"".join((b"null" if t is None else t.encode()) + b"\n"
+                                     for t in texts))
+        self.count += n
+
+    def close(self) -> dict[str, Any]:
+        d = self.out.temp
+        for s in self.vectors.values():
+            s.close()
+        if self.ids is not None:
+            self.ids.close()
+        else:
+            self._str_ids.close()
+            self._write_string_ids(d)
+        self.payloads.close()
+        self.manifest.count = self.count
+        (d / MANIFEST_NAME).write_bytes(self.manifest.to_json())
+        size = sum(f.stat().st_size for f in d.iterdir())
+        self.out.commit()
+        return {"bytes_written": size}
+
+    def _write_string_ids(self, d: Path) -> None:
+        """String ids need a fixed width known only at the end: stream the spill into ids.npy."""
+        dtype = np.dtype(f"<U{self._max_id_len}")
+        out = _NpyStream(d / "ids.npy", dtype, ())
+        spill = d / ".ids.tmp"
+        with open(spill, "rb") as fh:
+            block: list[str] = []
+            for line in fh:
+                block.append(orjson.loads(line))
+                if len(block) == 65536:
+                    out.append(np.array(block, dtype=dtype))
+                    block = []
+            if block:
+                out.append(np.array(block, dtype=dtype))
+        out.close()
+        os.unlink(spill)
+
+    def abort(self) -> None:
+        for s in self.vectors.values():
+            s.fh.close()
+        for fh in (self.ids.fh if self.ids else self._str_ids, self.payloads):
+            fh.close()
+        self.out.abort()
+

@@ -1,0 +1,127 @@
+"""Typed errors. Every error names where it happened and what to do about it.
+
+The library raises these and never prints or exits; ``vecferry.cli`` maps them to
+messages and exit codes. Each carries a location (file, line or row, point id) so a
+user with a 50 GB input knows which record to look at, and chains its cause
+(``raise ... from exc``) so a traceback still shows the underlying library error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a problem is: a file or URI, optionally a line (1-based), row (0-based) or point id."""
+
+    source: str | None = None
+    line: int | None = None
+    row: int | None = None
+    point_id: Any = None
+
+    def __str__(self) -> str:
+        parts = []
+        if self.source:
+            parts.append(str(self.source))
+        if self.line is not None:
+            parts.append(f"line {self.line}")
+        if self.row is not None:
+            parts.append(f"row {self.row}")
+        if self.point_id is not None:
+            parts.append(f"id {self.point_id!r}")
+        return ", ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+class VecferryError(Exception):
+    """Base class: ``message`` says what is wrong, ``hint`` what to do, ``location`` where."""
+
+    #: exit code the CLI uses for this error class
+    exit_code = 1
+
+    def __init__(self, message: str, *, location: Location | None = None, hint: str | None = None):
+        self.message = message
+        self.location = location or Location()
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = str(self.location)
+        text = f"{where}: {self.message}" if where else self.message
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "error": type(self).__name__,
+            "message": self.message,
+            "hint": self.hint,
+            "location": self.location.as_dict(),
+        }
+
+
+class UsageError(VecferryError):
+    """The call itself is wrong: unknown format, bad option, conflicting arguments."""
+
+    exit_code = 2
+
+
+class FormatNotFoundError(UsageError):
+    """No format matches the name, URI scheme or extension given."""
+
+
+class MissingDependencyError(VecferryError):
+    """A format needs an optional dependency that is not installed; the hint names the extra."""
+
+
+class InputError(VecferryError):
+    """The input cannot be read as a whole: missing, unreadable, truncated, corrupt, empty."""
+
+
+class RecordError(InputError):
+    """One record is bad (not JSON, wrong dimension, NaN, missing vector, ...).
+
+    With ``on_error="skip"`` the pipeline sends the record to the rejects file and carries on;
+    ``raw`` holds the original record (a dict, or the raw text when it was not parseable).
+    """
+
+    def __init__(self, message: str, *, location: Location | None = None, hint: str | None = None,
+                 raw: Any = None):
+        super().__init__(message, location=location, hint=hint)
+        self.raw = raw
+
+
+class SchemaError(VecferryError):
+    """Data does not fit the stream schema it declared (id kind changed, dimension mismatch)."""
+
+
+class UnsupportedError(VecferryError):
+    """The target cannot hold something in the source (raised before anything is written)."""
+
+
+class OutputExistsError(UsageError):
+    """The output exists and ``overwrite`` was not given."""
+
+
+class TargetError(VecferryError):
+    """The destination refused the data (incompatible collection, server 4xx, disk full)."""
+
+
+class TransientError(VecferryError):
+    """A failure worth retrying (timeout, connection reset, 5xx, 429). Carries ``retry_after``."""
+
+    def __init__(self, message: str, *, location: Location | None = None, hint: str | None = None,
+                 retry_after: float | None = None):
+        super().__init__(message, location=location, hint=hint)
+        self.retry_after = retry_after
+
+
+class VerificationError(VecferryError):
+    """Source and destination differ; the report says how."""
+
+    exit_code = 4

@@ -1,0 +1,75 @@
+"""``inspect``: what a location holds, read from its metadata and a small sample of points."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from vecferry.converters import open_reader, resolve
+from vecferry.converters.base import Context
+from vecferry.stream import ID_COLUMN, PAYLOAD_COLUMN, decode_ids, manifest_of
+
+FIRST_IDS = 5
+
+
+def _size(location: str) -> int | None:
+    p = Path(location)
+    if p.is_file():
+        return p.stat().st_size
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return None
+
+
+def inspect_location(location: str, *, from_format: str | None = None, sample: int = 1000,
+                     reader_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Format, count, vectors, id kind, payload keys (over ``sample`` points), size, first ids.
+
+    Reads at most ``sample`` points; raises the reader's errors (missing file, bad header).
+    """
+    spec = resolve(location, from_format)
+    # Inspection must not stop at a bad record in the sample: it reports the shape it sees.
+    context = Context(on_error="skip")
+    reader = open_reader(location, format=spec.name, context=context, **(reader_options or {}))
+    try:
+        manifest = manifest_of(reader.schema)
+        keys: Counter[str] = Counter()
+        first_ids: list[Any] = []
+        seen = 0
+        for batch in reader.batches(min(sample, 4096)):
+            take = batch.slice(0, sample - seen)
+            if len(first_ids) < FIRST_IDS:
+                first_ids += decode_ids(take.column(ID_COLUMN).slice(0, FIRST_IDS
+                                                                     - len(first_ids)),
+                                        manifest.id_kind)
+            for text in take.column(PAYLOAD_COLUMN).to_pylist():
+                if text:
+                    keys.update(orjson.loads(text).keys())
+            seen += take.num_rows
+            if seen >= sample:
+                break
+        count = reader.count()
+    finally:
+        reader.close()
+    return {
+        "location": location,
+        "format": spec.name,
+        "count": count,
+        "id_kind": manifest.id_kind,
+        "vectors": [{"name": v.name, "kind": v.kind, "size": v.size, "datatype": v.datatype,
+                     "distance": v.distance, **({"extra": v.extra} if v.extra else {})}
+                    for v in manifest.vectors],
+        "payload_keys": dict(keys.most_common()),
+        "sampled": seen,
+        "first_ids": first_ids,
+        "size_bytes": _size(location) if "://" not in location else None,
+        "source": manifest.source,
+        "collection": manifest.collection,
+        "extra": manifest.extra,
+        "rejected_in_sample": context.rejected,
+        "modified": os.path.getmtime(location) if os.path.exists(location) else None,
+    }

@@ -1,0 +1,81 @@
+"""Exact duplicate-id counting with memory bounded by a partition, not by the dataset.
+
+Ids are spilled to hash partitions on disk as the run goes (Arrow IPC files in a temporary
+directory); ``finish`` loads one partition at a time and counts repeats exactly. The spill costs
+about 8-40 bytes of disk per point and is deleted when the count is done.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+
+from vecferry.stream import decode_ids
+
+PARTITIONS = 32
+EXAMPLES = 10
+
+
+class IdLedger:
+    def __init__(self, id_kind: str, partitions: int = PARTITIONS,
+                 directory: str | None = None):
+        self.id_kind = id_kind
+        self.partitions = partitions
+        self._dir = Path(tempfile.mkdtemp(prefix="vecferry-ids-", dir=directory))
+        self._type = pa.uint64() if id_kind == "int" else pa.string()
+        self._writers: dict[int, ipc.RecordBatchStreamWriter] = {}
+        self._schema = pa.schema([("id", self._type)])
+
+    def _part_of(self, ids: pa.Array) -> np.ndarray:
+        if self.id_kind == "int":
+            values = ids.to_numpy(zero_copy_only=False)
+            # Multiplicative hashing spreads sequential ids over all partitions.
+            return ((values * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(59)).astype(
+                np.int64) % self.partitions
+        return np.fromiter((hash(s) % self.partitions for s in ids.to_pylist()),
+                           dtype=np.int64, count=len(ids))
+
+    def add(self, ids: pa.Array) -> None:
+        if len(ids) == 0:
+            return
+        parts = self._part_of(ids)
+        order = np.argsort(parts, kind="stable")
+        sorted_parts = parts[order]
+        bounds = np.flatnonzero(np.diff(sorted_parts)) + 1
+        starts = np.concatenate(([0], bounds))
+        ends = np.concatenate((bounds, [len(parts)]))
+        taken = ids.take(pa.array(order))
+        for s, e in zip(starts, ends):
+            p = int(sorted_parts[s])
+            writer = self._writers.get(p)
+            if writer is None:
+                writer = ipc.new_stream(str(self._dir / f"{p}.arrow"), self._schema)
+                self._writers[p] = writer
+            writer.write_batch(pa.record_batch([taken.slice(s, e - s)], schema=self._schema))
+
+    def finish(self) -> dict[str, Any]:
+        """{"count": ids occurring more than once, "examples": up to 10 of them}."""
+        try:
+            for w in self._writers.values():
+                w.close()
+            count = 0
+            examples: list[Any] = []
+            for p in sorted(self._writers):
+                with ipc.open_stream(str(self._dir / f"{p}.arrow")) as r:
+                    table = r.read_all()
+                counts = pc.value_counts(table.column("id").combine_chunks())
+                dup = counts.filter(pc.greater(counts.field("counts"), 1))
+                count += len(dup)
+                if len(examples) < EXAMPLES and len(dup):
+                    examples += decode_ids(dup.field("values")[: EXAMPLES - len(examples)],
+                                           self.id_kind)
+            return {"count": count, "examples": examples}
+        finally:
+            shutil.rmtree(self._dir, ignore_errors=True)

@@ -1,0 +1,250 @@
+"""``convert()``: one reader, one writer, and everything between them.
+
+The pipeline rebatches the reader's stream, applies ``limit``, feeds the writer, writes rejected
+records to a rejects file, keeps a resume state for writers that acknowledge batches, counts
+duplicate ids with bounded memory, and returns a report (the same dict the CLI prints with
+``--json``). It never prints: progress goes to the ``progress`` object the caller passes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from vecferry.converters import open_reader, open_writer, resolve
+from vecferry.converters.base import REJECT_KEY, Context
+from vecferry.errors import InputError, Location, RecordError, UsageError
+from vecferry.ledger import IdLedger
+from vecferry.stream import manifest_of, rebatch
+
+DEFAULT_BATCH_SIZE = 2048
+
+
+class Progress(Protocol):
+    """What the pipeline needs of a progress bar (``tqdm`` fits)."""
+
+    total: int | None
+
+    def update(self, n: int) -> Any: ...
+
+    def refresh(self) -> Any: ...
+
+
+class RejectsFile:
+    """Rejected records as JSONL, one per line, in the input's own point shape.
+
+    Each line is the original point (when it could be parsed) plus ``_vecferry_reject`` with the
+    reason and location; the JSONL reader ignores that key, so a user fixes the lines and feeds
+    the file back to ``vecferry convert``. An unparseable line is kept verbatim under ``_raw``.
+    The file is created on the first reject only.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self._fh = None
+        self.count = 0
+
+    def __call__(self, error: RecordError) -> None:
+        if self._fh is None:
+            self._fh = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        raw = error.raw
+        record: dict[str, Any]
+        if isinstance(raw, dict):
+            record = {k: v for k, v in raw.items() if k != REJECT_KEY}
+        else:
+            record = {"_raw": raw if isinstance(raw, str) else repr(raw)}
+        record[REJECT_KEY] = {"reason": error.message, **error.location.as_dict()}
+        self._fh.write(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+        self.count += 1
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def default_rejects_path(dst: str) -> str:
+    base = dst.rstrip("/").split("://")[-1].replace("/", "_") if "://" in dst else dst.rstrip("/")
+    return f"{base}.rejects.jsonl"
+
+
+def default_state_path(dst: str) -> str:
+    base = dst.rstrip("/").split("://")[-1].replace("/", "_") if "://" in dst else dst.rstrip("/")
+    return f"{base}.vecferry-state.json"
+
+
+class ResumeState:
+    """Source position and counts after the last acknowledged batch, rewritten atomically."""
+
+    def __init__(self, path: str | os.PathLike[str], src: str, dst: str):
+        self.path = Path(path)
+        self.src, self.dst = src, dst
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        try:
+            state = orjson.loads(self.path.read_bytes())
+        except orjson.JSONDecodeError as exc:
+            raise InputError("resume state is not valid JSON", location=Location(str(self.path)),
+                             hint="delete it to start from the beginning") from exc
+        if state.get("src") != self.src or state.get("dst") != self.dst:
+            raise UsageError(
+                f"resume state belongs to {state.get('src')} -> {state.get('dst')}",
+                location=Location(str(self.path)),
+                hint="pass --state with another file, or delete it",
+            )
+        return state
+
+    def save(self, position: int, written: int, rejected: int, done: bool = False) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_bytes(orjson.dumps({
+            "src": self.src, "dst": self.dst, "position": position, "written": written,
+            "rejected": rejected, "done": done, "updated": time.time(),
+        }))
+        os.replace(tmp, self.path)
+
+
+def convert(
+    src: str,
+    dst: str,
+    *,
+    from_format: str | None = None,
+    to_format: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    limit: int | None = None,
+    overwrite: bool = False,
+    on_error: str = "fail",
+    rejects: str | None = None,
+    resume: bool = False,
+    state: str | None = None,
+    check_duplicates: bool = True,
+    progress: Progress | None = None,
+    reader_options: dict[str, Any] | None = None,
+    writer_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Convert ``src`` into ``dst`` and return the run report.
+
+    Raises a ``VecferryError`` subclass on failure, after removing any partial output (file
+    targets write under a temporary name). With ``on_error="skip"`` bad records go to
+    ``rejects`` (default ``<dst>.rejects.jsonl``) and the run carries on; the report always
+    satisfies ``read == written + rejected``. With ``resume=True`` and a writer that
+    acknowledges batches (Qdrant), the run continues after the position saved in ``state``.
+    """
+    if batch_size <= 0:
+        raise UsageError("batch size must be a positive integer")
+    if limit is not None and limit < 0:
+        raise UsageError("limit must not be negative")
+    started = time.perf_counter()
+    src_spec = resolve(src, from_format, role="reader")
+    dst_spec = resolve(dst, to_format, role="writer")
+    rejects_path = rejects or default_rejects_path(dst)
+    sink = RejectsFile(rejects_path)
+    context = Context(on_error=on_error, sink=sink)
+    reader = open_reader(src, format=src_spec.name, context=context, **(reader_options or {}))
+    writer = None
+    resume_state = None
+    position = 0
+    written_before = rejected_before = 0
+    try:
+        schema = reader.schema
+        manifest = manifest_of(schema)
+        writer_cls = dst_spec.load("writer")
+        resumable = bool(getattr(writer_cls, "resumable", False))
+        if resume and not resumable:
+            raise UsageError(f"--resume needs a target that acknowledges batches; "
+                             f"{dst_spec.name} output is written whole or not at all",
+                             hint="run without --resume")
+        if resumable and (resume or state):
+            resume_state = ResumeState(state or default_state_path(dst), src, dst)
+            saved = resume_state.load() if resume else None
+            if saved:
+                position = int(saved["position"])
+                written_before = int(saved["written"])
+                rejected_before = int(saved["rejected"])
+        wopts = dict(writer_options or {})
+        if resumable:
+            wopts["resuming"] = position > 0
+        writer = writer_cls(dst, schema, context=context, overwrite=overwrite, **wopts)
+        total = reader.count()
+        if total is not None and limit is not None:
+            total = min(total, limit)
+        if progress is not None:
+            progress.total = total
+            if position:
+                progress.update(min(position, total or position))
+        ledger = IdLedger(manifest.id_kind) if check_duplicates else None
+        written = 0
+        consumed = 0  # stream rows handed to the writer, the unit of the resume position
+        remaining = None if limit is None else max(0, limit - position)
+        stream = reader.batches(batch_size, start=position)
+        for batch in rebatch(stream, batch_size):
+            if remaining is not None:
+                if remaining <= 0:
+                    break
+                if batch.num_rows > remaining:
+                    batch = batch.slice(0, remaining)
+                remaining -= batch.num_rows
+            before = context.rejected
+            writer.write_batch(batch)
+            written += batch.num_rows - (context.rejected - before)
+            consumed += batch.num_rows
+            if ledger is not None:
+                ledger.add(batch.column("id"))
+            if resume_state is not None:
+                # A writer with requests in flight says how many stream rows are acknowledged;
+                # only those may be skipped by a later --resume.
+                acked = getattr(writer, "acknowledged_rows", None)
+                resume_state.save(position + (consumed if acked is None else acked),
+                                  written_before + written, rejected_before + context.rejected)
+            if progress is not None:
+                progress.update(batch.num_rows)
+        if progress is not None:
+            progress.refresh()
+        writer_report = writer.close() or {}
+        if resume_state is not None:
+            resume_state.save(position + consumed, written_before + written,
+                              rejected_before + context.rejected, done=True)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        reader.close()
+        sink.close()
+    duplicates = ledger.finish() if ledger is not None else None
+    seconds = time.perf_counter() - started
+    rejected = context.rejected
+    report: dict[str, Any] = {
+        "source": src,
+        "destination": dst,
+        "from": src_spec.name,
+        "to": dst_spec.name,
+        "read": written + rejected,
+        "written": written,
+        "rejected": rejected,
+        "rejects_file": str(rejects_path) if rejected else None,
+        "seconds": round(seconds, 3),
+        "points_per_second": round(written / seconds, 1) if seconds > 0 else None,
+        "id_kind": manifest.id_kind,
+        "vectors": [{"name": v.name, "kind": v.kind, "size": v.size, "datatype": v.datatype,
+                     "distance": v.distance} for v in manifest.vectors],
+        "warnings": list(context.warnings),
+    }
+    if position:
+        report["resumed_from"] = position
+        report["written_total"] = written_before + written
+    if duplicates is not None:
+        report["duplicate_ids"] = duplicates
+        if duplicates["count"]:
+            shown = ", ".join(repr(i) for i in duplicates["examples"])
+            report["warnings"].append(
+                f"{duplicates['count']} id(s) occur more than once ({shown}); every record was "
+                "kept, but a Qdrant target keeps only the last point of each id"
+            )
+    report.update(writer_report)
+    return report

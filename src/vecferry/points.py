@@ -1,0 +1,402 @@
+"""Points in Qdrant's REST shape <-> Arrow record batches.
+
+A point is ``{"id": ..., "vector": [...] | {"name": [...] | {"indices": [...], "values": [...]}
+| [[...], ...]}, "payload": {...}}``. JSONL and Qdrant both speak this shape; this module is the
+one place that turns it into stream batches (``BatchBuilder``) and back (``iter_points``,
+``point_json_lines``), validating every record on the way in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from vecferry.converters.base import Context
+from vecferry.errors import RecordError
+from vecferry.stream import (
+    ID_COLUMN,
+    PAYLOAD_COLUMN,
+    Manifest,
+    VectorSpec,
+    decode_ids,
+    encode_id,
+    kind_of_id,
+    merge_id_kinds,
+    record_error,
+)
+
+_NP = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
+
+
+def dumps_payload(payload: Any) -> str:
+    """Payload as JSON text; integers past 64 bits go through the stdlib encoder (exact)."""
+    try:
+        return orjson.dumps(payload).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def vectors_of(point: dict[str, Any]) -> dict[str, Any]:
+    """The named vectors of a point; an unnamed vector is returned under ''."""
+    vec = point.get("vector", point.get("vectors"))
+    if vec is None:
+        return {}
+    if isinstance(vec, dict):
+        return vec
+    return {"": vec}
+
+
+def infer_vector_spec(name: str, value: Any) -> VectorSpec:
+    """Guess a vector's kind and size from one value (used when no manifest says it)."""
+    if isinstance(value, dict):
+        return VectorSpec(name=name, kind="sparse")
+    if isinstance(value, list) and value and isinstance(value[0], list):
+        return VectorSpec(name=name, kind="multi", size=len(value[0]))
+    if isinstance(value, list) and value:
+        return VectorSpec(name=name, kind="dense", size=len(value))
+    raise ValueError(f"vector {name!r} is empty or not a list")
+
+
+def infer_manifest(points: list[dict[str, Any]]) -> Manifest:
+    """A manifest for a stream whose first points are ``points`` (no manifest available)."""
+    specs: dict[str, VectorSpec] = {}
+    kinds = set()
+    for p in points:
+        try:
+            kinds.add(kind_of_id(p.get("id")))
+        except ValueError:
+            pass
+        for name, value in vectors_of(p).items():
+            if name not in specs:
+                try:
+                    specs[name] = infer_vector_spec(name, value)
+                except ValueError:
+                    continue
+    return Manifest(vectors=list(specs.values()), id_kind=merge_id_kinds(kinds))
+
+
+class BatchBuilder:
+    """Accumulates validated points and emits record batches of the manifest's schema.
+
+    ``add`` checks a point's shape (id, vector names, sizes, payload object) and rejects it
+    through ``context`` when bad; ``flush`` converts the accumulated rows column-wise (one
+    numpy conversion per vector column), rejecting rows whose values are not finite numbers.
+    """
+
+    def __init__(self, manifest: Manifest, context: Context, source: str):
+        self.manifest = manifest
+        self.schema = manifest.schema()
+        self.context = context
+        self.source = source
+        self.specs = {v.name: v for v in manifest.vectors}
+        self._reset()
+
+    def _reset(self) -> None:
+        self.ids: list[Any] = []
+        self.payloads: list[str | None] = []
+        self.where: list[dict[str, Any]] = []
+        self.points: list[dict[str, Any]] = []
+        self.vectors: dict[str, list[Any]] = {name: [] for name in self.specs}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _fail(self, message: str, where: dict[str, Any], point: Any, hint: str | None = None,
+              point_id: Any = None) -> None:
+        self.context.reject(record_error(message, source=self.source, point_id=point_id,
+                                         hint=hint, raw=point, **where))
+
+    def add(self, point: Any, *, line: int | None = None, row: int | None = None) -> bool:
+        """Add one point; returns False when it was rejected (and skipping is on)."""
+        where = {"line": line} if line is not None else {"row": row}
+        if not isinstance(point, dict):
+            self._fail(f"a point must be a JSON object, not {type(point).__name__}", where, point)
+            return False
+        if "id" not in point:
+            self._fail("point has no 'id'", where, point, hint="every point needs an id")
+            return False
+        pid = point["id"]
+        try:
+            sid = encode_id(pid, self.manifest.id_kind)
+        except ValueError as exc:
+            hint = None
+            if "before it" in str(exc):
+                hint = "pass --id-kind mixed (or string) to read ids of several kinds"
+            self._fail(str(exc), where, point, hint=hint, point_id=pid)
+            return False
+        vecs = vectors_of(point)
+        if not isinstance(vecs, dict) or not vecs:
+            self._fail("point has no vector", where, point, point_id=pid,
+                       hint="every point needs at least one vector")
+            return False
+        unknown = [n for n in vecs if n not in self.specs]
+        if unknown:
+            known = [n or "(unnamed)" for n in self.specs]
+            self._fail(f"vector {unknown[0]!r} is not in the schema (vectors: {known})", where,
+                       point, point_id=pid)
+            return False
+        for name, value in vecs.items():
+            problem = _check_vector(self.specs[name], value)
+            if problem:
+                self._fail(problem, where, point, point_id=pid)
+                return False
+        payload = point.get("payload")
+        if payload is not None and not isinstance(payload, dict):
+            self._fail(f"payload must be a JSON object, not {type(payload).__name__}", where,
+                       point, point_id=pid)
+            return False
+        self.ids.append(sid)
+        self.payloads.append(None if payload is None else dumps_payload(payload))
+        self.where.append(where)
+        self.points.append(point)
+        for name, acc in self.vectors.items():
+            acc.append(vecs.get(name))
+        return True
+
+    def flush(self) -> pa.RecordBatch | None:
+        """The accumulated points as a batch (None when all were rejected or none added)."""
+        if not self.ids:
+            self._reset()
+            return None
+        n = len(self.ids)
+        keep = np.ones(n, dtype=bool)
+        columns: dict[str, pa.Array] = {}
+        for name, values in self.vectors.items():
+            spec = self.specs[name]
+            arr, bad = _vector_array(spec, values)
+            for i, reason in bad.items():
+                if keep[i]:
+                    keep[i] = False
+                    self._fail(reason, self.where[i], self.points[i],
+                               point_id=self.points[i].get("id"),
+                               hint="JSON and Qdrant cannot hold NaN or infinite values")
+            columns[spec.column] = arr
+        columns[ID_COLUMN] = pa.array(self.ids, type=self.schema.field(ID_COLUMN).type)
+        columns[PAYLOAD_COLUMN] = pa.array(self.payloads, type=pa.string())
+        batch = pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema],
+                                           schema=self.schema)
+        if not keep.all():
+            batch = batch.filter(pa.array(keep))
+        self._reset()
+        return batch if batch.num_rows else None
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_vector(spec: VectorSpec, value: Any) -> str | None:
+    """Why a vector value does not fit ``spec`` (cheap structural checks), or None."""
+    label = "vector" if spec.name == "" else f"vector {spec.name!r}"
+    if value is None:
+        return None
+    if spec.kind == "dense":
+        if not isinstance(value, list):
+            return f"{label} must be a list of numbers"
+        if len(value) != spec.size:
+            return f"{label} has {len(value)} dimensions, expected {spec.size}"
+        return None
+    if spec.kind == "multi":
+        if not isinstance(value, list) or not value or not all(isinstance(v, list) for v in value):
+            return f"{label} must be a non-empty list of vectors (multivector)"
+        for v in value:
+            if len(v) != spec.size:
+                return f"{label} has a sub-vector of {len(v)} dimensions, expected {spec.size}"
+        return None
+    if not isinstance(value, dict) or set(value) != {"indices", "values"}:
+        return f"{label} must be a sparse vector {{'indices': [...], 'values': [...]}}"
+    idx, vals = value["indices"], value["values"]
+    if not isinstance(idx, list) or not isinstance(vals, list) or len(idx) != len(vals):
+        return f"{label}: indices and values must be lists of the same length"
+    if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**32 for i in idx):
+        return f"{label}: sparse indices must be integers in 0..2^32-1"
+    if len(set(idx)) != len(idx):
+        return f"{label}: sparse indices repeat"
+    if not all(_is_number(v) and math.isfinite(v) for v in vals):
+        return f"{label}: sparse values must be finite numbers"
+    return None
+
+
+def _vector_array(spec: VectorSpec, values: list[Any]) -> tuple[pa.Array, dict[int, str]]:
+    """One vector column from Python values, and {row: reason} for rows that cannot be held."""
+    label = "vector" if spec.name == "" else f"vector {spec.name!r}"
+    bad: dict[int, str] = {}
+    dtype = _NP[spec.datatype]
+    if spec.kind == "sparse":
+        return pa.array(values, type=spec.arrow_type()), bad
+    present = [i for i, v in enumerate(values) if v is not None]
+    if spec.kind == "dense":
+        rows = [values[i] for i in present]
+        lengths = None
+    else:
+        rows = [sub for i in present for sub in values[i]]
+        lengths = [len(values[i]) for i in present]
+    size = spec.size or 0
+    try:
+        mat = np.array(rows, dtype=np.float64).reshape(-1, size)
+    except (TypeError, ValueError):
+        mat = np.zeros((len(rows), size), dtype=np.float64)
+        owner = _row_owner(present, lengths)
+        for r, row in enumerate(rows):
+            try:
+                mat[r] = np.array(row, dtype=np.float64)
+            except (TypeError, ValueError):
+                bad.setdefault(owner[r], f"{label} holds a value that is not a number")
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = mat.astype(dtype)
+    finite = np.isfinite(mat).all(axis=1)
+    if dtype is np.float32 or dtype is np.float16:
+        finite &= np.isfinite(cast).all(axis=1) if cast.size else finite
+    else:
+        finite &= ((mat >= 0) & (mat <= 255) & (mat == np.round(mat))).all(axis=1)
+    if not finite.all():
+        owner = _row_owner(present, lengths)
+        what = ("NaN, infinity or a value outside float range" if dtype is not np.uint8
+                else "a value that is not an integer in 0..255")
+        for r in np.flatnonzero(~finite):
+            bad.setdefault(owner[int(r)], f"{label} holds {what}")
+    flat = pa.array(cast.reshape(-1), type=pa.from_numpy_dtype(dtype))
+    inner = pa.FixedSizeListArray.from_arrays(flat, size)
+    validity = np.zeros(len(values), dtype=bool)
+    validity[present] = True
+    if spec.kind == "dense":
+        full = _scatter(inner, present, len(values))
+    else:
+        offsets = np.zeros(len(present) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        lists = pa.ListArray.from_arrays(pa.array(offsets), inner)
+        full = _scatter(lists, present, len(values))
+    return full, bad
+
+
+def _row_owner(present: list[int], lengths: list[int] | None) -> list[int]:
+    """Map a flattened sub-row back to the point it belongs to."""
+    if lengths is None:
+        return present
+    owner: list[int] = []
+    for i, n in zip(present, lengths):
+        owner.extend([i] * n)
+    return owner
+
+
+def _scatter(arr: pa.Array, present: list[int], n: int) -> pa.Array:
+    """Spread ``arr`` (one value per present row) over ``n`` rows, nulls elsewhere."""
+    if len(present) == n:
+        return arr
+    take = np.full(n, -1, dtype=np.int64)
+    take[present] = np.arange(len(present))
+    indices = pa.array(take, mask=take < 0)
+    return arr.take(indices)
+
+
+# ------------------------------------------------------------------------------- batch -> out
+
+
+def _vector_values(column: pa.Array, spec: VectorSpec) -> list[Any]:
+    """Python values of one vector column, in Qdrant's REST shape (None where missing)."""
+    if spec.kind == "sparse":
+        return column.to_pylist()
+    if spec.kind == "dense":
+        return _dense_rows(column, spec)
+    out: list[Any] = []
+    for cell in column:
+        if not cell.is_valid:
+            out.append(None)
+            continue
+        out.append(_dense_rows(cell.values, spec))
+    return out
+
+
+def _dense_rows(column: pa.Array, spec: VectorSpec) -> list[Any]:
+    """Rows of a fixed-size-list column as numpy rows (None where missing)."""
+    flat = column.flatten() if column.null_count == 0 else None
+    if flat is not None:
+        mat = flat.to_numpy(zero_copy_only=False).reshape(len(column), spec.size)
+        return list(mat)
+    out = []
+    for cell in column:
+        out.append(None if not cell.is_valid else cell.values.to_numpy(zero_copy_only=False))
+    return out
+
+
+def iter_points(batch: pa.RecordBatch, manifest: Manifest) -> Iterator[dict[str, Any]]:
+    """Points of a batch in Qdrant's REST shape; vectors as numpy arrays, payload as dicts."""
+    ids = decode_ids(batch.column(ID_COLUMN), manifest.id_kind)
+    payloads = batch.column(PAYLOAD_COLUMN).to_pylist()
+    vecs = {v.name: _vector_values(batch.column(v.column), v) for v in manifest.vectors}
+    unnamed_only = [v.name for v in manifest.vectors] == [""]
+    for i, pid in enumerate(ids):
+        point: dict[str, Any] = {"id": pid}
+        if unnamed_only:
+            point["vector"] = vecs[""][i]
+        else:
+            point["vector"] = {n: vals[i] for n, vals in vecs.items() if vals[i] is not None}
+        text = payloads[i]
+        point["payload"] = None if text is None else json.loads(text)
+        yield point
+
+
+def non_finite_rows(batch: pa.RecordBatch, manifest: Manifest) -> dict[int, str]:
+    """{row: vector label} for rows holding NaN or infinity in any float vector."""
+    bad: dict[int, str] = {}
+    for spec in manifest.vectors:
+        if spec.datatype == "uint8":
+            continue
+        col = batch.column(spec.column)
+        if spec.kind == "sparse":
+            lists = col.field("values")
+            offsets = lists.offsets.to_numpy()
+            vals = lists.values.to_numpy(zero_copy_only=False)
+            ok = np.isfinite(vals)
+            if ok.all():
+                continue
+            for row in range(len(col)):
+                if col[row].is_valid and not ok[offsets[row]:offsets[row + 1]].all():
+                    bad.setdefault(row, spec.name)
+            continue
+        if spec.kind == "multi":
+            counts = col.value_lengths().fill_null(0).to_numpy()
+            flat = col.flatten()
+            mat = flat.flatten().to_numpy(zero_copy_only=False).reshape(len(flat), spec.size)
+            ok_sub = np.isfinite(mat).all(axis=1)
+            if ok_sub.all():
+                continue
+            owner = np.repeat(np.arange(len(col)), counts)
+            for sub in np.flatnonzero(~ok_sub):
+                bad.setdefault(int(owner[sub]), spec.name)
+            continue
+        valid = col.is_valid().to_numpy(zero_copy_only=False)
+        flat = col.fill_null(pa.scalar([0] * spec.size, col.type)) if col.null_count else col
+        mat = flat.flatten().to_numpy(zero_copy_only=False).reshape(len(col), spec.size)
+        ok = np.isfinite(mat).all(axis=1) | ~valid
+        for row in np.flatnonzero(~ok):
+            bad.setdefault(int(row), spec.name)
+    return bad
+
+
+def point_from_row(batch: pa.RecordBatch, row: int, manifest: Manifest) -> dict[str, Any]:
+    """One row as a JSON-safe point (vectors as lists) for rejects files and messages."""
+    point = next(iter_points(batch.slice(row, 1), manifest))
+    return _jsonable(point)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return [None if not math.isfinite(x) else x for x in value.astype(float).tolist()]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def reject_from_row(batch: pa.RecordBatch, row: int, manifest: Manifest, message: str,
+                    source: str) -> RecordError:
+    point = point_from_row(batch, row, manifest)
+    return record_error(message, source=source, point_id=point["id"], raw=point)

@@ -1,0 +1,300 @@
+"""The point stream: Arrow schema, manifest and id handling shared by every format.
+
+A point stream is a sequence of ``pyarrow.RecordBatch`` with one fixed schema:
+
+* ``id``: ``uint64`` when every id is an unsigned integer (id kind ``int``), otherwise ``string``
+  (id kinds ``uuid``, ``string`` and ``mixed``; in a ``mixed`` stream an integer id travels as
+  its canonical decimal text and is restored to an integer on the way out).
+* one column per vector: ``vector`` for the unnamed default vector, ``vector.<name>`` for a named
+  one. Dense: ``fixed_size_list<float32|float16|uint8>[size]``; sparse:
+  ``struct<indices: list<uint32>, values: list<float32>>``; multi:
+  ``list<fixed_size_list<float32>[size]>``. A null cell means the point has no such vector.
+* ``payload``: JSON text (null means no payload). Text keeps every JSON value exactly, including
+  integers past 2^53 that a float64 column would round.
+
+The manifest (``Manifest``) travels in the schema metadata under ``vecferry.manifest`` and is
+documented as JSON Schema in ``vecferry/schemas/manifest.schema.json``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from vecferry.errors import Location, RecordError, SchemaError
+
+FORMAT_VERSION = 1
+MANIFEST_KEY = b"vecferry.manifest"
+ID_COLUMN = "id"
+PAYLOAD_COLUMN = "payload"
+DEFAULT_VECTOR_COLUMN = "vector"
+
+ID_KINDS = ("int", "uuid", "string", "mixed")
+VECTOR_KINDS = ("dense", "sparse", "multi")
+DATATYPES = {"float32": pa.float32(), "float16": pa.float16(), "uint8": pa.uint8()}
+DISTANCES = ("Cosine", "Euclid", "Dot", "Manhattan")
+MAX_UINT64 = 2**64 - 1
+
+_DECIMAL = re.compile(r"0|[1-9][0-9]*\Z")
+
+
+def vector_column(name: str) -> str:
+    """Column holding the vector called ``name`` ('' is the unnamed default vector)."""
+    return DEFAULT_VECTOR_COLUMN if name == "" else f"{DEFAULT_VECTOR_COLUMN}.{name}"
+
+
+def vector_name(column: str) -> str:
+    if column == DEFAULT_VECTOR_COLUMN:
+        return ""
+    if column.startswith(DEFAULT_VECTOR_COLUMN + "."):
+        return column[len(DEFAULT_VECTOR_COLUMN) + 1 :]
+    raise SchemaError(f"column {column!r} is not a vector column")
+
+
+@dataclass
+class VectorSpec:
+    """One vector of a point: its name ('' = unnamed), kind, size and how it is compared.
+
+    ``extra`` carries settings that only some targets understand (Qdrant ``on_disk``, HNSW,
+    multivector comparator, sparse modifier), kept so a round trip can recreate them.
+    """
+
+    name: str
+    kind: str = "dense"
+    size: int | None = None
+    datatype: str = "float32"
+    distance: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in VECTOR_KINDS:
+            raise SchemaError(f"vector {self.name!r}: unknown kind {self.kind!r}")
+        if self.kind != "sparse" and (self.size is None or self.size <= 0):
+            raise SchemaError(f"vector {self.name!r}: a {self.kind} vector needs a positive size")
+        if self.datatype not in DATATYPES:
+            raise SchemaError(
+                f"vector {self.name!r}: unsupported datatype {self.datatype!r}",
+                hint=f"supported: {', '.join(DATATYPES)}",
+            )
+
+    @property
+    def column(self) -> str:
+        return vector_column(self.name)
+
+    def arrow_type(self) -> pa.DataType:
+        value = DATATYPES[self.datatype]
+        if self.kind == "dense":
+            return pa.list_(value, self.size)
+        if self.kind == "multi":
+            return pa.list_(pa.list_(value, self.size))
+        return pa.struct([("indices", pa.list_(pa.uint32())), ("values", pa.list_(pa.float32()))])
+
+
+@dataclass
+class Manifest:
+    """What a stream holds, known before its first batch. See ``manifest.schema.json``."""
+
+    vectors: list[VectorSpec]
+    id_kind: str = "int"
+    count: int | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+    collection: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.id_kind not in ID_KINDS:
+            raise SchemaError(f"unknown id kind {self.id_kind!r}", hint=f"one of {ID_KINDS}")
+        names = [v.name for v in self.vectors]
+        if len(set(names)) != len(names):
+            raise SchemaError(f"vector names repeat: {names}")
+
+    def vector(self, name: str) -> VectorSpec:
+        for v in self.vectors:
+            if v.name == name:
+                return v
+        raise SchemaError(f"no vector named {name!r}; vectors: {[v.name for v in self.vectors]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["created_by"] = _created_by()
+        return d
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        version = d.get("format_version", FORMAT_VERSION)
+        if version > FORMAT_VERSION:
+            raise SchemaError(
+                f"manifest format version {version} is newer than this vecferry ({FORMAT_VERSION})",
+                hint="upgrade vecferry",
+            )
+        return cls(
+            vectors=[VectorSpec(**v) for v in d.get("vectors", [])],
+            id_kind=d.get("id_kind", "int"),
+            count=d.get("count"),
+            source=d.get("source") or {},
+            collection=d.get("collection"),
+            extra=d.get("extra") or {},
+            format_version=version,
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Manifest:
+        return cls.from_dict(orjson.loads(data))
+
+    def schema(self) -> pa.Schema:
+        """The Arrow schema of a stream with this manifest, the manifest in its metadata."""
+        fields = [pa.field(ID_COLUMN, id_arrow_type(self.id_kind), nullable=False)]
+        fields += [pa.field(v.column, v.arrow_type()) for v in self.vectors]
+        fields.append(pa.field(PAYLOAD_COLUMN, pa.string()))
+        return pa.schema(fields, metadata={MANIFEST_KEY: self.to_json()})
+
+
+def _created_by() -> str:
+    from vecferry import __version__
+
+    return f"vecferry {__version__}"
+
+
+def manifest_of(schema: pa.Schema) -> Manifest:
+    """The manifest a stream schema carries; a schema without one is a programming error."""
+    meta = schema.metadata or {}
+    if MANIFEST_KEY not in meta:
+        raise SchemaError("stream schema carries no vecferry manifest")
+    return Manifest.from_json(meta[MANIFEST_KEY])
+
+
+def with_manifest(schema: pa.Schema, manifest: Manifest) -> pa.Schema:
+    meta = dict(schema.metadata or {})
+    meta[MANIFEST_KEY] = manifest.to_json()
+    return schema.with_metadata(meta)
+
+
+# ----------------------------------------------------------------------------------------- ids
+
+
+def id_arrow_type(id_kind: str) -> pa.DataType:
+    return pa.uint64() if id_kind == "int" else pa.string()
+
+
+def is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return True
+
+
+def kind_of_id(value: Any) -> str:
+    """'int', 'uuid' or 'string' for one id; raises ``ValueError`` for anything else."""
+    if isinstance(value, bool):
+        raise ValueError(f"id {value!r} is a boolean; ids are unsigned integers or strings")
+    if isinstance(value, int):
+        if 0 <= value <= MAX_UINT64:
+            return "int"
+        raise ValueError(
+            f"id {value} is outside 0..2^64-1; integer ids must be unsigned 64-bit"
+        )
+    if isinstance(value, str):
+        if value == "":
+            raise ValueError("id is an empty string")
+        return "uuid" if is_uuid(value) else "string"
+    raise ValueError(f"id {value!r} is a {type(value).__name__}; ids are integers or strings")
+
+
+def merge_id_kinds(kinds: Iterable[str]) -> str:
+    """The id kind of a stream holding ids of these kinds."""
+    ks = set(kinds)
+    if not ks or ks == {"int"}:
+        return "int"
+    if ks == {"uuid"}:
+        return "uuid"
+    if "int" in ks:
+        return "mixed"
+    return "string"
+
+
+def encode_id(value: Any, id_kind: str) -> Any:
+    """One Python id as the stream stores it under ``id_kind``; ``ValueError`` when it cannot."""
+    kind = kind_of_id(value)
+    if id_kind == "int":
+        if kind != "int":
+            raise ValueError(
+                f"id {value!r} is a string but the ids before it are integers"
+            )
+        return value
+    if id_kind == "mixed":
+        if kind == "int":
+            return str(value)
+        if _DECIMAL.match(value):
+            raise ValueError(
+                f"string id {value!r} looks like an integer and cannot be told apart from one "
+                "in a stream that mixes integer and string ids"
+            )
+        return value
+    if kind == "int":
+        raise ValueError(f"id {value!r} is an integer but the ids before it are strings")
+    if id_kind == "uuid" and kind != "uuid":
+        raise ValueError(f"id {value!r} is not a UUID but the ids before it are UUIDs")
+    return value
+
+
+def decode_ids(column: pa.Array, id_kind: str) -> list[Any]:
+    """Python ids (int or str) from an ``id`` column, restoring integers in a mixed stream."""
+    values = column.to_pylist()
+    if id_kind == "mixed":
+        return [int(v) if _DECIMAL.match(v) else v for v in values]
+    return values
+
+
+# ------------------------------------------------------------------------------------ batches
+
+
+def rebatch(batches: Iterable[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
+    """Re-cut a batch stream so every batch but the last has exactly ``size`` rows.
+
+    Holds at most ``size`` rows plus one incoming batch, so memory stays bounded.
+    """
+    if size <= 0:
+        raise ValueError("batch size must be positive")
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        offset = 0
+        while offset < batch.num_rows:
+            take = min(size - rows, batch.num_rows - offset)
+            pending.append(batch.slice(offset, take))
+            rows += take
+            offset += take
+            if rows == size:
+                yield _concat(pending)
+                pending, rows = [], 0
+    if rows:
+        yield _concat(pending)
+
+
+def _concat(parts: Sequence[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(parts) == 1:
+        return parts[0]
+    return pa.Table.from_batches(parts).combine_chunks().to_batches()[0]
+
+
+def record_error(message: str, *, source: str | None = None, line: int | None = None,
+                 row: int | None = None, point_id: Any = None, hint: str | None = None,
+                 raw: Any = None) -> RecordError:
+    """Shorthand for a ``RecordError`` with its location."""
+    return RecordError(
+        message,
+        location=Location(source=source, line=line, row=row, point_id=point_id),
+        hint=hint,
+        raw=raw,
+    )
