@@ -39,7 +39,7 @@ def open_read(path: str | Path) -> IO[bytes]:
             raw = open(p, "rb")  # noqa: SIM115 - owned by the returned stream
             return io.BufferedReader(_zstd().ZstdDecompressor().stream_reader(raw, closefd=True),
                                      buffer_size=1 << 20)
-        return open(p, "rb", buffering=1 << 20)  # noqa: SIM115 - caller closes
+        return open(p, "rb", buffering=1 << 20)
     except OSError as exc:
         raise InputError(f"cannot open: {exc.strerror or exc}", location=Location(source=p),
                          hint="check the path and permissions") from exc
@@ -53,7 +53,7 @@ def open_write(path: str | Path, compress_as: str) -> IO[bytes]:
     if compress_as.endswith(".zst"):
         raw = open(path, "wb")  # noqa: SIM115 - owned by the returned stream
         return _zstd().ZstdCompressor(level=3, threads=-1).stream_writer(raw, closefd=True)
-    return open(path, "wb", buffering=1 << 20)  # noqa: SIM115 - caller closes
+    return open(path, "wb", buffering=1 << 20)
 
 
 def loads_exact(line: bytes) -> Any:
@@ -97,21 +97,17 @@ def iter_payload_rows(path: str) -> Iterator[tuple[int, str | None]]:
         import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(path)
-        row = 0
-        has_text = "payload" in pf.schema_arrow.names and len(pf.schema_arrow.names) == 1
-        for batch in pf.iter_batches(batch_size=4096):
-            if has_text:
-                for text in batch.column("payload").to_pylist():
-                    yield row, text
-                    row += 1
-            else:
-                for rec in batch.to_pylist():
-                    yield row, dumps_payload(rec)
-                    row += 1
+        has_text = pf.schema_arrow.names == ["payload"]
+        texts = (
+            text
+            for batch in pf.iter_batches(batch_size=4096)
+            for text in (batch.column("payload").to_pylist() if has_text
+                         else map(dumps_payload, batch.to_pylist()))
+        )
+        yield from enumerate(texts)
         return
     with open_read(path) as fh:
-        row = 0
-        for number, line, _ in iter_lines(fh, path):
+        for row, (number, line, _) in enumerate(iter_lines(fh, path)):
             try:
                 value = loads_exact(line)
             except ValueError as exc:
@@ -122,4 +118,3 @@ def iter_payload_rows(path: str) -> Iterator[tuple[int, str | None]]:
                 raise RecordError(f"payload must be a JSON object, not {type(value).__name__}",
                                   location=Location(source=path, line=number))
             yield row, None if value is None else dumps_payload(value)
-            row += 1

@@ -52,7 +52,7 @@ class IdLedger:
         starts = np.concatenate(([0], bounds))
         ends = np.concatenate((bounds, [len(parts)]))
         taken = ids.take(pa.array(order))
-        for s, e in zip(starts, ends):
+        for s, e in zip(starts, ends, strict=True):
             p = int(sorted_parts[s])
             writer = self._writers.get(p)
             if writer is None:

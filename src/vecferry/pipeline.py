@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from vecferry.converters import open_reader, open_writer, resolve
+from vecferry.converters import open_reader, resolve
 from vecferry.converters.base import REJECT_KEY, Context
 from vecferry.errors import InputError, Location, RecordError, UsageError
 from vecferry.ledger import IdLedger

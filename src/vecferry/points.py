@@ -8,6 +8,7 @@ one place that turns it into stream batches (``BatchBuilder``) and back (``iter_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Iterator
@@ -68,10 +69,9 @@ def infer_manifest(points: list[dict[str, Any]]) -> Manifest:
     specs: dict[str, VectorSpec] = {}
     kinds = set()
     for p in points:
-        try:
+        # A bad id is reported when the point is read; inference just looks past it.
+        with contextlib.suppress(ValueError):
             kinds.add(kind_of_id(p.get("id")))
-        except ValueError:
-            pass
         for name, value in vectors_of(p).items():
             if name not in specs:
                 try:
@@ -175,7 +175,8 @@ class BatchBuilder:
                     keep[i] = False
                     self._fail(reason, self.where[i], self.points[i],
                                point_id=self.points[i].get("id"),
-                               hint="JSON and Qdrant cannot hold NaN or infinite values")
+                               hint="fix the value: vectors hold finite numbers in the range of "
+                               f"{spec.datatype}")
             columns[spec.column] = arr
         columns[ID_COLUMN] = pa.array(self.ids, type=self.schema.field(ID_COLUMN).type)
         columns[PAYLOAD_COLUMN] = pa.array(self.payloads, type=pa.string())
@@ -280,7 +281,7 @@ def _row_owner(present: list[int], lengths: list[int] | None) -> list[int]:
     if lengths is None:
         return present
     owner: list[int] = []
-    for i, n in zip(present, lengths):
+    for i, n in zip(present, lengths, strict=True):
         owner.extend([i] * n)
     return owner
 
@@ -301,7 +302,7 @@ def _scatter(arr: pa.Array, present: list[int], n: int) -> pa.Array:
 def _vector_values(column: pa.Array, spec: VectorSpec) -> list[Any]:
     """Python values of one vector column, in Qdrant's REST shape (None where missing)."""
     if spec.kind == "sparse":
-        return column.to_pylist()
+        return _sparse_rows(column)
     if spec.kind == "dense":
         return _dense_rows(column, spec)
     out: list[Any] = []
@@ -311,6 +312,23 @@ def _vector_values(column: pa.Array, spec: VectorSpec) -> list[Any]:
             continue
         out.append(_dense_rows(cell.values, spec))
     return out
+
+
+def _sparse_rows(column: pa.Array) -> list[Any]:
+    """Sparse cells as {"indices": uint32 array, "values": float32 array} (None where missing).
+
+    numpy arrays, not Python floats, so JSON output prints float32 values in their short form.
+    """
+    indices, values = column.field("indices"), column.field("values")
+    idx_off, val_off = indices.offsets.to_numpy(), values.offsets.to_numpy()
+    idx_all = indices.values.to_numpy(zero_copy_only=False)
+    val_all = values.values.to_numpy(zero_copy_only=False)
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    return [
+        {"indices": idx_all[idx_off[i]:idx_off[i + 1]],
+         "values": val_all[val_off[i]:val_off[i + 1]]} if valid[i] else None
+        for i in range(len(column))
+    ]
 
 
 def _dense_rows(column: pa.Array, spec: VectorSpec) -> list[Any]:
@@ -326,7 +344,11 @@ def _dense_rows(column: pa.Array, spec: VectorSpec) -> list[Any]:
 
 
 def iter_points(batch: pa.RecordBatch, manifest: Manifest) -> Iterator[dict[str, Any]]:
-    """Points of a batch in Qdrant's REST shape; vectors as numpy arrays, payload as dicts."""
+    """Points of a batch in Qdrant's REST shape, payload as dicts.
+
+    Dense vectors are numpy rows, multivectors lists of numpy rows, sparse vectors
+    ``{"indices": uint32 array, "values": float32 array}``; a missing named vector is left out.
+    """
     ids = decode_ids(batch.column(ID_COLUMN), manifest.id_kind)
     payloads = batch.column(PAYLOAD_COLUMN).to_pylist()
     vecs = {v.name: _vector_values(batch.column(v.column), v) for v in manifest.vectors}
@@ -388,6 +410,8 @@ def point_from_row(batch: pa.RecordBatch, row: int, manifest: Manifest) -> dict[
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
+        if value.dtype.kind in "iu":
+            return value.tolist()
         return [None if not math.isfinite(x) else x for x in value.astype(float).tolist()]
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}

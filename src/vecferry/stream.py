@@ -202,7 +202,8 @@ def kind_of_id(value: Any) -> str:
         if 0 <= value <= MAX_UINT64:
             return "int"
         raise ValueError(
-            f"id {value} is outside 0..2^64-1; integer ids must be unsigned 64-bit"
+            f"id {value} is outside 0..2^64-1; integer ids must be unsigned 64-bit "
+            "(as in Qdrant and FAISS); write it as a string id to keep it"
         )
     if isinstance(value, str):
         if value == "":

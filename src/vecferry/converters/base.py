@@ -33,7 +33,6 @@ import pyarrow as pa
 
 from vecferry.errors import Location, OutputExistsError, RecordError, UsageError
 
-
 #: key of a rejects-file line holding why and where the record was rejected; readers ignore it
 REJECT_KEY = "_vecferry_reject"
 

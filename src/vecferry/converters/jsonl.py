@@ -218,9 +218,12 @@ class JsonlWriter:
 
             for row, name in sorted(bad.items()):
                 label = "vector" if name == "" else f"vector {name!r}"
-                self.context.reject(reject_from_row(
-                    batch, row, self.manifest,
-                    f"{label} holds NaN or infinity, which JSON cannot hold", self.location))
+                err = reject_from_row(batch, row, self.manifest,
+                                      f"{label} holds NaN or infinity, which JSON cannot hold",
+                                      self.location)
+                err.hint = ("fix the source vector, or pass --on-error skip to write the rest "
+                            "and keep this point in the rejects file")
+                self.context.reject(err)
             keep = np.ones(batch.num_rows, dtype=bool)
             keep[list(bad)] = False
             batch = batch.filter(pa.array(keep))

@@ -11,6 +11,7 @@ about 64 MB so readers can stream them and skip to a resume position without dec
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,7 +149,7 @@ class ParquetReader:
         return self._rows
 
     def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
-        for part, pf in zip(self.parts, self._files):
+        for part, pf in zip(self.parts, self._files, strict=True):
             groups = []
             for g in range(pf.metadata.num_row_groups):
                 n = pf.metadata.row_group(g).num_rows
@@ -254,8 +255,7 @@ class ParquetWriter:
         return {"bytes_written": os.path.getsize(final)}
 
     def abort(self) -> None:
-        try:
+        # Already failing: a second error from closing must not hide the first.
+        with contextlib.suppress(Exception):
             self._writer.close()
-        except Exception:  # noqa: BLE001 - already failing; the temp file is removed below
-            pass
         self.out.abort()
