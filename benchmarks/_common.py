@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,22 +22,44 @@ PY = sys.executable
 
 def run_step(name: str, argv: list[str], *, points: int, nbytes: int,
              env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run ``argv`` as a child process; return wall seconds, points/s, MB/s and peak RSS (MB)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})})
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    out, err = proc.stdout.read(), proc.stderr.read()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise RuntimeError(f"{name} failed ({code}): {err.decode()[-2000:]}")
+    """Run ``argv`` as a child process; return wall seconds, points/s, MB/s and peak RSS (MB).
+
+    Memory is sampled every 20 ms: ``peak_rss_mb`` is the main process's resident set;
+    ``peak_pss_mb`` is the proportional set size summed over the process and all its children
+    (worker processes), which counts each shared page once instead of once per process as a
+    sum of RSS would. ``ru_maxrss`` from ``wait4`` cannot be used: on Linux a child inherits the
+    parent's high-water mark at fork, so it would report the benchmark driver's memory.
+    """
+    import psutil
+
+    # Files, not pipes: a chatty child would block on a full pipe while we only poll.
+    with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out_f, stderr=err_f,
+                                env={**os.environ, **(env or {})})
+        ps = psutil.Process(proc.pid)
+        peak = peak_pss = 0
+        while proc.poll() is None:
+            try:
+                peak = max(peak, ps.memory_info().rss)
+                procs = [ps, *ps.children(recursive=True)]
+                peak_pss = max(peak_pss, sum(p.memory_full_info().pss for p in procs))
+            except psutil.Error:
+                pass  # a process ended between poll() and the sample
+            time.sleep(0.02)
+        seconds = time.perf_counter() - started
+        out_f.seek(0)
+        err_f.seek(0)
+        out, err = out_f.read(), err_f.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed ({proc.returncode}): {err.decode()[-2000:]}")
     return {
         "step": name,
         "seconds": round(seconds, 3),
         "points_per_s": round(points / seconds),
         "mb_per_s": round(nbytes / seconds / 1e6, 1),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak / 2**20, 1),
+        "peak_pss_mb": round(peak_pss / 2**20, 1),
         "stdout_tail": out.decode()[-300:],
     }
 
@@ -70,10 +93,10 @@ def report(name: str, rows: list[dict[str, Any]], goals: list[dict[str, Any]]) -
     """Print a table of steps and goals, write ``bench_out/<name>.json``; True if goals met."""
     OUT.mkdir(parents=True, exist_ok=True)
     print(f"\n== {name}")
-    print(f"{'step':44} {'s':>8} {'points/s':>10} {'MB/s':>8} {'RSS MB':>8}")
+    print(f"{'step':52} {'s':>7} {'points/s':>9} {'MB/s':>7} {'RSS MB':>7} {'PSS MB':>7}")
     for r in rows:
-        print(f"{r['step']:44} {r['seconds']:8.2f} {r['points_per_s']:10d} "
-              f"{r['mb_per_s']:8.1f} {r['peak_rss_mb']:8.1f}")
+        print(f"{r['step']:52} {r['seconds']:7.2f} {r['points_per_s']:9d} "
+              f"{r['mb_per_s']:7.1f} {r['peak_rss_mb']:7.1f} {r.get('peak_pss_mb', 0):7.1f}")
     ok = True
     for g in goals:
         mark = "PASS" if g["met"] else "MISS"

@@ -33,6 +33,7 @@ ROUTES: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
     "max_retries": (("writer",), None),
     "bulk": (("writer",), None),
     "batch_bytes": (("writer",), None),
+    "workers": (("reader", "writer"), ("jsonl",)),
 }
 
 
@@ -151,6 +152,8 @@ def _common_convert_options(f: Callable) -> Callable:
         click.option("--bulk", is_flag=True, help="Qdrant: index after the load, not during."),
         click.option("--batch-bytes", type=click.IntRange(min=1024), help="Qdrant: request "
                      "size limit in bytes."),
+        click.option("--workers", type=click.IntRange(min=1), help="Processes for JSON parsing "
+                     "and printing (default: up to 2; env VECFERRY_WORKERS)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary."),
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on "
                      "stdout."),

@@ -56,6 +56,11 @@ class VecferryError(Exception):
             text += f" ({self.hint})"
         return text
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default pickles only ``args``; location, hint and raw must survive the trip back
+        # from a worker process.
+        return (_restore, (type(self), self.__dict__))
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "error": type(self).__name__,
@@ -125,3 +130,10 @@ class VerificationError(VecferryError):
     """Source and destination differ; the report says how."""
 
     exit_code = 4
+
+
+def _restore(cls: type[VecferryError], state: dict[str, Any]) -> VecferryError:
+    err = cls.__new__(cls)
+    err.__dict__.update(state)
+    Exception.__init__(err, str(err))
+    return err

@@ -14,8 +14,8 @@ import orjson
 
 from vecferry.errors import InputError, Location, MissingDependencyError, RecordError
 
-# A run of 20+ digits may be an integer past 64 bits, which orjson silently turns into a float.
-_BIG_INT = re.compile(rb"\d{20,}")
+# 19 digits: a negative integer below -2^63 has only 19 (orjson turns it into a float).
+_BIG_INT = re.compile(rb"\d{19}")
 
 
 def _zstd():
@@ -56,12 +56,15 @@ def open_write(path: str | Path, compress_as: str) -> IO[bytes]:
     return open(path, "wb", buffering=1 << 20)
 
 
-def loads_exact(line: bytes) -> Any:
+def loads_exact(line: bytes, scan_from: int = 0) -> Any:
     """Parse one JSON document exactly: integers of any size stay integers; NaN is refused.
 
-    Raises ``ValueError`` (``orjson.JSONDecodeError`` is one) when the text is not JSON.
+    orjson is fast but turns an integer past 64 bits into a float. A run of 20+ digits at or
+    after ``scan_from`` (where the payload starts; vector digits before it do not matter and are
+    slow to scan) sends the line to the stdlib parser, which keeps such integers exact. Raises
+    ``ValueError`` (``orjson.JSONDecodeError`` is one) when the text is not JSON.
     """
-    if _BIG_INT.search(line):
+    if scan_from >= 0 and _BIG_INT.search(line, scan_from):
         def _no_constants(name: str) -> Any:
             raise ValueError(f"{name} is not valid JSON")
         return json.loads(line, parse_constant=_no_constants)

@@ -7,6 +7,7 @@ about 8-40 bytes of disk per point and is deleted when the count is done.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -59,6 +60,13 @@ class IdLedger:
                 writer = ipc.new_stream(str(self._dir / f"{p}.arrow"), self._schema)
                 self._writers[p] = writer
             writer.write_batch(pa.record_batch([taken.slice(s, e - s)], schema=self._schema))
+
+    def discard(self) -> None:
+        """Delete the spill without counting (the run failed)."""
+        for w in self._writers.values():
+            with contextlib.suppress(Exception):
+                w.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
     def finish(self) -> dict[str, Any]:
         """{"count": ids occurring more than once, "examples": up to 10 of them}."""

@@ -9,7 +9,10 @@ duplicate ids with bounded memory, and returns a report (the same dict the CLI p
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,8 +50,13 @@ class RejectsFile:
         self.path = Path(path)
         self._fh = None
         self.count = 0
+        self._lock = threading.Lock()  # the reader (prefetch thread) and writer both reject
 
     def __call__(self, error: RecordError) -> None:
+        with self._lock:
+            self._write(error)
+
+    def _write(self, error: RecordError) -> None:
         if self._fh is None:
             self._fh = open(self.path, "ab")  # noqa: SIM115 - closed in close()
         raw = error.raw
@@ -65,6 +73,57 @@ class RejectsFile:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+_END = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """Iterate ``items`` in a background thread, at most ``depth`` items ahead.
+
+    Readers spend their time in Python (parsing) and writers in C (compression, I/O, network
+    waits) that releases the GIL, so overlapping them uses a second core with memory bounded
+    by ``depth`` batches. An exception in the reader is re-raised here, in order.
+    """
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the consumer and re-raised there
+            put(_Failure(exc))
+
+    worker = threading.Thread(target=run, name="vecferry-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
 
 
 def default_rejects_path(dst: str) -> str:
@@ -145,8 +204,11 @@ def convert(
     rejects_path = rejects or default_rejects_path(dst)
     sink = RejectsFile(rejects_path)
     context = Context(on_error=on_error, sink=sink)
+    writer_context = context.sibling()
     reader = open_reader(src, format=src_spec.name, context=context, **(reader_options or {}))
     writer = None
+    stream = None
+    ledger = None
     resume_state = None
     position = 0
     written_before = rejected_before = 0
@@ -169,7 +231,7 @@ def convert(
         wopts = dict(writer_options or {})
         if resumable:
             wopts["resuming"] = position > 0
-        writer = writer_cls(dst, schema, context=context, overwrite=overwrite, **wopts)
+        writer = writer_cls(dst, schema, context=writer_context, overwrite=overwrite, **wopts)
         total = reader.count()
         if total is not None and limit is not None:
             total = min(total, limit)
@@ -181,17 +243,17 @@ def convert(
         written = 0
         consumed = 0  # stream rows handed to the writer, the unit of the resume position
         remaining = None if limit is None else max(0, limit - position)
-        stream = reader.batches(batch_size, start=position)
-        for batch in rebatch(stream, batch_size):
+        stream = prefetch(rebatch(reader.batches(batch_size, start=position), batch_size))
+        for batch in stream:
             if remaining is not None:
                 if remaining <= 0:
                     break
                 if batch.num_rows > remaining:
                     batch = batch.slice(0, remaining)
                 remaining -= batch.num_rows
-            before = context.rejected
+            before = writer_context.rejected
             writer.write_batch(batch)
-            written += batch.num_rows - (context.rejected - before)
+            written += batch.num_rows - (writer_context.rejected - before)
             consumed += batch.num_rows
             if ledger is not None:
                 ledger.add(batch.column("id"))
@@ -200,7 +262,8 @@ def convert(
                 # only those may be skipped by a later --resume.
                 acked = getattr(writer, "acknowledged_rows", None)
                 resume_state.save(position + (consumed if acked is None else acked),
-                                  written_before + written, rejected_before + context.rejected)
+                                  written_before + written,
+                                  rejected_before + context.rejected + writer_context.rejected)
             if progress is not None:
                 progress.update(batch.num_rows)
         if progress is not None:
@@ -208,17 +271,22 @@ def convert(
         writer_report = writer.close() or {}
         if resume_state is not None:
             resume_state.save(position + consumed, written_before + written,
-                              rejected_before + context.rejected, done=True)
+                              rejected_before + context.rejected + writer_context.rejected,
+                              done=True)
     except BaseException:
         if writer is not None:
             writer.abort()
+        if ledger is not None:
+            ledger.discard()  # its id spill would otherwise stay in the temp directory
         raise
     finally:
+        if stream is not None:
+            stream.close()  # stops the prefetch thread before the reader's files close
         reader.close()
         sink.close()
     duplicates = ledger.finish() if ledger is not None else None
     seconds = time.perf_counter() - started
-    rejected = context.rejected
+    rejected = context.rejected + writer_context.rejected
     report: dict[str, Any] = {
         "source": src,
         "destination": dst,

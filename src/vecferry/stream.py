@@ -41,7 +41,7 @@ DATATYPES = {"float32": pa.float32(), "float16": pa.float16(), "uint8": pa.uint8
 DISTANCES = ("Cosine", "Euclid", "Dot", "Manhattan")
 MAX_UINT64 = 2**64 - 1
 
-_DECIMAL = re.compile(r"0|[1-9][0-9]*\Z")
+_DECIMAL = re.compile(r"(?:0|[1-9][0-9]*)\Z")
 
 
 def vector_column(name: str) -> str:

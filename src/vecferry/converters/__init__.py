@@ -46,7 +46,7 @@ class FormatSpec:
         """The reader or writer class; ``MissingDependencyError`` names the extra to install."""
         dotted = self.reader if role == "reader" else self.writer
         if dotted is None:
-            raise FormatNotFoundError(f"format {self.name!r} cannot be a {role[:-2]} target"
+            raise FormatNotFoundError(f"format {self.name!r} cannot be a {role[:-1]} target"
                                       if role == "writer" else
                                       f"format {self.name!r} cannot be read")
         missing = self.missing()

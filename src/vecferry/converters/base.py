@@ -44,13 +44,14 @@ class Context:
     rejects file) and counts it. Warnings are collected for the report, never printed here.
     """
 
-    def __init__(self, on_error: str = "fail", sink: Callable[[RecordError], None] | None = None):
+    def __init__(self, on_error: str = "fail", sink: Callable[[RecordError], None] | None = None,
+                 warnings: list[str] | None = None):
         if on_error not in ("fail", "skip"):
             raise UsageError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
         self.on_error = on_error
         self.sink = sink
         self.rejected = 0
-        self.warnings: list[str] = []
+        self.warnings: list[str] = [] if warnings is None else warnings
 
     def reject(self, error: RecordError) -> None:
         if self.on_error == "fail":
@@ -58,6 +59,14 @@ class Context:
         self.rejected += 1
         if self.sink is not None:
             self.sink(error)
+
+    def sibling(self) -> Context:
+        """A context sharing policy, sink and warnings but counting its own rejects.
+
+        The reader runs in a prefetch thread; separate counters keep the writer's rejects
+        (and so the written count) exact while both sides reject at once.
+        """
+        return Context(self.on_error, self.sink, self.warnings)
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:

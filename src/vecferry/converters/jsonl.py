@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +33,22 @@ from vecferry.converters.base import (
     input_path,
     reject_unknown_options,
 )
-from vecferry.errors import InputError, Location, SchemaError
+from vecferry.errors import InputError, Location, RecordError, SchemaError
 from vecferry.fileio import iter_lines, loads_exact, open_read, open_write
-from vecferry.points import BatchBuilder, infer_manifest, iter_points, non_finite_rows
+from vecferry.parallel import WorkerGate
+from vecferry.points import (
+    BatchBuilder,
+    infer_manifest,
+    iter_points,
+    non_finite_rows,
+    reject_from_row,
+)
 from vecferry.stream import (
     ID_COLUMN,
     ID_KINDS,
     PAYLOAD_COLUMN,
     Manifest,
+    decode_ids,
     manifest_of,
     record_error,
 )
@@ -65,12 +74,14 @@ def read_manifest_sidecar(path: str | Path) -> Manifest | None:
 class JsonlReader:
     """Streams points from a JSONL file; memory bounded by the batch size.
 
-    Fails with ``InputError`` when the file is missing, empty, or truncated; each bad line is a
-    ``RecordError`` naming file and line, raised or rejected through ``context``.
+    Lines are parsed in chunks of ``batch_size``, in worker processes once the file proves big
+    enough (``workers``, default: up to 2). Fails with ``InputError`` when the file is missing,
+    empty, or truncated; each bad line is a ``RecordError`` naming file and line, raised or
+    rejected through ``context`` in line order.
     """
 
     def __init__(self, location: str, *, context: Context, id_kind: str | None = None,
-                 **options: Any):
+                 workers: int | None = None, **options: Any):
         reject_unknown_options("jsonl", options)
         self.location = location
         self.context = context
@@ -83,7 +94,7 @@ class JsonlReader:
         self._sidecar_count = manifest.count if manifest else None
         self._fh = open_read(self.path)
         self._lines = iter_lines(self._fh, location)
-        self._peeked: list[tuple[int, Any, bytes, bool]] = []
+        self._peeked: list[tuple[int, bytes, bool]] = []
         if manifest is None:
             manifest = self._infer()
         if id_kind:
@@ -91,12 +102,17 @@ class JsonlReader:
         manifest.source = {"format": "jsonl", "location": location}
         self.manifest = manifest
         self.schema = manifest.schema()
+        self._gate = WorkerGate(workers, [__name__])
 
     def _infer(self) -> Manifest:
+        """Vectors and id kind from the first points; the lines are kept to be read again."""
         points = []
         for number, line, newline in self._lines:
-            value = self._parse(number, line, newline, during_peek=True)
-            self._peeked.append((number, value, line, newline))
+            self._peeked.append((number, line, newline))
+            try:
+                value = loads_exact(line, line.find(b'"payload"'))
+            except ValueError:
+                continue  # reported with its line number when the batches are read
             if isinstance(value, dict):
                 points.append(value)
             if len(points) >= PEEK_POINTS:
@@ -105,6 +121,11 @@ class JsonlReader:
             if not self._peeked:
                 raise InputError("input is empty: no points", location=Location(self.location),
                                  hint="check that the file holds one JSON point per line")
+            first = self._peeked[0]
+            try:
+                loads_exact(first[1])
+            except ValueError as exc:
+                raise _line_error(self.location, *first, exc) from exc
             raise InputError("no valid point to infer the schema from",
                              location=Location(self.location),
                              hint="fix the lines reported, or add a manifest sidecar")
@@ -114,64 +135,97 @@ class JsonlReader:
                              hint='each line needs "vector": [...] or {"name": [...]}')
         return manifest
 
-    def _parse(self, number: int, line: bytes, newline: bool, during_peek: bool = False) -> Any:
-        """Parsed line, or ``_BAD`` after rejecting it (a bad line during inference is kept)."""
-        try:
-            return loads_exact(line)
-        except ValueError as exc:
-            if during_peek:
-                return _Bad(exc)
-            return self._bad_line(number, line, newline, exc)
-
-    def _bad_line(self, number: int, line: bytes, newline: bool, exc: Exception) -> Any:
-        text = line.decode("utf-8", "replace")
-        if not newline:
-            err = record_error("the last line is cut short (file truncated?)",
-                               source=self.location, line=number, raw=text,
-                               hint="the file may still be downloading or was cut; re-create it")
-        else:
-            err = record_error(f"line is not valid JSON: {exc}", source=self.location,
-                               line=number, raw=text, hint="fix or remove the line")
-        err.__cause__ = exc
-        self.context.reject(err)
-        return _BAD
-
     def count(self) -> int | None:
         return self._sidecar_count
 
-    def _records(self) -> Iterator[tuple[int, Any]]:
-        for number, value, line, newline in self._peeked:
-            if isinstance(value, _Bad):
-                value = self._bad_line(number, line, newline, value.exc)
-            yield number, value
+    def _chunks(self, size: int) -> Iterator[list[tuple[int, bytes, bool]]]:
+        chunk = list(self._peeked)
         self._peeked = []
-        for number, line, newline in self._lines:
-            yield number, self._parse(number, line, newline)
+        for item in self._lines:
+            chunk.append(item)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
 
     def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
-        builder = BatchBuilder(self.manifest, self.context, self.location)
+        manifest_json = self.manifest.to_json()
         skip = start  # resuming: the first ``start`` points were written by an earlier run
-        for number, value in self._records():
-            if value is _BAD:
-                continue
-            if isinstance(value, dict) and REJECT_KEY in value:
-                if "_raw" in value:
-                    self.context.reject(record_error(
-                        "rejected line still holds the unparseable original under _raw",
-                        source=self.location, line=number, raw=value.get("_raw"),
-                        hint="replace the line with the corrected point"))
-                    continue
-                value = {k: v for k, v in value.items() if k != REJECT_KEY}
-            if builder.add(value, line=number) and len(builder) >= batch_size:
-                batch, skip = _skip(builder.flush(), skip)
-                if batch is not None:
-                    yield batch
-        batch, skip = _skip(builder.flush(), skip)
-        if batch is not None:
-            yield batch
+        try:
+            for chunk in self._chunks(batch_size):
+                pool = self._gate.pool_for(len(chunk))
+                results = ([parse_chunk(chunk, manifest_json, self.location)] if pool is None
+                           else pool.submit(parse_chunk, chunk, manifest_json, self.location))
+                for result in results:
+                    batch, skip = self._deliver(result, skip)
+                    if batch is not None:
+                        yield batch
+            if self._gate.pool is not None:
+                for result in self._gate.pool.drain():
+                    batch, skip = self._deliver(result, skip)
+                    if batch is not None:
+                        yield batch
+        finally:
+            self._gate.close(cancel=True)
+
+    def _deliver(self, result: tuple[pa.RecordBatch | None, list[RecordError]], skip: int
+                 ) -> tuple[pa.RecordBatch | None, int]:
+        batch, errors = result
+        for err in errors:
+            self.context.reject(err)
+        return _skip(batch, skip)
 
     def close(self) -> None:
+        self._gate.close(cancel=True)
         self._fh.close()
+
+
+def _line_error(source: str, number: int, line: bytes, newline: bool, exc: Exception
+                ) -> RecordError:
+    text = line.decode("utf-8", "replace")
+    if not newline:
+        err = record_error("the last line is cut short (file truncated?)", source=source,
+                           line=number, raw=text,
+                           hint="the file may still be downloading or was cut; re-create it")
+    else:
+        err = record_error(f"line is not valid JSON: {exc}", source=source, line=number,
+                           raw=text, hint="fix or remove the line")
+    err.__cause__ = exc
+    return err
+
+
+@lru_cache(maxsize=4)
+def _manifest(manifest_json: bytes) -> Manifest:
+    return Manifest.from_json(manifest_json)
+
+
+def parse_chunk(chunk: list[tuple[int, bytes, bool]], manifest_json: bytes, source: str
+                ) -> tuple[pa.RecordBatch | None, list[RecordError]]:
+    """Parse (line number, line, ends with newline) items into a batch and the errors met.
+
+    Runs inline or in a worker process, so it rejects nothing itself: the reader replays the
+    errors through its context in line order.
+    """
+    errors: list[RecordError] = []
+    builder = BatchBuilder(_manifest(manifest_json), Context("skip", errors.append), source)
+    for number, line, newline in chunk:
+        try:
+            # Only the payload can hold integers orjson would round; -1 (none) skips the scan.
+            value = loads_exact(line, line.find(b'"payload"'))
+        except ValueError as exc:
+            errors.append(_line_error(source, number, line, newline, exc))
+            continue
+        if isinstance(value, dict) and REJECT_KEY in value:
+            if "_raw" in value:
+                errors.append(record_error(
+                    "rejected line still holds the unparseable original under _raw",
+                    source=source, line=number, raw=value.get("_raw"),
+                    hint="replace the line with the corrected point"))
+                continue
+            value = {k: v for k, v in value.items() if k != REJECT_KEY}
+        builder.add(value, line=number)
+    return builder.flush(), errors
 
 
 def _skip(batch: pa.RecordBatch | None, skip: int) -> tuple[pa.RecordBatch | None, int]:
@@ -183,39 +237,76 @@ def _skip(batch: pa.RecordBatch | None, skip: int) -> tuple[pa.RecordBatch | Non
     return batch.slice(skip), 0
 
 
-class _Bad:
-    def __init__(self, exc: Exception):
-        self.exc = exc
+def render_lines(batch: pa.RecordBatch, manifest_json: bytes) -> bytes:
+    """A batch as JSONL bytes; runs inline or in a worker process."""
+    manifest = _manifest(manifest_json)
+    names = [v.name for v in manifest.vectors]
+    fast = names == [""] and manifest.vectors[0].kind == "dense"
+    if fast and batch.column(manifest.vectors[0].column).null_count == 0:
+        return _fast_lines(batch, manifest)
+    return _lines(batch, manifest)
 
 
-_BAD = _Bad(ValueError("bad line"))
+def _fast_lines(batch: pa.RecordBatch, manifest: Manifest) -> bytes:
+    """The common case (one unnamed dense vector) without building a dict per point."""
+    n = batch.num_rows
+    spec = manifest.vectors[0]
+    mat = batch.column(spec.column).flatten().to_numpy(zero_copy_only=False).reshape(n, spec.size)
+    ids = batch.column(ID_COLUMN)
+    if manifest.id_kind == "int":
+        id_texts = [str(i).encode() for i in ids.to_pylist()]
+    else:
+        id_texts = [orjson.dumps(i) for i in decode_ids(ids, manifest.id_kind)]
+    payloads = batch.column(PAYLOAD_COLUMN).to_pylist()
+    dumps = orjson.dumps
+    opt = orjson.OPT_SERIALIZE_NUMPY
+    parts = []
+    for i in range(n):
+        p = payloads[i]
+        tail = b"}\n" if p is None else b',"payload":' + p.encode() + b"}\n"
+        parts.append(b'{"id":' + id_texts[i] + b',"vector":' + dumps(mat[i], option=opt) + tail)
+    return b"".join(parts)
+
+
+def _lines(batch: pa.RecordBatch, manifest: Manifest) -> bytes:
+    opt = orjson.OPT_SERIALIZE_NUMPY
+    out = []
+    # The payload goes out as the stream's own JSON text: orjson cannot encode integers
+    # past 64 bits, which a payload may hold.
+    texts = batch.column(PAYLOAD_COLUMN).to_pylist()
+    for point, text in zip(iter_points(batch, manifest), texts, strict=True):
+        del point["payload"]
+        line = orjson.dumps(point, option=opt)
+        if text is not None:
+            line = line[:-1] + b',"payload":' + text.encode() + b"}"
+        out.append(line + b"\n")
+    return b"".join(out)
 
 
 class JsonlWriter:
     """Writes points as JSONL (+ manifest sidecar) under a temporary name, renamed on close.
 
-    Refuses rows holding NaN or infinity (JSON cannot express them) through ``context``.
+    Batches are printed in worker processes once the run proves big enough (``workers``,
+    default: up to 2), written in order. Refuses rows holding NaN or infinity (JSON cannot
+    express them) through ``context``.
     """
 
     def __init__(self, location: str, schema: pa.Schema, *, context: Context,
-                 overwrite: bool = False, **options: Any):
+                 overwrite: bool = False, workers: int | None = None, **options: Any):
         reject_unknown_options("jsonl", options)
         self.location = location
         self.context = context
         self.manifest = manifest_of(schema)
-        self.manifest.source = self.manifest.source or {}
+        self._manifest_json = self.manifest.to_json()
         self.out = AtomicPath(location, overwrite=overwrite)
         self.side = AtomicPath(manifest_path(location), overwrite=True)
         self._fh = open_write(self.out.temp, location)
+        self._gate = WorkerGate(workers, [__name__])
         self.count = 0
-        names = [v.name for v in self.manifest.vectors]
-        self._fast = names == [""] and self.manifest.vectors[0].kind == "dense"
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         bad = non_finite_rows(batch, self.manifest)
         if bad:
-            from vecferry.points import reject_from_row
-
             for row, name in sorted(bad.items()):
                 label = "vector" if name == "" else f"vector {name!r}"
                 err = reject_from_row(batch, row, self.manifest,
@@ -229,47 +320,19 @@ class JsonlWriter:
             batch = batch.filter(pa.array(keep))
         if batch.num_rows == 0:
             return
-        data = self._fast_lines(batch) if self._fast else self._lines(batch)
-        self._fh.write(data)
+        pool = self._gate.pool_for(batch.num_rows)
+        if pool is None:
+            self._fh.write(render_lines(batch, self._manifest_json))
+        else:
+            for data in pool.submit(render_lines, batch, self._manifest_json):
+                self._fh.write(data)
         self.count += batch.num_rows
 
-    def _fast_lines(self, batch: pa.RecordBatch) -> bytes:
-        """The common case (one unnamed dense vector) without building a dict per point."""
-        n = batch.num_rows
-        spec = self.manifest.vectors[0]
-        col = batch.column(spec.column)
-        if col.null_count:
-            return self._lines(batch)
-        mat = col.flatten().to_numpy(zero_copy_only=False).reshape(n, spec.size)
-        ids = batch.column(ID_COLUMN)
-        if self.manifest.id_kind == "int":
-            id_texts = [str(i).encode() for i in ids.to_pylist()]
-        else:
-            from vecferry.stream import decode_ids
-
-            id_texts = [orjson.dumps(i) for i in decode_ids(ids, self.manifest.id_kind)]
-        payloads = batch.column(PAYLOAD_COLUMN).to_pylist()
-        dumps = orjson.dumps
-        opt = orjson.OPT_SERIALIZE_NUMPY
-        parts = []
-        for i in range(n):
-            p = payloads[i]
-            tail = b"}\n" if p is None else b',"payload":' + p.encode() + b"}\n"
-            parts.append(b'{"id":' + id_texts[i] + b',"vector":' + dumps(mat[i], option=opt)
-                         + tail)
-        return b"".join(parts)
-
-    def _lines(self, batch: pa.RecordBatch) -> bytes:
-        opt = orjson.OPT_SERIALIZE_NUMPY
-        out = []
-        for point in iter_points(batch, self.manifest):
-            payload = point.pop("payload")
-            if payload is not None:
-                point["payload"] = payload
-            out.append(orjson.dumps(point, option=opt | orjson.OPT_APPEND_NEWLINE))
-        return b"".join(out)
-
     def close(self) -> dict[str, Any]:
+        if self._gate.pool is not None:
+            for data in self._gate.pool.drain():
+                self._fh.write(data)
+        self._gate.close()
         self._fh.close()
         fsync_path(self.out.temp)
         self.manifest.count = self.count
@@ -280,6 +343,7 @@ class JsonlWriter:
                 "manifest": str(manifest_path(self.location))}
 
     def abort(self) -> None:
+        self._gate.close(cancel=True)
         try:
             self._fh.close()
         finally:

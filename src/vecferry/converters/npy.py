@@ -21,6 +21,7 @@ vectors, and that is said before anything is written.
 
 from __future__ import annotations
 
+import mmap
 import os
 import zipfile
 from collections.abc import Iterator
@@ -423,7 +424,25 @@ class NpyReader:
 
 
 def _rows(arr: Any, lo: int, hi: int) -> np.ndarray:
-    return arr[lo:hi]
+    """Rows ``lo:hi`` as an array of their own; a memory map drops those pages afterwards.
+
+    Pages of a memory-mapped file count in the process's RSS until the kernel reclaims them;
+    dropping each batch's pages (the page cache keeps them) keeps RSS bounded by the batch
+    size instead of growing to the size of the file.
+    """
+    if isinstance(arr, _ZipMatrix):  # an .npz member cannot be sliced, only streamed
+        return next(arr.blocks(hi - lo, lo), np.empty((0,), dtype=arr.dtype))
+    block = np.array(arr[lo:hi])
+    mm = getattr(arr, "_mmap", None)
+    if mm is not None and hasattr(mmap, "MADV_DONTNEED") and arr.flags.c_contiguous:
+        # numpy maps from the allocation-granularity boundary below the data offset
+        base = arr.offset % mmap.ALLOCATIONGRANULARITY
+        start = base + lo * arr.strides[0]
+        first = start - start % mmap.PAGESIZE
+        end = min(base + hi * arr.strides[0], len(mm))
+        if end > first:
+            mm.madvise(mmap.MADV_DONTNEED, first, end - first)
+    return block
 
 
 def _open_ids(path: Path) -> np.ndarray:
