@@ -81,9 +81,11 @@ def iter_lines(fh: IO[bytes], source: str) -> Iterator[tuple[int, bytes, bool]]:
             if line:
                 yield number, line, raw.endswith(b"\n")
     except (OSError, EOFError) as exc:
-        # gzip/zstd raise these for a cut or corrupt stream, after the good lines.
-        raise InputError(f"compressed stream is corrupt or truncated after line {number}: {exc}",
-                         location=Location(source=source, line=number + 1),
+        # gzip/zstd raise these for a cut or corrupt stream. They decompress ahead of the
+        # lines handed out, so the line count only says how far reading got, not where the
+        # damage is.
+        raise InputError(f"compressed stream is corrupt or truncated ({number} lines read "
+                         f"before the error): {exc}", location=Location(source=source),
                          hint="re-create or re-download the file") from exc
 
 

@@ -107,6 +107,9 @@ class Manifest:
     collection: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    #: digest and count of the points a file holds, written by every file writer
+    #: (``vecferry.digest``); lets ``verify`` prove an archive intact without its source
+    digest: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.id_kind not in ID_KINDS:
@@ -145,6 +148,7 @@ class Manifest:
             collection=d.get("collection"),
             extra=d.get("extra") or {},
             format_version=version,
+            digest=d.get("digest"),
         )
 
     @classmethod

@@ -15,6 +15,7 @@ JSON: such points are refused (or sent to the rejects file with ``on_error="skip
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from functools import lru_cache
@@ -33,6 +34,7 @@ from vecferry.converters.base import (
     input_path,
     reject_unknown_options,
 )
+from vecferry.digest import StreamDigest
 from vecferry.errors import InputError, Location, RecordError, SchemaError
 from vecferry.fileio import iter_lines, loads_exact, open_read, open_write
 from vecferry.parallel import WorkerGate
@@ -139,9 +141,11 @@ class JsonlReader:
         return self._sidecar_count
 
     def _chunks(self, size: int) -> Iterator[list[tuple[int, bytes, bool]]]:
-        chunk = list(self._peeked)
-        self._peeked = []
-        for item in self._lines:
+        # The peeked lines go through the same cut: a first chunk larger than ``size`` would
+        # break the reader's "at most batch_size rows" contract.
+        peeked, self._peeked = self._peeked, []
+        chunk: list[tuple[int, bytes, bool]] = []
+        for item in itertools.chain(peeked, self._lines):
             chunk.append(item)
             if len(chunk) >= size:
                 yield chunk
@@ -302,6 +306,7 @@ class JsonlWriter:
         self.side = AtomicPath(manifest_path(location), overwrite=True)
         self._fh = open_write(self.out.temp, location)
         self._gate = WorkerGate(workers, [__name__])
+        self.digest = StreamDigest(self.manifest)
         self.count = 0
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
@@ -320,6 +325,7 @@ class JsonlWriter:
             batch = batch.filter(pa.array(keep))
         if batch.num_rows == 0:
             return
+        self.digest.update(batch)
         pool = self._gate.pool_for(batch.num_rows)
         if pool is None:
             self._fh.write(render_lines(batch, self._manifest_json))
@@ -336,6 +342,7 @@ class JsonlWriter:
         self._fh.close()
         fsync_path(self.out.temp)
         self.manifest.count = self.count
+        self.manifest.digest = self.digest.as_dict()
         self.side.temp.write_bytes(self.manifest.to_json())
         self.out.commit()
         self.side.commit()

@@ -39,7 +39,8 @@ from vecferry.converters.base import (
     input_path,
     reject_unknown_options,
 )
-from vecferry.errors import InputError, Location, SchemaError, UnsupportedError
+from vecferry.digest import StreamDigest
+from vecferry.errors import InputError, Location, SchemaError, UnsupportedError, UsageError
 from vecferry.fileio import iter_payload_rows, loads_exact, open_read
 from vecferry.points import dumps_payload
 from vecferry.stream import (
@@ -503,6 +504,12 @@ class NpyWriter:
     def __init__(self, location: str, schema: pa.Schema, *, context: Context,
                  overwrite: bool = False, **options: Any):
         reject_unknown_options("npy", options)
+        if location.lower().endswith(".npz"):
+            # Readers take ".npz" for a zip archive; a directory under that name would not read.
+            raise UsageError(
+                "the numpy writer writes a directory (vectors.npy, ids.npy, payloads.jsonl, "
+                "manifest.json), not an .npz archive",
+                location=Location(location), hint="give a directory name, e.g. out_dir")
         self.location = location
         self.context = context
         self.manifest = manifest_of(schema)
@@ -524,6 +531,7 @@ class NpyWriter:
         self._str_ids = None if self.int_ids else open(d / ".ids.tmp", "wb")  # noqa: SIM115
         self._max_id_len = 1
         self.payloads = open(d / "payloads.jsonl", "wb", buffering=1 << 20)  # noqa: SIM115
+        self.digest = StreamDigest(self.manifest)
         self.count = 0
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
@@ -544,6 +552,7 @@ class NpyWriter:
         n = batch.num_rows
         if n == 0:
             return
+        self.digest.update(batch)
         for v in self.manifest.vectors:
             flat = batch.column(v.column).flatten().to_numpy(zero_copy_only=False)
             self.vectors[v.name].append(flat.reshape(n, v.size))
@@ -570,6 +579,7 @@ class NpyWriter:
             self._write_string_ids(d)
         self.payloads.close()
         self.manifest.count = self.count
+        self.manifest.digest = self.digest.as_dict()
         (d / MANIFEST_NAME).write_bytes(self.manifest.to_json())
         size = sum(f.stat().st_size for f in d.iterdir())
         self.out.commit()

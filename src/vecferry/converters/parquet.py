@@ -27,6 +27,7 @@ from vecferry.converters.base import (
     input_path,
     reject_unknown_options,
 )
+from vecferry.digest import StreamDigest
 from vecferry.errors import InputError, Location, SchemaError
 from vecferry.stream import (
     ID_COLUMN,
@@ -234,11 +235,13 @@ class ParquetWriter:
             use_dictionary=False,
             data_page_size=1 << 20,
         )
+        self.digest = StreamDigest(self.manifest)
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
         self.count = 0
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
+        self.digest.update(batch)
         self._pending.append(batch)
         self._pending_bytes += batch.nbytes
         self.count += batch.num_rows
@@ -255,6 +258,7 @@ class ParquetWriter:
     def close(self) -> dict[str, Any]:
         self._flush()
         self.manifest.count = self.count
+        self.manifest.digest = self.digest.as_dict()
         self._writer.add_key_value_metadata({MANIFEST_KEY.decode(): self.manifest.to_json()
                                              .decode()})
         self._writer.close()

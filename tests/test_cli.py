@@ -1,0 +1,214 @@
+"""The command line through click's CliRunner: exit codes, messages, --json, --quiet, inspect."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import vecferry
+from roundtrip import leftovers
+from vecferry.cli import main
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_convert_ok_prints_a_summary_on_stderr(samples, tmp_path):
+    out = tmp_path / "out.parquet"
+    result = run("convert", str(samples / "points_rich.jsonl"), str(out))
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert "40 points jsonl -> parquet in " in result.stderr
+    assert result.stderr.rstrip().endswith(f": {out}")
+    assert out.exists()
+
+
+def test_quiet_prints_nothing(samples, tmp_path):
+    result = run("convert", str(samples / "points_rich.jsonl"), str(tmp_path / "o.jsonl"), "-q")
+    assert (result.exit_code, result.output) == (0, "")
+
+
+def test_json_report_matches_the_python_report(samples, tmp_path):
+    src = str(samples / "points_rich.jsonl")
+    result = run("convert", src, str(tmp_path / "cli.parquet"), "--json", "--quiet")
+    assert result.exit_code == 0
+    cli = json.loads(result.stdout)
+    api = vecferry.convert(src, str(tmp_path / "api.parquet"))
+    assert cli.pop("ok") is True
+    assert set(cli) == set(api)
+    for key in ("read", "written", "rejected", "id_kind", "vectors", "from", "to",
+                "duplicate_ids", "warnings", "rejects_file"):
+        assert cli[key] == api[key], key
+
+
+def test_failed_exit_1(samples, tmp_path):
+    src = str(samples / "bad" / "wrong_dim.jsonl")
+    result = run("convert", src, str(tmp_path / "o.parquet"))
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {src}, line 4, id 3: vector has 7 dimensions, expected 8\n"
+    assert result.stdout == ""
+    assert leftovers(tmp_path) == [] and not (tmp_path / "o.parquet").exists()
+
+
+def test_failed_with_json(samples, tmp_path):
+    src = str(samples / "bad" / "wrong_dim.jsonl")
+    result = run("convert", src, str(tmp_path / "o.parquet"), "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == {
+        "ok": False, "error": "RecordError", "message": "vector has 7 dimensions, expected 8",
+        "hint": None, "location": {"source": src, "line": 4, "point_id": 3}}
+
+
+def test_rejects_exit_3(samples, tmp_path):
+    src = str(samples / "bad" / "wrong_dim.jsonl")
+    out = tmp_path / "o.jsonl"
+    result = run("convert", src, str(out), "--on-error", "skip")
+    assert result.exit_code == 3
+    rejects = f"{out}.rejects.jsonl"
+    assert result.stderr.splitlines()[-1] == (
+        f"1 record(s) rejected: {rejects} (fix them and convert that file again)")
+    assert len(Path(rejects).read_text().splitlines()) == 1
+
+
+def test_unknown_format_exit_2_names_known_formats(samples, tmp_path):
+    result = run("convert", str(samples / "points_rich.jsonl"), str(tmp_path / "o.x"),
+                 "--to", "csv")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: unknown format 'csv' (known formats: jsonl, parquet, "
+                                    "npy, faiss, qdrant, qdrant-edge")
+
+
+def test_unknown_extension_exit_2(samples, tmp_path):
+    out = str(tmp_path / "o.csv")
+    result = run("convert", str(samples / "points_rich.jsonl"), out)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {out}: cannot tell the format of {out!r} (pass "
+                                    "--to FORMAT; known: jsonl (.jsonl .ndjson")
+
+
+def test_existing_output_exit_2(samples, tmp_path):
+    out = tmp_path / "o.jsonl"
+    out.write_text("x")
+    result = run("convert", str(samples / "points_rich.jsonl"), str(out))
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {out}: output exists (pass --overwrite to replace it, or "
+                             "choose another output)\n")
+    assert out.read_text() == "x"
+    assert run("convert", str(samples / "points_rich.jsonl"), str(out), "--overwrite",
+               "-q").exit_code == 0
+
+
+@pytest.mark.parametrize("args", [["--batch-size", "0"], ["--on-error", "maybe"], ["--bogus"],
+                                  ["--limit", "-1"]])
+def test_bad_option_exit_2(samples, tmp_path, args):
+    result = run("convert", str(samples / "points_rich.jsonl"), str(tmp_path / "o.jsonl"), *args)
+    assert result.exit_code == 2
+    assert "Error: " in result.stderr
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_missing_argument_exit_2():
+    result = run("convert", "only-one.jsonl")
+    assert result.exit_code == 2
+    assert "Missing argument 'DST'" in result.stderr
+
+
+def test_npy_options_reach_the_reader(samples, tmp_path):
+    out = tmp_path / "o.parquet"
+    result = run("convert", str(samples / "vectors.npy"), str(out), "--ids",
+                 str(samples / "ids.npy"), "--payloads", str(samples / "payloads.jsonl"),
+                 "--json", "-q")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["written"] == 200
+
+
+def test_inspect_text(samples):
+    path = str(samples / "points_rich.jsonl")
+    result = run("inspect", path)
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"location:  {path}"
+    assert lines[1] == "format:    jsonl"
+    assert lines[2] == "points:    unknown (not counted cheaply)"
+    assert lines[3] == "id kind:   mixed"
+    assert lines[5:9] == ["vectors:", "  - text: dense float32 size=16",
+                          "  - keywords: sparse float32", "  - colbert: multi float32 size=8"]
+    assert lines[9].startswith("payload keys (first 40 points): title (40), lang (40)")
+    assert lines[10].startswith("first ids: '") and ", 1000, '" in lines[10]
+
+
+def test_inspect_json(samples, tmp_path):
+    out = str(tmp_path / "p.parquet")
+    vecferry.convert(str(samples / "vectors.npy"), out,
+                     reader_options={"ids": str(samples / "ids.npy")})
+    result = run("inspect", out, "--json")
+    assert result.exit_code == 0
+    info = json.loads(result.stdout)
+    import numpy as np
+
+    ids = np.load(samples / "ids.npy")
+    assert info["format"] == "parquet"
+    assert info["count"] == 200
+    assert info["id_kind"] == "int"
+    assert info["vectors"] == [{"name": "", "kind": "dense", "size": 64, "datatype": "float32",
+                                "distance": None}]
+    assert info["payload_keys"] == {}
+    assert info["first_ids"] == [int(i) for i in ids[:5]]
+
+
+def test_inspect_missing_file_exit_1(tmp_path):
+    path = str(tmp_path / "none.jsonl")
+    result = run("inspect", path)
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {path}: no such file or directory (check the path)\n"
+
+
+def test_formats_text_and_json():
+    text = run("formats")
+    assert text.exit_code == 0
+    rows = text.stdout.splitlines()
+    assert rows[0].split()[:4] == ["format", "rw", "installed", "recognised"]
+    assert rows[1].startswith("jsonl        rw  yes        .jsonl .ndjson .jsonl.gz")
+    as_json = run("formats", "--json")
+    assert as_json.exit_code == 0
+    data = {r["name"]: r for r in json.loads(as_json.stdout)}
+    assert list(data)[:3] == ["jsonl", "parquet", "npy"]
+    assert data["parquet"]["extensions"] == [".parquet", ".pq"]
+    assert data["qdrant"]["schemes"] == ["qdrant://", "qdrants://", "qdrant-local://"]
+    for r in data.values():
+        assert r["installed"] == (r["install"] is None)
+
+
+def test_version():
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip().endswith(vecferry.__version__)
+
+
+def test_python_dash_m_help():
+    proc = subprocess.run([sys.executable, "-m", "vecferry", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0
+    assert "Exit codes: 0 done, 1 failed, 2 usage error, 3 done with rejected" in proc.stdout
+    for command in ("convert", "copy", "inspect", "formats"):
+        assert command in proc.stdout
+
+
+def test_cli_import_stays_light():
+    code = ("import sys\n"
+            "from click.testing import CliRunner\n"
+            "from vecferry.cli import main\n"
+            "r = CliRunner().invoke(main, ['--help'])\n"
+            "assert r.exit_code == 0, r.output\n"
+            "heavy = {'numpy', 'pyarrow', 'faiss', 'qdrant_client', 'orjson', 'tqdm'}\n"
+            "print(sorted(heavy & set(sys.modules)))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
