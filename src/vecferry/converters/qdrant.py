@@ -1,0 +1,1214 @@
+"""Qdrant collections: a server (REST or gRPC) or qdrant-client's local-mode folder.
+
+Locations:
+
+* ``qdrant://HOST[:PORT]/COLLECTION`` - REST over HTTP (port 6333 unless given);
+  ``qdrants://`` for HTTPS; ``?grpc=1`` to talk gRPC (port 6334 unless given).
+  The API key comes from ``QDRANT_API_KEY`` or the variable named by ``api_key_env``; a key in
+  the URI is refused, and no key is ever put in a message or report.
+* ``qdrant-local://PATH/COLLECTION`` - the folder a ``QdrantClient(path=PATH)`` opens
+  (``qdrant-local://./qdrant_data/docs``, ``qdrant-local:///srv/qdrant_data/docs``).
+
+Qdrant's Edge engine (``qdrant-edge://``) lives in ``qdrant_edge.py`` and reuses the reader and
+writer here through the small ``Backend`` interface; only the engine calls differ.
+
+API references: points and scroll (``next_page_offset``)
+https://qdrant.tech/documentation/concepts/points/ , collections
+https://qdrant.tech/documentation/concepts/collections/ , payload indexes
+https://qdrant.tech/documentation/concepts/indexing/ , bulk upload (``hnsw_config.m = 0``)
+https://qdrant.tech/documentation/database-tutorials/bulk-upload/ , local mode
+https://github.com/qdrant/qdrant-client#local-mode .
+
+Ids. Qdrant holds unsigned 64-bit integers and UUIDs. Integer ids and UUIDs in canonical form
+(lower-case, hyphenated) are written as they are. Any other id (a string, or a UUID spelled in
+another form, which Qdrant would rewrite) becomes ``uuid5(ID_NAMESPACE, str(id))`` and the
+original is kept in the payload field ``_vecferry_id`` (``id_field``). The reader reverses this
+for every point whose id is exactly the UUIDv5 of that field, and drops the field, so a round
+trip restores the ids and their types.
+
+The manifest's ``collection`` (see ``collection_config``) records the collection as Qdrant
+describes it (REST field names): vectors, sparse vectors, distance, datatype, on_disk, HNSW,
+quantization, optimizer and WAL settings, shard number, replication factor and payload indexes.
+The writer recreates the collection from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import uuid
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import pyarrow as pa
+
+from vecferry.converters.base import Context, reject_unknown_options
+from vecferry.errors import (
+    InputError,
+    Location,
+    OutputExistsError,
+    TargetError,
+    TransientError,
+    UnsupportedError,
+    UsageError,
+    VecferryError,
+)
+from vecferry.points import BatchBuilder, iter_points, non_finite_rows, reject_from_row
+from vecferry.retry import Failure, RetryPolicy, classify
+from vecferry.stream import Manifest, VectorSpec, manifest_of, merge_id_kinds
+
+#: Fixed namespace of the UUIDv5 ids vecferry gives ids Qdrant cannot hold
+#: (``uuid5(NAMESPACE_URL, "https://github.com/vecferry/vecferry/ids")``).
+ID_NAMESPACE = uuid.UUID("ca82d95a-9505-516b-a453-b0daee8359fe")
+DEFAULT_ID_FIELD = "_vecferry_id"
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
+DEFAULT_PAGE_SIZE = 256
+#: Bytes per request against a server: well under Qdrant's 32 MB default
+#: (``service.max_request_size_mb``), leaving room for JSON's expansion of our estimate.
+DEFAULT_BATCH_BYTES = 8 << 20
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_PARALLEL_SERVER = 4
+#: Consecutive timeouts of one request before it is split in two.
+HALVE_AFTER_TIMEOUTS = 2
+#: JSON bytes per float in a REST request (``-0.123456789012345678``), for the bytes budget.
+_JSON_FLOAT_BYTES = 20
+_MODES = ("append", "overwrite", "fail-if-exists")
+_SHOW_IDS = 20
+
+
+# ------------------------------------------------------------------------------------ ids
+
+
+def qdrant_id(original: Any) -> tuple[int | str, bool]:
+    """The id Qdrant stores for ``original`` and whether it was mapped (UUIDv5)."""
+    if isinstance(original, int) and not isinstance(original, bool):
+        return original, False
+    text = str(original)
+    try:
+        if str(uuid.UUID(text)) == text:
+            return text, False
+    except ValueError:
+        pass
+    return str(uuid.uuid5(ID_NAMESPACE, text)), True
+
+
+def original_id(point_id: Any, payload: dict[str, Any] | None, id_field: str) -> tuple[Any, bool]:
+    """Reverse ``qdrant_id``: the original id when ``payload[id_field]`` maps to ``point_id``."""
+    if payload and isinstance(payload.get(id_field), str):
+        text = payload[id_field]
+        if str(uuid.uuid5(ID_NAMESPACE, text)) == str(point_id):
+            return text, True
+    return point_id, False
+
+
+# ------------------------------------------------------------------------------ locations
+
+
+@dataclass
+class QdrantLocation:
+    """A parsed ``qdrant://``, ``qdrants://`` or ``qdrant-local://`` location."""
+
+    scheme: str
+    collection: str
+    host: str | None = None
+    port: int | None = None
+    grpc: bool = False
+    path: str | None = None
+
+    @property
+    def engine(self) -> str:
+        return "local" if self.scheme == "qdrant-local" else "server"
+
+    def display(self) -> str:
+        if self.engine == "local":
+            return f"qdrant-local://{self.path}/{self.collection}"
+        grpc = "?grpc=1" if self.grpc else ""
+        return f"{self.scheme}://{self.host}:{self.port}/{self.collection}{grpc}"
+
+
+def parse_location(location: str) -> QdrantLocation:
+    """Parse a Qdrant location; ``UsageError`` says what is wrong with a bad one."""
+    scheme, sep, rest = location.partition("://")
+    scheme = scheme.lower()
+    where = Location(source=location)
+    if not sep or scheme not in ("qdrant", "qdrants", "qdrant-local"):
+        raise UsageError("not a Qdrant location", location=where,
+                         hint="use qdrant://HOST[:PORT]/COLLECTION, qdrants://... or "
+                              "qdrant-local://PATH/COLLECTION")
+    if scheme == "qdrant-local":
+        rest = rest.split("?", 1)[0].rstrip("/")
+        folder, slash, collection = rest.rpartition("/")
+        if not slash or not folder or not collection:
+            raise UsageError("a local-mode location needs a folder and a collection name",
+                             location=where,
+                             hint="e.g. qdrant-local://./qdrant_data/docs")
+        return QdrantLocation(scheme, collection, path=folder)
+    parts = urlsplit(location)
+    if parts.username or parts.password:
+        raise UsageError("credentials do not belong in the URI", location=Location(
+            source=f"{scheme}://{parts.hostname}"),
+            hint="put the API key in QDRANT_API_KEY or pass --api-key-env NAME")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - {"grpc"})
+    if unknown:
+        if any(k.lower() in ("api_key", "apikey", "api-key", "key") for k in unknown):
+            raise UsageError("an API key does not belong in the URI",
+                             location=Location(source=f"{scheme}://{parts.hostname}"),
+                             hint="put it in QDRANT_API_KEY or pass --api-key-env NAME")
+        raise UsageError(f"unknown URI parameter(s): {', '.join(unknown)}", location=where,
+                         hint="the only one is ?grpc=1")
+    grpc = query.get("grpc", ["0"])[-1].lower() in ("1", "true", "yes")
+    collection = parts.path.strip("/")
+    if not parts.hostname or not collection or "/" in collection:
+        raise UsageError("a Qdrant server location needs a host and one collection name",
+                         location=where, hint="e.g. qdrant://localhost:6333/docs")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise UsageError("bad port", location=where) from exc
+    if port is None:
+        port = 6334 if grpc else 6333
+    return QdrantLocation(scheme, collection, host=parts.hostname, port=port, grpc=grpc)
+
+
+def api_key_from_env(api_key_env: str | None) -> str | None:
+    """The API key from ``api_key_env`` (when given, it must be set) or ``QDRANT_API_KEY``."""
+    if api_key_env:
+        value = os.environ.get(api_key_env)
+        if not value:
+            raise UsageError(f"environment variable {api_key_env} is not set or empty",
+                             hint="export it, or drop --api-key-env to use QDRANT_API_KEY")
+        return value
+    return os.environ.get("QDRANT_API_KEY") or None
+
+
+# --------------------------------------------------------------------- collection config
+
+
+def _dump(model: Any) -> Any:
+    if model is None:
+        return None
+    if hasattr(model, "model_dump"):
+        return model.model_dump(mode="json", exclude_none=True)
+    return model
+
+
+def _vector_extra(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items()
+            if k not in ("size", "distance", "datatype") and v is not None}
+
+
+def specs_from_config(config: dict[str, Any]) -> list[VectorSpec]:
+    """Vector specs of a collection described by ``collection_config``-shaped ``config``."""
+    specs: list[VectorSpec] = []
+    for name, params in (config.get("vectors") or {}).items():
+        kind = "multi" if params.get("multivector_config") else "dense"
+        specs.append(VectorSpec(name=name, kind=kind, size=int(params["size"]),
+                                datatype=params.get("datatype") or "float32",
+                                distance=params.get("distance"),
+                                extra=_vector_extra(params)))
+    for name, params in (config.get("sparse_vectors") or {}).items():
+        specs.append(VectorSpec(name=name, kind="sparse",
+                                extra={k: v for k, v in (params or {}).items() if v is not None}))
+    return specs
+
+
+def config_from_manifest(manifest: Manifest, distance: str | None,
+                         context: Context) -> dict[str, Any]:
+    """The collection config to create for a stream: vectors from the specs, the rest from the
+    manifest's recorded collection when there is one."""
+    base = dict(manifest.collection or {})
+    vectors: dict[str, Any] = {}
+    sparse: dict[str, Any] = {}
+    names = [v.name for v in manifest.vectors]
+    if "" in names and len(names) > 1:
+        raise UnsupportedError(
+            "Qdrant cannot hold an unnamed vector next to named ones "
+            f"(vectors: {[n or '(unnamed)' for n in names]})",
+            hint="name every vector in the source")
+    if not manifest.vectors:
+        raise UnsupportedError("the stream has no vectors; a Qdrant collection needs one")
+    guessed = False
+    for spec in manifest.vectors:
+        extra = dict(spec.extra or {})
+        if spec.kind == "sparse":
+            if spec.name == "":
+                raise UnsupportedError("Qdrant sparse vectors must be named",
+                                       hint="give the sparse vector a name in the source")
+            sparse[spec.name] = {k: v for k, v in extra.items() if k in ("modifier", "index")}
+            continue
+        dist = spec.distance or distance
+        if dist is None:
+            dist, guessed = "Dot", True
+        if dist not in ("Cosine", "Euclid", "Dot", "Manhattan"):
+            raise UnsupportedError(f"vector {spec.name!r}: Qdrant has no distance {dist!r}")
+        params = {"size": spec.size, "distance": dist}
+        if spec.datatype != "float32":
+            params["datatype"] = spec.datatype
+        for key in ("on_disk", "hnsw_config", "quantization_config", "multivector_config"):
+            if extra.get(key) is not None:
+                params[key] = extra[key]
+        if spec.kind == "multi" and "multivector_config" not in params:
+            params["multivector_config"] = {"comparator": "max_sim"}
+        vectors[spec.name] = params
+    if guessed:
+        context.warn("the source does not say which distance its vectors use; the collection "
+                     "uses Dot, which stores vectors exactly (pass --distance to choose)")
+    base["vectors"] = vectors
+    base["sparse_vectors"] = sparse
+    return base
+
+
+_NARROWER = {("float32", "float16"), ("float32", "uint8"), ("float16", "uint8")}
+
+
+def config_diff(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Why an existing collection cannot take the stream (empty when it can)."""
+    diff: list[str] = []
+    have = existing.get("vectors") or {}
+    for name, params in (wanted.get("vectors") or {}).items():
+        label = "(unnamed)" if name == "" else repr(name)
+        if name not in have:
+            if name == "" and have:
+                diff.append(f"vector (unnamed): the target has named vectors {sorted(have)}")
+            elif name != "" and "" in have:
+                diff.append(f"vector {label}: the target has a single unnamed vector")
+            else:
+                diff.append(f"vector {label}: missing in the target")
+            continue
+        got = have[name]
+        if got.get("size") != params["size"]:
+            diff.append(f"vector {label}: size {got.get('size')} in the target, "
+                        f"{params['size']} in the source")
+        if got.get("distance") != params["distance"]:
+            diff.append(f"vector {label}: distance {got.get('distance')} in the target, "
+                        f"{params['distance']} in the source")
+        if bool(got.get("multivector_config")) != bool(params.get("multivector_config")):
+            kinds = ("multivector", "single vector")
+            diff.append(f"vector {label}: "
+                        f"{kinds[not got.get('multivector_config')]} in the target, "
+                        f"{kinds[not params.get('multivector_config')]} in the source")
+        src_dt = params.get("datatype") or "float32"
+        dst_dt = got.get("datatype") or "float32"
+        if (src_dt, dst_dt) in _NARROWER:
+            diff.append(f"vector {label}: datatype {dst_dt} in the target cannot hold the "
+                        f"source's {src_dt} exactly")
+    have_sparse = existing.get("sparse_vectors") or {}
+    for name in wanted.get("sparse_vectors") or {}:
+        if name not in have_sparse:
+            diff.append(f"sparse vector {name!r}: missing in the target")
+    return diff
+
+
+# -------------------------------------------------------------------------------- backends
+
+
+class Backend:
+    """What the reader and writer need of an engine. Methods raise the engine's own errors
+    (classified by ``vecferry.retry``); ``label`` names the target in messages."""
+
+    engine = "?"
+    label = "?"
+    name: str | None = None
+    #: requests the engine can usefully take at once
+    max_parallel = 1
+    #: whether requests have a size limit worth batching by bytes for
+    limited_requests = False
+
+    def exists(self) -> bool: raise NotImplementedError
+    def config(self) -> dict[str, Any]: raise NotImplementedError
+    def create(self, config: dict[str, Any]) -> None: raise NotImplementedError
+    def drop(self) -> None: raise NotImplementedError
+    def upsert(self, points: list[dict[str, Any]]) -> None: raise NotImplementedError
+    def count(self, flt: Any = None) -> int: raise NotImplementedError
+    def scroll(self, offset: Any, limit: int, flt: Any, vectors: bool, payload: bool
+               ) -> tuple[list[tuple[Any, dict[str, Any], dict[str, Any] | None]], Any]:
+        raise NotImplementedError
+    def parse_filter(self, flt: dict[str, Any]) -> Any: raise NotImplementedError
+    def create_index(self, field: str, index: dict[str, Any]) -> bool: raise NotImplementedError
+    def get_hnsw_m(self) -> int | None: return None
+    def set_hnsw_m(self, m: int) -> bool: return False
+    def flush(self) -> None: pass
+    def close(self) -> None: pass
+
+
+# qdrant-client local mode locks its folder: one client per folder per process, shared by
+# the reader and the writer of a local-to-local copy.
+_LOCAL_CLIENTS: dict[str, list[Any]] = {}
+_LOCAL_LOCK = threading.Lock()
+
+
+def _open_local(path: str) -> tuple[Any, threading.Lock]:
+    from qdrant_client import QdrantClient
+
+    key = str(Path(path).resolve())
+    with _LOCAL_LOCK:
+        entry = _LOCAL_CLIENTS.get(key)
+        if entry is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                client = QdrantClient(path=key)
+            entry = [client, threading.Lock(), 0]
+            _LOCAL_CLIENTS[key] = entry
+        entry[2] += 1
+        return entry[0], entry[1]
+
+
+def _release_local(path: str) -> None:
+    key = str(Path(path).resolve())
+    with _LOCAL_LOCK:
+        entry = _LOCAL_CLIENTS.get(key)
+        if entry is None:
+            return
+        entry[2] -= 1
+        if entry[2] <= 0:
+            del _LOCAL_CLIENTS[key]
+            entry[0].close()
+
+
+def _model(cls: Any, data: dict[str, Any] | None) -> Any:
+    """A qdrant-client model from a REST-shaped dict, ignoring keys this client does not know
+    (a newer server may report settings an older client cannot send back)."""
+    if data is None:
+        return None
+    fields = cls.model_fields
+    return cls(**{k: v for k, v in data.items() if k in fields and v is not None})
+
+
+def _quantization(models: Any, data: dict[str, Any] | None) -> Any:
+    if not data:
+        return None
+    for key, cls in (("scalar", "ScalarQuantization"), ("product", "ProductQuantization"),
+                     ("binary", "BinaryQuantization")):
+        if key in data:
+            return getattr(models, cls).model_validate({key: data[key]})
+    return None
+
+
+_INDEX_PARAMS = {"keyword": "KeywordIndexParams", "integer": "IntegerIndexParams",
+                 "float": "FloatIndexParams", "geo": "GeoIndexParams", "text": "TextIndexParams",
+                 "bool": "BoolIndexParams", "datetime": "DatetimeIndexParams",
+                 "uuid": "UuidIndexParams"}
+
+
+class ClientBackend(Backend):
+    """A collection through qdrant-client: a server (REST/gRPC) or local mode."""
+
+    def __init__(self, loc: QdrantLocation, *, api_key: str | None, timeout: float | None,
+                 for_reading: bool):
+        from qdrant_client import QdrantClient, models
+
+        self.models = models
+        self.loc = loc
+        self.name = loc.collection
+        self.label = loc.display()
+        self.engine = loc.engine
+        self._lock: threading.Lock | None = None
+        if loc.engine == "local":
+            folder = Path(loc.path or ".")
+            if for_reading and not folder.is_dir():
+                raise InputError("no such local-mode folder", location=Location(str(folder)),
+                                 hint="check the path; it is the folder QdrantClient(path=...) "
+                                      "opens")
+            if not for_reading and not folder.parent.is_dir():
+                raise UsageError("the parent of the local-mode folder does not exist",
+                                 location=Location(str(folder)), hint="create it first")
+            try:
+                self.client, self._lock = _open_local(str(folder))
+            except RuntimeError as exc:
+                raise TargetError(f"cannot open the local-mode folder: {exc}",
+                                  location=Location(str(folder)),
+                                  hint="another process has it open; local mode allows one"
+                                  ) from exc
+            self._folder = str(folder)
+            self.max_parallel = 1
+        else:
+            self.limited_requests = True
+            self.max_parallel = 16
+            kwargs: dict[str, Any] = {
+                "host": loc.host, "https": loc.scheme == "qdrants", "api_key": api_key,
+                "timeout": timeout if timeout is not None else DEFAULT_TIMEOUT,
+                "check_compatibility": False,
+            }
+            if loc.grpc:
+                kwargs.update(prefer_grpc=True, grpc_port=loc.port)
+            else:
+                kwargs.update(port=loc.port)
+            with warnings.catch_warnings():
+                # "Api key is used with an insecure connection": the user chose http.
+                warnings.simplefilter("ignore")
+                self.client = QdrantClient(**kwargs)
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        if self._lock is None:
+            return fn()
+        with self._lock:
+            return fn()
+
+    def exists(self) -> bool:
+        return bool(self._call(lambda: self.client.collection_exists(self.name)))
+
+    def config(self) -> dict[str, Any]:
+        info = self._call(lambda: self.client.get_collection(self.name))
+        cfg = info.config
+        params = cfg.params
+        vectors = params.vectors
+        if vectors is None:
+            vec: dict[str, Any] = {}
+        elif isinstance(vectors, dict):
+            vec = {k: _dump(v) for k, v in vectors.items()}
+        else:
+            vec = {"": _dump(vectors)}
+        out: dict[str, Any] = {
+            "engine": self.engine,
+            "name": self.name,
+            "vectors": vec,
+            "sparse_vectors": {k: _dump(v) or {} for k, v in (params.sparse_vectors or {}).items()},
+            "hnsw_config": _dump(cfg.hnsw_config),
+            "quantization_config": _dump(cfg.quantization_config),
+            "optimizer_config": _dump(cfg.optimizer_config),
+            "wal_config": _dump(cfg.wal_config),
+            "on_disk_payload": params.on_disk_payload,
+            "shard_number": params.shard_number,
+            "replication_factor": params.replication_factor,
+            "write_consistency_factor": params.write_consistency_factor,
+            "payload_schema": {
+                field: {"data_type": _dump(info_.data_type),
+                        "params": _dump(info_.params)}
+                for field, info_ in (info.payload_schema or {}).items()
+            },
+            "points_count": info.points_count,
+        }
+        return out
+
+    def create(self, config: dict[str, Any]) -> None:
+        m = self.models
+        vectors = config.get("vectors") or {}
+        if list(vectors) == [""]:
+            vectors_config: Any = self._vector_params(vectors[""])
+        else:
+            vectors_config = {n: self._vector_params(p) for n, p in vectors.items()}
+        sparse = {n: _model(m.SparseVectorParams, {
+            "modifier": p.get("modifier"),
+            "index": _model(m.SparseIndexParams, p.get("index")),
+        }) for n, p in (config.get("sparse_vectors") or {}).items()}
+        kwargs: dict[str, Any] = {
+            "vectors_config": vectors_config,
+            "sparse_vectors_config": sparse or None,
+            "hnsw_config": _model(m.HnswConfigDiff, config.get("hnsw_config")),
+            "optimizers_config": _model(m.OptimizersConfigDiff, config.get("optimizer_config")),
+            "wal_config": _model(m.WalConfigDiff, config.get("wal_config")),
+            "quantization_config": _quantization(m, config.get("quantization_config")),
+            "on_disk_payload": config.get("on_disk_payload"),
+        }
+        if self.engine == "server":
+            for key in ("shard_number", "replication_factor", "write_consistency_factor"):
+                kwargs[key] = config.get(key)
+        self._call(lambda: self.client.create_collection(self.name, **kwargs))
+
+    def _vector_params(self, p: dict[str, Any]) -> Any:
+        m = self.models
+        return m.VectorParams(
+            size=p["size"], distance=p["distance"], on_disk=p.get("on_disk"),
+            datatype=p.get("datatype"),
+            hnsw_config=_model(m.HnswConfigDiff, p.get("hnsw_config")),
+            quantization_config=_quantization(m, p.get("quantization_config")),
+            multivector_config=_model(m.MultiVectorConfig, p.get("multivector_config")),
+        )
+
+    def drop(self) -> None:
+        self._call(lambda: self.client.delete_collection(self.name))
+
+    def _struct(self, p: dict[str, Any]) -> Any:
+        m = self.models
+        vec = p["vector"]
+        if isinstance(vec, dict):
+            out: Any = {}
+            for name, value in vec.items():
+                if isinstance(value, dict):
+                    out[name] = m.SparseVector(indices=value["indices"], values=value["values"])
+                elif isinstance(value, list):
+                    out[name] = [v.tolist() for v in value]
+                else:
+                    out[name] = value.tolist()
+            if list(out) == [""]:
+                out = out[""]
+        elif isinstance(vec, list):
+            out = [v.tolist() for v in vec]
+        else:
+            out = vec.tolist()
+        return m.PointStruct(id=p["id"], vector=out, payload=p.get("payload"))
+
+    def upsert(self, points: list[dict[str, Any]]) -> None:
+        structs = [self._struct(p) for p in points]
+        self._call(lambda: self.client.upsert(self.name, points=structs, wait=True))
+
+    def parse_filter(self, flt: dict[str, Any]) -> Any:
+        return self.models.Filter.model_validate(flt)
+
+    def count(self, flt: Any = None) -> int:
+        return int(self._call(lambda: self.client.count(self.name, count_filter=flt,
+                                                        exact=True)).count)
+
+    def scroll(self, offset: Any, limit: int, flt: Any, vectors: bool, payload: bool):
+        records, nxt = self._call(lambda: self.client.scroll(
+            self.name, scroll_filter=flt, limit=limit, offset=offset, with_payload=payload,
+            with_vectors=vectors))
+        out = []
+        for r in records:
+            vec = r.vector
+            if vec is None:
+                vd: dict[str, Any] = {}
+            elif isinstance(vec, dict):
+                vd = {k: ({"indices": v.indices, "values": v.values}
+                          if isinstance(v, self.models.SparseVector) else v)
+                      for k, v in vec.items()}
+            else:
+                vd = {"": vec}
+            out.append((r.id, vd, r.payload))
+        return out, nxt
+
+    def create_index(self, field: str, index: dict[str, Any]) -> bool:
+        if self.engine == "local":
+            # Local mode keeps no payload indexes (qdrant-client warns and ignores them).
+            return False
+        m = self.models
+        dtype = index.get("data_type")
+        params = index.get("params")
+        schema: Any = dtype
+        if params and dtype in _INDEX_PARAMS:
+            schema = _model(getattr(m, _INDEX_PARAMS[dtype]), params)
+        self._call(lambda: self.client.create_payload_index(
+            self.name, field_name=field, field_schema=schema, wait=True))
+        return True
+
+    def get_hnsw_m(self) -> int | None:
+        info = self._call(lambda: self.client.get_collection(self.name))
+        return info.config.hnsw_config.m
+
+    def set_hnsw_m(self, m_value: int) -> bool:
+        if self.engine == "local":
+            return False  # local mode builds no HNSW graph: nothing to switch off
+        self._call(lambda: self.client.update_collection(
+            self.name, hnsw_config=self.models.HnswConfigDiff(m=m_value)))
+        return True
+
+    def close(self) -> None:
+        if self.engine == "local":
+            _release_local(self._folder)
+        else:
+            self.client.close()
+
+
+def open_backend(location: str, *, api_key_env: str | None, timeout: float | None,
+                 for_reading: bool) -> Backend:
+    loc = parse_location(location)
+    key = api_key_from_env(api_key_env) if loc.engine == "server" else None
+    if timeout is not None and timeout <= 0:
+        raise UsageError("timeout must be a positive number of seconds")
+    return ClientBackend(loc, api_key=key, timeout=timeout, for_reading=for_reading)
+
+
+def _target_error(backend: Backend, what: str) -> Callable[[Failure, BaseException], Exception]:
+    def make(failure: Failure, exc: BaseException) -> Exception:
+        return TargetError(f"{what}: {failure.message}", location=Location(backend.label))
+    return make
+
+
+def _parse_filter_json(flt: Any) -> dict[str, Any] | None:
+    if flt is None or flt == "":
+        return None
+    if isinstance(flt, (str, bytes)):
+        try:
+            flt = orjson.loads(flt)
+        except orjson.JSONDecodeError as exc:
+            raise UsageError(f"--filter is not valid JSON: {exc}",
+                             hint="pass a Qdrant filter, e.g. "
+                                  '\'{"must": [{"key": "lang", "match": {"value": "en"}}]}\''
+                             ) from exc
+    if not isinstance(flt, dict):
+        raise UsageError("--filter must be a JSON object (a Qdrant filter)")
+    return flt
+
+
+# --------------------------------------------------------------------------------- reader
+
+
+class QdrantReader:
+    """Stream a collection with scroll, ``page_size`` points per request, never whole.
+
+    Opens the collection, reads its config and tells the id kind up front with three cheap
+    probes (Qdrant scrolls integer ids before UUIDs, so the first point and the first point
+    after the nil UUID say which kinds exist; a count on ``id_field`` says whether mapped ids
+    exist). ``InputError`` when the folder or collection is missing; ``UsageError`` for a bad
+    location or filter; ``TargetError`` (server message) when the server refuses a request.
+    """
+
+    format_name = "qdrant"
+
+    def __init__(self, location: str, *, context: Context, api_key_env: str | None = None,
+                 timeout: float | None = None, page_size: int | None = None,
+                 filter: Any = None, id_field: str | None = None,
+                 max_retries: int | None = None, **options: Any):
+        reject_unknown_options(self.format_name, options)
+        self.location = location
+        self.context = context
+        if page_size is not None and page_size <= 0:
+            raise UsageError("page size must be a positive integer")
+        self.page_size = page_size
+        self.id_field = id_field or DEFAULT_ID_FIELD
+        self.retry = RetryPolicy(max_retries=6 if max_retries is None else max_retries)
+        self.backend = self._open(location, api_key_env=api_key_env, timeout=timeout)
+        try:
+            self._setup(_parse_filter_json(filter))
+        except BaseException:
+            self.backend.close()
+            raise
+
+    def _open(self, location: str, **kw: Any) -> Backend:
+        return open_backend(location, for_reading=True, **kw)
+
+    def _rpc(self, fn: Callable[[], Any], what: str) -> Any:
+        try:
+            return self.retry.call(fn, what=what,
+                                   on_terminal=_target_error(self.backend, what))
+        except TransientError as exc:
+            raise TargetError(exc.message, location=Location(self.backend.label)) from exc
+
+    def _setup(self, flt: dict[str, Any] | None) -> None:
+        b = self.backend
+        if not self._rpc(b.exists, "checking the collection"):
+            raise InputError("collection not found", location=Location(b.label),
+                             hint="check the collection name; list them with the Qdrant "
+                                  "dashboard or client.get_collections()")
+        self.collection = self._rpc(b.config, "reading the collection config")
+        try:
+            self.filter = b.parse_filter(flt) if flt is not None else None
+        except VecferryError:
+            raise
+        except Exception as exc:
+            raise UsageError(f"--filter is not a valid Qdrant filter: {exc}") from exc
+        self.filter_json = flt
+        specs = specs_from_config(self.collection)
+        self.manifest = Manifest(
+            vectors=specs,
+            id_kind=self._probe_id_kind(),
+            count=self.count(),
+            source={"format": self.format_name, "location": b.label, "engine": b.engine,
+                    **({"filter": flt} if flt is not None else {})},
+            collection={k: v for k, v in self.collection.items() if k != "points_count"},
+        )
+        self.schema: pa.Schema = self.manifest.schema()
+
+    def _probe_id_kind(self) -> str:
+        b = self.backend
+        first, _ = self._rpc(lambda: b.scroll(None, 1, None, False, False), "scrolling")
+        if not first:
+            return "int"
+        kinds = set()
+        if isinstance(first[0][0], int):
+            kinds.add("int")
+        after, _ = self._rpc(lambda: b.scroll(NIL_UUID, 1, None, False, False), "scrolling")
+        if after and not isinstance(after[0][0], int):
+            kinds.add("uuid")
+            mapped = b.parse_filter({"must_not": [{"is_empty": {"key": self.id_field}}]})
+            if self._rpc(lambda: b.count(mapped), "counting") > 0:
+                kinds.add("string")
+        return merge_id_kinds(kinds)
+
+    def count(self) -> int:
+        """Exact number of points (of the filter's subset when there is a filter)."""
+        flt = self.filter
+        return int(self._rpc(lambda: self.backend.count(flt), "counting points"))
+
+    def _skip(self, start: int) -> tuple[Any, bool]:
+        """The scroll offset of point number ``start`` (ids only, no vectors fetched)."""
+        b, offset, remaining = self.backend, None, start
+        while remaining > 0:
+            limit = min(remaining, 10_000) + 1
+            recs, nxt = self._rpc(
+                lambda off=offset, lim=limit: b.scroll(off, lim, self.filter, False, False),
+                "scrolling")
+            if len(recs) > remaining:
+                return recs[remaining][0], False
+            remaining -= len(recs)
+            if nxt is None:
+                return None, True
+            offset = nxt
+        return offset, False
+
+    def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
+        """Record batches of at most ``batch_size`` points, from point number ``start``."""
+        b = self.backend
+        page = self.page_size or (DEFAULT_PAGE_SIZE if b.engine == "server"
+                                  else max(1, min(batch_size, 4096)))
+        offset, done = self._skip(start) if start else (None, False)
+        if done:
+            return
+        builder = BatchBuilder(self.manifest, self.context, source=b.label)
+        row = start
+        while True:
+            recs, nxt = self._rpc(
+                lambda off=offset: b.scroll(off, page, self.filter, True, True), "scrolling")
+            for pid, vectors, payload in recs:
+                pid, mapped = original_id(pid, payload, self.id_field)
+                if mapped:
+                    payload = {k: v for k, v in payload.items() if k != self.id_field}
+                builder.add({"id": pid, "vector": vectors, "payload": payload or None},
+                            row=row)
+                row += 1
+                if len(builder) >= batch_size:
+                    batch = builder.flush()
+                    if batch is not None:
+                        yield batch
+            if nxt is None or not recs:
+                break
+            offset = nxt
+        batch = builder.flush()
+        if batch is not None:
+            yield batch
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+# --------------------------------------------------------------------------------- writer
+
+
+@dataclass
+class _Ticket:
+    """One ``write_batch`` call: its stream rows count as acknowledged when all its
+    requests are."""
+
+    rows: int
+    futures: list[Future]
+
+
+class QdrantWriter:
+    """Load a stream into a collection, creating it from the manifest when missing.
+
+    Before the first write it checks the target: ``mode="fail-if-exists"`` refuses an existing
+    collection (``OutputExistsError``); ``"overwrite"`` drops and recreates it (never while
+    resuming); ``"append"`` (default) checks names, sizes, distance and datatype and refuses
+    with the differences (``TargetError``). ``UnsupportedError`` when the stream holds
+    something a collection cannot (an unnamed sparse vector, an unnamed vector next to named
+    ones).
+
+    ``write_batch`` splits a batch into requests by bytes (``batch_bytes``, servers only) and
+    keeps up to ``parallel`` requests in flight; ``acknowledged_rows`` counts the stream rows
+    whose requests have all been acknowledged (``wait=true``), in order, which is what the
+    resume state may skip. Transient failures are retried with backoff and jitter; a request
+    that keeps timing out is halved down to single points; what still fails raises a
+    ``TargetError`` naming the ids. A 4xx fails at once with the server's message.
+    """
+
+    format_name = "qdrant"
+    resumable = True
+
+    def __init__(self, location: str, schema: pa.Schema, *, context: Context,
+                 overwrite: bool = False, resuming: bool = False, mode: str | None = None,
+                 api_key_env: str | None = None, timeout: float | None = None,
+                 parallel: int | None = None, max_retries: int | None = None,
+                 id_field: str | None = None, bulk: bool = False,
+                 batch_bytes: int | None = None, distance: str | None = None,
+                 **options: Any):
+        reject_unknown_options(self.format_name, options)
+        if mode is None:
+            mode = "overwrite" if overwrite else "append"
+        elif overwrite and mode != "overwrite":
+            raise UsageError(f"--overwrite conflicts with --mode {mode}")
+        if mode not in _MODES:
+            raise UsageError(f"unknown mode {mode!r}", hint=f"one of {', '.join(_MODES)}")
+        if parallel is not None and parallel <= 0:
+            raise UsageError("--parallel must be a positive integer")
+        if max_retries is not None and max_retries < 0:
+            raise UsageError("--max-retries must not be negative")
+        if batch_bytes is not None and batch_bytes < 1024:
+            raise UsageError("--batch-bytes must be at least 1024")
+        self.location = location
+        self.context = context
+        self.mode = mode
+        self.resuming = resuming
+        self.id_field = id_field or DEFAULT_ID_FIELD
+        self.manifest = manifest_of(schema)
+        self.wanted = config_from_manifest(self.manifest, distance, context)
+        self.retry = RetryPolicy(max_retries=6 if max_retries is None else max_retries)
+        self.halvings = 0
+        self.retried_requests = 0
+        self._stats_lock = threading.Lock()
+        self.backend = self._open(location, api_key_env=api_key_env, timeout=timeout)
+        b = self.backend
+        self.parallel = min(parallel or (DEFAULT_PARALLEL_SERVER if b.engine == "server" else 1),
+                            b.max_parallel)
+        self.batch_bytes = batch_bytes or (DEFAULT_BATCH_BYTES if b.limited_requests else None)
+        self.created = self.dropped = False
+        self._bulk_restore: int | None = None
+        self._tickets: deque[_Ticket] = deque()
+        self._acked = 0
+        self._failure: BaseException | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
+        try:
+            self._prepare(bulk)
+        except BaseException:
+            self._restore_bulk(quiet=True)
+            b.close()
+            raise
+        if self.parallel > 1:
+            self._executor = ThreadPoolExecutor(self.parallel, thread_name_prefix="vecferry-up")
+
+    def _open(self, location: str, **kw: Any) -> Backend:
+        return open_backend(location, for_reading=False, **kw)
+
+    def _rpc(self, fn: Callable[[], Any], what: str) -> Any:
+        try:
+            return self.retry.call(fn, what=what, on_terminal=_target_error(self.backend, what))
+        except TransientError as exc:
+            raise TargetError(exc.message, location=Location(self.backend.label)) from exc
+
+    # -- before the first write
+
+    def _prepare(self, bulk: bool) -> None:
+        b = self.backend
+        where = Location(b.label)
+        exists = self._rpc(b.exists, "checking the collection")
+        if exists and not self.resuming:
+            if self.mode == "fail-if-exists":
+                raise OutputExistsError("collection exists", location=where,
+                                        hint="use --mode append to add to it or --mode "
+                                             "overwrite to replace it")
+            if self.mode == "overwrite":
+                self._rpc(b.drop, "dropping the collection")
+                self.dropped, exists = True, False
+        if exists:
+            diff = config_diff(self._rpc(b.config, "reading the collection config"),
+                               self.wanted)
+            if diff:
+                raise TargetError(
+                    "collection exists with a config the source does not fit:\n  "
+                    + "\n  ".join(diff), location=where,
+                    hint="use --mode overwrite to drop and recreate it, or load into another "
+                         "collection")
+        else:
+            try:
+                self._rpc(lambda: b.create(self.wanted), "creating the collection")
+            except VecferryError:
+                raise
+            except Exception as exc:
+                raise TargetError(f"cannot create the collection: {exc}", location=where
+                                  ) from exc
+            self.created = True
+        if bulk:
+            current = self._rpc(b.get_hnsw_m, "reading the HNSW config")
+            if current == 0:
+                # m == 0 here is our own bulk setting left by an interrupted run: restore
+                # what the source asked for, else Qdrant's default.
+                current = int((self.wanted.get("hnsw_config") or {}).get("m") or 16)
+            if current is not None and self._rpc(lambda: b.set_hnsw_m(0),
+                                                 "switching HNSW indexing off"):
+                self._bulk_restore = current
+
+    def _restore_bulk(self, quiet: bool = False) -> None:
+        if self._bulk_restore is None:
+            return
+        m_value = self._bulk_restore
+        try:
+            self._rpc(lambda: self.backend.set_hnsw_m(m_value), "restoring HNSW indexing")
+            self._bulk_restore = None
+        except Exception:
+            if not quiet:
+                raise
+
+    # -- writing
+
+    @property
+    def acknowledged_rows(self) -> int:
+        """Stream rows (from this run's start) whose points are all acknowledged, in order."""
+        self._reap(block=False)
+        return self._acked
+
+    def _points(self, batch: pa.RecordBatch) -> list[tuple[dict[str, Any], Any]]:
+        """(Qdrant point, original id) for every row that can be written; rejects the rest."""
+        bad = non_finite_rows(batch, self.manifest)
+        out = []
+        for row, point in enumerate(iter_points(batch, self.manifest)):
+            if row in bad:
+                label = "vector" if bad[row] == "" else f"vector {bad[row]!r}"
+                self.context.reject(reject_from_row(
+                    batch, row, self.manifest,
+                    f"{label} holds NaN or infinity, which Qdrant cannot store",
+                    self.location))
+                continue
+            original = point["id"]
+            qid, mapped = qdrant_id(original)
+            payload = point.get("payload")
+            if mapped:
+                if payload and self.id_field in payload and payload[self.id_field] != original:
+                    self.context.reject(reject_from_row(
+                        batch, row, self.manifest,
+                        f"payload field {self.id_field!r} is taken; vecferry keeps the "
+                        "original id there", self.location))
+                    continue
+                payload = {**(payload or {}), self.id_field: str(original)}
+            point["id"] = qid
+            point["payload"] = payload
+            out.append((point, original))
+        return out
+
+    def _size(self, point: dict[str, Any]) -> int:
+        n = 64
+        vec = point["vector"]
+        values = vec.values() if isinstance(vec, dict) else [vec]
+        for v in values:
+            if isinstance(v, dict):
+                n += len(v["indices"]) * 32
+            elif isinstance(v, list):
+                n += sum(x.size for x in v) * _JSON_FLOAT_BYTES
+            else:
+                n += v.size * _JSON_FLOAT_BYTES
+        if point.get("payload"):
+            n += len(orjson.dumps(point["payload"], option=orjson.OPT_SERIALIZE_NUMPY)) \
+                if self.batch_bytes else 0
+        return n
+
+    def _requests(self, items: list[tuple[dict[str, Any], Any]]
+                  ) -> Iterator[list[tuple[dict[str, Any], Any]]]:
+        if not self.batch_bytes:
+            if items:
+                yield items
+            return
+        chunk: list[tuple[dict[str, Any], Any]] = []
+        size = 0
+        for item in items:
+            n = self._size(item[0])
+            if chunk and size + n > self.batch_bytes:
+                yield chunk
+                chunk, size = [], 0
+            chunk.append(item)
+            size += n
+        if chunk:
+            yield chunk
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        """Queue one batch; raises the failure of any earlier request first."""
+        self._raise_failure()
+        items = self._points(batch)
+        ticket = _Ticket(rows=batch.num_rows, futures=[])
+        self._tickets.append(ticket)
+        for chunk in self._requests(items):
+            if self._executor is None:
+                fut: Future = Future()
+                try:
+                    self._send(chunk)
+                    fut.set_result(None)
+                except BaseException as exc:
+                    fut.set_exception(exc)
+                ticket.futures.append(fut)
+            else:
+                while self._in_flight() >= self.parallel:
+                    self._reap(block=True)
+                ticket.futures.append(self._executor.submit(self._send, chunk))
+        self._reap(block=False)
+        self._raise_failure()
+
+    def _in_flight(self) -> int:
+        return sum(1 for t in self._tickets for f in t.futures if not f.done())
+
+    def _reap(self, block: bool) -> None:
+        """Move fully acknowledged tickets off the front; with ``block``, wait for one."""
+        if block:
+            for t in self._tickets:
+                pending = [f for f in t.futures if not f.done()]
+                if pending:
+                    pending[0].exception()  # waits
+                    break
+        while self._tickets:
+            t = self._tickets[0]
+            if not all(f.done() for f in t.futures):
+                break
+            for f in t.futures:
+                exc = f.exception()
+                if exc is not None and self._failure is None:
+                    self._failure = exc
+            if self._failure is not None:
+                break
+            self._tickets.popleft()
+            self._acked += t.rows
+
+    def _raise_failure(self) -> None:
+        if self._failure is None:
+            for t in self._tickets:
+                for f in t.futures:
+                    if f.done() and f.exception() is not None:
+                        self._failure = f.exception()
+                        break
+        if self._failure is not None:
+            raise self._failure
+
+    def _send(self, chunk: list[tuple[dict[str, Any], Any]]) -> None:
+        failed: list[Any] = []
+        reasons: list[str] = []
+        self._send_chunk(chunk, failed, reasons)
+        if failed:
+            shown = ", ".join(repr(i) for i in failed[:_SHOW_IDS])
+            more = f" and {len(failed) - _SHOW_IDS} more" if len(failed) > _SHOW_IDS else ""
+            raise TargetError(
+                f"{len(failed)} point(s) could not be written after retries"
+                f"{' and halving' if len(chunk) > 1 else ''} ({reasons[-1]}); failed ids: "
+                f"{shown}{more}",
+                location=Location(self.backend.label),
+                hint="check the server's health and rerun with --resume; upserts are "
+                     "idempotent, nothing is duplicated")
+
+    def _send_chunk(self, chunk: list[tuple[dict[str, Any], Any]], failed: list[Any],
+                    reasons: list[str]) -> None:
+        points = [p for p, _ in chunk]
+        attempt = timeouts = 0
+        while True:
+            try:
+                self.backend.upsert(points)
+                return
+            except Exception as exc:
+                failure = classify(exc)
+                if failure is None:
+                    if isinstance(exc, VecferryError):
+                        raise
+                    failure = Failure(False, f"{type(exc).__name__}: {exc}")
+                if not failure.transient:
+                    ids = [o for _, o in chunk]
+                    span = repr(ids[0]) if len(ids) == 1 else f"{ids[0]!r} .. {ids[-1]!r}"
+                    raise TargetError(
+                        f"Qdrant refused {len(ids)} point(s) (ids {span}): {failure.message}",
+                        location=Location(self.backend.label)) from exc
+                timeouts = timeouts + 1 if failure.timeout else 0
+                can_halve = failure.timeout and len(chunk) > 1
+                if can_halve and (timeouts >= HALVE_AFTER_TIMEOUTS
+                                  or attempt >= self.retry.max_retries):
+                    with self._stats_lock:
+                        self.halvings += 1
+                    mid = len(chunk) // 2
+                    self._send_chunk(chunk[:mid], failed, reasons)
+                    self._send_chunk(chunk[mid:], failed, reasons)
+                    return
+                if attempt >= self.retry.max_retries:
+                    failed.extend(o for _, o in chunk)
+                    reasons.append(failure.message)
+                    return
+                if attempt == 0:
+                    with self._stats_lock:
+                        self.retried_requests += 1
+                self.retry.wait(attempt, failure.retry_after)
+                attempt += 1
+
+    # -- the end
+
+    def _drain(self) -> None:
+        for t in list(self._tickets):
+            for f in t.futures:
+                f.exception()
+        self._reap(block=False)
+        self._raise_failure()
+
+    def close(self) -> dict[str, Any]:
+        """Wait for every request, restore indexing, recreate payload indexes, report."""
+        b = self.backend
+        try:
+            self._drain()
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+            self._restore_bulk()
+            indexes = self._create_indexes()
+            b.flush()
+            count = self._rpc(lambda: b.count(None), "counting points")
+        finally:
+            self._closed = True
+            b.close()
+        report: dict[str, Any] = {
+            "collection": b.name,
+            "engine": b.engine,
+            "mode": self.mode,
+            "created": self.created,
+            "dropped": self.dropped,
+            "points_in_collection": count,
+            "retries": self.retry.retries,
+            "halvings": self.halvings,
+            "payload_indexes": indexes,
+        }
+        return report
+
+    def _create_indexes(self) -> list[str]:
+        schema = (self.manifest.collection or {}).get("payload_schema") or {}
+        if not schema:
+            return []
+        made = []
+        existing = {}
+        try:
+            existing = self._rpc(self.backend.config, "reading the collection config"
+                                 ).get("payload_schema") or {}
+        except TargetError:
+            existing = {}
+        for field, index in schema.items():
+            if field in existing:
+                made.append(field)
+                continue
+            try:
+                done = self._rpc(lambda f=field, i=index: self.backend.create_index(f, i),
+                                 f"creating the payload index on {field!r}")
+            except TargetError as exc:
+                self.context.warn(f"payload index on {field!r} not created: {exc.message}")
+                continue
+            if done:
+                made.append(field)
+            else:
+                self.context.warn(f"payload index on {field!r} kept in the manifest only: "
+                                  f"{self.backend.engine} mode keeps no payload indexes")
+        return made
+
+    def abort(self) -> None:
+        """Stop after a failure: cancel queued requests, restore indexing, keep the data.
+
+        Never drops the collection: what was acknowledged stays, so ``--resume`` continues.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        self._restore_bulk(quiet=True)
+        with contextlib.suppress(Exception):  # best effort: we are failing already
+            self.backend.flush()
+        self.backend.close()
+
+
+def count_points(location: str, *, api_key_env: str | None = None,
+                 timeout: float | None = None, **_: Any) -> int:
+    """Exact number of points in the collection at ``location`` (for ``vecferry copy``).
+
+    ``InputError`` when it does not exist. Accepts (and ignores) the other reader options so
+    the CLI can pass the same keyword arguments it gives the reader.
+    """
+    from vecferry.converters import resolve
+
+    if resolve(location).name == "qdrant-edge":
+        from vecferry.converters.qdrant_edge import open_edge_backend
+
+        backend = open_edge_backend(location, for_reading=True)
+    else:
+        backend = open_backend(location, api_key_env=api_key_env, timeout=timeout,
+                               for_reading=True)
+    try:
+        policy = RetryPolicy()
+        if not policy.call(backend.exists, what="checking the collection"):
+            raise InputError("collection not found", location=Location(backend.label))
+        return int(policy.call(lambda: backend.count(None), what="counting points"))
+    finally:
+        backend.close()

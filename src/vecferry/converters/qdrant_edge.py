@@ -1,0 +1,420 @@
+"""Qdrant Edge shards: Qdrant's own engine in-process, through ``qdrant-edge-py``.
+
+Location: ``qdrant-edge://PATH``, the shard directory (``qdrant-edge://./shard``,
+``qdrant-edge:///srv/shard``). A shard holds one collection's worth of points and keeps its
+configuration in ``PATH/edge_config.json`` in Qdrant's REST shape, which is what the reader puts
+in the manifest. Docs: https://qdrant.tech/documentation/edge/ and the package's type stubs
+(``qdrant_edge/__init__.pyi``).
+
+The reader and writer are the Qdrant ones (``vecferry.converters.qdrant``) over an
+``EdgeBackend``; what differs:
+
+* no network, so no API key, timeout or request-size limit, and one request at a time
+  (the engine call is the work; threads gain nothing);
+* Edge builds HNSW graphs only when ``optimize()`` is called, never behind a load, so ``--bulk``
+  has nothing to switch off; the writer flushes at the end and leaves optimizing to the user;
+* payload indexes are recreated with their type and the parameters Edge exposes;
+* a filter (``--filter``) is translated from Qdrant's JSON filter into Edge's classes; the
+  conditions Edge has (match value/text/any/except/phrase/text_any/prefix/substring, range,
+  values_count, is_empty, is_null, has_id, has_vector, nested, min_should) are supported,
+  geo conditions are refused with a ``UsageError``.
+
+Edge takes a lock on the shard: one ``EdgeShard`` per path per process, shared here by reader
+and writer; another process holding it is reported as a ``TargetError`` / ``InputError``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from vecferry.converters.base import reject_unknown_options
+from vecferry.converters.qdrant import Backend, QdrantReader, QdrantWriter
+from vecferry.errors import InputError, Location, TargetError, UsageError
+
+CONFIG_FILE = "edge_config.json"
+
+_SHARDS: dict[str, list[Any]] = {}
+_SHARDS_LOCK = threading.Lock()
+
+
+def edge_path(location: str) -> str:
+    """The shard directory of a ``qdrant-edge://PATH`` location."""
+    scheme, sep, rest = location.partition("://")
+    if not sep or scheme.lower() != "qdrant-edge" or not rest.strip("/"):
+        raise UsageError("not a Qdrant Edge location", location=Location(source=location),
+                         hint="use qdrant-edge://PATH (the shard directory)")
+    return rest.rstrip("/") or "/"
+
+
+def _enum_name(value: Any) -> str:
+    """``Distance.Dot`` -> ``Dot`` (Edge enums have no ``.name``)."""
+    return str(value).rsplit(".", 1)[-1]
+
+
+class EdgeBackend(Backend):
+    """One Edge shard; ``create`` makes it, ``drop`` deletes its directory."""
+
+    engine = "edge"
+    max_parallel = 1
+    limited_requests = False
+
+    def __init__(self, path: str, *, for_reading: bool):
+        import qdrant_edge as qe
+
+        self.qe = qe
+        self.path = Path(path)
+        self.key = str(self.path.resolve())
+        self.label = f"qdrant-edge://{path}"
+        self.name = None
+        self.shard: Any = None
+        if for_reading and not self.exists():
+            what = ("no such directory" if not self.path.exists()
+                    else f"not a Qdrant Edge shard (no {CONFIG_FILE})")
+            raise InputError(what, location=Location(self.label),
+                             hint="check the path; it is the directory EdgeShard.load() opens")
+        if not for_reading and not self.path.parent.is_dir():
+            raise UsageError("the parent of the shard directory does not exist",
+                             location=Location(self.label), hint="create it first")
+        if self.exists():
+            self._attach(lambda: qe.EdgeShard.load(str(self.path)))
+
+    # -- shard handles shared within the process
+
+    def _attach(self, opener: Any) -> None:
+        with _SHARDS_LOCK:
+            entry = _SHARDS.get(self.key)
+            if entry is None:
+                try:
+                    shard = opener()
+                except Exception as exc:
+                    raise TargetError(f"cannot open the shard: {exc}",
+                                      location=Location(self.label),
+                                      hint="is another process using it?") from exc
+                entry = [shard, 0]
+                _SHARDS[self.key] = entry
+            entry[1] += 1
+            self.shard = entry[0]
+
+    def _detach(self) -> None:
+        if self.shard is None:
+            return
+        with _SHARDS_LOCK:
+            entry = _SHARDS.get(self.key)
+            self.shard = None
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del _SHARDS[self.key]
+                entry[0].close()
+
+    # -- Backend
+
+    def exists(self) -> bool:
+        return (self.path / CONFIG_FILE).is_file()
+
+    def config(self) -> dict[str, Any]:
+        raw = orjson.loads((self.path / CONFIG_FILE).read_bytes())
+        schema = {}
+        for field, info in self.shard.info().payload_schema.items():
+            schema[field] = {"data_type": _enum_name(info.data_type).lower(),
+                             "params": _index_params(info.params)}
+        return {
+            "engine": "edge",
+            "name": None,
+            "vectors": raw.get("vectors") or {},
+            "sparse_vectors": raw.get("sparse_vectors") or {},
+            "hnsw_config": raw.get("hnsw_config"),
+            "quantization_config": raw.get("quantization_config"),
+            "optimizer_config": raw.get("optimizers"),
+            "on_disk_payload": raw.get("on_disk_payload"),
+            "payload_schema": schema,
+        }
+
+    def create(self, config: dict[str, Any]) -> None:
+        qe = self.qe
+        vectors = {n: self._vector_params(p) for n, p in (config.get("vectors") or {}).items()}
+        sparse = {}
+        for n, p in (config.get("sparse_vectors") or {}).items():
+            modifier = (p or {}).get("modifier")
+            index = (p or {}).get("index") or {}
+            sparse[n] = qe.EdgeSparseVectorParams(
+                full_scan_threshold=index.get("full_scan_threshold"),
+                on_disk=index.get("on_disk"),
+                modifier=qe.Modifier.Idf if modifier == "idf" else None)
+        cfg = qe.EdgeConfig(
+            vectors=vectors or None, sparse_vectors=sparse or None,
+            on_disk_payload=config.get("on_disk_payload"),
+            hnsw_config=self._hnsw(config.get("hnsw_config")),
+            quantization_config=self._quantization(config.get("quantization_config")),
+        )
+        self._attach(lambda: qe.EdgeShard.create(str(self.path), cfg))
+
+    def _vector_params(self, p: dict[str, Any]) -> Any:
+        qe = self.qe
+        datatype = {"float32": qe.VectorStorageDatatype.Float32,
+                    "float16": qe.VectorStorageDatatype.Float16,
+                    "uint8": qe.VectorStorageDatatype.Uint8}.get(p.get("datatype") or "float32")
+        multi = None
+        if p.get("multivector_config"):
+            multi = qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim)
+        return qe.EdgeVectorParams(
+            size=int(p["size"]), distance=getattr(qe.Distance, p["distance"]),
+            on_disk=p.get("on_disk"), multivector_config=multi, datatype=datatype,
+            quantization_config=self._quantization(p.get("quantization_config")),
+            hnsw_config=self._hnsw(p.get("hnsw_config")))
+
+    def _hnsw(self, h: dict[str, Any] | None) -> Any:
+        if not h:
+            return None
+        return self.qe.HnswIndexConfig(
+            m=int(h.get("m", 16)), ef_construct=int(h.get("ef_construct", 100)),
+            full_scan_threshold=int(h.get("full_scan_threshold", 10000)),
+            max_indexing_threads=int(h.get("max_indexing_threads") or 0),
+            on_disk=h.get("on_disk"), payload_m=h.get("payload_m"))
+
+    def _quantization(self, q: dict[str, Any] | None) -> Any:
+        qe = self.qe
+        if not q:
+            return None
+        if "scalar" in q:
+            s = q["scalar"]
+            return qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=s.get("quantile"),
+                                               always_ram=s.get("always_ram"))
+        if "product" in q:
+            p = q["product"]
+            ratio = getattr(qe.CompressionRatio, str(p.get("compression", "x16")).upper())
+            return qe.ProductQuantizationConfig(ratio, always_ram=p.get("always_ram"))
+        if "binary" in q:
+            return qe.BinaryQuantizationConfig(always_ram=q["binary"].get("always_ram"))
+        return None
+
+    def drop(self) -> None:
+        if not self.exists():
+            return
+        self._detach()
+        with _SHARDS_LOCK:
+            if self.key in _SHARDS:
+                raise TargetError("cannot drop a shard this process is also reading",
+                                  location=Location(self.label))
+        shutil.rmtree(self.path)
+
+    def _point(self, p: dict[str, Any]) -> Any:
+        qe = self.qe
+        vec = p["vector"]
+        if isinstance(vec, dict):
+            out = {}
+            for name, value in vec.items():
+                if isinstance(value, dict):
+                    out[name] = qe.SparseVector(value["indices"], value["values"])
+                else:
+                    out[name] = value
+            vec = out[""] if list(out) == [""] else out
+        pid = p["id"]
+        return qe.Point(uuid.UUID(pid) if isinstance(pid, str) else pid, vec, p.get("payload"))
+
+    def upsert(self, points: list[dict[str, Any]]) -> None:
+        self.shard.update(self.qe.UpdateOperation.upsert_points(
+            [self._point(p) for p in points]))
+
+    def count(self, flt: Any = None) -> int:
+        return int(self.shard.count(self.qe.CountRequest(exact=True, filter=flt)))
+
+    def scroll(self, offset: Any, limit: int, flt: Any, vectors: bool, payload: bool):
+        qe = self.qe
+        if isinstance(offset, str):
+            offset = uuid.UUID(offset)
+        records, nxt = self.shard.scroll(qe.ScrollRequest(
+            offset=offset, limit=limit, filter=flt, with_payload=payload, with_vector=vectors))
+        out = []
+        for r in records:
+            pid = r.id
+            if isinstance(pid, uuid.UUID):
+                pid = str(pid)
+            vd: dict[str, Any] = {}
+            if vectors and r.vector is not None:
+                vec = r.vector
+                if not isinstance(vec, dict):
+                    vec = {"": vec}
+                for name, value in vec.items():
+                    if isinstance(value, qe.SparseVector):
+                        vd[name] = {"indices": list(value.indices),
+                                    "values": [float(x) for x in value.values]}
+                    else:
+                        vd[name] = value
+            out.append((pid, vd, r.payload if payload else None))
+        return out, (str(nxt) if isinstance(nxt, uuid.UUID) else nxt)
+
+    def parse_filter(self, flt: dict[str, Any]) -> Any:
+        return EdgeFilter(self.qe).filter(flt)
+
+    def create_index(self, field: str, index: dict[str, Any]) -> bool:
+        qe = self.qe
+        dtype = str(index.get("data_type") or "keyword")
+        schema: Any = getattr(qe.PayloadSchemaType, dtype.capitalize())
+        params = index.get("params") or {}
+        cls_name = {"keyword": "KeywordIndexParams", "integer": "IntegerIndexParams",
+                    "float": "FloatIndexParams", "bool": "BoolIndexParams",
+                    "datetime": "DatetimeIndexParams", "uuid": "UuidIndexParams"}.get(dtype)
+        if params and cls_name:
+            allowed = _PARAM_ATTRS.get(cls_name, ())
+            kwargs = {k: v for k, v in params.items()
+                      if k in allowed and isinstance(v, (bool, int, str))}
+            schema = getattr(qe, cls_name)(**kwargs)
+        self.shard.update(qe.UpdateOperation.create_field_index(field, schema))
+        return True
+
+    def flush(self) -> None:
+        if self.shard is not None:
+            self.shard.flush()
+
+    def close(self) -> None:
+        self._detach()
+
+
+_PARAM_ATTRS = {
+    "KeywordIndexParams": ("is_tenant", "on_disk", "enable_hnsw", "prefix"),
+    "IntegerIndexParams": ("lookup", "range", "is_principal", "on_disk", "enable_hnsw"),
+    "FloatIndexParams": ("is_principal", "on_disk", "enable_hnsw"),
+    "BoolIndexParams": ("on_disk", "enable_hnsw"),
+    "DatetimeIndexParams": ("is_principal", "on_disk", "enable_hnsw"),
+    "UuidIndexParams": ("is_tenant", "on_disk", "enable_hnsw"),
+}
+
+
+def _index_params(params: Any) -> dict[str, Any] | None:
+    """Edge index parameters as REST-shaped JSON (plain values only)."""
+    if params is None:
+        return None
+    cls = type(params).__name__
+    out: dict[str, Any] = {}
+    for attr in _PARAM_ATTRS.get(cls, ()):
+        value = getattr(params, attr, None)
+        if isinstance(value, (bool, int, str)):
+            out[attr] = value
+    if not out:
+        return None
+    rest = {"KeywordIndexParams": "keyword", "IntegerIndexParams": "integer",
+            "FloatIndexParams": "float", "BoolIndexParams": "bool",
+            "DatetimeIndexParams": "datetime", "UuidIndexParams": "uuid"}.get(cls)
+    if rest:
+        out["type"] = rest
+    return out
+
+
+class EdgeFilter:
+    """Qdrant's JSON filter (https://qdrant.tech/documentation/concepts/filtering/) as Edge
+    classes. ``UsageError`` names a condition Edge cannot express."""
+
+    def __init__(self, qe: Any):
+        self.qe = qe
+
+    def filter(self, f: dict[str, Any]) -> Any:
+        if not isinstance(f, dict):
+            raise UsageError(f"a filter must be an object, not {f!r}")
+        unknown = set(f) - {"must", "should", "must_not", "min_should"}
+        if unknown:
+            raise UsageError(f"unknown filter clause(s): {', '.join(sorted(unknown))}")
+        kwargs: dict[str, Any] = {}
+        for clause in ("must", "should", "must_not"):
+            if f.get(clause) is not None:
+                items = f[clause] if isinstance(f[clause], list) else [f[clause]]
+                kwargs[clause] = [self.condition(c) for c in items]
+        if f.get("min_should"):
+            ms = f["min_should"]
+            kwargs["min_should"] = self.qe.MinShould(
+                [self.condition(c) for c in ms["conditions"]], int(ms["min_count"]))
+        return self.qe.Filter(**kwargs)
+
+    def condition(self, c: dict[str, Any]) -> Any:
+        qe = self.qe
+        if not isinstance(c, dict):
+            raise UsageError(f"a filter condition must be an object, not {c!r}")
+        if {"must", "should", "must_not", "min_should"} & set(c):
+            return self.filter(c)
+        if "has_id" in c:
+            return qe.HasIdCondition({uuid.UUID(i) if isinstance(i, str) else i
+                                      for i in c["has_id"]})
+        if "has_vector" in c:
+            return qe.HasVectorCondition(c["has_vector"])
+        if "is_empty" in c:
+            return qe.IsEmptyCondition(c["is_empty"]["key"])
+        if "is_null" in c:
+            return qe.IsNullCondition(c["is_null"]["key"])
+        if "nested" in c:
+            return qe.NestedCondition(c["nested"]["key"], self.filter(c["nested"]["filter"]))
+        if "key" not in c:
+            raise UsageError(f"filter condition not supported by Qdrant Edge: {c!r}")
+        kwargs: dict[str, Any] = {}
+        if "match" in c:
+            kwargs["match"] = self.match(c["match"])
+        if "range" in c:
+            r = c["range"]
+            if any(isinstance(v, str) for v in r.values()):
+                kwargs["range"] = qe.RangeDateTime(**r)
+            else:
+                kwargs["range"] = qe.RangeFloat(**r)
+        if "values_count" in c:
+            kwargs["values_count"] = qe.ValuesCount(**c["values_count"])
+        for flag in ("is_empty", "is_null"):
+            if flag in c:
+                kwargs[flag] = c[flag]
+        unknown = set(c) - {"key", "match", "range", "values_count", "is_empty", "is_null"}
+        if unknown or not kwargs:
+            raise UsageError(f"filter condition not supported by Qdrant Edge: {c!r}")
+        return qe.FieldCondition(c["key"], **kwargs)
+
+    def match(self, m: dict[str, Any]) -> Any:
+        qe = self.qe
+        table = {"value": qe.MatchValue, "text": qe.MatchText, "text_any": qe.MatchTextAny,
+                 "phrase": qe.MatchPhrase, "prefix": qe.MatchPrefix,
+                 "substring": qe.MatchSubstring, "any": qe.MatchAny, "except": qe.MatchExcept}
+        if len(m) != 1 or next(iter(m)) not in table:
+            raise UsageError(f"match not supported by Qdrant Edge: {m!r}")
+        key, value = next(iter(m.items()))
+        return table[key](value)
+
+
+def open_edge_backend(location: str, *, for_reading: bool) -> EdgeBackend:
+    return EdgeBackend(edge_path(location), for_reading=for_reading)
+
+
+class EdgeReader(QdrantReader):
+    """Stream an Edge shard (see ``QdrantReader``); no API key or timeout."""
+
+    format_name = "qdrant-edge"
+
+    def __init__(self, location: str, *, context: Any, api_key_env: str | None = None,
+                 timeout: float | None = None, **options: Any):
+        reject_unknown_options(self.format_name,
+                               {"api_key_env": api_key_env, "timeout": timeout})
+        super().__init__(location, context=context, **options)
+
+    def _open(self, location: str, **kw: Any) -> Backend:
+        return open_edge_backend(location, for_reading=True)
+
+
+class EdgeWriter(QdrantWriter):
+    """Load a stream into an Edge shard (see ``QdrantWriter``), creating it when missing.
+
+    ``mode="overwrite"`` deletes the shard directory and creates it again; ``--bulk`` is
+    accepted and does nothing (Edge indexes only in ``optimize()``).
+    """
+
+    format_name = "qdrant-edge"
+
+    def __init__(self, location: str, schema: Any, *, context: Any,
+                 api_key_env: str | None = None, timeout: float | None = None,
+                 batch_bytes: int | None = None, **options: Any):
+        reject_unknown_options(self.format_name,
+                               {"api_key_env": api_key_env, "timeout": timeout})
+        super().__init__(location, schema, context=context, batch_bytes=batch_bytes, **options)
+
+    def _open(self, location: str, **kw: Any) -> Backend:
+        return open_edge_backend(location, for_reading=False)

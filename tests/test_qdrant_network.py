@@ -1,0 +1,156 @@
+"""Network faults between vecferry and a Qdrant server, through the loopback stand-in
+(``tests/qdrant_standin.py``) in front of a real embedded engine: retries, Retry-After,
+halving, fail-fast on 4xx, API keys, and the exact final contents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("qdrant_client")
+
+import vecferry
+from qdrant_helpers import N, dump_stream, make_local, normalize, source_points
+from qdrant_standin import Fault, QdrantStandIn
+from vecferry.errors import TargetError, UsageError
+from vecferry.retry import RetryPolicy, classify
+
+
+@pytest.fixture(autouse=True)
+def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VECFERRY_RETRY_BASE_DELAY", "0.01")
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> str:
+    return make_local(tmp_path / "src_data")
+
+
+@pytest.fixture
+def server():
+    with QdrantStandIn() as s:
+        yield s
+
+
+def upserts(server: QdrantStandIn) -> list:
+    return [e for e in server.log if e.op == "upsert"]
+
+
+def test_transient_faults_are_retried_and_nothing_is_lost(src: str, server: QdrantStandIn
+                                                          ) -> None:
+    server.add_fault(Fault("upsert", "503", times=2))
+    server.add_fault(Fault("upsert", "drop", times=2))
+    server.add_fault(Fault("scroll", "503", times=1))
+    report = vecferry.convert(src, server.location("docs"), batch_size=10,
+                              writer_options={"parallel": 2, "timeout": 5})
+    assert report["points_in_collection"] == N
+    assert report["retries"] == 4 and report["halvings"] == 0
+    outcomes = [e.outcome for e in upserts(server)]
+    assert outcomes.count("503") == 2 and outcomes.count("drop") == 2
+    assert dump_stream(server.location("docs"), page_size=6) == normalize(source_points())
+
+
+def test_429_honours_retry_after(src: str, server: QdrantStandIn) -> None:
+    server.add_fault(Fault("upsert", "429", times=1, seconds=1))
+    report = vecferry.convert(src, server.location("docs"), batch_size=40,
+                              writer_options={"parallel": 1})
+    assert report["points_in_collection"] == N and report["retries"] == 1
+    limited, retried = upserts(server)[:2]
+    assert limited.outcome == "429" and retried.outcome == "ok"
+    assert retried.at - limited.at >= 1.0
+
+
+def test_batches_that_keep_timing_out_are_halved(src: str, server: QdrantStandIn) -> None:
+    # any request of more than 8 points takes longer than the client waits (qdrant-client
+    # rounds timeouts up to whole seconds, so 1 s is the shortest)
+    server.add_fault(Fault("upsert", "delay", times=None, seconds=1.3,
+                           when=lambda body: len(body["points"]) > 8))
+    report = vecferry.convert(src, server.location("docs"), batch_size=10,
+                              writer_options={"parallel": 3, "timeout": 1})
+    assert report["halvings"] == 3  # three batches of 10, each split once
+    assert sorted(e.points for e in upserts(server) if e.outcome == "ok") == [5] * 6 + [7]
+    assert dump_stream(server.location("docs")) == normalize(source_points())
+
+
+def test_a_point_that_always_times_out_is_named(src: str, server: QdrantStandIn) -> None:
+    bad = source_points()[7]["id"]
+    server.add_fault(Fault("upsert", "delay", times=None, seconds=1.2,
+                           when=lambda body: any(p["id"] == bad for p in body["points"])))
+    with pytest.raises(TargetError) as err:
+        vecferry.convert(src, server.location("docs"), batch_size=2,
+                         writer_options={"parallel": 1, "timeout": 1, "max_retries": 1})
+    text = str(err.value)
+    assert "1 point(s) could not be written" in text and f"failed ids: {bad!r}" in text
+    # the other point of its request went in: halving isolated the one that fails. (The
+    # stand-in, like a server, may still apply a request whose client gave up waiting.)
+    stored = {k[1] for k in dump_stream(server.location("docs"))}
+    assert 88 in stored  # scroll order pairs 77 with 88 in a request of two
+    assert any(e.points == 1 and e.ids == [bad] for e in upserts(server))
+
+
+def test_4xx_fails_at_once_with_the_server_message(src: str, server: QdrantStandIn) -> None:
+    server.add_fault(Fault("upsert", "400", times=None,
+                           message="Wrong input: Vector dimension error: expected dim: 8"))
+    with pytest.raises(TargetError) as err:
+        vecferry.convert(src, server.location("docs"), batch_size=10,
+                         writer_options={"parallel": 1})
+    assert "HTTP 400: Wrong input: Vector dimension error: expected dim: 8" in str(err.value)
+    assert "ids 0 .. " in str(err.value) or "ids " in str(err.value)
+    assert len(upserts(server)) == 1
+
+
+def test_api_key_from_environment_never_shown(src: str, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    with QdrantStandIn(api_key="k3y-s3cr3t") as server:
+        monkeypatch.setenv("MY_QDRANT_KEY", "k3y-s3cr3t")
+        report = vecferry.convert(src, server.location("docs"),
+                                  writer_options={"api_key_env": "MY_QDRANT_KEY"})
+        assert report["points_in_collection"] == N
+        assert "k3y-s3cr3t" not in repr(report)
+        monkeypatch.setenv("QDRANT_API_KEY", "wrong-k3y")
+        with pytest.raises(TargetError) as err:
+            vecferry.convert(src, server.location("docs"))
+        assert "401" in str(err.value) and "k3y" not in str(err.value)
+        with pytest.raises(UsageError, match="NOT_SET_VAR"):
+            vecferry.convert(src, server.location("docs"),
+                             writer_options={"api_key_env": "NOT_SET_VAR"})
+
+
+def test_bulk_switches_hnsw_off_and_restores_it(src: str, server: QdrantStandIn) -> None:
+    report = vecferry.convert(src, server.location("docs"), writer_options={"bulk": True})
+    assert report["points_in_collection"] == N
+    assert server.hnsw_updates == [0, 16]
+
+
+def test_payload_indexes_and_config_travel_server_to_server(src: str, server: QdrantStandIn
+                                                            ) -> None:
+    from qdrant_client import QdrantClient
+
+    vecferry.convert(src, server.location("a"))
+    client = QdrantClient(url=f"http://127.0.0.1:{server.port}", check_compatibility=False)
+    client.create_payload_index("a", "lang", "keyword")
+    client.create_payload_index("a", "i", {"type": "integer", "lookup": True, "range": False})
+    client.close()
+    report = vecferry.convert(server.location("a"), server.location("b"),
+                              reader_options={"page_size": 5})
+    assert sorted(report["payload_indexes"]) == ["i", "lang"]
+    assert server.indexes["b"]["i"]["params"]["range"] is False
+    assert dump_stream(server.location("b")) == normalize(source_points())
+
+
+def test_retry_policy_backoff_is_full_jitter_and_capped() -> None:
+    waits: list[float] = []
+    policy = RetryPolicy(max_retries=3, base_delay=1.0, max_delay=3.0, sleep=waits.append)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        raise ConnectionResetError("reset")
+
+    with pytest.raises(Exception, match="after 4 attempt"):
+        policy.call(flaky)
+    assert len(calls) == 4 and len(waits) == 3
+    assert 0 <= waits[0] <= 1 and 0 <= waits[1] <= 2 and 0 <= waits[2] <= 3
+    assert policy.delay(0, retry_after=7) == 3.0  # Retry-After honoured up to the cap
+    assert classify(ValueError("x")) is None
