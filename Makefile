@@ -22,6 +22,15 @@ demo: $(STAMP)
 		--ids sample_data/ids.npy --payloads sample_data/payloads.jsonl
 	$(VENV)/bin/vecferry convert $(DEMO)/points.parquet $(DEMO)/points.jsonl
 	$(VENV)/bin/vecferry inspect $(DEMO)/points.jsonl
+	$(VENV)/bin/vecferry convert $(DEMO)/points.parquet qdrant-local://$(DEMO)/qdrant_data/docs \
+		--distance Dot
+	$(VENV)/bin/vecferry convert qdrant-local://$(DEMO)/qdrant_data/docs \
+		$(DEMO)/from_qdrant.parquet
+	$(VENV)/bin/vecferry verify $(DEMO)/points.parquet $(DEMO)/from_qdrant.parquet
+	@echo "counts: source $$($(VENV)/bin/vecferry inspect $(DEMO)/points.parquet --json \
+		| $(PY) -c 'import json,sys; print(json.load(sys.stdin)["count"])'), qdrant-local \
+		$$($(VENV)/bin/vecferry inspect qdrant-local://$(DEMO)/qdrant_data/docs --json \
+		| $(PY) -c 'import json,sys; print(json.load(sys.stdin)["count"])')"
 
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks sample_data

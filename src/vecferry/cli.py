@@ -30,7 +30,8 @@ ROUTES: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
     "filter": (("reader",), None),
     "mode": (("writer",), None),
     "parallel": (("writer",), None),
-    "max_retries": (("writer",), None),
+    "max_retries": (("reader", "writer"), ("qdrant", "qdrant-edge")),
+    "distance": (("writer",), None),
     "bulk": (("writer",), None),
     "batch_bytes": (("writer",), None),
     "workers": (("reader", "writer"), ("jsonl",)),
@@ -150,10 +151,15 @@ def _common_convert_options(f: Callable) -> Callable:
         click.option("--max-retries", type=click.IntRange(min=0), help="Qdrant: retries of a "
                      "transient failure."),
         click.option("--bulk", is_flag=True, help="Qdrant: index after the load, not during."),
+        click.option("--distance", type=click.Choice(["Cosine", "Euclid", "Dot", "Manhattan"]),
+                     help="Qdrant / FAISS target: distance when the source does not record "
+                     "one."),
         click.option("--batch-bytes", type=click.IntRange(min=1024), help="Qdrant: request "
                      "size limit in bytes."),
         click.option("--workers", type=click.IntRange(min=1), help="Processes for JSON parsing "
                      "and printing (default: up to 2; env VECFERRY_WORKERS)."),
+        click.option("--verify", "verify_after", is_flag=True, help="Verify the output against "
+                     "the source when done (counts, digests, per-id diff, search parity)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary."),
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on "
                      "stdout."),
@@ -163,12 +169,23 @@ def _common_convert_options(f: Callable) -> Callable:
     return f
 
 
-def _convert(src: str, dst: str, kw: dict[str, Any], desc: str,
-             check: Callable[[dict[str, Any]], None] | None = None) -> int:
+def _reader_side_options(routed: dict[str, Any], fmt: str, side: str) -> dict[str, Any]:
+    """Options for re-reading one end of a conversion (for verification)."""
+    reading = {k: v for k, v in routed.items() if v not in (None, False)}
+    if side == "destination":
+        # The target is read back with its connection settings only, never the source's.
+        reading = {k: v for k, v in reading.items() if k in ("api_key_env", "timeout",
+                                                             "id_field", "max_retries")}
+    opts, _ = _route(reading, fmt, fmt)
+    return opts
+
+
+def _convert(src: str, dst: str, kw: dict[str, Any], desc: str, verify: bool = False) -> int:
     from vecferry.converters import resolve
     from vecferry.pipeline import convert
 
     quiet, as_json = kw.pop("quiet"), kw.pop("as_json")
+    verify = kw.pop("verify_after") or verify
     src_fmt = resolve(src, kw["from_format"], role="reader").name
     dst_fmt = resolve(dst, kw["to_format"], role="writer").name
     routed = {k: kw.pop(k) for k in list(kw) if k in ROUTES}
@@ -179,12 +196,50 @@ def _convert(src: str, dst: str, kw: dict[str, Any], desc: str,
                          progress=bar, check_duplicates=not kw.pop("no_duplicate_check"), **kw)
     finally:
         bar.close()
-    if check is not None:
-        check(report)
+    code = EXIT_REJECTS if report["rejected"] else EXIT_OK
+    if verify:
+        from vecferry.verify import verify as run_verify
+
+        if not quiet:
+            _err("verifying ...")
+        result = run_verify(src, dst, from_format=kw["from_format"], to_format=dst_fmt,
+                            queries=0 if report["rejected"] else 10,
+                            src_options=_reader_side_options(routed, src_fmt, "source"),
+                            dst_options=_reader_side_options(routed, dst_fmt, "destination"))
+        report["verify"] = result
+        if not result["ok"]:
+            code = EXIT_VERIFY
     if as_json:
-        _emit_json({"ok": True, **report})
+        _emit_json({"ok": code in (EXIT_OK, EXIT_REJECTS), **report})
     _print_report(report, quiet)
-    return EXIT_REJECTS if report["rejected"] else EXIT_OK
+    if "verify" in report:
+        _print_verify(report["verify"], quiet)
+    return code
+
+
+def _print_verify(result: dict[str, Any], quiet: bool) -> None:
+    for w in result.get("warnings", []):
+        _err(f"warning: {w}")
+    for p in result["problems"]:
+        _err(f"differs: {p}")
+    if quiet:
+        return
+    src = result["source"]
+    line = f"source {src['count']} points, digest {src['digest']}"
+    if "destination" in result:
+        dst = result["destination"]
+        line += f"; destination {dst['count']} points, digest {dst['digest']}"
+    else:
+        rec = result.get("recorded_digest") or {}
+        line += f"; recorded {rec.get('count')} points, digest {rec.get('value')}"
+    _err(line)
+    search = result.get("search")
+    if search:
+        lat = "".join(f"; {side} latency p50/p95/p99 {v['p50']}/{v['p95']}/{v['p99']} ms"
+                      for side, v in search.get("latency_ms", {}).items())
+        _err(f"search parity: recall@{search['k']} {search['recall']:.4f} over "
+             f"{search['queries']} queries ({search['distance']}){lat}")
+    _err("verified: identical" if result["ok"] else "verification FAILED")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -212,8 +267,12 @@ def convert_cmd(src: str, dst: str, **kw: Any) -> None:
 @click.argument("dst")
 @_common_convert_options
 def copy_cmd(src: str, dst: str, **kw: Any) -> None:
-    """Copy a Qdrant collection to another Qdrant (config, indexes, points), then check counts."""
-    from vecferry.errors import UsageError, VerificationError
+    """Copy a Qdrant collection to another Qdrant (config, indexes, points), then verify it.
+
+    The copy ends with `verify` (counts, digests, per-id diff, search parity): exit 4 when the
+    collections differ.
+    """
+    from vecferry.errors import UsageError
 
     def body() -> int:
         from vecferry.converters import resolve
@@ -222,25 +281,68 @@ def copy_cmd(src: str, dst: str, **kw: Any) -> None:
             if not resolve(loc, None, role=role).name.startswith("qdrant"):
                 raise UsageError(f"copy moves Qdrant collections; {loc} is not a Qdrant "
                                  "location", hint="use `vecferry convert` for files")
-
-        def check(report: dict[str, Any]) -> None:
-            from vecferry.converters.qdrant import count_points
-
-            conn = {k: kw_copy[k] for k in ("api_key_env", "timeout") if kw_copy.get(k)}
-            src_n = count_points(src, **conn)
-            dst_n = count_points(dst, **conn)
-            report["count_check"] = {"source": src_n, "destination": dst_n,
-                                     "ok": src_n == dst_n}
-            if src_n != dst_n:
-                raise VerificationError(f"counts differ after copy: source {src_n}, "
-                                        f"destination {dst_n}",
-                                        hint="run `vecferry copy --resume` again, or inspect "
-                                        "both collections")
-
-        kw_copy = dict(kw)
-        return _convert(src, dst, kw, "copy", check)
+        return _convert(src, dst, kw, "copy", verify=True)
 
     _run(body, kw["as_json"])
+
+
+@main.command("verify")
+@click.argument("src")
+@click.argument("dst", required=False)
+@click.option("--from", "from_format", metavar="FORMAT", help="Format of SRC.")
+@click.option("--to", "to_format", metavar="FORMAT", help="Format of DST.")
+@click.option("--queries", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Query vectors sampled from SRC for search parity (0: none).")
+@click.option("--k", "k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Top-k compared in search parity.")
+@click.option("--min-recall", type=click.FloatRange(0, 1), default=0.99, show_default=True,
+              help="Search parity passes at this recall@k.")
+@click.option("--tolerance", type=click.FloatRange(min=0), help="Compare vectors by maximum "
+              "absolute error (for float16, uint8 or quantized targets) instead of bytes.")
+@click.option("--diff", "diff_file", metavar="FILE", help="Write the differing ids (JSONL).")
+@click.option("--vector", metavar="NAME", help="Dense vector used for search parity.")
+@click.option("--sample", type=click.IntRange(min=1), help="Points sampled for the queries "
+              "(alias of --queries).")
+@click.option("--ids", metavar="FILE", help="numpy SRC: ids .npy.")
+@click.option("--payloads", metavar="FILE", help="numpy / FAISS SRC: payloads file.")
+@click.option("--api-key-env", metavar="NAME", help="Qdrant: variable holding the API key.")
+@click.option("--timeout", type=float, metavar="SECONDS", help="Qdrant: request timeout.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only differences.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: str | None,
+               queries: int, k: int, min_recall: float, tolerance: float | None,
+               diff_file: str | None, vector: str | None, sample: int | None,
+               ids: str | None, payloads: str | None, api_key_env: str | None,
+               timeout: float | None, quiet: bool, as_json: bool) -> None:
+    """Prove DST holds what SRC holds, or (one location) that a file is intact.
+
+    Compares counts and an order-independent digest of every point; when they differ, names the
+    ids missing on either side and those whose vector or payload differs. Search parity:
+    recall@k of top-k results for query vectors sampled from SRC. Exit 0 when everything
+    matches, 4 when something differs.
+    """
+
+    def body() -> int:
+        from vecferry.converters import resolve
+        from vecferry.verify import verify
+
+        conn = {"api_key_env": api_key_env, "timeout": timeout}
+        src_fmt = resolve(src, from_format).name
+        src_opts, _ = _route({**conn, "ids": ids, "payloads": payloads}, src_fmt, src_fmt)
+        dst_opts: dict[str, Any] = {}
+        if dst is not None:
+            dst_fmt = resolve(dst, to_format).name
+            dst_opts, _ = _route(conn, dst_fmt, dst_fmt)
+        result = verify(src, dst, from_format=from_format, to_format=to_format,
+                        queries=sample or queries, k=k, tolerance=tolerance, diff=diff_file,
+                        min_recall=min_recall, vector=vector, src_options=src_opts,
+                        dst_options=dst_opts)
+        if as_json:
+            _emit_json(result)
+        _print_verify(result, quiet)
+        return EXIT_OK if result["ok"] else EXIT_VERIFY
+
+    _run(body, as_json)
 
 
 @main.command("inspect")

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
@@ -335,6 +336,9 @@ class Backend:
         raise NotImplementedError
     def parse_filter(self, flt: dict[str, Any]) -> Any: raise NotImplementedError
     def create_index(self, field: str, index: dict[str, Any]) -> bool: raise NotImplementedError
+    def search(self, vector: list[float], using: str, k: int) -> list[tuple[Any, Any]]:
+        """(id, payload) of the ``k`` nearest points to ``vector`` in vector ``using``."""
+        raise NotImplementedError
     def get_hnsw_m(self) -> int | None: return None
     def set_hnsw_m(self, m: int) -> bool: return False
     def flush(self) -> None: pass
@@ -577,6 +581,11 @@ class ClientBackend(Backend):
             out.append((r.id, vd, r.payload))
         return out, nxt
 
+    def search(self, vector: list[float], using: str, k: int) -> list[tuple[Any, Any]]:
+        res = self._call(lambda: self.client.query_points(
+            self.name, query=vector, using=using or None, limit=k, with_payload=True))
+        return [(p.id, p.payload) for p in res.points]
+
     def create_index(self, field: str, index: dict[str, Any]) -> bool:
         if self.engine == "local":
             # Local mode keeps no payload indexes (qdrant-client warns and ignores them).
@@ -776,6 +785,18 @@ class QdrantReader:
         batch = builder.flush()
         if batch is not None:
             yield batch
+
+    def search(self, queries: np.ndarray, k: int, vector: str) -> list[list[Any]]:
+        """Ids of the ``k`` nearest points to each query, best first, original ids restored.
+
+        Used by ``verify`` for search parity and latency; goes through the engine's own index
+        (HNSW on a server), exactly as an application's queries would.
+        """
+        out = []
+        for q in np.asarray(queries, dtype=np.float32):
+            hits = self._rpc(lambda q=q: self.backend.search(q.tolist(), vector, k), "searching")
+            out.append([original_id(pid, payload, self.id_field)[0] for pid, payload in hits])
+        return out
 
     def close(self) -> None:
         self.backend.close()

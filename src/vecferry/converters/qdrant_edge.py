@@ -254,6 +254,12 @@ class EdgeBackend(Backend):
     def parse_filter(self, flt: dict[str, Any]) -> Any:
         return EdgeFilter(self.qe).filter(flt)
 
+    def search(self, vector: list[float], using: str, k: int) -> list[tuple[Any, Any]]:
+        qe = self.qe
+        hits = self.shard.query(qe.QueryRequest(
+            limit=k, query=qe.Query.Nearest(vector, using=using or None), with_payload=True))
+        return [(str(h.id) if isinstance(h.id, uuid.UUID) else h.id, h.payload) for h in hits]
+
     def create_index(self, field: str, index: dict[str, Any]) -> bool:
         qe = self.qe
         dtype = str(index.get("data_type") or "keyword")
