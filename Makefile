@@ -8,6 +8,8 @@ PYTEST_WORKERS ?= 2
 
 .PHONY: install demo test lint bench samples clean
 
+export COUNT := import json, sys; print(json.load(sys.stdin)["count"])
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -27,10 +29,10 @@ demo: $(STAMP)
 	$(VENV)/bin/vecferry convert qdrant-local://$(DEMO)/qdrant_data/docs \
 		$(DEMO)/from_qdrant.parquet
 	$(VENV)/bin/vecferry verify $(DEMO)/points.parquet $(DEMO)/from_qdrant.parquet
-	@echo "counts: source $$($(VENV)/bin/vecferry inspect $(DEMO)/points.parquet --json \
-		| $(PY) -c 'import json,sys; print(json.load(sys.stdin)["count"])'), qdrant-local \
-		$$($(VENV)/bin/vecferry inspect qdrant-local://$(DEMO)/qdrant_data/docs --json \
-		| $(PY) -c 'import json,sys; print(json.load(sys.stdin)["count"])')"
+	@printf 'points: source %s, qdrant-local %s\n' \
+		"$$($(VENV)/bin/vecferry inspect $(DEMO)/points.parquet --json | $(PY) -c "$$COUNT")" \
+		"$$($(VENV)/bin/vecferry inspect qdrant-local://$(DEMO)/qdrant_data/docs --json \
+			| $(PY) -c "$$COUNT")"
 
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks sample_data

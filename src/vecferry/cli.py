@@ -23,6 +23,9 @@ ROUTES: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
     "id_kind": (("reader",), None),
     "allow_lossy": (("reader",), None),
     "index_factory": (("writer",), None),
+    "vector": (("writer",), ("faiss",)),
+    "train_rows": (("writer",), ("faiss",)),
+    "mmap": (("reader",), ("faiss",)),
     "api_key_env": (("reader", "writer"), ("qdrant", "qdrant-edge")),
     "timeout": (("reader", "writer"), ("qdrant", "qdrant-edge")),
     "id_field": (("reader", "writer"), ("qdrant", "qdrant-edge")),
@@ -52,7 +55,7 @@ def _route(options: dict[str, Any], src_fmt: str, dst_fmt: str
     reader: dict[str, Any] = {}
     writer: dict[str, Any] = {}
     for key, value in options.items():
-        if value is None or value is False:
+        if value is None:  # not given (routed flags default to None, not False)
             continue
         sides, formats = ROUTES[key]
         for side, fmt, target in (("reader", src_fmt, reader), ("writer", dst_fmt, writer)):
@@ -128,13 +131,21 @@ def _common_convert_options(f: Callable) -> Callable:
                      "<output>.vecferry-state.json)."),
         click.option("--no-duplicate-check", is_flag=True, help="Skip counting repeated ids."),
         click.option("--ids", metavar="FILE", help="numpy: ids .npy aligned with the matrix."),
-        click.option("--payloads", metavar="FILE", help="numpy / FAISS: payloads (JSONL or "
-                     "Parquet; by row for numpy, by id for FAISS)."),
+        click.option("--payloads", metavar="FILE", help="numpy: payloads aligned by row (JSONL "
+                     "or Parquet); FAISS: payloads joined by id (a JSON object keyed by id, "
+                     "JSONL or Parquet with an 'id')."),
         click.option("--id-kind", type=click.Choice(["int", "uuid", "string", "mixed"]),
                      help="JSONL: id kind when the first points do not show it."),
-        click.option("--allow-lossy", is_flag=True, help="FAISS: read lossy codes (PQ, SQ).."),
+        click.option("--allow-lossy", is_flag=True, default=None,
+                     help="FAISS: read lossy codes (PQ, SQ, ...) as decoded approximations."),
         click.option("--index-factory", metavar="SPEC", help="FAISS: index to build, e.g. "
-                     "'IDMap,Flat' or 'IVF256,Flat'."),
+                     "'IDMap2,Flat' or 'IVF256,Flat'."),
+        click.option("--vector", metavar="NAME", help="FAISS target: the dense vector to index "
+                     "when points have several."),
+        click.option("--train-rows", type=click.IntRange(min=1), help="FAISS target: rows "
+                     "sampled to train an index that needs training."),
+        click.option("--no-mmap", "mmap", flag_value=False, default=None, help="FAISS: read "
+                     "the index into memory instead of memory-mapping it."),
         click.option("--api-key-env", metavar="NAME", help="Qdrant: environment variable "
                      "holding the API key (default QDRANT_API_KEY)."),
         click.option("--timeout", type=float, metavar="SECONDS", help="Qdrant: request "
@@ -150,7 +161,8 @@ def _common_convert_options(f: Callable) -> Callable:
                      "flight."),
         click.option("--max-retries", type=click.IntRange(min=0), help="Qdrant: retries of a "
                      "transient failure."),
-        click.option("--bulk", is_flag=True, help="Qdrant: index after the load, not during."),
+        click.option("--bulk", is_flag=True, default=None,
+                     help="Qdrant: index after the load, not during."),
         click.option("--distance", type=click.Choice(["Cosine", "Euclid", "Dot", "Manhattan"]),
                      help="Qdrant / FAISS target: distance when the source does not record "
                      "one."),
@@ -171,7 +183,7 @@ def _common_convert_options(f: Callable) -> Callable:
 
 def _reader_side_options(routed: dict[str, Any], fmt: str, side: str) -> dict[str, Any]:
     """Options for re-reading one end of a conversion (for verification)."""
-    reading = {k: v for k, v in routed.items() if v not in (None, False)}
+    reading = {k: v for k, v in routed.items() if v is not None}
     if side == "destination":
         # The target is read back with its connection settings only, never the source's.
         reading = {k: v for k, v in reading.items() if k in ("api_key_env", "timeout",

@@ -1,0 +1,1156 @@
+"""FAISS index files (``.faiss``, ``.index``) as point streams.
+
+Format: the binary serialization of ``faiss.write_index`` / ``faiss.write_index_binary``
+(https://github.com/facebookresearch/faiss/wiki/Index-IO,-cloning-and-hyper-parameter-tuning).
+An index stores vectors (or codes for them) and int64 ids; it has no payloads, so payloads travel
+in a sidecar.
+
+Reading (``FaissReader``) never calls ``reconstruct`` per id. Each supported index type is read on
+its own fast path, in stream order:
+
+* ``IndexFlat`` (any metric) and ``IndexBinaryFlat``: the codes buffer, sliced per batch;
+* ``IndexIDMap`` / ``IndexIDMap2`` (and the binary ones) around any supported index: ids from
+  ``id_map``;
+* ``IndexHNSWFlat`` / ``IndexBinaryHNSW``: the flat ``storage``; ``IndexRefineFlat``: its flat
+  refinement index;
+* ``IndexIVFFlat`` / ``IndexBinaryIVF``: each inverted list walked once (codes and ids together),
+  a long list cut into batches;
+* lossy encodings, only with ``allow_lossy=True`` (a warning, and ``lossy`` in the manifest):
+  ``IndexPQ``, ``IndexScalarQuantizer``, ``IndexResidualQuantizer``, ``IndexIVFPQ``,
+  ``IndexIVFScalarQuantizer``, ``IndexHNSWSQ`` / ``IndexHNSWPQ`` and ``IndexPreTransform`` (PCA,
+  OPQ, ...) around any supported index. Codes are decoded per batch with ``sa_decode`` (IVF codes
+  get their list number prepended, the standalone code layout) and the transforms reversed.
+
+Files are memory-mapped: flat codes with ``IO_FLAG_MMAP_IFC`` (zero-copy views), inverted lists
+with ``IO_FLAG_MMAP`` (which also checks every list lies inside the file). Only one batch is ever
+copied out at a time.
+
+Stream mapping:
+
+* ids: the id map (or the ids stored in the inverted lists); positions 0..n-1 otherwise. Id kind
+  ``int``. A negative id is a bad record (``context.reject``).
+* one unnamed dense vector, ``float32[d]``. Binary indexes: ``uint8[d/8]``, the packed bits exactly
+  as FAISS stores them (bit ``j`` of a vector is bit ``j % 8`` of byte ``j // 8``), marked by
+  ``Manifest.extra["faiss"]["binary_bits"] = d``; the writer rebuilds a binary index from that.
+* distance: L2 -> Euclid, L1 -> Manhattan, inner product -> Cosine when every vector of a sample
+  has unit length (|norm - 1| <= 1e-4), Dot otherwise; ``extra["faiss"]["distance_decided_by"]``
+  says how. Other metrics keep no distance.
+* payloads: ``payloads=FILE`` joined by id (see ``load_payloads``), or the sidecar below.
+
+Writing (``FaissWriter``) builds ``index_factory`` (default ``IDMap2,Flat``; an index that cannot
+take ids is wrapped in ``IDMap2``), training it on a bounded sample first when it needs training.
+Sidecars next to ``<index>``:
+
+* ``<index>.manifest.json``: the stream manifest (vector name, distance, datatype, id kind,
+  source, Qdrant collection config) plus what the writer did (``extra["faiss_writer"]``);
+* ``<index>.payloads.parquet``: columns ``faiss_id`` (int64), ``payload`` (JSON text) and, when
+  ids were not unsigned integers below 2^63, ``id`` (the original id as text; the mapping is
+  ``faiss_id`` = 0, 1, 2, ... in stream order).
+
+The reader applies both when they are present and describe the same number of points, so
+FAISS -> anything -> FAISS -> anything restores ids, payloads, distance and names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vecferry.converters.base import (
+    AtomicPath,
+    Context,
+    fsync_path,
+    input_path,
+    reject_unknown_options,
+)
+from vecferry.errors import InputError, Location, UnsupportedError, UsageError
+from vecferry.points import dumps_payload, non_finite_rows, reject_from_row
+from vecferry.stream import (
+    ID_COLUMN,
+    PAYLOAD_COLUMN,
+    Manifest,
+    VectorSpec,
+    decode_ids,
+    manifest_of,
+    record_error,
+)
+
+#: a vector counts as unit length when its L2 norm is within this of 1
+UNIT_TOLERANCE = 1e-4
+#: vectors looked at to tell Cosine from Dot on an inner-product index
+DISTANCE_SAMPLE = 1024
+MANIFEST_SUFFIX = ".manifest.json"
+PAYLOADS_SUFFIX = ".payloads.parquet"
+
+EXACT_TYPES = (
+    "IndexFlat (L2, IP, L1, ...)", "IndexIDMap", "IndexIDMap2", "IndexHNSWFlat", "IndexIVFFlat",
+    "IndexRefineFlat", "IndexBinaryFlat", "IndexBinaryIDMap", "IndexBinaryIDMap2",
+    "IndexBinaryHNSW", "IndexBinaryIVF",
+)
+LOSSY_TYPES = (
+    "IndexPQ", "IndexScalarQuantizer", "IndexResidualQuantizer", "IndexIVFPQ",
+    "IndexIVFScalarQuantizer", "IndexHNSWSQ", "IndexHNSWPQ", "IndexPreTransform",
+)
+_FLAT = ("IndexFlat", "IndexFlatL2", "IndexFlatIP", "IndexFlat1D")
+_LOSSY_FLAT_CODES = ("IndexPQ", "IndexScalarQuantizer", "IndexResidualQuantizer")
+_LOSSY_IVF = ("IndexIVFPQ", "IndexIVFScalarQuantizer")
+_IDMAPS = ("IndexIDMap", "IndexIDMap2", "IndexBinaryIDMap", "IndexBinaryIDMap2")
+_INVLISTS = ("ArrayInvertedLists", "OnDiskInvertedLists")
+_METRICS = {
+    faiss.METRIC_L2: ("L2", "Euclid"),
+    faiss.METRIC_INNER_PRODUCT: ("inner_product", "Dot"),
+    faiss.METRIC_L1: ("L1", "Manhattan"),
+}
+_MAX_INT64 = 2**63 - 1
+
+
+def _supported_hint() -> str:
+    return (f"supported: {', '.join(EXACT_TYPES)}; with --allow-lossy also "
+            f"{', '.join(LOSSY_TYPES)}")
+
+
+def _faiss_message(exc: BaseException) -> str:
+    """The useful last line of a FAISS C++ exception (its first lines are a C++ signature)."""
+    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    marker = "Error: "
+    return text.split(marker, 1)[-1] if marker in text else text.rsplit(": ", 1)[-1]
+
+
+# ---------------------------------------------------------------------------------- storage
+
+
+@dataclass
+class _Piece:
+    """Consecutive stream rows from one place: their local ids (None = positions), codes."""
+
+    position: int           # first row's position in the storage (flat) or -1 (IVF)
+    ids: np.ndarray | None  # int64 ids stored with the codes (IVF), None for positional storage
+    codes: np.ndarray       # (rows, code_size) uint8 view into the index; never kept
+    listno: int | None      # inverted list the rows come from (IVF), for standalone codes
+
+
+class _FlatStorage:
+    """A contiguous codes buffer (``IndexFlatCodes.codes`` / ``IndexBinaryFlat.xb``)."""
+
+    def __init__(self, buffer: Any, ntotal: int, code_size: int):
+        self.ntotal = ntotal
+        self.code_size = code_size
+        if ntotal == 0:
+            self.codes = np.zeros((0, code_size), dtype=np.uint8)
+        else:
+            if buffer.size() < ntotal * code_size:
+                raise ValueError(f"codes buffer holds {buffer.size()} bytes, "
+                                 f"{ntotal * code_size} expected")
+            flat = faiss.rev_swig_ptr(buffer.data(), ntotal * code_size)
+            self.codes = flat.reshape(ntotal, code_size)
+
+    def pieces(self, start: int, size: int) -> Iterator[_Piece]:
+        for lo in range(start, self.ntotal, size):
+            hi = min(lo + size, self.ntotal)
+            yield _Piece(lo, None, self.codes[lo:hi], None)
+
+    def sample_codes(self, k: int) -> np.ndarray:
+        if self.ntotal == 0:
+            return self.codes
+        rows = np.unique(np.linspace(0, self.ntotal - 1, num=min(k, self.ntotal)).astype(np.int64))
+        return self.codes[rows]
+
+
+class _IvfStorage:
+    """Inverted lists, walked once in list order; list sizes give random access for ``start``."""
+
+    def __init__(self, invlists: Any, nlist: int, code_size: int):
+        self.invlists = invlists
+        self.code_size = code_size
+        self.sizes = np.array([invlists.list_size(i) for i in range(nlist)], dtype=np.int64)
+        self.ends = np.cumsum(self.sizes)
+        self.ntotal = int(self.ends[-1]) if nlist else 0
+
+    def _list(self, listno: int) -> tuple[np.ndarray, np.ndarray]:
+        n = int(self.sizes[listno])
+        codes = faiss.rev_swig_ptr(self.invlists.get_codes(listno), n * self.code_size)
+        ids = faiss.rev_swig_ptr(self.invlists.get_ids(listno), n)
+        return codes.reshape(n, self.code_size), ids
+
+    def pieces(self, start: int, size: int) -> Iterator[_Piece]:
+        if start >= self.ntotal:
+            return
+        first = int(np.searchsorted(self.ends, start, side="right"))
+        for listno in range(first, len(self.sizes)):
+            n = int(self.sizes[listno])
+            if n == 0:
+                continue
+            codes, ids = self._list(listno)
+            lo = start - int(self.ends[listno] - n) if listno == first else 0
+            for a in range(max(lo, 0), n, size):
+                b = min(a + size, n)
+                yield _Piece(-1, ids[a:b], codes[a:b], listno)
+
+    def sample_codes(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Up to ``k`` codes spread over the non-empty lists, with their list numbers."""
+        nonempty = np.flatnonzero(self.sizes)
+        if len(nonempty) == 0:
+            return np.zeros((0, self.code_size), np.uint8), np.zeros(0, np.int64)
+        lists = nonempty[np.unique(np.linspace(0, len(nonempty) - 1,
+                                               num=min(k, len(nonempty))).astype(np.int64))]
+        per = max(1, k // len(lists))
+        codes, listnos = [], []
+        for listno in lists:
+            c, _ = self._list(int(listno))
+            codes.append(c[:per].copy())
+            listnos.append(np.full(len(codes[-1]), listno, dtype=np.int64))
+        return np.concatenate(codes), np.concatenate(listnos)
+
+
+@dataclass
+class _Plan:
+    """How to read one index: where its codes are, how to decode them, how ids map."""
+
+    storage: Any = None
+    decode: Callable[[np.ndarray, int | None], np.ndarray] | None = None
+    id_maps: list[np.ndarray] = field(default_factory=list)  # outermost first
+    chain: list[str] = field(default_factory=list)           # type names, outermost first
+    lossy: list[str] = field(default_factory=list)
+    binary_bits: int | None = None
+    dim: int = 0
+    metric: int = faiss.METRIC_L2
+    keep: list[Any] = field(default_factory=list)            # FAISS objects the views rely on
+
+
+def _standalone(index: Any, codes: np.ndarray, listno: int | None) -> np.ndarray:
+    """IVF codes in the ``sa_decode`` layout: the list number (little endian) then the code."""
+    if listno is None:
+        return np.ascontiguousarray(codes)
+    nb = index.coarse_code_size()
+    prefix = np.frombuffer(int(listno).to_bytes(8, "little")[:nb], dtype=np.uint8)
+    out = np.empty((len(codes), nb + codes.shape[1]), dtype=np.uint8)
+    out[:, :nb] = prefix
+    out[:, nb:] = codes
+    return out
+
+
+def _plan(index: Any, plan: _Plan) -> _Plan:
+    """Fill ``plan`` for ``index`` (recursing into wrappers); ``UnsupportedError`` otherwise."""
+    name = type(index).__name__
+    plan.chain.append(name)
+    plan.keep.append(index)
+    if name in _IDMAPS:
+        id_map = index.id_map
+        n = id_map.size()
+        plan.id_maps.append(faiss.rev_swig_ptr(id_map.data(), n) if n else
+                            np.zeros(0, dtype=np.int64))
+        inner = (faiss.downcast_IndexBinary(index.index) if name.startswith("IndexBinary")
+                 else faiss.downcast_index(index.index))
+        return _plan(inner, plan)
+    if name in ("IndexHNSWFlat", "IndexHNSWSQ", "IndexHNSWPQ"):
+        return _plan(faiss.downcast_index(index.storage), plan)
+    if name == "IndexBinaryHNSW":
+        return _plan(faiss.downcast_IndexBinary(index.storage), plan)
+    if name == "IndexRefineFlat":
+        return _plan(faiss.downcast_index(index.refine_index), plan)
+    if name == "IndexPreTransform":
+        plan.lossy.append("IndexPreTransform (" + ", ".join(
+            type(faiss.downcast_VectorTransform(index.chain.at(i))).__name__
+            for i in range(index.chain.size())) + ")")
+        transforms = [faiss.downcast_VectorTransform(index.chain.at(i))
+                      for i in range(index.chain.size())]
+        plan.keep.extend(transforms)
+        _plan(faiss.downcast_index(index.index), plan)
+        inner_decode = plan.decode
+
+        def decode(codes: np.ndarray, listno: int | None) -> np.ndarray:
+            x = inner_decode(codes, listno)
+            for vt in reversed(transforms):
+                x = vt.reverse_transform(np.ascontiguousarray(x, dtype=np.float32))
+            return x
+
+        plan.decode = decode
+        plan.dim = index.d
+        plan.metric = index.metric_type
+        return plan
+    if name in _FLAT:
+        plan.storage = _FlatStorage(index.codes, index.ntotal, index.code_size)
+        d = index.d
+        plan.decode = lambda codes, _l: codes.view(np.float32).reshape(len(codes), d)
+    elif name == "IndexBinaryFlat":
+        plan.storage = _FlatStorage(index.xb, index.ntotal, index.code_size)
+        plan.decode = lambda codes, _l: codes
+        plan.binary_bits = index.d
+    elif name in _LOSSY_FLAT_CODES:
+        plan.storage = _FlatStorage(index.codes, index.ntotal, index.code_size)
+        plan.decode = lambda codes, _l: index.sa_decode(np.ascontiguousarray(codes))
+        plan.lossy.append(name)
+    elif name in ("IndexIVFFlat", "IndexBinaryIVF", *_LOSSY_IVF):
+        invlists = faiss.downcast_InvertedLists(index.invlists)
+        kind = type(invlists).__name__
+        if kind not in _INVLISTS:
+            raise UnsupportedError(
+                f"{name} with inverted lists of type {kind} is not supported",
+                hint=f"supported inverted lists: {', '.join(_INVLISTS)}")
+        plan.keep.append(invlists)
+        plan.storage = _IvfStorage(invlists, index.nlist, index.code_size)
+        if name == "IndexIVFFlat":
+            d = index.d
+            plan.decode = lambda codes, _l: codes.view(np.float32).reshape(len(codes), d)
+        elif name == "IndexBinaryIVF":
+            plan.decode = lambda codes, _l: codes
+            plan.binary_bits = index.d
+        else:
+            plan.decode = lambda codes, listno: index.sa_decode(
+                _standalone(index, codes, listno))
+            plan.lossy.append(name)
+    else:
+        raise UnsupportedError(f"FAISS index type {name} is not supported",
+                               hint=_supported_hint())
+    plan.dim = index.code_size if plan.binary_bits else index.d
+    plan.metric = getattr(index, "metric_type", faiss.METRIC_L2)
+    return plan
+
+
+def _describe(chain: list[str]) -> str:
+    return "(".join(chain) + ")" * (len(chain) - 1)
+
+
+# ----------------------------------------------------------------------------------- payloads
+
+
+def _id_key(value: Any) -> str | None:
+    """The join key of an id: canonical decimal text for integers, the text itself otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value:
+        return str(int(value)) if value.isdigit() and value == str(int(value)) else value
+    return None
+
+
+def load_payloads(path: str, context: Context) -> dict[str, str]:
+    """Payloads by id key (``_id_key``) as JSON text, from a JSON, JSONL or Parquet file.
+
+    * ``.json``: an object keyed by id (``{"17": {...}, ...}``, the usual ``metadata.json``) or
+      an array of records with an ``id`` field;
+    * ``.jsonl`` / ``.ndjson``: one record per line with an ``id`` field;
+    * ``.parquet``: a table with an ``id`` column.
+
+    A record's payload is its ``payload`` field when that is an object, else the record without
+    ``id``. Bad entries (no id, payload not an object, an id given twice) go to
+    ``context.reject``; an unreadable file is an ``InputError``. Held in memory while reading.
+    """
+    p = input_path(path)
+    suffix = "".join(p.suffixes[-1:]).lower()
+    out: dict[str, str] = {}
+
+    def bad(message: str, raw: Any, *, line: int | None = None, row: int | None = None,
+            point_id: Any = None) -> None:
+        context.reject(record_error(message, source=path, line=line, row=row,
+                                    point_id=point_id, raw=raw))
+
+    def add(pid: Any, payload: Any, raw: Any, **where: Any) -> None:
+        key = _id_key(pid)
+        if key is None:
+            bad(f"payload entry has no usable id ({pid!r}); ids are integers or strings",
+                raw, **where)
+        elif not isinstance(payload, dict):
+            bad(f"payload for id {pid!r} is not a JSON object", raw, point_id=pid, **where)
+        elif key in out:
+            bad(f"payload id {pid!r} is given more than once; the first is kept", raw,
+                point_id=pid, **where)
+        else:
+            out[key] = dumps_payload(payload)
+
+    def record(rec: Any, **where: Any) -> None:
+        if not isinstance(rec, dict) or "id" not in rec:
+            bad("payload record has no 'id' field", rec if isinstance(rec, dict)
+                else {"_raw": repr(rec)}, **where)
+            return
+        payload = rec.get("payload")
+        if not isinstance(payload, dict):
+            payload = {k: v for k, v in rec.items() if k != "id"}
+        add(rec["id"], payload, {"id": rec["id"], "payload": payload}, **where)
+
+    try:
+        if suffix == ".json":
+            data = orjson.loads(p.read_bytes())
+            if isinstance(data, dict):
+                for key, payload in data.items():
+                    pid = int(key) if _id_key(key) == key and key.isdigit() else key
+                    add(pid, payload, {"id": pid, "payload": payload})
+            elif isinstance(data, list):
+                for i, rec in enumerate(data):
+                    record(rec, row=i)
+            else:
+                raise InputError("payloads JSON must be an object keyed by id or an array of "
+                                 "records", location=Location(source=path))
+        elif suffix in (".jsonl", ".ndjson"):
+            with open(p, "rb") as fh:
+                for n, line in enumerate(fh, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        rec = orjson.loads(line)
+                    except orjson.JSONDecodeError as exc:
+                        context.reject(record_error(f"not JSON: {exc}", source=path, line=n,
+                                                    raw=line.decode(errors="replace")))
+                        continue
+                    record(rec, line=n)
+        elif suffix in (".parquet", ".pq"):
+            table = pq.read_table(p)
+            if "id" not in table.column_names:
+                raise InputError("payloads Parquet has no 'id' column",
+                                 location=Location(source=path),
+                                 hint=f"columns: {', '.join(table.column_names)}")
+            for batch in table.to_batches():
+                for i, rec in enumerate(batch.to_pylist()):
+                    if isinstance(rec.get("payload"), str) and set(rec) == {"id", "payload"}:
+                        # a JSON-text payload column, the vecferry layout
+                        rec = {"id": rec["id"], "payload": orjson.loads(rec["payload"])}
+                    record(_json_safe(rec), row=i)
+        else:
+            raise UsageError(f"cannot read payloads from {p.name}",
+                             location=Location(source=path),
+                             hint="give a .json, .jsonl/.ndjson or .parquet file")
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"payloads file is not valid JSON: {exc}",
+                         location=Location(source=path)) from exc
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"cannot read payloads: {exc}", location=Location(source=path)) from exc
+    return out
+
+
+def _json_safe(value: Any) -> Any:
+    """Parquet cell values that JSON cannot hold as they are (dates, bytes, decimals) as text."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, bytes):
+        return value.hex()
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+class _Sidecar:
+    """``<index>.payloads.parquet`` in memory, looked up by FAISS id."""
+
+    def __init__(self, path: Path):
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(f"cannot read the payload sidecar: {exc}",
+                             location=Location(source=str(path)),
+                             hint="delete or fix it; it was written next to the index") from exc
+        if "faiss_id" not in table.column_names:
+            raise InputError("payload sidecar has no 'faiss_id' column",
+                             location=Location(source=str(path)))
+        fid = table.column("faiss_id").to_numpy()
+        order = np.argsort(fid, kind="stable")
+        self.fid = fid[order]
+        take = pa.array(order)
+        self.ids = table.column("id").combine_chunks().take(take) \
+            if "id" in table.column_names else None
+        self.payloads = table.column(PAYLOAD_COLUMN).combine_chunks().take(take) \
+            if PAYLOAD_COLUMN in table.column_names else None
+
+    def rows(self, faiss_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sidecar row of each id and whether there is one."""
+        pos = np.searchsorted(self.fid, faiss_ids)
+        pos = np.minimum(pos, max(len(self.fid) - 1, 0))
+        found = (self.fid[pos] == faiss_ids) if len(self.fid) else np.zeros(len(faiss_ids), bool)
+        return pos, found
+
+
+# ------------------------------------------------------------------------------------- reader
+
+
+def _read_index(path: Path, location: str, binary: bool, flags: int) -> Any:
+    reader = faiss.read_index_binary if binary else faiss.read_index
+    try:
+        return reader(str(path), flags)
+    except RuntimeError as exc:
+        msg = _faiss_message(exc)
+        if "not recognized" in msg:
+            text = f"not a FAISS index this faiss ({faiss.__version__}) can read: {msg}"
+        else:
+            text = f"cannot read FAISS index, the file is truncated or corrupt: {msg}"
+        raise InputError(text, location=Location(source=location),
+                         hint="check the file was written completely by faiss.write_index; "
+                              "pass --from for a file of another format") from exc
+
+
+def _check_trailing_id_map(path: Path, location: str, index: Any) -> None:
+    """Catch a file cut inside its last id, which FAISS's zero-copy loader lets through.
+
+    An ``IndexIDMap`` (also under ``IndexPreTransform``, which writes its inner index last) ends
+    the file with its id map: a uint64 count then the ids. The count must sit where it should.
+    """
+    while type(index).__name__ == "IndexPreTransform":
+        index = faiss.downcast_index(index.index)
+    if type(index).__name__ not in _IDMAPS:
+        return
+    n = int(index.id_map.size())
+    size = path.stat().st_size
+    offset = size - 8 * n - 8
+    ok = offset >= 0
+    if ok:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            ok = int.from_bytes(fh.read(8), "little") == n
+    if not ok:
+        raise InputError("cannot read FAISS index, the file is truncated or corrupt: its id "
+                         f"map of {n} ids does not end the file",
+                         location=Location(source=location),
+                         hint="check the file was written completely by faiss.write_index; "
+                              "pass --from for a file of another format")
+
+
+class FaissReader:
+    """Points of a FAISS index file; see the module docstring for the mapping and types.
+
+    Raises ``InputError`` for a missing, truncated or corrupt file, ``UnsupportedError`` for an
+    index type without a read path (naming the supported ones) or a lossy one without
+    ``allow_lossy``. Negative ids and payload entries without a vector go to ``context.reject``.
+    """
+
+    def __init__(self, location: str, *, context: Context, payloads: str | None = None,
+                 allow_lossy: bool = False, mmap: bool = True, **options: Any):
+        reject_unknown_options("faiss", options)
+        self.location = location
+        self.context = context
+        path = input_path(location)
+        if path.is_dir():
+            raise InputError("is a directory, not a FAISS index file",
+                             location=Location(source=location))
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if len(head) < 4:
+            raise InputError("cannot read FAISS index, the file is empty or truncated",
+                             location=Location(source=location),
+                             hint="check the file was written completely by faiss.write_index")
+        self.binary = head[:2] == b"IB"
+        flags = faiss.IO_FLAG_MMAP_IFC if mmap else 0
+        self._index = _read_index(path, location, self.binary, flags)
+        self.plan = self._make_plan()
+        if mmap:
+            _check_trailing_id_map(path, location, self._index)
+        if mmap and isinstance(self.plan.storage, _IvfStorage):
+            # IO_FLAG_MMAP maps inverted lists and checks each lies inside the file; the
+            # zero-copy flag misses a last list cut short by less than one id.
+            self._index = _read_index(path, location, self.binary, faiss.IO_FLAG_MMAP)
+            self.plan = self._make_plan()
+        plan = self.plan
+        self._count = int(self._index.ntotal)
+        if plan.storage.ntotal != self._count or any(len(m) != self._count
+                                                     for m in plan.id_maps):
+            raise InputError(
+                f"FAISS index is inconsistent: ntotal {self._count}, storage holds "
+                f"{plan.storage.ntotal}", location=Location(source=location),
+                hint="the file is corrupt")
+        index_type = _describe(plan.chain)
+        if plan.lossy and not allow_lossy:
+            raise UnsupportedError(
+                f"FAISS index {index_type} stores lossy codes ({', '.join(plan.lossy)}); "
+                "the vectors read back are approximations, not the originals",
+                location=Location(source=location),
+                hint="pass --allow-lossy to export the decoded vectors anyway")
+        if plan.lossy:
+            context.warn(f"{location}: {index_type} is lossy ({', '.join(plan.lossy)}); "
+                         "exported vectors are decoded approximations of the originals")
+
+        metric_name, distance = _METRICS.get(plan.metric, (f"metric {plan.metric}", None))
+        decided = f"metric {metric_name}"
+        if plan.binary_bits:
+            metric_name, distance, decided = "Hamming", None, "binary index (Hamming)"
+        elif plan.metric == faiss.METRIC_INNER_PRODUCT:
+            distance, decided = self._cosine_or_dot()
+
+        self._sidecar_manifest = self._load_manifest_sidecar(path)
+        sidecar_path = Path(str(path) + PAYLOADS_SUFFIX)
+        self._sidecar = (_Sidecar(sidecar_path)
+                         if self._sidecar_manifest and sidecar_path.exists() else None)
+        self._payloads = load_payloads(payloads, context) if payloads else None
+        self._payloads_used: dict[str, str] = {}
+
+        facts: dict[str, Any] = {
+            "index_type": index_type,
+            "metric": metric_name,
+            "lossy": bool(plan.lossy),
+            "distance_decided_by": decided,
+            "ids": "id_map" if plan.id_maps else (
+                "inverted lists" if isinstance(plan.storage, _IvfStorage) else "positions"),
+            "faiss_version": faiss.__version__,
+        }
+        if plan.lossy:
+            facts["lossy_components"] = plan.lossy
+        if plan.binary_bits:
+            facts["binary_bits"] = plan.binary_bits
+            facts["binary_encoding"] = "packed bits, uint8[d/8], bit j in byte j//8 bit j%8"
+        spec = VectorSpec(name="", size=plan.dim,
+                          datatype="uint8" if plan.binary_bits else "float32",
+                          distance=distance)
+        manifest = Manifest(vectors=[spec], count=self._count,
+                            source={"format": "faiss", "location": location,
+                                    "index_type": index_type})
+        self._restore_dtype: str | None = None
+        old = self._sidecar_manifest
+        if old is not None:
+            # The index came from FaissWriter: restore what FAISS itself cannot hold.
+            prev = old.vectors[0]
+            spec.name = prev.name
+            if prev.distance and (distance is None or prev.distance == "Cosine"
+                                  or distance == prev.distance):
+                spec.distance = prev.distance
+            if prev.datatype == "float16" and not plan.lossy and not plan.binary_bits:
+                spec.datatype, self._restore_dtype = "float16", "float16"
+            spec.extra = dict(prev.extra)
+            if self._sidecar is not None and self._sidecar.ids is not None:
+                manifest.id_kind = old.id_kind
+            manifest.source = {**old.source, "faiss": manifest.source}
+            manifest.collection = old.collection
+            manifest.extra = {k: v for k, v in old.extra.items() if k != "faiss_writer"}
+        manifest.extra["faiss"] = facts
+        self.manifest = manifest
+        self.schema = manifest.schema()
+
+    def _make_plan(self) -> _Plan:
+        try:
+            return _plan(self._index, _Plan())
+        except ValueError as exc:
+            raise InputError(f"FAISS index is corrupt: {exc}",
+                             location=Location(source=self.location)) from exc
+
+    def _cosine_or_dot(self) -> tuple[str, str]:
+        storage = self.plan.storage
+        if isinstance(storage, _IvfStorage):
+            codes, listnos = storage.sample_codes(DISTANCE_SAMPLE)
+            parts = [self.plan.decode(codes[listnos == ln], int(ln))
+                     for ln in np.unique(listnos)]
+            sample = np.concatenate(parts) if parts else np.zeros((0, self.plan.dim))
+        else:
+            sample = self.plan.decode(storage.sample_codes(DISTANCE_SAMPLE), None)
+        if len(sample) == 0:
+            return "Dot", "inner product; empty index, nothing to sample"
+        norms = np.linalg.norm(sample.astype(np.float64), axis=1)
+        worst = float(np.max(np.abs(norms - 1.0)))
+        if worst <= UNIT_TOLERANCE:
+            return "Cosine", (f"inner product and all {len(sample)} sampled vectors have unit "
+                              f"length (max |norm-1| = {worst:.2e} <= {UNIT_TOLERANCE})")
+        return "Dot", (f"inner product and sampled vectors are not unit length "
+                       f"(max |norm-1| = {worst:.2e} of {len(sample)})")
+
+    def _load_manifest_sidecar(self, path: Path) -> Manifest | None:
+        side = Path(str(path) + MANIFEST_SUFFIX)
+        if not side.exists():
+            return None
+        try:
+            old = Manifest.from_json(side.read_bytes())
+        except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+            self.context.warn(f"{side}: ignored, not a vecferry manifest ({exc})")
+            return None
+        if (old.count != self._count or len(old.vectors) != 1
+                or old.vectors[0].size != self.plan.dim):
+            self.context.warn(f"{side}: ignored, it describes {old.count} points but the index "
+                              f"holds {self._count} (the index changed after vecferry wrote it)")
+            return None
+        return old
+
+    def count(self) -> int | None:
+        return self._count
+
+    def _stream_ids(self, piece: _Piece) -> np.ndarray:
+        n = len(piece.codes)
+        ids = piece.ids if piece.ids is not None else np.arange(
+            piece.position, piece.position + n, dtype=np.int64)
+        for id_map in reversed(self.plan.id_maps):
+            # the storage's ids are positions into the innermost id map, and so on outwards
+            ids = id_map[ids]
+        return ids
+
+    def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
+        """Batches of at most ``batch_size`` rows from stream row ``start``, in storage order.
+
+        Ends (when run to completion) by rejecting payload entries whose id has no vector.
+        """
+        if batch_size <= 0:
+            raise UsageError("batch size must be positive")
+        if self._payloads is not None and start > 0:
+            # rows before ``start`` were read by an earlier run: their payloads are not unmatched
+            seen = 0
+            for piece in self.plan.storage.pieces(0, 1 << 16):
+                if seen >= start:
+                    break
+                ids = self._stream_ids(piece)[: start - seen]
+                seen += len(ids)
+                ids = ids[ids >= 0]
+                id_col, _ = self._id_column(ids)
+                self._payload_texts(decode_ids(id_col, self.manifest.id_kind))
+        pending: list[tuple[np.ndarray, np.ndarray]] = []
+        rows = 0
+        for piece in self.plan.storage.pieces(start, batch_size):
+            ids = self._stream_ids(piece)
+            vectors = self.plan.decode(piece.codes, piece.listno)
+            offset = 0
+            while offset < len(ids):
+                take = min(batch_size - rows, len(ids) - offset)
+                pending.append((ids[offset:offset + take], vectors[offset:offset + take]))
+                rows += take
+                offset += take
+                if rows == batch_size:
+                    batch = self._batch(pending, start)
+                    start += rows
+                    pending, rows = [], 0
+                    if batch is not None:
+                        yield batch
+        if rows:
+            batch = self._batch(pending, start)
+            if batch is not None:
+                yield batch
+        self._reject_unmatched_payloads()
+
+    def _batch(self, parts: list[tuple[np.ndarray, np.ndarray]],
+               first_row: int) -> pa.RecordBatch | None:
+        ids = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0].copy()
+        # One copy out of the (memory-mapped) index per batch; nothing keeps pointing into it.
+        vectors = np.concatenate([p[1] for p in parts]) if len(parts) > 1 \
+            else np.array(parts[0][1], copy=True)
+        bad = ids < 0
+        if bad.any():
+            for row in np.flatnonzero(bad):
+                fid = int(ids[row])
+                self.context.reject(record_error(
+                    f"id {fid} is negative; FAISS ids must be 0..2^63-1 to be exported",
+                    source=self.location, row=first_row + int(row), point_id=fid,
+                    hint="fix the ids in the index (add_with_ids), or use --on-error skip",
+                    raw={"id": fid, "vector": vectors[row].tolist()}))
+            keep = ~bad
+            ids, vectors = ids[keep], vectors[keep]
+            if len(ids) == 0:
+                return None
+        if self._restore_dtype:
+            vectors = vectors.astype(np.float16)
+        spec = self.manifest.vectors[0]
+        values = pa.array(vectors.reshape(-1), type=pa.from_numpy_dtype(vectors.dtype))
+        vec_col = pa.FixedSizeListArray.from_arrays(values, spec.size)
+        id_col, take = self._id_column(ids)
+        payload_col: pa.Array = pa.nulls(len(ids), type=pa.string())
+        if take is not None and self._sidecar is not None and self._sidecar.payloads is not None:
+            payload_col = self._sidecar.payloads.take(take)
+        if self._payloads is not None:
+            keys = decode_ids(id_col, self.manifest.id_kind)
+            payload_col = pa.array(self._payload_texts(keys), type=pa.string())
+        return pa.RecordBatch.from_arrays([id_col, vec_col, payload_col], schema=self.schema)
+
+    def _id_column(self, ids: np.ndarray) -> tuple[pa.Array, pa.Array | None]:
+        """The stream id column for FAISS ids, and their rows in the sidecar (if any)."""
+        if self._sidecar is None:
+            return pa.array(ids.view(np.uint64), type=pa.uint64()), None
+        pos, found = self._sidecar.rows(ids)
+        take = pa.array(pos, mask=~found)
+        if self._sidecar.ids is None:
+            return pa.array(ids.view(np.uint64), type=pa.uint64()), take
+        if not found.all():
+            missing = int(ids[np.flatnonzero(~found)[0]])
+            raise InputError(f"id mapping sidecar has no entry for FAISS id {missing}",
+                             location=Location(source=self.location + PAYLOADS_SUFFIX),
+                             hint="the index changed after vecferry wrote it; delete "
+                                  "the sidecars to read plain FAISS ids")
+        return self._sidecar.ids.take(take), take
+
+    def _payload_texts(self, ids: Any) -> list[str | None]:
+        out: list[str | None] = []
+        table, used = self._payloads, self._payloads_used
+        assert table is not None
+        for pid in ids:
+            key = str(pid)
+            text = table.pop(key, None)
+            if text is None:
+                text = used.get(key)
+            else:
+                used[key] = text
+            out.append(text)
+        return out
+
+    def _reject_unmatched_payloads(self) -> None:
+        if not self._payloads:
+            return
+        left, self._payloads = self._payloads, {}
+        for key, text in left.items():
+            pid: Any = int(key) if key.isdigit() else key
+            self.context.reject(record_error(
+                f"payload for id {pid!r} has no vector in the FAISS index",
+                source=self.location, point_id=pid,
+                hint="check the payloads belong to this index; use --on-error skip to write "
+                     "such entries to the rejects file and carry on",
+                raw={"id": pid, "payload": orjson.loads(text)}))
+
+    def search(self, queries: np.ndarray, k: int, vector: str) -> list[list[Any]]:
+        """Ids of the ``k`` nearest points to each query, best first, through the index itself.
+
+        Used by ``verify`` for search parity; ids are mapped back like ``batches`` maps them
+        (sidecar ids restored). Binary indexes take the queries as packed uint8 codes.
+        """
+        q = np.ascontiguousarray(queries, dtype=np.uint8 if self.binary else np.float32)
+        _, labels = self._index.search(q, k)
+        out = []
+        for row in labels:
+            found = row[row >= 0]
+            ids, _ = self._id_column(found)
+            out.append(decode_ids(ids, self.manifest.id_kind))
+        return out
+
+    def close(self) -> None:
+        self._index = None
+        self.plan = _Plan()
+
+
+# ------------------------------------------------------------------------------------- writer
+
+
+_METRIC_OF = {"Euclid": faiss.METRIC_L2, "Dot": faiss.METRIC_INNER_PRODUCT,
+              "Cosine": faiss.METRIC_INNER_PRODUCT, "Manhattan": faiss.METRIC_L1}
+#: training sample cap, in bytes of float32 vectors
+TRAIN_BYTES = 256 << 20
+
+
+def _takes_ids(index: Any) -> bool:
+    """Whether ``add_with_ids`` works on ``index`` without an ``IDMap`` around it."""
+    if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexIVF,
+                          faiss.IndexBinaryIDMap, faiss.IndexBinaryIDMap2,
+                          faiss.IndexBinaryIVF)):
+        return True
+    if isinstance(index, faiss.IndexPreTransform):
+        return _takes_ids(faiss.downcast_index(index.index))
+    return False
+
+
+def _train_rows_needed(index: Any) -> int:
+    """Rows FAISS wants to train ``index`` well (39 per k-means centroid, as FAISS warns)."""
+    need = 1
+    for sub in _walk(index):
+        if hasattr(sub, "nlist"):
+            need = max(need, 256 * int(sub.nlist))
+        if hasattr(sub, "pq"):
+            need = max(need, 39 * (1 << int(sub.pq.nbits)))
+    return max(need, 1000)
+
+
+def _walk(index: Any) -> Iterator[Any]:
+    yield index
+    for attr in ("index", "base_index"):
+        inner = getattr(index, attr, None)
+        if inner is not None and not isinstance(inner, (int, float)):
+            try:
+                yield from _walk(faiss.downcast_index(inner))
+            except (TypeError, AttributeError, RuntimeError):
+                return
+
+
+class FaissWriter:
+    """Build a FAISS index from a point stream; the index file plus sidecars (module docstring).
+
+    Raises ``UnsupportedError`` before writing anything when the stream holds what FAISS cannot
+    (sparse or multi vectors, several dense vectors and no ``vector=NAME``), ``UsageError`` for an
+    index factory string FAISS rejects. Points without the vector, with NaN/inf, or with an integer
+    id past 2^63-1 go to ``context.reject``.
+    """
+
+    def __init__(self, location: str, schema: pa.Schema, *, context: Context,
+                 overwrite: bool = False, index_factory: str | None = None,
+                 vector: str | None = None, train_rows: int | None = None, **options: Any):
+        reject_unknown_options("faiss", options)
+        self.location = location
+        self.context = context
+        manifest = manifest_of(schema)
+        self.in_manifest = manifest
+        dense = [v for v in manifest.vectors if v.kind == "dense"]
+        others = [v for v in manifest.vectors if v.kind != "dense"]
+
+        def label(v: VectorSpec) -> str:
+            return repr(v.name) if v.name else "(unnamed)"
+
+        if vector is not None:
+            chosen = [v for v in manifest.vectors if v.name == vector]
+            if not chosen:
+                raise UsageError(f"no vector named {vector!r} in the stream",
+                                 hint="vectors: " + ", ".join(label(v) for v in
+                                                              manifest.vectors))
+            if chosen[0].kind != "dense":
+                raise UnsupportedError(f"vector {vector!r} is {chosen[0].kind}; a FAISS index "
+                                       "holds dense vectors only")
+            spec = chosen[0]
+            dropped = [label(v) for v in manifest.vectors if v is not spec]
+            if dropped:
+                context.warn(f"{location}: only vector {label(spec)} is written; FAISS holds one "
+                             f"vector per point, dropped: {', '.join(dropped)}")
+        else:
+            if others:
+                raise UnsupportedError(
+                    f"a FAISS index cannot hold {others[0].kind} vectors "
+                    f"({label(others[0])})",
+                    hint="choose one dense vector with vector=NAME (--vector NAME)"
+                    if dense else "convert to Parquet or JSONL instead")
+            if len(dense) != 1:
+                raise UnsupportedError(
+                    f"the stream has {len(dense)} dense vectors "
+                    f"({', '.join(label(v) for v in dense)}); a FAISS index holds one",
+                    hint="choose one with vector=NAME (--vector NAME)")
+            spec = dense[0]
+        self.spec = spec
+        self.binary_bits = (manifest.extra.get("faiss") or {}).get("binary_bits")
+        if self.binary_bits and spec.datatype != "uint8":
+            self.binary_bits = None
+        self.cosine = spec.distance == "Cosine" and not self.binary_bits
+        metric = _METRIC_OF.get(spec.distance or "Euclid", faiss.METRIC_L2)
+        if spec.distance is None and not self.binary_bits:
+            context.warn(f"{location}: the stream has no distance; the index uses L2")
+        assert spec.size is not None
+        self.factory = index_factory or ("IDMap2,BFlat" if self.binary_bits else "IDMap2,Flat")
+        try:
+            if self.binary_bits:
+                index = faiss.index_binary_factory(int(self.binary_bits), self.factory)
+            else:
+                index = faiss.index_factory(int(spec.size), self.factory, metric)
+                if not _takes_ids(index):
+                    index = faiss.index_factory(int(spec.size), "IDMap2," + self.factory,
+                                                metric)
+        except RuntimeError as exc:
+            raise UsageError(f"FAISS cannot build index factory {self.factory!r}: "
+                             f"{_faiss_message(exc)}",
+                             hint="see https://github.com/facebookresearch/faiss/wiki/"
+                                  "The-index-factory") from exc
+        self.index = index
+        self.map_ids = manifest.id_kind != "int"
+        self.needs_training = not index.is_trained
+        cap = max(1, TRAIN_BYTES // max(1, 4 * int(spec.size)))
+        self.train_target = train_rows or min(_train_rows_needed(index), max(cap, 1000))
+        self._train_buffer: list[tuple[np.ndarray, np.ndarray]] = []
+        self._buffered = 0
+        self.trained_on = 0
+        self.normalized = 0
+        self.next_faiss_id = 0
+        self.added = 0
+
+        side_manifest = Path(location + MANIFEST_SUFFIX)
+        side_payloads = Path(location + PAYLOADS_SUFFIX)
+        if not overwrite:
+            for p in (side_manifest, side_payloads):
+                if p.exists():
+                    from vecferry.errors import OutputExistsError
+
+                    raise OutputExistsError("output sidecar exists",
+                                            location=Location(source=str(p)),
+                                            hint="pass --overwrite to replace it")
+        self._out = AtomicPath(location, overwrite=overwrite)
+        self._out_manifest = AtomicPath(side_manifest, overwrite=True)
+        self._out_payloads = AtomicPath(side_payloads, overwrite=True)
+        self._stale_payloads = side_payloads if side_payloads.exists() else None
+        self._sidecar_schema = pa.schema(
+            [("faiss_id", pa.int64())]
+            + ([("id", pa.string())] if self.map_ids else [])
+            + [(PAYLOAD_COLUMN, pa.string())])
+        self._sidecar_writer: pq.ParquetWriter | None = None
+        self._payload_rows = 0
+
+    # -- per batch
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        manifest = self.in_manifest
+        col = batch.column(self.spec.column)
+        keep = np.ones(batch.num_rows, dtype=bool)
+        if col.null_count:
+            valid = col.is_valid().to_numpy(zero_copy_only=False)
+            for row in np.flatnonzero(~valid):
+                keep[row] = False
+                self._reject(batch, int(row), f"point has no vector {self.spec.name!r}"
+                             if self.spec.name else "point has no vector")
+        if self.spec.datatype != "uint8":
+            for row in non_finite_rows(batch, manifest):
+                if keep[row]:
+                    keep[row] = False
+                    self._reject(batch, row, "vector holds NaN or infinity; FAISS cannot "
+                                             "index it")
+        ids_col = batch.column(ID_COLUMN)
+        if not self.map_ids:
+            raw_ids = ids_col.to_numpy(zero_copy_only=False).astype(np.uint64, copy=False)
+            too_big = raw_ids > np.uint64(_MAX_INT64)
+            for row in np.flatnonzero(too_big & keep):
+                keep[row] = False
+                self._reject(batch, int(row), f"id {int(raw_ids[row])} does not fit FAISS's "
+                                              "int64 ids (max 2^63-1)")
+        if not keep.all():
+            batch = batch.filter(pa.array(keep))
+            col = batch.column(self.spec.column)
+            ids_col = batch.column(ID_COLUMN)
+        n = batch.num_rows
+        if n == 0:
+            return
+        flat = col.flatten().to_numpy(zero_copy_only=False)
+        if self.binary_bits:
+            x = np.ascontiguousarray(flat.reshape(n, self.spec.size), dtype=np.uint8)
+        else:
+            x = np.ascontiguousarray(flat.reshape(n, self.spec.size), dtype=np.float32)
+            if self.cosine:
+                x = self._normalize(x)
+        if self.map_ids:
+            fids = np.arange(self.next_faiss_id, self.next_faiss_id + n, dtype=np.int64)
+            self.next_faiss_id += n
+        else:
+            fids = ids_col.to_numpy(zero_copy_only=False).astype(np.int64)
+        self._write_sidecar(fids, batch)
+        if self.needs_training and self.trained_on == 0:
+            self._train_buffer.append((x, fids))
+            self._buffered += n
+            if self._buffered >= self.train_target:
+                self._train_and_flush()
+            return
+        self._add(x, fids)
+
+    def _normalize(self, x: np.ndarray) -> np.ndarray:
+        """Unit-length rows for Cosine; rows already unit length are kept bit for bit."""
+        norms = np.linalg.norm(x.astype(np.float64), axis=1)
+        off = np.abs(norms - 1.0) > UNIT_TOLERANCE
+        if off.any():
+            x = x.copy()
+            zero = norms == 0
+            scale = np.where(zero, 1.0, norms)[off]
+            x[off] = (x[off] / scale[:, None]).astype(np.float32)
+            self.normalized += int(off.sum())
+        return x
+
+    def _reject(self, batch: pa.RecordBatch, row: int, message: str) -> None:
+        self.context.reject(reject_from_row(batch, row, self.in_manifest, message,
+                                            self.location))
+
+    def _write_sidecar(self, fids: np.ndarray, batch: pa.RecordBatch) -> None:
+        payloads = batch.column(PAYLOAD_COLUMN)
+        if not self.map_ids:
+            if payloads.null_count == len(payloads):
+                return
+            mask = payloads.is_valid()
+            fids = fids[mask.to_numpy(zero_copy_only=False)]
+            batch = batch.filter(mask)
+            payloads = batch.column(PAYLOAD_COLUMN)
+        cols: list[pa.Array] = [pa.array(fids, type=pa.int64())]
+        if self.map_ids:
+            cols.append(batch.column(ID_COLUMN).cast(pa.string()))
+        cols.append(payloads)
+        if self._sidecar_writer is None:
+            self._sidecar_writer = pq.ParquetWriter(self._out_payloads.temp,
+                                                    self._sidecar_schema, compression="zstd")
+        self._sidecar_writer.write_batch(
+            pa.RecordBatch.from_arrays(cols, schema=self._sidecar_schema))
+        self._payload_rows += len(fids)
+
+    def _train_and_flush(self) -> None:
+        x = np.concatenate([b[0] for b in self._train_buffer])
+        fids = np.concatenate([b[1] for b in self._train_buffer])
+        self._train_buffer, self._buffered = [], 0
+        try:
+            self.index.train(x)
+        except RuntimeError as exc:
+            from vecferry.errors import TargetError
+
+            raise TargetError(f"FAISS could not train {self.factory!r} on {len(x)} vectors: "
+                              f"{_faiss_message(exc)}", location=Location(source=self.location),
+                              hint="use a smaller nlist / codebook, more points, or another "
+                                   "--index-factory") from exc
+        self.trained_on = len(x)
+        self._add(x, fids)
+
+    def _add(self, x: np.ndarray, fids: np.ndarray) -> None:
+        try:
+            self.index.add_with_ids(x, fids)
+        except RuntimeError as exc:
+            from vecferry.errors import TargetError
+
+            raise TargetError(f"FAISS refused the vectors: {_faiss_message(exc)}",
+                              location=Location(source=self.location)) from exc
+        self.added += len(x)
+
+    # -- end
+
+    def close(self) -> dict[str, Any]:
+        if self.needs_training and self.trained_on == 0:
+            if self._buffered == 0:
+                from vecferry.errors import TargetError
+
+                raise TargetError(f"index {self.factory!r} needs training and the stream is "
+                                  "empty", location=Location(source=self.location),
+                                  hint="use the default flat index for an empty stream")
+            self._train_and_flush()
+        writer_facts: dict[str, Any] = {
+            "index_factory": self.factory,
+            "index_type": type(self.index).__name__,
+            "ids": "mapped to 0..n-1, originals in the payload sidecar" if self.map_ids
+            else "stream ids",
+        }
+        if self.trained_on:
+            writer_facts["trained_on"] = self.trained_on
+        if self.cosine:
+            writer_facts["cosine"] = "vectors normalized, inner-product index"
+            writer_facts["normalized_rows"] = self.normalized
+            if self.normalized:
+                self.context.warn(f"{self.location}: {self.normalized} vector(s) were not unit "
+                                  "length and were normalized for the Cosine distance")
+        try:
+            write = faiss.write_index_binary if self.binary_bits else faiss.write_index
+            write(self.index, str(self._out.temp))
+            fsync_path(self._out.temp)
+        except RuntimeError as exc:
+            from vecferry.errors import TargetError
+
+            raise TargetError(f"cannot write the index: {_faiss_message(exc)}",
+                              location=Location(source=self.location)) from exc
+        out_manifest = Manifest(
+            vectors=[VectorSpec(name=self.spec.name, kind="dense", size=self.spec.size,
+                                datatype=self.spec.datatype, distance=self.spec.distance,
+                                extra=dict(self.spec.extra))],
+            id_kind=self.in_manifest.id_kind, count=self.added,
+            source=self.in_manifest.source, collection=self.in_manifest.collection,
+            extra={**self.in_manifest.extra, "faiss_writer": writer_facts})
+        self._out_manifest.temp.write_bytes(out_manifest.to_json())
+        nbytes = self._out.temp.stat().st_size + self._out_manifest.temp.stat().st_size
+        files = [self.location, str(self._out_manifest.target)]
+        if self._sidecar_writer is not None:
+            self._sidecar_writer.close()
+            self._sidecar_writer = None
+            fsync_path(self._out_payloads.temp)
+            nbytes += self._out_payloads.temp.stat().st_size
+            files.append(str(self._out_payloads.target))
+        self._out.commit()
+        self._out_manifest.commit()
+        if self._out_payloads.temp.exists():
+            self._out_payloads.commit()
+        elif self._stale_payloads is not None and self._stale_payloads.exists():
+            # an overwritten index must not pick up the previous run's payloads
+            os.unlink(self._stale_payloads)
+        return {"bytes_written": nbytes, "index_type": _index_name(self.index),
+                "index_factory": self.factory, "files": files,
+                **({"trained_on": self.trained_on} if self.trained_on else {}),
+                **({"normalized": self.normalized} if self.cosine else {})}
+
+    def abort(self) -> None:
+        if self._sidecar_writer is not None:
+            with contextlib.suppress(OSError, pa.ArrowException):
+                self._sidecar_writer.close()
+            self._sidecar_writer = None
+        for out in (self._out, self._out_manifest, self._out_payloads):
+            out.abort()
+
+
+def _index_name(index: Any) -> str:
+    chain = []
+    for sub in _walk(index):
+        chain.append(type(sub).__name__)
+    return _describe(chain)

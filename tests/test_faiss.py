@@ -1,0 +1,505 @@
+"""FAISS reader and writer on real indexes built here (N=37, dim 8, batches of 10)."""
+
+from __future__ import annotations
+
+import json
+
+import faiss
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import vecferry
+from faiss_helpers import (
+    EXACT,
+    IDS,
+    LOSSY,
+    D,
+    N,
+    binary_vectors,
+    build,
+    build_binary,
+    by_id,
+    read_all,
+    vectors,
+)
+from vecferry.converters.base import Context
+from vecferry.converters.faiss_index import FaissReader, FaissWriter
+from vecferry.errors import (
+    InputError,
+    OutputExistsError,
+    RecordError,
+    UnsupportedError,
+    UsageError,
+)
+from vecferry.stream import Manifest, VectorSpec
+
+# ------------------------------------------------------------------------------ exact types
+
+
+@pytest.mark.parametrize("kind", sorted(EXACT))
+def test_exact_types_give_every_vector_and_id_bit_for_bit(tmp_path, kind):
+    factory, with_ids = EXACT[kind]
+    x = vectors()
+    _, path = build(tmp_path / "i.faiss", factory, with_ids=with_ids, x=x)
+    ids, vecs, payloads, reader, sizes = read_all(path, batch_size=10)
+    expected_ids = IDS if with_ids else np.arange(N)
+    assert sizes == [10, 10, 10, 7]
+    assert sorted(ids.tolist()) == sorted(int(i) for i in expected_ids)
+    got = by_id(ids, vecs)
+    for i, v in zip(expected_ids, x, strict=True):
+        assert np.array_equal(np.frombuffer(got[int(i)], np.uint32), v.view(np.uint32))
+    assert payloads == [None] * N
+    facts = reader.manifest.extra["faiss"]
+    assert facts["lossy"] is False
+    assert reader.manifest.vectors[0].distance == "Euclid"
+    assert reader.manifest.count == N
+    assert reader.schema.field("id").type == pa.uint64()
+
+
+def test_flat_keeps_storage_order_and_index_type(tmp_path):
+    x = vectors()
+    _, path = build(tmp_path / "i.faiss", "IDMap2,Flat", x=x)
+    ids, vecs, _, reader, _ = read_all(path, batch_size=4)
+    assert ids.astype(np.int64).tolist() == IDS.tolist()
+    assert np.array_equal(vecs.view(np.uint32), x.view(np.uint32))
+    assert reader.manifest.extra["faiss"]["index_type"] == "IndexIDMap2(IndexFlatL2)"
+    assert reader.manifest.extra["faiss"]["ids"] == "id_map"
+
+
+@pytest.mark.parametrize("factory", ["IDMap2,Flat", "IVF3,Flat", "IDMap,IVF3,Flat"])
+def test_start_resumes_at_the_same_stream_row(tmp_path, factory):
+    _, path = build(tmp_path / "i.faiss", factory)
+    full_ids, full_vecs, *_ = read_all(path, batch_size=N)
+    reader = FaissReader(path, context=Context())
+    batches = list(reader.batches(10, start=13))
+    assert [b.num_rows for b in batches] == [10, 10, 4]
+    ids = np.concatenate([b.column("id").to_numpy() for b in batches])
+    assert np.array_equal(ids, full_ids[13:])
+    vecs = np.concatenate([b.column("vector").flatten().to_numpy() for b in batches])
+    assert np.array_equal(vecs.view(np.uint32), full_vecs[13:].reshape(-1).view(np.uint32))
+
+
+def test_ivf_lists_are_memory_mapped_and_walked_without_reconstruct(tmp_path, monkeypatch):
+    _, path = build(tmp_path / "i.faiss", "IVF3,Flat")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("reconstruct must not be used")
+
+    monkeypatch.setattr(faiss.IndexIVFFlat, "reconstruct", forbidden)
+    monkeypatch.setattr(faiss.IndexIVFFlat, "reconstruct_n", forbidden)
+    reader = FaissReader(path, context=Context())
+    assert type(reader.plan.storage.invlists).__name__ == "OnDiskInvertedLists"
+    assert sum(b.num_rows for b in reader.batches(10)) == N
+
+
+@pytest.mark.parametrize("kind", ["flat", "idmap2", "ivf", "hnsw"])
+def test_binary_indexes_travel_as_packed_uint8(tmp_path, kind):
+    xb = binary_vectors()
+    _, path = build_binary(tmp_path / "b.faiss", kind, xb)
+    ids, vecs, _, reader, sizes = read_all(path)
+    spec = reader.manifest.vectors[0]
+    assert (spec.datatype, spec.size, spec.distance) == ("uint8", 8, None)
+    assert reader.manifest.extra["faiss"]["binary_bits"] == 64
+    assert reader.manifest.extra["faiss"]["metric"] == "Hamming"
+    assert sizes == [10, 10, 10, 7]
+    expected = IDS if kind in ("idmap2", "ivf") else np.arange(N)
+    got = by_id(ids, vecs)
+    want = {i: v.tobytes() for i, v in zip(expected, xb, strict=True)}
+    assert {i: got[int(i)] for i in expected} == want
+
+
+# -------------------------------------------------------------------------------- distance
+
+
+def test_inner_product_with_unit_vectors_is_cosine(tmp_path):
+    _, path = build(tmp_path / "i.faiss", "Flat", with_ids=False, x=vectors(unit=True),
+                    metric=faiss.METRIC_INNER_PRODUCT)
+    reader = FaissReader(path, context=Context())
+    assert reader.manifest.vectors[0].distance == "Cosine"
+    decided = reader.manifest.extra["faiss"]["distance_decided_by"]
+    assert decided.startswith("inner product and all 37 sampled vectors have unit length")
+
+
+def test_inner_product_with_other_vectors_is_dot(tmp_path):
+    _, path = build(tmp_path / "i.faiss", "IVF3,Flat", metric=faiss.METRIC_INNER_PRODUCT)
+    reader = FaissReader(path, context=Context())
+    assert reader.manifest.vectors[0].distance == "Dot"
+    assert "not unit length" in reader.manifest.extra["faiss"]["distance_decided_by"]
+    assert reader.manifest.extra["faiss"]["metric"] == "inner_product"
+
+
+def test_l1_is_manhattan_and_empty_index_reads_nothing(tmp_path):
+    _, path = build(tmp_path / "i.faiss", "Flat", with_ids=False, metric=faiss.METRIC_L1)
+    assert FaissReader(path, context=Context()).manifest.vectors[0].distance == "Manhattan"
+    empty = faiss.IndexFlatIP(D)
+    faiss.write_index(empty, str(tmp_path / "e.faiss"))
+    _, _, _, reader, sizes = read_all(str(tmp_path / "e.faiss"))
+    assert sizes == [] and reader.count() == 0
+    assert reader.manifest.extra["faiss"]["distance_decided_by"].endswith("nothing to sample")
+
+
+# ----------------------------------------------------------------------------------- lossy
+
+
+@pytest.mark.parametrize("kind", sorted(LOSSY))
+def test_lossy_types_are_refused_without_the_flag(tmp_path, kind):
+    _, path = build(tmp_path / "i.faiss", LOSSY[kind], with_ids=kind.startswith(("idmap", "iv")))
+    with pytest.raises(UnsupportedError) as err:
+        FaissReader(path, context=Context())
+    assert "stores lossy codes" in err.value.message
+    assert err.value.hint == "pass --allow-lossy to export the decoded vectors anyway"
+
+
+@pytest.mark.parametrize("kind", sorted(LOSSY))
+def test_lossy_types_decode_like_faiss_with_the_flag(tmp_path, kind):
+    with_ids = kind.startswith(("idmap", "iv"))
+    index, path = build(tmp_path / "i.faiss", LOSSY[kind], with_ids=with_ids)
+    context = Context()
+    ids, vecs, _, reader, sizes = read_all(path, context=context, allow_lossy=True)
+    assert sizes == [10, 10, 10, 7]
+    assert reader.manifest.extra["faiss"]["lossy"] is True
+    assert any("is lossy" in w for w in context.warnings)
+    expected_ids = IDS if with_ids else np.arange(N)
+    assert sorted(ids.tolist()) == sorted(int(i) for i in expected_ids)
+    # FAISS's own (slow, per-id) reconstruction is the reference for the decoded values
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+    got = dict(zip(ids.tolist(), vecs, strict=True))
+    for pos, i in enumerate(expected_ids):
+        key = int(i) if (ivf is not None and not kind.startswith("idmap")) else pos
+        ref = (index.index if kind.startswith("idmap") else index).reconstruct(key)
+        np.testing.assert_allclose(got[int(i)], ref, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+
+def test_unsupported_type_names_it_and_the_supported_ones(tmp_path):
+    index = faiss.IndexLSH(D, 16)
+    index.add(vectors())
+    faiss.write_index(index, str(tmp_path / "lsh.faiss"))
+    with pytest.raises(UnsupportedError) as err:
+        FaissReader(str(tmp_path / "lsh.faiss"), context=Context(), allow_lossy=True)
+    assert err.value.message == "FAISS index type IndexLSH is not supported"
+    assert "IndexIVFFlat" in err.value.hint and "--allow-lossy also IndexPQ" in err.value.hint
+
+
+@pytest.mark.parametrize("factory,cut", [("IDMap2,Flat", 200), ("IDMap2,Flat", 3),
+                                         ("PCA4,IDMap,Flat", 5),
+                                         ("IVF3,Flat", 1), ("HNSW4", 100), ("Flat", -20)])
+def test_truncated_file_is_a_clear_input_error(tmp_path, factory, cut):
+    _, path = build(tmp_path / "i.faiss", factory, with_ids="IDMap" in factory or "IVF" in factory)
+    data = (tmp_path / "i.faiss").read_bytes()
+    # cut > 0 drops that many bytes from the end; cut < 0 keeps only the first -cut bytes
+    (tmp_path / "i.faiss").write_bytes(data[:-cut])
+    with pytest.raises(InputError) as err:
+        FaissReader(path, context=Context())
+    assert err.value.message.startswith(
+        "cannot read FAISS index, the file is truncated or corrupt")
+    assert "faiss.write_index" in err.value.hint
+    assert err.value.location.source == path
+    # FAISS notices most cuts; a cut inside the last id is caught by vecferry's own check
+    assert (isinstance(err.value.__cause__, RuntimeError)
+            or err.value.message.endswith("its id map of 37 ids does not end the file"))
+
+
+def test_garbage_and_empty_files_are_clear_input_errors(tmp_path):
+    (tmp_path / "g.faiss").write_bytes(b"this is not an index at all")
+    with pytest.raises(InputError) as err:
+        FaissReader(str(tmp_path / "g.faiss"), context=Context())
+    assert "not a FAISS index this faiss" in err.value.message
+    assert '("this") not recognized' in err.value.message
+    (tmp_path / "e.faiss").write_bytes(b"")
+    with pytest.raises(InputError, match="the file is empty or truncated"):
+        FaissReader(str(tmp_path / "e.faiss"), context=Context())
+    with pytest.raises(InputError, match="no such file or directory"):
+        FaissReader(str(tmp_path / "missing.faiss"), context=Context())
+    with pytest.raises(UsageError, match="does not take option"):
+        FaissReader(str(tmp_path / "g.faiss"), context=Context(), bogus=1)
+
+
+def test_negative_id_is_a_record_error_naming_it(tmp_path):
+    ids = IDS.copy()
+    ids[5] = -5
+    _, path = build(tmp_path / "i.faiss", "IDMap,Flat", ids=ids)
+    with pytest.raises(RecordError) as err:
+        read_all(path)
+    assert err.value.message.startswith("id -5 is negative")
+    assert err.value.location.row == 5
+    context = Context(on_error="skip")
+    got, *_ = read_all(path, context=context)
+    assert len(got) == N - 1 and context.rejected == 1
+
+
+# -------------------------------------------------------------------------------- payloads
+
+
+def _payload(i: int) -> dict:
+    return {"title": f"doc {i}", "n": int(i), "big": 2**60 + int(i) % 7, "tags": ["a", str(i % 3)]}
+
+
+@pytest.mark.parametrize("fmt", ["json", "json_array", "jsonl", "parquet", "parquet_json"])
+def test_payloads_are_joined_by_id(tmp_path, fmt):
+    _, path = build(tmp_path / "i.faiss", "IVF3,Flat")
+    chosen = [int(i) for i in IDS[::2]]
+    target = tmp_path / ("p.parquet" if fmt.startswith("parquet") else
+                         "p.jsonl" if fmt == "jsonl" else "p.json")
+    if fmt == "json":
+        target.write_bytes(orjson.dumps({str(i): _payload(i) for i in chosen}))
+    elif fmt == "json_array":
+        target.write_bytes(orjson.dumps([{"id": i, **_payload(i)} for i in chosen]))
+    elif fmt == "jsonl":
+        target.write_bytes(b"".join(orjson.dumps({"id": i, "payload": _payload(i)}) + b"\n"
+                                    for i in chosen))
+    elif fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist([{"id": i, **_payload(i)} for i in chosen]), target)
+    else:
+        pq.write_table(pa.table({"id": pa.array(chosen, pa.uint64()),
+                                 "payload": [json.dumps(_payload(i)) for i in chosen]}), target)
+    ids, _, payloads, _, _ = read_all(str(path), payloads=str(target))
+    got = dict(zip(ids.tolist(), payloads, strict=True))
+    for i in IDS.tolist():
+        if i in chosen:
+            assert json.loads(got[i]) == _payload(i)
+        else:
+            assert got[i] is None
+
+
+def test_payload_entries_without_a_vector_are_rejected_not_dropped(tmp_path):
+    _, path = build(tmp_path / "i.faiss", "IDMap,Flat")
+    side = tmp_path / "meta.json"
+    side.write_bytes(orjson.dumps({"12345": {"orphan": True}, str(IDS[0]): {"ok": 1}}))
+    with pytest.raises(RecordError) as err:
+        read_all(str(path), payloads=str(side))
+    assert err.value.message == "payload for id 12345 has no vector in the FAISS index"
+    report = vecferry.convert(str(path), str(tmp_path / "o.jsonl"), on_error="skip",
+                              reader_options={"payloads": str(side)})
+    assert (report["written"], report["rejected"]) == (N, 1)
+    reject = orjson.loads((tmp_path / "o.jsonl.rejects.jsonl").read_bytes())
+    assert reject["id"] == 12345 and reject["payload"] == {"orphan": True}
+    assert reject["_vecferry_reject"]["reason"].startswith("payload for id 12345")
+
+
+def test_resumed_read_does_not_call_earlier_payloads_unmatched(tmp_path):
+    _, path = build(tmp_path / "i.faiss", "IVF3,Flat")
+    side = tmp_path / "meta.json"
+    side.write_bytes(orjson.dumps({str(i): {"i": int(i)} for i in IDS}))
+    reader = FaissReader(path, context=Context(), payloads=str(side))
+    rows = [r for b in reader.batches(10, start=20) for r in b.column("payload").to_pylist()]
+    assert len(rows) == N - 20 and None not in rows
+
+
+def test_bad_payload_entries_are_rejected_with_their_reason(tmp_path):
+    _, path = build(tmp_path / "i.faiss", "IDMap,Flat")
+    side = tmp_path / "p.jsonl"
+    first = int(IDS[0])
+    side.write_text(f'{{"id": {first}, "payload": {{"a": 1}}}}\n{{"id": {first}, "b": 2}}\n'
+                    '{"x": 1}\n[1, 2]\nnot json\n')
+    context = Context(on_error="skip")
+    reasons = []
+    context.sink = reasons.append
+    read_all(str(path), context=context, payloads=str(side))
+    messages = [e.message for e in reasons]
+    assert messages[0] == f"payload id {IDS[0]} is given more than once; the first is kept"
+    assert messages[1:3] == ["payload record has no 'id' field"] * 2
+    assert messages[3].startswith("not JSON")
+    assert [e.location.line for e in reasons] == [2, 3, 4, 5]
+    (tmp_path / "m.json").write_bytes(orjson.dumps({str(IDS[0]): [1], "x y": {"a": 1}}))
+    reasons.clear()
+    read_all(str(path), context=context, payloads=str(tmp_path / "m.json"))
+    assert [e.message for e in reasons] == [
+        f"payload for id {IDS[0]} is not a JSON object",
+        "payload for id 'x y' has no vector in the FAISS index"]
+    with pytest.raises(UsageError, match=r"cannot read payloads from p\.csv"):
+        (tmp_path / "p.csv").write_text("id\n1\n")
+        FaissReader(path, context=Context(), payloads=str(tmp_path / "p.csv"))
+
+
+# ---------------------------------------------------------------------------------- writer
+
+
+def _search(index, queries, k=5):
+    distances, labels = index.search(queries, k)
+    return distances, labels
+
+
+@pytest.mark.parametrize("kind", sorted(EXACT))
+@pytest.mark.parametrize("via", ["parquet", "jsonl"])
+def test_round_trip_through_parquet_or_jsonl_restores_vectors_ids_and_top_k(tmp_path, kind, via):
+    factory, with_ids = EXACT[kind]
+    x = vectors()
+    _, src = build(tmp_path / "src.faiss", factory, with_ids=with_ids, x=x)
+    mid, dst = str(tmp_path / f"mid.{via}"), str(tmp_path / "dst.faiss")
+    vecferry.convert(src, mid)
+    report = vecferry.convert(mid, dst)
+    assert report["index_type"] == "IndexIDMap2(IndexFlat)"
+    a_ids, a_vecs, *_ = read_all(src)
+    b_ids, b_vecs, *_ = read_all(dst)
+    assert by_id(a_ids, a_vecs) == by_id(b_ids, b_vecs)
+    # the exact search over the original data, with its ids, is what the copy must answer
+    truth = faiss.IndexIDMap(faiss.IndexFlatL2(D))
+    truth.add_with_ids(x, IDS if with_ids else np.arange(N))
+    queries = vectors(seed=5, n=6)
+    copy = faiss.read_index(dst)
+    d1, l1 = _search(truth, queries)
+    d2, l2 = _search(copy, queries)
+    assert np.array_equal(l1, l2) and np.array_equal(d1, d2)
+    if kind in ("flat", "idmap_flat", "idmap2_flat"):
+        d0, l0 = _search(faiss.read_index(src), queries)
+        assert np.array_equal(l0, l2) and np.array_equal(d0, d2)
+
+
+def test_binary_round_trip_rebuilds_a_binary_index(tmp_path):
+    xb = binary_vectors()
+    _, src = build_binary(tmp_path / "b.faiss", "idmap2", xb)
+    vecferry.convert(src, str(tmp_path / "b.parquet"))
+    report = vecferry.convert(str(tmp_path / "b.parquet"), str(tmp_path / "c.faiss"))
+    assert report["index_type"].startswith("IndexBinaryIDMap2")
+    copy = faiss.read_index_binary(str(tmp_path / "c.faiss"))
+    orig = faiss.read_index_binary(src)
+    q = binary_vectors(seed=3, n=4)
+    assert [a.tolist() for a in orig.search(q, 5)] == [a.tolist() for a in copy.search(q, 5)]
+
+
+def test_string_ids_and_payloads_survive_faiss_and_back(tmp_path):
+    src = tmp_path / "in.jsonl"
+    x = vectors()
+    points = [{"id": f"doc-{i}" if i % 3 else str(__import__("uuid").UUID(int=i + 1)),
+               "vector": v.tolist(), "payload": {"i": i} if i % 2 else None}
+              for i, v in enumerate(x)]
+    src.write_bytes(b"".join(orjson.dumps({k: v for k, v in p.items() if v is not None})
+                             + b"\n" for p in points))
+    report = vecferry.convert(str(src), str(tmp_path / "i.faiss"))
+    assert (tmp_path / "i.faiss.payloads.parquet").exists()
+    assert report["written"] == N
+    side = pq.read_table(tmp_path / "i.faiss.payloads.parquet")
+    assert side.column("faiss_id").to_pylist() == list(range(N))
+    index = faiss.read_index(str(tmp_path / "i.faiss"))
+    assert index.ntotal == N
+    vecferry.convert(str(tmp_path / "i.faiss"), str(tmp_path / "out.jsonl"))
+    back = [orjson.loads(line) for line in (tmp_path / "out.jsonl").read_bytes().splitlines()]
+    assert [p["id"] for p in back] == [p["id"] for p in points]
+    assert [p.get("payload") for p in back] == [p["payload"] for p in points]
+    got = np.array([p["vector"] for p in back], dtype=np.float32)
+    assert np.array_equal(got.view(np.uint32), x.view(np.uint32))
+
+
+def test_writer_trains_on_a_sample_and_keeps_ids(tmp_path):
+    x = vectors(n=300, seed=2)
+    ids = np.arange(300, dtype=np.int64) * 1_000_003 + 2**33
+    _, src = build(tmp_path / "s.faiss", "IDMap2,Flat", x=x, ids=ids)
+    report = vecferry.convert(src, str(tmp_path / "ivf.faiss"), batch_size=64,
+                              writer_options={"index_factory": "IVF2,Flat", "train_rows": 100})
+    assert report["trained_on"] == 128 and report["index_type"] == "IndexIVFFlat"
+    a = by_id(*read_all(src)[:2])
+    b = by_id(*read_all(str(tmp_path / "ivf.faiss"))[:2])
+    assert a == b
+    report = vecferry.convert(src, str(tmp_path / "h.faiss"),
+                              writer_options={"index_factory": "HNSW8"})
+    assert report["index_type"] == "IndexIDMap2(IndexHNSWFlat)"
+    assert by_id(*read_all(str(tmp_path / "h.faiss"))[:2]) == a
+
+
+def test_cosine_stream_is_normalized_into_an_inner_product_index(tmp_path):
+    x = vectors()
+    x[:5] *= 3.0  # not unit length: these get normalized
+    unit = x.copy()
+    unit[5:] /= np.linalg.norm(unit[5:], axis=1, keepdims=True)
+    manifest = Manifest(vectors=[VectorSpec(name="", size=D, distance="Cosine")])
+    schema = manifest.schema()
+    writer = FaissWriter(str(tmp_path / "c.faiss"), schema, context=Context())
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array(np.arange(N, dtype=np.uint64)),
+         pa.FixedSizeListArray.from_arrays(pa.array(unit.reshape(-1)), D),
+         pa.nulls(N, pa.string())], schema=schema)
+    writer.write_batch(batch)
+    report = writer.close()
+    assert report["normalized"] == 5
+    index = faiss.read_index(str(tmp_path / "c.faiss"))
+    assert index.metric_type == faiss.METRIC_INNER_PRODUCT
+    _, vecs, _, reader, _ = read_all(str(tmp_path / "c.faiss"))
+    assert reader.manifest.vectors[0].distance == "Cosine"
+    assert np.array_equal(vecs[5:].view(np.uint32), unit[5:].view(np.uint32))
+    np.testing.assert_allclose(np.linalg.norm(vecs[:5], axis=1), 1.0, rtol=1e-6)
+
+
+def _stream(schema, n=N, vector=None, ids=None):
+    cols = []
+    for f in schema:
+        if f.name == "id":
+            cols.append(pa.array(ids if ids is not None else np.arange(n), pa.uint64()))
+        elif f.name == "payload":
+            cols.append(pa.nulls(n, pa.string()))
+        else:
+            cols.append(pa.FixedSizeListArray.from_arrays(
+                pa.array((vector if vector is not None else vectors(n=n)).reshape(-1)), D))
+    return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+def test_writer_refuses_what_faiss_cannot_hold(tmp_path):
+    out = str(tmp_path / "o.faiss")
+    sparse = Manifest(vectors=[VectorSpec(name="s", kind="sparse")]).schema()
+    with pytest.raises(UnsupportedError, match="cannot hold sparse vectors"):
+        FaissWriter(out, sparse, context=Context())
+    two = Manifest(vectors=[VectorSpec(name="a", size=D), VectorSpec(name="b", size=D)])
+    with pytest.raises(UnsupportedError) as err:
+        FaissWriter(out, two.schema(), context=Context())
+    assert err.value.message == ("the stream has 2 dense vectors ('a', 'b'); a FAISS index "
+                                 "holds one")
+    assert "vector=NAME" in err.value.hint
+    context = Context()
+    writer = FaissWriter(out, two.schema(), context=context, vector="b")
+    writer.write_batch(_stream(two.schema()))
+    writer.close()
+    assert "dropped: 'a'" in context.warnings[0]
+    assert faiss.read_index(out).ntotal == N
+    with pytest.raises(UsageError, match="FAISS cannot build index factory 'IVF,Nope'"):
+        FaissWriter(str(tmp_path / "p.faiss"), two.schema(), context=Context(), vector="a",
+                    index_factory="IVF,Nope")
+    assert not list(tmp_path.glob(".p.faiss*"))
+    with pytest.raises(OutputExistsError):
+        FaissWriter(out, two.schema(), context=Context(), vector="a")
+
+
+def test_writer_rejects_ids_beyond_int64_and_missing_vectors(tmp_path):
+    schema = Manifest(vectors=[VectorSpec(name="", size=D, distance="Euclid")]).schema()
+    context = Context(on_error="skip")
+    writer = FaissWriter(str(tmp_path / "o.faiss"), schema, context=context)
+    ids = np.arange(N, dtype=np.uint64)
+    ids[3] = 2**63 + 1
+    batch = _stream(schema, ids=ids)
+    rows = [None if i == 7 else v.tolist() for i, v in enumerate(vectors())]
+    batch = batch.set_column(1, "vector", pa.array(rows, type=pa.list_(pa.float32(), D)))
+    errors = []
+    context.sink = errors.append
+    writer.write_batch(batch)
+    writer.close()
+    assert sorted(e.message for e in errors) == [
+        f"id {2**63 + 1} does not fit FAISS's int64 ids (max 2^63-1)", "point has no vector"]
+    assert faiss.read_index(str(tmp_path / "o.faiss")).ntotal == N - 2
+
+
+def test_overwrite_removes_a_stale_payload_sidecar(tmp_path):
+    _, src = build(tmp_path / "s.faiss", "IDMap,Flat")
+    side = tmp_path / "m.json"
+    side.write_bytes(orjson.dumps({str(i): {"i": int(i)} for i in IDS}))
+    out = str(tmp_path / "o.faiss")
+    vecferry.convert(src, out, reader_options={"payloads": str(side)})
+    assert (tmp_path / "o.faiss.payloads.parquet").exists()
+    _, _, payloads, *_ = read_all(out)
+    assert sorted(json.loads(p)["i"] for p in payloads) == sorted(IDS.tolist())
+    vecferry.convert(src, out, overwrite=True)
+    assert not (tmp_path / "o.faiss.payloads.parquet").exists()
+    assert read_all(out)[2] == [None] * N
+
+
+def test_failed_run_leaves_nothing_behind(tmp_path):
+    _, src = build(tmp_path / "s.faiss", "Flat", with_ids=False, x=vectors(n=N))
+    with pytest.raises(Exception, match="could not train"):
+        vecferry.convert(src, str(tmp_path / "o.faiss"),
+                         writer_options={"index_factory": "IVF64,Flat"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.faiss"]
