@@ -296,6 +296,18 @@ def make_jsonl_without_sidecar(ds: Dataset, base: Path) -> tuple[str, dict[str, 
     return loc, {}
 
 
+def _has_huge_int(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return not -(2**63) <= value < 2**64
+    if isinstance(value, dict):
+        return any(_has_huge_int(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_huge_int(v) for v in value)
+    return False
+
+
 @dataclass(frozen=True)
 class FormatCase:
     """One format in the round-trip matrix and what it can hold."""
@@ -313,8 +325,19 @@ class FormatCase:
     #: builds a source by hand (read-only layouts): (dataset, base path) -> (location, options)
     make_source: Callable[[Dataset, Path], tuple[str, dict[str, Any]]] | None = None
     writer_options: dict[str, Any] = field(default_factory=dict)
+    #: builds a location that is not a file name (a URI): (tmp_path, tag) -> location
+    locate: Callable[[Path, str], str] | None = None
+    #: whether points come back in the order they were written (Qdrant returns them by id)
+    ordered: bool = True
+    #: largest integer id the format holds (FAISS labels are int64)
+    max_int_id: int = 2**64 - 1
+    #: whether payload integers outside -2^63..2^64-1 stay exact (Qdrant's engine stores
+    #: them as floats, so its writer refuses such points)
+    huge_payload_ints: bool = True
 
     def location(self, tmp_path: Path, tag: str) -> str:
+        if self.locate is not None:
+            return self.locate(tmp_path, tag)
         return f"{tmp_path}/{tag}{self.suffix}"  # not a Path: a trailing '/' means a directory
 
     def missing(self) -> list[str]:
@@ -332,6 +355,11 @@ class FormatCase:
             return f"no {ds.id_kind} ids"
         if ds.datatypes - self.datatypes:
             return f"no {'/'.join(sorted(ds.datatypes - self.datatypes))}"
+        if any(isinstance(p["id"], int) and p["id"] > self.max_int_id for p in ds.points):
+            return f"no integer ids above {self.max_int_id}"
+        if not self.huge_payload_ints and any(_has_huge_int(p.get("payload"))
+                                              for p in ds.points):
+            return "no payload integers outside -2^63..2^64-1"
         return None
 
     def make(self, ds: Dataset, tmp_path: Path, tag: str) -> tuple[str, dict[str, Any]]:
@@ -358,6 +386,15 @@ FORMATS: dict[str, FormatCase] = {f.name: f for f in (
                make_source=make_npy_matrix, **_MATRIX),
     FormatCase("npz", ".npz", id_kinds=frozenset({"int", "uuid", "string"}),
                make_source=make_npz, **_MATRIX),
+    # FAISS holds one dense vector per point; other id kinds travel in its payload sidecar.
+    FormatCase("faiss", ".faiss", kinds=DENSE, named=False, missing_vectors=False,
+               datatypes=frozenset({"float32", "float16"}), requires=("faiss",),
+               max_int_id=2**63 - 1),
+    FormatCase("qdrant-edge", "", requires=("qdrant_edge",), ordered=False,
+               huge_payload_ints=False,
+               locate=lambda tmp, tag: f"qdrant-edge://{tmp}/{tag}-shard"),
+    FormatCase("qdrant-local", "", requires=("qdrant_client",), ordered=False,
+               locate=lambda tmp, tag: f"qdrant-local://{tmp}/{tag}-qdrant/points"),
 )}
 
 READERS = list(FORMATS)
@@ -391,16 +428,28 @@ def canonical(payload: Any) -> str:
     return json.dumps(payload, sort_keys=True, ensure_ascii=False)
 
 
-def assert_same_points(got: list[dict[str, Any]], manifest: Manifest, ds: Dataset) -> None:
-    """``got`` (from ``iter_points``) holds exactly ``ds``: ids, vector bits, payloads, count."""
-    assert len(got) == len(ds.points)
+def _order_key(point: dict[str, Any]) -> tuple[str, str]:
+    return type(point["id"]).__name__, str(point["id"])
+
+
+def assert_same_points(got: list[dict[str, Any]], manifest: Manifest, ds: Dataset,
+                       ordered: bool = True) -> None:
+    """``got`` (from ``iter_points``) holds exactly ``ds``: ids, vector bits, payloads, count.
+
+    ``ordered=False`` compares as sets of points (a Qdrant collection returns points by id).
+    """
+    expected_points = ds.points
+    if not ordered:
+        got = sorted(got, key=_order_key)
+        expected_points = sorted(ds.points, key=_order_key)
+    assert len(got) == len(expected_points)
     assert [(type(p["id"]), p["id"]) for p in got] == [(type(p["id"]), p["id"])
-                                                        for p in ds.points]
+                                                        for p in expected_points]
     assert manifest.id_kind == ds.id_kind
     specs = {v.name: v for v in manifest.vectors}
     assert {n: (v.kind, v.size, v.datatype) for n, v in specs.items()} == {
         v.name: (v.kind, v.size, v.datatype) for v in ds.vectors}
-    for g, e in zip(got, ds.points, strict=True):
+    for g, e in zip(got, expected_points, strict=True):
         gv, ev = vectors_of(g), vectors_of(e)
         assert set(gv) == set(ev), e["id"]
         for name, expected in ev.items():

@@ -443,8 +443,10 @@ def _stream(schema, n=N, vector=None, ids=None):
 def test_writer_refuses_what_faiss_cannot_hold(tmp_path):
     out = str(tmp_path / "o.faiss")
     sparse = Manifest(vectors=[VectorSpec(name="s", kind="sparse")]).schema()
-    with pytest.raises(UnsupportedError, match="cannot hold sparse vectors"):
+    with pytest.raises(UnsupportedError) as refused:
         FaissWriter(out, sparse, context=Context())
+    assert str(refused.value) == ("a FAISS index cannot hold these vectors: s (sparse) "
+                                  "(convert to Parquet or JSONL instead)")
     two = Manifest(vectors=[VectorSpec(name="a", size=D), VectorSpec(name="b", size=D)])
     with pytest.raises(UnsupportedError) as err:
         FaissWriter(out, two.schema(), context=Context())

@@ -895,9 +895,9 @@ class FaissWriter:
                              f"vector per point, dropped: {', '.join(dropped)}")
         else:
             if others:
+                names = ", ".join(f"{v.name or '(unnamed)'} ({v.kind})" for v in others)
                 raise UnsupportedError(
-                    f"a FAISS index cannot hold {others[0].kind} vectors "
-                    f"({label(others[0])})",
+                    f"a FAISS index cannot hold these vectors: {names}",
                     hint="choose one dense vector with vector=NAME (--vector NAME)"
                     if dense else "convert to Parquet or JSONL instead")
             if len(dense) != 1:
