@@ -11,8 +11,16 @@ import pyarrow.parquet as pq
 import pytest
 from jsonschema import Draft202012Validator
 
+import vecferry
 from roundtrip import DATASETS, FORMATS
-from vecferry.stream import DATATYPES, DISTANCES, ID_KINDS, MANIFEST_KEY, VECTOR_KINDS
+from vecferry.stream import (
+    DATATYPES,
+    DISTANCES,
+    ID_KINDS,
+    MANIFEST_KEY,
+    VECTOR_KINDS,
+    manifest_of,
+)
 
 SCHEMAS = resources.files("vecferry") / "schemas"
 
@@ -52,8 +60,15 @@ def test_manifest_enums_match_the_code():
 
 def _written_manifests(fmt: str, location: str) -> list[dict[str, Any]]:
     path = Path(location.rstrip("/"))
-    if fmt.startswith("jsonl"):
+    if fmt.startswith(("jsonl", "faiss")):
         return [json.loads(Path(f"{location}.manifest.json").read_text())]
+    if fmt.startswith("qdrant"):
+        # A collection keeps no manifest file: check the one its reader gives.
+        reader = vecferry.open_reader(location)
+        try:
+            return [manifest_of(reader.schema).to_dict()]
+        finally:
+            reader.close()
     if fmt.startswith("parquet"):
         files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
         return [json.loads(pq.ParquetFile(f).metadata.metadata[MANIFEST_KEY]) for f in files]

@@ -364,17 +364,23 @@ def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: st
 @click.option("--payloads", metavar="FILE", help="numpy / FAISS: payloads file.")
 @click.option("--sample", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Points read to sample payload keys.")
+@click.option("--ram-budget", metavar="SIZE", default="1GiB", show_default=True,
+              help="RAM the Qdrant collection may use (8GiB, 512MiB, bytes): decides the "
+                   "sizing recommendation and warnings.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
 def inspect_cmd(src: str, from_format: str | None, ids: str | None, payloads: str | None,
-                sample: int, as_json: bool) -> None:
-    """Describe SRC: format, count, vectors, id kind, payload keys, size, first ids."""
+                sample: int, ram_budget: str, as_json: bool) -> None:
+    """Describe SRC: format, count, vectors, id kind, payload keys, size, first ids, and the
+    RAM and disk a Qdrant collection of it needs (sizing), with a recommendation."""
 
     def body() -> int:
         from vecferry.inspect import inspect_location
+        from vecferry.sizing import parse_bytes
 
         info = inspect_location(src, from_format=from_format, sample=sample,
                                 reader_options={k: v for k, v in (("ids", ids),
-                                                                  ("payloads", payloads)) if v})
+                                                                  ("payloads", payloads)) if v},
+                                ram_budget=parse_bytes(ram_budget))
         if as_json:
             _emit_json(info)
         else:
@@ -403,6 +409,11 @@ def _print_inspect(info: dict[str, Any]) -> None:
     click.echo(f"first ids: {', '.join(repr(i) for i in info['first_ids'])}")
     if info.get("collection"):
         click.echo(f"collection config: {json.dumps(info['collection'], default=str)}")
+    if info.get("sizing"):
+        from vecferry.sizing import text_lines
+
+        for line in text_lines(info["sizing"]):
+            click.echo(line)
 
 
 @main.command("formats")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -32,6 +33,7 @@ ALGORITHM = "vecferry-sum64-v1"
 _U = np.uint64
 _MISSING = _U(0x5BD1E9955BD1E995)
 _EMPTY_PAYLOAD = b"{}"
+_LONG_DIGITS = re.compile(r"\d{19}")
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -57,14 +59,18 @@ def canonical_payload(text: str | None) -> bytes:
     """Canonical JSON of a payload: sorted keys, compact; no payload is ``{}``."""
     if text is None:
         return _EMPTY_PAYLOAD
-    value = json.loads(text)
+    # orjson is several times faster; integers of 19+ digits may not fit its 64 bits.
+    try:
+        value = json.loads(text) if _LONG_DIGITS.search(text) else orjson.loads(text)
+    except orjson.JSONDecodeError:  # NaN, Infinity, a lone surrogate: only json reads them
+        value = json.loads(text)
     if not value:
         return _EMPTY_PAYLOAD
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError:  # integers past 64 bits
+    except orjson.JSONEncodeError:  # integers past 64 bits, lone surrogates
         return json.dumps(value, sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False).encode()
+                          ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
 def _float_words(values: pa.Array, size: int) -> np.ndarray:

@@ -122,4 +122,5 @@ def iter_payload_rows(path: str) -> Iterator[tuple[int, str | None]]:
             if value is not None and not isinstance(value, dict):
                 raise RecordError(f"payload must be a JSON object, not {type(value).__name__}",
                                   location=Location(source=path, line=number))
-            yield row, None if value is None else dumps_payload(value)
+            # The line itself is valid JSON for exactly this object: keep it, not a re-encoding.
+            yield row, None if value is None else line.decode()

@@ -11,6 +11,7 @@ import orjson
 
 from vecferry.converters import open_reader, resolve
 from vecferry.converters.base import Context
+from vecferry.sizing import DEFAULT_RAM_BUDGET, SampleStats, estimate
 from vecferry.stream import ID_COLUMN, PAYLOAD_COLUMN, decode_ids, manifest_of
 
 FIRST_IDS = 5
@@ -26,8 +27,11 @@ def _size(location: str) -> int | None:
 
 
 def inspect_location(location: str, *, from_format: str | None = None, sample: int = 1000,
-                     reader_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Format, count, vectors, id kind, payload keys (over ``sample`` points), size, first ids.
+                     reader_options: dict[str, Any] | None = None,
+                     ram_budget: int = DEFAULT_RAM_BUDGET) -> dict[str, Any]:
+    """Format, count, vectors, id kind, payload keys (over ``sample`` points), size, first ids,
+    and ``sizing`` (``vecferry.sizing.estimate`` from the sampled payload sizes and sparse /
+    multivector lengths, judged against ``ram_budget`` bytes).
 
     Reads at most ``sample`` points; raises the reader's errors (missing file, bad header).
     """
@@ -38,10 +42,12 @@ def inspect_location(location: str, *, from_format: str | None = None, sample: i
     try:
         manifest = manifest_of(reader.schema)
         keys: Counter[str] = Counter()
+        stats = SampleStats(manifest)
         first_ids: list[Any] = []
         seen = 0
         for batch in reader.batches(min(sample, 4096)):
             take = batch.slice(0, sample - seen)
+            stats.add(take)
             if len(first_ids) < FIRST_IDS:
                 first_ids += decode_ids(take.column(ID_COLUMN).slice(0, FIRST_IDS
                                                                      - len(first_ids)),
@@ -72,4 +78,7 @@ def inspect_location(location: str, *, from_format: str | None = None, sample: i
         "extra": manifest.extra,
         "rejected_in_sample": context.rejected,
         "modified": os.path.getmtime(location) if os.path.exists(location) else None,
+        "sizing": estimate(manifest, count, stats.payload_sizes,
+                           vector_stats=stats.vector_stats(), payload_keys=keys,
+                           ram_budget=ram_budget),
     }
