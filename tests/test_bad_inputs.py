@@ -263,6 +263,16 @@ def test_negative_id_in_ids_file(samples, tmp_path):
                                "integers, UUIDs or strings)")
 
 
+def test_jsonl_id_past_64_bits_is_named_as_an_integer(tmp_path):
+    src = tmp_path / "big.jsonl"
+    src.write_text('{"id": 100000000000000000000, "vector": [1.0, 2.0]}\n')
+    with pytest.raises(RecordError) as info:
+        vecferry.convert(str(src), str(tmp_path / "o.parquet"))
+    assert str(info.value) == (
+        f"{src}, line 1, id 1e+20: id 100000000000000000000 is outside 0..2^64-1; integer ids "
+        "must be unsigned 64-bit (as in Qdrant and FAISS); write it as a string id to keep it")
+
+
 def test_ids_of_unsupported_dtype(samples, tmp_path):
     ids = tmp_path / "ids.npy"
     np.save(ids, np.arange(6, dtype=np.float64))

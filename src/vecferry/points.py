@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +42,38 @@ def dumps_payload(payload: Any) -> str:
         return orjson.dumps(payload).decode()
     except orjson.JSONEncodeError:
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+def huge_int_path(payload_text: str | None) -> str | None:
+    """Path (``a.b[2]``) of the first payload integer outside -2^63..2^64-1, else None.
+
+    Qdrant's engine keeps payload numbers as 64-bit values: such an integer would come back as
+    a rounded float. A 19-digit run is the cheap test that sends a payload to the full walk.
+    """
+    if payload_text is None or not _LONG_DIGITS.search(payload_text):
+        return None
+
+    def walk(value: Any, path: str) -> str | None:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int):
+            return None if -(2**63) <= value < 2**64 else path
+        if isinstance(value, dict):
+            for k, v in value.items():
+                found = walk(v, f"{path}.{k}" if path else k)
+                if found:
+                    return found
+        if isinstance(value, list):
+            for i, v in enumerate(value):
+                found = walk(v, f"{path}[{i}]")
+                if found:
+                    return found
+        return None
+
+    return walk(json.loads(payload_text), "")
 
 
 def vectors_of(point: dict[str, Any]) -> dict[str, Any]:

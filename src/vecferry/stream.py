@@ -213,6 +213,10 @@ def kind_of_id(value: Any) -> str:
         if value == "":
             raise ValueError("id is an empty string")
         return "uuid" if is_uuid(value) else "string"
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 2**63:
+        # orjson hands over integers past 64 bits as floats
+        raise ValueError(f"id {value:.0f} is outside 0..2^64-1; integer ids must be unsigned "
+                         "64-bit (as in Qdrant and FAISS); write it as a string id to keep it")
     raise ValueError(f"id {value!r} is a {type(value).__name__}; ids are integers or strings")
 
 
