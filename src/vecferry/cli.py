@@ -38,6 +38,16 @@ ROUTES: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
     "bulk": (("writer",), None),
     "batch_bytes": (("writer",), None),
     "workers": (("reader", "writer"), ("jsonl",)),
+    "id_column": (("reader",), ("parquet",)),
+    "vector_column": (("reader",), ("parquet",)),
+    "sparse_column": (("reader",), ("parquet",)),
+    "payload_columns": (("reader",), ("parquet",)),
+    "json_columns": (("reader",), ("parquet",)),
+    "id_key": (("reader",), ("jsonl",)),
+    "vector_key": (("reader",), ("jsonl",)),
+    "sparse_key": (("reader",), ("jsonl",)),
+    "payload_key": (("reader",), ("jsonl",)),
+    "vdf_index": (("reader", "writer"), ("vdf",)),
 }
 
 
@@ -135,7 +145,30 @@ def _common_convert_options(f: Callable) -> Callable:
                      "or Parquet); FAISS: payloads joined by id (a JSON object keyed by id, "
                      "JSONL or Parquet with an 'id')."),
         click.option("--id-kind", type=click.Choice(["int", "uuid", "string", "mixed"]),
-                     help="JSONL: id kind when the first points do not show it."),
+                     help="JSONL, mapped Parquet, VDF: id kind when the first points do not "
+                     "show it."),
+        click.option("--id-column", metavar="NAME", help="Parquet not written by vecferry: "
+                     "the id column (default: row numbers)."),
+        click.option("--vector-column", multiple=True, metavar="[NAME=]COLUMN",
+                     help="Parquet not written by vecferry: a vector column (lists of numbers "
+                     "or float32 bytes); repeat for named vectors."),
+        click.option("--sparse-column", multiple=True, metavar="NAME=COLUMN",
+                     help="Parquet not written by vecferry: a sparse vector column "
+                     "(struct of indices and values)."),
+        click.option("--payload-columns", metavar="A,B,C", help="Parquet not written by "
+                     "vecferry: payload columns (default: every other column)."),
+        click.option("--json-columns", metavar="A,B", help="Parquet not written by vecferry: "
+                     "string columns holding JSON, parsed into the payload."),
+        click.option("--id-key", metavar="KEY", help="JSONL of other tools: the id key "
+                     "(default: record numbers)."),
+        click.option("--vector-key", multiple=True, metavar="[NAME=]KEY",
+                     help="JSONL of other tools: a vector key; repeat for named vectors."),
+        click.option("--sparse-key", multiple=True, metavar="NAME=KEY",
+                     help="JSONL of other tools: a sparse vector key ({indices, values})."),
+        click.option("--payload-key", metavar="KEY", help="JSONL of other tools: the key "
+                     "holding the payload object (default: every other key)."),
+        click.option("--vdf-index", metavar="NAME[/NAMESPACE]", help="VDF: the index (and "
+                     "namespace) to read, or the index name to write."),
         click.option("--allow-lossy", is_flag=True, default=None,
                      help="FAISS: read lossy codes (PQ, SQ, ...) as decoded approximations."),
         click.option("--index-factory", metavar="SPEC", help="FAISS: index to build, e.g. "
@@ -198,6 +231,12 @@ def _convert(src: str, dst: str, kw: dict[str, Any], desc: str, verify: bool = F
 
     quiet, as_json = kw.pop("quiet"), kw.pop("as_json")
     verify = kw.pop("verify_after") or verify
+    if verify and kw.get("limit") is not None:
+        from vecferry.errors import UsageError
+
+        raise UsageError("--verify compares the whole source with the output, so it cannot "
+                         "follow a run cut short by --limit",
+                         hint="drop --limit, or run `vecferry verify` on a source of that size")
     src_fmt = resolve(src, kw["from_format"], role="reader").name
     dst_fmt = resolve(dst, kw["to_format"], role="writer").name
     routed = {k: kw.pop(k) for k in list(kw) if k in ROUTES}
@@ -414,6 +453,280 @@ def _print_inspect(info: dict[str, Any]) -> None:
 
         for line in text_lines(info["sizing"]):
             click.echo(line)
+
+
+# ---------------------------------------------------------------------------------- snapshots
+
+
+class _SnapshotBars:
+    """Progress of snapshot steps on stderr: one bar per step (bytes, or points for count)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, step: str, done: int, total: int | None) -> None:
+        if self.quiet:
+            return
+        bar = self.bars.get(step)
+        if bar is None:
+            from tqdm import tqdm
+
+            unit = "pt" if step == "count" else "B"
+            bar = tqdm(desc=step, total=total, unit=unit, unit_scale=True,
+                       unit_divisor=1000 if unit == "pt" else 1024, file=sys.stderr,
+                       dynamic_ncols=True, disable=None, leave=True)
+            self.bars[step] = bar
+        if total is not None and bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+
+def _snapshot_options(f: Callable) -> Callable:
+    decorators = [
+        click.option("--shard", type=click.IntRange(min=0), metavar="ID",
+                     help="Snapshots of one shard of the collection."),
+        click.option("--api-key-env", metavar="NAME", help="Environment variable holding the "
+                     "API key (default QDRANT_API_KEY)."),
+        click.option("--timeout", type=float, metavar="SECONDS",
+                     help="Per-request timeout (default 300)."),
+        click.option("--max-retries", type=click.IntRange(min=0),
+                     help="Retries of a transient failure (default 6)."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress or summary."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on "
+                     "stdout."),
+    ]
+    for d in reversed(decorators):
+        f = d(f)
+    return f
+
+
+def _snapshot_client(location: str, kw: dict[str, Any]):
+    from vecferry.snapshots import SnapshotClient
+
+    return SnapshotClient(location, shard=kw.get("shard"), api_key_env=kw.get("api_key_env"),
+                          timeout=kw.get("timeout"), max_retries=kw.get("max_retries"))
+
+
+def _snapshot_run(location: str, kw: dict[str, Any],
+                  body: Callable[[Any, _SnapshotBars], dict[str, Any]],
+                  summary: Callable[[dict[str, Any]], str]) -> None:
+    def run() -> int:
+        bars = _SnapshotBars(kw["quiet"])
+        try:
+            with _snapshot_client(location, kw) as client:
+                result = body(client, bars)
+        finally:
+            bars.close()
+        if kw["as_json"]:
+            _emit_json({"ok": True, **result})
+        elif not kw["quiet"]:
+            _err(summary(result))
+        return EXIT_OK
+
+    _run(run, kw["as_json"])
+
+
+@main.group("snapshot")
+def snapshot_group() -> None:
+    """Qdrant snapshots over REST: create, list, download, upload, restore, delete, copy.
+
+    \b
+    LOCATION is qdrant://HOST[:PORT]/COLLECTION (qdrants:// for HTTPS), or
+    qdrant://HOST[:PORT] for full-instance snapshots; --shard ID for one shard.
+    The API key comes from QDRANT_API_KEY or --api-key-env NAME.
+    Exit codes: 0 done, 1 failed, 2 usage error, 4 checksum or count
+    mismatch, 130 interrupted.
+    """
+
+
+@snapshot_group.command("create")
+@click.argument("location")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until the snapshot exists (else it is made in the background).")
+@_snapshot_options
+def snapshot_create_cmd(location: str, wait: bool, **kw: Any) -> None:
+    """Create a snapshot; prints its name, size and SHA-256."""
+
+    def body(client: Any, bars: _SnapshotBars) -> dict[str, Any]:
+        snap = client.create(wait=wait)
+        return {"snapshot": snap, "accepted": snap is None}
+
+    def summary(r: dict[str, Any]) -> str:
+        s = r["snapshot"]
+        if s is None:
+            return "snapshot creation accepted; it runs in the background (see `list`)"
+        return f"created {s['name']} ({s.get('size') or 0:,} bytes, sha256 {s.get('checksum')})"
+
+    _snapshot_run(location, kw, body, summary)
+
+
+@snapshot_group.command("list")
+@click.argument("location")
+@_snapshot_options
+def snapshot_list_cmd(location: str, **kw: Any) -> None:
+    """List snapshots, newest first: name, creation time, size, SHA-256."""
+
+    def run() -> int:
+        with _snapshot_client(location, kw) as client:
+            snaps = client.list()
+        if kw["as_json"]:
+            _emit_json(snaps)
+            return EXIT_OK
+        for s in snaps:
+            click.echo(f"{s.get('name')}\t{s.get('creation_time') or '-'}\t"
+                       f"{s.get('size') or 0}\t{s.get('checksum') or '-'}")
+        if not snaps and not kw["quiet"]:
+            _err("no snapshots")
+        return EXIT_OK
+
+    _run(run, kw["as_json"])
+
+
+@snapshot_group.command("download")
+@click.argument("location")
+@click.argument("name")
+@click.option("--out", "-o", "out", required=True, metavar="FILE", help="Where to write it.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing FILE.")
+@_snapshot_options
+def snapshot_download_cmd(location: str, name: str, out: str, overwrite: bool,
+                          **kw: Any) -> None:
+    """Download snapshot NAME to FILE: streamed, resumed (HTTP Range) after an interruption,
+    SHA-256 checked against the server's checksum before FILE appears."""
+
+    def body(client: Any, bars: _SnapshotBars) -> dict[str, Any]:
+        return client.download(name, out, overwrite=overwrite, progress=bars)
+
+    def summary(r: dict[str, Any]) -> str:
+        state = "sha256 verified" if r["verified"] else "sha256 NOT verified (the server " \
+            "reported no checksum)"
+        resumed = f", resumed at byte {r['resumed_from']:,}" if r["resumed_from"] else ""
+        return (f"downloaded {r['name']} -> {r['path']} ({r['bytes']:,} bytes in "
+                f"{r['seconds']:.2f} s{resumed}); {state}: {r['sha256']}")
+
+    _snapshot_run(location, kw, body, summary)
+
+
+@snapshot_group.command("upload")
+@click.argument("file")
+@click.argument("location")
+@click.option("--priority", type=click.Choice(["snapshot", "replica", "no_sync"]),
+              help="Source of truth when the collection has other replicas.")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until the recovery is done.")
+@_snapshot_options
+def snapshot_upload_cmd(file: str, location: str, priority: str | None, wait: bool,
+                        **kw: Any) -> None:
+    """Upload FILE and recover the collection (or shard) at LOCATION from it: multipart,
+    streamed, with its SHA-256 so the server refuses a damaged upload."""
+
+    def body(client: Any, bars: _SnapshotBars) -> dict[str, Any]:
+        return client.upload(file, priority=priority, wait=wait, progress=bars)
+
+    def summary(r: dict[str, Any]) -> str:
+        return (f"uploaded {file} ({r['bytes']:,} bytes, sha256 {r['sha256']}) in "
+                f"{r['seconds']:.2f} s; {location} recovered from it")
+
+    _snapshot_run(location, kw, body, summary)
+
+
+@snapshot_group.command("restore")
+@click.argument("location")
+@click.option("--from", "source", required=True, metavar="URL", help="Snapshot URL the "
+              "server fetches (http(s)://... or file:///path on the server).")
+@click.option("--priority", type=click.Choice(["snapshot", "replica", "no_sync"]),
+              help="Source of truth when the collection has other replicas.")
+@click.option("--checksum", metavar="SHA256", help="Expected SHA-256; the server refuses "
+              "other bytes.")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until the recovery is done.")
+@_snapshot_options
+def snapshot_restore_cmd(location: str, source: str, priority: str | None,
+                         checksum: str | None, wait: bool, **kw: Any) -> None:
+    """Have the server at LOCATION recover the collection (or shard) from a snapshot URL.
+
+    For a file on this machine use `vecferry snapshot upload FILE LOCATION`.
+    """
+
+    def body(client: Any, bars: _SnapshotBars) -> dict[str, Any]:
+        from pathlib import Path
+
+        from vecferry.errors import UsageError
+
+        if "://" not in source and Path(source).exists():
+            raise UsageError(f"{source} is a local file; the server cannot fetch it",
+                             hint=f"use `vecferry snapshot upload {source} {location}`")
+        return {"result": client.recover(source, priority=priority, checksum=checksum,
+                                         wait=wait)}
+
+    _snapshot_run(location, kw, body, lambda r: f"{location} recovered from {source}")
+
+
+@snapshot_group.command("delete")
+@click.argument("location")
+@click.argument("name")
+@_snapshot_options
+def snapshot_delete_cmd(location: str, name: str, **kw: Any) -> None:
+    """Delete snapshot NAME from the server."""
+
+    def body(client: Any, bars: _SnapshotBars) -> dict[str, Any]:
+        return {"deleted": client.delete(name), "name": name}
+
+    _snapshot_run(location, kw, body, lambda r: f"deleted {name}")
+
+
+@snapshot_group.command("copy")
+@click.argument("src")
+@click.argument("dst")
+@click.option("--priority", type=click.Choice(["snapshot", "replica", "no_sync"]),
+              default="snapshot", show_default=True, help="Recovery priority on DST.")
+@click.option("--workdir", metavar="DIR", help="Where the snapshot file is kept between "
+              "download and upload (default: the system's temporary directory).")
+@click.option("--keep", is_flag=True, help="Keep the snapshot on SRC and the local file.")
+@click.option("--dst-api-key-env", metavar="NAME", help="Variable holding DST's API key "
+              "(default: the same as SRC's).")
+@click.option("--api-key-env", metavar="NAME", help="Environment variable holding the API "
+              "key (default QDRANT_API_KEY).")
+@click.option("--timeout", type=float, metavar="SECONDS",
+              help="Per-request timeout (default 300).")
+@click.option("--max-retries", type=click.IntRange(min=0),
+              help="Retries of a transient failure (default 6).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+def snapshot_copy_cmd(src: str, dst: str, priority: str, workdir: str | None, keep: bool,
+                      dst_api_key_env: str | None, api_key_env: str | None,
+                      timeout: float | None, max_retries: int | None, quiet: bool,
+                      as_json: bool) -> None:
+    """Copy collection SRC to DST through a snapshot: create -> download (SHA-256 checked)
+    -> upload (checksum sent) -> count check. Exit 4 when the counts differ."""
+
+    def run() -> int:
+        from vecferry.snapshots import copy_collection
+
+        bars = _SnapshotBars(quiet)
+        try:
+            report = copy_collection(src, dst, priority=priority, workdir=workdir, keep=keep,
+                                     api_key_env=api_key_env, dst_api_key_env=dst_api_key_env,
+                                     timeout=timeout, max_retries=max_retries, progress=bars)
+        finally:
+            bars.close()
+        if as_json:
+            _emit_json(report)
+        elif not quiet:
+            steps = report["steps"]
+            _err(f"copied {report['from']} -> {report['to']} via snapshot "
+                 f"{steps['create']['name']} ({steps['download']['bytes']:,} bytes, sha256 "
+                 f"{steps['download']['sha256']}) in {report['seconds']:.2f} s; "
+                 f"{report['destination_count']} points on both sides")
+        return EXIT_OK
+
+    _run(run, as_json)
 
 
 @main.command("formats")

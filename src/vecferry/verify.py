@@ -4,7 +4,13 @@
 spilling ``(id hash, id, vector hash, payload hash)`` per point to hash partitions on disk.
 Equal counts and digests prove the two sides hold the same points; otherwise the partitions
 are joined one at a time to name the ids missing on either side and the ids whose vector or
-payload differs, with memory bounded by one partition (``memory_rows``), not by the id set.
+payload differs, with memory bounded by one partition (``memory_rows``), not by the id set:
+a partition that outgrows ``memory_rows`` (the counts were unknown, or hashing was uneven) is
+split again by another hash before it is loaded. The report (counts, examples) does not depend
+on how the ids were partitioned: examples are the lowest ids of each kind of difference.
+
+With ``tolerance`` dense vectors are compared by maximum absolute error; sparse and multi
+vectors, and which vectors a point has, are still compared exactly.
 
 ``verify(archive)`` with one location recomputes the digest a file writer recorded in the
 manifest and compares, proving a file intact without its source; it also counts duplicate ids.
@@ -16,6 +22,7 @@ stream); recall@k must reach ``min_recall``. A side with its own search also rep
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import shutil
@@ -32,15 +39,39 @@ import pyarrow.ipc as ipc
 
 from vecferry.converters import open_reader, resolve
 from vecferry.converters.base import Context
-from vecferry.digest import ALGORITHM, StreamDigest, point_hashes, point_parts
+from vecferry.digest import (
+    ALGORITHM,
+    StreamDigest,
+    _bytes_hash,
+    _mix,
+    point_hashes,
+    point_parts,
+    vector_hashes,
+)
 from vecferry.errors import UsageError
 from vecferry.stream import ID_COLUMN, Manifest, decode_ids, manifest_of
 
 DEFAULT_MIN_RECALL = 0.99
 MEMORY_ROWS = 2_000_000
 EXAMPLES = 10
+#: how many times an oversized partition may be split again (each split at least halves it)
+MAX_SPLITS = 16
+#: key: id hash; hv / hp: vectors / payload hash; hx (tolerance only): hash of the sparse and
+#: multi vectors and of which dense vectors the point has; vec (tolerance only): dense float32
 _SPILL = pa.schema([("key", pa.uint64()), ("id", pa.string()), ("hv", pa.uint64()),
-                    ("hp", pa.uint64()), ("vec", pa.binary())])
+                    ("hp", pa.uint64()), ("hx", pa.uint64()), ("vec", pa.binary())])
+
+
+def _write_parts(batch: pa.RecordBatch, part: np.ndarray, path_of: Any,
+                 writers: dict[int, ipc.RecordBatchStreamWriter], rows: dict[int, int]) -> None:
+    for p in np.unique(part):
+        p = int(p)
+        w = writers.get(p)
+        if w is None:
+            w = writers[p] = ipc.new_stream(str(path_of(p)), _SPILL)
+        sub = batch.filter(pa.array(part == p))
+        w.write_batch(sub)
+        rows[p] = rows.get(p, 0) + sub.num_rows
 
 
 class _Spill:
@@ -49,33 +80,103 @@ class _Spill:
     def __init__(self, directory: Path, side: str, partitions: int):
         self.dir, self.side, self.partitions = directory, side, partitions
         self.writers: dict[int, ipc.RecordBatchStreamWriter] = {}
+        self.rows: dict[int, int] = {}
+
+    def path(self, p: int) -> Path:
+        return self.dir / f"{self.side}-{p}.arrow"
 
     def add(self, keys: np.ndarray, ids: list[Any], hv: np.ndarray, hp: np.ndarray,
-            vecs: list[bytes] | None) -> None:
+            hx: np.ndarray | None, vecs: list[bytes] | None) -> None:
         part = (keys % np.uint64(self.partitions)).astype(np.int64)
+        n = len(keys)
         batch = pa.record_batch([
             pa.array(keys, pa.uint64()),
             pa.array([json.dumps(i) for i in ids], pa.string()),
             pa.array(hv, pa.uint64()), pa.array(hp, pa.uint64()),
-            pa.array(vecs if vecs is not None else [None] * len(keys), pa.binary()),
+            pa.array(hx if hx is not None else np.zeros(n, np.uint64), pa.uint64()),
+            pa.array(vecs if vecs is not None else [None] * n, pa.binary()),
         ], schema=_SPILL)
-        for p in np.unique(part):
-            w = self.writers.get(int(p))
-            if w is None:
-                w = ipc.new_stream(str(self.dir / f"{self.side}-{p}.arrow"), _SPILL)
-                self.writers[int(p)] = w
-            w.write_batch(batch.filter(pa.array(part == p)))
+        _write_parts(batch, part, self.path, self.writers, self.rows)
 
     def close(self) -> None:
         for w in self.writers.values():
             w.close()
 
-    def load(self, p: int) -> pa.Table:
-        path = self.dir / f"{self.side}-{p}.arrow"
-        if not path.exists():
-            return _SPILL.empty_table()
-        with ipc.open_stream(str(path)) as r:
-            return r.read_all()
+
+def _load(path: Path | None) -> pa.Table:
+    if path is None or not path.exists():
+        return _SPILL.empty_table()
+    with ipc.open_stream(str(path)) as r:
+        table = r.read_all()
+    path.unlink()  # each piece is read once: free the disk as the join goes
+    return table
+
+
+def _split(path: Path | None, parts: int, level: int, prefix: Path
+           ) -> list[tuple[Path | None, int]]:
+    """Stream one partition file into ``parts`` files by a hash of the key that is
+    independent of the partitioning before (``level``); returns (path, rows) per part."""
+    if path is None or not path.exists():
+        return [(None, 0)] * parts
+    writers: dict[int, ipc.RecordBatchStreamWriter] = {}
+    rows: dict[int, int] = {}
+    salt = np.uint64((0x9E3779B97F4A7C15 * level) % 2**64)
+    with ipc.open_stream(str(path)) as r:
+        for batch in r:
+            keys = batch.column("key").to_numpy()
+            with np.errstate(over="ignore"):
+                part = (_mix(keys ^ salt) % np.uint64(parts)).astype(np.int64)
+            _write_parts(batch, part, lambda p: Path(f"{prefix}.{p}.arrow"), writers, rows)
+    for w in writers.values():
+        w.close()
+    path.unlink()
+    return [(Path(f"{prefix}.{p}.arrow") if p in rows else None, rows.get(p, 0))
+            for p in range(parts)]
+
+
+def _pieces(spills: list[_Spill], memory_rows: int) -> Iterator[list[pa.Table]]:
+    """The spilled records, one table per side, for one set of keys at a time.
+
+    Every key is in exactly one piece; a piece holds at most ``memory_rows`` records per side
+    unless it cannot be split further (one id repeated more than ``memory_rows`` times).
+    """
+    stack: list[tuple[list[tuple[Path | None, int]], int, str]] = [
+        ([(s.path(p) if p in s.rows else None, s.rows.get(p, 0)) for s in spills], 1, str(p))
+        for p in reversed(range(spills[0].partitions))]
+    while stack:
+        files, level, name = stack.pop()
+        largest = max(rows for _, rows in files)
+        if largest > memory_rows and level <= MAX_SPLITS:
+            parts = max(2, math.ceil(largest / memory_rows))
+            split = [_split(path, parts, level, spills[0].dir / f"s{i}-{name}")
+                     for i, (path, _) in enumerate(files)]
+            for p in reversed(range(parts)):
+                sub = [side[p] for side in split]
+                # a part as large as before is one id repeated: no split can help it
+                stuck = max(rows for _, rows in sub) >= largest
+                stack.append((sub, MAX_SPLITS + 1 if stuck else level + 1, f"{name}.{p}"))
+            continue
+        yield [_load(path) for path, _ in files]
+
+
+def _id_order(id_value: Any) -> tuple[bool, Any]:
+    """Sort key over mixed ids: integers first, then strings."""
+    return (isinstance(id_value, str), id_value)
+
+
+class _Examples:
+    """The ``EXAMPLES`` lowest ids seen, whatever order they come in."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def add(self, id_value: Any) -> None:
+        self.items.append(id_value)
+        if len(self.items) > 4 * EXAMPLES:
+            self.items = heapq.nsmallest(EXAMPLES, self.items, key=_id_order)
+
+    def result(self) -> list[Any]:
+        return heapq.nsmallest(EXAMPLES, self.items, key=_id_order)
 
 
 class _Side:
@@ -89,7 +190,11 @@ class _Side:
         self.manifest: Manifest = manifest_of(self.reader.schema)
         self.digest = StreamDigest(self.manifest)
         self.duplicates = 0
-        self.duplicate_examples: list[Any] = []
+        self._duplicate_examples = _Examples()
+
+    @property
+    def duplicate_examples(self) -> list[Any]:
+        return self._duplicate_examples.result()
 
     def close(self) -> None:
         self.reader.close()
@@ -100,22 +205,51 @@ class _Side:
                 "duplicate_examples": self.duplicate_examples}
 
 
-def _canonical_vectors(batch: pa.RecordBatch, manifest: Manifest) -> list[bytes]:
-    """Each point's dense vectors as float32 bytes (name order), for tolerance comparison."""
+def _tolerance_parts(batch: pa.RecordBatch, manifest: Manifest
+                     ) -> tuple[np.ndarray, list[bytes]]:
+    """What tolerance compares: (hash of everything but the dense values, dense values).
+
+    The hash covers the sparse and multi vectors and which dense vectors a point has, all
+    compared exactly; the bytes are each point's dense vectors as float32 (name order), a
+    missing one as NaN.
+    """
+    n = batch.num_rows
+    exact = np.zeros(n, dtype=np.uint64)
     parts = []
     for spec in sorted(manifest.vectors, key=lambda v: v.name):
-        if spec.kind != "dense":
-            continue
         col = batch.column(spec.column)
-        if col.null_count:
-            col = col.fill_null(pa.scalar([float("nan")] * spec.size, col.type))
+        if spec.kind != "dense":
+            with np.errstate(over="ignore"):
+                exact += vector_hashes(col, spec)
+            continue
+        valid = col.is_valid().to_numpy(zero_copy_only=False)
+        # only which dense vectors are present: their values are compared with tolerance
+        present = _mix(np.array([_bytes_hash(f"present\x00{spec.name}".encode())], np.uint64))
+        with np.errstate(over="ignore"):
+            exact += np.where(valid, present[0], np.uint64(0))
+        if col.null_count:  # zeros first: NaN does not fit every datatype (uint8)
+            col = col.fill_null(pa.scalar([0] * spec.size, col.type))
         mat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(
-            len(col), spec.size)
+            n, spec.size)
+        mat[~valid] = np.nan
         parts.append(mat)
     if not parts:
-        return [b""] * batch.num_rows
+        return exact, [b""] * n
     full = np.concatenate(parts, axis=1)
-    return [row.tobytes() for row in full]
+    return exact, [row.tobytes() for row in full]
+
+
+def _max_abs_error(a: bytes, b: bytes) -> float:
+    """Largest absolute difference of two points' dense values; NaN (no vector) on both sides
+    at the same place is equal, on one side only is infinitely different."""
+    va, vb = np.frombuffer(a, np.float32), np.frombuffer(b, np.float32)
+    if va.size != vb.size:
+        return math.inf
+    na, nb = np.isnan(va), np.isnan(vb)
+    if (na != nb).any():
+        return math.inf
+    diff = np.abs(va[~na].astype(np.float64) - vb[~na].astype(np.float64))
+    return float(diff.max()) if diff.size else 0.0
 
 
 def _scan(side: _Side, spill: _Spill | None, batch_size: int, tolerance: float | None,
@@ -127,8 +261,9 @@ def _scan(side: _Side, spill: _Spill | None, batch_size: int, tolerance: float |
         side.digest.count += batch.num_rows
         if spill is not None:
             ids = decode_ids(batch.column(ID_COLUMN), side.manifest.id_kind)
-            vecs = _canonical_vectors(batch, side.manifest) if tolerance is not None else None
-            spill.add(hid, ids, hv, hp, vecs)
+            hx, vecs = (_tolerance_parts(batch, side.manifest) if tolerance is not None
+                        else (None, None))
+            spill.add(hid, ids, hv, hp, hx, vecs)
         if on_batch is not None:
             on_batch(batch)
     if spill is not None:
@@ -155,23 +290,23 @@ def _dedupe(table: pa.Table, side: _Side) -> pa.Table:
                 keep[i] = False
             else:
                 seen.add(k)
-                if len(side.duplicate_examples) < EXAMPLES:
-                    side.duplicate_examples.append(json.loads(table.column("id")[i].as_py()))
+                side._duplicate_examples.add(json.loads(table.column("id")[i].as_py()))
     return table.filter(pa.array(keep))
 
 
 def _compare_partitions(src: _Side, dst: _Side, s_spill: _Spill, d_spill: _Spill,
-                        tolerance: float | None, diff_path: str | None) -> dict[str, Any]:
+                        tolerance: float | None, diff_path: str | None,
+                        memory_rows: int) -> dict[str, Any]:
     found = {"missing_in_destination": 0, "extra_in_destination": 0, "vector_differs": 0,
              "payload_differs": 0}
-    examples: dict[str, list[Any]] = {k: [] for k in found}
+    examples = {k: _Examples() for k in found}
     max_err = 0.0
     largest = 0
     out = open(diff_path, "w", encoding="utf-8") if diff_path else None  # noqa: SIM115
     try:
-        for p in range(s_spill.partitions):
-            a = _dedupe(s_spill.load(p), src)
-            b = _dedupe(d_spill.load(p), dst)
+        for a, b in _pieces([s_spill, d_spill], memory_rows):
+            a = _dedupe(a, src)
+            b = _dedupe(b, dst)
             largest = max(largest, a.num_rows, b.num_rows)
             ka, kb = a.column("key").to_numpy(), b.column("key").to_numpy()
             ia = {int(k): i for i, k in enumerate(ka)}
@@ -185,27 +320,29 @@ def _compare_partitions(src: _Side, dst: _Side, s_spill: _Spill, d_spill: _Spill
                 if a.column("hp")[i].as_py() != b.column("hp")[j].as_py():
                     rows.append(("payload_differs", a.column("id")[i].as_py()))
                 if a.column("hv")[i].as_py() != b.column("hv")[j].as_py():
-                    if tolerance is not None:
-                        va = np.frombuffer(a.column("vec")[i].as_py(), np.float32)
-                        vb = np.frombuffer(b.column("vec")[j].as_py(), np.float32)
-                        err = float(np.max(np.abs(va - vb))) if va.size == vb.size else math.inf
-                        max_err = max(max_err, err)
+                    if (tolerance is not None
+                            and a.column("hx")[i].as_py() == b.column("hx")[j].as_py()):
+                        err = _max_abs_error(a.column("vec")[i].as_py(),
+                                             b.column("vec")[j].as_py())
                         if err <= tolerance:
+                            max_err = max(max_err, err)
                             continue
+                        if math.isfinite(err):
+                            max_err = max(max_err, err)
                     rows.append(("vector_differs", a.column("id")[i].as_py()))
             for k, j in ib.items():
                 if k not in ia:
                     rows.append(("extra_in_destination", b.column("id")[j].as_py()))
             for kind, id_text in rows:
                 found[kind] += 1
-                if len(examples[kind]) < EXAMPLES:
-                    examples[kind].append(json.loads(id_text))
+                examples[kind].add(json.loads(id_text))
                 if out is not None:
                     out.write(f'{{"id":{id_text},"status":"{kind}"}}\n')
     finally:
         if out is not None:
             out.close()
-    return {**found, "examples": {k: v for k, v in examples.items() if v},
+    shown = {k: e.result() for k, e in examples.items()}
+    return {**found, "examples": {k: v for k, v in shown.items() if v},
             "largest_partition_rows": largest,
             **({"max_abs_error": max_err} if tolerance is not None else {})}
 
@@ -258,12 +395,16 @@ def _scores(queries: np.ndarray, mat: np.ndarray, distance: str) -> np.ndarray:
 
 
 class _BruteForce:
-    """Exact top-k over a stream, memory bounded by k and the batch."""
+    """Exact top-k over a stream, memory bounded by k and the batch.
+
+    Also keeps the ids whose score ties the k-th best (``ties``): duplicate vectors are
+    common, and an index may rank equal scores in another order, which is just as right.
+    """
 
     def __init__(self, queries: np.ndarray, k: int, column: str, distance: str, id_kind: str):
         self.q, self.k, self.column, self.distance, self.id_kind = (
             queries.astype(np.float64), k, column, distance, id_kind)
-        self.best_scores = np.full((len(queries), 0), -np.inf)
+        self.best_scores: list[np.ndarray] = [np.empty(0) for _ in range(len(queries))]
         self.best_ids: list[list[Any]] = [[] for _ in range(len(queries))]
 
     def __call__(self, batch: pa.RecordBatch) -> None:
@@ -276,16 +417,24 @@ class _BruteForce:
         mat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float64).reshape(
             len(col), -1)
         ids = decode_ids(sub.column(ID_COLUMN), self.id_kind)
-        scores = np.concatenate([self.best_scores, _scores(self.q, mat, self.distance)], axis=1)
+        scores = _scores(self.q, mat, self.distance)
         for qi in range(len(self.q)):
+            pool = np.concatenate([self.best_scores[qi], scores[qi]])
             pool_ids = self.best_ids[qi] + ids
-            top = np.argsort(-scores[qi], kind="stable")[: self.k]
-            self.best_ids[qi] = [pool_ids[t] for t in top]
-        width = min(self.k, scores.shape[1])
-        self.best_scores = np.stack([np.sort(scores[qi])[::-1][:width]
-                                     for qi in range(len(self.q))])
+            order = np.argsort(-pool, kind="stable")
+            if len(order) > self.k:
+                kth = pool[order[self.k - 1]]
+                rest = order[self.k:]
+                order = np.concatenate([order[: self.k], rest[pool[rest] >= kth]])
+            # scores and ids kept in the same order, so they stay aligned batch after batch
+            self.best_scores[qi] = pool[order]
+            self.best_ids[qi] = [pool_ids[t] for t in order]
 
     def result(self) -> list[list[Any]]:
+        return [ids[: self.k] for ids in self.best_ids]
+
+    def ties(self) -> list[list[Any]]:
+        """Per query the top k and every id tied with the k-th score."""
         return self.best_ids
 
 
@@ -295,8 +444,9 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
 
 
 def _search_side(side: _Side, queries: np.ndarray, k: int, vector: str, distance: str,
-                 batch_size: int, fmt_options: dict[str, Any]) -> tuple[list[list[Any]],
-                                                                        dict | None]:
+                 batch_size: int, fmt_options: dict[str, Any]
+                 ) -> tuple[list[list[Any]], dict | None, list[list[Any]]]:
+    """(top-k ids, latency percentiles or None, top-k plus ids tied with the k-th)."""
     search = getattr(side.reader, "search", None)
     if search is not None:
         results, latencies = [], []
@@ -304,7 +454,7 @@ def _search_side(side: _Side, queries: np.ndarray, k: int, vector: str, distance
             t0 = time.perf_counter()
             results.append(search(q[None, :], k, vector)[0])
             latencies.append((time.perf_counter() - t0) * 1000)
-        return results, _percentiles(latencies)
+        return results, _percentiles(latencies), results  # an index reports no ties
     # No index: exact search over a fresh pass of the stream.
     reader = open_reader(side.location, format=side.format, context=Context("fail"),
                          **fmt_options)
@@ -313,7 +463,7 @@ def _search_side(side: _Side, queries: np.ndarray, k: int, vector: str, distance
         brute = _BruteForce(queries, k, spec.column, distance, side.manifest.id_kind)
         for batch in reader.batches(batch_size):
             brute(batch)
-        return brute.result(), None
+        return brute.result(), None, brute.ties()
     finally:
         reader.close()
 
@@ -323,6 +473,10 @@ def _pick_vector(src: Manifest, dst: Manifest | None, name: str | None) -> str |
     if name is not None:
         if name not in dense_src:
             raise UsageError(f"no dense vector named {name!r} (dense vectors: {dense_src})")
+        dense_dst = [v.name for v in dst.vectors if v.kind == "dense"] if dst else [name]
+        if name not in dense_dst:
+            raise UsageError(f"the destination has no dense vector named {name!r} (its dense "
+                             f"vectors: {dense_dst})")
         return name
     for n in dense_src:
         if dst is None or any(v.name == n and v.kind == "dense" for v in dst.vectors):
@@ -345,18 +499,30 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
     """
     if k <= 0 or queries < 0:
         raise UsageError("k must be positive and queries not negative")
+    if memory_rows <= 0:
+        raise UsageError("memory_rows must be positive")
     if dst is None:
-        return _verify_archive(src, from_format, batch_size, src_options or {})
+        return _verify_archive(src, from_format, batch_size, src_options or {}, memory_rows)
     started = time.perf_counter()
     a = _Side(src, from_format, src_options or {})
-    b = _Side(dst, to_format, dst_options or {})
+    try:
+        b = _Side(dst, to_format, dst_options or {})
+    except BaseException:
+        a.close()  # a local-mode folder stays locked otherwise
+        raise
     tmp = Path(tempfile.mkdtemp(prefix="vecferry-verify-"))
     problems: list[str] = []
     try:
+        if diff:
+            # Truncated now: a diff file left by an earlier run must not outlive "identical".
+            Path(diff).write_text("", encoding="utf-8")
         counts = [c for c in (a.reader.count(), b.reader.count()) if c is not None]
+        # Unknown counts start at 8 partitions; oversized ones are split again when joined.
         partitions = max(1, math.ceil(max(counts, default=memory_rows * 8) / memory_rows))
         sa, sb = _Spill(tmp, "src", partitions), _Spill(tmp, "dst", partitions)
-        name = _pick_vector(a.manifest, b.manifest, vector) if queries else None
+        # checked even without queries: a wrong --vector is a mistake either way
+        picked = _pick_vector(a.manifest, b.manifest, vector)
+        name = picked if queries else None
         reservoir = _Reservoir(queries, a.manifest.vector(name).column) if name is not None \
             else None
         _scan(a, sa, batch_size, tolerance, reservoir)
@@ -367,7 +533,7 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
         same = a.digest.total == b.digest.total and a.digest.count == b.digest.count
         details: dict[str, Any] = {}
         if not same:
-            details = _compare_partitions(a, b, sa, sb, tolerance, diff)
+            details = _compare_partitions(a, b, sa, sb, tolerance, diff, memory_rows)
             for key in ("missing_in_destination", "extra_in_destination", "vector_differs",
                         "payload_differs"):
                 if details[key]:
@@ -398,7 +564,7 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
         "digests_match": a.digest.total == b.digest.total,
         "counts_match": a.digest.count == b.digest.count,
         **({"diff": details} if details else {}),
-        **({"diff_file": diff} if diff and details else {}),
+        **({"diff_file": diff} if diff else {}),
         **({"search": search} if search else {}),
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -410,10 +576,15 @@ def _parity(a: _Side, b: _Side, queries: np.ndarray, k: int, vector: str, min_re
     spec_a = a.manifest.vector(vector)
     # One metric for both sides: the index's own when there is one, so brute force agrees.
     distance = (spec_b.distance if spec_b and spec_b.distance else spec_a.distance) or "Euclid"
-    ra, la = _search_side(a, queries, k, vector, distance, batch_size, a_opts)
-    rb, lb = _search_side(b, queries, k, vector, distance, batch_size, b_opts)
-    recalls = [len({json.dumps(i) for i in x} & {json.dumps(i) for i in y}) / max(1, len(x))
-               for x, y in zip(ra, rb, strict=True)]
+    ra, la, ta = _search_side(a, queries, k, vector, distance, batch_size, a_opts)
+    rb, lb, tb = _search_side(b, queries, k, vector, distance, batch_size, b_opts)
+
+    def keys(ids: list[Any]) -> set[str]:
+        return {json.dumps(i) for i in ids}
+
+    # A hit is an id the other side also ranks in its top k or ties with its k-th result.
+    recalls = [max(len(keys(y) & keys(xt)), len(keys(x) & keys(yt))) / max(1, len(x))
+               for x, y, xt, yt in zip(ra, rb, ta, tb, strict=True)]
     recall = float(np.mean(recalls)) if recalls else 1.0
     out: dict[str, Any] = {"queries": len(queries), "k": k, "vector": vector or "(unnamed)",
                            "distance": distance, "recall": round(recall, 6),
@@ -425,18 +596,18 @@ def _parity(a: _Side, b: _Side, queries: np.ndarray, k: int, vector: str, min_re
 
 
 def _verify_archive(location: str, fmt: str | None, batch_size: int,
-                    options: dict[str, Any]) -> dict[str, Any]:
+                    options: dict[str, Any], memory_rows: int) -> dict[str, Any]:
     started = time.perf_counter()
     side = _Side(location, fmt, options)
     recorded = side.manifest.digest
     tmp = Path(tempfile.mkdtemp(prefix="vecferry-verify-"))
     problems: list[str] = []
     try:
-        count = side.reader.count() or MEMORY_ROWS
-        spill = _Spill(tmp, "src", max(1, math.ceil(count / MEMORY_ROWS)))
+        count = side.reader.count() or memory_rows * 8
+        spill = _Spill(tmp, "src", max(1, math.ceil(count / memory_rows)))
         _scan(side, spill, batch_size, None)
-        for p in range(spill.partitions):
-            _dedupe(spill.load(p), side)
+        for (table,) in _pieces([spill], memory_rows):
+            _dedupe(table, side)
     finally:
         side.close()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,834 @@
+"""``vecferry verify``: counts, digests, the per-id diff, tolerance, search parity, archives, CLI.
+
+Every difference is made on purpose in a copy written here (N=37, dim 8) and must be found and
+named by id; every correct copy must pass. Digests must agree across formats, batch sizes and
+point order. Qdrant sides use local mode and Edge in ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import vecferry
+from roundtrip import NS, Dataset, batches_of, make_jsonl_without_sidecar, write_points
+from vecferry.cli import main
+from vecferry.converters import open_reader
+from vecferry.digest import StreamDigest, canonical_payload
+from vecferry.errors import InputError, UsageError
+from vecferry.stream import MANIFEST_KEY, VectorSpec, manifest_of, rebatch
+from vecferry.verify import iter_diff, verify
+
+N, DIM, MDIM = 37, 8, 3
+KINDS = ("missing_in_destination", "extra_in_destination", "vector_differs", "payload_differs")
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+needs_qdrant = pytest.mark.skipif(not (has("qdrant_client") and has("qdrant_edge")),
+                                  reason="needs qdrant-client and qdrant-edge")
+
+
+# ------------------------------------------------------------------------------------ datasets
+
+
+def f32(values: Any) -> list[float]:
+    return [float(x) for x in np.asarray(values, dtype=np.float32)]
+
+
+def ulp(value: float) -> float:
+    """The next float32 after ``value``: the smallest change a vector can have."""
+    return float(np.nextafter(np.float32(value), np.float32(np.inf)))
+
+
+def pid(i: int, strings: bool = False) -> Any:
+    """Mixed ids: non-sequential integers and UUIDs (one starting with digits); or strings
+    that are not UUIDs (Qdrant keeps them as UUIDv5 with the original in the payload)."""
+    if strings:
+        return ["007", "ü-ñ-山", "with space"][i] if i < 3 else f"doc-{i:03d}"
+    if i % 3:
+        return i * 7919 + 2**33
+    return "12345678-1234-4234-8234-123456789abc" if i == 3 else str(uuid.uuid5(NS, f"v{i}"))
+
+
+def full(n: int = N, seed: int = 11, dense_only: bool = False,
+         strings: bool = False) -> Dataset:
+    """Named dense ``d`` (Dot) on every point, sparse ``s`` on odd points, multi ``mv`` on
+    every fifth; mixed int + UUID ids; payloads with a big integer, nesting and text. Every part
+    of it survives Qdrant local mode and Edge exactly."""
+    rng = np.random.default_rng(seed)
+    points = []
+    for i in range(n):
+        vec: dict[str, Any] = {"d": f32(rng.standard_normal(DIM))}
+        if not dense_only:
+            if i % 2:
+                vec["s"] = {"indices": [1, 5 + i, 100 + 3 * i],
+                            "values": f32(rng.standard_normal(3))}
+            if i % 5 == 0:
+                vec["mv"] = [f32(r) for r in rng.standard_normal((1 + i % 3, MDIM))]
+        payload = {"i": i, "tag": "abc"[i % 3], "big": 2**63 + i, "nested": {"a": [1, {"b": None}]},
+                   "t": "é" * (i % 4)}
+        points.append({"id": pid(i, strings), "vector": vec, "payload": payload})
+    points[1]["vector"]["d"][0] = 0.0  # for the -0.0 case
+    specs = [VectorSpec("d", "dense", DIM, distance="Dot")]
+    if not dense_only:
+        specs += [VectorSpec("s", "sparse"), VectorSpec("mv", "multi", MDIM, distance="Euclid")]
+    return Dataset("dense" if dense_only else "full", specs,
+                   "string" if strings else "mixed", points)
+
+
+def changed(ds: Dataset, **changes: Any) -> Dataset:
+    """A deep copy of ``ds`` with points dropped (``drop``), added (``add``) or edited
+    (``edit``: {row: function(point)})."""
+    out = copy.deepcopy(ds)
+    for row, fn in changes.get("edit", {}).items():
+        fn(out.points[row])
+    drop = set(changes.get("drop", ()))
+    out.points = [p for i, p in enumerate(out.points) if i not in drop] + changes.get("add", [])
+    return out
+
+
+def new_point(key: str) -> dict[str, Any]:
+    return {"id": str(uuid.uuid5(NS, key)), "vector": {"d": [0.25] * DIM},
+            "payload": {"new": key}}
+
+
+def write(ds: Dataset, location: str) -> str:
+    write_points(location, ds)
+    return location
+
+
+def canonical(point: dict[str, Any]) -> str:
+    """JSON that tells 1 from 1.0 and 0.0 from -0.0."""
+    return json.dumps(point, sort_keys=True)
+
+
+def rewrite_parquet(table: pa.Table, like: str, out: str) -> None:
+    """Write ``table`` with the manifest (and so the digest) ``like`` records, as a tool that
+    edits a vecferry Parquet file and keeps its key-value metadata would."""
+    manifest = pq.read_metadata(like).metadata[MANIFEST_KEY]
+    pq.write_table(table.replace_schema_metadata({MANIFEST_KEY: manifest}), out)
+
+
+def diff_lines(path: Path) -> list[tuple[Any, str]]:
+    return sorted(((d["id"], d["status"]) for d in iter_diff(str(path))), key=repr)
+
+
+def pair(tmp_path: Path, dst: Dataset, src_ext: str = ".parquet", dst_ext: str = ".jsonl"
+         ) -> tuple[str, str]:
+    return (write(full(), f"{tmp_path}/src{src_ext}"), write(dst, f"{tmp_path}/dst{dst_ext}"))
+
+
+# ---------------------------------------------------------------------------------- the diff
+
+
+def test_a_correct_copy_passes(tmp_path: Path) -> None:
+    src, dst = pair(tmp_path, full())
+    report = verify(src, dst, diff=str(tmp_path / "diff.jsonl"))
+    assert report["ok"] is True and report["problems"] == [] and report["warnings"] == []
+    assert report["digests_match"] and report["counts_match"]
+    assert report["source"]["count"] == report["destination"]["count"] == N
+    assert report["source"]["digest"] == report["destination"]["digest"]
+    assert "diff" not in report
+    assert report["search"]["recall"] == 1.0 and report["search"]["vector"] == "d"
+    # asking for a diff file always leaves one: empty when nothing differs
+    assert (tmp_path / "diff.jsonl").read_text() == ""
+    result = run("verify", src, dst)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert "verified: identical" in result.stderr
+
+
+def test_missing_extra_ulp_and_payload_are_each_named(tmp_path: Path) -> None:
+    ds = full()
+    missing, ulp_row, payload_row = ds.points[4]["id"], 7, 9
+    extra = new_point("extra")
+
+    def nudge(p: dict[str, Any]) -> None:
+        p["vector"]["d"][3] = ulp(p["vector"]["d"][3])
+
+    def retag(p: dict[str, Any]) -> None:
+        p["payload"]["tag"] = "changed"
+
+    src, dst = pair(tmp_path, changed(ds, drop=[4], add=[extra],
+                                      edit={ulp_row: nudge, payload_row: retag}))
+    diff_file = tmp_path / "diff.jsonl"
+    report = verify(src, dst, diff=str(diff_file), queries=0)
+    assert report["ok"] is False and report["counts_match"] and not report["digests_match"]
+    d = report["diff"]
+    assert {k: d[k] for k in KINDS} == dict.fromkeys(KINDS, 1)
+    assert d["examples"] == {"missing_in_destination": [missing],
+                             "extra_in_destination": [extra["id"]],
+                             "vector_differs": [ds.points[ulp_row]["id"]],
+                             "payload_differs": [ds.points[payload_row]["id"]]}
+    assert report["diff_file"] == str(diff_file)
+    assert diff_lines(diff_file) == sorted([
+        (missing, "missing_in_destination"), (extra["id"], "extra_in_destination"),
+        (ds.points[ulp_row]["id"], "vector_differs"),
+        (ds.points[payload_row]["id"], "payload_differs")], key=repr)
+    assert f"1 missing in destination: {missing!r}" in report["problems"]
+    assert f"1 vector differs: {ds.points[ulp_row]['id']!r}" in report["problems"]
+
+    result = run("verify", src, dst, "--diff", str(tmp_path / "cli.jsonl"), "--queries", "0")
+    assert result.exit_code == 4
+    assert diff_lines(tmp_path / "cli.jsonl") == diff_lines(diff_file)
+    assert f"differs: 1 extra in destination: {extra['id']!r}" in result.stderr
+    assert "verification FAILED" in result.stderr
+
+
+def _set(path: tuple, value: Any):
+    def edit(p: dict[str, Any]) -> None:
+        target = p
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value(target[path[-1]]) if callable(value) else value
+    return edit
+
+
+#: one change each, in the row given: what verify must call it
+SINGLE = {
+    "ulp_dense": (7, _set(("vector", "d", 5), ulp), "vector_differs"),
+    "negative_zero": (1, _set(("vector", "d", 0), -0.0), "vector_differs"),
+    "ulp_sparse_value": (5, _set(("vector", "s", "values", 1), ulp), "vector_differs"),
+    "sparse_index": (5, _set(("vector", "s", "indices", 2), lambda x: x + 1), "vector_differs"),
+    "ulp_multi": (10, _set(("vector", "mv", 0, 2), ulp), "vector_differs"),
+    "multi_row_order": (2 * 5, _set(("vector", "mv"), lambda rows: rows[::-1]),
+                        "vector_differs"),
+    "vector_dropped": (3, lambda p: p["vector"].pop("s"), "vector_differs"),
+    "int_becomes_float": (6, _set(("payload", "i"), float), "payload_differs"),
+    "nested_value": (8, _set(("payload", "nested", "a", 0), 2), "payload_differs"),
+    "payload_removed": (12, _set(("payload",), None), "payload_differs"),
+    "key_added": (13, _set(("payload", "extra"), True), "payload_differs"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SINGLE))
+def test_one_change_is_found_and_named(tmp_path: Path, case: str) -> None:
+    row, edit, status = SINGLE[case]
+    ds = full()
+    dst = changed(ds, edit={row: edit})
+    assert canonical(dst.points[row]) != canonical(ds.points[row])
+    src, dst_loc = pair(tmp_path, dst)
+    report = verify(src, dst_loc, queries=0, diff=str(tmp_path / "d.jsonl"))
+    assert report["ok"] is False and report["counts_match"]
+    assert report["diff"]["examples"] == {status: [ds.points[row]["id"]]}
+    assert diff_lines(tmp_path / "d.jsonl") == [(ds.points[row]["id"], status)]
+
+
+def test_payload_key_order_and_missing_vs_empty_payload_are_not_differences(
+        tmp_path: Path) -> None:
+    ds = full()
+
+    def reorder(p: dict[str, Any]) -> None:
+        p["payload"] = dict(reversed(list(p["payload"].items())))
+
+    src = changed(ds, edit={0: _set(("payload",), {})})
+    dst = changed(ds, edit={0: _set(("payload",), None), 1: reorder})
+    a, b = write(src, f"{tmp_path}/a.jsonl"), write(dst, f"{tmp_path}/b.parquet")
+    assert verify(a, b, queries=0)["ok"] is True
+
+
+def test_a_stale_diff_file_is_replaced(tmp_path: Path) -> None:
+    src, dst = pair(tmp_path, full())
+    stale = tmp_path / "diff.jsonl"
+    stale.write_text('{"id":1,"status":"vector_differs"}\n')
+    assert verify(src, dst, diff=str(stale), queries=0)["ok"] is True
+    assert stale.read_text() == ""
+
+
+def test_duplicates_in_the_destination_are_compared_by_their_last_record(
+        tmp_path: Path) -> None:
+    ds = full()
+    dup = copy.deepcopy(ds.points[2])
+    dup["payload"]["tag"] = "second"
+    first_dup = copy.deepcopy(ds.points[11])
+    src, dst = pair(tmp_path, changed(ds, add=[first_dup, dup]))
+    report = verify(src, dst, queries=0)
+    assert report["ok"] is False
+    assert report["problems"][0] == f"counts differ: source {N}, destination {N + 2}"
+    assert report["diff"]["examples"] == {"payload_differs": [ds.points[2]["id"]]}
+    assert report["destination"]["duplicate_ids"] == 2
+    assert sorted(report["destination"]["duplicate_examples"], key=repr) == sorted(
+        [ds.points[2]["id"], ds.points[11]["id"]], key=repr)
+    assert any("2 duplicate id(s) in the destination" in w for w in report["warnings"])
+
+
+# -------------------------------------------------------------------------------- memory cap
+
+
+def _big_pair(n: int = 500) -> tuple[Dataset, Dataset]:
+    ds = full(n=n, seed=3, dense_only=True)
+
+    def nudge(p: dict[str, Any]) -> None:
+        p["vector"]["d"][0] = ulp(p["vector"]["d"][0])
+
+    edits: dict[int, Any] = {i: nudge for i in range(10, 400, 25)}  # 16: more than examples
+    edits.update({i: _set(("payload", "tag"), "x") for i in (7, 77, 177)})
+    dst = changed(ds, drop=[3, 33, 333], add=[new_point("e1"), new_point("e2")], edit=edits)
+    return ds, dst
+
+
+@pytest.mark.parametrize("layout", ["counted", "uncounted"])
+def test_the_diff_under_a_memory_cap_equals_the_uncapped_diff(tmp_path: Path,
+                                                               layout: str) -> None:
+    ds, dst = _big_pair()
+    if layout == "counted":
+        a = write(ds, f"{tmp_path}/a.parquet")
+        b = write(dst, f"{tmp_path}/b.parquet")
+    else:  # JSONL from another tool: no sidecar, so no count before reading
+        a, _ = make_jsonl_without_sidecar(ds, tmp_path / "a")
+        b, _ = make_jsonl_without_sidecar(dst, tmp_path / "b")
+    whole = verify(a, b, queries=0, diff=str(tmp_path / "whole.jsonl"))
+    capped = verify(a, b, queries=0, diff=str(tmp_path / "capped.jsonl"), memory_rows=40,
+                    batch_size=64)
+    if layout == "counted":
+        assert whole["diff"]["largest_partition_rows"] >= 500
+    assert 0 < capped["diff"]["largest_partition_rows"] <= 40
+    assert capped["diff"]["vector_differs"] == 16 and capped["diff"]["payload_differs"] == 3
+    assert capped["diff"]["missing_in_destination"] == 3
+    assert capped["diff"]["extra_in_destination"] == 2
+    for report in (whole, capped):
+        del report["diff"]["largest_partition_rows"], report["seconds"], report["diff_file"]
+    assert capped == whole  # examples too: the lowest ids, however the ids were partitioned
+    assert whole["diff"]["examples"]["vector_differs"] == [
+        pid(i) for i in range(10, 400, 25) if isinstance(pid(i), int)][:10]
+    assert diff_lines(tmp_path / "capped.jsonl") == diff_lines(tmp_path / "whole.jsonl")
+    assert len(diff_lines(tmp_path / "whole.jsonl")) == 24
+
+
+# --------------------------------------------------------------------------------- tolerance
+
+
+def _float16_copy(ds: Dataset) -> Dataset:
+    out = copy.deepcopy(ds)
+    out.vectors = [VectorSpec("d", "dense", DIM, "float16", "Dot")]
+    for p in out.points:
+        p["vector"]["d"] = [float(x) for x in np.asarray(p["vector"]["d"], np.float16)]
+    return out
+
+
+def test_tolerance_passes_a_float16_copy_that_fails_without_it(tmp_path: Path) -> None:
+    ds = full(dense_only=True)
+    src = write(ds, f"{tmp_path}/src.parquet")
+    dst = write(_float16_copy(ds), f"{tmp_path}/half.jsonl")
+    strict = verify(src, dst, queries=0)
+    assert strict["ok"] is False and strict["diff"]["vector_differs"] >= N - 2
+    loose = verify(src, dst, tolerance=0.01)
+    assert loose["ok"] is True, loose["problems"]
+    err = loose["diff"]["max_abs_error"]
+    assert 0 < err <= 0.01
+    assert loose["search"]["recall"] >= 0.99
+    too_tight = verify(src, dst, tolerance=err / 2, queries=0)
+    assert too_tight["ok"] is False and too_tight["diff"]["vector_differs"] >= 1
+    assert too_tight["diff"]["max_abs_error"] == err
+    result = run("verify", src, dst, "--tolerance", "0.01", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["diff"]["max_abs_error"] == err
+    assert run("verify", src, dst, "--queries", "0").exit_code == 4
+
+
+def test_tolerance_with_a_vector_missing_on_both_sides(tmp_path: Path) -> None:
+    """A point without ``b`` on both sides compares its ``a`` within the tolerance."""
+    rng = np.random.default_rng(5)
+    points = [{"id": i, "vector": {"a": f32(rng.standard_normal(DIM)),
+                                   **({} if i % 4 == 1 else {"b": f32(rng.standard_normal(3))})},
+               "payload": {"i": i}} for i in range(N)]
+    specs = [VectorSpec("a", "dense", DIM), VectorSpec("b", "dense", 3)]
+    src = Dataset("gaps", specs, "int", points)
+    dst = copy.deepcopy(src)
+    for p in dst.points:
+        p["vector"]["a"] = f32(np.asarray(p["vector"]["a"], np.float32) + np.float32(1e-4))
+    a, b = write(src, f"{tmp_path}/a.parquet"), write(dst, f"{tmp_path}/b.parquet")
+    assert verify(a, b, queries=0)["diff"]["vector_differs"] == N
+    report = verify(a, b, tolerance=1e-3, queries=0)
+    assert report["ok"] is True, report["problems"]
+    # a vector present on one side only is a difference whatever the tolerance
+    gone = changed(dst, edit={0: lambda p: p["vector"].pop("b")})
+    c = write(gone, f"{tmp_path}/c.parquet")
+    report = verify(a, c, tolerance=1e-3, queries=0)
+    assert report["diff"]["examples"] == {"vector_differs": [0]}
+
+
+def test_tolerance_on_uint8_with_missing_vectors(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    specs = [VectorSpec("a", "dense", DIM, "uint8"), VectorSpec("b", "dense", 2, "uint8")]
+    points = [{"id": i, "vector": {"a": [int(x) for x in rng.integers(0, 255, DIM)],
+                                   **({} if i % 3 else {"b": [i, 255 - i]})}} for i in range(N)]
+    src = Dataset("u8", specs, "int", points)
+    dst = changed(src, edit={4: _set(("vector", "a", 0), lambda x: x + 1)})
+    a, b = write(src, f"{tmp_path}/a.parquet"), write(dst, f"{tmp_path}/b.jsonl")
+    assert verify(a, b, tolerance=1, queries=0)["ok"] is True
+    report = verify(a, b, tolerance=0.5, queries=0)
+    assert report["diff"]["examples"] == {"vector_differs": [4]}
+    assert report["diff"]["max_abs_error"] == 1.0
+
+
+@pytest.mark.parametrize("case", ["ulp_sparse_value", "sparse_index", "ulp_multi",
+                                  "vector_dropped"])
+def test_tolerance_does_not_hide_sparse_or_multi_changes(tmp_path: Path, case: str) -> None:
+    """Tolerance applies to dense vectors; any other vector change is still a difference."""
+    row, edit, _ = SINGLE[case]
+    ds = full()
+    src, dst = pair(tmp_path, changed(ds, edit={row: edit}))
+    report = verify(src, dst, tolerance=0.5, queries=0)
+    assert report["ok"] is False
+    assert report["diff"]["examples"] == {"vector_differs": [ds.points[row]["id"]]}
+
+
+# ---------------------------------------------------------------------------------- digests
+
+
+def _qdrant_locations(tmp_path: Path, src: str) -> list[str]:
+    locs = [f"qdrant-local://{tmp_path}/local/docs", f"qdrant-edge://{tmp_path}/edge"]
+    for loc in locs:
+        vecferry.convert(src, loc, batch_size=10)
+    return locs
+
+
+@needs_qdrant
+@pytest.mark.parametrize(("dense_only", "strings"), [(False, False), (True, False),
+                                                     (False, True)],
+                         ids=["named-sparse-multi", "dense", "string-ids"])
+def test_digests_agree_across_every_format(tmp_path: Path, dense_only: bool,
+                                           strings: bool) -> None:
+    ds = full(dense_only=dense_only, strings=strings)
+    suffixes = [".jsonl", ".jsonl.gz", ".parquet", ".parquet/"]
+    if dense_only:
+        suffixes.append(".npy")  # a directory of .npy files: dense vectors only
+    files = [write(ds, f"{tmp_path}/p{i}{s}") for i, s in enumerate(suffixes)]
+    locations = files + _qdrant_locations(tmp_path, files[0])
+    digests = {}
+    for loc in locations:
+        report = verify(files[0], loc, queries=3, k=5)
+        assert report["ok"] is True, (loc, report["problems"])
+        digests[loc] = report["destination"]["digest"]
+        assert report["destination"]["count"] == N
+    assert len(set(digests.values())) == 1, digests
+    # what each file writer recorded is that same digest
+    for loc in files:
+        reader = open_reader(loc)
+        try:
+            recorded = reader.manifest.digest
+        finally:
+            reader.close()
+        assert recorded["value"] == digests[loc] and recorded["count"] == N
+
+
+def _digest(location: str, batch_size: int) -> str:
+    reader = open_reader(location)
+    try:
+        d = StreamDigest(manifest_of(reader.schema))
+        for batch in reader.batches(batch_size):
+            d.update(batch)
+    finally:
+        reader.close()
+    return d.as_dict()["value"]
+
+
+def test_digest_is_independent_of_batch_size_and_order(tmp_path: Path) -> None:
+    ds = full()
+    src = write(ds, f"{tmp_path}/a.parquet")
+    values = {_digest(src, b) for b in (1, 4, 10, 36, 37, 1000)}
+    assert len(values) == 1
+    # sliced batches (as rebatch cuts them) hash as whole ones
+    d = StreamDigest(ds.manifest())
+    for batch in rebatch(batches_of(ds, 7), 3):
+        d.update(batch)
+    assert {d.as_dict()["value"]} == values
+    # the rows of the Parquet file shuffled, the manifest (and its digest) kept
+    table = pq.read_table(src)
+    perm = np.random.default_rng(0).permutation(table.num_rows)
+    shuffled = f"{tmp_path}/shuffled.parquet"
+    rewrite_parquet(table.take(perm), src, shuffled)
+    assert pq.read_table(shuffled).column("id").to_pylist() != table.column("id").to_pylist()
+    assert {_digest(shuffled, 5)} == values
+    assert verify(shuffled)["ok"] is True
+    report = verify(src, shuffled, batch_size=3)
+    assert report["ok"] is True and report["source"]["digest"] in values
+    # and from a list of points in another order, through another writer
+    rev = copy.deepcopy(ds)
+    rev.points.reverse()
+    assert verify(src, write(rev, f"{tmp_path}/rev.jsonl.gz"), queries=0)["ok"] is True
+
+
+def test_points_that_differ_only_by_id_type_have_different_digests(tmp_path: Path) -> None:
+    a = Dataset("i", [VectorSpec("", "dense", 2)], "int",
+                [{"id": 5, "vector": [1.0, 2.0]}])
+    b = Dataset("s", [VectorSpec("", "dense", 2)], "string",
+                [{"id": "5", "vector": [1.0, 2.0]}])
+    report = verify(write(a, f"{tmp_path}/a.jsonl"), write(b, f"{tmp_path}/b.jsonl"),
+                    queries=0)
+    assert report["ok"] is False
+    assert report["diff"]["examples"] == {"missing_in_destination": [5],
+                                          "extra_in_destination": ["5"]}
+
+
+def test_payload_canonical_form(tmp_path: Path) -> None:
+    """Texts of the same JSON value hash alike whichever parser reads them; what only Python's
+    json reads (NaN, a lone surrogate, integers past 64 bits) hashes instead of failing."""
+    same = [('{"a":1,"b":[0.1,-0.0]}', '{ "b" : [1e-1, -0.0], "a" : 1 }'),
+            ('{"x":0.1}', '{"x":0.1000000000000000055511151231257827}'),
+            ('{"n":18446744073709551616}', '{"n": 18446744073709551616}'),
+            ('{"t":"\\u00e9"}', '{"t":"é"}'), ('{}', None), ('{}', '{ }')]
+    for x, y in same:
+        assert canonical_payload(x) == canonical_payload(y), (x, y)
+    differ = [('{"a":1}', '{"a":1.0}'), ('{"a":0.0}', '{"a":-0.0}'),
+              ('{"n":18446744073709551616}', '{"n":18446744073709551617}'),
+              ('{"n":-9223372036854775809}', '{"n":-9223372036854775808}')]
+    for x, y in differ:
+        assert canonical_payload(x) != canonical_payload(y), (x, y)
+    # a Parquet file from another tool, its payload column holding what orjson refuses
+    texts = ['{"x": NaN}', '{"s": "\\ud800"}', '{"i": Infinity, "big": 123456789012345678901}',
+             None]
+    table = pa.table({"id": pa.array(range(4), pa.uint64()),
+                      "vector": pa.array([[float(i), 1.0] for i in range(4)],
+                                         pa.list_(pa.float32(), 2)),
+                      "payload": pa.array(texts, pa.string())})
+    pq.write_table(table, tmp_path / "other.parquet")
+    src = str(tmp_path / "other.parquet")
+    vecferry.convert(src, f"{tmp_path}/copy.parquet")
+    report = verify(src, f"{tmp_path}/copy.parquet")
+    assert report["ok"] is True, report["problems"]
+    assert verify(f"{tmp_path}/copy.parquet")["ok"] is True
+
+
+# ------------------------------------------------------------------------------ search parity
+
+
+def test_search_parity_by_brute_force_fails_when_vectors_move_between_ids(
+        tmp_path: Path) -> None:
+    ds = full(dense_only=True)
+    moved = copy.deepcopy(ds)
+    vecs = [p["vector"] for p in moved.points]
+    for p, v in zip(moved.points, vecs[1:] + vecs[:1], strict=True):
+        p["vector"] = v
+    a, b = write(ds, f"{tmp_path}/a.parquet"), write(moved, f"{tmp_path}/b.parquet")
+    report = verify(a, b, k=5)
+    assert report["search"]["recall"] < 0.5 and report["search"]["ok"] is False
+    assert "latency_ms" not in report["search"]  # no index on either side
+    assert any(p.startswith("search parity: recall@5 ") for p in report["problems"])
+    assert report["diff"]["vector_differs"] == N
+
+
+@pytest.mark.parametrize("target", ["parquet", "edge", "local"])
+def test_duplicate_vectors_do_not_fail_search_parity(tmp_path: Path, target: str) -> None:
+    """Equal vectors under several ids tie; a copy may rank the tie in another order."""
+    if target != "parquet" and not (has("qdrant_client") and has("qdrant_edge")):
+        pytest.skip("needs qdrant-client and qdrant-edge")
+    ds = full(dense_only=True, n=60)
+    for i, p in enumerate(ds.points):
+        p["vector"] = copy.deepcopy(ds.points[i % 4]["vector"])  # 15 copies of each
+    src = write(ds, f"{tmp_path}/src.parquet")
+    dst = {"parquet": f"{tmp_path}/dst.parquet", "edge": f"qdrant-edge://{tmp_path}/e",
+           "local": f"qdrant-local://{tmp_path}/q/docs"}[target]
+    vecferry.convert(src, dst, batch_size=7)
+    report = verify(src, dst, queries=8, k=10)
+    assert report["ok"] is True, report["problems"]
+    assert report["search"]["recall"] == 1.0
+    # ... but a copy whose vectors moved between ids still fails
+    moved = copy.deepcopy(ds)
+    for i, p in enumerate(moved.points):
+        p["vector"] = copy.deepcopy(ds.points[(i + 1) % 4]["vector"])
+    report = verify(src, write(moved, f"{tmp_path}/moved.parquet"), queries=8, k=10)
+    assert report["search"]["ok"] is False
+
+
+@needs_qdrant
+def test_faiss_to_qdrant_search_parity(tmp_path: Path) -> None:
+    faiss = pytest.importorskip("faiss")
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((N, DIM)).astype(np.float32)
+    ids = np.array([(i * 7919 + 13) % 100_000 for i in range(N - 2)] + [2**40 + 3, 2**62 + 9],
+                   dtype=np.int64)
+    index = faiss.IndexIDMap(faiss.IndexFlatL2(DIM))
+    index.add_with_ids(x, ids)
+    src = str(tmp_path / "x.faiss")
+    faiss.write_index(index, src)
+
+    good = f"qdrant-edge://{tmp_path / 'good'}"
+    vecferry.convert(src, good)
+    report = verify(src, good)
+    assert report["ok"] is True, report["problems"]
+    s = report["search"]
+    assert (s["recall"], s["distance"], s["queries"], s["k"]) == (1.0, "Euclid", 10, 10)
+    assert "destination" in s["latency_ms"]
+
+    # the same ids and the same set of vectors, but each vector under another id
+    mid = tmp_path / "mid.parquet"
+    vecferry.convert(src, str(mid))
+    table = pq.read_table(mid)
+    col = table.column("vector").combine_chunks()
+    rolled = pa.concat_arrays([col.slice(1), col.slice(0, 1)])
+    pq.write_table(table.set_column(1, "vector", rolled), tmp_path / "moved.parquet")
+    bad = f"qdrant-edge://{tmp_path / 'bad'}"
+    vecferry.convert(str(tmp_path / "moved.parquet"), bad)
+    report = verify(src, bad, diff=str(tmp_path / "d.jsonl"))
+    assert report["ok"] is False
+    assert report["search"]["ok"] is False and report["search"]["recall"] < 0.5
+    assert any(p.startswith("search parity: recall@10 ") for p in report["problems"])
+    assert report["diff"]["vector_differs"] == N
+    assert {d["id"] for d in iter_diff(str(tmp_path / "d.jsonl"))} == {int(i) for i in ids}
+    assert {d["status"] for d in iter_diff(str(tmp_path / "d.jsonl"))} == {"vector_differs"}
+
+
+@needs_qdrant
+def test_latency_percentiles_for_qdrant_sides(tmp_path: Path) -> None:
+    src = write(full(), f"{tmp_path}/src.parquet")
+    local, edge = _qdrant_locations(tmp_path, src)
+    report = verify(local, edge, queries=12, k=4)
+    assert report["ok"] is True, report["problems"]
+    latency = report["search"]["latency_ms"]
+    assert set(latency) == {"source", "destination"}
+    for side in latency.values():
+        assert set(side) == {"p50", "p95", "p99"}
+        assert 0 <= side["p50"] <= side["p95"] <= side["p99"]
+    assert report["search"]["queries"] == 12 and report["search"]["recall"] == 1.0
+    result = run("verify", local, edge, "--k", "4")
+    assert result.exit_code == 0
+    assert "destination latency p50/p95/p99 " in result.stderr
+
+
+# ---------------------------------------------------------------------------------- archives
+
+
+def test_an_archive_written_by_vecferry_verifies_alone(tmp_path: Path) -> None:
+    for i, suffix in enumerate((".jsonl", ".jsonl.gz", ".parquet", ".parquet/", ".npy")):
+        ds = full(dense_only=suffix == ".npy")
+        loc = write(ds, f"{tmp_path}/a{i}{suffix}")
+        report = verify(loc)
+        assert report["ok"] is True, (suffix, report["problems"])
+        assert report["recorded_digest"]["value"] == report["source"]["digest"]
+        assert report["recorded_digest"]["count"] == N
+    result = run("verify", f"{tmp_path}/a0.jsonl")
+    assert result.exit_code == 0 and "verified: identical" in result.stderr
+
+
+def test_an_edited_jsonl_archive_fails_naming_the_digest(tmp_path: Path) -> None:
+    loc = write(full(), f"{tmp_path}/a.jsonl")
+    lines = Path(loc).read_bytes().splitlines(keepends=True)
+    point = orjson.loads(lines[6])
+    point["vector"]["d"][2] = ulp(point["vector"]["d"][2])
+    lines[6] = orjson.dumps(point) + b"\n"
+    Path(loc).write_bytes(b"".join(lines))
+    report = verify(loc)
+    assert report["ok"] is False
+    assert len(report["problems"]) == 1
+    assert report["problems"][0].startswith(
+        f"digest differs: manifest says {report['recorded_digest']['value']}, data gives "
+        f"{report['source']['digest']}")
+    result = run("verify", loc)
+    assert result.exit_code == 4 and "differs: digest differs" in result.stderr
+    # a line removed: the count says so too
+    Path(loc).write_bytes(b"".join(lines[:-1]))
+    problems = verify(loc)["problems"]
+    assert problems[0] == f"count differs: manifest says {N}, file holds {N - 1}"
+
+
+def test_an_edited_parquet_archive_fails(tmp_path: Path) -> None:
+    loc = write(full(), f"{tmp_path}/a.parquet")
+    table = pq.read_table(loc)
+    payloads = table.column("payload").to_pylist()
+    payloads[3] = payloads[3].replace('"tag":"a"', '"tag":"z"')
+    assert payloads[3] != table.column("payload")[3].as_py()
+    edited = table.set_column(table.schema.get_field_index("payload"), "payload",
+                              pa.array(payloads, pa.string()))
+    rewrite_parquet(edited, loc, loc)
+    assert manifest_of(pq.read_schema(loc)).digest is not None
+    report = verify(loc)
+    assert report["ok"] is False and report["problems"][0].startswith("digest differs: ")
+
+
+def test_an_edited_npy_archive_fails(tmp_path: Path) -> None:
+    loc = write(full(dense_only=True), f"{tmp_path}/a.npy")
+    matrices = [p for p in Path(loc).rglob("*.npy") if np.load(p).ndim == 2]
+    assert matrices
+    mat = np.load(matrices[0])
+    mat[0, 0] = np.nextafter(mat[0, 0], np.float32(np.inf))
+    np.save(matrices[0], mat)
+    assert verify(loc)["problems"][0].startswith("digest differs: ")
+
+
+def test_duplicate_ids_in_an_archive_are_warnings(tmp_path: Path) -> None:
+    ds = full()
+    twice = changed(ds, add=[copy.deepcopy(ds.points[4]), copy.deepcopy(ds.points[0])])
+    loc = write(twice, f"{tmp_path}/dup.jsonl")
+    report = verify(loc)
+    assert report["ok"] is True  # the file is what was written
+    assert report["source"]["count"] == N + 2
+    assert report["source"]["duplicate_ids"] == 2
+    assert len(report["warnings"]) == 1 and report["warnings"][0].startswith("2 duplicate id(s)")
+    for i in (0, 4):
+        assert repr(ds.points[i]["id"]) in report["warnings"][0]
+    result = run("verify", loc)
+    assert result.exit_code == 0 and "warning: 2 duplicate id(s)" in result.stderr
+    # the same under a memory cap smaller than the file
+    capped = verify(loc, memory_rows=4)
+    assert (capped["ok"], capped["warnings"]) == (True, report["warnings"])
+
+
+def test_a_file_without_a_digest_fails_with_what_to_do(tmp_path: Path) -> None:
+    loc, _ = make_jsonl_without_sidecar(full(), tmp_path / "other")
+    report = verify(loc)
+    assert report["ok"] is False and report["recorded_digest"] is None
+    assert report["problems"] == [
+        "the file records no digest (it was not written by vecferry >= 0.1); compare it with "
+        "its source: vecferry verify SRC DST"]
+    result = run("verify", loc, "--json")
+    assert result.exit_code == 4
+    assert json.loads(result.stdout)["ok"] is False
+    assert "compare it with its source: vecferry verify SRC DST" in result.stderr
+
+
+# --------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_verify_json(tmp_path: Path) -> None:
+    src, dst = pair(tmp_path, full())
+    result = run("verify", src, dst, "--json", "--quiet")
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["source"]["format"] == "parquet"
+    assert report["destination"]["format"] == "jsonl"
+    assert result.stderr == ""
+    other = write(changed(full(), drop=[0]), f"{tmp_path}/other.jsonl")
+    result = run("verify", src, other, "--json", "--quiet", "--sample", "3")
+    assert result.exit_code == 4
+    report = json.loads(result.stdout)
+    assert report["diff"]["examples"] == {"missing_in_destination": [pid(0)]}
+    assert report["search"]["queries"] == 3
+    lines = result.stderr.splitlines()  # --quiet: the differences only
+    assert lines[:2] == [f"differs: counts differ: source {N}, destination {N - 1}",
+                         f"differs: 1 missing in destination: {pid(0)!r}"]
+    assert all(line.startswith("differs: search parity") for line in lines[2:])
+
+
+def test_convert_verify_adds_the_report(tmp_path: Path) -> None:
+    src = write(full(), f"{tmp_path}/src.jsonl")
+    result = run("convert", src, f"{tmp_path}/out.parquet", "--verify", "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["verify"]["ok"] is True and report["verify"]["counts_match"]
+    assert report["verify"]["destination"]["count"] == N
+    result = run("convert", src, f"{tmp_path}/out2.jsonl.gz", "--verify")
+    assert result.exit_code == 0 and "verified: identical" in result.stderr
+
+
+@needs_qdrant
+def test_convert_verify_into_a_collection_holding_other_points_exits_4(
+        tmp_path: Path) -> None:
+    other = write(changed(full(), drop=range(1, N), add=[new_point("old")]),
+                  f"{tmp_path}/old.jsonl")
+    dst = f"qdrant-edge://{tmp_path}/shard"
+    vecferry.convert(other, dst)
+    src = write(full(), f"{tmp_path}/src.jsonl")
+    result = run("convert", src, dst, "--verify", "--json", "--quiet")
+    assert result.exit_code == 4
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert report["verify"]["diff"]["examples"] == {"extra_in_destination": [
+        new_point("old")["id"]]}
+
+
+@needs_qdrant
+def test_copy_between_qdrant_collections_verifies(tmp_path: Path) -> None:
+    src = write(full(), f"{tmp_path}/src.parquet")
+    local = f"qdrant-local://{tmp_path}/q/docs"
+    vecferry.convert(src, local)
+    for dst in (f"qdrant-local://{tmp_path}/q2/copy", f"qdrant-edge://{tmp_path}/e"):
+        result = run("copy", local, dst, "--json", "--quiet")
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["verify"]["ok"] is True and report["verify"]["search"]["recall"] == 1.0
+        assert report["verify"]["destination"]["count"] == N
+    result = run("copy", src, f"qdrant-edge://{tmp_path}/e2")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: copy moves Qdrant collections; {src} is not a "
+                                    "Qdrant location")
+    assert not (tmp_path / "e2").exists()
+
+
+# -------------------------------------------------------------------------------- bad inputs
+
+
+def test_missing_location_exits_1_naming_it(tmp_path: Path) -> None:
+    src = write(full(), f"{tmp_path}/src.jsonl")
+    missing = f"{tmp_path}/nope.parquet"
+    for args in ((src, missing), (missing, src), (missing,)):
+        result = run("verify", *args)
+        assert result.exit_code == 1, args
+        assert result.stderr.startswith("error: ") and missing in result.stderr
+    with pytest.raises(InputError):
+        verify(src, missing)
+
+
+@needs_qdrant
+def test_a_failed_verify_releases_a_local_mode_source(tmp_path: Path) -> None:
+    from qdrant_client import QdrantClient
+
+    local = f"qdrant-local://{tmp_path}/q/docs"
+    vecferry.convert(write(full(), f"{tmp_path}/a.parquet"), local)
+    with pytest.raises(InputError, match=r"nope\.parquet"):
+        verify(local, f"{tmp_path}/nope.parquet")
+    client = QdrantClient(path=str(tmp_path / "q"))  # the folder lock was released
+    try:
+        assert client.count("docs").count == N
+    finally:
+        client.close()
+
+
+def test_unknown_vector_is_a_usage_error_listing_dense_vectors(tmp_path: Path) -> None:
+    src, dst = pair(tmp_path, full())
+    result = run("verify", src, dst, "--vector", "nope")
+    assert result.exit_code == 2
+    assert "no dense vector named 'nope' (dense vectors: ['d'])" in result.stderr
+    for name in ("nope", "s", "mv"):  # sparse and multi vectors cannot be searched
+        with pytest.raises(UsageError, match=r"dense vectors: \['d'\]"):
+            verify(src, dst, vector=name)
+        with pytest.raises(UsageError, match=r"dense vectors: \['d'\]"):
+            verify(src, dst, vector=name, queries=0)
+    with pytest.raises(UsageError):
+        verify(src, dst, k=0)
+
+
+def test_a_vector_the_destination_lacks_is_a_usage_error(tmp_path: Path) -> None:
+    ds = full(dense_only=True)
+    two = copy.deepcopy(ds)
+    two.vectors = [*ds.vectors, VectorSpec("e", "dense", 2)]
+    for p in two.points:
+        p["vector"]["e"] = [1.0, 2.0]
+    a, b = write(two, f"{tmp_path}/a.parquet"), write(ds, f"{tmp_path}/b.parquet")
+    with pytest.raises(UsageError, match="destination"):
+        verify(a, b, vector="e")
+    report = verify(a, b)  # without --vector: the one both sides hold
+    assert report["search"]["vector"] == "d" and report["ok"] is False
+
+
+def test_convert_limit_with_verify_is_a_usage_error(tmp_path):
+    from click.testing import CliRunner
+
+    from vecferry.cli import main
+
+    src = str(Path(__file__).resolve().parent.parent / "sample_data" / "points_rich.jsonl")
+    out = tmp_path / "o.parquet"
+    result = CliRunner().invoke(main, ["convert", src, str(out), "--limit", "5", "--verify"])
+    assert result.exit_code == 2
+    assert "--verify compares the whole source with the output, so it cannot follow a run " \
+           "cut short by --limit" in result.output
+    assert not out.exists()
