@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,7 @@ from vecferry.converters.base import (
     input_path,
     reject_unknown_options,
 )
+from vecferry.digest import StreamDigest
 from vecferry.errors import InputError, Location, UnsupportedError, UsageError
 from vecferry.points import dumps_payload, non_finite_rows, reject_from_row
 from vecferry.stream import (
@@ -619,6 +621,7 @@ class FaissReader:
             manifest.source = {**old.source, "faiss": manifest.source}
             manifest.collection = old.collection
             manifest.extra = {k: v for k, v in old.extra.items() if k != "faiss_writer"}
+            manifest.digest = old.digest
         manifest.extra["faiss"] = facts
         self.manifest = manifest
         self.schema = manifest.schema()
@@ -856,6 +859,9 @@ def _walk(index: Any) -> Iterator[Any]:
                 return
 
 
+#: factory components whose codes are approximations of the vectors
+_LOSSY_FACTORY = re.compile(r"PQ|SQ|RQ|LSQ|LSH|PCA|OPQ|ITQ|RR")
+
 class FaissWriter:
     """Build a FAISS index from a point stream; the index file plus sidecars (module docstring).
 
@@ -907,6 +913,9 @@ class FaissWriter:
                     hint="choose one with vector=NAME (--vector NAME)")
             spec = dense[0]
         self.spec = spec
+        # What the index holds as read back: this one vector, under the stream's id kind.
+        self._held = Manifest(vectors=[VectorSpec(spec.name, "dense", spec.size, spec.datatype,
+                                                  spec.distance)], id_kind=manifest.id_kind)
         self.binary_bits = (manifest.extra.get("faiss") or {}).get("binary_bits")
         if self.binary_bits and spec.datatype != "uint8":
             self.binary_bits = None
@@ -916,6 +925,8 @@ class FaissWriter:
             context.warn(f"{location}: the stream has no distance; the index uses L2")
         assert spec.size is not None
         self.factory = index_factory or ("IDMap2,BFlat" if self.binary_bits else "IDMap2,Flat")
+        # A lossy index reads back approximations: a digest of the input would not match it.
+        self.digest = None if _LOSSY_FACTORY.search(self.factory) else StreamDigest(self._held)
         try:
             if self.binary_bits:
                 index = faiss.index_binary_factory(int(self.binary_bits), self.factory)
@@ -1008,6 +1019,12 @@ class FaissWriter:
         else:
             fids = ids_col.to_numpy(zero_copy_only=False).astype(np.int64)
         self._write_sidecar(fids, batch)
+        if self.digest is not None:
+            held = col
+            if x.dtype == np.float32 and self.spec.datatype == "float32":
+                held = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), self.spec.size)
+            self.digest.update(pa.RecordBatch.from_arrays(
+                [ids_col, held, batch.column(PAYLOAD_COLUMN)], schema=self._held.schema()))
         if self.needs_training and self.trained_on == 0:
             self._train_buffer.append((x, fids))
             self._buffered += n
@@ -1118,7 +1135,8 @@ class FaissWriter:
                                 extra=dict(self.spec.extra))],
             id_kind=self.in_manifest.id_kind, count=self.added,
             source=self.in_manifest.source, collection=self.in_manifest.collection,
-            extra={**self.in_manifest.extra, "faiss_writer": writer_facts})
+            extra={**self.in_manifest.extra, "faiss_writer": writer_facts},
+            digest=self.digest.as_dict() if self.digest is not None else None)
         self._out_manifest.temp.write_bytes(out_manifest.to_json())
         nbytes = self._out.temp.stat().st_size + self._out_manifest.temp.stat().st_size
         files = [self.location, str(self._out_manifest.target)]
