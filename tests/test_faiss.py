@@ -505,3 +505,24 @@ def test_failed_run_leaves_nothing_behind(tmp_path):
         vecferry.convert(src, str(tmp_path / "o.faiss"),
                          writer_options={"index_factory": "IVF64,Flat"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.faiss"]
+
+
+@pytest.mark.parametrize("factory", [None, "IVF2,Flat"])
+def test_written_index_proves_itself_and_a_changed_one_fails(tmp_path, factory):
+    from vecferry.verify import verify
+
+    rng = np.random.default_rng(5)
+    src = tmp_path / "src.npy"
+    np.save(src, rng.standard_normal((37, 8)).astype(np.float32))
+    out = str(tmp_path / "out.faiss")
+    vecferry.convert(str(src), out, writer_options={"index_factory": factory} if factory else None)
+    report = verify(out)
+    assert report["ok"], report["problems"]
+    assert report["recorded_digest"]["count"] == 37
+    index = faiss.read_index(out)
+    vec = np.zeros((1, 8), dtype=np.float32)
+    index.add_with_ids(vec, np.array([10_000], dtype=np.int64))
+    faiss.write_index(index, out)
+    changed = verify(out)
+    assert not changed["ok"]
+    assert changed["problems"][0] == "count differs: manifest says 37, file holds 38"

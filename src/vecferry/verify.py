@@ -185,7 +185,8 @@ class _Side:
     def __init__(self, location: str, fmt: str | None, options: dict[str, Any]):
         self.location = location
         self.format = resolve(location, fmt).name
-        self.reader = open_reader(location, format=self.format, context=Context("fail"),
+        self.context = Context("fail")
+        self.reader = open_reader(location, format=self.format, context=self.context,
                                   **options)
         self.manifest: Manifest = manifest_of(self.reader.schema)
         self.digest = StreamDigest(self.manifest)
@@ -555,6 +556,7 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
     warnings = [f"{side.duplicates} duplicate id(s) in the {label} (compared by their last "
                 f"record): " + ", ".join(map(repr, side.duplicate_examples))
                 for side, label in ((a, "source"), (b, "destination")) if side.duplicates]
+    warnings += a.context.warnings + b.context.warnings  # e.g. a sidecar that no longer fits
     return {
         "ok": not problems,
         "problems": problems,
@@ -625,6 +627,7 @@ def _verify_archive(location: str, fmt: str | None, batch_size: int,
                             f"{side.digest.as_dict()['value']} (the file was changed or damaged)")
     warnings = [f"{side.duplicates} duplicate id(s): "
                 + ", ".join(map(repr, side.duplicate_examples))] if side.duplicates else []
+    warnings += side.context.warnings
     return {"ok": not problems, "problems": problems, "warnings": warnings,
             "source": side.report(),
             "recorded_digest": recorded, "seconds": round(time.perf_counter() - started, 3)}

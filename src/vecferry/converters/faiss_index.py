@@ -577,6 +577,7 @@ class FaissReader:
         elif plan.metric == faiss.METRIC_INNER_PRODUCT:
             distance, decided = self._cosine_or_dot()
 
+        self._stale_digest: dict[str, Any] | None = None
         self._sidecar_manifest = self._load_manifest_sidecar(path)
         sidecar_path = Path(str(path) + PAYLOADS_SUFFIX)
         self._sidecar = (_Sidecar(sidecar_path)
@@ -606,6 +607,7 @@ class FaissReader:
                                     "index_type": index_type})
         self._restore_dtype: str | None = None
         old = self._sidecar_manifest
+        manifest.digest = self._stale_digest
         if old is not None:
             # The index came from FaissWriter: restore what FAISS itself cannot hold.
             prev = old.vectors[0]
@@ -663,6 +665,8 @@ class FaissReader:
             return None
         if (old.count != self._count or len(old.vectors) != 1
                 or old.vectors[0].size != self.plan.dim):
+            # What was written stays the proof: verify compares the index with it.
+            self._stale_digest = old.digest
             self.context.warn(f"{side}: ignored, it describes {old.count} points but the index "
                               f"holds {self._count} (the index changed after vecferry wrote it)")
             return None
