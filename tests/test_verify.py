@@ -832,3 +832,28 @@ def test_convert_limit_with_verify_is_a_usage_error(tmp_path):
     assert "--verify compares the whole source with the output, so it cannot follow a run " \
            "cut short by --limit" in result.output
     assert not out.exists()
+
+
+def test_cosine_copy_normalized_by_qdrant_passes_with_tolerance(tmp_path):
+    pytest.importorskip("qdrant_edge")
+    from vecferry.converters.base import Context
+    from vecferry.converters.parquet import ParquetWriter
+    from vecferry.stream import Manifest, VectorSpec
+
+    rng = np.random.default_rng(11)
+    mat = (rng.standard_normal((37, 8)) * 5).astype(np.float32)  # far from unit length
+    manifest = Manifest(vectors=[VectorSpec("", "dense", 8, distance="Cosine")])
+    src = str(tmp_path / "cos.parquet")
+    writer = ParquetWriter(src, manifest.schema(), context=Context())
+    writer.write_batch(pa.RecordBatch.from_arrays(
+        [pa.array(np.arange(37, dtype=np.uint64)),
+         pa.FixedSizeListArray.from_arrays(pa.array(mat.reshape(-1)), 8),
+         pa.nulls(37, pa.string())], schema=manifest.schema()))
+    writer.close()
+    dst = f"qdrant-edge://{tmp_path}/shard"
+    vecferry.convert(src, dst)
+    exact = verify(src, dst, queries=0)
+    assert not exact["ok"] and exact["diff"]["vector_differs"] == 37
+    close = verify(src, dst, queries=0, tolerance=1e-6)
+    assert close["ok"], close["problems"]
+    assert close["diff"]["max_abs_error"] <= 1e-6

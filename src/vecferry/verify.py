@@ -206,13 +206,14 @@ class _Side:
                 "duplicate_examples": self.duplicate_examples}
 
 
-def _tolerance_parts(batch: pa.RecordBatch, manifest: Manifest
-                     ) -> tuple[np.ndarray, list[bytes]]:
+def _tolerance_parts(batch: pa.RecordBatch, manifest: Manifest,
+                     cosine: frozenset[str] = frozenset()) -> tuple[np.ndarray, list[bytes]]:
     """What tolerance compares: (hash of everything but the dense values, dense values).
 
     The hash covers the sparse and multi vectors and which dense vectors a point has, all
     compared exactly; the bytes are each point's dense vectors as float32 (name order), a
-    missing one as NaN.
+    missing one as NaN. Vectors named in ``cosine`` are compared as unit vectors: Qdrant
+    normalizes what it stores under the Cosine distance, and only the direction counts.
     """
     n = batch.num_rows
     exact = np.zeros(n, dtype=np.uint64)
@@ -232,6 +233,9 @@ def _tolerance_parts(batch: pa.RecordBatch, manifest: Manifest
             col = col.fill_null(pa.scalar([0] * spec.size, col.type))
         mat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(
             n, spec.size)
+        if spec.name in cosine:
+            norms = np.linalg.norm(mat.astype(np.float64), axis=1, keepdims=True)
+            mat = (mat / np.where(norms == 0, 1.0, norms)).astype(np.float32)
         mat[~valid] = np.nan
         parts.append(mat)
     if not parts:
@@ -254,7 +258,7 @@ def _max_abs_error(a: bytes, b: bytes) -> float:
 
 
 def _scan(side: _Side, spill: _Spill | None, batch_size: int, tolerance: float | None,
-          on_batch: Any = None) -> None:
+          on_batch: Any = None, cosine: frozenset[str] = frozenset()) -> None:
     for batch in side.reader.batches(batch_size):
         hid, hv, hp = point_parts(batch, side.manifest)
         side.digest.total = (side.digest.total + int(point_hashes(hid, hv, hp).sum(
@@ -262,8 +266,8 @@ def _scan(side: _Side, spill: _Spill | None, batch_size: int, tolerance: float |
         side.digest.count += batch.num_rows
         if spill is not None:
             ids = decode_ids(batch.column(ID_COLUMN), side.manifest.id_kind)
-            hx, vecs = (_tolerance_parts(batch, side.manifest) if tolerance is not None
-                        else (None, None))
+            hx, vecs = (_tolerance_parts(batch, side.manifest, cosine)
+                        if tolerance is not None else (None, None))
             spill.add(hid, ids, hv, hp, hx, vecs)
         if on_batch is not None:
             on_batch(batch)
@@ -526,8 +530,10 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
         name = picked if queries else None
         reservoir = _Reservoir(queries, a.manifest.vector(name).column) if name is not None \
             else None
-        _scan(a, sa, batch_size, tolerance, reservoir)
-        _scan(b, sb, batch_size, tolerance)
+        cosine = frozenset(v.name for m in (a.manifest, b.manifest) for v in m.vectors
+                           if v.kind == "dense" and v.distance == "Cosine")
+        _scan(a, sa, batch_size, tolerance, reservoir, cosine)
+        _scan(b, sb, batch_size, tolerance, cosine=cosine)
         if a.digest.count != b.digest.count:
             problems.append(f"counts differ: source {a.digest.count}, destination "
                             f"{b.digest.count}")
