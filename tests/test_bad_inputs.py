@@ -459,3 +459,13 @@ def test_bad_point_shapes(point, message):
     sep = ", " if message.startswith("id ") else ": "
     assert str(info.value) == f"src.jsonl, line 9{sep}{message}"
     assert info.value.raw == point
+
+
+def test_a_new_run_replaces_the_rejects_of_an_earlier_one(samples, tmp_path):
+    rejects = tmp_path / "r.jsonl"
+    for _ in range(2):
+        report = vecferry.convert(str(samples / "bad" / "not_json.jsonl"),
+                                  str(tmp_path / "o.parquet"), overwrite=True,
+                                  on_error="skip", rejects=str(rejects))
+        assert report["rejected"] == 1
+    assert len(rejects.read_text().splitlines()) == 1

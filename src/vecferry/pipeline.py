@@ -43,11 +43,13 @@ class RejectsFile:
     Each line is the original point (when it could be parsed) plus ``_vecferry_reject`` with the
     reason and location; the JSONL reader ignores that key, so a user fixes the lines and feeds
     the file back to ``vecferry convert``. An unparseable line is kept verbatim under ``_raw``.
-    The file is created on the first reject only.
+    The file is created on the first reject only; it replaces the rejects of an earlier run,
+    unless ``append`` (a resumed run adds to its own earlier rejects).
     """
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], append: bool = False):
         self.path = Path(path)
+        self.append = append
         self._fh = None
         self.count = 0
         self._lock = threading.Lock()  # the reader (prefetch thread) and writer both reject
@@ -58,7 +60,7 @@ class RejectsFile:
 
     def _write(self, error: RecordError) -> None:
         if self._fh is None:
-            self._fh = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+            self._fh = open(self.path, "ab" if self.append else "wb")  # noqa: SIM115
         raw = error.raw
         record: dict[str, Any]
         if isinstance(raw, dict):
@@ -202,7 +204,7 @@ def convert(
     src_spec = resolve(src, from_format, role="reader")
     dst_spec = resolve(dst, to_format, role="writer")
     rejects_path = rejects or default_rejects_path(dst)
-    sink = RejectsFile(rejects_path)
+    sink = RejectsFile(rejects_path, append=resume)
     context = Context(on_error=on_error, sink=sink)
     writer_context = context.sibling()
     reader = open_reader(src, format=src_spec.name, context=context, **(reader_options or {}))
