@@ -7,6 +7,13 @@ a test scripts: a delay past the client's timeout (the operation still happens a
 a real server whose client gave up), 503, 429 with ``Retry-After``, a dropped connection (the
 operation does not happen) and a 400 with Qdrant's error body.
 
+Snapshots: the REST snapshot endpoints (create, list, download with ``Range``, delete, multipart
+upload with ``checksum`` and ``priority``, recover from a URL or ``file://``; collection and
+full-instance). Their files are tar archives of the stand-in's own (a JSON dump of the
+collection), NOT Qdrant's snapshot layout: they exercise the transport, not the format.
+Extra fault kinds for the ``snapshot_*`` ops: ``403``, ``truncate`` (a download stops half way)
+and ``corrupt`` (a download has one byte changed).
+
 Local mode keeps no payload indexes and ignores HNSW updates, so the stand-in records those
 itself and reports them in ``GET /collections/{name}`` the way a server would.
 
@@ -20,6 +27,12 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
+import os
+import shutil
+import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -71,6 +84,12 @@ class QdrantStandIn:
         self.indexes: dict[str, dict[str, Any]] = {}
         self.hnsw_m: dict[str, int] = {}
         self.hnsw_updates: list[int] = []
+        # snapshots (see "Snapshots" at the end of this module)
+        self.snapshot_dir = tempfile.mkdtemp(prefix="standin-snapshots-")
+        self.snapshots: dict[str | None, dict[str, str]] = {}
+        self.snapshot_ranges = True
+        self.snapshot_padding = 0
+        self.snapshot_log: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.engine_lock = threading.Lock()
         handler = _make_handler(self)
@@ -107,6 +126,7 @@ class QdrantStandIn:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.engine.close()
+        shutil.rmtree(self.snapshot_dir, ignore_errors=True)
 
     def __enter__(self) -> QdrantStandIn:
         return self
@@ -147,6 +167,9 @@ def _make_handler(server: QdrantStandIn) -> type[BaseHTTPRequestHandler]:
             parts = urlsplit(self.path)
             segs = [s for s in parts.path.split("/") if s]
             query = parse_qs(parts.query)
+            if _snapshot_op(method, segs) is not None:
+                _serve_snapshot(server, self, method, segs, query)
+                return
             body = self._body()
             if server.api_key is not None and self.headers.get("api-key") != server.api_key:
                 self._send(401, {"status": {"error": "Must provide an API key"}})
@@ -283,3 +306,245 @@ def _execute(server: QdrantStandIn, models: Any, op: str, name: str, body: dict[
         server.indexes.setdefault(name, {})[req.field_name] = entry
         return {"operation_id": 0, "status": "completed"}
     raise KeyError(op)
+
+
+# ------------------------------------------------------------------------------- snapshots
+
+
+def _snapshot_op(method: str, segs: list[str]) -> str | None:
+    """``snapshot_create|list|download|delete|upload|recover`` for snapshot routes, else None."""
+    if segs[:1] == ["snapshots"]:
+        rest = segs[1:]
+    elif len(segs) >= 3 and segs[0] == "collections" and segs[2] == "snapshots":
+        rest = segs[3:]
+    else:
+        return None
+    if not rest:
+        return {"POST": "snapshot_create", "GET": "snapshot_list"}.get(method)
+    if len(rest) == 1:
+        if segs[0] == "collections" and method == "POST" and rest[0] == "upload":
+            return "snapshot_upload"
+        if segs[0] == "collections" and method == "PUT" and rest[0] == "recover":
+            return "snapshot_recover"
+        return {"GET": "snapshot_download", "DELETE": "snapshot_delete"}.get(method)
+    return None
+
+
+def _dump_collection(server: QdrantStandIn, name: str) -> dict[str, Any]:
+    eng = server.engine
+    info = eng.get_collection(name)
+    records, offset = [], None
+    while True:
+        page, offset = eng.scroll(name, limit=256, offset=offset, with_payload=True,
+                                  with_vectors=True)
+        records += [r.model_dump(mode="json") for r in page]
+        if offset is None:
+            break
+    return {"collection": name, "params": info.config.params.model_dump(mode="json"),
+            "points": records, "indexes": server.indexes.get(name, {}),
+            "hnsw_m": server.hnsw_m.get(name)}
+
+
+def _restore_collection(server: QdrantStandIn, models: Any, dump: dict[str, Any],
+                        name: str) -> None:
+    eng = server.engine
+    params = models.CollectionParams.model_validate(dump["params"])
+    if eng.collection_exists(name):
+        eng.delete_collection(name)
+    eng.create_collection(name, vectors_config=params.vectors,
+                          sparse_vectors_config=params.sparse_vectors)
+    points = [models.PointStruct(id=r["id"], vector=r.get("vector") or {},
+                                 payload=r.get("payload")) for r in dump["points"]]
+    if points:
+        eng.upsert(name, points=points)
+    server.indexes[name] = dict(dump.get("indexes") or {})
+    if dump.get("hnsw_m") is not None:
+        server.hnsw_m[name] = dump["hnsw_m"]
+
+
+def _tar_bytes(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for member, data in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _read_dump(data: bytes) -> dict[str, Any]:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            f = tar.extractfile("vecferry-standin.json")
+            assert f is not None
+            return orjson.loads(f.read())
+    except (tarfile.TarError, KeyError, AssertionError, orjson.JSONDecodeError) as exc:
+        raise ValueError(f"Snapshot is not compatible with this stand-in: {exc}") from exc
+
+
+def _serve_snapshot(server: QdrantStandIn, h: Any, method: str, segs: list[str],
+                    query: dict[str, list[str]]) -> None:
+    from qdrant_client import models
+
+    op = _snapshot_op(method, segs)
+    assert op is not None
+    collection = segs[1] if segs[0] == "collections" else None
+    length = int(h.headers.get("Content-Length") or 0)
+    raw = h.rfile.read(length) if length else b""
+    entry = {"op": op, "collection": collection, "range": h.headers.get("Range"),
+             "query": {k: v[-1] for k, v in query.items()}, "bytes": len(raw),
+             "content_type": h.headers.get("Content-Type")}
+    server.snapshot_log.append(entry)
+    if server.api_key is not None and h.headers.get("api-key") != server.api_key:
+        h._send(401, {"status": {"error": "Must provide an API key"}})
+        return
+    fault = server.pick_fault(op, entry)
+    if fault is not None:
+        server.record(Logged(op, time.monotonic(), fault.kind))
+        if fault.kind == "delay":
+            time.sleep(fault.seconds)
+        elif fault.kind == "drop":
+            h.close_connection = True
+            h.connection.shutdown(2)
+            return
+        elif fault.kind in ("503", "429", "400", "403"):
+            status = int(fault.kind)
+            headers = {"Retry-After": f"{fault.seconds:g}"} if status == 429 else None
+            h._send(status, {"status": {"error": fault.message}, "time": 0.0}, headers)
+            return
+    else:
+        server.record(Logged(op, time.monotonic(), "ok"))
+    store = server.snapshots.setdefault(collection, {})
+    try:
+        if op == "snapshot_create":
+            with server.engine_lock:
+                if collection is None:
+                    members = {f"{c.name}.json": orjson.dumps(_dump_collection(server, c.name))
+                               for c in server.engine.get_collections().collections}
+                else:
+                    if not server.engine.collection_exists(collection):
+                        raise KeyError(f"Collection `{collection}` doesn't exist!")
+                    members = {"vecferry-standin.json":
+                               orjson.dumps(_dump_collection(server, collection))}
+            if server.snapshot_padding:
+                members["padding.bin"] = bytes(
+                    (i * 7 + 3) % 251 for i in range(server.snapshot_padding))
+            data = _tar_bytes(members)
+            stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
+            name = f"{collection or 'full-snapshot'}-{stamp}-{len(server.snapshot_log)}.snapshot"
+            path = f"{server.snapshot_dir}/{collection or '_full'}-{name}"
+            with open(path, "wb") as f:
+                f.write(data)
+            store[name] = path
+            if query.get("wait", ["true"])[-1] == "false":
+                h._send(202, {"result": None, "status": "accepted", "time": 0.0})
+                return
+            h._send(200, _ok(_describe(name, path)))
+        elif op == "snapshot_list":
+            h._send(200, _ok([_describe(n, p) for n, p in store.items()]))
+        elif op == "snapshot_delete":
+            path = store.pop(segs[-1])
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            h._send(200, _ok(True))
+        elif op == "snapshot_download":
+            _send_file(server, h, store[segs[-1]], fault)
+        elif op == "snapshot_upload":
+            data = _multipart_file(raw, h.headers.get("Content-Type") or "", "snapshot")
+            _check_sum(data, query.get("checksum", [None])[-1])
+            with server.engine_lock:
+                _restore_collection(server, models, _read_dump(data), collection or "")
+            h._send(200, _ok(True))
+        elif op == "snapshot_recover":
+            body = orjson.loads(raw) if raw else {}
+            data = _fetch_location(server, body.get("location") or "")
+            _check_sum(data, body.get("checksum"))
+            entry["priority"] = body.get("priority")
+            with server.engine_lock:
+                _restore_collection(server, models, _read_dump(data), collection or "")
+            h._send(200, _ok(True))
+    except KeyError as exc:
+        h._send(404, {"status": {"error": f"Not found: {exc}"}})
+    except ValueError as exc:
+        h._send(400, {"status": {"error": f"Wrong input: {exc}"}})
+
+
+def _describe(name: str, path: str) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        data = f.read()
+    return {"name": name, "creation_time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "size": len(data), "checksum": hashlib.sha256(data).hexdigest()}
+
+
+def _check_sum(data: bytes, checksum: str | None) -> None:
+    if checksum and hashlib.sha256(data).hexdigest() != checksum:
+        raise ValueError(f"Snapshot checksum mismatch: expected {checksum}, "
+                         f"got {hashlib.sha256(data).hexdigest()}")
+
+
+def _send_file(server: QdrantStandIn, h: Any, path: str, fault: Fault | None) -> None:
+    with open(path, "rb") as f:
+        data = f.read()
+    start = 0
+    wanted = h.headers.get("Range")
+    status = 200
+    headers = {"Content-Type": "application/octet-stream"}
+    if server.snapshot_ranges:
+        headers["Accept-Ranges"] = "bytes"
+        if wanted and wanted.startswith("bytes=") and wanted.endswith("-"):
+            start = int(wanted[len("bytes="):-1])
+            if start >= len(data):
+                h._send(416, {"status": {"error": "Range Not Satisfiable"}},
+                        {"Content-Range": f"bytes */{len(data)}"})
+                return
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+    body = data[start:]
+    if fault is not None and fault.kind == "corrupt" and body:
+        body = body[:-1] + bytes([body[-1] ^ 0xFF])
+    h.send_response(status)
+    for k, v in headers.items():
+        h.send_header(k, v)
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        if fault is not None and fault.kind == "truncate":
+            h.wfile.write(body[: len(body) // 2])
+            h.wfile.flush()
+            h.close_connection = True
+            h.connection.shutdown(2)
+            return
+        for i in range(0, len(body), 1 << 16):
+            h.wfile.write(body[i:i + (1 << 16)])
+
+
+def _multipart_file(raw: bytes, content_type: str, field_name: str) -> bytes:
+    marker = "boundary="
+    if "multipart/form-data" not in content_type or marker not in content_type:
+        raise ValueError("expected multipart/form-data")
+    boundary = content_type.split(marker, 1)[1].split(";")[0].strip().strip('"').encode()
+    for part in raw.split(b"--" + boundary):
+        head, sep, content = part.partition(b"\r\n\r\n")
+        if sep and f'name="{field_name}"'.encode() in head:
+            return content[:-2] if content.endswith(b"\r\n") else content
+    raise ValueError(f"no `{field_name}` field in the form")
+
+
+def _fetch_location(server: QdrantStandIn, location: str) -> bytes:
+    if location.startswith("file://"):
+        with open(location[len("file://"):], "rb") as f:
+            return f.read()
+    parts = urlsplit(location)
+    if parts.hostname not in ("127.0.0.1", "localhost"):
+        raise ValueError(f"the stand-in fetches only loopback URLs, not {location}")
+    if parts.port == server.port:
+        segs = [s for s in parts.path.split("/") if s]
+        collection = segs[1] if segs[0] == "collections" else None
+        with open(server.snapshots[collection][segs[-1]], "rb") as f:
+            return f.read()
+    import httpx
+
+    response = httpx.get(location, timeout=30)
+    if response.status_code != 200:
+        raise ValueError(f"cannot fetch {location}: HTTP {response.status_code}")
+    return response.content

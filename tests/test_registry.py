@@ -64,8 +64,9 @@ def test_extension_beats_directory_contents(tmp_path):
 def test_unknown_name_lists_the_known_formats():
     with pytest.raises(FormatNotFoundError) as info:
         get_format("csv")
-    assert str(info.value) == ("unknown format 'csv' (known formats: jsonl, parquet, npy, faiss, "
-                               "qdrant, qdrant-edge)")
+    known = ", ".join(s.name for s in FORMATS)
+    assert str(info.value) == f"unknown format 'csv' (known formats: {known})"
+    assert known.startswith("jsonl, parquet, npy, faiss, qdrant, qdrant-edge")
     assert info.value.exit_code == 2
 
 
@@ -82,9 +83,17 @@ def test_unknown_extension_lists_the_known_formats():
 
 def test_unknown_scheme():
     with pytest.raises(FormatNotFoundError) as info:
-        resolve("s3://bucket/a.parquet")
-    assert str(info.value) == ("s3://bucket/a.parquet: no format handles the s3:// scheme "
+        resolve("ftp://bucket/a.parquet")
+    assert str(info.value) == ("ftp://bucket/a.parquet: no format handles the ftp:// scheme "
                                "(known schemes: qdrant, qdrants, qdrant-local, qdrant-edge)")
+
+
+def test_storage_scheme_resolves_by_extension():
+    # object storage holds files: s3:// gs:// az:// https:// go by the path's extension
+    assert resolve("s3://bucket/a.parquet").name == "parquet"
+    assert resolve("gs://bucket/dir/x.jsonl.gz").name == "jsonl"
+    assert resolve("az://container/i.faiss").name == "faiss"
+    assert resolve("https://example.org/v.npy").name == "npy"
 
 
 def test_missing_dependency_names_the_extra():

@@ -101,12 +101,12 @@ def test_samples_and_rejects_validate(samples, tmp_path):
         assert check(json.loads(line), "point.schema.json") == []
     import vecferry
 
-    rejects = tmp_path / "r.jsonl"
-    vecferry.convert(str(samples / "bad" / "not_json.jsonl"), str(tmp_path / "o.jsonl"),
-                     on_error="skip", rejects=str(rejects))
-    vecferry.convert(str(samples / "bad" / "wrong_dim.jsonl"), str(tmp_path / "o2.jsonl"),
-                     on_error="skip", rejects=str(rejects))
-    lines = [json.loads(s) for s in rejects.read_text().splitlines()]
+    lines = []
+    for name in ("not_json", "wrong_dim"):
+        rejects = tmp_path / f"{name}.rejects.jsonl"
+        vecferry.convert(str(samples / "bad" / f"{name}.jsonl"), str(tmp_path / f"{name}.jsonl"),
+                         on_error="skip", rejects=str(rejects))
+        lines += [json.loads(s) for s in rejects.read_text().splitlines()]
     assert len(lines) == 2
     for line in lines:
         assert check(line, "point.schema.json") == []

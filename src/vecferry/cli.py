@@ -205,6 +205,7 @@ def _common_convert_options(f: Callable) -> Callable:
                      "and printing (default: up to 2; env VECFERRY_WORKERS)."),
         click.option("--verify", "verify_after", is_flag=True, help="Verify the output against "
                      "the source when done (counts, digests, per-id diff, search parity)."),
+        _STORAGE_OPTION,
         click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary."),
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on "
                      "stdout."),
@@ -212,6 +213,21 @@ def _common_convert_options(f: Callable) -> Callable:
     for d in reversed(decorators):
         f = d(f)
     return f
+
+
+_STORAGE_OPTION = click.option(
+    "--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
+    help="s3:// gs:// az:// locations: an fsspec storage option, e.g. "
+    "endpoint_url=http://127.0.0.1:9000 (repeatable). Credentials come from the provider's "
+    "environment variables and config files, never from here.")
+
+
+def _in_storage_scope(pairs: tuple[str, ...], body: Callable[[], int | None]) -> int | None:
+    """Run ``body`` with the ``--storage-option`` settings active (parse errors exit 2)."""
+    from vecferry.storage import parse_storage_options, using
+
+    with using(parse_storage_options(pairs)):
+        return body()
 
 
 def _reader_side_options(routed: dict[str, Any], fmt: str, side: str) -> dict[str, Any]:
@@ -309,8 +325,13 @@ def main() -> None:
 @click.argument("dst")
 @_common_convert_options
 def convert_cmd(src: str, dst: str, **kw: Any) -> None:
-    """Convert SRC into DST (any pair of formats; see `vecferry formats`)."""
-    _run(lambda: _convert(src, dst, kw, "convert"), kw["as_json"])
+    """Convert SRC into DST (any pair of formats; see `vecferry formats`).
+
+    SRC and DST may be s3://, gs://, az:// locations (https:// for SRC), streamed.
+    """
+    pairs = kw.pop("storage_option")
+    _run(lambda: _in_storage_scope(pairs, lambda: _convert(src, dst, kw, "convert")),
+         kw["as_json"])
 
 
 @main.command("copy")
@@ -334,7 +355,8 @@ def copy_cmd(src: str, dst: str, **kw: Any) -> None:
                                  "location", hint="use `vecferry convert` for files")
         return _convert(src, dst, kw, "copy", verify=True)
 
-    _run(body, kw["as_json"])
+    pairs = kw.pop("storage_option")
+    _run(lambda: _in_storage_scope(pairs, body), kw["as_json"])
 
 
 @main.command("verify")
@@ -360,11 +382,13 @@ def copy_cmd(src: str, dst: str, **kw: Any) -> None:
 @click.option("--timeout", type=float, metavar="SECONDS", help="Qdrant: request timeout.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only differences.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_STORAGE_OPTION
 def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: str | None,
                queries: int, k: int, min_recall: float, tolerance: float | None,
                diff_file: str | None, vector: str | None, sample: int | None,
                ids: str | None, payloads: str | None, api_key_env: str | None,
-               timeout: float | None, quiet: bool, as_json: bool) -> None:
+               timeout: float | None, quiet: bool, as_json: bool,
+               storage_option: tuple[str, ...] = ()) -> None:
     """Prove DST holds what SRC holds, or (one location) that a file is intact.
 
     Compares counts and an order-independent digest of every point; when they differ, names the
@@ -393,7 +417,7 @@ def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: st
         _print_verify(result, quiet)
         return EXIT_OK if result["ok"] else EXIT_VERIFY
 
-    _run(body, as_json)
+    _run(lambda: _in_storage_scope(storage_option, body), as_json)
 
 
 @main.command("inspect")
@@ -407,8 +431,10 @@ def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: st
               help="RAM the Qdrant collection may use (8GiB, 512MiB, bytes): decides the "
                    "sizing recommendation and warnings.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
+@_STORAGE_OPTION
 def inspect_cmd(src: str, from_format: str | None, ids: str | None, payloads: str | None,
-                sample: int, ram_budget: str, as_json: bool) -> None:
+                sample: int, ram_budget: str, as_json: bool,
+                storage_option: tuple[str, ...] = ()) -> None:
     """Describe SRC: format, count, vectors, id kind, payload keys, size, first ids, and the
     RAM and disk a Qdrant collection of it needs (sizing), with a recommendation."""
 
@@ -426,7 +452,7 @@ def inspect_cmd(src: str, from_format: str | None, ids: str | None, payloads: st
             _print_inspect(info)
         return EXIT_OK
 
-    _run(body, as_json)
+    _run(lambda: _in_storage_scope(storage_option, body), as_json)
 
 
 def _print_inspect(info: dict[str, Any]) -> None:
@@ -446,6 +472,9 @@ def _print_inspect(info: dict[str, Any]) -> None:
     click.echo(f"payload keys (first {info['sampled']} points): "
                + (", ".join(f"{k} ({n})" for k, n in keys.items()) if keys else "none"))
     click.echo(f"first ids: {', '.join(repr(i) for i in info['first_ids'])}")
+    if info.get("suggested_mapping"):
+        flags = info["suggested_mapping"]["flags"]
+        click.echo(f"mapping:   read with the suggested mapping; convert with: {flags}")
     if info.get("collection"):
         click.echo(f"collection config: {json.dumps(info['collection'], default=str)}")
     if info.get("sizing"):

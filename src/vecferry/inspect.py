@@ -11,6 +11,7 @@ import orjson
 
 from vecferry.converters import open_reader, resolve
 from vecferry.converters.base import Context
+from vecferry.mapping import suggest_mapping
 from vecferry.sizing import DEFAULT_RAM_BUDGET, SampleStats, estimate
 from vecferry.stream import ID_COLUMN, PAYLOAD_COLUMN, decode_ids, manifest_of
 
@@ -38,7 +39,13 @@ def inspect_location(location: str, *, from_format: str | None = None, sample: i
     spec = resolve(location, from_format)
     # Inspection must not stop at a bad record in the sample: it reports the shape it sees.
     context = Context(on_error="skip")
-    reader = open_reader(location, format=spec.name, context=context, **(reader_options or {}))
+    options = dict(reader_options or {})
+    # A foreign Parquet / JSONL source given no mapping is described as the suggested mapping
+    # reads it; ``suggested_mapping["flags"]`` are the options to pass to convert.
+    suggested = None if options else suggest_mapping(location, spec.name)
+    if suggested is not None:
+        options.update(suggested["options"])
+    reader = open_reader(location, format=spec.name, context=context, **options)
     try:
         manifest = manifest_of(reader.schema)
         keys: Counter[str] = Counter()
@@ -81,4 +88,5 @@ def inspect_location(location: str, *, from_format: str | None = None, sample: i
         "sizing": estimate(manifest, count, stats.payload_sizes,
                            vector_stats=stats.vector_stats(), payload_keys=keys,
                            ram_budget=ram_budget),
+        **({"suggested_mapping": suggested} if suggested is not None else {}),
     }

@@ -22,6 +22,8 @@ from vecferry.stream import decode_ids
 
 PARTITIONS = 32
 EXAMPLES = 10
+#: ids buffered before a spill: one small IPC write per partition per spill, not per batch
+SPILL_IDS = 1 << 16
 
 
 class IdLedger:
@@ -33,6 +35,8 @@ class IdLedger:
         self._type = pa.uint64() if id_kind == "int" else pa.string()
         self._writers: dict[int, ipc.RecordBatchStreamWriter] = {}
         self._schema = pa.schema([("id", self._type)])
+        self._pending: list[pa.Array] = []
+        self._pending_ids = 0
 
     def _part_of(self, ids: pa.Array) -> np.ndarray:
         if self.id_kind == "int":
@@ -46,6 +50,16 @@ class IdLedger:
     def add(self, ids: pa.Array) -> None:
         if len(ids) == 0:
             return
+        self._pending.append(ids)
+        self._pending_ids += len(ids)
+        if self._pending_ids >= SPILL_IDS:
+            self._spill()
+
+    def _spill(self) -> None:
+        if not self._pending:
+            return
+        ids = pa.concat_arrays(self._pending)
+        self._pending, self._pending_ids = [], 0
         parts = self._part_of(ids)
         order = np.argsort(parts, kind="stable")
         sorted_parts = parts[order]
@@ -63,6 +77,7 @@ class IdLedger:
 
     def discard(self) -> None:
         """Delete the spill without counting (the run failed)."""
+        self._pending, self._pending_ids = [], 0
         for w in self._writers.values():
             with contextlib.suppress(Exception):
                 w.close()
@@ -71,6 +86,7 @@ class IdLedger:
     def finish(self) -> dict[str, Any]:
         """{"count": ids occurring more than once, "examples": up to 10 of them}."""
         try:
+            self._spill()
             for w in self._writers.values():
                 w.close()
             count = 0

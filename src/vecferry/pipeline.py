@@ -22,6 +22,7 @@ from vecferry.converters import open_reader, resolve
 from vecferry.converters.base import REJECT_KEY, Context
 from vecferry.errors import InputError, Location, RecordError, UsageError
 from vecferry.ledger import IdLedger
+from vecferry.storage import with_storage_options
 from vecferry.stream import manifest_of, rebatch
 
 DEFAULT_BATCH_SIZE = 2048
@@ -170,6 +171,7 @@ class ResumeState:
         os.replace(tmp, self.path)
 
 
+@with_storage_options
 def convert(
     src: str,
     dst: str,
@@ -195,6 +197,8 @@ def convert(
     ``rejects`` (default ``<dst>.rejects.jsonl``) and the run carries on; the report always
     satisfies ``read == written + rejected``. With ``resume=True`` and a writer that
     acknowledges batches (Qdrant), the run continues after the position saved in ``state``.
+    ``storage_options`` (e.g. ``{"endpoint_url": ...}``) apply to ``s3://``, ``gs://`` and
+    ``az://`` locations on both ends (see ``vecferry.storage``).
     """
     if batch_size <= 0:
         raise UsageError("batch size must be a positive integer")

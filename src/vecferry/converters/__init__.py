@@ -37,6 +37,9 @@ class FormatSpec:
     extra: str | None = None
     #: files whose presence in a directory marks it as this format (e.g. ``*.parquet``)
     directory_markers: tuple[str, ...] = ()
+    #: directories are matched against formats in this order (lowest first), so a folder with a
+    #: ``VDF_META.json`` is VDF and ``.npy`` shards with metadata Parquet are numpy
+    directory_priority: int = 50
 
     def missing(self) -> list[str]:
         """Modules this format needs that are not importable."""
@@ -75,6 +78,7 @@ FORMATS: tuple[FormatSpec, ...] = (
         reader="vecferry.converters.parquet:ParquetReader",
         writer="vecferry.converters.parquet:ParquetWriter",
         directory_markers=("*.parquet",),
+        directory_priority=30,
     ),
     FormatSpec(
         name="npy",
@@ -83,6 +87,7 @@ FORMATS: tuple[FormatSpec, ...] = (
         reader="vecferry.converters.npy:NpyReader",
         writer="vecferry.converters.npy:NpyWriter",
         directory_markers=("*.npy",),
+        directory_priority=20,
     ),
     FormatSpec(
         name="faiss",
@@ -112,6 +117,23 @@ FORMATS: tuple[FormatSpec, ...] = (
         requires=("qdrant_edge",),
         extra="edge",
     ),
+    FormatSpec(
+        name="snapshot",
+        description="Qdrant snapshot file (collection, shard or full), read offline through "
+        "Qdrant Edge",
+        extensions=(".snapshot",),
+        reader="vecferry.converters.snapshot:SnapshotReader",
+        requires=("qdrant_edge",),
+        extra="edge",
+    ),
+    FormatSpec(
+        name="vdf",
+        description="vector-io export folder (VDF_META.json + Parquet), read and written",
+        reader="vecferry.converters.vdf:VdfReader",
+        writer="vecferry.converters.vdf:VdfWriter",
+        directory_markers=("VDF_META.json",),
+        directory_priority=10,
+    ),
 )
 
 
@@ -136,6 +158,10 @@ def get_format(name: str) -> FormatSpec:
     raise FormatNotFoundError(f"unknown format {name!r}", hint=f"known formats: {known}")
 
 
+#: URI schemes of object storage (see ``vecferry.storage``), resolved by file extension
+_STORAGE_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "http", "https"})
+
+
 def scheme_of(location: str) -> str | None:
     head, sep, _ = location.partition("://")
     return head.lower() if sep and head.replace("-", "").replace("+", "").isalnum() else None
@@ -150,7 +176,10 @@ def resolve(location: str, explicit: str | None = None, *, role: str = "reader")
         return get_format(explicit)
     formats = all_formats()
     scheme = scheme_of(location)
-    if scheme and scheme != "file":
+    # Object storage (s3://, gs://, az://, https://) holds files: their extension decides.
+    storage_scheme = scheme in _STORAGE_SCHEMES and not any(scheme in f.schemes
+                                                            for f in formats)
+    if scheme and scheme != "file" and not storage_scheme:
         for spec in formats:
             if scheme in spec.schemes:
                 return spec
@@ -168,9 +197,14 @@ def resolve(location: str, explicit: str | None = None, *, role: str = "reader")
     for ext, spec in by_suffix:
         if name.endswith(ext):
             return spec
-    p = Path(path)
+    if storage_scheme:
+        from vecferry.storage import StoragePath
+
+        p: Any = StoragePath(location)
+    else:
+        p = Path(path)
     if p.is_dir():
-        for spec in formats:
+        for spec in sorted(formats, key=lambda f: f.directory_priority):
             if any(next(p.glob(m), None) is not None for m in spec.directory_markers):
                 return spec
     known = ", ".join(f"{s.name} ({' '.join(s.extensions) or ' '.join(s.schemes)})"

@@ -108,10 +108,23 @@ class AtomicPath:
 
     An interrupted run leaves only ``.<name>.vftmp-<random>`` behind, never something that
     looks complete. Refuses to start when ``target`` exists unless ``overwrite`` is set.
+    A remote target (``s3://`` ...) is written as ``storage.RemoteOutput`` says; ``staged``
+    asks for a local ``temp`` there (for writers that seek back into their output).
     """
 
     def __init__(self, target: str | os.PathLike[str], *, overwrite: bool = False,
-                 directory: bool = False):
+                 directory: bool = False, staged: bool = False):
+        from vecferry import storage
+
+        self.directory = directory
+        self._remote: storage.RemoteOutput | None = None
+        if storage.is_remote(target):
+            # An object store has no rename: see storage.RemoteOutput (multipart upload
+            # completed on commit, temporary prefix for directories, ``staged`` local copy).
+            self._remote = storage.RemoteOutput(target, overwrite=overwrite,
+                                                directory=directory, staged=staged)
+            self.target, self.temp = self._remote.target, self._remote.temp
+            return
         self.target = Path(target)
         if self.target.exists() and not overwrite:
             raise OutputExistsError(
@@ -127,11 +140,13 @@ class AtomicPath:
                 hint="create it first",
             )
         self.temp = parent / f".{self.target.name}.vftmp-{uuid.uuid4().hex[:8]}"
-        self.directory = directory
         if directory:
             self.temp.mkdir()
 
     def commit(self) -> None:
+        if self._remote is not None:
+            self._remote.commit()
+            return
         if self.target.is_dir() and not self.target.is_symlink():
             shutil.rmtree(self.target)
         elif self.target.exists():
@@ -139,14 +154,31 @@ class AtomicPath:
         os.replace(self.temp, self.target)
 
     def abort(self) -> None:
+        if self._remote is not None:
+            self._remote.abort()
+            return
         if self.temp.is_dir():
             shutil.rmtree(self.temp, ignore_errors=True)
         elif self.temp.exists():
             self.temp.unlink()
 
 
+def output_size(path: str | os.PathLike[str]) -> int:
+    """Bytes of a written (committed) output file, local or remote."""
+    from vecferry import storage
+
+    return storage.file_size(path)
+
+
 def fsync_path(path: Path) -> None:
-    """Flush a written file to disk so a commit survives a crash right after the rename."""
+    """Flush a written file to disk so a commit survives a crash right after the rename.
+
+    A remote object needs nothing: it exists once its upload is completed on commit.
+    """
+    from vecferry import storage
+
+    if storage.is_remote(path):
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -155,9 +187,16 @@ def fsync_path(path: Path) -> None:
 
 
 def input_path(location: str) -> Path:
-    """The local path of a file location, with a clear error when it is missing or unreadable."""
+    """The local path of a file location, with a clear error when it is missing or unreadable.
+
+    A remote location (``s3://``, ``gs://``, ``az://``, ``https://``) gives a
+    ``storage.StoragePath``, which answers the same questions (exists, is_dir, glob, /, name).
+    """
+    from vecferry import storage
     from vecferry.errors import InputError
 
+    if storage.is_remote(location):
+        return storage.input_path(location)  # type: ignore[return-value]
     path = Path(location)
     if not path.exists():
         raise InputError("no such file or directory", location=Location(source=location),

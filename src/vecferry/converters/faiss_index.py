@@ -54,7 +54,6 @@ FAISS -> anything -> FAISS -> anything restores ids, payloads, distance and name
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -77,6 +76,7 @@ from vecferry.converters.base import (
 from vecferry.digest import StreamDigest
 from vecferry.errors import InputError, Location, UnsupportedError, UsageError
 from vecferry.points import dumps_payload, non_finite_rows, reject_from_row
+from vecferry.storage import LocalCopy, as_path, is_remote
 from vecferry.stream import (
     ID_COLUMN,
     PAYLOAD_COLUMN,
@@ -531,6 +531,11 @@ class FaissReader:
         self.location = location
         self.context = context
         path = input_path(location)
+        self._copy: LocalCopy | None = None
+        if is_remote(path):
+            # faiss reads (and maps) local files only: copy the index and its sidecars
+            self._copy = LocalCopy(path, sidecars=(MANIFEST_SUFFIX, PAYLOADS_SUFFIX))
+            path = self._copy.path
         if path.is_dir():
             raise InputError("is a directory, not a FAISS index file",
                              location=Location(source=location))
@@ -819,6 +824,8 @@ class FaissReader:
     def close(self) -> None:
         self._index = None
         self.plan = _Plan()
+        if self._copy is not None:
+            self._copy.cleanup()
 
 
 # ------------------------------------------------------------------------------------- writer
@@ -956,8 +963,8 @@ class FaissWriter:
         self.next_faiss_id = 0
         self.added = 0
 
-        side_manifest = Path(location + MANIFEST_SUFFIX)
-        side_payloads = Path(location + PAYLOADS_SUFFIX)
+        side_manifest = as_path(location + MANIFEST_SUFFIX)
+        side_payloads = as_path(location + PAYLOADS_SUFFIX)
         if not overwrite:
             for p in (side_manifest, side_payloads):
                 if p.exists():
@@ -966,9 +973,10 @@ class FaissWriter:
                     raise OutputExistsError("output sidecar exists",
                                             location=Location(source=str(p)),
                                             hint="pass --overwrite to replace it")
-        self._out = AtomicPath(location, overwrite=overwrite)
-        self._out_manifest = AtomicPath(side_manifest, overwrite=True)
-        self._out_payloads = AtomicPath(side_payloads, overwrite=True)
+        # staged: faiss writes local files; a remote target is uploaded on commit
+        self._out = AtomicPath(location, overwrite=overwrite, staged=True)
+        self._out_manifest = AtomicPath(side_manifest, overwrite=True, staged=True)
+        self._out_payloads = AtomicPath(side_payloads, overwrite=True, staged=True)
         self._stale_payloads = side_payloads if side_payloads.exists() else None
         self._sidecar_schema = pa.schema(
             [("faiss_id", pa.int64())]
@@ -1156,7 +1164,7 @@ class FaissWriter:
             self._out_payloads.commit()
         elif self._stale_payloads is not None and self._stale_payloads.exists():
             # an overwritten index must not pick up the previous run's payloads
-            os.unlink(self._stale_payloads)
+            self._stale_payloads.unlink()
         return {"bytes_written": nbytes, "index_type": _index_name(self.index),
                 "index_factory": self.factory, "files": files,
                 **({"trained_on": self.trained_on} if self.trained_on else {}),

@@ -16,7 +16,6 @@ JSON: such points are refused (or sent to the rejects file with ``on_error="skip
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -32,11 +31,13 @@ from vecferry.converters.base import (
     Context,
     fsync_path,
     input_path,
+    output_size,
     reject_unknown_options,
 )
 from vecferry.digest import StreamDigest
 from vecferry.errors import InputError, Location, RecordError, SchemaError
 from vecferry.fileio import iter_lines, loads_exact, open_read, open_write
+from vecferry.mapping import KeyMapping, suggest_records
 from vecferry.parallel import WorkerGate
 from vecferry.points import (
     BatchBuilder,
@@ -59,7 +60,9 @@ PEEK_POINTS = 1000
 
 
 def manifest_path(path: str | Path) -> Path:
-    return Path(f"{path}.manifest.json")
+    from vecferry.storage import as_path  # s3:// ... stays a URL: a StoragePath
+
+    return as_path(f"{path}.manifest.json")  # type: ignore[return-value]
 
 
 def read_manifest_sidecar(path: str | Path) -> Manifest | None:
@@ -83,7 +86,9 @@ class JsonlReader:
     """
 
     def __init__(self, location: str, *, context: Context, id_kind: str | None = None,
-                 workers: int | None = None, **options: Any):
+                 workers: int | None = None, id_key: str | None = None,
+                 vector_key: Any = None, sparse_key: Any = None, payload_key: str | None = None,
+                 **options: Any):
         reject_unknown_options("jsonl", options)
         self.location = location
         self.context = context
@@ -92,16 +97,23 @@ class JsonlReader:
             raise InputError("is a directory, not a JSONL file", location=Location(location))
         if id_kind is not None and id_kind not in ID_KINDS:
             raise SchemaError(f"unknown id kind {id_kind!r}", hint=f"one of {', '.join(ID_KINDS)}")
-        manifest = read_manifest_sidecar(self.path)
+        # Foreign records (keys other than id / vector / payload) are read by a key mapping;
+        # it ignores a sidecar, which describes vecferry's own shape.
+        self.mapping = KeyMapping.from_options(id_key=id_key, vector_key=vector_key,
+                                               sparse_key=sparse_key, payload_key=payload_key)
+        manifest = None if self.mapping else read_manifest_sidecar(self.path)
         self._sidecar_count = manifest.count if manifest else None
         self._fh = open_read(self.path)
         self._lines = iter_lines(self._fh, location)
         self._peeked: list[tuple[int, bytes, bool]] = []
+        self._mapping_json: bytes | None = None
         if manifest is None:
             manifest = self._infer()
         if id_kind:
             manifest.id_kind = id_kind
         manifest.source = {"format": "jsonl", "location": location}
+        if self.mapping is not None:
+            manifest.source["mapping"] = self.mapping.as_dict()
         self.manifest = manifest
         self.schema = manifest.schema()
         self._gate = WorkerGate(workers, [__name__])
@@ -112,7 +124,7 @@ class JsonlReader:
         for number, line, newline in self._lines:
             self._peeked.append((number, line, newline))
             try:
-                value = loads_exact(line, line.find(b'"payload"'))
+                value = loads_exact(line, 0 if self.mapping else line.find(b'"payload"'))
             except ValueError:
                 continue  # reported with its line number when the batches are read
             if isinstance(value, dict):
@@ -131,36 +143,56 @@ class JsonlReader:
             raise InputError("no valid point to infer the schema from",
                              location=Location(self.location),
                              hint="fix the lines reported, or add a manifest sidecar")
+        if self.mapping is not None:
+            self.mapping = self.mapping.resolve(points, self.location)
+            self._mapping_json = orjson.dumps(self.mapping.as_dict())
+            pairs = self.mapping.pairs()
+            mapped = []
+            for i, p in enumerate(points):
+                try:
+                    mapped.append(self.mapping.to_point(p, i, pairs))
+                except ValueError:
+                    continue
+            points = mapped
         manifest = infer_manifest(points)
         if not manifest.vectors:
+            hint = 'each line needs "vector": [...] or {"name": [...]}'
+            if self.mapping is None:
+                suggestion = suggest_records(points)
+                if suggestion["vector_keys"] or suggestion["sparse_keys"]:
+                    hint += f", or read foreign records with a mapping: {suggestion['flags']}"
             raise InputError("no point has a vector", location=Location(self.location),
-                             hint='each line needs "vector": [...] or {"name": [...]}')
+                             hint=hint)
         return manifest
 
     def count(self) -> int | None:
         return self._sidecar_count
 
-    def _chunks(self, size: int) -> Iterator[list[tuple[int, bytes, bool]]]:
+    def _chunks(self, size: int) -> Iterator[tuple[int, list[tuple[int, bytes, bool]]]]:
+        """(number of the chunk's first record, its lines); numbers count non-blank lines."""
         # The peeked lines go through the same cut: a first chunk larger than ``size`` would
         # break the reader's "at most batch_size rows" contract.
         peeked, self._peeked = self._peeked, []
         chunk: list[tuple[int, bytes, bool]] = []
+        first = 0
         for item in itertools.chain(peeked, self._lines):
             chunk.append(item)
             if len(chunk) >= size:
-                yield chunk
+                yield first, chunk
+                first += len(chunk)
                 chunk = []
         if chunk:
-            yield chunk
+            yield first, chunk
 
     def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
         manifest_json = self.manifest.to_json()
         skip = start  # resuming: the first ``start`` points were written by an earlier run
         try:
-            for chunk in self._chunks(batch_size):
+            for first, chunk in self._chunks(batch_size):
                 pool = self._gate.pool_for(len(chunk))
-                results = ([parse_chunk(chunk, manifest_json, self.location)] if pool is None
-                           else pool.submit(parse_chunk, chunk, manifest_json, self.location))
+                args = (chunk, manifest_json, self.location, self._mapping_json, first)
+                results = ([parse_chunk(*args)] if pool is None
+                           else pool.submit(parse_chunk, *args))
                 for result in results:
                     batch, skip = self._deliver(result, skip)
                     if batch is not None:
@@ -204,22 +236,43 @@ def _manifest(manifest_json: bytes) -> Manifest:
     return Manifest.from_json(manifest_json)
 
 
-def parse_chunk(chunk: list[tuple[int, bytes, bool]], manifest_json: bytes, source: str
+@lru_cache(maxsize=4)
+def _key_mapping(mapping_json: bytes) -> tuple[KeyMapping, list[tuple[str, str]]]:
+    d = orjson.loads(mapping_json)
+    m = KeyMapping(d["id_key"], tuple(d["vector_keys"]), tuple(d["sparse_keys"]),
+                   d["payload_key"])
+    return m, m.pairs()
+
+
+def parse_chunk(chunk: list[tuple[int, bytes, bool]], manifest_json: bytes, source: str,
+                mapping_json: bytes | None = None, first: int = 0,
                 ) -> tuple[pa.RecordBatch | None, list[RecordError]]:
     """Parse (line number, line, ends with newline) items into a batch and the errors met.
 
-    Runs inline or in a worker process, so it rejects nothing itself: the reader replays the
-    errors through its context in line order.
+    With ``mapping_json`` (a resolved ``KeyMapping``) each record is mapped to a point first;
+    ``first`` is the number of the chunk's first record (ids when there is no id key). Runs
+    inline or in a worker process, so it rejects nothing itself: the reader replays the errors
+    through its context in line order.
     """
     errors: list[RecordError] = []
     builder = BatchBuilder(_manifest(manifest_json), Context("skip", errors.append), source)
-    for number, line, newline in chunk:
+    mapping = _key_mapping(mapping_json) if mapping_json is not None else None
+    for offset, (number, line, newline) in enumerate(chunk):
         try:
             # Only the payload can hold integers orjson would round; -1 (none) skips the scan.
-            value = loads_exact(line, line.find(b'"payload"'))
+            # Mapped records may hold them under any key.
+            value = loads_exact(line, 0 if mapping else line.find(b'"payload"'))
         except ValueError as exc:
             errors.append(_line_error(source, number, line, newline, exc))
             continue
+        if mapping is not None:
+            try:
+                value = mapping[0].to_point(value, first + offset, mapping[1])
+            except ValueError as exc:
+                errors.append(record_error(str(exc), source=source, line=number, raw=value,
+                                           hint="every record needs an id under that key, or "
+                                           "leave --id-key out to number the records"))
+                continue
         if isinstance(value, dict) and REJECT_KEY in value:
             if "_raw" in value:
                 errors.append(record_error(
@@ -346,7 +399,7 @@ class JsonlWriter:
         self.side.temp.write_bytes(self.manifest.to_json())
         self.out.commit()
         self.side.commit()
-        return {"bytes_written": os.path.getsize(self.location),
+        return {"bytes_written": output_size(self.location),
                 "manifest": str(manifest_path(self.location))}
 
     def abort(self) -> None:

@@ -12,6 +12,14 @@ Sources:
   deflated), never loaded whole.
 * a directory written by ``NpyWriter`` (``manifest.json``, ``vectors.npy`` / ``vectors.<name>.npy``,
   ``ids.npy``, ``payloads.jsonl``), read back exactly.
+* a directory of ``.npy`` shards, as embedding pipelines write them: numbered (N_i, D) matrices
+  (``emb_0.npy``, ``emb_1.npy``, ... or ``0.npy``, ``1.npy``, ...), read in shard-number order as
+  one source. Optional per shard, matched by number: an ids ``.npy`` (a 1-D group whose name
+  starts with ``id``, e.g. ``ids_0.npy``) and a metadata Parquet (``metadata_0.parquet``; every
+  column becomes payload by the rules of ``vecferry.mapping``). Several matrix groups
+  (``img_emb_0.npy`` and ``text_emb_0.npy``) become vectors named after their prefix. Without
+  ids, the ids are row numbers across the shards. A directory is read as shards when, among
+  its first 16 name prefixes, one names a 2-D matrix of more than one row.
 * any other directory: one vector per ``<id>.npy`` file, with an optional ``<id>.json`` payload
   sidecar; the id is the file stem (an integer when every stem is one).
 
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +40,7 @@ from typing import IO, Any
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from vecferry.converters.base import (
     AtomicPath,
@@ -43,6 +53,7 @@ from vecferry.digest import StreamDigest
 from vecferry.errors import InputError, Location, SchemaError, UnsupportedError, UsageError
 from vecferry.fileio import iter_payload_rows, loads_exact, open_read
 from vecferry.points import dumps_payload
+from vecferry.storage import RangedArray, as_path, is_remote, open_binary
 from vecferry.stream import (
     ID_COLUMN,
     PAYLOAD_COLUMN,
@@ -51,6 +62,7 @@ from vecferry.stream import (
     is_uuid,
     manifest_of,
     merge_id_kinds,
+    rebatch,
 )
 
 MANIFEST_NAME = "manifest.json"
@@ -91,7 +103,7 @@ class _NpyHeader:
 def _open_matrix(path: Path) -> np.ndarray:
     """Memory-map an (N, D) ``.npy`` matrix, checking that the file holds all its bytes."""
     where = str(path)
-    with open(path, "rb") as fh:
+    with open_binary(path) as fh:
         h = _NpyHeader(fh, where)
     if len(h.shape) != 2:
         raise InputError(f"expected a 2-D matrix (points x dimensions), found shape {h.shape}",
@@ -107,8 +119,18 @@ def _open_matrix(path: Path) -> np.ndarray:
             location=Location(where), hint="re-create or re-copy the file")
     if h.shape[0] == 0:
         raise InputError("input is empty: the matrix has no rows", location=Location(where))
+    if is_remote(path):  # no memory map of an object: each batch is one ranged read
+        return _remote_array(path, h, where)
     return np.memmap(path, dtype=h.dtype, mode="r", offset=h.offset, shape=h.shape,
                      order="F" if h.fortran else "C")
+
+
+def _remote_array(path: Any, h: _NpyHeader, where: str) -> RangedArray:
+    if h.fortran:
+        raise UnsupportedError("a Fortran-ordered matrix cannot be read by rows from object "
+                               "storage", location=Location(where),
+                               hint="save it with np.ascontiguousarray, or copy it locally")
+    return RangedArray(as_path(path), h.dtype, h.offset, h.shape)
 
 
 class _ZipMatrix:
@@ -170,14 +192,23 @@ class NpyReader:
         self._ids_path = ids
         self._payloads_path = payloads
         self._per_vector: list[Path] | None = None
+        self._shards: _Shards | None = None
         self._zip: zipfile.ZipFile | None = None
         self._ids: np.ndarray | _ZipMatrix | None = None
         self._narrowed = 0
         manifest: Manifest | None = None
         self.matrices: dict[str, Any] = {}
         written_by_us = path.is_dir() and (path / MANIFEST_NAME).exists()
+        shards = None if written_by_us or not path.is_dir() else _find_shards(path)
+        if shards is not None and (ids is not None or payloads is not None):
+            raise UsageError("--ids and --payloads apply to one matrix; a directory of shards "
+                             "takes ids and metadata per shard (ids_0.npy, metadata_0.parquet)",
+                             location=Location(location))
         if written_by_us:
             manifest = self._open_written_dir(path)
+        elif shards is not None:
+            self._shards = shards
+            manifest = shards.manifest()
         elif path.is_dir():
             manifest = self._open_per_vector_dir(path)
         elif path.suffix.lower() == ".npz":
@@ -187,7 +218,12 @@ class NpyReader:
             manifest = Manifest(vectors=[VectorSpec("", "dense", self.matrices[""].shape[1],
                                                     _datatype(self.matrices[""].dtype,
                                                               location))])
-        if self._per_vector is None:
+        if self._shards is not None:
+            self._rows = self._shards.rows
+            if self._shards.narrowing:
+                context.warn("float64 vectors are narrowed to float32 (Qdrant, FAISS and the "
+                             "stream store float32); the report counts values that changed")
+        elif self._per_vector is None:
             self._rows = next(iter(self.matrices.values())).shape[0]
             if ids is not None:
                 self._ids = _open_ids(Path(ids))
@@ -236,7 +272,7 @@ class NpyReader:
 
     def _open_npz(self, path: Path) -> Manifest:
         try:
-            self._zip = zipfile.ZipFile(path)
+            self._zip = zipfile.ZipFile(open_binary(path) if is_remote(path) else path)
         except (zipfile.BadZipFile, OSError) as exc:
             raise InputError(f"not a valid .npz archive: {exc}", location=Location(str(path)),
                              hint="the file may be truncated") from exc
@@ -307,6 +343,9 @@ class NpyReader:
         return self._rows
 
     def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
+        if self._shards is not None:
+            yield from rebatch(self._shard_batches(batch_size, start), batch_size)
+            return
         payloads = self._payload_blocks(batch_size, start)
         if self._per_vector is not None:
             yield from self._per_vector_batches(batch_size, start, payloads)
@@ -331,6 +370,36 @@ class NpyReader:
                                                type=pa.string())
             yield pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema],
                                              schema=self.schema)
+        self._report_narrowing()
+
+    def _shard_batches(self, batch_size: int, start: int) -> Iterator[pa.RecordBatch]:
+        sh = self._shards
+        number = 0
+        for num in sh.numbers:
+            rows = sh.rows_of[num]
+            if start >= rows:
+                start, number = start - rows, number + rows
+                continue
+            mats = {name: _open_matrix(files[num]) for name, files in sh.vectors.items()}
+            ids = None
+            if sh.ids is not None:
+                ids = _open_ids(sh.ids[num])
+            meta = sh.metadata_batches(num, batch_size, start)
+            for lo in range(start, rows, batch_size):
+                hi = min(lo + batch_size, rows)
+                columns: dict[str, pa.Array] = {}
+                for spec in self.manifest.vectors:
+                    columns[spec.column] = self._vector_column(spec,
+                                                               _rows(mats[spec.name], lo, hi))
+                block = (np.arange(number + lo, number + hi, dtype=np.uint64) if ids is None
+                         else np.asarray(ids[lo:hi]))
+                columns[ID_COLUMN] = self._id_column(block)
+                columns[PAYLOAD_COLUMN] = (next(meta) if meta is not None
+                                           else pa.nulls(hi - lo, pa.string()))
+                yield pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema],
+                                                 schema=self.schema)
+            start = 0
+            number += rows
         self._report_narrowing()
 
     def _vector_column(self, spec: VectorSpec, data: np.ndarray) -> pa.Array:
@@ -446,10 +515,191 @@ def _rows(arr: Any, lo: int, hi: int) -> np.ndarray:
     return block
 
 
+_SHARD_NAME = re.compile(r"(?P<prefix>.*?)[_\-.]?(?P<number>\d+)\Z")
+MAX_SHARD_GROUPS = 16
+
+
+def _groups(paths: list[Path]) -> dict[str, dict[int, Path]] | None:
+    """{prefix: {shard number: file}}, or None when a name has no trailing number."""
+    groups: dict[str, dict[int, Path]] = {}
+    for p in paths:
+        m = _SHARD_NAME.match(p.stem if p.suffix != ".gz" else Path(p.stem).stem)
+        if m is None:
+            return None
+        files = groups.setdefault(m["prefix"], {})
+        if int(m["number"]) in files:
+            return None  # "01" and "1": not a numbering
+        files[int(m["number"])] = p
+    return groups
+
+
+def _header(path: Path) -> _NpyHeader:
+    with open_binary(path) as fh:
+        return _NpyHeader(fh, str(path))
+
+
+def _find_shards(path: Path) -> _Shards | None:
+    """The shard layout of a directory, or None when it is a per-vector directory."""
+    npys = [p for p in path.iterdir() if p.suffix == ".npy" and not p.name.startswith(".")]
+    groups = _groups(npys)
+    if not groups or len(groups) > MAX_SHARD_GROUPS:
+        return None
+    firsts = {prefix: _header(files[min(files)]) for prefix, files in groups.items()}
+    if not any(len(h.shape) == 2 and h.shape[0] > 1 for h in firsts.values()):
+        return None
+    return _Shards(path, groups, firsts)
+
+
+class _Shards:
+    """A directory of numbered ``.npy`` matrices with optional ids and metadata per shard."""
+
+    def __init__(self, path: Path, groups: dict[str, dict[int, Path]],
+                 firsts: dict[str, _NpyHeader]):
+        self.path = path
+        where = str(path)
+        vector_groups = {p: f for p, f in groups.items() if len(firsts[p].shape) == 2}
+        id_groups = {p: f for p, f in groups.items()
+                     if len(firsts[p].shape) == 1 and p.lower().startswith("id")}
+        other = sorted(set(groups) - set(vector_groups) - set(id_groups))
+        if other:
+            raise InputError(
+                f"1-D arrays {', '.join(groups[p][min(groups[p])].name for p in other)} are "
+                "neither vector matrices nor ids", location=Location(where),
+                hint="a shard directory holds (N, D) matrices, ids_<n>.npy and "
+                "metadata_<n>.parquet; move other files out")
+        if len(id_groups) > 1:
+            raise InputError(f"several id groups: {', '.join(sorted(id_groups))}",
+                             location=Location(where), hint="keep one ids_<n>.npy per shard")
+        self.numbers = sorted(next(iter(vector_groups.values())))
+        names = {p: ("" if len(vector_groups) == 1 else p) for p in vector_groups}
+        self.vectors = {names[p]: f for p, f in vector_groups.items()}
+        self.ids = next(iter(id_groups.values())) if id_groups else None
+        meta_files = [p for p in path.iterdir() if p.suffix in (".parquet",)
+                      and not p.name.startswith((".", "_"))]
+        meta_groups = _groups(meta_files) if meta_files else {}
+        if meta_groups is None or len(meta_groups) > 1:
+            raise InputError("metadata Parquet files must be one numbered group "
+                             "(metadata_0.parquet, metadata_1.parquet, ...)",
+                             location=Location(where))
+        self.metadata = next(iter(meta_groups.values())) if meta_groups else None
+        self._check(where)
+
+    def _check(self, where: str) -> None:
+        self.rows_of: dict[int, int] = {}
+        self.specs: dict[str, VectorSpec] = {}
+        self.narrowing = False
+        for name, files in self.vectors.items():
+            if sorted(files) != self.numbers:
+                missing = sorted(set(self.numbers) ^ set(files))
+                raise InputError(f"vector shards do not match: shard number(s) {missing} are "
+                                 f"missing from one group", location=Location(where),
+                                 hint="every shard needs a matrix in every group")
+            first: _NpyHeader | None = None
+            for num in self.numbers:
+                h = _header(files[num])
+                if len(h.shape) != 2:
+                    raise InputError(f"expected a 2-D matrix, found shape {h.shape}",
+                                     location=Location(str(files[num])))
+                if first is None:
+                    first = h
+                    dtype = _datatype(h.dtype, str(files[num]))
+                    self.narrowing |= h.dtype.newbyteorder("<") == np.dtype("<f8")
+                    self.specs[name] = VectorSpec(name, "dense", int(h.shape[1]), dtype)
+                elif h.shape[1] != first.shape[1] or h.dtype != first.dtype:
+                    raise InputError(
+                        f"shard is {h.shape[1]}-dimensional {h.dtype} but "
+                        f"{files[self.numbers[0]].name} is {first.shape[1]}-dimensional "
+                        f"{first.dtype}", location=Location(str(files[num])),
+                        hint="every shard holds vectors of one size and dtype")
+                rows = self.rows_of.setdefault(num, int(h.shape[0]))
+                if rows != h.shape[0]:
+                    raise InputError(f"shard has {h.shape[0]} rows but the other vectors of "
+                                     f"shard {num} have {rows}",
+                                     location=Location(str(files[num])))
+        for label, group in (("ids", self.ids), ("metadata", self.metadata)):
+            if group is None:
+                continue
+            for num in self.numbers:
+                if num not in group:
+                    raise InputError(f"shard {num} has no {label} file (others have)",
+                                     location=Location(str(self.vectors_file(num))),
+                                     hint=f"give every shard its {label}, or none")
+                n = (_header(group[num]).shape[0] if label == "ids"
+                     else pq.ParquetFile(group[num]).metadata.num_rows)
+                if n != self.rows_of[num]:
+                    raise InputError(f"{label} file has {n} rows but its shard "
+                                     f"{self.vectors_file(num).name} has {self.rows_of[num]}",
+                                     location=Location(str(group[num])),
+                                     hint=f"{label} are matched to vectors by row")
+        self.rows = sum(self.rows_of.values())
+        self.id_kind = "int"
+        if self.ids is not None:
+            kinds = set()
+            for num in self.numbers:
+                ids = _open_ids(self.ids[num])
+                kinds.add(_ids_kind(ids, str(self.ids[num])))
+            self.id_kind = merge_id_kinds(kinds)
+
+    def vectors_file(self, num: int) -> Path:
+        return next(iter(self.vectors.values()))[num]
+
+    def manifest(self) -> Manifest:
+        return Manifest(vectors=list(self.specs.values()), id_kind=self.id_kind,
+                        source={"format": "npy", "location": str(self.path),
+                                "layout": "shards", "shards": len(self.numbers)})
+
+    def metadata_batches(self, num: int, batch_size: int, start: int
+                         ) -> Iterator[pa.Array] | None:
+        """Payload blocks of shard ``num``'s metadata, from row ``start``, ``batch_size`` each."""
+        if self.metadata is None:
+            return None
+        from vecferry.mapping import payload_texts
+
+        path = self.metadata[num]
+
+        def from_start(pf: pq.ParquetFile) -> Iterator[pa.RecordBatch]:
+            skip = start
+            for batch in pf.iter_batches(batch_size=batch_size):
+                if skip:
+                    cut = min(skip, batch.num_rows)
+                    batch, skip = batch.slice(cut), skip - cut
+                if batch.num_rows:
+                    yield batch
+
+        def gen() -> Iterator[pa.Array]:
+            pf = pq.ParquetFile(path, memory_map=False, buffer_size=1 << 20)
+            try:
+                for block in rebatch(from_start(pf), batch_size):
+                    yield payload_texts(block, block.schema.names)
+            finally:
+                pf.close()
+
+        return gen()
+
+
+def _ids_kind(ids: np.ndarray, where: str) -> str:
+    if ids.dtype.kind in "iu":
+        if ids.dtype.kind == "i":
+            for lo in range(0, ids.shape[0], 1 << 20):
+                block = np.asarray(ids[lo:lo + (1 << 20)])
+                neg = np.flatnonzero(block < 0)
+                if neg.size:
+                    raise InputError(f"id {int(block[neg[0]])} is negative",
+                                     location=Location(where, row=lo + int(neg[0])),
+                                     hint="ids must be unsigned integers, UUIDs or strings")
+        return "int"
+    if ids.dtype.kind == "U":
+        return merge_id_kinds(_id_kind_of_strings(np.asarray(ids[lo:lo + (1 << 16)]))
+                              for lo in range(0, ids.shape[0], 1 << 16))
+    raise UnsupportedError(f"ids of dtype {ids.dtype} are not supported", location=Location(where),
+                           hint="ids must be unsigned integers or unicode strings")
+
+
 def _open_ids(path: Path) -> np.ndarray:
     where = str(input_path(str(path)))
     try:
-        ids = np.load(path, mmap_mode="r", allow_pickle=False)
+        ids = (_remote_array(path, _header(path), where) if is_remote(path)
+               else np.load(path, mmap_mode="r", allow_pickle=False))
     except ValueError as exc:
         raise InputError(f"ids file is not a readable .npy array: {exc}",
                          location=Location(where),
@@ -519,7 +769,8 @@ class NpyWriter:
             raise UnsupportedError(f"a numpy matrix cannot hold these vectors: {names}",
                                    location=Location(location),
                                    hint="write Parquet or JSONL instead, which hold every kind")
-        self.out = AtomicPath(location, overwrite=overwrite, directory=True)
+        # staged: a remote target is written locally (headers are patched) and uploaded
+        self.out = AtomicPath(location, overwrite=overwrite, directory=True, staged=True)
         d = self.out.temp
         self.vectors = {
             v.name: _NpyStream(d / ("vectors.npy" if v.name == "" else f"vectors.{v.name}.npy"),

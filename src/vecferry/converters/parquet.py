@@ -12,7 +12,7 @@ about 32 MB so readers can stream them and skip to a resume position without dec
 from __future__ import annotations
 
 import contextlib
-import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,19 @@ from vecferry.converters.base import (
     Context,
     fsync_path,
     input_path,
+    output_size,
     reject_unknown_options,
 )
 from vecferry.digest import StreamDigest
-from vecferry.errors import InputError, Location, SchemaError
+from vecferry.errors import InputError, Location, SchemaError, UsageError
+from vecferry.mapping import (
+    NARROWING_WARNING,
+    Mapping,
+    TableMapper,
+    check_same_schema,
+    suggest_table,
+)
+from vecferry.storage import arrow_sink, arrow_source, as_path
 from vecferry.stream import (
     ID_COLUMN,
     MANIFEST_KEY,
@@ -43,9 +52,15 @@ ROW_GROUP_BYTES = 32 << 20
 PART_NAME = "part-{:05d}.parquet"
 
 
+def natural_key(path: Path) -> list[Any]:
+    """Sort key putting ``2.parquet`` before ``10.parquet`` (shards as tools number them)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
 def _parts(path: Path) -> list[Path]:
     if path.is_dir():
-        parts = sorted(p for p in path.glob("*.parquet") if not p.name.startswith((".", "_")))
+        parts = sorted((p for p in path.glob("*.parquet") if not p.name.startswith((".", "_"))),
+                       key=natural_key)
         if not parts:
             raise InputError("directory holds no .parquet files", location=Location(str(path)))
         return parts
@@ -56,7 +71,8 @@ def _open(path: Path) -> pq.ParquetFile:
     try:
         # Buffered reads of 1 MB, no memory map and no pre-buffering: a map's pages count in
         # RSS up to the file size, and pre-buffering holds whole row groups (~32 MB each) ahead.
-        return pq.ParquetFile(path, memory_map=False, buffer_size=1 << 20, pre_buffer=False)
+        return pq.ParquetFile(arrow_source(path), memory_map=False, buffer_size=1 << 20,
+                              pre_buffer=False)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"not a readable Parquet file: {exc}", location=Location(str(path)),
                          hint="the file may be truncated or not Parquet") from exc
@@ -103,27 +119,79 @@ def infer_manifest(schema: pa.Schema, source: str) -> Manifest:
     return Manifest(vectors=vectors, id_kind=id_kind)
 
 
+def _is_stream_layout(schema: pa.Schema) -> bool:
+    """Whether a file without a manifest has vecferry's own columns (an ``id`` or a vector)."""
+    return any(n == ID_COLUMN or n == "vector" or n.startswith("vector.") for n in schema.names)
+
+
+def _first_batch(files: list[pq.ParquetFile], columns: list[str] | None = None
+                 ) -> pa.RecordBatch | None:
+    """The first rows of the first non-empty file (vector sizes, id kind, a suggestion)."""
+    for pf in files:
+        if pf.metadata.num_rows:
+            return next(pf.iter_batches(batch_size=1024, columns=columns), None)
+    return None
+
+
+def foreign_error(pf: pq.ParquetFile, path: Path) -> InputError:
+    """The error for a file holding neither a manifest nor vecferry's columns: the mapping to
+    pass, as ``vecferry inspect`` would suggest it."""
+    names = pf.schema_arrow.names
+    suggestion = suggest_table(pf.schema_arrow, _first_batch([pf]))
+    if suggestion["vector_columns"] or suggestion["sparse_columns"]:
+        hint = f"read it with a mapping, e.g. {suggestion['flags']}"
+    else:
+        hint = ("read it with a mapping: --vector-column [NAME=]COLUMN, optionally --id-column "
+                "COLUMN and --payload-columns a,b,c; no column looks like a vector")
+    return InputError(f"not a vecferry file: no manifest and no 'id' or 'vector' column "
+                      f"(columns: {', '.join(names)})", location=Location(str(path)), hint=hint)
+
+
 class ParquetReader:
     """Streams row groups of one file or a directory of parts; memory bounded by a row group.
 
-    ``InputError`` when a file is missing, not Parquet, or parts disagree on their schema.
+    Without mapping options the file is vecferry's (manifest in its metadata, or the stream
+    layout). With them (``id_column``, ``vector_column``, ``sparse_column``, ``payload_columns``,
+    ``json_columns``; see ``vecferry.mapping``) any table is read, shards of a directory in
+    natural name order (``2.parquet`` before ``10.parquet``). ``InputError`` when a file is
+    missing, not Parquet, not vecferry's and given no mapping (the hint suggests one), or when
+    parts disagree on their schema (naming both files).
     """
 
-    def __init__(self, location: str, *, context: Context, **options: Any):
+    def __init__(self, location: str, *, context: Context, id_column: str | None = None,
+                 vector_column: Any = None, sparse_column: Any = None,
+                 payload_columns: Any = None, json_columns: Any = None,
+                 id_kind: str | None = None, **options: Any):
         reject_unknown_options("parquet", options)
         self.location = location
         self.context = context
         self.parts = _parts(input_path(location))
+        self.mapper: TableMapper | None = None
         first = _open(self.parts[0])
+        mapping = Mapping.from_options(id_column=id_column, vector_column=vector_column,
+                                       sparse_column=sparse_column,
+                                       payload_columns=payload_columns,
+                                       json_columns=json_columns)
+        if mapping is not None:
+            self._open_mapped(first, mapping, id_kind)
+            return
         kv = first.metadata.metadata or {}
         if MANIFEST_KEY in kv:
+            if id_kind is not None:
+                raise UsageError("--id-kind does not apply to a file carrying a vecferry "
+                                 "manifest (it records the id kind)",
+                                 location=Location(str(self.parts[0])))
             try:
                 manifest = Manifest.from_json(kv[MANIFEST_KEY])
             except (ValueError, TypeError) as exc:
                 raise InputError(f"manifest metadata is not valid: {exc}",
                                  location=Location(str(self.parts[0]))) from exc
-        else:
+        elif _is_stream_layout(first.schema_arrow):
             manifest = infer_manifest(first.schema_arrow, str(self.parts[0]))
+            if id_kind is not None:
+                manifest.id_kind = id_kind
+        else:
+            raise foreign_error(first, self.parts[0])
         self._rows = 0
         self._files: list[pq.ParquetFile] = []
         for part in self.parts:
@@ -141,6 +209,31 @@ class ParquetReader:
         self.schema = manifest.schema()
         self._check_columns(first)
 
+    def _open_mapped(self, first: pq.ParquetFile, mapping: Mapping, id_kind: str | None
+                     ) -> None:
+        self._files = [first]
+        for part in self.parts[1:]:
+            pf = _open(part)
+            check_same_schema(pf.schema_arrow, str(part), first.schema_arrow,
+                              str(self.parts[0]))
+            self._files.append(pf)
+        names = first.schema_arrow.names
+        wanted = [c for c in (mapping.id_column, *mapping.vector_columns,
+                              *(s.split("=", 1)[-1] for s in mapping.vector_columns))
+                  if c is not None and c in names]
+        sample = _first_batch(self._files, list(dict.fromkeys(wanted)))
+        self.mapper = TableMapper(mapping, first.schema_arrow, str(self.parts[0]), sample,
+                                  id_kind=id_kind)
+        self._rows = sum(pf.metadata.num_rows for pf in self._files)
+        manifest = self.mapper.manifest
+        manifest.count = self._rows
+        manifest.source = {"format": "parquet", "location": self.location,
+                           "mapping": mapping.as_dict()}
+        if self.mapper.narrowing:
+            self.context.warn(NARROWING_WARNING)
+        self.manifest = manifest
+        self.schema = manifest.schema()
+
     def _check_columns(self, pf: pq.ParquetFile) -> None:
         have = set(pf.schema_arrow.names)
         missing = [f.name for f in self.schema if f.name not in have and f.name != PAYLOAD_COLUMN]
@@ -152,6 +245,10 @@ class ParquetReader:
         return self._rows
 
     def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
+        if self.mapper is not None:
+            yield from mapped_batches(self.mapper, self.parts, self._files, batch_size, start,
+                                      self.context)
+            return
         for part, pf in zip(self.parts, self._files, strict=True):
             groups = []
             for g in range(pf.metadata.num_row_groups):
@@ -201,6 +298,51 @@ class ParquetReader:
             pf.close()
 
 
+def mapped_batches(mapper: TableMapper, parts: list[Path], files: list[pq.ParquetFile],
+                   batch_size: int, start: int, context: Context) -> Iterator[pa.RecordBatch]:
+    """Stream batches of foreign files through ``mapper``, skipping the first ``start`` rows.
+
+    Rows are numbered across the files in order (ids when there is no id column); messages name
+    the file and the row within it. Ends by warning how many float64 values narrowing changed.
+    """
+    number = 0
+    for part, pf in zip(parts, files, strict=True):
+        total = pf.metadata.num_rows
+        if start >= total:
+            start -= total
+            number += total
+            continue
+        row = 0
+        groups: list[int] = []
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if not groups and start >= n:
+                start -= n  # whole row group already written by an earlier run
+                row += n
+                continue
+            groups.append(g)
+        columns = [c for c in mapper.columns if c in pf.schema_arrow.names]
+        try:
+            for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups,
+                                         columns=columns):
+                if start:
+                    skip = min(start, batch.num_rows)
+                    batch, start, row = batch.slice(skip), start - skip, row + skip
+                    if batch.num_rows == 0:
+                        continue
+                out = mapper.convert(batch, row0=row, number0=number + row, source=str(part),
+                                     context=context)
+                row += batch.num_rows
+                if out is not None:
+                    yield out
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"cannot decode Parquet data: {exc}", location=Location(
+                str(part)), hint="the file may be truncated or corrupt") from exc
+        number += total
+    if mapper.narrowed:
+        context.warn(f"{mapper.narrowed} float64 value(s) changed when narrowed to float32")
+
+
 class ParquetWriter:
     """Writes one Parquet file (or ``part-00000.parquet`` in a directory target), atomically.
 
@@ -216,7 +358,7 @@ class ParquetWriter:
         self.context = context
         self.manifest = manifest_of(schema)
         self.schema = schema
-        directory = location.endswith("/") or Path(location).is_dir()
+        directory = location.endswith("/") or as_path(location).is_dir()
         self.out = AtomicPath(location.rstrip("/") or location, overwrite=overwrite,
                               directory=directory)
         self.file = self.out.temp / PART_NAME.format(0) if directory else self.out.temp
@@ -224,7 +366,7 @@ class ParquetWriter:
         floats = [v.column for v in self.manifest.vectors
                   if v.kind != "sparse" and v.datatype != "uint8"]
         self._writer = pq.ParquetWriter(
-            self.file, schema, compression=compression,
+            arrow_sink(self.file), schema, compression=compression,
             # zstd level 1 compresses float vectors as well as the default level in 2/3 the
             # time; byte-stream-split groups the float bytes so exponents compress.
             compression_level=compression_level if compression == "zstd" else None,
@@ -265,7 +407,7 @@ class ParquetWriter:
         fsync_path(self.file)
         self.out.commit()
         final = self.out.target / PART_NAME.format(0) if self.out.directory else self.out.target
-        return {"bytes_written": os.path.getsize(final)}
+        return {"bytes_written": output_size(final)}
 
     def abort(self) -> None:
         # Already failing: a second error from closing must not hide the first.

@@ -1,0 +1,407 @@
+"""vector-io's Vector Dataset Format (VDF): a folder of ``VDF_META.json`` plus Parquet.
+
+Spec: https://github.com/AI-Northstar-Tech/vector-io#universal-vector-dataset-format-vdf-specification
+
+``VDF_META.json`` holds ``version``, ``file_structure``, ``author``, ``exported_from``,
+``exported_at``, an optional ``id_column`` (default ``id``) and ``indexes``: ``{index name:
+[{namespace, index_name, total_vector_count, exported_vector_count, dimensions, model_name,
+vector_columns, data_path, metric, index_config}]}``. Each namespace's ``data_path`` (relative
+to the folder) is a Parquet file or a directory of them (vector-io numbers them ``1.parquet``,
+``2.parquet``, ...), with the id column, the vector columns (lists of numbers) and one column per
+metadata key.
+
+Reading: one (index, namespace) per run; when the folder holds several, ``index`` picks one
+(``NAME`` or ``NAME/NAMESPACE``; the error lists them). A single vector column is the unnamed
+vector, several are named after their columns; the metric becomes the distance, ``model_name``
+and the index / namespace names go to the manifest's ``extra["vdf"]``. Every other column is
+payload, read by the rules of ``vecferry.mapping`` (files may differ in their metadata columns,
+as vector-io writes each file from its own DataFrame).
+
+Writing: ``VDF_META.json`` and ``<index>/1.parquet``, ``2.parquet``, ... (about 64 MB each, so
+memory stays bounded): ``id``, one ``list<float32>`` column per dense vector (``vector`` for the
+unnamed one, else the vector's name) and one column per top-level payload key. A key whose values
+in a file are all strings, booleans, int64 or floats gets that type; any other key (objects,
+lists, explicit nulls, integers past 64 bits, mixed types) is JSON text, listed in the file's
+key-value metadata ``vecferry.json_columns`` so vecferry reads it back exactly. The stream's
+manifest is kept under ``VDF_META.json["vecferry"]``. VDF has no sparse or multi vectors: those
+are refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vecferry.converters.base import (
+    AtomicPath,
+    Context,
+    fsync_path,
+    input_path,
+    reject_unknown_options,
+)
+from vecferry.converters.parquet import _open, natural_key
+from vecferry.digest import StreamDigest
+from vecferry.errors import InputError, Location, UnsupportedError, UsageError
+from vecferry.fileio import loads_exact
+from vecferry.mapping import NARROWING_WARNING, Mapping, TableMapper
+from vecferry.stream import ID_COLUMN, PAYLOAD_COLUMN, Manifest, manifest_of
+
+META_NAME = "VDF_META.json"
+JSON_COLUMNS_KEY = b"vecferry.json_columns"
+FILE_BYTES = 64 << 20
+_METRICS = {
+    "cosine": "Cosine", "euclid": "Euclid", "euclidean": "Euclid", "l2": "Euclid",
+    "dot": "Dot", "dotproduct": "Dot", "ip": "Dot", "inner_product": "Dot",
+    "manhattan": "Manhattan", "l1": "Manhattan",
+}
+_FLAG = "VDF_META.json ({} column)"
+
+
+def distance_of(metric: Any) -> str | None:
+    """The vecferry distance for a VDF metric (Qdrant's names; others' aliases), or None."""
+    if not isinstance(metric, str):
+        return None
+    return _METRICS.get(metric.lower().replace("distance.", "").replace(" ", "_"))
+
+
+def read_meta(root: Path) -> dict[str, Any]:
+    path = root / META_NAME
+    if not path.exists():
+        raise InputError(f"not a VDF folder: no {META_NAME}", location=Location(str(root)),
+                         hint="a vector-io export folder holds VDF_META.json and Parquet files")
+    try:
+        meta = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{META_NAME} is not valid JSON: {exc}",
+                         location=Location(str(path))) from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("indexes"), dict) \
+            or not meta["indexes"]:
+        raise InputError(f"{META_NAME} has no 'indexes'", location=Location(str(path)),
+                         hint="it must map index names to lists of namespaces")
+    return meta
+
+
+def _choose(meta: dict[str, Any], index: str | None, where: str
+            ) -> tuple[str, dict[str, Any]]:
+    entries = [(name, ns) for name, namespaces in meta["indexes"].items()
+               for ns in (namespaces or []) if isinstance(ns, dict)]
+    labels = [f"{name}/{ns.get('namespace') or ''}".rstrip("/") for name, ns in entries]
+    if index is not None:
+        picked = [e for e, label in zip(entries, labels, strict=True)
+                  if index in (label, e[0])]
+    else:
+        picked = entries
+    if len(picked) == 1:
+        return picked[0]
+    if picked or index is None:
+        message = (f"{META_NAME} holds {len(picked)} index namespaces "
+                   f"({', '.join(labels)}); one is read per run")
+    else:
+        message = f"{META_NAME} has no index or namespace {index!r} ({', '.join(labels)})"
+    raise UsageError(message, location=Location(where),
+                     hint="pick one with --vdf-index NAME or NAME/NAMESPACE")
+
+
+def _data_files(root: Path, data_path: str | None, where: str) -> list[Path]:
+    rel = Path(data_path or ".")
+    candidates = [root / rel, root / rel.name]
+    if len(rel.parts) > 1:  # vector-io writes paths that start with the export folder's name
+        candidates.append(root.joinpath(*rel.parts[1:]))
+    for c in candidates:
+        if c.is_file() and c.suffix == ".parquet":
+            return [c]
+        if c.is_dir():
+            files = sorted((p for p in c.glob("*.parquet") if not p.name.startswith((".", "_"))),
+                           key=natural_key)
+            if files:
+                return files
+    raise InputError(f"data_path {data_path!r} names no Parquet file or folder of them",
+                     location=Location(where),
+                     hint="data_path is relative to the folder holding VDF_META.json")
+
+
+class VdfReader:
+    """Reads one namespace of a VDF folder (see the module docstring), file by file."""
+
+    def __init__(self, location: str, *, context: Context, vdf_index: str | None = None,
+                 id_kind: str | None = None, **options: Any):
+        reject_unknown_options("vdf", options)
+        self.location = location
+        self.context = context
+        root = input_path(location)
+        meta = read_meta(root)
+        name, ns = _choose(meta, vdf_index, location)
+        self.parts = _data_files(root, ns.get("data_path"), str(root / META_NAME))
+        self._files = [_open(p) for p in self.parts]
+        ours = meta.get("vecferry", {}).get("manifest") if isinstance(meta.get("vecferry"),
+                                                                      dict) else None
+        known = Manifest.from_dict(ours) if ours else None
+        id_col = meta.get("id_column") or ID_COLUMN
+        first = self._files[0].schema_arrow
+        columns = ns.get("vector_columns") or ["vector"]
+        if known is not None:
+            specs = [f"{v.name}={v.name or 'vector'}" if v.name else "vector"
+                     for v in known.vectors]
+        else:
+            specs = list(columns)
+        self.mapping = Mapping(id_column=id_col if id_col in first.names else None,
+                               vector_columns=tuple(specs))
+        self._id_kind = id_kind
+        self._known = known
+        self._mappers: dict[int, TableMapper] = {}
+        mapper = self._mapper(0)
+        manifest = mapper.manifest
+        distance = distance_of(ns.get("metric"))
+        if known is None:
+            for v in manifest.vectors:
+                v.distance = distance
+            dims = ns.get("dimensions")
+            sizes = {v.size for v in manifest.vectors}
+            if isinstance(dims, int) and dims > 0 and dims not in sizes:
+                context.warn(f"{META_NAME} says {dims} dimensions but the vectors hold "
+                             f"{', '.join(map(str, sorted(sizes)))}; the data wins")
+            manifest.extra = {"vdf": {k: v for k, v in (
+                ("index", name), ("namespace", ns.get("namespace")),
+                ("model_name", ns.get("model_name")),
+                ("exported_from", meta.get("exported_from")),
+                ("metric", ns.get("metric"))) if v not in (None, "")}}
+        else:
+            manifest.extra = known.extra
+            manifest.collection = known.collection
+            manifest.digest = known.digest
+        if mapper.narrowing:
+            context.warn(NARROWING_WARNING)
+        self._rows = sum(pf.metadata.num_rows for pf in self._files)
+        manifest.count = self._rows
+        manifest.source = {"format": "vdf", "location": location, "index": name,
+                           "namespace": ns.get("namespace") or ""}
+        self.manifest = manifest
+        self.schema = manifest.schema()
+
+    def _mapper(self, i: int) -> TableMapper:
+        """The mapper of file ``i``: files may differ in their payload columns."""
+        if i in self._mappers:
+            return self._mappers[i]
+        pf = self._files[i]
+        schema = pf.schema_arrow
+        kv = pf.metadata.metadata or {}
+        json_cols = tuple(orjson.loads(kv[JSON_COLUMNS_KEY])) if JSON_COLUMNS_KEY in kv else ()
+        mapping = Mapping(self.mapping.id_column if self.mapping.id_column in schema.names
+                          else None, self.mapping.vector_columns, json_columns=json_cols)
+        wanted = [c for c in (mapping.id_column, *(s.split("=", 1)[-1]
+                                                   for s in mapping.vector_columns))
+                  if c is not None and c in schema.names]
+        sample = (next(pf.iter_batches(batch_size=1024, columns=wanted), None)
+                  if pf.metadata.num_rows else None)
+        forced = self._id_kind
+        if i > 0:
+            forced = self._mappers[0].manifest.id_kind
+            if mapping.id_column is None and self.mapping.id_column is not None:
+                raise InputError(f"file has no id column {self.mapping.id_column!r} but "
+                                 f"{self.parts[0].name} has", location=Location(str(self.parts[i])))
+        mapper = TableMapper(mapping, schema, str(self.parts[i]), sample, id_kind=forced,
+                             manifest=self._known, flag=_FLAG)
+        if i > 0:
+            want = [(v.name, v.kind, v.size) for v in self._mappers[0].manifest.vectors]
+            have = [(v.name, v.kind, v.size) for v in mapper.manifest.vectors]
+            if want != have:
+                raise InputError(f"vectors {have} differ from those of the first file "
+                                 f"{self.parts[0]} {want}", location=Location(str(self.parts[i])),
+                                 hint="every file of a namespace holds the same vectors")
+            mapper.manifest = self._mappers[0].manifest
+        self._mappers[i] = mapper
+        return mapper
+
+    def count(self) -> int:
+        return self._rows
+
+    def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
+        number = 0
+        narrowed = 0
+        for i, (part, pf) in enumerate(zip(self.parts, self._files, strict=True)):
+            total = pf.metadata.num_rows
+            if start >= total:
+                start, number = start - total, number + total
+                continue
+            mapper = self._mapper(i)
+            row = 0
+            try:
+                for batch in pf.iter_batches(batch_size=batch_size, columns=mapper.columns):
+                    if start:
+                        skip = min(start, batch.num_rows)
+                        batch, start, row = batch.slice(skip), start - skip, row + skip
+                        if batch.num_rows == 0:
+                            continue
+                    out = mapper.convert(batch, row0=row, number0=number + row,
+                                         source=str(part), context=self.context)
+                    row += batch.num_rows
+                    if out is not None:
+                        yield out
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputError(f"cannot decode Parquet data: {exc}",
+                                 location=Location(str(part)),
+                                 hint="the file may be truncated or corrupt") from exc
+            narrowed += mapper.narrowed
+            mapper.narrowed = 0
+            number += total
+        if narrowed:
+            self.context.warn(f"{narrowed} float64 value(s) changed when narrowed to float32")
+
+    def close(self) -> None:
+        for pf in self._files:
+            pf.close()
+
+
+# ------------------------------------------------------------------------------------ writer
+
+
+def _column_of(values: list[Any], present: list[bool]) -> tuple[pa.Array, bool]:
+    """A typed column for one payload key (absent = null), and whether it is JSON text.
+
+    An explicit JSON null forces JSON text, where it is the text ``null`` and absence is null.
+    """
+    vals = [v for v, p in zip(values, present, strict=True) if p]
+    kinds = {type(v) for v in vals}
+    typed = {bool: pa.bool_(), str: pa.string(), float: pa.float64(), int: pa.int64()}
+    if len(kinds) == 1 and (t := next(iter(kinds))) in typed and not (
+            t is int and any(not -(2**63) <= v < 2**63 for v in vals)):
+        return pa.array([v if p else None for v, p in zip(values, present, strict=True)],
+                        type=typed[t]), False
+    from vecferry.points import dumps_payload
+
+    return pa.array([dumps_payload(v) if p else None
+                     for v, p in zip(values, present, strict=True)], type=pa.string()), True
+
+
+class VdfWriter:
+    """Writes a VDF folder (see the module docstring) under a temporary name, renamed on close.
+
+    ``UnsupportedError`` at open for sparse or multi vectors, or a vector whose column name
+    would clash with the id; a payload key named like the id or a vector column is refused
+    when met (``UnsupportedError`` naming it).
+    """
+
+    def __init__(self, location: str, schema: pa.Schema, *, context: Context,
+                 overwrite: bool = False, vdf_index: str | None = None, **options: Any):
+        reject_unknown_options("vdf", options)
+        self.location = location
+        self.context = context
+        self.manifest = manifest_of(schema)
+        cannot = [v for v in self.manifest.vectors if v.kind != "dense"]
+        if cannot:
+            names = ", ".join(f"{v.name or '(unnamed)'} ({v.kind})" for v in cannot)
+            raise UnsupportedError(f"VDF holds dense vectors only; cannot hold: {names}",
+                                   location=Location(location),
+                                   hint="write Parquet or JSONL instead, which hold every kind")
+        self.vector_columns = {v.name: v.name or "vector" for v in self.manifest.vectors}
+        if ID_COLUMN in self.vector_columns.values():
+            raise UnsupportedError("a vector named 'id' would clash with the id column",
+                                   location=Location(location))
+        self.index = (vdf_index or (self.manifest.extra.get("vdf") or {}).get("index")
+                      or Path(location.rstrip("/")).name or "vectors")
+        self.out = AtomicPath(location.rstrip("/") or location, overwrite=overwrite,
+                              directory=True)
+        (self.out.temp / self.index).mkdir(parents=True)
+        self.digest = StreamDigest(self.manifest)
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_bytes = 0
+        self.files: list[str] = []
+        self.count = 0
+        self.bytes = 0
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        self.digest.update(batch)
+        self._pending.append(batch)
+        self._pending_bytes += batch.nbytes
+        self.count += batch.num_rows
+        if self._pending_bytes >= FILE_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        table = pa.Table.from_batches(self._pending).combine_chunks()
+        self._pending, self._pending_bytes = [], 0
+        arrays: dict[str, pa.Array] = {ID_COLUMN: table.column(ID_COLUMN).chunk(0)}
+        for v in self.manifest.vectors:
+            # list<float32>, the type pandas-based tools (vector-io) write and read back;
+            # float16 and uint8 values are exact in float32, the manifest restores the type
+            col = table.column(v.column).chunk(0)
+            arrays[self.vector_columns[v.name]] = col.cast(pa.list_(pa.float32()))
+        texts = table.column(PAYLOAD_COLUMN).to_pylist()
+        payloads = [None if t is None else loads_exact(t.encode()) for t in texts]
+        keys: dict[str, None] = {}
+        for p in payloads:
+            if p:
+                keys.update(dict.fromkeys(p))
+        json_cols = []
+        for key in keys:
+            if key in arrays:
+                raise UnsupportedError(
+                    f"payload key {key!r} has the name of the id or a vector column",
+                    location=Location(self.location),
+                    hint="VDF keeps payload keys as columns next to the id and vectors; rename "
+                    "the key, or write Parquet or JSONL")
+            present = [bool(p) and key in p for p in payloads]
+            values = [p[key] if ok else None for p, ok in zip(payloads, present, strict=True)]
+            arr, is_json = _column_of(values, present)
+            if is_json:
+                json_cols.append(key)
+            arrays[key] = arr
+        out = pa.table(arrays)
+        out = out.replace_schema_metadata({JSON_COLUMNS_KEY: orjson.dumps(json_cols)})
+        rel = f"{self.index}/{len(self.files) + 1}.parquet"
+        path = self.out.temp / rel
+        pq.write_table(out, path, compression="zstd")
+        fsync_path(path)
+        self.files.append(rel)
+        self.bytes += os.path.getsize(path)
+
+    def close(self) -> dict[str, Any]:
+        from vecferry import __version__
+
+        self._flush()
+        self.manifest.count = self.count
+        self.manifest.digest = self.digest.as_dict()
+        first = self.manifest.vectors[0] if self.manifest.vectors else None
+        vdf = self.manifest.extra.get("vdf") or {}
+        meta = {
+            "version": __version__,
+            "file_structure": [*self.files, META_NAME],
+            "author": "vecferry",
+            "exported_from": "vecferry",
+            "indexes": {self.index: [{
+                "namespace": "",
+                "index_name": self.index,
+                "total_vector_count": self.count,
+                "exported_vector_count": self.count,
+                "dimensions": first.size if first else -1,
+                "model_name": vdf.get("model_name"),
+                "vector_columns": list(self.vector_columns.values()),
+                "data_path": self.index,
+                "metric": first.distance if first else None,
+                "index_config": self.manifest.collection,
+            }]},
+            "exported_at": dt.datetime.now().astimezone().isoformat(),
+            "id_column": ID_COLUMN,
+            "vecferry": {"manifest": self.manifest.to_dict()},
+        }
+        meta_path = self.out.temp / META_NAME
+        meta_path.write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+        fsync_path(meta_path)
+        self.out.commit()
+        return {"bytes_written": self.bytes + (self.out.target / META_NAME).stat().st_size,
+                "files": len(self.files)}
+
+    def abort(self) -> None:
+        self._pending = []
+        self.out.abort()

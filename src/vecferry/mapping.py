@@ -1,0 +1,788 @@
+"""Reading tables and records that vecferry did not write: which column or key is what.
+
+A *mapping* names the id column, the vector columns and the payload columns of a foreign source
+(Parquet from an embedding pipeline or a public dataset, a vector-io export, JSONL whose keys are
+``embedding`` / ``metadata`` / ``doc_id``). ``Mapping`` is the Parquet side (columns),
+``KeyMapping`` the JSONL side (keys); ``suggest_table`` / ``suggest_records`` guess one from a
+schema and a few rows (``vecferry inspect`` shows it as CLI flags).
+
+Rules, the same wherever a mapping is used:
+
+* ids: no id column means row numbers (0, 1, ... across all shards). An integer column gives
+  ``int`` ids (a negative or null id is a rejected record). A string column gives ``uuid`` ids when
+  every id in the first batch is a UUID, else ``string``; a later id that is not a UUID is rejected
+  with a hint to pass ``--id-kind string`` (``--id-kind`` forces the kind up front).
+* vectors: ``--vector-column [NAME=]COLUMN``, repeatable. One vector without a name is the unnamed
+  default vector; when several are mapped, an unnamed one is named after its column. A column may
+  be ``list``, ``large_list`` or ``fixed_size_list`` of numbers, or raw little-endian float32
+  bytes (``binary``; 4 bytes per value). float64 (and integer) values are narrowed to float32 and
+  the values that changed are counted in a warning; float16 and uint8 stay as they are. The size
+  comes from the type, or from the first value. A row of another size, or holding NaN, infinity or
+  a null, is a rejected record; a null cell means the point has no such vector.
+* sparse vectors: ``--sparse-column NAME=COLUMN``, a struct with ``indices`` and ``values`` lists.
+* payload: ``--payload-columns a,b,c``, or by default every column not used above. In Parquet a
+  null (or float NaN) cell leaves its key out of the payload, and a row with no values has no
+  payload; ``--json-columns`` names string columns holding JSON text, parsed into their values.
+  Values JSON cannot hold are written as text: timestamps and dates in ISO 8601, decimals as their
+  exact digits, bytes as base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import math
+import re
+import shlex
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vecferry.converters.base import Context
+from vecferry.errors import InputError, Location, SchemaError, UsageError
+from vecferry.fileio import loads_exact
+from vecferry.points import dumps_payload
+from vecferry.stream import (
+    ID_COLUMN,
+    ID_KINDS,
+    PAYLOAD_COLUMN,
+    Manifest,
+    VectorSpec,
+    is_uuid,
+    kind_of_id,
+    record_error,
+)
+
+#: column / key names taken for ids by ``suggest_*``, best first
+ID_NAMES = ("id", "_id", "doc_id", "docid", "document_id", "doc-id", "corpus_id", "corpus-id",
+            "point_id", "uuid", "pk", "key")
+#: keys of a JSON object taken for its payload by ``suggest_records``
+PAYLOAD_NAMES = ("payload", "metadata", "meta", "attributes", "properties", "fields")
+NARROWING_WARNING = ("float64 vectors are narrowed to float32 (Qdrant, FAISS and the stream store "
+                     "float32); the report counts values that changed")
+_SUGGEST_HINT = "`vecferry inspect FILE` suggests a mapping"
+
+
+def _split_list(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(value)
+
+
+def _tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def missing_name(kind: str, flag: str, name: str, have: Iterable[str], source: str
+                 ) -> UsageError:
+    """The error for a mapping naming a column (or key) the source does not have."""
+    listed = ", ".join(have) or "none"
+    return UsageError(f"{flag} names {kind} {name!r}, which is not there ({kind}s: {listed})",
+                      location=Location(source),
+                      hint=f"check the spelling; {_SUGGEST_HINT}")
+
+
+def _vector_pairs(specs: Sequence[str], names: Sequence[str], flag: str, source: str,
+                  kind: str, sparse: bool) -> list[tuple[str, str]]:
+    """(vector name, column) for each ``[NAME=]COLUMN`` spec; a spec that is a column wins."""
+    pairs = []
+    for spec in specs:
+        if spec in names or "=" not in spec:
+            name, col = "", spec
+        else:
+            name, col = spec.split("=", 1)
+        if col not in names:
+            raise missing_name(kind, flag, col, names, source)
+        pairs.append((name or (col if sparse else ""), col))
+    return pairs
+
+
+def _name_vectors(dense: list[tuple[str, str]], sparse: list[tuple[str, str]], source: str
+                  ) -> list[tuple[str, str]]:
+    """Give an unnamed vector its column's name when it is not the only vector."""
+    if len(dense) + len(sparse) > 1:
+        dense = [(name or col, col) for name, col in dense]
+    names = [n for n, _ in dense + sparse]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UsageError(f"vector name(s) {', '.join(map(repr, repeated))} given twice",
+                         location=Location(source),
+                         hint="name each vector once: --vector-column NAME=COLUMN")
+    return dense
+
+
+# ------------------------------------------------------------------------------------ tables
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """Which columns of a table are the id, the vectors and the payload (Parquet, VDF)."""
+
+    id_column: str | None = None
+    vector_columns: tuple[str, ...] = ()
+    sparse_columns: tuple[str, ...] = ()
+    payload_columns: tuple[str, ...] | None = None
+    json_columns: tuple[str, ...] = ()
+
+    @classmethod
+    def from_options(cls, *, id_column: str | None = None,
+                     vector_column: str | Sequence[str] | None = None,
+                     sparse_column: str | Sequence[str] | None = None,
+                     payload_columns: str | Sequence[str] | None = None,
+                     json_columns: str | Sequence[str] | None = None) -> Mapping | None:
+        """The mapping the options give, or None when none was given."""
+        m = cls(id_column=id_column or None, vector_columns=_tuple(vector_column),
+                sparse_columns=_tuple(sparse_column),
+                payload_columns=_split_list(payload_columns),
+                json_columns=_split_list(json_columns) or ())
+        if m == cls():
+            return None
+        return m
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class _Dense:
+    spec: VectorSpec
+    column: str
+    binary: bool
+    narrow: bool  # values are not float32 / float16 / uint8 and are cast to float32
+
+
+_NP_TYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
+
+
+def _dense_layout(name: str, column: str, field: pa.Field, first: pa.RecordBatch | None,
+                  source: str) -> _Dense:
+    t = field.type
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        size = (t.byte_width if pa.types.is_fixed_size_binary(t)
+                else _first_len(column, first, source, binary=True))
+        if size % 4:
+            raise SchemaError(f"column {column!r} holds {size} bytes per row, not a whole number "
+                              "of float32 values", location=Location(source),
+                              hint="binary vector columns must hold little-endian float32")
+        return _Dense(VectorSpec(name, "dense", size // 4, "float32"), column, True, False)
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
+        raise SchemaError(f"column {column!r} has type {t}, which is not a vector",
+                          location=Location(source),
+                          hint="vector columns hold lists of numbers or float32 bytes")
+    vt = t.value_type
+    if not (pa.types.is_floating(vt) or pa.types.is_integer(vt)):
+        raise SchemaError(f"column {column!r} holds lists of {vt}, not numbers",
+                          location=Location(source),
+                          hint="vector columns hold lists of numbers or float32 bytes")
+    size = t.list_size if pa.types.is_fixed_size_list(t) else _first_len(column, first, source)
+    datatype = {pa.float16(): "float16", pa.uint8(): "uint8"}.get(vt, "float32")
+    return _Dense(VectorSpec(name, "dense", size, datatype), column, False,
+                  datatype == "float32" and vt != pa.float32())
+
+
+def _first_len(column: str, first: pa.RecordBatch | None, source: str, binary: bool = False
+               ) -> int:
+    if first is not None:
+        col = first.column(column)
+        lengths = pc.binary_length(col) if binary else pc.list_value_length(col)
+        for n in lengths.to_pylist():
+            if n:
+                return n
+    raise InputError(f"column {column!r} has no value in the first rows to tell the vector size",
+                     location=Location(source), hint="check that the column holds vectors")
+
+
+def _sparse_ok(t: pa.DataType) -> bool:
+    if not pa.types.is_struct(t):
+        return False
+    fields = {t.field(i).name: t.field(i).type for i in range(t.num_fields)}
+    return set(fields) == {"indices", "values"} and all(
+        pa.types.is_list(f) or pa.types.is_large_list(f) for f in fields.values())
+
+
+class TableMapper:
+    """Turns batches of a foreign table into point-stream batches, by a ``Mapping``.
+
+    Built from the first file's schema and first batch (vector sizes, id kind); ``convert`` takes
+    a batch of any file with the same columns. Bad rows go to ``context.reject`` with file, row
+    and column, and are left out of the batch.
+    """
+
+    def __init__(self, mapping: Mapping, schema: pa.Schema, source: str,
+                 first: pa.RecordBatch | None, *, id_kind: str | None = None,
+                 manifest: Manifest | None = None, flag: str = "--{}-column"):
+        self.mapping = mapping
+        self.source = source
+        names = schema.names
+        flags = {k: flag.format(k) for k in ("id", "vector", "sparse", "payload", "json")}
+        if flag == "--{}-column":
+            flags["payload"], flags["json"] = "--payload-columns", "--json-columns"
+        if mapping.id_column is not None and mapping.id_column not in names:
+            raise missing_name("column", flags["id"], mapping.id_column, names, source)
+        if not mapping.vector_columns and not mapping.sparse_columns:
+            raise UsageError("the mapping names no vector column", location=Location(source),
+                             hint=f"pass {flags['vector']} [NAME=]COLUMN; {_SUGGEST_HINT}")
+        dense = _vector_pairs(mapping.vector_columns, names, flags["vector"], source, "column",
+                              sparse=False)
+        sparse = _vector_pairs(mapping.sparse_columns, names, flags["sparse"], source, "column",
+                               sparse=True)
+        dense = _name_vectors(dense, sparse, source)
+        self.dense = [_dense_layout(n, c, schema.field(c), first, source) for n, c in dense]
+        self.sparse: list[tuple[VectorSpec, str]] = []
+        for name, col in sparse:
+            if not _sparse_ok(schema.field(col).type):
+                raise SchemaError(f"column {col!r} has type {schema.field(col).type}, not a "
+                                  "sparse vector", location=Location(source),
+                                  hint="sparse columns are struct<indices: list, values: list>")
+            self.sparse.append((VectorSpec(name, "sparse"), col))
+        used = {mapping.id_column} | {c for _, c in dense} | {c for _, c in sparse}
+        if mapping.payload_columns is None:
+            self.payload = [n for n in names if n not in used]
+        else:
+            for col in mapping.payload_columns:
+                if col not in names:
+                    raise missing_name("column", flags["payload"], col, names, source)
+            self.payload = list(mapping.payload_columns)
+        for col in mapping.json_columns:
+            if col not in names:
+                raise missing_name("column", flags["json"], col, names, source)
+            if col not in self.payload:
+                raise UsageError(f"{flags['json']} names {col!r}, which is not a payload column",
+                                 location=Location(source))
+        self.json = set(mapping.json_columns)
+        self.columns = [c for c in names if c in used or c in self.payload]
+        self.id_type = None if mapping.id_column is None else schema.field(mapping.id_column).type
+        kind = self._id_kind(first, id_kind)
+        vectors = [d.spec for d in self.dense] + [s for s, _ in self.sparse]
+        if manifest is not None:
+            # A manifest the writer left (a vecferry VDF export) knows datatypes and the id kind.
+            known = {v.name: v for v in manifest.vectors}
+            for d in self.dense:
+                if d.spec.name in known:
+                    d.spec = known[d.spec.name]
+            vectors = [known.get(v.name, v) for v in vectors]
+            kind = manifest.id_kind if id_kind is None else kind
+        self.manifest = Manifest(vectors=vectors, id_kind=kind)
+        self.narrowed = 0
+        self.narrowing = any(d.narrow for d in self.dense)
+
+    def _id_kind(self, first: pa.RecordBatch | None, forced: str | None) -> str:
+        t = self.id_type
+        if forced is not None and forced not in ID_KINDS:
+            raise UsageError(f"unknown id kind {forced!r}", hint=f"one of {', '.join(ID_KINDS)}")
+        if t is None:
+            if forced not in (None, "int"):
+                raise UsageError("ids are row numbers (no id column), so the id kind is int",
+                                 location=Location(self.source))
+            return "int"
+        if pa.types.is_integer(t):
+            return forced or "int"
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            if forced is not None:
+                return forced
+            if first is None:
+                return "string"
+            values = [v for v in first.column(self.mapping.id_column).to_pylist() if v]
+            return "uuid" if values and all(is_uuid(v) for v in values) else "string"
+        raise SchemaError(f"id column {self.mapping.id_column!r} has type {t}; ids are integers "
+                          "or strings", location=Location(self.source),
+                          hint="map another id column, or leave --id-column out to number rows")
+
+    # -- conversion ------------------------------------------------------------------------
+
+    def convert(self, batch: pa.RecordBatch, *, row0: int, number0: int, source: str,
+                context: Context) -> pa.RecordBatch | None:
+        """One stream batch from ``batch``: ``row0`` is its first row in ``source`` (for
+        messages), ``number0`` its first row in the whole input (ids when there is no id
+        column). None when every row was rejected."""
+        n = batch.num_rows
+        bad: dict[int, tuple[str, str | None]] = {}
+        schema = self.manifest.schema()
+        columns: dict[str, pa.Array] = {}
+        ids, id_values = self._ids(batch, number0, bad)
+        columns[ID_COLUMN] = ids
+        for d in self.dense:
+            columns[d.spec.column] = self._dense(batch.column(d.column), d, bad)
+        for spec, col in self.sparse:
+            columns[spec.column] = self._sparse(batch.column(col), spec, col, source, bad)
+        columns[PAYLOAD_COLUMN] = self._payload(batch, bad)
+        present = np.zeros(n, dtype=bool)
+        for spec in self.manifest.vectors:
+            present |= columns[spec.column].is_valid().to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(~present):
+            bad.setdefault(int(i), ("point has no vector (every vector cell is null)", None))
+        out = pa.RecordBatch.from_arrays([columns[f.name] for f in schema], schema=schema)
+        if not bad:
+            return out
+        for i in sorted(bad):
+            message, hint = bad[i]
+            context.reject(record_error(
+                message, source=source, row=row0 + i, hint=hint,
+                point_id=id_values[i],
+                raw=_jsonable_row(batch, i)))
+        keep = np.ones(n, dtype=bool)
+        keep[list(bad)] = False
+        out = out.filter(pa.array(keep))
+        return out if out.num_rows else None
+
+    def _ids(self, batch: pa.RecordBatch, number0: int, bad: dict[int, tuple[str, str | None]]
+             ) -> tuple[pa.Array, Sequence[Any]]:
+        n = batch.num_rows
+        kind = self.manifest.id_kind
+        if self.mapping.id_column is None:
+            numbers = np.arange(number0, number0 + n, dtype=np.uint64)
+            return pa.array(numbers), range(number0, number0 + n)
+        col = batch.column(self.mapping.id_column)
+        values = col.to_pylist()
+        out: list[Any] = []
+        for i, v in enumerate(values):
+            if v is None:
+                bad[i] = (f"id column {self.mapping.id_column!r} is null", None)
+                out.append(0 if kind == "int" else "")
+                continue
+            try:
+                got = kind_of_id(v)
+            except ValueError as exc:
+                bad[i] = (str(exc), None)
+                out.append(0 if kind == "int" else "")
+                continue
+            if kind == "uuid" and got != "uuid":
+                bad[i] = (f"id {v!r} is not a UUID but the ids of the first rows are UUIDs",
+                          "pass --id-kind string to read every string id as it is")
+            elif kind == "int" and got != "int":
+                bad[i] = (f"id {v!r} is a string but the id kind is int", None)
+                v = 0
+            elif kind != "int" and not isinstance(v, str):
+                v = str(v)
+            out.append(v)
+        return pa.array(out, type=pa.uint64() if kind == "int" else pa.string()), values
+
+    def _dense(self, col: pa.Array, d: _Dense, bad: dict[int, tuple[str, str | None]]
+               ) -> pa.Array:
+        spec = d.spec
+        size = spec.size or 0
+        label = f"vector {spec.name!r} (column {d.column!r})" if spec.name else \
+            f"vector (column {d.column!r})"
+        n = len(col)
+        valid = col.is_valid().to_numpy(zero_copy_only=False)
+        if d.binary:
+            lengths = pc.binary_length(col).fill_null(0).to_numpy(zero_copy_only=False)
+            ok = valid & (lengths == size * 4)
+            for i in np.flatnonzero(valid & ~ok):
+                bad.setdefault(int(i), (f"{label} holds {lengths[i]} bytes, expected {size * 4} "
+                                        f"({size} float32 values)", None))
+            good = col.filter(pa.array(ok)).cast(pa.large_binary())
+            offsets = np.frombuffer(good.buffers()[1], dtype=np.int64)[
+                good.offset:good.offset + len(good) + 1]
+            data = good.buffers()[2]
+            flat = (np.frombuffer(data, dtype="<f4", count=(offsets[-1] - offsets[0]) // 4,
+                                  offset=int(offsets[0])) if len(good) else
+                    np.empty(0, np.float32)).astype(np.float32)
+        else:
+            if pa.types.is_fixed_size_list(col.type):
+                lengths = np.full(n, size)
+            else:
+                lengths = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False)
+            ok = valid & (lengths == size)
+            for i in np.flatnonzero(valid & ~ok):
+                bad.setdefault(int(i), (f"{label} has {lengths[i]} dimensions, expected {size}",
+                                        None))
+            good = col.filter(pa.array(ok))
+            values = good.flatten()
+            if values.null_count:
+                holes = ~values.is_valid().to_numpy(zero_copy_only=False).reshape(-1, size)
+                rows = np.flatnonzero(ok)
+                for r in np.flatnonzero(holes.any(axis=1)):
+                    bad.setdefault(int(rows[r]), (f"{label} holds a null value", None))
+                values = values.fill_null(0)
+            flat = values.to_numpy(zero_copy_only=False)
+        target = _NP_TYPES[spec.datatype]
+        if flat.dtype != target:
+            with np.errstate(over="ignore", invalid="ignore"):
+                cast = flat.astype(target)
+            if d.narrow:
+                same = (cast.astype(np.float64) == flat) | (np.isnan(flat) & np.isnan(cast))
+                self.narrowed += int(np.count_nonzero(~same))
+            flat = cast
+        mat = flat.reshape(-1, size)
+        if spec.datatype != "uint8" and len(mat):
+            finite = np.isfinite(mat).all(axis=1)
+            if not finite.all():
+                rows = np.flatnonzero(ok)
+                for r in np.flatnonzero(~finite):
+                    bad.setdefault(int(rows[r]), (
+                        f"{label} holds NaN, infinity or a value outside float range",
+                        f"fix the value: vectors hold finite numbers in the range of "
+                        f"{spec.datatype}"))
+        inner = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), size)
+        if ok.all():
+            return inner
+        take = np.full(n, -1, dtype=np.int64)
+        take[ok] = np.arange(int(ok.sum()))
+        return inner.take(pa.array(take, mask=take < 0))
+
+    def _sparse(self, col: pa.Array, spec: VectorSpec, name: str, source: str,
+                bad: dict[int, tuple[str, str | None]]) -> pa.Array:
+        try:
+            out = col.cast(spec.arrow_type())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise SchemaError(f"sparse column {name!r} cannot be read as uint32 indices and "
+                              f"float32 values: {exc}", location=Location(source),
+                              hint="indices must be integers in 0..2^32-1") from exc
+        idx = pc.list_value_length(out.field("indices")).fill_null(0).to_numpy(
+            zero_copy_only=False)
+        val = pc.list_value_length(out.field("values")).fill_null(0).to_numpy(
+            zero_copy_only=False)
+        for i in np.flatnonzero(idx != val):
+            bad.setdefault(int(i), (f"sparse vector {spec.name!r} (column {name!r}) has "
+                                    f"{idx[i]} indices but {val[i]} values", None))
+        return out
+
+    def _payload(self, batch: pa.RecordBatch, bad: dict[int, tuple[str, str | None]]
+                 ) -> pa.Array:
+        return payload_texts(batch, self.payload, self.json, bad)
+
+
+def payload_texts(batch: pa.RecordBatch, columns: Sequence[str], json_columns: Iterable[str] = (),
+                  bad: dict[int, tuple[str, str | None]] | None = None) -> pa.Array:
+    """The payload column (JSON text) of ``columns`` of ``batch``, by the module's rules.
+
+    A value of a JSON column that does not parse is recorded in ``bad`` (row -> reason, hint);
+    without ``bad`` it raises ``ValueError``.
+    """
+    if not columns:
+        return pa.nulls(batch.num_rows, pa.string())
+    json_set = set(json_columns)
+    rows = batch.select(list(columns)).to_pylist()
+    texts: list[str | None] = []
+    for i, row in enumerate(rows):
+        payload: dict[str, Any] = {}
+        for key, value in row.items():
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            if key in json_set and isinstance(value, str):
+                try:
+                    value = loads_exact(value.encode())
+                except ValueError as exc:
+                    if bad is None:
+                        raise
+                    bad.setdefault(i, (f"column {key!r} does not hold valid JSON: {exc}",
+                                       f"leave {key!r} out of --json-columns to keep it "
+                                       "as text"))
+                    continue
+            payload[key] = jsonable(value)
+        texts.append(dumps_payload(payload) if payload else None)
+    return pa.array(texts, type=pa.string())
+
+
+def jsonable(value: Any) -> Any:
+    """A value read from Arrow as JSON can hold it (see the module docstring)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        if value and all(isinstance(x, tuple) and len(x) == 2 for x in value):
+            if all(isinstance(k, str) for k, _ in value):  # an Arrow map
+                return {k: jsonable(v) for k, v in value}
+            return [[jsonable(k), jsonable(v)] for k, v in value]
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def _jsonable_row(batch: pa.RecordBatch, i: int) -> dict[str, Any]:
+    return jsonable(batch.slice(i, 1).to_pylist()[0])
+
+
+def check_same_schema(schema: pa.Schema, where: str, first: pa.Schema, first_where: str) -> None:
+    """``InputError`` naming both files when a shard's columns differ from the first shard's.
+
+    A column typed ``null`` (all null in that shard, as pandas writes it) matches any type.
+    """
+    problems = []
+    only_here = [n for n in schema.names if n not in first.names]
+    only_first = [n for n in first.names if n not in schema.names]
+    if only_here:
+        problems.append(f"columns only here: {', '.join(only_here)}")
+    if only_first:
+        problems.append(f"columns missing here: {', '.join(only_first)}")
+    for name in schema.names:
+        if name in first.names:
+            a, b = schema.field(name).type, first.field(name).type
+            if a != b and not pa.types.is_null(a) and not pa.types.is_null(b):
+                problems.append(f"column {name!r} is {a} here but {b} there")
+    if problems:
+        raise InputError(f"schema differs from the first shard {first_where}: "
+                         + "; ".join(problems), location=Location(where),
+                         hint="all shards of one source must share one schema; convert the odd "
+                         "shard on its own")
+
+
+# ----------------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class KeyMapping:
+    """Which keys of a JSON record are the id, the vectors and the payload (JSONL)."""
+
+    id_key: str | None = None
+    vector_keys: tuple[str, ...] = ()
+    sparse_keys: tuple[str, ...] = ()
+    payload_key: str | None = None
+
+    @classmethod
+    def from_options(cls, *, id_key: str | None = None,
+                     vector_key: str | Sequence[str] | None = None,
+                     sparse_key: str | Sequence[str] | None = None,
+                     payload_key: str | None = None) -> KeyMapping | None:
+        m = cls(id_key or None, _tuple(vector_key), _tuple(sparse_key), payload_key or None)
+        return None if m == cls() else m
+
+    def resolve(self, records: list[dict[str, Any]], source: str) -> KeyMapping:
+        """Check the keys against those of the first records; name unnamed vectors."""
+        seen: list[str] = []
+        for r in records:
+            for k in r:
+                if k not in seen:
+                    seen.append(k)
+        if not self.vector_keys and not self.sparse_keys:
+            raise UsageError("the mapping names no vector key", location=Location(source),
+                             hint=f"pass --vector-key [NAME=]KEY; {_SUGGEST_HINT}")
+        for key, flag in ((self.id_key, "--id-key"), (self.payload_key, "--payload-key")):
+            if key is not None and key not in seen:
+                raise missing_name("key", flag, key, seen, source)
+        dense = _vector_pairs(self.vector_keys, seen, "--vector-key", source, "key", False)
+        sparse = _vector_pairs(self.sparse_keys, seen, "--sparse-key", source, "key", True)
+        dense = _name_vectors(dense, sparse, source)
+        return KeyMapping(self.id_key, tuple(f"{n}={k}" for n, k in dense),
+                          tuple(f"{n}={k}" for n, k in sparse), self.payload_key)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(vector name, key) of a resolved mapping."""
+        return [tuple(s.split("=", 1)) for s in self.vector_keys + self.sparse_keys]  # type: ignore[misc]
+
+    def to_point(self, record: Any, number: int, pairs: list[tuple[str, str]]) -> Any:
+        """A Qdrant REST point from ``record`` (the ``number``-th record, 0-based).
+
+        Raises ``ValueError`` when the id key is missing; anything else wrong is left for the
+        point's own validation (``BatchBuilder``).
+        """
+        if not isinstance(record, dict):
+            return record
+        if self.id_key is None:
+            pid: Any = number
+        elif self.id_key in record:
+            pid = record[self.id_key]
+        else:
+            raise ValueError(f"record has no key {self.id_key!r} (--id-key; keys: "
+                             f"{', '.join(record)})")
+        vectors = {name: record[key] for name, key in pairs if record.get(key) is not None}
+        point: dict[str, Any] = {"id": pid}
+        if [n for n, _ in pairs] == [""]:
+            if "" in vectors:
+                point["vector"] = vectors[""]
+        elif vectors:
+            point["vector"] = vectors
+        if self.payload_key is not None:
+            point["payload"] = record.get(self.payload_key)
+        else:
+            used = {self.id_key} | {k for _, k in pairs}
+            rest = {k: v for k, v in record.items() if k not in used}
+            point["payload"] = rest or None
+        return point
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+# -------------------------------------------------------------------------------- suggestion
+
+
+def _id_rank(name: str) -> int:
+    low = name.lower()
+    if low in ID_NAMES:
+        return ID_NAMES.index(low)
+    if re.search(r"(^|[_\-. ])id$", low):
+        return len(ID_NAMES)
+    return -1
+
+
+def _looks_like_json(values: list[Any]) -> bool:
+    texts = [v for v in values if isinstance(v, str) and v.strip()]
+    if not texts:
+        return False
+    for t in texts[:20]:
+        if t.lstrip()[:1] not in ("{", "["):
+            return False
+        try:
+            loads_exact(t.encode())
+        except ValueError:
+            return False
+    return True
+
+
+def suggest_table(schema: pa.Schema, first: pa.RecordBatch | None) -> dict[str, Any]:
+    """A mapping for a foreign table: which columns look like vectors, ids and payload.
+
+    Returns ``{"id_column", "vector_columns", "sparse_columns", "payload_columns",
+    "json_columns", "flags"}``; ``flags`` is the CLI to pass (a string, shell-quoted).
+    """
+    vectors: list[str] = []
+    sparse: list[str] = []
+    for f in schema:
+        t = f.type
+        if _sparse_ok(t):
+            sparse.append(f.name)
+            continue
+        if (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) \
+                and (pa.types.is_floating(t.value_type)):
+            size = t.list_size if pa.types.is_fixed_size_list(t) else None
+            if size is None and first is not None:
+                lengths = [n for n in pc.list_value_length(first.column(f.name)).to_pylist() if n]
+                size = max(lengths) if lengths else None
+            if size is not None and size >= 2:
+                vectors.append(f.name)
+        elif (pa.types.is_binary(t) or pa.types.is_large_binary(t)) and first is not None \
+                and re.search(r"emb|vec", f.name, re.I):
+            lengths = [n for n in pc.binary_length(first.column(f.name)).to_pylist() if n]
+            if lengths and all(n == lengths[0] and n % 4 == 0 for n in lengths):
+                vectors.append(f.name)
+    candidates = sorted(
+        (f for f in schema if _id_rank(f.name) >= 0 and f.name not in vectors
+         and (pa.types.is_integer(f.type) or pa.types.is_string(f.type)
+              or pa.types.is_large_string(f.type))),
+        key=lambda f: _id_rank(f.name))
+    id_column = candidates[0].name if candidates else None
+    used = set(vectors) | set(sparse) | {id_column}
+    payload = [n for n in schema.names if n not in used]
+    json_cols = [n for n in payload if first is not None
+                 and (pa.types.is_string(schema.field(n).type)
+                      or pa.types.is_large_string(schema.field(n).type))
+                 and _looks_like_json(first.column(n).slice(0, 50).to_pylist())]
+    flags: list[str] = []
+    if id_column is not None:
+        flags += ["--id-column", id_column]
+    for col in vectors:
+        flags += ["--vector-column", col]
+    for col in sparse:
+        flags += ["--sparse-column", col]
+    if json_cols:
+        flags += ["--json-columns", ",".join(json_cols)]
+    return {"id_column": id_column, "vector_columns": vectors, "sparse_columns": sparse,
+            "payload_columns": payload, "json_columns": json_cols,
+            "flags": shlex.join(flags), "ids": "from the id column" if id_column
+            else "row numbers (no id-like column found)"}
+
+
+def _is_numbers(v: Any) -> bool:
+    return isinstance(v, list) and len(v) >= 2 and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v[:16])
+
+
+def suggest_records(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A key mapping for foreign JSON records (see ``suggest_table``)."""
+    keys: list[str] = []
+    for r in records:
+        keys += [k for k in r if k not in keys]
+    vectors = [k for k in keys if any(_is_numbers(r.get(k)) for r in records)]
+    sparse = [k for k in keys if any(isinstance(r.get(k), dict) and set(r[k]) == {"indices",
+                                                                                   "values"}
+                                     for r in records)]
+    ids = sorted((k for k in keys if _id_rank(k) >= 0 and all(
+        isinstance(r.get(k), (int, str)) and not isinstance(r.get(k), bool)
+        for r in records if k in r)), key=_id_rank)
+    id_key = ids[0] if ids else None
+    objects = [k for k in keys if k not in vectors and k not in sparse and any(
+        isinstance(r.get(k), dict) for r in records)]
+    payload_key = next((k for k in objects if k.lower() in PAYLOAD_NAMES), None)
+    flags: list[str] = []
+    if id_key is not None:
+        flags += ["--id-key", id_key]
+    for k in vectors:
+        flags += ["--vector-key", k]
+    for k in sparse:
+        flags += ["--sparse-key", k]
+    if payload_key is not None:
+        flags += ["--payload-key", payload_key]
+    used = set(vectors) | set(sparse) | {id_key}
+    return {"id_key": id_key, "vector_keys": vectors, "sparse_keys": sparse,
+            "payload_key": payload_key,
+            "payload_keys": [payload_key] if payload_key else [k for k in keys if k not in used],
+            "flags": shlex.join(flags), "ids": "from the id key" if id_key
+            else "record numbers (no id-like key found)"}
+
+
+def suggest_mapping(location: str, fmt: str, sample: int = 200) -> dict[str, Any] | None:
+    """The mapping ``vecferry inspect`` suggests for a foreign Parquet or JSONL source.
+
+    None when the source is vecferry's own (a manifest, the stream layout, REST-shaped points),
+    is another format, or has nothing that looks like a vector. Otherwise the suggestion
+    (``suggest_table`` / ``suggest_records``) plus ``options``: the reader keyword arguments.
+    """
+    from pathlib import Path
+
+    if not Path(location).exists():
+        return None  # the reader says so, with its own message
+    if fmt == "parquet":
+        from vecferry.converters.parquet import _first_batch, _is_stream_layout, _open, _parts
+        from vecferry.stream import MANIFEST_KEY
+
+        parts = _parts(Path(location))
+        pf = _open(parts[0])
+        try:
+            if MANIFEST_KEY in (pf.metadata.metadata or {}) or _is_stream_layout(
+                    pf.schema_arrow):
+                return None
+            s = suggest_table(pf.schema_arrow, _first_batch([pf]))
+        finally:
+            pf.close()
+        opts: dict[str, Any] = {"id_column": s["id_column"], "vector_column": s["vector_columns"],
+                                "sparse_column": s["sparse_columns"],
+                                "json_columns": s["json_columns"]}
+        vectors = s["vector_columns"] or s["sparse_columns"]
+    elif fmt == "jsonl":
+        from vecferry.fileio import iter_lines, open_read
+
+        records: list[dict[str, Any]] = []
+        with open_read(location) as fh:
+            for _, line, _ in iter_lines(fh, location):
+                try:
+                    value = loads_exact(line)
+                except ValueError:
+                    continue
+                if isinstance(value, dict):
+                    if "vector" in value or "vectors" in value:
+                        return None
+                    records.append(value)
+                if len(records) >= sample:
+                    break
+        s = suggest_records(records)
+        opts = {"id_key": s["id_key"], "vector_key": s["vector_keys"],
+                "sparse_key": s["sparse_keys"], "payload_key": s["payload_key"]}
+        vectors = s["vector_keys"] or s["sparse_keys"]
+    else:
+        return None
+    if not vectors:
+        return None
+    s["options"] = {k: v for k, v in opts.items() if v}
+    return s
