@@ -708,7 +708,7 @@ def test_cli_verify_json(tmp_path: Path) -> None:
     assert report["destination"]["format"] == "jsonl"
     assert result.stderr == ""
     other = write(changed(full(), drop=[0]), f"{tmp_path}/other.jsonl")
-    result = run("verify", src, other, "--json", "--quiet", "--sample", "3")
+    result = run("verify", src, other, "--json", "--quiet", "--queries", "3")
     assert result.exit_code == 4
     report = json.loads(result.stdout)
     assert report["diff"]["examples"] == {"missing_in_destination": [pid(0)]}
@@ -857,3 +857,30 @@ def test_cosine_copy_normalized_by_qdrant_passes_with_tolerance(tmp_path):
     close = verify(src, dst, queries=0, tolerance=1e-6)
     assert close["ok"], close["problems"]
     assert close["diff"]["max_abs_error"] <= 1e-6
+
+
+def test_spot_check_compares_sampled_points_by_id(tmp_path: Path) -> None:
+    src, dst = pair(tmp_path, full())
+    report = verify(src, dst, sample=10, queries=0)
+    assert report["ok"], report["problems"]
+    assert report["sample"]["size"] == 10 and report["sample"]["fetched_by_id"] is False
+    assert report["digests_match"] is None and report["counts_match"] is True
+    # every payload changed: whichever points are sampled, each one is named
+    ds = full()
+    for p in ds.points:
+        p["payload"] = {"changed": True}
+    other = write(ds, f"{tmp_path}/other.jsonl")
+    bad = verify(src, other, sample=5, queries=0)
+    assert not bad["ok"]
+    assert bad["sample"]["payload_differs"] == 5 and bad["sample"]["vector_differs"] == 0
+    assert bad["problems"][0].startswith("5 of 5 sampled points payload differs: ")
+    again = verify(src, other, sample=5, queries=0)
+    assert again["sample"]["examples"] == bad["sample"]["examples"]  # seeded: reruns agree
+
+
+def test_spot_check_refuses_tolerance_and_one_location(tmp_path: Path) -> None:
+    src, dst = pair(tmp_path, full())
+    with pytest.raises(UsageError, match="--sample takes a positive number, two locations"):
+        verify(src, dst, sample=3, tolerance=0.1)
+    with pytest.raises(UsageError, match="--sample takes a positive number, two locations"):
+        verify(src, None, sample=3)

@@ -374,8 +374,9 @@ def copy_cmd(src: str, dst: str, **kw: Any) -> None:
               "absolute error (for float16, uint8 or quantized targets) instead of bytes.")
 @click.option("--diff", "diff_file", metavar="FILE", help="Write the differing ids (JSONL).")
 @click.option("--vector", metavar="NAME", help="Dense vector used for search parity.")
-@click.option("--sample", type=click.IntRange(min=1), help="Points sampled for the queries "
-              "(alias of --queries).")
+@click.option("--sample", type=click.IntRange(min=1), help="Spot check: compare N random "
+              "source points with DST by id instead of every point (fast on a big Qdrant "
+              "collection: only those points are fetched).")
 @click.option("--ids", metavar="FILE", help="numpy SRC: ids .npy.")
 @click.option("--payloads", metavar="FILE", help="numpy / FAISS SRC: payloads file.")
 @click.option("--api-key-env", metavar="NAME", help="Qdrant: variable holding the API key.")
@@ -409,7 +410,7 @@ def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: st
             dst_fmt = resolve(dst, to_format).name
             dst_opts, _ = _route(conn, dst_fmt, dst_fmt)
         result = verify(src, dst, from_format=from_format, to_format=to_format,
-                        queries=sample or queries, k=k, tolerance=tolerance, diff=diff_file,
+                        queries=queries, k=k, tolerance=tolerance, diff=diff_file, sample=sample,
                         min_recall=min_recall, vector=vector, src_options=src_opts,
                         dst_options=dst_opts)
         if as_json:

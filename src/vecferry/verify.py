@@ -200,9 +200,13 @@ class _Side:
     def close(self) -> None:
         self.reader.close()
 
+    #: False when the side was not read whole (a spot check fetched points by id)
+    digested = True
+
     def report(self) -> dict[str, Any]:
         return {"location": self.location, "format": self.format, "count": self.digest.count,
-                "digest": self.digest.as_dict()["value"], "duplicate_ids": self.duplicates,
+                "digest": self.digest.as_dict()["value"] if self.digested else None,
+                "duplicate_ids": self.duplicates,
                 "duplicate_examples": self.duplicate_examples}
 
 
@@ -494,16 +498,22 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
            tolerance: float | None = None, diff: str | None = None,
            min_recall: float = DEFAULT_MIN_RECALL, vector: str | None = None,
            memory_rows: int = MEMORY_ROWS, batch_size: int = 4096,
+           sample: int | None = None,
            src_options: dict[str, Any] | None = None,
            dst_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compare ``src`` with ``dst`` (or ``src`` with its recorded digest); return a report.
 
     ``report["ok"]`` is True only when everything matches; ``report["problems"]`` says what
-    does not. Raises the readers' errors for unreadable input (it never reports a broken file
-    as "different" when it cannot read it).
+    does not. With ``sample=N`` the per-point comparison is a spot check of N random source
+    points looked up by id (``_spot_check``) instead of digests of both sides. Raises the
+    readers' errors for unreadable input (it never reports a broken file as "different" when
+    it cannot read it).
     """
     if k <= 0 or queries < 0:
         raise UsageError("k must be positive and queries not negative")
+    if sample is not None and (sample <= 0 or tolerance is not None or dst is None):
+        raise UsageError("--sample takes a positive number, two locations and no --tolerance",
+                         hint="a spot check compares sampled points exactly, by id")
     if memory_rows <= 0:
         raise UsageError("memory_rows must be positive")
     if dst is None:
@@ -532,14 +542,24 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
             else None
         cosine = frozenset(v.name for m in (a.manifest, b.manifest) for v in m.vectors
                            if v.kind == "dense" and v.distance == "Cosine")
-        _scan(a, sa, batch_size, tolerance, reservoir, cosine)
-        _scan(b, sb, batch_size, tolerance, cosine=cosine)
+        spot: dict[str, Any] | None = None
+        if sample is not None:
+            spot = _spot_check(a, b, sample, batch_size, reservoir)
+        else:
+            _scan(a, sa, batch_size, tolerance, reservoir, cosine)
+            _scan(b, sb, batch_size, tolerance, cosine=cosine)
         if a.digest.count != b.digest.count:
             problems.append(f"counts differ: source {a.digest.count}, destination "
                             f"{b.digest.count}")
         same = a.digest.total == b.digest.total and a.digest.count == b.digest.count
         details: dict[str, Any] = {}
-        if not same:
+        if spot is not None:
+            for key in ("missing_in_destination", "vector_differs", "payload_differs"):
+                if spot[key]:
+                    shown = ", ".join(map(repr, spot["examples"].get(key, [])))
+                    problems.append(f"{spot[key]} of {spot['size']} sampled points "
+                                    f"{key.replace('_', ' ')}: {shown}")
+        elif not same:
             details = _compare_partitions(a, b, sa, sb, tolerance, diff, memory_rows)
             for key in ("missing_in_destination", "extra_in_destination", "vector_differs",
                         "payload_differs"):
@@ -569,13 +589,82 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
         "warnings": warnings,
         "source": a.report(),
         "destination": b.report(),
-        "digests_match": a.digest.total == b.digest.total,
+        "digests_match": None if spot is not None else a.digest.total == b.digest.total,
         "counts_match": a.digest.count == b.digest.count,
+        **({"sample": spot} if spot is not None else {}),
         **({"diff": details} if details else {}),
         **({"diff_file": diff} if diff else {}),
         **({"search": search} if search else {}),
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+SPOT_SEED = 20261123
+RETRIEVE_CHUNK = 1000
+
+
+def _spot_check(a: _Side, b: _Side, n: int, batch_size: int, on_batch: Any) -> dict[str, Any]:
+    """Compare ``n`` source points, sampled uniformly (seeded), with the destination by id.
+
+    The source is read once (its digest and count come along); the destination is asked for
+    the sampled ids when its reader can fetch points by id (``retrieve``: Qdrant), so a spot
+    check of a huge collection reads ``n`` points, not the collection; otherwise it is streamed
+    keeping only the sampled ids. Memory is bounded by ``n``.
+    """
+    rng = np.random.default_rng(SPOT_SEED)
+    pri = np.empty(0)
+    keys = hvs = hps = np.empty(0, dtype=np.uint64)
+    ids: list[Any] = []
+    for batch in a.reader.batches(batch_size):
+        hid, hv, hp = point_parts(batch, a.manifest)
+        a.digest.total = (a.digest.total + int(point_hashes(hid, hv, hp).sum(
+            dtype=np.uint64))) % 2**64
+        a.digest.count += batch.num_rows
+        if on_batch is not None:
+            on_batch(batch)
+        pri = np.concatenate([pri, rng.random(batch.num_rows)])
+        keys, hvs, hps = (np.concatenate(x) for x in ((keys, hid), (hvs, hv), (hps, hp)))
+        ids += decode_ids(batch.column(ID_COLUMN), a.manifest.id_kind)
+        keep = np.argsort(pri, kind="stable")[:n]
+        pri, keys, hvs, hps = pri[keep], keys[keep], hvs[keep], hps[keep]
+        ids = [ids[i] for i in keep]
+    wanted = {int(k): i for i, k in enumerate(keys)}
+    found: dict[int, tuple[int, int]] = {}
+
+    def record(batch: pa.RecordBatch) -> None:
+        hid, hv, hp = point_parts(batch, b.manifest)
+        for k, v, p in zip(hid.tolist(), hv.tolist(), hp.tolist(), strict=True):
+            if k in wanted:
+                found[k] = (v, p)
+
+    retrieve = getattr(b.reader, "retrieve", None)
+    if retrieve is not None:
+        b.digested = False
+        b.digest.count = b.reader.count()
+        for lo in range(0, len(ids), RETRIEVE_CHUNK):
+            record(retrieve(ids[lo:lo + RETRIEVE_CHUNK]))
+    else:
+        for batch in b.reader.batches(batch_size):
+            b.digest.count += batch.num_rows
+            record(batch)
+    missing, vector, payload = _Examples(), _Examples(), _Examples()
+    counts = {"missing_in_destination": 0, "vector_differs": 0, "payload_differs": 0}
+    for k, i in wanted.items():
+        got = found.get(k)
+        if got is None:
+            counts["missing_in_destination"] += 1
+            missing.add(ids[i])
+            continue
+        if got[0] != int(hvs[i]):
+            counts["vector_differs"] += 1
+            vector.add(ids[i])
+        if got[1] != int(hps[i]):
+            counts["payload_differs"] += 1
+            payload.add(ids[i])
+    examples = {"missing_in_destination": missing.result(), "vector_differs": vector.result(),
+                "payload_differs": payload.result()}
+    return {"size": len(wanted), "fetched_by_id": retrieve is not None, **counts,
+            "examples": {k: v for k, v in examples.items() if v}}
 
 
 def _parity(a: _Side, b: _Side, queries: np.ndarray, k: int, vector: str, min_recall: float,
