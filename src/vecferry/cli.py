@@ -121,6 +121,13 @@ def _print_report(report: dict[str, Any], quiet: bool) -> None:
 # ------------------------------------------------------------------------------------ options
 
 
+def _with_options(f: Callable, options: list[Callable]) -> Callable:
+    """``f`` decorated with click ``options``, listed in the order ``--help`` shows them."""
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def _common_convert_options(f: Callable) -> Callable:
     decorators = [
         click.option("--from", "from_format", metavar="FORMAT", help="Source format "
@@ -210,9 +217,7 @@ def _common_convert_options(f: Callable) -> Callable:
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on "
                      "stdout."),
     ]
-    for d in reversed(decorators):
-        f = d(f)
-    return f
+    return _with_options(f, decorators)
 
 
 _STORAGE_OPTION = click.option(
@@ -532,9 +537,7 @@ def _snapshot_options(f: Callable) -> Callable:
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on "
                      "stdout."),
     ]
-    for d in reversed(decorators):
-        f = d(f)
-    return f
+    return _with_options(f, decorators)
 
 
 def _snapshot_client(location: str, kw: dict[str, Any]):
