@@ -48,6 +48,8 @@ ROUTES: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
     "sparse_key": (("reader",), ("jsonl",)),
     "payload_key": (("reader",), ("jsonl",)),
     "vdf_index": (("reader", "writer"), ("vdf",)),
+    "max_part_size": (("writer",), ("parquet", "jsonl")),
+    "part_compression": (("writer",), ("jsonl",)),
 }
 
 
@@ -210,6 +212,14 @@ def _common_convert_options(f: Callable) -> Callable:
                      "size limit in bytes."),
         click.option("--workers", type=click.IntRange(min=1), help="Processes for JSON parsing "
                      "and printing (default: up to 2; env VECFERRY_WORKERS)."),
+        click.option("--max-part-size", metavar="SIZE", help="Parquet / JSONL directory "
+                     "target (location ending in /): start a new part-NNNNN file once a part "
+                     "reaches SIZE (512MB, 1GiB, bytes; binary multiples); one manifest.json "
+                     "for all parts."),
+        click.option("--jsonl-compression", "part_compression",
+                     type=click.Choice(["none", "gzip", "zstd"]), help="JSONL directory target: "
+                     "compression of the parts (default none; a file's extension picks its "
+                     "own)."),
         click.option("--verify", "verify_after", is_flag=True, help="Verify the output against "
                      "the source when done (counts, digests, per-id diff, search parity)."),
         _STORAGE_OPTION,
@@ -261,6 +271,15 @@ def _convert(src: str, dst: str, kw: dict[str, Any], desc: str, verify: bool = F
     src_fmt = resolve(src, kw["from_format"], role="reader").name
     dst_fmt = resolve(dst, kw["to_format"], role="writer").name
     routed = {k: kw.pop(k) for k in list(kw) if k in ROUTES}
+    for key, flag in (("max_part_size", "--max-part-size"),
+                      ("part_compression", "--jsonl-compression")):
+        formats = ROUTES[key][1] or ()
+        if routed.get(key) is not None and dst_fmt not in formats:
+            from vecferry.errors import UsageError
+
+            raise UsageError(f"{flag} applies to {' and '.join(formats)} targets, not "
+                             f"{dst_fmt}", hint=f"drop {flag}, or choose a "
+                             f"{' or '.join(formats)} directory target (ending in /)")
     reader_opts, writer_opts = _route(routed, src_fmt, dst_fmt)
     bar = _progress(quiet, desc)
     try:
@@ -625,16 +644,23 @@ def snapshot_list_cmd(location: str, **kw: Any) -> None:
 @snapshot_group.command("download")
 @click.argument("location")
 @click.argument("name")
-@click.option("--out", "-o", "out", required=True, metavar="FILE", help="Where to write it.")
+@click.option("--out", "-o", "out", required=True, metavar="FILE", help="Where to write it: "
+              "a local file, or s3:// gs:// az:// (streamed into the bucket, no local copy).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing FILE.")
+@_STORAGE_OPTION
 @_snapshot_options
 def snapshot_download_cmd(location: str, name: str, out: str, overwrite: bool,
-                          **kw: Any) -> None:
+                          storage_option: tuple[str, ...], **kw: Any) -> None:
     """Download snapshot NAME to FILE: streamed, resumed (HTTP Range) after an interruption,
-    SHA-256 checked against the server's checksum before FILE appears."""
+    SHA-256 checked against the server's checksum before FILE appears. To a bucket
+    (s3://BUCKET/KEY) the bytes stream into one multipart upload, completed only when the
+    checksum matches."""
 
     def body(client: Any, bars: _SnapshotBars) -> dict[str, Any]:
-        return client.download(name, out, overwrite=overwrite, progress=bars)
+        from vecferry.storage import parse_storage_options, using
+
+        with using(parse_storage_options(storage_option)):
+            return client.download(name, out, overwrite=overwrite, progress=bars)
 
     def summary(r: dict[str, Any]) -> str:
         state = "sha256 verified" if r["verified"] else "sha256 NOT verified (the server " \
@@ -653,14 +679,20 @@ def snapshot_download_cmd(location: str, name: str, out: str, overwrite: bool,
               help="Source of truth when the collection has other replicas.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Wait until the recovery is done.")
+@_STORAGE_OPTION
 @_snapshot_options
 def snapshot_upload_cmd(file: str, location: str, priority: str | None, wait: bool,
-                        **kw: Any) -> None:
+                        storage_option: tuple[str, ...], **kw: Any) -> None:
     """Upload FILE and recover the collection (or shard) at LOCATION from it: multipart,
-    streamed, with its SHA-256 so the server refuses a damaged upload."""
+    streamed, with its SHA-256 so the server refuses a damaged upload. FILE may be
+    s3:// gs:// az://: it is read twice, streamed (SHA-256, then the upload), never copied
+    to disk."""
 
     def body(client: Any, bars: _SnapshotBars) -> dict[str, Any]:
-        return client.upload(file, priority=priority, wait=wait, progress=bars)
+        from vecferry.storage import parse_storage_options, using
+
+        with using(parse_storage_options(storage_option)):
+            return client.upload(file, priority=priority, wait=wait, progress=bars)
 
     def summary(r: dict[str, Any]) -> str:
         return (f"uploaded {file} ({r['bytes']:,} bytes, sha256 {r['sha256']}) in "

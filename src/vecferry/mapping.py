@@ -761,10 +761,12 @@ def suggest_mapping(location: str, fmt: str, sample: int = 200) -> dict[str, Any
                                 "json_columns": s["json_columns"]}
         vectors = s["vector_columns"] or s["sparse_columns"]
     elif fmt == "jsonl":
+        from vecferry.converters.jsonl import _jsonl_parts
         from vecferry.fileio import iter_lines, open_read
 
         records: list[dict[str, Any]] = []
-        with open_read(location) as fh:
+        first = _jsonl_parts(Path(location), location)[0][0]  # a directory: its first part
+        with open_read(first) as fh:
             for _, line, _ in iter_lines(fh, location):
                 try:
                     value = loads_exact(line)

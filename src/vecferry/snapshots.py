@@ -35,6 +35,16 @@ A download goes to ``<out>.vfpart`` and is renamed to ``<out>`` only after its S
 the server's; an interrupted download leaves the ``.vfpart`` file, which the next attempt (in
 the same run, after a dropped connection, or in a later run) continues with ``Range``.
 
+Object storage (``vecferry.storage``): ``download(..., out="s3://BUCKET/KEY")`` streams the
+HTTP body into one multipart upload to the key (memory bounded by one upload part), hashing
+on the fly, and completes it only when the SHA-256 matches (else aborts it: nothing appears at
+the key, and nothing is written locally). A connection dropped mid-download continues the same
+upload stream with ``Range: bytes=N-`` (a server without Range support makes it start over);
+there is no resume across runs for a bucket target, since a multipart upload cannot be
+appended to later. ``upload("s3://BUCKET/KEY")`` reads the object twice by ranged streaming
+reads, a first pass for its SHA-256 (unless ``checksum`` is given) and a second for the
+upload, with ``Content-Length`` from the object's size.
+
 Transient failures (connection errors, timeouts, 5xx, 429 with ``Retry-After``) are retried
 through ``vecferry.retry.RetryPolicy``; anything else raises at once with the server's message.
 The library never prints: progress goes to an optional callback ``progress(step, done, total)``.
@@ -377,6 +387,12 @@ class SnapshotClient:
         no checksum (older servers), in which case the file is kept unverified.
         """
         progress = progress or _noop
+        from vecferry import storage
+
+        if storage.is_remote(out):
+            return self._download_remote(name, storage.url_of(out), overwrite=overwrite,
+                                         expected=expected, chunk_size=chunk_size,
+                                         progress=progress)
         out_path = Path(out)
         where = Location(source=str(out_path))
         if out_path.exists() and not overwrite:
@@ -428,6 +444,89 @@ class SnapshotClient:
         os.replace(part, out_path)
         return {"path": str(out_path), "name": name, "bytes": size, "sha256": digest,
                 "verified": want_sha is not None, "resumed_from": resumed_from,
+                "range_supported": state["range"], "resumed_at": state.get("resumed_at", []),
+                "seconds": round(time.monotonic() - started, 3)}
+
+    def _download_remote(self, name: str, url: str, *, overwrite: bool,
+                         expected: dict[str, Any] | None, chunk_size: int,
+                         progress: Progress) -> dict[str, Any]:
+        """Stream snapshot ``name`` into the object at ``url`` (``s3://``, ``gs://``,
+        ``az://``): one multipart upload (``storage.RemoteOutput``), SHA-256 computed on the
+        fly, completed only when it matches the server's checksum (else aborted: nothing
+        appears at the key). Nothing is written locally.
+
+        A dropped connection does not restart the object: the same upload stream goes on and
+        the rest is requested with ``Range: bytes=N-``. Only a server without Range support
+        (it answers 200) makes the upload start over from byte 0.
+        """
+        from vecferry import storage
+
+        where = Location(source=storage.redact(url))
+        output = storage.RemoteOutput(url, overwrite=overwrite)
+        try:
+            info = expected or self.describe(name)
+            want_sha = (info.get("checksum") or "").lower() or None
+            want_size = info.get("size")
+            started = time.monotonic()
+            state: dict[str, Any] = {"range": True, "done": 0,
+                                     "digest": hashlib.sha256(),
+                                     "upload": output.temp.open_output()}
+            path = f"{self.target.path}/{quote(name, safe='')}"
+            what = f"downloading snapshot {name}"
+
+            def once() -> None:
+                done = state["done"]
+                if want_size is not None and done == want_size:
+                    return
+                headers = {"range": f"bytes={done}-"} if done and state["range"] else {}
+                with self.http.stream("GET", path, headers=headers) as response:
+                    if response.status_code >= 300:
+                        response.read()
+                        self._fail(response, what)
+                    if done and response.status_code == 206:
+                        state.setdefault("resumed_at", []).append(done)
+                    elif done:
+                        # no Range support: the body is the whole file again, and a multipart
+                        # upload cannot be rewound: start the object over
+                        state["range"] = False
+                        state["upload"].discard()
+                        state["upload"] = output.temp.open_output()
+                        state["digest"] = hashlib.sha256()
+                        state["done"] = done = 0
+                    length = want_size
+                    if length is None:
+                        with contextlib.suppress(TypeError, ValueError):
+                            length = done + int(response.headers.get("content-length"))
+                    progress("download", done, length)
+                    upload, digest = state["upload"], state["digest"]
+                    for chunk in response.iter_bytes(chunk_size):
+                        upload.write(chunk)
+                        digest.update(chunk)
+                        done += len(chunk)
+                        state["done"] = done
+                        progress("download", done, length)
+                    if length is not None and done < length:
+                        raise TransientError(f"{what}: connection closed after {done} of "
+                                             f"{length} bytes")
+
+            self._call(once, what)
+            size = state["done"]
+            sha = state["digest"].hexdigest()
+            if want_size is not None and size != want_size:
+                raise TargetError(f"downloaded {size} bytes, the server listed {want_size}",
+                                  location=where, hint="run the download again")
+            if want_sha is not None and sha != want_sha:
+                raise ChecksumMismatchError(
+                    f"SHA-256 of the download is {sha}, the server reported {want_sha}",
+                    location=where,
+                    hint="the bytes were corrupted in transit; the upload was aborted and "
+                         "nothing was written to the bucket, run the download again")
+            output.commit()
+        except BaseException:
+            output.abort()
+            raise
+        return {"path": url, "name": name, "bytes": size, "sha256": sha,
+                "verified": want_sha is not None, "resumed_from": 0,
                 "range_supported": state["range"], "resumed_at": state.get("resumed_at", []),
                 "seconds": round(time.monotonic() - started, 3)}
 
@@ -505,33 +604,56 @@ class SnapshotClient:
         self._refuse_full("upload")
         _check_priority(priority)
         progress = progress or _noop
-        path = Path(file)
-        where = Location(source=str(path))
-        if not path.is_file():
-            raise InputError("no such file", location=where, hint="check the path")
-        if not os.access(path, os.R_OK):
-            raise InputError("permission denied", location=where,
-                             hint="check the file's permissions")
+        from vecferry import storage
+
         started = time.monotonic()
-        sha = (checksum or "").lower() or sha256_file(path, chunk_size=chunk_size,
-                                                      progress=progress)
-        size = path.stat().st_size
+        if storage.is_remote(file):
+            # an object in a bucket: streamed twice with ranged reads, once for its SHA-256
+            # (a stored object checksum is not a plain SHA-256 of multipart objects) and once
+            # for the upload; nothing is written locally
+            remote = storage.input_path(file)
+            if remote.is_dir():
+                raise InputError("is a prefix, not a snapshot object",
+                                 location=Location(storage.redact(remote.url)))
+            size = remote.stat().st_size
+            file_name = remote.name
+
+            def open_source() -> Any:
+                return remote.open_input()
+
+            sha = (checksum or "").lower() or _sha256_stream(open_source, size, chunk_size,
+                                                             progress)
+        else:
+            path = Path(file)
+            where = Location(source=str(path))
+            if not path.is_file():
+                raise InputError("no such file", location=where, hint="check the path")
+            if not os.access(path, os.R_OK):
+                raise InputError("permission denied", location=where,
+                                 hint="check the file's permissions")
+            sha = (checksum or "").lower() or sha256_file(path, chunk_size=chunk_size,
+                                                          progress=progress)
+            size = path.stat().st_size
+            file_name = path.name
+
+            def open_source() -> Any:
+                return open(path, "rb")
         params = {"wait": str(wait).lower(), "checksum": sha}
         if priority:
             params["priority"] = priority
-        what = f"uploading {path.name}"
+        what = f"uploading {file_name}"
 
         def once() -> Any:
             boundary = uuid.uuid4().hex
             head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"snapshot\"; "
-                    f"filename=\"{_header_safe(path.name)}\"\r\n"
+                    f"filename=\"{_header_safe(file_name)}\"\r\n"
                     "Content-Type: application/octet-stream\r\n\r\n").encode()
             tail = f"\r\n--{boundary}--\r\n".encode()
 
             def body() -> Iterator[bytes]:
                 yield head
                 sent = 0
-                with open(path, "rb") as f:
+                with open_source() as f:
                     while chunk := f.read(chunk_size):
                         sent += len(chunk)
                         progress("upload", sent, size)
@@ -562,6 +684,19 @@ class SnapshotClient:
                             content=orjson.dumps({"exact": True}),
                             headers={"content-type": "application/json"})
         return int((result or {}).get("count", 0))
+
+
+def _sha256_stream(open_source: Callable[[], Any], size: int, chunk_size: int,
+                   progress: Progress) -> str:
+    """SHA-256 (hex) of a stream, read ``chunk_size`` bytes at a time (a first pass)."""
+    digest = hashlib.sha256()
+    done = 0
+    with open_source() as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+            done += len(chunk)
+            progress("checksum", done, size)
+    return digest.hexdigest()
 
 
 def _header_safe(name: str) -> str:

@@ -16,6 +16,7 @@ JSON: such points are refused (or sent to the rejects file with ``on_error="skip
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -34,8 +35,16 @@ from vecferry.converters.base import (
     output_size,
     reject_unknown_options,
 )
-from vecferry.digest import StreamDigest
-from vecferry.errors import InputError, Location, RecordError, SchemaError
+from vecferry.converters.parts import (
+    DIR_MANIFEST,
+    PartLog,
+    directory_only,
+    listed_parts,
+    parse_part_size,
+    read_directory_manifest,
+)
+from vecferry.digest import StreamDigest, point_hashes, point_parts
+from vecferry.errors import InputError, Location, RecordError, SchemaError, UsageError
 from vecferry.fileio import iter_lines, loads_exact, open_read, open_write
 from vecferry.mapping import KeyMapping, suggest_records
 from vecferry.parallel import WorkerGate
@@ -93,19 +102,24 @@ class JsonlReader:
         self.location = location
         self.context = context
         self.path = input_path(location)
-        if self.path.is_dir():
-            raise InputError("is a directory, not a JSONL file", location=Location(location))
+        # a directory of parts (``part-*.jsonl[.gz|.zst]``, ``manifest.json``) reads as one
+        self.files, dir_manifest = _jsonl_parts(self.path, location)
         if id_kind is not None and id_kind not in ID_KINDS:
             raise SchemaError(f"unknown id kind {id_kind!r}", hint=f"one of {', '.join(ID_KINDS)}")
         # Foreign records (keys other than id / vector / payload) are read by a key mapping;
         # it ignores a sidecar, which describes vecferry's own shape.
         self.mapping = KeyMapping.from_options(id_key=id_key, vector_key=vector_key,
                                                sparse_key=sparse_key, payload_key=payload_key)
-        manifest = None if self.mapping else read_manifest_sidecar(self.path)
+        if self.mapping:
+            manifest = None
+        elif self.files == [self.path]:
+            manifest = read_manifest_sidecar(self.path)
+        else:
+            manifest = dir_manifest
         self._sidecar_count = manifest.count if manifest else None
-        self._fh = open_read(self.path)
-        self._lines = iter_lines(self._fh, location)
-        self._peeked: list[tuple[int, bytes, bool]] = []
+        self._fh: Any = open_read(self.files[0])  # fails fast (missing codec, unreadable)
+        self._lines = self._all_lines()
+        self._peeked: list[tuple[str, int, bytes, bool]] = []
         self._mapping_json: bytes | None = None
         if manifest is None:
             manifest = self._infer()
@@ -118,11 +132,26 @@ class JsonlReader:
         self.schema = manifest.schema()
         self._gate = WorkerGate(workers, [__name__])
 
+    def _all_lines(self) -> Iterator[tuple[str, int, bytes, bool]]:
+        """(file, line number, line, has newline) over the file or the parts in order."""
+        single = self.files == [self.path]
+        for i, path in enumerate(self.files):
+            source = self.location if single else str(path)
+            if i:
+                self._fh = open_read(path)
+            try:
+                for number, line, newline in iter_lines(self._fh, source):
+                    yield source, number, line, newline
+            finally:
+                self._fh.close()
+                self._fh = None
+
     def _infer(self) -> Manifest:
         """Vectors and id kind from the first points; the lines are kept to be read again."""
         points = []
-        for number, line, newline in self._lines:
-            self._peeked.append((number, line, newline))
+        for item in self._lines:
+            self._peeked.append(item)
+            line = item[2]
             try:
                 value = loads_exact(line, 0 if self.mapping else line.find(b'"payload"'))
             except ValueError:
@@ -137,9 +166,9 @@ class JsonlReader:
                                  hint="check that the file holds one JSON point per line")
             first = self._peeked[0]
             try:
-                loads_exact(first[1])
+                loads_exact(first[2])
             except ValueError as exc:
-                raise _line_error(self.location, *first, exc) from exc
+                raise _line_error(*first, exc) from exc
             raise InputError("no valid point to infer the schema from",
                              location=Location(self.location),
                              hint="fix the lines reported, or add a manifest sidecar")
@@ -168,29 +197,37 @@ class JsonlReader:
     def count(self) -> int | None:
         return self._sidecar_count
 
-    def _chunks(self, size: int) -> Iterator[tuple[int, list[tuple[int, bytes, bool]]]]:
-        """(number of the chunk's first record, its lines); numbers count non-blank lines."""
+    def _chunks(self, size: int
+                ) -> Iterator[tuple[int, str, list[tuple[int, bytes, bool]]]]:
+        """(number of the chunk's first record, its file, its lines); numbers count non-blank
+        lines across all parts. A chunk holds lines of one file only."""
         # The peeked lines go through the same cut: a first chunk larger than ``size`` would
         # break the reader's "at most batch_size rows" contract.
         peeked, self._peeked = self._peeked, []
         chunk: list[tuple[int, bytes, bool]] = []
         first = 0
-        for item in itertools.chain(peeked, self._lines):
-            chunk.append(item)
+        current = self.location
+        for source, *item in itertools.chain(peeked, self._lines):
+            if chunk and source != current:
+                yield first, current, chunk
+                first += len(chunk)
+                chunk = []
+            current = source
+            chunk.append(tuple(item))  # type: ignore[arg-type]
             if len(chunk) >= size:
-                yield first, chunk
+                yield first, current, chunk
                 first += len(chunk)
                 chunk = []
         if chunk:
-            yield first, chunk
+            yield first, current, chunk
 
     def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
         manifest_json = self.manifest.to_json()
         skip = start  # resuming: the first ``start`` points were written by an earlier run
         try:
-            for first, chunk in self._chunks(batch_size):
+            for first, source, chunk in self._chunks(batch_size):
                 pool = self._gate.pool_for(len(chunk))
-                args = (chunk, manifest_json, self.location, self._mapping_json, first)
+                args = (chunk, manifest_json, source, self._mapping_json, first)
                 results = ([parse_chunk(*args)] if pool is None
                            else pool.submit(parse_chunk, *args))
                 for result in results:
@@ -214,7 +251,29 @@ class JsonlReader:
 
     def close(self) -> None:
         self._gate.close(cancel=True)
-        self._fh.close()
+        self._lines.close()  # closes the open file
+        if self._fh is not None:
+            self._fh.close()
+
+
+def _jsonl_parts(path: Any, location: str) -> tuple[list[Any], Manifest | None]:
+    """The files of a JSONL location: itself, or a directory's parts (as its
+    ``manifest.json`` lists them, else ``part-*.jsonl[.gz|.zst]`` in name order), with the
+    directory's manifest."""
+    if not path.is_dir():
+        return [path], None
+    from vecferry.converters.parquet import natural_key
+
+    found = sorted((p for pattern in ("part-*.jsonl", "part-*.jsonl.gz", "part-*.jsonl.zst")
+                    for p in path.glob(pattern)), key=natural_key)
+    listed = read_directory_manifest(path)
+    if listed is not None and listed[1]:
+        return listed_parts(path, listed[1], found), listed[0]
+    if not found:
+        raise InputError("is a directory, not a JSONL file", location=Location(location),
+                         hint="a JSONL directory holds part-00000.jsonl, ... (and manifest.json)"
+                         if listed is not None else None)
+    return found, listed[0] if listed is not None else None
 
 
 def _line_error(source: str, number: int, line: bytes, newline: bool, exc: Exception
@@ -340,27 +399,80 @@ def _lines(batch: pa.RecordBatch, manifest: Manifest) -> bytes:
     return b"".join(out)
 
 
+#: compression of the parts of a JSONL directory -> their name suffix
+PART_COMPRESSION = {"none": "", "gzip": ".gz", "zstd": ".zst"}
+PART_NAME = "part-{:05d}.jsonl"
+
+
 class JsonlWriter:
     """Writes points as JSONL (+ manifest sidecar) under a temporary name, renamed on close.
 
     Batches are printed in worker processes once the run proves big enough (``workers``,
     default: up to 2), written in order. Refuses rows holding NaN or infinity (JSON cannot
     express them) through ``context``.
+
+    A location ending in ``/`` or naming an existing directory is written as a directory of
+    parts, ``part-00000.jsonl``, ... (``part_compression`` ``none`` (default), ``gzip`` or
+    ``zstd`` adds ``.gz`` / ``.zst``; a file's own extension picks its compression), with one
+    ``manifest.json`` for all parts (``converters.parts``) and no sidecar. With
+    ``max_part_size`` (bytes or a size text such as ``512MB``) a new part starts before a line
+    would take the current one past the size, counted in uncompressed bytes (a compressed
+    part is smaller); a single line longer than the size gets a part of its own. The
+    directory appears whole on commit.
     """
 
     def __init__(self, location: str, schema: pa.Schema, *, context: Context,
-                 overwrite: bool = False, workers: int | None = None, **options: Any):
+                 overwrite: bool = False, workers: int | None = None,
+                 max_part_size: int | str | None = None, part_compression: str | None = None,
+                 **options: Any):
+        from vecferry.storage import as_path
+
         reject_unknown_options("jsonl", options)
         self.location = location
         self.context = context
         self.manifest = manifest_of(schema)
         self._manifest_json = self.manifest.to_json()
-        self.out = AtomicPath(location, overwrite=overwrite)
-        self.side = AtomicPath(manifest_path(location), overwrite=True)
-        self._fh = open_write(self.out.temp, location)
+        self.directory = location.endswith("/") or as_path(location).is_dir()
+        self.max_part_size = parse_part_size(max_part_size)
+        if self.max_part_size and not self.directory:
+            raise directory_only("JSONL", location)
+        if part_compression is not None and part_compression not in PART_COMPRESSION:
+            raise UsageError(f"unknown part compression {part_compression!r}",
+                             hint=f"one of {', '.join(PART_COMPRESSION)}")
+        if part_compression is not None and not self.directory:
+            raise UsageError("--jsonl-compression picks the compression of a directory's "
+                             "parts; a JSONL file's extension picks its own",
+                             location=Location(location),
+                             hint="name the file .jsonl.gz or .jsonl.zst, or end the location "
+                                  "with / to write a directory of parts")
         self._gate = WorkerGate(workers, [__name__])
         self.digest = StreamDigest(self.manifest)
         self.count = 0
+        self._fh: Any = None
+        if self.directory:
+            self.out = AtomicPath(location.rstrip("/") or location, overwrite=overwrite,
+                                  directory=True)
+            self.side: AtomicPath | None = None
+            self._suffix = PART_COMPRESSION[part_compression or "none"]
+            self.log = PartLog()
+            self._hashes: deque[np.ndarray] = deque()
+            self._open_part()
+        else:
+            self.out = AtomicPath(location, overwrite=overwrite)
+            self.side = AtomicPath(manifest_path(location), overwrite=True)
+            self._fh = open_write(self.out.temp, location)
+
+    def _open_part(self) -> None:
+        self._part_name = PART_NAME.format(len(self.log.parts)) + self._suffix
+        self._part_path = self.out.temp / self._part_name
+        self._fh = open_write(self._part_path, self._part_name)
+        self._part_rows = self._part_bytes = self._part_total = 0
+
+    def _close_part(self) -> None:
+        self._fh.close()
+        fsync_path(self._part_path)
+        self.log.add(self._part_name, self._part_rows, self._part_total,
+                     output_size(self._part_path))
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         bad = non_finite_rows(batch, self.manifest)
@@ -378,24 +490,78 @@ class JsonlWriter:
             batch = batch.filter(pa.array(keep))
         if batch.num_rows == 0:
             return
-        self.digest.update(batch)
+        if self.directory:
+            # per-row hashes: the rendered lines are split among parts, each with its digest
+            hashes = point_hashes(*point_parts(batch, self.manifest))
+            self._hashes.append(hashes)
+            with np.errstate(over="ignore"):
+                self.digest.total = (self.digest.total + int(hashes.sum(dtype=np.uint64))
+                                     ) % 2**64
+            self.digest.count += batch.num_rows
+        else:
+            self.digest.update(batch)
         pool = self._gate.pool_for(batch.num_rows)
         if pool is None:
-            self._fh.write(render_lines(batch, self._manifest_json))
+            self._write(render_lines(batch, self._manifest_json))
         else:
             for data in pool.submit(render_lines, batch, self._manifest_json):
-                self._fh.write(data)
+                self._write(data)
         self.count += batch.num_rows
+
+    def _write(self, data: bytes) -> None:
+        """Write one rendered batch (in batch order), into parts when writing a directory."""
+        if not self.directory:
+            self._fh.write(data)
+            return
+        hashes = self._hashes.popleft()
+        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
+        if len(ends) != len(hashes):  # cannot happen: one line per point
+            raise RuntimeError(f"rendered {len(ends)} lines for {len(hashes)} points")
+        limit = self.max_part_size
+        pos = row = 0
+        n = len(hashes)
+        while row < n:
+            if limit:
+                room = limit - self._part_bytes
+                # lines that fit in the current part
+                k = int(np.searchsorted(ends, pos + room, side="right")) - row
+                if k <= 0:
+                    if self._part_rows:
+                        self._close_part()
+                        self._open_part()
+                        continue
+                    k = 1  # one line longer than the size: a part of its own
+            else:
+                k = n - row
+            end = int(ends[row + k - 1])
+            self._fh.write(data[pos:end])
+            with np.errstate(over="ignore"):
+                self._part_total = (self._part_total
+                                    + int(hashes[row:row + k].sum(dtype=np.uint64))) % 2**64
+            self._part_bytes += end - pos
+            self._part_rows += k
+            pos, row = end, row + k
 
     def close(self) -> dict[str, Any]:
         if self._gate.pool is not None:
             for data in self._gate.pool.drain():
-                self._fh.write(data)
+                self._write(data)
         self._gate.close()
-        self._fh.close()
-        fsync_path(self.out.temp)
         self.manifest.count = self.count
         self.manifest.digest = self.digest.as_dict()
+        if self.directory:
+            self._close_part()
+            (self.out.temp / DIR_MANIFEST).write_bytes(self.log.manifest_json(self.manifest))
+            from vecferry.storage import is_remote
+
+            if not is_remote(self.out.temp):
+                fsync_path(self.out.temp / DIR_MANIFEST)
+            self.out.commit()
+            return {"bytes_written": self.log.bytes, "parts": len(self.log.parts),
+                    "manifest": str(self.out.target / DIR_MANIFEST)}
+        assert self.side is not None
+        self._fh.close()
+        fsync_path(self.out.temp)
         self.side.temp.write_bytes(self.manifest.to_json())
         self.out.commit()
         self.side.commit()
@@ -405,7 +571,9 @@ class JsonlWriter:
     def abort(self) -> None:
         self._gate.close(cancel=True)
         try:
-            self._fh.close()
+            if self._fh is not None:
+                self._fh.close()
         finally:
             self.out.abort()
-            self.side.abort()
+            if self.side is not None:
+                self.side.abort()

@@ -28,6 +28,15 @@ from vecferry.converters.base import (
     output_size,
     reject_unknown_options,
 )
+from vecferry.converters.parts import (
+    DIR_MANIFEST,
+    PartLog,
+    combined_digest,
+    directory_only,
+    listed_parts,
+    parse_part_size,
+    read_directory_manifest,
+)
 from vecferry.digest import StreamDigest
 from vecferry.errors import InputError, Location, SchemaError, UsageError
 from vecferry.mapping import (
@@ -58,13 +67,22 @@ def natural_key(path: Path) -> list[Any]:
 
 
 def _parts(path: Path) -> list[Path]:
+    return _parts_with_manifest(path)[0]
+
+
+def _parts_with_manifest(path: Path) -> tuple[list[Path], Manifest | None]:
+    """The files to read, and the directory's ``manifest.json`` manifest if it has one (its
+    part list then decides which files are read, in its order)."""
     if path.is_dir():
         parts = sorted((p for p in path.glob("*.parquet") if not p.name.startswith((".", "_"))),
                        key=natural_key)
+        found = read_directory_manifest(path)
+        if found is not None and found[1]:
+            return listed_parts(path, found[1], parts), found[0]
         if not parts:
             raise InputError("directory holds no .parquet files", location=Location(str(path)))
-        return parts
-    return [path]
+        return parts, found[0] if found is not None else None
+    return [path], None
 
 
 def _open(path: Path) -> pq.ParquetFile:
@@ -76,6 +94,17 @@ def _open(path: Path) -> pq.ParquetFile:
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"not a readable Parquet file: {exc}", location=Location(str(path)),
                          hint="the file may be truncated or not Parquet") from exc
+
+
+def _recorded_digest(pf: pq.ParquetFile) -> dict[str, Any] | None:
+    """The digest a part's own manifest records, None when it has none."""
+    kv = pf.metadata.metadata or {}
+    if MANIFEST_KEY not in kv:
+        return None
+    try:
+        return Manifest.from_json(kv[MANIFEST_KEY]).digest
+    except (ValueError, TypeError, SchemaError):
+        return None
 
 
 def _dtype_name(t: pa.DataType) -> str:
@@ -165,7 +194,7 @@ class ParquetReader:
         reject_unknown_options("parquet", options)
         self.location = location
         self.context = context
-        self.parts = _parts(input_path(location))
+        self.parts, dir_manifest = _parts_with_manifest(input_path(location))
         self.mapper: TableMapper | None = None
         first = _open(self.parts[0])
         mapping = Mapping.from_options(id_column=id_column, vector_column=vector_column,
@@ -194,6 +223,7 @@ class ParquetReader:
             raise foreign_error(first, self.parts[0])
         self._rows = 0
         self._files: list[pq.ParquetFile] = []
+        recorded: list[dict[str, Any] | None] = []
         for part in self.parts:
             pf = first if part == self.parts[0] else _open(part)
             if [n for n in pf.schema_arrow.names] != first.schema_arrow.names:
@@ -203,6 +233,14 @@ class ParquetReader:
                     hint="all parts of a directory must share one schema")
             self._rows += pf.metadata.num_rows
             self._files.append(pf)
+            if len(self.parts) > 1:
+                recorded.append(_recorded_digest(pf))
+        if dir_manifest is not None:
+            # the directory's manifest.json wins: count and digest of all parts
+            manifest = dir_manifest
+        elif len(self.parts) > 1:
+            # parts written one by one: the directory's digest is the sum of theirs
+            manifest.digest = combined_digest(recorded)
         manifest.count = self._rows
         manifest.source = manifest.source or {"format": "parquet", "location": location}
         self.manifest = manifest
@@ -344,29 +382,41 @@ def mapped_batches(mapper: TableMapper, parts: list[Path], files: list[pq.Parque
 
 
 class ParquetWriter:
-    """Writes one Parquet file (or ``part-00000.parquet`` in a directory target), atomically.
+    """Writes one Parquet file, or a directory of parts, atomically.
 
-    A location ending in ``/`` or naming an existing directory is written as a directory.
+    A location ending in ``/`` or naming an existing directory is written as a directory:
+    ``part-00000.parquet`` (``PART_NAME``), and with ``max_part_size`` (bytes, or a size text
+    such as ``512MB``) ``part-00001.parquet``, ... once a part is full. Parts are cut at
+    row-group boundaries (row groups are capped at the part size), so a part stays close to the
+    size: a row group is moved to a new part when the current part would pass the size with it
+    (its compressed size estimated from the part so far). Each part carries its own manifest
+    (count and digest) in its metadata, and ``manifest.json`` (``converters.parts``) the
+    directory's: total count, combined digest and the list of parts. The directory appears
+    whole on commit (``AtomicPath``), never part by part.
     """
 
     def __init__(self, location: str, schema: pa.Schema, *, context: Context,
                  overwrite: bool = False, compression: str = "zstd",
                  compression_level: int | None = 1, row_group_bytes: int | None = None,
-                 **options: Any):
+                 max_part_size: int | str | None = None, **options: Any):
         reject_unknown_options("parquet", options)
         self.location = location
         self.context = context
         self.manifest = manifest_of(schema)
         self.schema = schema
         directory = location.endswith("/") or as_path(location).is_dir()
+        self.max_part_size = parse_part_size(max_part_size)
+        if self.max_part_size and not directory:
+            raise directory_only("Parquet", location)
         self.out = AtomicPath(location.rstrip("/") or location, overwrite=overwrite,
                               directory=directory)
-        self.file = self.out.temp / PART_NAME.format(0) if directory else self.out.temp
         self.row_group_bytes = row_group_bytes or ROW_GROUP_BYTES
+        if self.max_part_size:
+            self.row_group_bytes = min(self.row_group_bytes, self.max_part_size)
         floats = [v.column for v in self.manifest.vectors
                   if v.kind != "sparse" and v.datatype != "uint8"]
-        self._writer = pq.ParquetWriter(
-            arrow_sink(self.file), schema, compression=compression,
+        self._writer_kw = dict(
+            compression=compression,
             # zstd level 1 compresses float vectors as well as the default level in 2/3 the
             # time; byte-stream-split groups the float bytes so exponents compress.
             compression_level=compression_level if compression == "zstd" else None,
@@ -378,12 +428,40 @@ class ParquetWriter:
             data_page_size=1 << 20,
         )
         self.digest = StreamDigest(self.manifest)
+        self.log = PartLog()
+        # bytes a part's footer takes: a fixed share (schema, manifest), guessed until a part
+        # was closed and then the largest seen, plus metadata per row group and column
+        self._footer = 2 * len(self.manifest.to_json()) + 512
+        self._group_meta = 160 * len(schema)
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
         self.count = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._open_part()
+
+    def _open_part(self) -> None:
+        directory = self.out.directory
+        name = PART_NAME.format(len(self.log.parts)) if directory else None
+        self.file = self.out.temp / name if name else self.out.temp
+        self._part_name = name
+        # A directory part is written through a stream whose position says how big it is.
+        if directory and isinstance(self.file, Path):
+            self._sink: Any = pa.OSFile(str(self.file), "wb")
+        elif directory:
+            self._sink = arrow_sink(self.file)
+        else:
+            self._sink = None
+        self._writer = pq.ParquetWriter(self._sink if self._sink is not None
+                                        else arrow_sink(self.file), self.schema,
+                                        **self._writer_kw)
+        self._part_digest = StreamDigest(self.manifest)
+        self._part_arrow_bytes = 0
+        self._groups = 0
+
+    def _tell(self) -> int:
+        return int(self._sink.tell()) if self._sink is not None else 0
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
-        self.digest.update(batch)
         self._pending.append(batch)
         self._pending_bytes += batch.nbytes
         self.count += batch.num_rows
@@ -394,23 +472,65 @@ class ParquetWriter:
         if not self._pending:
             return
         table = pa.Table.from_batches(self._pending, schema=self.schema)
+        if self.max_part_size and self._part_digest.count:
+            written = self._tell()
+            ratio = written / max(1, self._part_arrow_bytes)
+            footer = self._footer + self._group_meta * (self._groups + 1)
+            if written + table.nbytes * ratio + footer > self.max_part_size:
+                self._close_part()
+                self._open_part()
+        for batch in self._pending:
+            self.digest.update(batch)
+            self._part_digest.update(batch)
+        assert self._writer is not None
         self._writer.write_table(table, row_group_size=table.num_rows)
+        self._part_arrow_bytes += table.nbytes
+        self._groups += 1
         self._pending, self._pending_bytes = [], 0
+
+    def _close_part(self) -> None:
+        """Finish the current part: its own manifest (count, digest) in its metadata."""
+        assert self._writer is not None
+        part = Manifest.from_dict(self.manifest.to_dict())
+        part.count = self._part_digest.count
+        part.digest = self._part_digest.as_dict()
+        self._writer.add_key_value_metadata({MANIFEST_KEY.decode(): part.to_json().decode()})
+        body = self._tell()
+        self._writer.close()
+        self._writer = None
+        size = self._tell()
+        fixed = size - body - self._group_meta * self._groups
+        self._footer = fixed if not self.log.parts else max(self._footer, fixed)
+        if self._sink is not None:
+            self._sink.close()
+        fsync_path(self.file)
+        if self._part_name is not None:
+            self.log.add(self._part_name, self._part_digest.count, self._part_digest.total,
+                         size)
 
     def close(self) -> dict[str, Any]:
         self._flush()
+        self._close_part()
         self.manifest.count = self.count
         self.manifest.digest = self.digest.as_dict()
-        self._writer.add_key_value_metadata({MANIFEST_KEY.decode(): self.manifest.to_json()
-                                             .decode()})
-        self._writer.close()
-        fsync_path(self.file)
+        report: dict[str, Any] = {}
+        if self.out.directory:
+            # the directory's manifest: totals summed over the parts' digests
+            (self.out.temp / DIR_MANIFEST).write_bytes(self.log.manifest_json(self.manifest))
+            if isinstance(self.out.temp, Path):
+                fsync_path(self.out.temp / DIR_MANIFEST)
+            report = {"bytes_written": self.log.bytes, "parts": len(self.log.parts)}
         self.out.commit()
-        final = self.out.target / PART_NAME.format(0) if self.out.directory else self.out.target
-        return {"bytes_written": output_size(final)}
+        if not self.out.directory:
+            report = {"bytes_written": output_size(self.out.target)}
+        return report
 
     def abort(self) -> None:
         # Already failing: a second error from closing must not hide the first.
         with contextlib.suppress(Exception):
-            self._writer.close()
+            if self._writer is not None:
+                self._writer.close()
+        with contextlib.suppress(Exception):
+            if isinstance(self._sink, pa.NativeFile):
+                self._sink.close()  # a remote upload is discarded by the output's abort
         self.out.abort()
