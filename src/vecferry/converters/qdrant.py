@@ -35,7 +35,11 @@ The writer recreates the collection from it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
+import sqlite3
+import struct
 import threading
 import uuid
 import warnings
@@ -62,9 +66,25 @@ from vecferry.errors import (
     UsageError,
     VecferryError,
 )
-from vecferry.points import BatchBuilder, iter_points, non_finite_rows, reject_from_row
+from vecferry.points import (
+    BatchBuilder,
+    dumps_payload,
+    iter_points,
+    non_finite_rows,
+    reject_from_row,
+)
 from vecferry.retry import Failure, RetryPolicy, classify
-from vecferry.stream import Manifest, VectorSpec, manifest_of, merge_id_kinds
+from vecferry.stream import (
+    ID_COLUMN,
+    MAX_UINT64,
+    PAYLOAD_COLUMN,
+    Manifest,
+    VectorSpec,
+    decode_ids,
+    encode_id,
+    manifest_of,
+    merge_id_kinds,
+)
 
 #: Fixed namespace of the UUIDv5 ids vecferry gives ids Qdrant cannot hold
 #: (``uuid5(NAMESPACE_URL, "https://github.com/vecferry/vecferry/ids")``).
@@ -109,6 +129,22 @@ def original_id(point_id: Any, payload: dict[str, Any] | None, id_field: str) ->
         if str(uuid.uuid5(ID_NAMESPACE, text)) == str(point_id):
             return text, True
     return point_id, False
+
+
+#: a run of 19 digits: maybe an integer orjson would turn into a float (past -2^63 or 2^64-1)
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+
+
+def _loads(text: str) -> Any:
+    """``json.loads``, through orjson when that gives the same values: not when the text holds
+    19 digits in a row (orjson reads integers past 64 bits as floats); the stdlib also reads
+    what orjson refuses (NaN and infinite literals, lone surrogates)."""
+    if _LONG_DIGITS.search(text):
+        return json.loads(text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 # ------------------------------------------------------------------------------ locations
@@ -324,6 +360,20 @@ class Backend:
     max_parallel = 1
     #: whether requests have a size limit worth batching by bytes for
     limited_requests = False
+    #: whether the engine call releases the GIL, so the next batch's points can be built
+    #: while one request runs (in-process engines; one request in flight)
+    overlap = False
+    #: whether ``prepare`` takes dense vectors as float32 ``memoryview`` rows
+    row_views = False
+
+    def prepare(self, points: list[dict[str, Any]]) -> list[Any]:
+        """The engine's objects for ``points``, built by the caller's thread before the
+        request; ``upsert`` takes what this returns."""
+        return points
+
+    def point(self, pid: Any, vector: Any, payload: dict[str, Any] | None) -> Any:
+        """One point for ``prepare`` / ``upsert`` (the engine's own object when it has one)."""
+        return {"id": pid, "vector": vector, "payload": payload}
 
     def exists(self) -> bool: raise NotImplementedError
     def config(self) -> dict[str, Any]: raise NotImplementedError
@@ -334,6 +384,10 @@ class Backend:
     def scroll(self, offset: Any, limit: int, flt: Any, vectors: bool, payload: bool
                ) -> tuple[list[tuple[Any, dict[str, Any], dict[str, Any] | None]], Any]:
         raise NotImplementedError
+    def scroll_page(self, offset: Any, limit: int, flt: Any) -> tuple[Any, Any]:
+        """``scroll`` with vectors and payloads: a sized iterable of its tuples, and the next
+        offset (an engine may convert records lazily, as they are iterated)."""
+        return self.scroll(offset, limit, flt, True, True)
     def parse_filter(self, flt: dict[str, Any]) -> Any: raise NotImplementedError
     def create_index(self, field: str, index: dict[str, Any]) -> bool: raise NotImplementedError
     def search(self, vector: list[float], using: str, k: int) -> list[tuple[Any, Any]]:
@@ -341,6 +395,8 @@ class Backend:
         raise NotImplementedError
     def get_hnsw_m(self) -> int | None: return None
     def set_hnsw_m(self, m: int) -> bool: return False
+    def begin_load(self) -> None: pass
+    def end_load(self) -> None: pass
     def flush(self) -> None: pass
     def close(self) -> None: pass
 
@@ -555,6 +611,69 @@ class ClientBackend(Backend):
     def upsert(self, points: list[dict[str, Any]]) -> None:
         structs = [self._struct(p) for p in points]
         self._call(lambda: self.client.upsert(self.name, points=structs, wait=True))
+        if self._wal is not None:
+            self._sync_wal()
+
+    # -- local mode: one disk sync per request, not per point
+
+    _wal: tuple[Any, str, int, Path] | None = None
+
+    def _sqlite(self) -> Any:
+        """The SQLite connection local mode keeps this collection in, or None when this
+        qdrant-client lays it out otherwise (then nothing below changes anything)."""
+        try:
+            conn = self.client._client.collections[self.name].storage.storage
+        except (AttributeError, KeyError, TypeError):
+            return None
+        return conn if isinstance(conn, sqlite3.Connection) else None
+
+    def begin_load(self) -> None:
+        """Local mode commits every point on its own, and each commit waits for the disk
+        (rollback journal, ``synchronous=FULL``): that wait, not Python, is most of its time.
+        For the load, the collection's SQLite file goes to write-ahead logging with
+        ``synchronous=NORMAL`` (commits still atomic, the file never corrupt, commits no longer
+        synced one by one) and ``upsert`` syncs the log once per request before returning, so
+        whatever is acknowledged is on disk exactly as before. ``end_load`` puts the journal
+        mode back, which checkpoints the log into the file."""
+        if self.engine != "local" or self._wal is not None:
+            return
+        conn = self._sqlite()
+        if conn is None:
+            return
+        try:
+            if conn.in_transaction:
+                return
+            journal = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            synchronous = int(conn.execute("PRAGMA synchronous").fetchone()[0])
+            if not journal.isalpha() or str(
+                    conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() != "wal":
+                return
+            conn.execute("PRAGMA synchronous=NORMAL")
+            path = Path(conn.execute("PRAGMA database_list").fetchone()[2] + "-wal")
+        except sqlite3.Error:
+            return
+        self._wal = (conn, journal, synchronous, path)
+
+    def _sync_wal(self) -> None:
+        assert self._wal is not None
+        path = self._wal[3]
+        if path.exists():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def end_load(self) -> None:
+        if self._wal is None:
+            return
+        conn, journal, synchronous, _ = self._wal
+        self._wal = None
+        try:
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            conn.execute(f"PRAGMA journal_mode={journal}")
+        except sqlite3.Error:
+            pass  # the file stays in WAL mode: as valid and durable, the log already synced
 
     def parse_filter(self, flt: dict[str, Any]) -> Any:
         return self.models.Filter.model_validate(flt)
@@ -647,6 +766,146 @@ def _parse_filter_json(flt: Any) -> dict[str, Any] | None:
     if not isinstance(flt, dict):
         raise UsageError("--filter must be a JSON object (a Qdrant filter)")
     return flt
+
+
+# ----------------------------------------------------------------- columns from scroll pages
+
+
+class _Irregular(Exception):
+    """A point the column-wise path does not take; ``BatchBuilder`` decides what it is."""
+
+
+class DenseColumns:
+    """``BatchBuilder``'s interface for streams whose vectors are all dense float32: column-wise
+    batches straight from scroll records, without a per-point numpy round trip.
+
+    Each vector is packed to float32 bytes as it arrives (the engine's list of floats is then
+    dropped), ids are encoded and payloads dumped once. Anything out of the ordinary (an id of
+    another kind, an unknown vector name, a wrong length, a value that is not a number or is
+    outside float32, NaN or infinity, a payload that is not an object) hands the whole pending
+    batch to a ``BatchBuilder``, replayed point by point, so rejections, their messages and the
+    batches are exactly what ``BatchBuilder`` makes of the same points.
+    """
+
+    @staticmethod
+    def fits(manifest: Manifest) -> bool:
+        return bool(manifest.vectors) and all(
+            v.kind == "dense" and v.datatype == "float32" for v in manifest.vectors)
+
+    def __init__(self, manifest: Manifest, context: Context, source: str):
+        self.manifest = manifest
+        self.context = context
+        self.source = source
+        self.schema = manifest.schema()
+        self.id_type = self.schema.field(ID_COLUMN).type
+        self.specs = list(manifest.vectors)
+        self.packers = {v.name: struct.Struct(f"<{v.size}f") for v in self.specs}
+        # the common case, one unnamed vector and integer ids, skips the general checks
+        self._single = (self.packers[""] if [v.name for v in self.specs] == [""]
+                        and manifest.id_kind == "int" else None)
+        self._builder: BatchBuilder | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.pids: list[Any] = []
+        self.ids: list[Any] = []
+        self.payloads: list[str | None] = []
+        self.rows: list[int | None] = []
+        self.vectors: dict[str, list[bytes | None]] = {v.name: [] for v in self.specs}
+
+    def __len__(self) -> int:
+        return len(self._builder) if self._builder is not None else len(self.ids)
+
+    def add(self, point: dict[str, Any], *, row: int | None = None) -> bool:
+        if self._builder is not None:
+            return self._builder.add(point, row=row)
+        if self._single is not None:
+            pid, vecs, payload = point["id"], point["vector"], point.get("payload")
+            if (type(pid) is int and 0 <= pid <= MAX_UINT64 and type(vecs) is dict
+                    and len(vecs) == 1 and type(vecs.get("")) is list
+                    and (payload is None or type(payload) is dict)):
+                try:
+                    packed = self._single.pack(*vecs[""])
+                except (struct.error, OverflowError):
+                    pass
+                else:
+                    self.pids.append(pid)
+                    self.ids.append(pid)
+                    self.payloads.append(None if payload is None else dumps_payload(payload))
+                    self.rows.append(row)
+                    self.vectors[""].append(packed)
+                    return True
+        try:
+            pid = point["id"]
+            sid = encode_id(pid, self.manifest.id_kind)
+            vecs = point["vector"]
+            payload = point.get("payload")
+            if not isinstance(vecs, dict) or not vecs or (
+                    payload is not None and not isinstance(payload, dict)):
+                raise _Irregular
+            packed = {}
+            for name, value in vecs.items():
+                if type(value) is not list:
+                    raise _Irregular
+                packed[name] = self.packers[name].pack(*value)
+        except (_Irregular, ValueError, KeyError, TypeError, OverflowError, struct.error):
+            self._hand_over()
+            assert self._builder is not None
+            return self._builder.add(point, row=row)
+        self.pids.append(pid)
+        self.ids.append(sid)
+        self.payloads.append(None if payload is None else dumps_payload(payload))
+        self.rows.append(row)
+        for name, acc in self.vectors.items():
+            acc.append(packed.get(name))
+        return True
+
+    def _hand_over(self) -> None:
+        """Replay the pending points into a ``BatchBuilder`` (vectors as the floats they were:
+        float32 bytes widen back exactly)."""
+        builder = BatchBuilder(self.manifest, self.context, source=self.source)
+        for i, pid in enumerate(self.pids):
+            vecs = {}
+            for name, acc in self.vectors.items():
+                if acc[i] is not None:
+                    vecs[name] = np.frombuffer(acc[i], dtype="<f4").tolist()
+            text = self.payloads[i]
+            builder.add({"id": pid, "vector": vecs,
+                         "payload": None if text is None else json.loads(text)},
+                        row=self.rows[i])
+        self._reset()
+        self._builder = builder
+
+    def flush(self) -> pa.RecordBatch | None:
+        if self._builder is not None:
+            batch = self._builder.flush()
+            self._builder = None
+            self._reset()
+            return batch
+        n = len(self.ids)
+        if not n:
+            return None
+        columns = []
+        for spec in self.specs:
+            chunks = self.vectors[spec.name]
+            present = [i for i, c in enumerate(chunks) if c is not None]
+            flat = np.frombuffer(b"".join([c for c in chunks if c is not None]), dtype="<f4")
+            if not np.isfinite(flat).all():
+                self._hand_over()
+                return self.flush()
+            col: pa.Array = pa.FixedSizeListArray.from_arrays(pa.array(flat), spec.size)
+            if len(present) < n:
+                take = np.full(n, -1, dtype=np.int64)
+                take[present] = np.arange(len(present))
+                col = col.take(pa.array(take, mask=take < 0))
+            columns.append((spec.column, col))
+        arrays = dict(columns)
+        arrays[ID_COLUMN] = pa.array(self.ids, type=self.id_type)
+        arrays[PAYLOAD_COLUMN] = pa.array(self.payloads, type=pa.string())
+        batch = pa.RecordBatch.from_arrays([arrays[f.name] for f in self.schema],
+                                           schema=self.schema)
+        self._reset()
+        return batch
 
 
 # --------------------------------------------------------------------------------- reader
@@ -763,20 +1022,29 @@ class QdrantReader:
         offset, done = self._skip(start) if start else (None, False)
         if done:
             return
-        builder = BatchBuilder(self.manifest, self.context, source=b.label)
+        builder: BatchBuilder | DenseColumns
+        if DenseColumns.fits(self.manifest):
+            builder = DenseColumns(self.manifest, self.context, source=b.label)
+        else:
+            builder = BatchBuilder(self.manifest, self.context, source=b.label)
         row = start
         while True:
             recs, nxt = self._rpc(
-                lambda off=offset: b.scroll(off, page, self.filter, True, True), "scrolling")
+                lambda off=offset: b.scroll_page(off, page, self.filter), "scrolling")
+            id_field = self.id_field
+            add = builder.add
+            pending = len(builder)
             for pid, vectors, payload in recs:
-                pid, mapped = original_id(pid, payload, self.id_field)
-                if mapped:
-                    payload = {k: v for k, v in payload.items() if k != self.id_field}
-                builder.add({"id": pid, "vector": vectors, "payload": payload or None},
-                            row=row)
+                if payload and id_field in payload:
+                    pid, mapped = original_id(pid, payload, id_field)
+                    if mapped:
+                        payload = {k: v for k, v in payload.items() if k != id_field}
+                add({"id": pid, "vector": vectors, "payload": payload or None}, row=row)
                 row += 1
-                if len(builder) >= batch_size:
+                pending += 1
+                if pending >= batch_size and len(builder) >= batch_size:
                     batch = builder.flush()
+                    pending = 0
                     if batch is not None:
                         yield batch
             if nxt is None or not recs:
@@ -880,11 +1148,14 @@ class QdrantWriter:
         self._closed = False
         try:
             self._prepare(bulk)
+            b.begin_load()
         except BaseException:
             self._restore_bulk(quiet=True)
+            with contextlib.suppress(Exception):
+                b.end_load()
             b.close()
             raise
-        if self.parallel > 1:
+        if self.parallel > 1 or b.overlap:
             self._executor = ThreadPoolExecutor(self.parallel, thread_name_prefix="vecferry-up")
 
     def _open(self, location: str, **kw: Any) -> Backend:
@@ -959,6 +1230,10 @@ class QdrantWriter:
 
     def _points(self, batch: pa.RecordBatch) -> list[tuple[dict[str, Any], Any]]:
         """(Qdrant point, original id) for every row that can be written; rejects the rest."""
+        if self.backend.row_views:
+            fast = self._row_view_points(batch)
+            if fast is not None:
+                return fast
         bad = non_finite_rows(batch, self.manifest)
         out = []
         for row, point in enumerate(iter_points(batch, self.manifest)):
@@ -983,6 +1258,58 @@ class QdrantWriter:
             point["id"] = qid
             point["payload"] = payload
             out.append((point, original))
+        return out
+
+    def _row_view_points(self, batch: pa.RecordBatch
+                         ) -> list[tuple[dict[str, Any], Any]] | None:
+        """``_points`` for an engine that takes ``memoryview`` rows (Edge), when every vector
+        is dense float32 and finite and no mapped id's payload already holds ``id_field``:
+        each vector is a view of the batch's own buffer (no numpy row objects), each payload
+        parsed once. None when the batch needs ``_points``'s general path, which rejects."""
+        m = self.manifest
+        if not DenseColumns.fits(m):
+            return None
+        n = batch.num_rows
+        views: dict[str, tuple[memoryview, Any, int]] = {}
+        for spec in m.vectors:
+            col = batch.column(spec.column)
+            size = spec.size or 0
+            values = col.values.slice(col.offset * size, n * size)
+            if values.null_count:
+                return None
+            flat = values.to_numpy(zero_copy_only=False)
+            valid = col.is_valid().to_numpy(zero_copy_only=False) if col.null_count else None
+            ok = np.isfinite(flat.reshape(n, size)).all(axis=1)
+            if valid is not None:
+                ok |= ~valid
+            if not ok.all():
+                return None
+            views[spec.name] = (memoryview(np.ascontiguousarray(flat)), valid, size)
+        ids = decode_ids(batch.column(ID_COLUMN), m.id_kind)
+        texts = batch.column(PAYLOAD_COLUMN).to_pylist()
+        single = views.get("") if list(views) == [""] else None
+        make = self.backend.point
+        out = []
+        for i, original in enumerate(ids):
+            if type(original) is int:
+                qid: Any = original
+                mapped = False
+            else:
+                qid, mapped = qdrant_id(original)
+            text = texts[i]
+            payload = None if text is None else _loads(text)
+            if mapped:
+                if payload and self.id_field in payload:
+                    return None
+                payload = {**(payload or {}), self.id_field: str(original)}
+            if single is not None:
+                mv, _, size = single
+                vector: Any = mv[i * size:(i + 1) * size]
+            else:
+                vector = {name: mv[i * size:(i + 1) * size]
+                          for name, (mv, valid, size) in views.items()
+                          if valid is None or valid[i]}
+            out.append((make(qid, vector, payload), original))
         return out
 
     def _size(self, point: dict[str, Any]) -> int:
@@ -1023,6 +1350,9 @@ class QdrantWriter:
         """Queue one batch; raises the failure of any earlier request first."""
         self._raise_failure()
         items = self._points(batch)
+        if items:
+            prepared = self.backend.prepare([p for p, _ in items])
+            items = list(zip(prepared, (o for _, o in items), strict=True))
         ticket = _Ticket(rows=batch.num_rows, futures=[])
         self._tickets.append(ticket)
         for chunk in self._requests(items):
@@ -1147,6 +1477,7 @@ class QdrantWriter:
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
             self._restore_bulk()
+            b.end_load()
             indexes = self._create_indexes()
             b.flush()
             count = self._rpc(lambda: b.count(None), "counting points")
@@ -1206,6 +1537,8 @@ class QdrantWriter:
             self._executor.shutdown(wait=True, cancel_futures=True)
         self._restore_bulk(quiet=True)
         with contextlib.suppress(Exception):  # best effort: we are failing already
+            self.backend.end_load()
+        with contextlib.suppress(Exception):
             self.backend.flush()
         self.backend.close()
 
