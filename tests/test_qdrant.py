@@ -34,6 +34,7 @@ from vecferry.converters.qdrant import (
 from vecferry.errors import (
     InputError,
     OutputExistsError,
+    RecordError,
     TargetError,
     UnsupportedError,
     UsageError,
@@ -358,3 +359,25 @@ def test_edge_reader_rejects_network_options(tmp_path: Path, src: str) -> None:
     vecferry.convert(src, f"qdrant-edge://{tmp_path / 'e'}")
     with pytest.raises(UsageError, match="timeout"):
         open_reader(f"qdrant-edge://{tmp_path / 'e'}", timeout=5)
+
+
+def test_engine_refuses_payload_integers_it_would_round(tmp_path):
+    """Qdrant's engine keeps payload numbers in 64 bits: such a point is refused by id and
+    field (or sent to the rejects file), never stored changed; local mode keeps it."""
+    src = tmp_path / "p.jsonl"
+    src.write_text('{"id": 1, "vector": [1.0, 2.0], '
+                   '"payload": {"a": {"n": 18446744073709551616}}}\n'
+                   '{"id": 2, "vector": [3.0, 4.0], "payload": {"n": 7}}\n')
+    edge = f"qdrant-edge://{tmp_path}/shard"
+    with pytest.raises(RecordError) as info:
+        vecferry.convert(str(src), edge, writer_options={"distance": "Dot"})
+    assert "id 1: payload field 'a.n' holds an integer outside -2^63..2^64-1, which Qdrant " \
+           "stores as a rounded float (store such numbers as strings in the payload)" \
+        in str(info.value)
+    report = vecferry.convert(str(src), edge, on_error="skip", overwrite=True,
+                              rejects=str(tmp_path / "r.jsonl"),
+                              writer_options={"distance": "Dot"})
+    assert (report["written"], report["rejected"]) == (1, 1)
+    local = f"qdrant-local://{tmp_path}/q/c"
+    report = vecferry.convert(str(src), local, writer_options={"distance": "Dot"})
+    assert (report["written"], report["rejected"]) == (2, 0)

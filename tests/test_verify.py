@@ -884,3 +884,20 @@ def test_spot_check_refuses_tolerance_and_one_location(tmp_path: Path) -> None:
         verify(src, dst, sample=3, tolerance=0.1)
     with pytest.raises(UsageError, match="--sample takes a positive number, two locations"):
         verify(src, None, sample=3)
+
+
+def test_spot_check_fetches_a_qdrant_sample_by_id(tmp_path: Path) -> None:
+    pytest.importorskip("qdrant_edge")
+    src = write(full(), f"{tmp_path}/src.parquet")
+    dst = f"qdrant-edge://{tmp_path}/shard"
+    vecferry.convert(src, dst)
+    report = verify(src, dst, sample=N, queries=0)
+    assert report["ok"], report["problems"]
+    assert report["sample"]["fetched_by_id"] is True and report["sample"]["size"] == N
+    assert report["destination"]["digest"] is None  # the collection was not read whole
+    ds = full()
+    for p in ds.points:
+        p["payload"] = {"changed": True}
+    vecferry.convert(write(ds, f"{tmp_path}/changed.jsonl"), dst)  # upserts over the same ids
+    bad = verify(src, dst, sample=4, queries=0)
+    assert bad["sample"]["payload_differs"] == 4 and not bad["ok"]

@@ -319,7 +319,12 @@ def _print_verify(result: dict[str, Any], quiet: bool) -> None:
     line = f"source {src['count']} points, digest {src['digest']}"
     if "destination" in result:
         dst = result["destination"]
-        line += f"; destination {dst['count']} points, digest {dst['digest']}"
+        if result.get("sample"):
+            spot = result["sample"]
+            line += (f"; destination {dst['count']} points; spot check of {spot['size']} "
+                     "sampled points by id")
+        else:
+            line += f"; destination {dst['count']} points, digest {dst['digest']}"
     else:
         rec = result.get("recorded_digest") or {}
         line += f"; recorded {rec.get('count')} points, digest {rec.get('value')}"

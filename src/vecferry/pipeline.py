@@ -8,6 +8,7 @@ duplicate ids with bounded memory, and returns a report (the same dict the CLI p
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import threading
@@ -69,13 +70,23 @@ class RejectsFile:
         else:
             record = {"_raw": raw if isinstance(raw, str) else repr(raw)}
         record[REJECT_KEY] = {"reason": error.message, **error.location.as_dict()}
-        self._fh.write(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+        try:
+            line = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
+        except (orjson.JSONEncodeError, TypeError):
+            # integers past 64 bits (often the very reason for the reject): stdlib is exact
+            line = json.dumps(record, ensure_ascii=False, default=_plain).encode()
+        self._fh.write(line + b"\n")
         self.count += 1
 
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def _plain(value: Any) -> Any:
+    """numpy values for the stdlib JSON encoder."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 _END = object()

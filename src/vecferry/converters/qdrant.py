@@ -69,6 +69,7 @@ from vecferry.errors import (
 from vecferry.points import (
     BatchBuilder,
     dumps_payload,
+    huge_int_path,
     iter_points,
     non_finite_rows,
     reject_from_row,
@@ -393,6 +394,9 @@ class Backend:
     def search(self, vector: list[float], using: str, k: int) -> list[tuple[Any, Any]]:
         """(id, payload) of the ``k`` nearest points to ``vector`` in vector ``using``."""
         raise NotImplementedError
+    def retrieve(self, ids: list[Any]) -> list[tuple[Any, dict[str, Any], Any]]:
+        """``scroll``'s records for the points with these (Qdrant) ids; absent ones left out."""
+        raise NotImplementedError
     def get_hnsw_m(self) -> int | None: return None
     def set_hnsw_m(self, m: int) -> bool: return False
     def begin_load(self) -> None: pass
@@ -686,6 +690,13 @@ class ClientBackend(Backend):
         records, nxt = self._call(lambda: self.client.scroll(
             self.name, scroll_filter=flt, limit=limit, offset=offset, with_payload=payload,
             with_vectors=vectors))
+        return self._records(records), nxt
+
+    def retrieve(self, ids: list[Any]) -> list[tuple[Any, dict[str, Any], Any]]:
+        return self._records(self._call(lambda: self.client.retrieve(
+            self.name, ids=ids, with_payload=True, with_vectors=True)))
+
+    def _records(self, records: list[Any]) -> list[tuple[Any, dict[str, Any], Any]]:
         out = []
         for r in records:
             vec = r.vector
@@ -698,7 +709,7 @@ class ClientBackend(Backend):
             else:
                 vd = {"": vec}
             out.append((r.id, vd, r.payload))
-        return out, nxt
+        return out
 
     def search(self, vector: list[float], using: str, k: int) -> list[tuple[Any, Any]]:
         res = self._call(lambda: self.client.query_points(
@@ -1066,6 +1077,25 @@ class QdrantReader:
             out.append([original_id(pid, payload, self.id_field)[0] for pid, payload in hits])
         return out
 
+    def retrieve(self, ids: list[Any]) -> pa.RecordBatch:
+        """The points with these (original) ids as one batch; ids not found are left out.
+
+        Lets ``verify --sample`` fetch a sample by id instead of scrolling the collection.
+        """
+        wanted = [qdrant_id(i)[0] for i in ids]
+        records = self._rpc(lambda: self.backend.retrieve(wanted), "retrieving points")
+        builder = BatchBuilder(self.manifest, self.context, source=self.backend.label)
+        for row, (pid, vectors, payload) in enumerate(records):
+            pid, mapped = original_id(pid, payload, self.id_field)
+            if mapped:
+                payload = {k: v for k, v in payload.items() if k != self.id_field}
+            builder.add({"id": pid, "vector": vectors, "payload": payload or None}, row=row)
+        batch = builder.flush()
+        if batch is None:  # none of the ids is in the collection
+            batch = pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in self.schema],
+                                               schema=self.schema)
+        return batch
+
     def close(self) -> None:
         self.backend.close()
 
@@ -1228,6 +1258,30 @@ class QdrantWriter:
         self._reap(block=False)
         return self._acked
 
+    def _refuse_huge_ints(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """``batch`` without the points whose payload holds an integer Qdrant would round.
+
+        Qdrant's engine (servers, Edge) keeps payload numbers as 64-bit values, so an integer
+        outside -2^63..2^64-1 would come back as a float: such a point is refused, named by
+        id and field, rather than changed. Local mode stores Python objects and keeps them.
+        """
+        if self.backend.engine == "local":
+            return batch
+        texts = batch.column(PAYLOAD_COLUMN).to_pylist()
+        bad = [(row, path) for row, text in enumerate(texts) if (path := huge_int_path(text))]
+        if not bad:
+            return batch
+        keep = np.ones(batch.num_rows, dtype=bool)
+        for row, path in bad:
+            keep[row] = False
+            err = reject_from_row(batch, row, self.manifest,
+                                  f"payload field {path!r} holds an integer outside "
+                                  "-2^63..2^64-1, which Qdrant stores as a rounded float",
+                                  self.location)
+            err.hint = "store such numbers as strings in the payload"
+            self.context.reject(err)
+        return batch.filter(pa.array(keep))
+
     def _points(self, batch: pa.RecordBatch) -> list[tuple[dict[str, Any], Any]]:
         """(Qdrant point, original id) for every row that can be written; rejects the rest."""
         if self.backend.row_views:
@@ -1349,11 +1403,12 @@ class QdrantWriter:
     def write_batch(self, batch: pa.RecordBatch) -> None:
         """Queue one batch; raises the failure of any earlier request first."""
         self._raise_failure()
-        items = self._points(batch)
+        rows = batch.num_rows  # acknowledged in stream rows, refused ones included
+        items = self._points(self._refuse_huge_ints(batch))
         if items:
             prepared = self.backend.prepare([p for p, _ in items])
             items = list(zip(prepared, (o for _, o in items), strict=True))
-        ticket = _Ticket(rows=batch.num_rows, futures=[])
+        ticket = _Ticket(rows=rows, futures=[])
         self._tickets.append(ticket)
         for chunk in self._requests(items):
             if self._executor is None:

@@ -247,6 +247,11 @@ class EdgeBackend(Backend):
         return ([self._record(r, vectors, payload) for r in records],
                 str(nxt) if isinstance(nxt, uuid.UUID) else nxt)
 
+    def retrieve(self, ids: list[Any]) -> list[tuple[Any, dict[str, Any], Any]]:
+        records = self.shard.retrieve([uuid.UUID(i) if isinstance(i, str) else i for i in ids],
+                                      with_payload=True, with_vector=True)
+        return [self._record(r, True, True) for r in records]
+
     def scroll_page(self, offset: Any, limit: int, flt: Any) -> tuple[Any, Any]:
         """A page converted one record at a time as it is iterated: the engine hands each
         vector over as a new list of Python floats, and a page of them alive at once
