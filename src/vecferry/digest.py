@@ -19,21 +19,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
 
+from vecferry.fileio import has_long_number
 from vecferry.stream import ID_COLUMN, PAYLOAD_COLUMN, Manifest, VectorSpec, decode_ids
 
 ALGORITHM = "vecferry-sum64-v1"
 _U = np.uint64
 _MISSING = _U(0x5BD1E9955BD1E995)
 _EMPTY_PAYLOAD = b"{}"
-_LONG_DIGITS = re.compile(r"\d{19}")
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -49,19 +47,13 @@ def _bytes_hash(data: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
-@lru_cache(maxsize=64)
-def _weights(size: int, salt: int) -> np.ndarray:
-    """Odd per-position multipliers: any change of one word changes the weighted sum."""
-    return _mix(np.arange(size, dtype=_U) + _U(salt)) | _U(1)
-
-
 def canonical_payload(text: str | None) -> bytes:
     """Canonical JSON of a payload: sorted keys, compact; no payload is ``{}``."""
     if text is None:
         return _EMPTY_PAYLOAD
     # orjson is several times faster; integers of 19+ digits may not fit its 64 bits.
     try:
-        value = json.loads(text) if _LONG_DIGITS.search(text) else orjson.loads(text)
+        value = json.loads(text) if has_long_number(text) else orjson.loads(text)
     except orjson.JSONDecodeError:  # NaN, Infinity, a lone surrogate: only json reads them
         value = json.loads(text)
     if not value:
@@ -73,17 +65,18 @@ def canonical_payload(text: str | None) -> bytes:
                           ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
-def _float_words(values: pa.Array, size: int) -> np.ndarray:
-    """Rows of a flat value array as canonical float32 words (uint64 for the arithmetic)."""
+def _float_rows(values: pa.Array, size: int) -> np.ndarray:
+    """Rows of a flat value array as canonical float32 (float16 / uint8 widened exactly)."""
     arr = values.to_numpy(zero_copy_only=False)
-    if arr.dtype != np.float32:
-        arr = arr.astype(np.float32)
-    return arr.view(np.uint32).reshape(-1, size).astype(_U)
+    return np.ascontiguousarray(arr, dtype=np.float32).reshape(-1, size)
 
 
-def _dense_hash(words: np.ndarray, salt: int) -> np.ndarray:
+def _dense_hash(rows: np.ndarray, salt: int) -> np.ndarray:
+    """SHA-1 of each row's float32 bytes (64 bits kept): any changed bit changes it; per row in
+    C, it costs a tenth of a vectorised weighted sum over 64-bit words."""
+    digests = b"".join(hashlib.sha1(row).digest()[:8] for row in rows)
     with np.errstate(over="ignore"):
-        return _mix((words * _weights(words.shape[1], salt)).sum(axis=1, dtype=_U))
+        return _mix(np.frombuffer(digests, dtype="<u8") + _U(salt))
 
 
 def _rebased(offsets: pa.Array) -> np.ndarray:
@@ -107,7 +100,7 @@ def vector_hashes(column: pa.Array, spec: VectorSpec) -> np.ndarray:
     if spec.kind == "dense":
         filled = column if valid is None else column.fill_null(
             pa.scalar([0] * spec.size, column.type))
-        out = _dense_hash(_float_words(filled.flatten(), spec.size), salt)
+        out = _dense_hash(_float_rows(filled.flatten(), spec.size), salt)
     elif spec.kind == "sparse":
         idx = column.field("indices")
         vals = column.field("values")
@@ -120,7 +113,7 @@ def vector_hashes(column: pa.Array, spec: VectorSpec) -> np.ndarray:
         lists = column if valid is None else column.fill_null(pa.scalar([], column.type))
         subs = lists.flatten()
         offsets = _rebased(lists.offsets)
-        sub_hash = _dense_hash(_float_words(subs.flatten(), spec.size), salt)
+        sub_hash = _dense_hash(_float_rows(subs.flatten(), spec.size), salt)
         position = np.arange(len(subs), dtype=_U) - np.repeat(offsets[:-1], np.diff(offsets)
                                                                ).astype(_U)
         with np.errstate(over="ignore"):
@@ -171,12 +164,18 @@ class StreamDigest:
         self.total = 0
         self.count = 0
 
-    def update(self, batch: pa.RecordBatch) -> None:
+    def update(self, batch: pa.RecordBatch) -> int:
+        """Add a batch; returns the batch's own digest sum (to ``add`` to another digest)."""
         if batch.num_rows == 0:
-            return
-        h = point_hashes(*point_parts(batch, self.manifest))
-        self.total = (self.total + int(h.sum(dtype=_U))) % 2**64
-        self.count += batch.num_rows
+            return 0
+        part = int(point_hashes(*point_parts(batch, self.manifest)).sum(dtype=_U))
+        self.add(part, batch.num_rows)
+        return part
+
+    def add(self, total: int, count: int) -> None:
+        """Add points already hashed elsewhere: digests are sums, so they combine."""
+        self.total = (self.total + total) % 2**64
+        self.count += count
 
     def as_dict(self) -> dict[str, Any]:
         return {"algorithm": ALGORITHM, "value": f"{self.total:016x}", "count": self.count}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -15,7 +14,15 @@ import orjson
 from vecferry.errors import InputError, Location, MissingDependencyError, RecordError
 
 # 19 digits: a negative integer below -2^63 has only 19 (orjson turns it into a float).
-_BIG_INT = re.compile(rb"\d{19}")
+_LONG_RUN = b"0" * 19
+_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+
+
+def has_long_number(text: bytes | str, start: int = 0) -> bool:
+    """Whether ``text`` (from ``start``) holds a run of 19+ digits: an integer that orjson may
+    turn into a float. ``bytes.translate`` and a substring test cost a tenth of a regex."""
+    data = text.encode() if isinstance(text, str) else text
+    return _LONG_RUN in (data[start:] if start else data).translate(_AS_ZERO)
 
 
 def _zstd():
@@ -98,7 +105,7 @@ def loads_exact(line: bytes, scan_from: int = 0) -> Any:
     slow to scan) sends the line to the stdlib parser, which keeps such integers exact. Raises
     ``ValueError`` (``orjson.JSONDecodeError`` is one) when the text is not JSON.
     """
-    if scan_from >= 0 and _BIG_INT.search(line, scan_from):
+    if scan_from >= 0 and has_long_number(line, scan_from):
         def _no_constants(name: str) -> Any:
             raise ValueError(f"{name} is not valid JSON")
         return json.loads(line, parse_constant=_no_constants)

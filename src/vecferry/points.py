@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +20,7 @@ import pyarrow as pa
 
 from vecferry.converters.base import Context
 from vecferry.errors import RecordError
+from vecferry.fileio import has_long_number
 from vecferry.stream import (
     ID_COLUMN,
     PAYLOAD_COLUMN,
@@ -44,16 +44,13 @@ def dumps_payload(payload: Any) -> str:
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
-_LONG_DIGITS = re.compile(r"\d{19}")
-
-
 def huge_int_path(payload_text: str | None) -> str | None:
     """Path (``a.b[2]``) of the first payload integer outside -2^63..2^64-1, else None.
 
     Qdrant's engine keeps payload numbers as 64-bit values: such an integer would come back as
     a rounded float. A 19-digit run is the cheap test that sends a payload to the full walk.
     """
-    if payload_text is None or not _LONG_DIGITS.search(payload_text):
+    if payload_text is None or not has_long_number(payload_text):
         return None
 
     def walk(value: Any, path: str) -> str | None:

@@ -22,8 +22,10 @@ script never silently changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -168,6 +170,42 @@ def output_size(path: str | os.PathLike[str]) -> int:
     from vecferry import storage
 
     return storage.file_size(path)
+
+
+class Writeback:
+    """Starts the disk writing early for a large local output, in a background thread.
+
+    The commit's fsync must wait for every dirty page; syncing each ``every`` bytes as the
+    writing goes on lets the disk work while the CPU renders, so little is left at the end.
+    Does nothing for outputs without a file descriptor (remote uploads, compressed wrappers).
+    """
+
+    def __init__(self, fh: Any, every: int = 256 << 20):
+        try:
+            self.fd: int | None = fh.fileno()
+        except (AttributeError, OSError, ValueError):
+            self.fd = None
+        self.every = every
+        self.pending = 0
+        self._thread: threading.Thread | None = None
+
+    def wrote(self, n: int) -> None:
+        if self.fd is None:
+            return
+        self.pending += n
+        if self.pending >= self.every and (self._thread is None or not self._thread.is_alive()):
+            self.pending = 0
+            self._thread = threading.Thread(target=self._sync, daemon=True)
+            self._thread.start()
+
+    def _sync(self) -> None:
+        # A failed early sync is not the commit's: the final fsync reports real errors.
+        with contextlib.suppress(OSError):
+            os.fdatasync(self.fd)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
 
 
 def fsync_path(path: Path) -> None:

@@ -16,7 +16,6 @@ JSON: such points are refused (or sent to the rejects file with ``on_error="skip
 from __future__ import annotations
 
 import itertools
-from collections import deque
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -30,6 +29,7 @@ from vecferry.converters.base import (
     REJECT_KEY,
     AtomicPath,
     Context,
+    Writeback,
     fsync_path,
     input_path,
     output_size,
@@ -353,14 +353,19 @@ def _skip(batch: pa.RecordBatch | None, skip: int) -> tuple[pa.RecordBatch | Non
     return batch.slice(skip), 0
 
 
-def render_lines(batch: pa.RecordBatch, manifest_json: bytes) -> bytes:
-    """A batch as JSONL bytes; runs inline or in a worker process."""
+def render_lines(batch: pa.RecordBatch, manifest_json: bytes) -> tuple[bytes, np.ndarray]:
+    """A batch as JSONL bytes, and each point's digest hash (``vecferry.digest``).
+
+    Runs inline or in a worker process; the hashing goes along, since in the writing process
+    it would cost about as much as the printing.
+    """
     manifest = _manifest(manifest_json)
+    hashes = point_hashes(*point_parts(batch, manifest))
     names = [v.name for v in manifest.vectors]
     fast = names == [""] and manifest.vectors[0].kind == "dense"
     if fast and batch.column(manifest.vectors[0].column).null_count == 0:
-        return _fast_lines(batch, manifest)
-    return _lines(batch, manifest)
+        return _fast_lines(batch, manifest), hashes
+    return _lines(batch, manifest), hashes
 
 
 def _fast_lines(batch: pa.RecordBatch, manifest: Manifest) -> bytes:
@@ -455,12 +460,12 @@ class JsonlWriter:
             self.side: AtomicPath | None = None
             self._suffix = PART_COMPRESSION[part_compression or "none"]
             self.log = PartLog()
-            self._hashes: deque[np.ndarray] = deque()
             self._open_part()
         else:
             self.out = AtomicPath(location, overwrite=overwrite)
             self.side = AtomicPath(manifest_path(location), overwrite=True)
             self._fh = open_write(self.out.temp, location)
+        self._writeback = Writeback(self._fh)
 
     def _open_part(self) -> None:
         self._part_name = PART_NAME.format(len(self.log.parts)) + self._suffix
@@ -490,30 +495,23 @@ class JsonlWriter:
             batch = batch.filter(pa.array(keep))
         if batch.num_rows == 0:
             return
-        if self.directory:
-            # per-row hashes: the rendered lines are split among parts, each with its digest
-            hashes = point_hashes(*point_parts(batch, self.manifest))
-            self._hashes.append(hashes)
-            with np.errstate(over="ignore"):
-                self.digest.total = (self.digest.total + int(hashes.sum(dtype=np.uint64))
-                                     ) % 2**64
-            self.digest.count += batch.num_rows
-        else:
-            self.digest.update(batch)
         pool = self._gate.pool_for(batch.num_rows)
         if pool is None:
-            self._write(render_lines(batch, self._manifest_json))
+            self._write(*render_lines(batch, self._manifest_json))
         else:
-            for data in pool.submit(render_lines, batch, self._manifest_json):
-                self._write(data)
+            for data, hashes in pool.submit(render_lines, batch, self._manifest_json):
+                self._write(data, hashes)
         self.count += batch.num_rows
 
-    def _write(self, data: bytes) -> None:
-        """Write one rendered batch (in batch order), into parts when writing a directory."""
+    def _write(self, data: bytes, hashes: np.ndarray) -> None:
+        """Write one rendered batch (in batch order), into parts when writing a directory;
+        ``hashes`` are its points' digest hashes (per row: lines are split among parts)."""
+        with np.errstate(over="ignore"):
+            self.digest.add(int(hashes.sum(dtype=np.uint64)), len(hashes))
         if not self.directory:
             self._fh.write(data)
+            self._writeback.wrote(len(data))
             return
-        hashes = self._hashes.popleft()
         ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
         if len(ends) != len(hashes):  # cannot happen: one line per point
             raise RuntimeError(f"rendered {len(ends)} lines for {len(hashes)} points")
@@ -544,8 +542,8 @@ class JsonlWriter:
 
     def close(self) -> dict[str, Any]:
         if self._gate.pool is not None:
-            for data in self._gate.pool.drain():
-                self._write(data)
+            for data, hashes in self._gate.pool.drain():
+                self._write(data, hashes)
         self._gate.close()
         self.manifest.count = self.count
         self.manifest.digest = self.digest.as_dict()
@@ -560,6 +558,7 @@ class JsonlWriter:
             return {"bytes_written": self.log.bytes, "parts": len(self.log.parts),
                     "manifest": str(self.out.target / DIR_MANIFEST)}
         assert self.side is not None
+        self._writeback.close()  # before the descriptor closes
         self._fh.close()
         fsync_path(self.out.temp)
         self.side.temp.write_bytes(self.manifest.to_json())
@@ -570,6 +569,7 @@ class JsonlWriter:
 
     def abort(self) -> None:
         self._gate.close(cancel=True)
+        self._writeback.close()
         try:
             if self._fh is not None:
                 self._fh.close()
