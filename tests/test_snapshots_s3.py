@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import vecferry
-from qdrant_helpers import dump_stream, make_local
+from qdrant_helpers import dump_stream, make_local, normalize
 from qdrant_standin import Fault, QdrantStandIn
 from vecferry import storage
 from vecferry.cli import main
@@ -24,6 +24,8 @@ s3_fixtures = pytest.importorskip("test_storage")  # its moto server (skips with
 s3_endpoint, opts, s3, bucket = (s3_fixtures.s3_endpoint, s3_fixtures.opts, s3_fixtures.s3,
                                  s3_fixtures.bucket)
 keys, open_uploads = s3_fixtures.keys, s3_fixtures.open_uploads
+snapshot_tests = pytest.importorskip("test_snapshots")  # Edge shards in Qdrant's layout
+shards, _collection_archive = snapshot_tests.shards, snapshot_tests._collection_archive
 
 #: 5 MiB upload parts (S3's minimum) and a ~6 MB snapshot: a real multipart upload
 BLOCK = 5 * 2**20
@@ -157,3 +159,15 @@ def test_cli_download_and_upload_with_a_bucket(stand: QdrantStandIn, s3_endpoint
         with SnapshotClient(other.location("copy")) as d:
             assert d.count() == 37
     assert list(tmp_path.iterdir()) == [] and _tmp_files() == []
+
+
+def test_snapshot_file_in_a_bucket_is_read_offline(shards: dict[str, Any], tmp_path: Path,
+                                                   opts: Any, s3: Any, bucket: str) -> None:
+    archive = _collection_archive(tmp_path, [shards["ints"], shards["uuids"]])
+    url = f"s3://{bucket}/backups/docs.snapshot"
+    s3.put(str(archive), url.removeprefix("s3://"))
+    out = tmp_path / "out.jsonl"
+    report = vecferry.convert(url, str(out), storage_options=opts)
+    assert report["written"] == 37
+    assert dump_stream(str(out)) == normalize(shards["points"])
+    assert _tmp_files() == []  # the local copy of the archive is gone

@@ -58,6 +58,7 @@ from vecferry.errors import (
     UsageError,
     VecferryError,
 )
+from vecferry.storage import LocalCopy, is_remote
 from vecferry.stream import Manifest
 
 CHUNK = 1 << 16
@@ -477,6 +478,11 @@ class SnapshotReader:
         self.location = location
         self.context = context
         path = input_path(location)
+        self._copy: LocalCopy | None = None
+        if is_remote(path):
+            # The archive is read shard by shard, with seeks: a local copy, streamed to disk.
+            self._copy = LocalCopy(path)
+            path = self._copy.path
         if path.is_dir():
             raise InputError("a snapshot is a file, not a directory",
                              location=Location(location),
@@ -607,6 +613,8 @@ class SnapshotReader:
             shutil.rmtree(self.tmp, ignore_errors=True)
         if hasattr(self, "archive"):
             self.archive.close()
+        if getattr(self, "_copy", None) is not None:
+            self._copy.cleanup()
 
 
 __all__ = ["SnapshotArchive", "SnapshotReader", "UnsafeArchiveError", "check_member",
