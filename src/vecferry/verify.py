@@ -261,13 +261,17 @@ def _max_abs_error(a: bytes, b: bytes) -> float:
     return float(diff.max()) if diff.size else 0.0
 
 
+def _digested(side: _Side, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A batch's (id, vectors, payload) hashes, its points added to the side's digest."""
+    hid, hv, hp = point_parts(batch, side.manifest)
+    side.digest.add(int(point_hashes(hid, hv, hp).sum(dtype=np.uint64)), batch.num_rows)
+    return hid, hv, hp
+
+
 def _scan(side: _Side, spill: _Spill | None, batch_size: int, tolerance: float | None,
           on_batch: Any = None, cosine: frozenset[str] = frozenset()) -> None:
     for batch in side.reader.batches(batch_size):
-        hid, hv, hp = point_parts(batch, side.manifest)
-        side.digest.total = (side.digest.total + int(point_hashes(hid, hv, hp).sum(
-            dtype=np.uint64))) % 2**64
-        side.digest.count += batch.num_rows
+        hid, hv, hp = _digested(side, batch)
         if spill is not None:
             ids = decode_ids(batch.column(ID_COLUMN), side.manifest.id_kind)
             hx, vecs = (_tolerance_parts(batch, side.manifest, cosine)
@@ -616,10 +620,7 @@ def _spot_check(a: _Side, b: _Side, n: int, batch_size: int, on_batch: Any) -> d
     keys = hvs = hps = np.empty(0, dtype=np.uint64)
     ids: list[Any] = []
     for batch in a.reader.batches(batch_size):
-        hid, hv, hp = point_parts(batch, a.manifest)
-        a.digest.total = (a.digest.total + int(point_hashes(hid, hv, hp).sum(
-            dtype=np.uint64))) % 2**64
-        a.digest.count += batch.num_rows
+        hid, hv, hp = _digested(a, batch)
         if on_batch is not None:
             on_batch(batch)
         pri = np.concatenate([pri, rng.random(batch.num_rows)])
