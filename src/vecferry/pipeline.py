@@ -140,14 +140,19 @@ def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
         worker.join(timeout=5)
 
 
-def default_rejects_path(dst: str) -> str:
+def _beside(dst: str, suffix: str) -> str:
+    """A local file named after the output: next to a file, in the working directory for a
+    URI (``qdrant://h/c`` -> ``h_c<suffix>``)."""
     base = dst.rstrip("/").split("://")[-1].replace("/", "_") if "://" in dst else dst.rstrip("/")
-    return f"{base}.rejects.jsonl"
+    return base + suffix
+
+
+def default_rejects_path(dst: str) -> str:
+    return _beside(dst, ".rejects.jsonl")
 
 
 def default_state_path(dst: str) -> str:
-    base = dst.rstrip("/").split("://")[-1].replace("/", "_") if "://" in dst else dst.rstrip("/")
-    return f"{base}.vecferry-state.json"
+    return _beside(dst, ".vecferry-state.json")
 
 
 class ResumeState:

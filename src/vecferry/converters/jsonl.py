@@ -461,11 +461,13 @@ class JsonlWriter:
             self._suffix = PART_COMPRESSION[part_compression or "none"]
             self.log = PartLog()
             self._open_part()
+            # parts are fsynced one by one as they close; early writeback is for one big file
+            self._writeback = Writeback(None)
         else:
             self.out = AtomicPath(location, overwrite=overwrite)
             self.side = AtomicPath(manifest_path(location), overwrite=True)
             self._fh = open_write(self.out.temp, location)
-        self._writeback = Writeback(self._fh)
+            self._writeback = Writeback(self._fh)
 
     def _open_part(self) -> None:
         self._part_name = PART_NAME.format(len(self.log.parts)) + self._suffix
