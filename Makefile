@@ -13,7 +13,7 @@ export COUNT := import json, sys; print(json.load(sys.stdin)["count"])
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[all,dev]'
+	$(PY) -m pip install --quiet -e '.[all,ray,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -113,6 +113,12 @@ def _print_report(report: dict[str, Any], quiet: bool) -> None:
     if rate:
         line += f" ({rate:,.0f} points/s)"
     _err(f"{line}: {report['destination']}")
+    if report.get("partitions"):
+        _err(f"{report['partitions']} partitions on {report['workers']} {report['engine']} "
+             "worker(s)" + (f", {report['retried_partitions']} run again after their process "
+                            "was lost" if report.get("retried_partitions") else ""))
+    if report.get("resumed_partitions"):
+        _err(f"resumed: {report['resumed_partitions']} partitions were done by an earlier run")
     if report.get("resumed_from"):
         _err(f"resumed after {report['resumed_from']} points written by an earlier run")
     if report.get("rejected"):
@@ -210,8 +216,18 @@ def _common_convert_options(f: Callable) -> Callable:
                      "one."),
         click.option("--batch-bytes", type=click.IntRange(min=1024), help="Qdrant: request "
                      "size limit in bytes."),
-        click.option("--workers", type=click.IntRange(min=1), help="Processes for JSON parsing "
-                     "and printing (default: up to 2; env VECFERRY_WORKERS)."),
+        click.option("--workers", type=click.IntRange(min=1), help="Processes (default: the "
+                     "cores there are; env VECFERRY_WORKERS). A source that cuts into several "
+                     "partitions is converted on this many processes; a numpy, FAISS, single "
+                     "Parquet file or embedded Qdrant target only when given. Otherwise: JSON "
+                     "parsing and printing processes."),
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+                     show_default=True, help="Run the partitions on a local process pool or "
+                     "as a Ray Data pipeline (extra: ray)."),
+        click.option("--ray-address", metavar="ADDR", help="Ray cluster to run on (default: "
+                     "RAY_ADDRESS, else a local Ray)."),
+        click.option("--partition-size", metavar="SIZE", help="Bytes of source a partition "
+                     "aims at (default 64MB; 512MB, 1GiB, bytes)."),
         click.option("--max-part-size", metavar="SIZE", help="Parquet / JSONL directory "
                      "target (location ending in /): start a new part-NNNNN file once a part "
                      "reaches SIZE (512MB, 1GiB, bytes; binary multiples); one manifest.json "
@@ -284,7 +300,8 @@ def _convert(src: str, dst: str, kw: dict[str, Any], desc: str, verify: bool = F
     bar = _progress(quiet, desc)
     try:
         report = convert(src, dst, reader_options=reader_opts, writer_options=writer_opts,
-                         progress=bar, check_duplicates=not kw.pop("no_duplicate_check"), **kw)
+                         progress=bar, check_duplicates=not kw.pop("no_duplicate_check"),
+                         workers=routed.get("workers"), **kw)
     finally:
         bar.close()
     code = EXIT_REJECTS if report["rejected"] else EXIT_OK

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,8 +131,8 @@ def iter_lines(fh: IO[bytes], source: str) -> Iterator[tuple[int, bytes, bool]]:
                          hint="re-create or re-download the file") from exc
 
 
-def iter_payload_rows(path: str) -> Iterator[tuple[int, str | None]]:
-    """(row, payload JSON text or None) for a payload sidecar aligned by row.
+def iter_payload_rows(path: str, start: int = 0) -> Iterator[tuple[int, str | None]]:
+    """(row, payload JSON text or None) for a payload sidecar aligned by row, from ``start``.
 
     JSONL: one JSON object (or ``null``) per line. Parquet: a ``payload`` column of JSON text,
     or else every column of a row becomes the payload object. Raises ``RecordError`` for a line
@@ -146,16 +147,30 @@ def iter_payload_rows(path: str) -> Iterator[tuple[int, str | None]]:
 
         pf = pq.ParquetFile(arrow_source(path))
         has_text = pf.schema_arrow.names == ["payload"]
+        groups, first = [], 0
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if first + n <= start and not groups:
+                first += n  # skipped by its footer entry, never decoded
+                continue
+            groups.append(g)
         texts = (
             text
-            for batch in pf.iter_batches(batch_size=4096)
+            for batch in pf.iter_batches(batch_size=4096, row_groups=groups)
             for text in (batch.column("payload").to_pylist() if has_text
                          else map(dumps_payload, batch.to_pylist()))
         )
-        yield from enumerate(texts)
+        for row, text in enumerate(texts, first):
+            if row >= start:
+                yield row, text
         return
     with open_read(path) as fh:
-        for row, (number, line, _) in enumerate(iter_lines(fh, path)):
+        lines = iter_lines(fh, path)
+        # Rows before ``start`` (read by another partition or an earlier run) are counted,
+        # not parsed.
+        for _ in itertools.islice(lines, start):
+            pass
+        for row, (number, line, _) in enumerate(lines, start):
             try:
                 value = loads_exact(line)
             except ValueError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,20 @@ SPILL_IDS = 1 << 16
 
 
 class IdLedger:
+    """Spills ids as they go by; ``finish`` counts repeats. ``path`` (a fresh directory) and
+    ``seal`` keep the spill for ``count_sealed``, which counts over the spills of several
+    ledgers (the partitions of a parallel run): hash buckets are the same in every process."""
+
     def __init__(self, id_kind: str, partitions: int = PARTITIONS,
-                 directory: str | None = None):
+                 directory: str | None = None, path: str | None = None):
         self.id_kind = id_kind
         self.partitions = partitions
-        self._dir = Path(tempfile.mkdtemp(prefix="vecferry-ids-", dir=directory))
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)  # a retried partition starts over
+            Path(path).mkdir(parents=True)
+            self._dir = Path(path)
+        else:
+            self._dir = Path(tempfile.mkdtemp(prefix="vecferry-ids-", dir=directory))
         self._type = pa.uint64() if id_kind == "int" else pa.string()
         self._writers: dict[int, ipc.RecordBatchStreamWriter] = {}
         self._schema = pa.schema([("id", self._type)])
@@ -44,7 +54,8 @@ class IdLedger:
             # Multiplicative hashing spreads sequential ids over all partitions.
             return ((values * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(59)).astype(
                 np.int64) % self.partitions
-        return np.fromiter((hash(s) % self.partitions for s in ids.to_pylist()),
+        # crc32, not hash(): string hashing differs between processes
+        return np.fromiter((zlib.crc32(s.encode()) % self.partitions for s in ids.to_pylist()),
                            dtype=np.int64, count=len(ids))
 
     def add(self, ids: pa.Array) -> None:
@@ -83,23 +94,40 @@ class IdLedger:
                 w.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 
+    def seal(self) -> None:
+        """Write out and close the spill, keeping it for ``count_sealed``."""
+        self._spill()
+        for w in self._writers.values():
+            w.close()
+        self._writers = {}
+
     def finish(self) -> dict[str, Any]:
         """{"count": ids occurring more than once, "examples": up to 10 of them}."""
         try:
-            self._spill()
-            for w in self._writers.values():
-                w.close()
-            count = 0
-            examples: list[Any] = []
-            for p in sorted(self._writers):
-                with ipc.open_stream(str(self._dir / f"{p}.arrow")) as r:
-                    table = r.read_all()
-                counts = pc.value_counts(table.column("id").combine_chunks())
-                dup = counts.filter(pc.greater(counts.field("counts"), 1))
-                count += len(dup)
-                if len(examples) < EXAMPLES and len(dup):
-                    examples += decode_ids(dup.field("values")[: EXAMPLES - len(examples)],
-                                           self.id_kind)
-            return {"count": count, "examples": examples}
+            self.seal()
+            return count_sealed([self._dir], self.id_kind, self.partitions)
         finally:
             shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def count_sealed(directories: list[Path], id_kind: str, partitions: int = PARTITIONS
+                 ) -> dict[str, Any]:
+    """Repeated ids over the sealed spills in ``directories``, one hash bucket at a time."""
+    count = 0
+    examples: list[Any] = []
+    for p in range(partitions):
+        tables = []
+        for d in directories:
+            f = Path(d) / f"{p}.arrow"
+            if f.exists():
+                with ipc.open_stream(str(f)) as r:
+                    tables.append(r.read_all())
+        if not tables:
+            continue
+        ids = pa.concat_tables(tables).column("id").combine_chunks()
+        counts = pc.value_counts(ids)
+        dup = counts.filter(pc.greater(counts.field("counts"), 1))
+        count += len(dup)
+        if len(examples) < EXAMPLES and len(dup):
+            examples += decode_ids(dup.field("values")[: EXAMPLES - len(examples)], id_kind)
+    return {"count": count, "examples": examples}

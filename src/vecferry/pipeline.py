@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from vecferry import scaleout
 from vecferry.converters import open_reader, resolve
 from vecferry.converters.base import REJECT_KEY, Context
 from vecferry.errors import InputError, Location, RecordError, UsageError
@@ -205,6 +206,10 @@ def convert(
     progress: Progress | None = None,
     reader_options: dict[str, Any] | None = None,
     writer_options: dict[str, Any] | None = None,
+    workers: int | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    partition_size: int | str | None = None,
 ) -> dict[str, Any]:
     """Convert ``src`` into ``dst`` and return the run report.
 
@@ -215,6 +220,11 @@ def convert(
     acknowledges batches (Qdrant), the run continues after the position saved in ``state``.
     ``storage_options`` (e.g. ``{"endpoint_url": ...}``) apply to ``s3://``, ``gs://`` and
     ``az://`` locations on both ends (see ``vecferry.storage``).
+
+    ``workers`` processes (default: the cores there are) or ``engine="ray"`` run the
+    conversion as a plan of partitions of about ``partition_size`` bytes when the source cuts
+    into several and the target takes parts (see ``vecferry.scaleout``); ``resume`` then skips
+    the partitions an earlier run completed.
     """
     if batch_size <= 0:
         raise UsageError("batch size must be a positive integer")
@@ -238,6 +248,27 @@ def convert(
         schema = reader.schema
         manifest = manifest_of(schema)
         writer_cls = dst_spec.load("writer")
+        chosen = scaleout.choose(
+            reader, src=src, src_fmt=src_spec.name, reader_options=reader_options or {},
+            dst=dst, dst_fmt=dst_spec.name, writer_options=writer_options or {},
+            workers=workers, engine=engine, partition_size=partition_size, limit=limit,
+            batch_size=batch_size, on_error=on_error, check_duplicates=check_duplicates)
+        if chosen is not None:
+            plan, job, n = chosen
+            opened, reader = reader, None
+            opened.close()  # the tasks open their own; the driver holds no data
+            part_report = scaleout.convert_partitioned(
+                plan, job, workers=n, engine=engine, ray_address=ray_address,
+                overwrite=overwrite, resume=resume, rejects_path=rejects_path,
+                progress=progress)
+            report = _report(src, dst, src_spec.name, dst_spec.name, manifest, started,
+                             part_report.pop("written"), part_report.pop("rejected"),
+                             rejects_path, context.warnings)
+            report["warnings"] += [w for w in part_report.pop("warnings", [])
+                                   if w not in report["warnings"]]
+            report.update(part_report)
+            duplicate_warning(report)
+            return report
         resumable = bool(getattr(writer_cls, "resumable", False))
         if resume and not resumable:
             raise UsageError(f"--resume needs a target that acknowledges batches; "
@@ -304,16 +335,32 @@ def convert(
     finally:
         if stream is not None:
             stream.close()  # stops the prefetch thread before the reader's files close
-        reader.close()
+        if reader is not None:
+            reader.close()
         sink.close()
     duplicates = ledger.finish() if ledger is not None else None
+    report = _report(src, dst, src_spec.name, dst_spec.name, manifest, started, written,
+                     context.rejected + writer_context.rejected, rejects_path, context.warnings)
+    if position:
+        report["resumed_from"] = position
+        report["written_total"] = written_before + written
+    if duplicates is not None:
+        report["duplicate_ids"] = duplicates
+        duplicate_warning(report)
+    report.update(writer_report)
+    return report
+
+
+def _report(src: str, dst: str, src_fmt: str, dst_fmt: str, manifest: Any, started: float,
+            written: int, rejected: int, rejects_path: str, warnings: list[str]
+            ) -> dict[str, Any]:
+    """The fields every run report has (``read == written + rejected``)."""
     seconds = time.perf_counter() - started
-    rejected = context.rejected + writer_context.rejected
-    report: dict[str, Any] = {
+    return {
         "source": src,
         "destination": dst,
-        "from": src_spec.name,
-        "to": dst_spec.name,
+        "from": src_fmt,
+        "to": dst_fmt,
         "read": written + rejected,
         "written": written,
         "rejected": rejected,
@@ -323,18 +370,15 @@ def convert(
         "id_kind": manifest.id_kind,
         "vectors": [{"name": v.name, "kind": v.kind, "size": v.size, "datatype": v.datatype,
                      "distance": v.distance} for v in manifest.vectors],
-        "warnings": list(context.warnings),
+        "warnings": list(warnings),
     }
-    if position:
-        report["resumed_from"] = position
-        report["written_total"] = written_before + written
-    if duplicates is not None:
-        report["duplicate_ids"] = duplicates
-        if duplicates["count"]:
-            shown = ", ".join(repr(i) for i in duplicates["examples"])
-            report["warnings"].append(
-                f"{duplicates['count']} id(s) occur more than once ({shown}); every record was "
-                "kept, but a Qdrant target keeps only the last point of each id"
-            )
-    report.update(writer_report)
-    return report
+
+
+def duplicate_warning(report: dict[str, Any]) -> None:
+    """Add the warning about repeated ids to a report that counted them."""
+    duplicates = report.get("duplicate_ids")
+    if duplicates and duplicates["count"]:
+        shown = ", ".join(repr(i) for i in duplicates["examples"])
+        report["warnings"].append(
+            f"{duplicates['count']} id(s) occur more than once ({shown}); every record was "
+            "kept, but a Qdrant target keeps only the last point of each id")

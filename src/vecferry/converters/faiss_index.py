@@ -75,6 +75,7 @@ from vecferry.converters.base import (
 )
 from vecferry.digest import StreamDigest
 from vecferry.errors import InputError, Location, UnsupportedError, UsageError
+from vecferry.plan import pack, row_blocks
 from vecferry.points import dumps_payload, non_finite_rows, reject_from_row
 from vecferry.storage import LocalCopy, as_path, is_remote
 from vecferry.stream import (
@@ -689,10 +690,30 @@ class FaissReader:
             ids = id_map[ids]
         return ids
 
-    def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
-        """Batches of at most ``batch_size`` rows from stream row ``start``, in storage order.
+    def partitions(self, target_bytes: int) -> list[dict[str, Any]]:
+        """Storage ranges of about ``target_bytes`` of codes: flat and HNSW storage by
+        position, IVF by whole inverted lists (from the list sizes)."""
+        storage = self.plan.storage
+        code_size = max(1, storage.code_size)
+        if isinstance(storage, _IvfStorage):
+            units: Any = ((int(n), int(n) * code_size) for n in storage.sizes)
+        else:
+            units = row_blocks(storage.ntotal, code_size, target_bytes)
+        return pack(units, target_bytes)
 
-        Ends (when run to completion) by rejecting payload entries whose id has no vector.
+    def read_partition(self, spec: dict[str, Any], batch_size: int
+                       ) -> Iterator[pa.RecordBatch]:
+        """Storage rows ``spec["start"]`` to ``spec["stop"]``; the partition that reaches the
+        end also rejects payload entries no vector of the whole index has."""
+        return self.batches(batch_size, int(spec["start"]), stop=int(spec["stop"]))
+
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None
+                ) -> Iterator[pa.RecordBatch]:
+        """Batches of at most ``batch_size`` rows from storage row ``start`` (to ``stop``), in
+        storage order.
+
+        Ends (when run to the end of the index) by rejecting payload entries whose id has no
+        vector.
         """
         if batch_size <= 0:
             raise UsageError("batch size must be positive")
@@ -709,9 +730,16 @@ class FaissReader:
                 self._payload_texts(decode_ids(id_col, self.manifest.id_kind))
         pending: list[tuple[np.ndarray, np.ndarray]] = []
         rows = 0
+        end = self.plan.storage.ntotal if stop is None else min(stop, self.plan.storage.ntotal)
+        pos = start
         for piece in self.plan.storage.pieces(start, batch_size):
+            if pos >= end:
+                break
             ids = self._stream_ids(piece)
             vectors = self.plan.decode(piece.codes, piece.listno)
+            if pos + len(ids) > end:
+                ids, vectors = ids[:end - pos], vectors[:end - pos]
+            pos += len(ids)
             offset = 0
             while offset < len(ids):
                 take = min(batch_size - rows, len(ids) - offset)
@@ -728,7 +756,8 @@ class FaissReader:
             batch = self._batch(pending, start)
             if batch is not None:
                 yield batch
-        self._reject_unmatched_payloads()
+        if end >= self.plan.storage.ntotal:
+            self._reject_unmatched_payloads()
 
     def _batch(self, parts: list[tuple[np.ndarray, np.ndarray]],
                first_row: int) -> pa.RecordBatch | None:

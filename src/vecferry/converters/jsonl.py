@@ -15,6 +15,7 @@ JSON: such points are refused (or sent to the rejects file with ``on_error="skip
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator
 from functools import lru_cache
@@ -55,6 +56,7 @@ from vecferry.points import (
     non_finite_rows,
     reject_from_row,
 )
+from vecferry.storage import is_remote
 from vecferry.stream import (
     ID_COLUMN,
     ID_KINDS,
@@ -242,6 +244,67 @@ class JsonlReader:
         finally:
             self._gate.close(cancel=True)
 
+    def partitions(self, target_bytes: int) -> list[dict[str, Any]] | None:
+        """Byte ranges of about ``target_bytes`` of each plain local file (a range owns the
+        lines that start in it); a compressed or remote file is one partition. Records
+        numbered for want of an id key cannot be cut: the source is then one partition."""
+        if self.mapping is not None and self.mapping.id_key is None:
+            return None
+        out: list[dict[str, Any]] = []
+        for i, path in enumerate(self.files):
+            if is_remote(path) or str(path).endswith((".gz", ".zst")):
+                out.append({"spec": {"file": i, "lo": 0, "hi": None}})
+                continue
+            size = path.stat().st_size
+            for lo in range(0, size, target_bytes):
+                hi = min(lo + target_bytes, size)
+                out.append({"spec": {"file": i, "lo": lo, "hi": hi}, "bytes": hi - lo})
+        return out
+
+    def read_partition(self, spec: dict[str, Any], batch_size: int
+                       ) -> Iterator[pa.RecordBatch]:
+        """The points of the lines starting in bytes ``spec["lo"]`` to ``spec["hi"]`` of file
+        ``spec["file"]`` (the whole file when ``hi`` is None), parsed inline."""
+        path = self.files[int(spec["file"])]
+        source = self.location if self.files == [self.path] else str(path)
+        lo, hi = int(spec["lo"]), spec["hi"]
+        manifest_json = self.manifest.to_json()
+        start = [lo]  # where the first whole line begins, once found
+
+        def lines() -> Iterator[tuple[int, bytes, bool]]:
+            with (open(path, "rb") if hi is not None else open_read(path)) as fh:
+                pos = lo
+                if lo:
+                    fh.seek(lo - 1)
+                    if fh.read(1) != b"\n":
+                        pos += len(fh.readline())  # the line began in the range before
+                start[0] = pos
+                for number, raw in enumerate(fh, 1):
+                    if hi is not None and pos >= hi:
+                        return
+                    pos += len(raw)
+                    line = raw.strip()
+                    if line:
+                        yield number, line, raw.endswith(b"\n")
+
+        items = lines()
+        while True:
+            chunk = list(itertools.islice(items, batch_size))
+            if not chunk:
+                return
+            batch, errors = parse_chunk(chunk, manifest_json, source, self._mapping_json, 0)
+            if errors:
+                # Line numbers so far count from the range's first line; the lines before it
+                # are counted only now, when a message needs them.
+                before = _lines_before(path, start[0])
+                for err in errors:
+                    if err.location.line is not None:
+                        err.location = dataclasses.replace(err.location,
+                                                           line=err.location.line + before)
+                    self.context.reject(err)
+            if batch is not None:
+                yield batch
+
     def _deliver(self, result: tuple[pa.RecordBatch | None, list[RecordError]], skip: int
                  ) -> tuple[pa.RecordBatch | None, int]:
         batch, errors = result
@@ -254,6 +317,19 @@ class JsonlReader:
         self._lines.close()  # closes the open file
         if self._fh is not None:
             self._fh.close()
+
+
+def _lines_before(path: Path, offset: int) -> int:
+    """Newlines in the first ``offset`` bytes of a plain file."""
+    count = 0
+    with open(path, "rb") as fh:
+        while offset > 0:
+            block = fh.read(min(offset, 1 << 20))
+            if not block:
+                break
+            count += block.count(b"\n")
+            offset -= len(block)
+    return count
 
 
 def _jsonl_parts(path: Any, location: str) -> tuple[list[Any], Manifest | None]:

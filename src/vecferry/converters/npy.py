@@ -52,6 +52,7 @@ from vecferry.converters.base import (
 from vecferry.digest import StreamDigest
 from vecferry.errors import InputError, Location, SchemaError, UnsupportedError, UsageError
 from vecferry.fileio import iter_payload_rows, loads_exact, open_read
+from vecferry.plan import pack, row_blocks, take_rows
 from vecferry.points import dumps_payload
 from vecferry.storage import RangedArray, as_path, is_remote, open_binary
 from vecferry.stream import (
@@ -342,6 +343,20 @@ class NpyReader:
     def count(self) -> int:
         return self._rows
 
+    def partitions(self, target_bytes: int) -> list[dict[str, Any]] | None:
+        """Row ranges of about ``target_bytes`` of vectors (from the headers); an ``.npz``
+        archive, which cannot be entered in the middle cheaply, is one partition."""
+        if self._zip is not None:
+            return None
+        row_bytes = sum(v.size * 4 for v in self.manifest.vectors)
+        return pack(row_blocks(self._rows, row_bytes, target_bytes), target_bytes)
+
+    def read_partition(self, spec: dict[str, Any], batch_size: int
+                       ) -> Iterator[pa.RecordBatch]:
+        """Rows ``spec["start"]`` to ``spec["stop"]`` (a numpy source rejects no row)."""
+        return take_rows(self.batches(batch_size, int(spec["start"])),
+                         int(spec["stop"]) - int(spec["start"]))
+
     def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
         if self._shards is not None:
             yield from rebatch(self._shard_batches(batch_size, start), batch_size)
@@ -424,9 +439,7 @@ class NpyReader:
 
         def gen() -> Iterator[list[str | None]]:
             block: list[str | None] = []
-            for row, text in iter_payload_rows(self._payloads_path):
-                if row < start:
-                    continue
+            for _, text in iter_payload_rows(self._payloads_path, start):
                 block.append(text)
                 if len(block) == batch_size:
                     yield block

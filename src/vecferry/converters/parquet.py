@@ -12,6 +12,7 @@ about 32 MB so readers can stream them and skip to a resume position without dec
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,7 @@ from vecferry.mapping import (
     check_same_schema,
     suggest_table,
 )
+from vecferry.plan import pack, take_rows
 from vecferry.storage import arrow_sink, arrow_source, as_path
 from vecferry.stream import (
     ID_COLUMN,
@@ -60,6 +62,11 @@ from vecferry.stream import (
 
 ROW_GROUP_BYTES = 32 << 20
 PART_NAME = "part-{:05d}.parquet"
+
+
+def _data_bytes(pf: pq.ParquetFile) -> int:
+    return sum(pf.metadata.row_group(g).total_byte_size
+               for g in range(pf.metadata.num_row_groups))
 
 
 def natural_key(path: Path) -> list[Any]:
@@ -283,6 +290,34 @@ class ParquetReader:
     def count(self) -> int:
         return self._rows
 
+    def partitions(self, target_bytes: int) -> list[dict[str, Any]]:
+        """Row groups packed to about ``target_bytes`` (from the footers); foreign files read
+        through a mapping (which may reject rows) are packed whole, file by file."""
+        if self.mapper is not None:
+            out = pack(((pf.metadata.num_rows, _data_bytes(pf)) for pf in self._files),
+                       target_bytes)
+            bounds = [0, *itertools.accumulate(pf.metadata.num_rows for pf in self._files)]
+            for unit in out:
+                spec = unit["spec"]
+                spec["files"] = [bounds.index(spec["start"]), bounds.index(spec["stop"])]
+            return out
+        units = ((md.num_rows, md.total_byte_size)
+                 for pf in self._files
+                 for md in (pf.metadata.row_group(g) for g in range(pf.metadata.num_row_groups)))
+        return pack(units, target_bytes)
+
+    def read_partition(self, spec: dict[str, Any], batch_size: int
+                       ) -> Iterator[pa.RecordBatch]:
+        """The rows of whole row groups ``spec["start"]`` to ``spec["stop"]``, or, for a
+        mapping, of files ``spec["files"]`` (numbered as in the whole source)."""
+        if self.mapper is not None:
+            lo, hi = spec["files"]
+            return mapped_batches(self.mapper, self.parts[lo:hi], self._files[lo:hi],
+                                  batch_size, 0, self.context, number=int(spec["start"]),
+                                  last=hi == len(self._files))
+        return take_rows(self.batches(batch_size, int(spec["start"])),
+                         int(spec["stop"]) - int(spec["start"]))
+
     def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
         if self.mapper is not None:
             yield from mapped_batches(self.mapper, self.parts, self._files, batch_size, start,
@@ -338,13 +373,14 @@ class ParquetReader:
 
 
 def mapped_batches(mapper: TableMapper, parts: list[Path], files: list[pq.ParquetFile],
-                   batch_size: int, start: int, context: Context) -> Iterator[pa.RecordBatch]:
+                   batch_size: int, start: int, context: Context, number: int = 0,
+                   last: bool = True) -> Iterator[pa.RecordBatch]:
     """Stream batches of foreign files through ``mapper``, skipping the first ``start`` rows.
 
-    Rows are numbered across the files in order (ids when there is no id column); messages name
-    the file and the row within it. Ends by warning how many float64 values narrowing changed.
+    Rows are numbered across the files in order from ``number`` (ids when there is no id
+    column); messages name the file and the row within it. The ``last`` files of a source end
+    by warning how many float64 values narrowing changed.
     """
-    number = 0
     for part, pf in zip(parts, files, strict=True):
         total = pf.metadata.num_rows
         if start >= total:
@@ -378,7 +414,7 @@ def mapped_batches(mapper: TableMapper, parts: list[Path], files: list[pq.Parque
             raise InputError(f"cannot decode Parquet data: {exc}", location=Location(
                 str(part)), hint="the file may be truncated or corrupt") from exc
         number += total
-    if mapper.narrowed:
+    if last and mapper.narrowed:
         context.warn(f"{mapper.narrowed} float64 value(s) changed when narrowed to float32")
 
 

@@ -1,0 +1,116 @@
+"""``--engine ray``: the partition plan as a Ray Data pipeline.
+
+``PlanDatasource`` makes one read task per partition; its blocks are the partition's batches,
+tagged with the partition and the row they start at. ``PartsDatasink`` writes each run of
+blocks of one partition as one part through ``scaleout.write_part``, so parts, rejects,
+``done/`` records and the driver's assembly are the same as on the local pool, and a task Ray
+retries writes the same part names again. Ray schedules, retries and spreads the tasks; on a
+cluster every node needs vecferry installed and the staging directory (next to the output) on
+a file system all nodes share.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from vecferry.errors import MissingDependencyError
+from vecferry.plan import Partition
+from vecferry.scaleout import Job, partition_batches, write_part
+
+try:
+    import ray
+    from ray.data import Datasink, Datasource, ReadTask
+    from ray.data.block import BlockMetadata
+except ImportError as exc:  # pragma: no cover - the extra is installed for the test suite
+    raise MissingDependencyError("--engine ray needs Ray Data, which is not installed",
+                                 hint="pip install 'vecferry[ray]'") from exc
+
+PART_COLUMN = "_vecferry_partition"
+FIRST_COLUMN = "_vecferry_first_row"
+
+
+class PlanDatasource(Datasource):
+    """One read task per partition of a plan."""
+
+    def __init__(self, job: Job, partitions: list[Partition]):
+        super().__init__()
+        self.job = job
+        self.partitions = partitions
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        sizes = [p.bytes for p in self.partitions]
+        return None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[misc]
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context: Any = None) -> list[ReadTask]:
+        job = self.job
+
+        def task(p: Partition) -> ReadTask:
+            def read() -> Iterator[pa.Table]:
+                first = 0
+                for batch in partition_batches(job, p, job.part_name(p.index)):
+                    n = batch.num_rows
+                    table = pa.Table.from_batches([batch])
+                    table = table.append_column(PART_COLUMN, pa.array([p.index] * n, pa.int32()))
+                    table = table.append_column(FIRST_COLUMN, pa.array([first] * n, pa.int64()))
+                    first += n
+                    yield table
+
+            meta = BlockMetadata(num_rows=p.rows, size_bytes=p.bytes, input_files=None,
+                                 exec_stats=None)
+            return ReadTask(read, meta)
+
+        return [task(p) for p in self.partitions]
+
+
+class PartsDatasink(Datasink):
+    """Writes the blocks of each partition as its part (see ``scaleout.write_part``)."""
+
+    def __init__(self, job: Job):
+        self.job = job
+
+    def write(self, blocks: Iterable[Any], ctx: Any) -> list[dict[str, Any]]:
+        job = self.job
+        tables = (pa.table(b) if not isinstance(b, pa.Table) else b for b in blocks)
+        results = []
+        for index, group in itertools.groupby(
+                (t for t in tables if t.num_rows),
+                key=lambda t: int(t.column(PART_COLUMN)[0].as_py())):
+            group = iter(group)
+            head = next(group)
+            name = job.part_name(index, int(head.column(FIRST_COLUMN)[0].as_py()))
+
+            def batches(head: pa.Table = head, rest: Iterator[pa.Table] = group
+                        ) -> Iterator[pa.RecordBatch]:
+                for t in itertools.chain([head], rest):
+                    t = t.drop_columns([PART_COLUMN, FIRST_COLUMN]).cast(job.schema)
+                    yield from t.to_batches()
+
+            results.append(write_part(job, name, batches()))
+        return results
+
+
+def run_ray(job: Job, partitions: list[Partition], *, workers: int,
+            address: str | None = None) -> None:
+    """Run ``partitions`` on Ray (a local instance with ``workers`` CPUs unless ``address``
+    or ``RAY_ADDRESS`` names a cluster). Raises the first task's error after Ray's retries."""
+    if not partitions:
+        return
+    if not ray.is_initialized():
+        import os
+
+        if address or os.environ.get("RAY_ADDRESS"):
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # vecferry's own bar counts the parts done
+    dataset = ray.data.read_datasource(PlanDatasource(job, partitions),
+                                       override_num_blocks=len(partitions))
+    dataset.write_datasink(PartsDatasink(job))

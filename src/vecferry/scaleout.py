@@ -1,0 +1,538 @@
+"""Partitioned conversions: a ``plan.Plan`` run on a local process pool or on Ray Data.
+
+Every partition is read and written by one task into the staging directory next to the
+output (``.<name>.vfparts/``), and the driver assembles the result once all are done:
+
+* ``parts``: a Parquet / JSONL directory target; each partition is a part file
+  (``part-00007.parquet``), and ``manifest.json`` lists them with the combined digest;
+* ``concat``: a plain or gzip JSONL file; the part files are joined in order (gzip members
+  concatenate into one valid stream);
+* ``shared``: a Qdrant server; partitions upsert into the collection the driver prepared
+  (ids are deterministic, so a retried partition writes the same points again), and the
+  driver finishes it (payload indexes, bulk setting);
+* ``assemble``: any other target (numpy, FAISS, one Parquet file, embedded Qdrant); partitions
+  are staged as Arrow IPC files and streamed into one writer by the driver.
+
+A part is written under a temporary name and renamed when complete; ``done/<part>.json``
+then records its count and digest. A task killed midway leaves no part, so running it again
+(a retry, or ``--resume`` of a later run, which skips parts already done) writes it once.
+Rejected records go to ``rejects/<part>.{read,write}.jsonl`` and end in the run's rejects file
+in partition order. The library never prints: progress goes to the caller's bar as parts end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from vecferry.converters import get_format, open_reader
+from vecferry.converters.base import AtomicPath, Context, fsync_path
+from vecferry.errors import Location, TargetError, UsageError
+from vecferry.plan import Partition, Plan, read_partition
+from vecferry.stream import manifest_of, rebatch
+
+#: attempts of a partition whose worker process died before giving up the run
+MAX_ATTEMPTS = 3
+ENGINES = ("local", "ray")
+
+
+def default_workers() -> int:
+    """Processes for a partitioned run: the cores there are (env ``VECFERRY_WORKERS``)."""
+    env = os.environ.get("VECFERRY_WORKERS")
+    if env:
+        return max(1, int(env))
+    return max(1, os.cpu_count() or 1)
+
+
+def strategy_for(dst: str, dst_fmt: str, writer_options: dict[str, Any]) -> str | None:
+    """How a partitioned run writes ``dst`` (see the module docstring); None: it cannot."""
+    from vecferry import storage
+
+    if storage.is_remote(dst):
+        return None  # object stores have no rename for parts; one process streams there
+    directory = dst.endswith("/") or Path(dst).is_dir()
+    if dst_fmt in ("parquet", "jsonl") and directory:
+        return "parts"
+    if dst_fmt == "jsonl" and dst.endswith((".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")):
+        return "concat"
+    if dst_fmt == "qdrant" and dst.split("://", 1)[0] in ("qdrant", "qdrants"):
+        return "shared"
+    return "assemble"
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every task of a run needs; picklable, sent to each worker."""
+
+    src: str
+    src_fmt: str
+    reader_options: dict[str, Any]
+    dst: str
+    dst_fmt: str
+    writer_options: dict[str, Any]
+    schema: pa.Schema
+    strategy: str
+    staging: str
+    batch_size: int
+    on_error: str
+    check_duplicates: bool
+    ext: str = field(default="")
+
+    @property
+    def root(self) -> Path:
+        return Path(self.staging)
+
+    def part_name(self, index: int, first: int = 0) -> str:
+        suffix = f"-{first:010d}" if first else ""
+        return f"part-{index:05d}{suffix}{self.ext}"
+
+
+def part_extension(strategy: str, dst: str, dst_fmt: str, writer_options: dict[str, Any]
+                   ) -> str:
+    if strategy == "assemble":
+        return ".arrow"
+    if dst_fmt == "parquet":
+        return ".parquet"
+    if strategy == "concat":
+        return ".jsonl.gz" if dst.endswith(".gz") else ".jsonl"
+    compression = writer_options.get("part_compression")
+    return {"gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}.get(compression or "", ".jsonl")
+
+
+def choose(reader: Any, *, src: str, src_fmt: str, reader_options: dict[str, Any], dst: str,
+           dst_fmt: str, writer_options: dict[str, Any], workers: int | None, engine: str,
+           partition_size: int | str | None, limit: int | None, batch_size: int,
+           on_error: str, check_duplicates: bool) -> tuple[Plan, Job, int] | None:
+    """The plan, job and process count of a partitioned run, or None for a single-process run.
+
+    A run is partitioned when more than one process is asked for (``workers``, default all
+    cores), the source cuts into more than one partition and the target takes parts; a target
+    assembled by the driver (numpy, FAISS, one Parquet file, embedded Qdrant) only when
+    ``workers`` is given. ``engine="ray"`` always runs the plan on Ray.
+    """
+    from vecferry.converters.parts import parse_part_size
+    from vecferry.plan import PARTITION_BYTES, make_plan
+
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine {engine!r}", hint=f"one of {', '.join(ENGINES)}")
+    ray = engine == "ray"
+    if limit is not None:
+        if ray:
+            raise UsageError("--limit takes the first points in order, which a partitioned "
+                             "run has not", hint="drop --limit or --engine ray")
+        return None
+    n = workers or default_workers()
+    if n <= 1 and not ray:
+        return None
+    strategy = strategy_for(dst, dst_fmt, writer_options)
+    if strategy is None:
+        if ray:
+            raise UsageError("--engine ray writes parts next to the output, which an object "
+                             "store location cannot hold", location=Location(dst),
+                             hint="write to a local or shared file system, then copy")
+        return None
+    if strategy == "assemble" and workers is None and not ray:
+        return None
+    target = (parse_part_size(partition_size) or parse_part_size(
+        writer_options.get("max_part_size")) or PARTITION_BYTES)
+    plan = make_plan(reader, src, src_fmt, reader_options, target)
+    if len(plan.partitions) < 2 and not ray:
+        return None
+    job = Job(src=src, src_fmt=src_fmt, reader_options=dict(reader_options), dst=dst,
+              dst_fmt=dst_fmt, writer_options=dict(writer_options), schema=plan.schema,
+              strategy=strategy, staging=str(staging_dir(dst)), batch_size=batch_size,
+              on_error=on_error, check_duplicates=check_duplicates,
+              ext=part_extension(strategy, dst, dst_fmt, writer_options))
+    return plan, job, n
+
+
+# -- tasks (run in worker processes) --------------------------------------------------------
+
+def _reader(job: Job, context: Context) -> Any:
+    opts = dict(job.reader_options)
+    if job.src_fmt == "jsonl":
+        opts["workers"] = 1  # the run's processes are the partitions
+    return open_reader(job.src, format=job.src_fmt, context=context, **opts)
+
+
+def _rejects(job: Job, name: str, side: str) -> Any:
+    from vecferry.pipeline import RejectsFile
+
+    path = job.root / "rejects" / f"{name}.{side}.jsonl"
+    path.unlink(missing_ok=True)  # a retried task starts its rejects over
+    return RejectsFile(path)
+
+
+def partition_batches(job: Job, partition: Partition, name: str,
+                      warnings: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """The batches of one partition, its reader's rejects in ``rejects/<name>.read.jsonl``."""
+    sink = _rejects(job, name, "read")
+    reader = _reader(job, Context(job.on_error, sink, warnings))
+    try:
+        yield from rebatch(read_partition(reader, partition, job.batch_size), job.batch_size)
+    finally:
+        reader.close()
+        sink.close()
+
+
+class _IpcPart:
+    """An Arrow IPC file staged for assembly (uncompressed: written and read at disk speed)."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path = path
+        self.temp = path.with_name(f".{path.name}.tmp")
+        self._sink = pa.OSFile(str(self.temp), "wb")
+        self._writer = pa.ipc.new_file(self._sink, schema)
+        self.count = 0
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+        self.count += batch.num_rows
+
+    def close(self) -> dict[str, Any]:
+        self._writer.close()
+        self._sink.close()
+        os.replace(self.temp, self.path)
+        return {}
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._writer.close()
+            self._sink.close()
+        self.temp.unlink(missing_ok=True)
+
+
+def _part_writer(job: Job, name: str, context: Context) -> Any:
+    if job.strategy == "assemble":
+        return _IpcPart(job.root / "out" / name, job.schema)
+    cls = get_format(job.dst_fmt).load("writer")
+    opts = {k: v for k, v in job.writer_options.items()
+            if k not in ("max_part_size", "part_compression")}
+    if job.dst_fmt == "jsonl":
+        opts["workers"] = 1
+    if job.strategy == "shared":
+        # the driver created (or checked) the collection and owns bulk mode and indexes
+        opts.update(mode="append", bulk=False)
+        return cls(job.dst, job.schema, context=context, **opts)
+    return cls(str(job.root / "out" / name), job.schema, context=context, overwrite=True, **opts)
+
+
+def write_part(job: Job, name: str, batches: Iterable[pa.RecordBatch],
+               warnings: list[str] | None = None) -> dict[str, Any]:
+    """Write ``batches`` as part ``name`` and record it in ``done/<name>.json``."""
+    from vecferry.ledger import IdLedger
+
+    sink = _rejects(job, name, "write")
+    context = Context(job.on_error, sink, warnings)
+    ledger = (IdLedger(manifest_of(job.schema).id_kind, path=str(job.root / "ids" / name))
+              if job.check_duplicates else None)
+    writer = _part_writer(job, name, context)
+    rows = 0
+    try:
+        for batch in batches:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+            if ledger is not None:
+                ledger.add(batch.column("id"))
+        report = writer.close() or {}
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        sink.close()
+    if ledger is not None:
+        ledger.seal()
+    digest = getattr(writer, "digest", None)
+    result = {"name": name, "rows": rows, "written": rows - context.rejected,
+              "total": digest.total if digest is not None else None,
+              "bytes": report.get("bytes_written"), "warnings": context.warnings}
+    done = job.root / "done" / f"{name}.json"
+    tmp = done.with_name(f".{done.name}.tmp")
+    tmp.write_bytes(orjson.dumps(result))
+    os.replace(tmp, done)
+    return result
+
+
+def run_partition(job: Job, partition: Partition) -> dict[str, Any]:
+    """One task of the local pool: read a partition and write it as one part."""
+    name = job.part_name(partition.index)
+    warnings: list[str] = []
+    return write_part(job, name, partition_batches(job, partition, name, warnings), warnings)
+
+
+# -- driver ---------------------------------------------------------------------------------
+
+def staging_dir(dst: str) -> Path:
+    """Where a partitioned run of ``dst`` keeps its parts and state (next to a file target,
+    in the working directory for a URI)."""
+    from vecferry.pipeline import _beside
+
+    base = Path(_beside(dst, ".vfparts"))
+    return base.with_name("." + base.name)
+
+
+def _done(job: Job) -> dict[str, dict[str, Any]]:
+    out = {}
+    for f in (job.root / "done").glob("*.json"):
+        out[f.name.removesuffix(".json")] = orjson.loads(f.read_bytes())
+    return out
+
+
+def _prepare_staging(job: Job, plan: Plan, resume: bool) -> int:
+    """A fresh staging directory, or (``resume``) the one an earlier run of the same plan left;
+    returns the parts done already."""
+    root = job.root
+    marker = root / "plan.json"
+    stamp = {"fingerprint": plan.fingerprint(), "dst": job.dst, "strategy": job.strategy,
+             "partitions": len(plan.partitions)}
+    if resume and marker.exists() and orjson.loads(marker.read_bytes()) == stamp:
+        return len(_done(job))
+    if resume and marker.exists():
+        raise UsageError("the partial output of an earlier run was planned differently (other "
+                         "source, options or partition size)", location=Location(str(root)),
+                         hint="run without --resume to start over, or with the same options")
+    shutil.rmtree(root, ignore_errors=True)
+    for sub in ("out", "done", "rejects", "ids"):
+        (root / sub).mkdir(parents=True)
+    marker.write_bytes(orjson.dumps(stamp))
+    return 0
+
+
+class _ProgressWatch:
+    """Moves the caller's bar as parts are recorded done (by any process, any engine)."""
+
+    def __init__(self, job: Job, progress: Any, seen: set[str]):
+        self.job, self.progress, self.seen = job, progress, set(seen)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vecferry-progress", daemon=True)
+        if progress is not None:
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.poll()
+
+    def poll(self) -> None:
+        for name, result in _done(self.job).items():
+            if name not in self.seen:
+                self.seen.add(name)
+                self.progress.update(result["rows"])
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self._stop.set()
+            self._thread.join()
+            self.poll()
+            self.progress.refresh()
+
+
+def run_local(job: Job, partitions: list[Partition], workers: int) -> int:
+    """Run ``partitions`` on ``workers`` processes; a partition whose process died is run
+    again (up to ``MAX_ATTEMPTS``). Returns how many partition runs were retried."""
+    import multiprocessing
+
+    attempts = dict.fromkeys((p.index for p in partitions), 0)
+    todo = list(partitions)
+    retried = 0
+    while todo:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["vecferry.scaleout"])
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx)
+        lost: list[Partition] = []
+        try:
+            futures = {pool.submit(run_partition, job, p): p for p in todo}
+            for fut in as_completed(futures):
+                try:
+                    fut.result()
+                except BrokenProcessPool:
+                    lost.append(futures[fut])
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        for p in lost:
+            attempts[p.index] += 1
+            if attempts[p.index] >= MAX_ATTEMPTS:
+                raise TargetError(f"partition {p.index} ({p.spec}) was lost with its worker "
+                                  f"process {attempts[p.index]} times",
+                                  location=Location(job.src),
+                                  hint="check memory limits (a killed process is often out of "
+                                       "memory); run again with --resume to keep the parts done")
+        retried += len(lost)
+        todo = sorted(lost, key=lambda p: p.index)
+    return retried
+
+
+def _concat_rejects(job: Job, path: str, append: bool) -> int:
+    files = sorted((job.root / "rejects").glob("*.jsonl"),
+                   key=lambda f: (f.name.split(".")[0], f.name.endswith(".write.jsonl")))
+    count = 0
+    out = None
+    try:
+        for f in files:
+            data = f.read_bytes()
+            if not data:
+                continue
+            if out is None:
+                out = open(path, "ab" if append else "wb")  # noqa: SIM115
+            out.write(data)
+            count += data.count(b"\n")
+    finally:
+        if out is not None:
+            out.close()
+    return count
+
+
+def _ordered_parts(job: Job, done: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [done[n] for n in sorted(done)]
+
+
+def _finish(job: Job, done: list[dict[str, Any]], overwrite: bool, shared: Any,
+            context: Context) -> dict[str, Any]:
+    # ``context`` takes the rejects of the assembling writer (after the parts' rejects)
+    """Make the output of the parts visible; returns the writer's part of the report."""
+    from vecferry.converters.parts import DIR_MANIFEST, PartLog
+
+    out = job.root / "out"
+    manifest = manifest_of(job.schema)
+    if job.strategy == "shared":
+        return shared.close() or {}
+    if job.strategy == "assemble":
+        cls = get_format(job.dst_fmt).load("writer")
+        writer = cls(job.dst, job.schema, context=context, overwrite=overwrite,
+                     **job.writer_options)
+        try:
+            for part in done:
+                with pa.memory_map(str(out / part["name"])) as source:
+                    reader = pa.ipc.open_file(source)
+                    for i in range(reader.num_record_batches):
+                        writer.write_batch(reader.get_batch(i))
+            return writer.close() or {}
+        except BaseException:
+            writer.abort()
+            raise
+    log = PartLog()
+    for part in done:
+        log.add(part["name"], part["written"], part["total"] or 0, part["bytes"] or 0)
+    if job.strategy == "parts":
+        for f in out.iterdir():
+            if f.name.startswith(".") or f.name.endswith(".manifest.json"):
+                f.unlink()  # debris of killed attempts, per-part sidecars
+        (out / DIR_MANIFEST).write_bytes(log.manifest_json(manifest))
+        fsync_path(out / DIR_MANIFEST)
+        target = AtomicPath(job.dst.rstrip("/"), overwrite=overwrite, directory=True)
+        target.temp.rmdir()
+        os.replace(out, target.temp)
+        target.commit()
+        return {"bytes_written": log.bytes, "parts": len(log.parts),
+                "manifest": str(target.target / DIR_MANIFEST)}
+    # concat: one JSONL file from the parts, in order, and its manifest sidecar
+    from vecferry.converters.jsonl import manifest_path
+
+    target = AtomicPath(job.dst, overwrite=overwrite)
+    side = AtomicPath(manifest_path(job.dst), overwrite=True)
+    with open(target.temp, "wb") as fh:
+        for part in done:
+            with open(out / part["name"], "rb") as src:
+                shutil.copyfileobj(src, fh, 8 << 20)
+        fh.flush()
+        os.fsync(fh.fileno())
+    manifest.count = log.count
+    manifest.digest = log.digest()
+    Path(side.temp).write_bytes(manifest.to_json())
+    target.commit()
+    side.commit()
+    return {"bytes_written": os.path.getsize(job.dst), "manifest": str(manifest_path(job.dst))}
+
+
+def convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str = "local",
+                        ray_address: str | None = None, overwrite: bool = False,
+                        resume: bool = False, rejects_path: str, progress: Any = None
+                        ) -> dict[str, Any]:
+    """Run ``plan`` into ``job.dst``; the report's writer and count fields (see
+    ``pipeline.convert``). Leaves the staging directory for ``--resume`` when it fails."""
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine {engine!r}", hint=f"one of {', '.join(ENGINES)}")
+    root = job.root
+    if job.strategy != "shared" and not overwrite:
+        # refuse before any work, as a single-process run does
+        AtomicPath(job.dst.rstrip("/"), overwrite=False, directory=True).abort()
+    from vecferry.pipeline import RejectsFile
+
+    # The driver's own rejects (the assembling or preparing writer's) follow the parts' in
+    # the rejects file: it is opened for appending once the parts' rejects are in.
+    late = RejectsFile(rejects_path, append=True)
+    context = Context(job.on_error, late)
+    shared = None
+    if job.strategy == "shared":
+        cls = get_format(job.dst_fmt).load("writer")
+        # creates or checks the collection (mode, config diff, bulk) before any partition
+        shared = cls(job.dst, job.schema, context=context, overwrite=overwrite,
+                     resuming=resume, **job.writer_options)
+    resumed = _prepare_staging(job, plan, resume)
+    done_before = _done(job)
+    todo = [p for p in plan.partitions if job.part_name(p.index) not in done_before]
+    if progress is not None:
+        progress.total = plan.rows
+        progress.update(sum(r["rows"] for r in done_before.values()))
+    watch = _ProgressWatch(job, progress, set(done_before))
+    retried = 0
+    try:
+        if engine == "ray":
+            from vecferry.ray_engine import run_ray
+
+            run_ray(job, todo, workers=workers, address=ray_address)
+        elif todo:
+            retried = run_local(job, todo, workers)
+    except BaseException:
+        watch.close()
+        if shared is not None:
+            shared.abort()
+        raise
+    watch.close()
+    done = _ordered_parts(job, _done(job))
+    rejected = _concat_rejects(job, rejects_path, append=resume and resumed > 0)
+    late.append = rejected > 0 or (resume and resumed > 0)
+    try:
+        writer_report = _finish(job, done, overwrite, shared, context)
+    finally:
+        late.close()
+    duplicates = None
+    if job.check_duplicates:
+        from vecferry.ledger import count_sealed
+
+        duplicates = count_sealed([root / "ids" / p["name"] for p in done],
+                                  manifest_of(job.schema).id_kind)
+    shutil.rmtree(root, ignore_errors=True)
+    written = sum(p["written"] for p in done) - context.rejected
+    report: dict[str, Any] = {
+        "read": written + rejected + context.rejected,
+        "rejects_file": rejects_path if rejected + context.rejected else None,
+        "written": written,
+        "rejected": rejected + context.rejected,
+        "partitions": len(plan.partitions),
+        "workers": workers,
+        "engine": engine,
+    }
+    if retried:
+        report["retried_partitions"] = retried
+    if resumed:
+        report["resumed_partitions"] = resumed
+    if duplicates is not None:
+        report["duplicate_ids"] = duplicates
+    report["warnings"] = list(dict.fromkeys(
+        [w for p in done for w in p.get("warnings", [])] + context.warnings))
+    report.update(writer_report)
+    return report
+

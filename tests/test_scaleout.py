@@ -1,0 +1,301 @@
+"""Partitioned conversions: plans, the local process pool, retries, resume and Ray.
+
+Every parallel result is compared with the single-process result of the same source by
+digest (the order-independent sum vecferry records), so a lost, doubled or changed point fails.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from vecferry.converters import open_reader
+from vecferry.errors import RecordError
+from vecferry.pipeline import convert
+from vecferry.plan import make_plan, read_partition
+from vecferry.verify import verify
+
+N, DIM = 6000, 16
+SMALL = 64 << 10  # partition size that cuts the test sources into several pieces
+
+
+def _digest(location: str) -> tuple[int, str]:
+    result = verify(location)
+    return result["source"]["count"], result["source"]["digest"]
+
+
+@pytest.fixture(scope="module")
+def npy_src(tmp_path_factory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("scale")
+    rng = np.random.default_rng(3)
+    np.save(d / "v.npy", rng.standard_normal((N, DIM)).astype(np.float32))
+    np.save(d / "ids.npy", (np.arange(N, dtype=np.uint64) * 7919 + (1 << 40)))
+    with open(d / "p.jsonl", "w") as f:
+        for i in range(N):
+            f.write(json.dumps({"i": i, "name": "é" * (i % 5), "big": 2**60 + i}) + "\n")
+    opts = {"ids": str(d / "ids.npy"), "payloads": str(d / "p.jsonl")}
+    single = str(d / "single.parquet")
+    convert(str(d / "v.npy"), single, reader_options=opts, workers=1)
+    jsonl = str(d / "points.jsonl")
+    convert(single, jsonl, workers=1)
+    return {"dir": str(d), "npy": str(d / "v.npy"), "opts": opts, "parquet": single,
+            "jsonl": jsonl}
+
+
+def test_plans_are_made_from_metadata_and_are_deterministic(npy_src) -> None:
+    reader = open_reader(npy_src["npy"], format="npy", **npy_src["opts"])
+    try:
+        a = make_plan(reader, npy_src["npy"], "npy", npy_src["opts"], SMALL)
+        b = make_plan(reader, npy_src["npy"], "npy", npy_src["opts"], SMALL)
+    finally:
+        reader.close()
+    assert len(a.partitions) > 3
+    assert [p.spec for p in a.partitions] == [p.spec for p in b.partitions]
+    assert a.fingerprint() == b.fingerprint()
+    assert a.rows == N
+    # ranges tile the source exactly, and a partition survives pickling (sent to workers)
+    specs = [p.spec for p in a.partitions]
+    assert specs[0]["start"] == 0 and specs[-1]["stop"] == N
+    assert all(x["stop"] == y["start"] for x, y in zip(specs, specs[1:], strict=False))
+    assert pickle.loads(pickle.dumps(a.partitions[2])) == a.partitions[2]
+
+
+def test_jsonl_byte_ranges_read_every_line_once(npy_src) -> None:
+    reader = open_reader(npy_src["jsonl"], format="jsonl")
+    try:
+        plan = make_plan(reader, npy_src["jsonl"], "jsonl", {}, SMALL)
+        assert len(plan.partitions) > 5
+        ids = [i for p in plan.partitions for b in read_partition(reader, p, 500)
+               for i in b.column("id").to_pylist()]
+    finally:
+        reader.close()
+    assert len(ids) == N == len(set(ids))
+
+
+@pytest.mark.parametrize("target,to", [("out/", "parquet"), ("out/", "jsonl"),
+                                       ("out.jsonl", None), ("out.jsonl.gz", None),
+                                       ("out.npy", None)])
+@pytest.mark.parametrize("source", ["npy", "jsonl", "parquet-dir"])
+def test_parallel_equals_single_process(npy_src, tmp_path, source, target, to) -> None:
+    expected = _digest(npy_src["parquet"])
+    if source == "npy":
+        src, opts = npy_src["npy"], npy_src["opts"]
+    elif source == "jsonl":
+        src, opts = npy_src["jsonl"], {}
+    else:
+        # many small row groups, packed into partitions
+        src, opts = str(tmp_path / "src") + "/", {}
+        convert(npy_src["parquet"], src, to_format="parquet", workers=1,
+                writer_options={"row_group_bytes": 16 << 10})
+    dst = f"{tmp_path}/{target}"
+    report = convert(src, dst, to_format=to, reader_options=opts, workers=2,
+                     partition_size=SMALL)
+    assert report["partitions"] > 2 and report["workers"] == 2
+    assert report["written"] == N and report["rejected"] == 0
+    assert report["duplicate_ids"]["count"] == 0
+    assert _digest(dst) == expected
+    # nothing of the run is left next to the output
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_faiss_partitions_by_position_and_by_inverted_list(tmp_path) -> None:
+    faiss = pytest.importorskip("faiss")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4000, 8)).astype(np.float32)
+    ids = rng.choice(1 << 40, size=4000, replace=False).astype(np.int64)
+    flat = faiss.IndexIDMap(faiss.IndexFlatL2(8))
+    flat.add_with_ids(x, ids)
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatL2(8), 8, 16)
+    ivf.train(x)
+    ivf.add_with_ids(x, ids)
+    for name, index in (("flat", flat), ("ivf", ivf)):
+        path = str(tmp_path / f"{name}.faiss")
+        faiss.write_index(index, path)
+        single = str(tmp_path / f"{name}.parquet")
+        convert(path, single, workers=1)
+        out = str(tmp_path / f"{name}-parts") + "/"
+        report = convert(path, out, to_format="parquet", workers=2, partition_size=16 << 10)
+        assert report["partitions"] > 2
+        assert _digest(out) == _digest(single)
+
+
+def test_bad_line_in_a_later_partition_names_its_real_line(npy_src, tmp_path) -> None:
+    lines = Path(npy_src["jsonl"]).read_bytes().splitlines(keepends=True)
+    bad = N - 10
+    lines[bad] = b'{"id": 1, "vector": [1.0, \n'
+    src = tmp_path / "bad.jsonl"
+    src.write_bytes(b"".join(lines))
+    with pytest.raises(RecordError) as info:
+        convert(str(src), str(tmp_path / "o") + "/", to_format="parquet", workers=2,
+                partition_size=SMALL)
+    assert f"line {bad + 1}" in str(info.value)
+    assert "line is not valid JSON" in str(info.value)
+    rejects = tmp_path / "r.jsonl"
+    report = convert(str(src), str(tmp_path / "o2") + "/", to_format="parquet", workers=2,
+                     partition_size=SMALL, on_error="skip", rejects=str(rejects))
+    assert (report["read"], report["written"], report["rejected"]) == (N, N - 1, 1)
+    rec = orjson.loads(rejects.read_bytes().splitlines()[0])
+    assert rec["_vecferry_reject"]["line"] == bad + 1
+
+
+def test_duplicate_ids_are_counted_across_partitions(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "v.npy", rng.standard_normal((3000, 8)).astype(np.float32))
+    ids = np.arange(3000, dtype=np.uint64)
+    ids[2990:] = ids[:10]  # first and last partition share ten ids
+    np.save(tmp_path / "ids.npy", ids)
+    report = convert(str(tmp_path / "v.npy"), str(tmp_path / "o") + "/", to_format="parquet",
+                     reader_options={"ids": str(tmp_path / "ids.npy")}, workers=2,
+                     partition_size=16 << 10)
+    assert report["partitions"] > 2
+    assert report["duplicate_ids"]["count"] == 10
+    assert any("occur more than once" in w for w in report["warnings"])
+
+
+def test_small_sources_and_limits_stay_single_process(npy_src, tmp_path) -> None:
+    report = convert(npy_src["npy"], str(tmp_path / "a") + "/", to_format="parquet",
+                     reader_options=npy_src["opts"], workers=2)
+    assert "partitions" not in report  # one partition: nothing to spread
+    report = convert(npy_src["npy"], str(tmp_path / "b") + "/", to_format="parquet",
+                     reader_options=npy_src["opts"], workers=2, partition_size=SMALL,
+                     limit=100)
+    assert "partitions" not in report and report["written"] == 100
+    # a target the driver assembles is partitioned only when workers are asked for
+    report = convert(npy_src["jsonl"], str(tmp_path / "c.npy"), partition_size=SMALL)
+    assert "partitions" not in report
+
+
+def test_existing_output_is_refused_before_any_work(npy_src, tmp_path) -> None:
+    from vecferry.errors import OutputExistsError
+
+    (tmp_path / "o").mkdir()
+    with pytest.raises(OutputExistsError, match="output exists"):
+        convert(npy_src["jsonl"], str(tmp_path / "o") + "/", to_format="parquet", workers=2,
+                partition_size=SMALL)
+    assert not list((tmp_path).glob(".o.vfparts"))
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vecferry", *args]
+
+
+def _big_jsonl(tmp_path: Path, n: int = 60000) -> Path:
+    rng = np.random.default_rng(9)
+    np.save(tmp_path / "v.npy", rng.standard_normal((n, 32)).astype(np.float32))
+    src = tmp_path / "big.jsonl"
+    convert(str(tmp_path / "v.npy"), str(src), workers=1)
+    return src
+
+
+def test_killed_worker_is_retried_without_gaps_or_duplicates(tmp_path) -> None:
+    psutil = pytest.importorskip("psutil")
+    src = _big_jsonl(tmp_path)
+    expected = _digest(str(src))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_cli("convert", str(src), str(out) + "/", "--to", "parquet",
+                                 "--workers", "2", "--partition-size", "256kB", "--json",
+                                 "--quiet"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    done = tmp_path / ".out.vfparts" / "done"
+    killed = None
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and killed is None:
+        if done.is_dir() and len(list(done.iterdir())) >= 2:
+            # the pool's workers are forked by the forkserver, a child of the run
+            workers = [w for p in psutil.Process(proc.pid).children()
+                       if "forkserver" in " ".join(p.cmdline()) for w in p.children()]
+            if workers:
+                killed = workers[0].pid
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.01)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr.decode()
+    if killed is None:
+        pytest.skip("the run ended before a worker could be killed")
+    report = json.loads(stdout)
+    assert report["retried_partitions"] >= 1
+    assert _digest(str(out) + "/") == expected
+
+
+def test_resume_skips_partitions_already_done(tmp_path) -> None:
+    src = _big_jsonl(tmp_path)
+    expected = _digest(str(src))
+    out = str(tmp_path / "out") + "/"
+    args = ("convert", str(src), out, "--to", "parquet", "--workers", "2",
+            "--partition-size", "256kB", "--json", "--quiet")
+    proc = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    done = tmp_path / ".out.vfparts" / "done"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if done.is_dir() and len(list(done.iterdir())) >= 3:
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole run, workers included
+            break
+        time.sleep(0.01)
+    proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run ended before it could be killed")
+    assert not (tmp_path / "out").exists()  # nothing that looks complete
+    again = subprocess.run(_cli(*args, "--resume"), capture_output=True, timeout=300)
+    assert again.returncode == 0, again.stderr.decode()
+    report = json.loads(again.stdout)
+    assert report["resumed_partitions"] >= 3
+    assert report["written"] == 60000
+    assert _digest(out) == expected
+
+
+def test_resume_refuses_a_different_plan(tmp_path, npy_src) -> None:
+    from vecferry.errors import UsageError
+    from vecferry.scaleout import staging_dir
+
+    out = str(tmp_path / "o") + "/"
+    stage = staging_dir(out)
+    stage.mkdir()
+    (stage / "plan.json").write_bytes(orjson.dumps({"fingerprint": "0", "dst": out}))
+    with pytest.raises(UsageError, match="planned differently"):
+        convert(npy_src["jsonl"], out, to_format="parquet", workers=2, partition_size=SMALL,
+                resume=True)
+
+
+def test_partitions_load_a_qdrant_server_in_parallel(npy_src, tmp_path) -> None:
+    pytest.importorskip("qdrant_client")
+    from qdrant_standin import QdrantStandIn
+
+    with QdrantStandIn() as server:
+        dst = server.location("docs")
+        report = convert(npy_src["jsonl"], dst, workers=2, partition_size=SMALL,
+                         writer_options={"distance": "Euclid"})
+        assert report["partitions"] > 2 and report["written"] == N
+        assert server.engine.count("docs").count == N
+        back = str(tmp_path / "back.parquet")
+        convert(dst, back, workers=1)
+    assert _digest(back) == _digest(npy_src["parquet"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray extra not installed")
+def test_ray_engine_equals_local_pool(npy_src, tmp_path) -> None:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        out = str(tmp_path / "ray") + "/"
+        report = convert(npy_src["npy"], out, to_format="parquet",
+                         reader_options=npy_src["opts"], engine="ray", partition_size=SMALL)
+        assert report["engine"] == "ray" and report["partitions"] > 2
+        assert report["written"] == N
+        assert _digest(out) == _digest(npy_src["parquet"])
+        single = str(tmp_path / "ray.npy")
+        report = convert(npy_src["jsonl"], single, engine="ray", partition_size=SMALL)
+        assert _digest(single) == _digest(npy_src["parquet"])
+    finally:
+        ray.shutdown()
