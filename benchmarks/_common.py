@@ -24,7 +24,8 @@ def run_step(name: str, argv: list[str], *, points: int, nbytes: int,
              env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``argv`` as a child process; return wall seconds, points/s, MB/s and peak RSS (MB).
 
-    Memory is sampled every 20 ms: ``peak_rss_mb`` is the main process's resident set;
+    Memory is sampled every 20 ms: ``peak_rss_mb`` is the main process's resident set,
+    ``peak_child_rss_mb`` the largest of any one child's;
     ``peak_pss_mb`` is the proportional set size summed over the process and all its children
     (worker processes), which counts each shared page once instead of once per process as a
     sum of RSS would. ``ru_maxrss`` from ``wait4`` cannot be used: on Linux a child inherits the
@@ -38,12 +39,14 @@ def run_step(name: str, argv: list[str], *, points: int, nbytes: int,
         proc = subprocess.Popen(argv, stdout=out_f, stderr=err_f,
                                 env={**os.environ, **(env or {})})
         ps = psutil.Process(proc.pid)
-        peak = peak_pss = 0
+        peak = peak_pss = peak_child = 0
         while proc.poll() is None:
             try:
                 peak = max(peak, ps.memory_info().rss)
-                procs = [ps, *ps.children(recursive=True)]
+                children = ps.children(recursive=True)
+                procs = [ps, *children]
                 peak_pss = max(peak_pss, sum(p.memory_full_info().pss for p in procs))
+                peak_child = max([peak_child, *(c.memory_info().rss for c in children)])
             except psutil.Error:
                 pass  # a process ended between poll() and the sample
             time.sleep(0.02)
@@ -60,6 +63,8 @@ def run_step(name: str, argv: list[str], *, points: int, nbytes: int,
         "mb_per_s": round(nbytes / seconds / 1e6, 1),
         "peak_rss_mb": round(peak / 2**20, 1),
         "peak_pss_mb": round(peak_pss / 2**20, 1),
+        # the largest resident set of any one child (a worker of a partitioned run)
+        "peak_child_rss_mb": round(peak_child / 2**20, 1),
         "stdout_tail": out.decode()[-300:],
     }
 

@@ -299,3 +299,16 @@ def test_ray_engine_equals_local_pool(npy_src, tmp_path) -> None:
         assert _digest(single) == _digest(npy_src["parquet"])
     finally:
         ray.shutdown()
+
+
+def test_engine_usage_errors(npy_src, tmp_path) -> None:
+    from vecferry.errors import UsageError
+
+    with pytest.raises(UsageError, match="--limit takes the first points in order"):
+        convert(npy_src["jsonl"], str(tmp_path / "a") + "/", to_format="parquet",
+                engine="ray", limit=5)
+    with pytest.raises(UsageError, match="unknown engine 'spark'"):
+        convert(npy_src["jsonl"], str(tmp_path / "b") + "/", to_format="parquet",
+                engine="spark")
+    with pytest.raises(UsageError, match="object store location cannot hold"):
+        convert(npy_src["jsonl"], "s3://bucket/out/", to_format="parquet", engine="ray")

@@ -1,0 +1,86 @@
+"""Scale-out: numpy -> Parquet and JSONL -> Parquet on 1 and 2 local workers and on Ray.
+
+N x 768 float32 with the core benchmark's payloads (default N = 1,000,000;
+``VECFERRY_BENCH_SCALE_N``). Targets are Parquet directories (one part per partition). The one
+worker figure is vecferry's single-process run (``--workers 1``); two workers run the partition
+plan on the local process pool; Ray runs the same plan as a Ray Data pipeline on a local Ray
+with 2 CPUs (its start-up is inside the measured time). Goals: >= 1.7x from 1 to 2 workers,
+Ray within 2x of the local pool, peak RSS per worker flat in N (shown against a run at N / 4).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import OUT, report, run_step, vecferry  # the harness sits beside this script
+from bench_core import DIM, make_data
+
+N = int(os.environ.get("VECFERRY_BENCH_SCALE_N", 1_000_000))
+
+
+def main() -> int:
+    data = OUT / f"scale_{N}"
+    make_data(data, N)
+    npy = [str(data / "vectors.npy"), "--ids", str(data / "ids.npy"),
+           "--payloads", str(data / "payloads.jsonl")]
+    jsonl = data / "points.jsonl"
+    if not jsonl.exists():
+        run_step("make JSONL source", vecferry("convert", *npy, str(jsonl), "--workers", "2"),
+                 points=N, nbytes=0)
+    nbytes = N * DIM * 4
+    rows = []
+    out = str(data / "out") + "/"
+
+    def step(name: str, *args: str) -> dict:
+        row = run_step(name, vecferry("convert", *args, out, "--to", "parquet"), points=N,
+                       nbytes=nbytes)
+        shutil.rmtree(out, ignore_errors=True)
+        rows.append(row)
+        return row
+
+    npy1 = step("numpy -> Parquet dir, 1 worker", *npy, "--workers", "1")
+    npy2 = step("numpy -> Parquet dir, 2 workers", *npy, "--workers", "2")
+    npyr = step("numpy -> Parquet dir, Ray (2 CPUs)", *npy, "--engine", "ray", "--workers", "2")
+    js1 = step("JSONL -> Parquet dir, 1 worker", str(jsonl), "--workers", "1")
+    js2 = step("JSONL -> Parquet dir, 2 workers", str(jsonl), "--workers", "2")
+    jsr = step("JSONL -> Parquet dir, Ray (2 CPUs)", str(jsonl), "--engine", "ray",
+               "--workers", "2")
+    # the same plan on a quarter of the points: a worker's memory must not grow with N
+    small = N // 4
+    quarter = OUT / f"scale_{small}"
+    make_data(quarter, small)
+    q = run_step(f"numpy -> Parquet dir, 2 workers, N/4 = {small}",
+                 vecferry("convert", str(quarter / "vectors.npy"), "--ids",
+                          str(quarter / "ids.npy"), "--payloads",
+                          str(quarter / "payloads.jsonl"), out, "--to", "parquet",
+                          "--workers", "2"), points=small, nbytes=small * DIM * 4)
+    shutil.rmtree(out, ignore_errors=True)
+    rows.append(q)
+
+    def speedup(a: dict, b: dict) -> float:
+        return round(a["seconds"] / b["seconds"], 2)
+
+    goals = [
+        {"goal": "numpy -> Parquet: 2 workers >= 1.7x 1 worker",
+         "measured": f"{speedup(npy1, npy2)}x", "met": speedup(npy1, npy2) >= 1.7},
+        {"goal": "JSONL -> Parquet: 2 workers >= 1.7x 1 worker",
+         "measured": f"{speedup(js1, js2)}x", "met": speedup(js1, js2) >= 1.7},
+        {"goal": "numpy -> Parquet: Ray within 2x of the local pool",
+         "measured": f"{speedup(npyr, npy2)}x the pool's time",
+         "met": npyr["seconds"] <= 2 * npy2["seconds"]},
+        {"goal": "JSONL -> Parquet: Ray within 2x of the local pool",
+         "measured": f"{speedup(jsr, js2)}x the pool's time",
+         "met": jsr["seconds"] <= 2 * js2["seconds"]},
+        {"goal": "peak RSS per worker flat in N (N vs N/4, within 25%)",
+         "measured": f"{npy2['peak_child_rss_mb']} MB at N, {q['peak_child_rss_mb']} MB at N/4",
+         "met": npy2["peak_child_rss_mb"] <= 1.25 * q["peak_child_rss_mb"]},
+    ]
+    return 0 if report("scale", rows, goals) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
