@@ -46,8 +46,8 @@ import orjson
 
 @dataclass
 class Fault:
-    """One scripted fault for requests of ``op`` (upsert, scroll, count, get, exists, create,
-    index, update): ``kind`` is ``delay``, ``503``, ``429``, ``drop`` or ``400``.
+    """One scripted fault for requests of ``op`` (upsert, scroll, count, query, get, exists,
+    create, index, update): ``kind`` is ``delay``, ``503``, ``429``, ``drop`` or ``400``.
 
     It fires ``times`` times (None: every time) on requests for which ``when(body)`` is true.
     ``seconds`` is the delay, or the ``Retry-After`` of a 429.
@@ -242,6 +242,7 @@ def _op(method: str, segs: list[str]) -> tuple[str | None, str | None]:
         ("PATCH", ()): "update", ("GET", ("exists",)): "exists",
         ("PUT", ("points",)): "upsert", ("POST", ("points", "scroll")): "scroll",
         ("POST", ("points", "count")): "count", ("PUT", ("index",)): "index",
+        ("POST", ("points", "query")): "query",
     }
     return table.get((method, tuple(rest))), name
 
@@ -292,6 +293,13 @@ def _execute(server: QdrantStandIn, models: Any, op: str, name: str, body: dict[
                                   with_vectors=req.with_vector)
         return {"points": [r.model_dump(mode="json") for r in records],
                 "next_page_offset": nxt}
+    if op == "query":
+        req = models.QueryRequest.model_validate(body)
+        # a server returns neither payloads nor vectors unless asked
+        res = eng.query_points(name, query=req.query, using=req.using, query_filter=req.filter,
+                               limit=req.limit or 10, with_payload=req.with_payload or False,
+                               with_vectors=req.with_vector or False)
+        return res.model_dump(mode="json")
     if op == "count":
         req = models.CountRequest.model_validate(body)
         return {"count": eng.count(name, count_filter=req.filter, exact=True).count}

@@ -641,6 +641,31 @@ def test_an_edited_jsonl_archive_fails_naming_the_digest(tmp_path: Path) -> None
     assert problems[0] == f"count differs: manifest says {N}, file holds {N - 1}"
 
 
+def test_an_archive_with_an_earlier_digest_algorithm_says_what_to_do(tmp_path: Path) -> None:
+    loc = write(full(), f"{tmp_path}/a.jsonl")
+    side = Path(loc + ".manifest.json")
+    manifest = orjson.loads(side.read_bytes())
+    manifest["digest"]["algorithm"] = "vecferry-sum64-v1"
+    side.write_bytes(orjson.dumps(manifest))
+    problems = verify(loc)["problems"]
+    assert problems == ["the file records a digest of an earlier vecferry (vecferry-sum64-v1), "
+                        "which this version does not compute; compare it with its source: "
+                        "vecferry verify SRC DST"]
+
+
+@pytest.mark.parametrize("texts", [
+    ['{"b":1,"a":[1,2]}', None, "{}", '{"x":{"z":null,"y":"é"}}'],
+    ['{"big":123456789012345678901234567890}', '{"a":1}'],  # past 64 bits: exact path
+    ['{"n":NaN}', '{"a":1}'],                                # only json reads NaN
+    [None, None],
+])
+def test_batch_payload_hashes_equal_one_by_one_canonical_hashes(texts: list) -> None:
+    from vecferry.digest import _bytes_hash, payload_hashes
+
+    got = payload_hashes(pa.array(texts, pa.string())).tolist()
+    assert got == [_bytes_hash(canonical_payload(t)) for t in texts]
+
+
 def test_an_edited_parquet_archive_fails(tmp_path: Path) -> None:
     loc = write(full(), f"{tmp_path}/a.parquet")
     table = pq.read_table(loc)

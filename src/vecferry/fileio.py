@@ -113,9 +113,10 @@ def loads_exact(line: bytes, scan_from: int = 0) -> Any:
     return orjson.loads(line)
 
 
-def iter_lines(fh: IO[bytes], source: str) -> Iterator[tuple[int, bytes, bool]]:
-    """(line number, stripped line, has_newline) for each non-blank line of ``fh``."""
-    number = 0
+def iter_lines(fh: IO[bytes], source: str, number: int = 0
+               ) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, stripped line, has_newline) for each non-blank line of ``fh``; ``number``
+    lines come before ``fh``'s position."""
     try:
         for raw in fh:
             number += 1
@@ -131,8 +132,38 @@ def iter_lines(fh: IO[bytes], source: str) -> Iterator[tuple[int, bytes, bool]]:
                          hint="re-create or re-download the file") from exc
 
 
-def iter_payload_rows(path: str, start: int = 0) -> Iterator[tuple[int, str | None]]:
-    """(row, payload JSON text or None) for a payload sidecar aligned by row, from ``start``.
+#: rows between the marks ``payload_marks`` records
+MARK_ROWS = 4096
+
+
+def payload_marks(path: str) -> tuple[int, list[tuple[int, int]] | None]:
+    """Rows of a payload sidecar and, for a plain local JSONL file, where every
+    ``MARK_ROWS``-th row starts: (byte offset, lines before it), so a reader starting at a
+    later row seeks there instead of reading every line before it."""
+    if path.endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        from vecferry.storage import arrow_source
+
+        return pq.ParquetFile(arrow_source(path)).metadata.num_rows, None
+    plain = not path.endswith((".gz", ".zst")) and "://" not in path
+    marks: list[tuple[int, int]] | None = [] if plain else None
+    rows = pos = lines = 0
+    with open_read(path) as fh:
+        for raw in fh:
+            if raw.strip():
+                if marks is not None and rows % MARK_ROWS == 0:
+                    marks.append((pos, lines))
+                rows += 1
+            pos += len(raw)
+            lines += 1
+    return rows, marks
+
+
+def iter_payload_rows(path: str, start: int = 0, marks: list[tuple[int, int]] | None = None
+                      ) -> Iterator[tuple[int, str | None]]:
+    """(row, payload JSON text or None) for a payload sidecar aligned by row, from ``start``
+    (``marks`` from ``payload_marks`` let a plain JSONL file be entered there directly).
 
     JSONL: one JSON object (or ``null``) per line. Parquet: a ``payload`` column of JSON text,
     or else every column of a row becomes the payload object. Raises ``RecordError`` for a line
@@ -165,10 +196,16 @@ def iter_payload_rows(path: str, start: int = 0) -> Iterator[tuple[int, str | No
                 yield row, text
         return
     with open_read(path) as fh:
-        lines = iter_lines(fh, path)
+        first, before = 0, 0
+        if marks and start >= MARK_ROWS:
+            first = min(start // MARK_ROWS, len(marks) - 1)
+            offset, before = marks[first]
+            fh.seek(offset)
+            first *= MARK_ROWS
+        lines = iter_lines(fh, path, before)
         # Rows before ``start`` (read by another partition or an earlier run) are counted,
         # not parsed.
-        for _ in itertools.islice(lines, start):
+        for _ in itertools.islice(lines, start - first):
             pass
         for row, (number, line, _) in enumerate(lines, start):
             try:

@@ -54,11 +54,10 @@ class Plan:
         counts = [p.rows for p in self.partitions]
         return None if any(c is None for c in counts) else sum(counts)  # type: ignore[misc]
 
-    def fingerprint(self) -> str:
-        """A digest of what the plan reads: a resumed run must find the same plan."""
-        body = orjson.dumps({"src": self.src, "fmt": self.fmt,
-                             "options": {k: str(v) for k, v in sorted(self.reader_options.items())},
-                             "parts": [p.spec for p in self.partitions]},
+    def identity(self) -> str:
+        """A digest of the source and its reader options (a resumed run must read the same)."""
+        options = {k: str(v) for k, v in sorted(self.reader_options.items())}
+        body = orjson.dumps({"src": self.src, "fmt": self.fmt, "options": options},
                             option=orjson.OPT_SORT_KEYS)
         return hashlib.sha1(body).hexdigest()[:16]
 

@@ -26,6 +26,7 @@ import contextlib
 import os
 import shutil
 import threading
+import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -88,6 +89,8 @@ class Job:
     on_error: str
     check_duplicates: bool
     ext: str = field(default="")
+    #: tells one run's tasks from another's (see ``_reader``)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def root(self) -> Path:
@@ -159,11 +162,36 @@ def choose(reader: Any, *, src: str, src_fmt: str, reader_options: dict[str, Any
 
 # -- tasks (run in worker processes) --------------------------------------------------------
 
+#: the reader a worker process opened for its last partition, kept for its next one of the
+#: same run: opening can cost more than a partition (a FAISS index and its payloads, a
+#: sidecar's row count), and every partition of a run reads the same source
+_open_reader: dict[str, Any] = {}
+
+
 def _reader(job: Job, context: Context) -> Any:
+    """An open reader of the job's source, rejecting through ``context``."""
+    cached = _open_reader.get(job.run_id)
+    if cached is not None:
+        cached.context = context
+        return cached
+    for old in _open_reader.values():
+        with contextlib.suppress(Exception):
+            old.close()  # an earlier run's, in a long-lived (Ray) worker
+    _open_reader.clear()
     opts = dict(job.reader_options)
     if job.src_fmt == "jsonl":
         opts["workers"] = 1  # the run's processes are the partitions
-    return open_reader(job.src, format=job.src_fmt, context=context, **opts)
+    reader = open_reader(job.src, format=job.src_fmt, context=context, **opts)
+    _open_reader[job.run_id] = reader
+    return reader
+
+
+def _drop_reader(job: Job) -> None:
+    """Close the cached reader after a failure: the next attempt starts from a fresh one."""
+    reader = _open_reader.pop(job.run_id, None)
+    if reader is not None:
+        with contextlib.suppress(Exception):
+            reader.close()
 
 
 def _rejects(job: Job, name: str, side: str) -> Any:
@@ -181,8 +209,10 @@ def partition_batches(job: Job, partition: Partition, name: str,
     reader = _reader(job, Context(job.on_error, sink, warnings))
     try:
         yield from rebatch(read_partition(reader, partition, job.batch_size), job.batch_size)
+    except BaseException:
+        _drop_reader(job)
+        raise
     finally:
-        reader.close()
         sink.close()
 
 
@@ -290,22 +320,27 @@ def _done(job: Job) -> dict[str, dict[str, Any]]:
 
 
 def _prepare_staging(job: Job, plan: Plan, resume: bool) -> int:
-    """A fresh staging directory, or (``resume``) the one an earlier run of the same plan left;
-    returns the parts done already."""
+    """A fresh staging directory, or (``resume``) the one an earlier run of the same source,
+    options and target left, whose plan then replaces ``plan``'s partitions (a Qdrant plan
+    samples its boundaries, so planning again could cut elsewhere); returns the parts done."""
     root = job.root
     marker = root / "plan.json"
-    stamp = {"fingerprint": plan.fingerprint(), "dst": job.dst, "strategy": job.strategy,
-             "partitions": len(plan.partitions)}
-    if resume and marker.exists() and orjson.loads(marker.read_bytes()) == stamp:
-        return len(_done(job))
+    stamp = {"source": plan.identity(), "dst": job.dst, "strategy": job.strategy}
     if resume and marker.exists():
-        raise UsageError("the partial output of an earlier run was planned differently (other "
-                         "source, options or partition size)", location=Location(str(root)),
-                         hint="run without --resume to start over, or with the same options")
+        saved = orjson.loads(marker.read_bytes())
+        if saved.get("stamp") != stamp:
+            raise UsageError("the partial output of an earlier run was made from another "
+                             "source, options or target", location=Location(str(root)),
+                             hint="run without --resume to start over, or with the same options")
+        plan.partitions = [Partition(p["index"], p["spec"], p["rows"], p["bytes"])
+                           for p in saved["partitions"]]
+        return len(_done(job))
     shutil.rmtree(root, ignore_errors=True)
     for sub in ("out", "done", "rejects", "ids"):
         (root / sub).mkdir(parents=True)
-    marker.write_bytes(orjson.dumps(stamp))
+    marker.write_bytes(orjson.dumps({"stamp": stamp, "partitions": [
+        {"index": p.index, "spec": p.spec, "rows": p.rows, "bytes": p.bytes}
+        for p in plan.partitions]}))
     return 0
 
 

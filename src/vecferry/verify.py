@@ -41,6 +41,7 @@ from vecferry.converters import open_reader, resolve
 from vecferry.converters.base import Context
 from vecferry.digest import (
     ALGORITHM,
+    EARLIER_ALGORITHMS,
     StreamDigest,
     _bytes_hash,
     _mix,
@@ -711,6 +712,10 @@ def _verify_archive(location: str, fmt: str | None, batch_size: int,
         shutil.rmtree(tmp, ignore_errors=True)
     if recorded is None:
         problems.append("the file records no digest (it was not written by vecferry >= 0.1); "
+                        "compare it with its source: vecferry verify SRC DST")
+    elif recorded.get("algorithm") in EARLIER_ALGORITHMS:
+        problems.append(f"the file records a digest of an earlier vecferry "
+                        f"({recorded.get('algorithm')}), which this version does not compute; "
                         "compare it with its source: vecferry verify SRC DST")
     elif recorded.get("algorithm") != ALGORITHM:
         problems.append(f"unknown digest algorithm {recorded.get('algorithm')!r}")

@@ -51,7 +51,7 @@ from vecferry.converters.base import (
 )
 from vecferry.digest import StreamDigest
 from vecferry.errors import InputError, Location, SchemaError, UnsupportedError, UsageError
-from vecferry.fileio import iter_payload_rows, loads_exact, open_read
+from vecferry.fileio import iter_payload_rows, loads_exact, payload_marks
 from vecferry.plan import pack, row_blocks, take_rows
 from vecferry.points import dumps_payload
 from vecferry.storage import RangedArray, as_path, is_remote, open_binary
@@ -168,19 +168,6 @@ def _id_kind_of_strings(values: np.ndarray) -> str:
     return merge_id_kinds("uuid" if is_uuid(str(v)) else "string" for v in values)
 
 
-def _count_lines(path: str) -> int:
-    if path.endswith((".parquet", ".pq")):
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(path).metadata.num_rows
-    n = 0
-    with open_read(path) as fh:
-        for raw in fh:
-            if raw.strip():
-                n += 1
-    return n
-
-
 class NpyReader:
     """Reads a numpy source (see the module docstring) in batches of rows."""
 
@@ -192,6 +179,7 @@ class NpyReader:
         path = input_path(location)
         self._ids_path = ids
         self._payloads_path = payloads
+        self._payload_marks: list[tuple[int, int]] | None = None
         self._per_vector: list[Path] | None = None
         self._shards: _Shards | None = None
         self._zip: zipfile.ZipFile | None = None
@@ -237,7 +225,7 @@ class NpyReader:
             self._rows = len(self._per_vector)
         if payloads is not None:
             input_path(payloads)
-            n = _count_lines(payloads)
+            n, self._payload_marks = payload_marks(payloads)
             if n != self._rows:
                 raise InputError(f"payloads file has {n} rows but the vectors have {self._rows}",
                                  location=Location(payloads),
@@ -439,7 +427,7 @@ class NpyReader:
 
         def gen() -> Iterator[list[str | None]]:
             block: list[str | None] = []
-            for _, text in iter_payload_rows(self._payloads_path, start):
+            for _, text in iter_payload_rows(self._payloads_path, start, self._payload_marks):
                 block.append(text)
                 if len(block) == batch_size:
                     yield block

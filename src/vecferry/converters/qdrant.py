@@ -35,6 +35,7 @@ The writer recreates the collection from it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -103,6 +104,12 @@ DEFAULT_PARALLEL_SERVER = 4
 HALVE_AFTER_TIMEOUTS = 2
 #: JSON bytes per float in a REST request (``-0.123456789012345678``), for the bytes budget.
 _JSON_FLOAT_BYTES = 20
+#: Sampled ids per id-range partition: enough for quantiles within a few percent of even.
+SAMPLES_PER_PARTITION = 8
+#: Ids per sample request, so a large plan's sample stays a modest response.
+_SAMPLE_REQUEST = 10_000
+#: Bytes of a point beyond its dense vectors (id, payload, framing), for partition sizes.
+_POINT_OVERHEAD = 200
 _MODES = ("append", "overwrite", "fail-if-exists")
 _SHOW_IDS = 20
 
@@ -121,6 +128,14 @@ def qdrant_id(original: Any) -> tuple[int | str, bool]:
     except ValueError:
         pass
     return str(uuid.uuid5(ID_NAMESPACE, text)), True
+
+
+def id_order(point_id: Any) -> tuple[int, int]:
+    """Where ``point_id`` comes in a scroll: unsigned integers in numeric order, then UUIDs by
+    their 128-bit value (the order of their lower-case hex form)."""
+    if isinstance(point_id, int):
+        return 0, point_id
+    return 1, uuid.UUID(str(point_id)).int
 
 
 def original_id(point_id: Any, payload: dict[str, Any] | None, id_field: str) -> tuple[Any, bool]:
@@ -390,6 +405,12 @@ class Backend:
         offset (an engine may convert records lazily, as they are iterated)."""
         return self.scroll(offset, limit, flt, True, True)
     def parse_filter(self, flt: dict[str, Any]) -> Any: raise NotImplementedError
+    def sample_ids(self, k: int, flt: Any) -> list[Any]:
+        """Ids of up to ``k`` points of ``flt``'s subset picked at random by the engine."""
+        raise NotImplementedError
+    def shard_keys(self) -> list[Any] | None:
+        """The shard keys of a collection with custom sharding; None for automatic sharding."""
+        return None
     def create_index(self, field: str, index: dict[str, Any]) -> bool: raise NotImplementedError
     def search(self, vector: list[float], using: str, k: int) -> list[tuple[Any, Any]]:
         """(id, payload) of the ``k`` nearest points to ``vector`` in vector ``using``."""
@@ -682,15 +703,34 @@ class ClientBackend(Backend):
     def parse_filter(self, flt: dict[str, Any]) -> Any:
         return self.models.Filter.model_validate(flt)
 
-    def count(self, flt: Any = None) -> int:
+    def count(self, flt: Any = None, shard_key: Any = None) -> int:
+        kw = {} if shard_key is None else {"shard_key_selector": shard_key}
         return int(self._call(lambda: self.client.count(self.name, count_filter=flt,
-                                                        exact=True)).count)
+                                                        exact=True, **kw)).count)
 
-    def scroll(self, offset: Any, limit: int, flt: Any, vectors: bool, payload: bool):
+    def scroll(self, offset: Any, limit: int, flt: Any, vectors: bool, payload: bool,
+               shard_key: Any = None):
+        """``Backend.scroll``, of one shard key's points when ``shard_key`` is given."""
+        # local mode knows no shard keys: the selector is only sent when there is one
+        kw = {} if shard_key is None else {"shard_key_selector": shard_key}
         records, nxt = self._call(lambda: self.client.scroll(
             self.name, scroll_filter=flt, limit=limit, offset=offset, with_payload=payload,
-            with_vectors=vectors))
+            with_vectors=vectors, **kw))
         return self._records(records), nxt
+
+    def sample_ids(self, k: int, flt: Any) -> list[Any]:
+        m = self.models
+        res = self._call(lambda: self.client.query_points(
+            self.name, query=m.SampleQuery(sample=m.Sample.RANDOM), query_filter=flt, limit=k,
+            with_payload=False, with_vectors=False))
+        return [p.id for p in res.points]
+
+    def shard_keys(self) -> list[Any] | None:
+        info = self._call(lambda: self.client.get_collection(self.name))
+        if info.config.params.sharding_method != self.models.ShardingMethod.CUSTOM:
+            return None
+        listed = self._call(lambda: self.client.list_shard_keys(self.name))
+        return [d.key for d in listed.shard_keys or []]
 
     def retrieve(self, ids: list[Any]) -> list[tuple[Any, dict[str, Any], Any]]:
         return self._records(self._call(lambda: self.client.retrieve(
@@ -1027,31 +1067,126 @@ class QdrantReader:
 
     def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
         """Record batches of at most ``batch_size`` points, from point number ``start``."""
-        b = self.backend
-        page = self.page_size or (DEFAULT_PAGE_SIZE if b.engine == "server"
-                                  else max(1, min(batch_size, 4096)))
         offset, done = self._skip(start) if start else (None, False)
         if done:
             return
+        yield from self._scroll_batches(batch_size, offset, row=start)
+
+    def partitions(self, target_bytes: int) -> list[dict[str, Any]] | None:
+        """Pieces of a server collection of about ``target_bytes`` each, from metadata only.
+
+        Custom sharding: one partition per shard key, ``{"shard_key": key}`` (exact counts).
+        Otherwise id ranges ``{"from": id or None, "to": id or None}`` (Qdrant ids, ``from``
+        included, ``to`` excluded, in scroll order: see ``id_order``; None is the start or the
+        end), cut at quantiles of ids the server samples at random from the filter's subset,
+        so two plans of one collection differ; their ``rows`` are estimates that add up to the
+        exact count. The size of a point is estimated from the manifest's vector sizes.
+
+        None (the whole collection is one partition) in local mode and Edge, whose folder one
+        process holds, for a collection of at most ``target_bytes``, and when the server cannot
+        sample (an older server or client).
+        """
+        b = self.backend
+        if b.engine != "server":
+            return None
+        point_bytes = _POINT_OVERHEAD + sum(4 * (v.size or 0) for v in self.manifest.vectors)
+        keys = self._shard_keys()
+        if keys:
+            out = []
+            for key in keys:
+                n = int(self._rpc(lambda key=key: b.count(self.filter, shard_key=key),
+                                  "counting points"))
+                out.append({"spec": {"shard_key": key}, "rows": n, "bytes": n * point_bytes})
+            return out
+        total = int(self.manifest.count or 0)
+        parts = min(total, -(-total * point_bytes // max(1, target_bytes)))
+        if parts < 2:
+            return None
+        try:
+            sample = self._sample(parts * SAMPLES_PER_PARTITION)
+        except Exception:
+            return None
+        if len(sample) < 2:
+            return None
+        parts = min(parts, len(sample))
+        # quantile i starts range i; a repeated index (a small sample) would be an empty range
+        cuts = sorted({i * len(sample) // parts for i in range(1, parts)})
+        edges = [0, *cuts, len(sample)]
+        out = []
+        for lo, hi in itertools.pairwise(edges):
+            rows = round(total * hi / len(sample)) - round(total * lo / len(sample))
+            out.append({"spec": {"from": sample[lo] if lo else None,
+                                 "to": sample[hi] if hi < len(sample) else None},
+                        "rows": rows, "bytes": rows * point_bytes})
+        return out
+
+    def _shard_keys(self) -> list[Any] | None:
+        """The shard keys under custom sharding; None when there are none to list, or the
+        server cannot list them (id ranges then cut the collection, as scroll spans all
+        shards)."""
+        try:
+            return self._rpc(self.backend.shard_keys, "listing shard keys")
+        except Exception:
+            return None
+
+    def _sample(self, k: int) -> list[Any]:
+        """About ``k`` distinct ids of the filter's subset, at random, in scroll order."""
+        got: dict[tuple[int, int], Any] = {}
+        for _ in range(-(-k // _SAMPLE_REQUEST)):
+            ids = self._rpc(lambda: self.backend.sample_ids(
+                min(_SAMPLE_REQUEST, k - len(got)), self.filter), "sampling ids")
+            got.update((id_order(i), i) for i in ids)
+            if len(got) >= k or not ids:
+                break
+        return [got[key] for key in sorted(got)]
+
+    def read_partition(self, spec: dict[str, Any], batch_size: int
+                       ) -> Iterator[pa.RecordBatch]:
+        """The points of one spec of ``partitions`` (all of a shard key's, or those from id
+        ``spec["from"]`` up to id ``spec["to"]``), through the filter and built exactly as
+        ``batches`` builds them. Rejects carry the point id but no row: a partition does not
+        know how many points come before it."""
+        if "shard_key" in spec:
+            return self._scroll_batches(batch_size, None, shard_key=spec["shard_key"])
+        return self._scroll_batches(batch_size, spec.get("from"), stop=spec.get("to"))
+
+    def _scroll_batches(self, batch_size: int, offset: Any, *, row: int | None = None,
+                        stop: Any = None, shard_key: Any = None) -> Iterator[pa.RecordBatch]:
+        """Batches of the points scrolled from ``offset`` (a Qdrant id; None: the start) up to
+        the first with an id at or after ``stop`` (None: the end), of shard ``shard_key`` when
+        given; ``row`` numbers the first point for rejects (None: unnumbered)."""
+        b = self.backend
+        page = self.page_size or (DEFAULT_PAGE_SIZE if b.engine == "server"
+                                  else max(1, min(batch_size, 4096)))
+        if shard_key is None:
+            def fetch(off: Any) -> tuple[Any, Any]:
+                return b.scroll_page(off, page, self.filter)
+        else:
+            # only a ClientBackend lists shard keys, so only its scroll is asked for one
+            def fetch(off: Any) -> tuple[Any, Any]:
+                return b.scroll(off, page, self.filter, True, True, shard_key=shard_key)
+        stop_at = None if stop is None else id_order(stop)
         builder: BatchBuilder | DenseColumns
         if DenseColumns.fits(self.manifest):
             builder = DenseColumns(self.manifest, self.context, source=b.label)
         else:
             builder = BatchBuilder(self.manifest, self.context, source=b.label)
-        row = start
         while True:
-            recs, nxt = self._rpc(
-                lambda off=offset: b.scroll_page(off, page, self.filter), "scrolling")
+            recs, nxt = self._rpc(lambda off=offset: fetch(off), "scrolling")
             id_field = self.id_field
             add = builder.add
             pending = len(builder)
             for pid, vectors, payload in recs:
+                if stop_at is not None and id_order(pid) >= stop_at:
+                    nxt = None
+                    break
                 if payload and id_field in payload:
                     pid, mapped = original_id(pid, payload, id_field)
                     if mapped:
                         payload = {k: v for k, v in payload.items() if k != id_field}
                 add({"id": pid, "vector": vectors, "payload": payload or None}, row=row)
-                row += 1
+                if row is not None:
+                    row += 1
                 pending += 1
                 if pending >= batch_size and len(builder) >= batch_size:
                     batch = builder.flush()
