@@ -297,6 +297,14 @@ def test_ray_engine_equals_local_pool(npy_src, tmp_path) -> None:
         single = str(tmp_path / "ray.npy")
         report = convert(npy_src["jsonl"], single, engine="ray", partition_size=SMALL)
         assert _digest(single) == _digest(npy_src["parquet"])
+        # a task's error reaches the caller as vecferry's own, naming the real line
+        lines = Path(npy_src["jsonl"]).read_bytes().splitlines(keepends=True)
+        lines[N - 3] = b"not json\n"
+        bad = tmp_path / "bad.jsonl"
+        bad.write_bytes(b"".join(lines))
+        with pytest.raises(RecordError, match=f"line {N - 2}"):
+            convert(str(bad), str(tmp_path / "bad") + "/", to_format="parquet", engine="ray",
+                    partition_size=SMALL)
     finally:
         ray.shutdown()
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from vecferry.errors import MissingDependencyError
+from vecferry.errors import MissingDependencyError, VecferryError
 from vecferry.plan import Partition
 from vecferry.scaleout import Job, partition_batches, write_part
 
@@ -113,4 +113,27 @@ def run_ray(job: Job, partitions: list[Partition], *, workers: int,
     context.enable_progress_bars = False  # vecferry's own bar counts the parts done
     dataset = ray.data.read_datasource(PlanDatasource(job, partitions),
                                        override_num_blocks=len(partitions))
-    dataset.write_datasink(PartsDatasink(job))
+    try:
+        dataset.write_datasink(PartsDatasink(job))
+    except Exception as exc:
+        # Ray wraps a task's exception (RayTaskError, UserCodeException): the run reports
+        # vecferry's own error, with its location and hint, as the local pool does
+        own = _vecferry_error(exc)
+        if own is None:
+            raise
+        raise own from exc
+
+
+def _vecferry_error(exc: BaseException) -> VecferryError | None:
+    """The ``VecferryError`` a chain of wrapped exceptions started from, if any."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, VecferryError):
+            return e
+        stack += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    return None
