@@ -227,31 +227,33 @@ def test_killed_worker_is_retried_without_gaps_or_duplicates(tmp_path) -> None:
     assert _digest(str(out) + "/") == expected
 
 
-def test_resume_skips_partitions_already_done(tmp_path) -> None:
+@pytest.mark.parametrize("target", ["out/", "out.jsonl"])
+def test_resume_skips_partitions_already_done(tmp_path, target) -> None:
     src = _big_jsonl(tmp_path)
     expected = _digest(str(src))
-    out = str(tmp_path / "out") + "/"
-    args = ("convert", str(src), out, "--to", "parquet", "--workers", "2",
-            "--partition-size", "256kB", "--json", "--quiet")
+    out = f"{tmp_path}/{target}"
+    args = ("convert", str(src), out, "--to", "parquet" if target == "out/" else "jsonl",
+            "--workers", "2", "--partition-size", "256kB", "--json", "--quiet")
     proc = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
-    done = tmp_path / ".out.vfparts" / "done"
+    stage = tmp_path / f".{target.rstrip('/')}.vfparts"
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
-        if done.is_dir() and len(list(done.iterdir())) >= 3:
+        if (stage / "done").is_dir() and len(list((stage / "done").iterdir())) >= 3:
             os.killpg(proc.pid, signal.SIGKILL)  # the whole run, workers included
             break
         time.sleep(0.01)
     proc.communicate(timeout=60)
     if proc.returncode == 0:
         pytest.skip("the run ended before it could be killed")
-    assert not (tmp_path / "out").exists()  # nothing that looks complete
+    assert not Path(out).exists()  # nothing that looks complete
     again = subprocess.run(_cli(*args, "--resume"), capture_output=True, timeout=300)
     assert again.returncode == 0, again.stderr.decode()
     report = json.loads(again.stdout)
     assert report["resumed_partitions"] >= 3
     assert report["written"] == 60000
     assert _digest(out) == expected
+    assert not stage.exists()
 
 
 def test_resume_refuses_a_different_plan(tmp_path, npy_src) -> None:

@@ -251,6 +251,8 @@ def _part_writer(job: Job, name: str, context: Context) -> Any:
             if k not in ("max_part_size", "part_compression")}
     if job.dst_fmt == "jsonl":
         opts["workers"] = 1
+        if job.strategy == "concat":
+            opts["durable"] = False  # copied into the output, which is synced once
     if job.strategy == "shared":
         # the driver created (or checked) the collection and owns bulk mode and indexes
         opts.update(mode="append", bulk=False)
@@ -410,6 +412,7 @@ def run_local(job: Job, partitions: list[Partition], workers: int) -> int:
 
 
 def _concat_rejects(job: Job, path: str, append: bool) -> int:
+    # part by part, each part's reader's rejects before its writer's; the driver's last
     files = sorted((job.root / "rejects").glob("*.jsonl"),
                    key=lambda f: (f.name.split(".")[0], f.name.endswith(".write.jsonl")))
     count = 0
@@ -433,62 +436,169 @@ def _ordered_parts(job: Job, done: dict[str, dict[str, Any]]) -> list[dict[str, 
     return [done[n] for n in sorted(done)]
 
 
-def _finish(job: Job, done: list[dict[str, Any]], overwrite: bool, shared: Any,
-            context: Context) -> dict[str, Any]:
-    # ``context`` takes the rejects of the assembling writer (after the parts' rejects)
-    """Make the output of the parts visible; returns the writer's part of the report."""
+class _InOrder:
+    """Hands finished parts to a consumer in partition order while later ones still run, so
+    the output is assembled (and reaches the disk) during the run, not after it.
+
+    ``consume`` runs in a thread of its own; its first error stops it and is raised by
+    ``finish``, which also hands over what is left (in name order: Ray may split a partition
+    into parts named by their first row).
+    """
+
+    def __init__(self, job: Job, partitions: list[Partition], consumer: Any, skip: int = 0):
+        self.job = job
+        self.names = [job.part_name(p.index) for p in sorted(partitions, key=lambda p: p.index)]
+        self.consumer = consumer
+        self.pos = skip
+        self.taken: set[str] = set(self.names[:skip])
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vecferry-assemble",
+                                        daemon=True)
+        self._thread.start()
+
+    def _take(self, part: dict[str, Any]) -> None:
+        self.consumer.consume(part)
+        self.taken.add(part["name"])
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(0.2):
+                done = _done(self.job)
+                while self.pos < len(self.names) and self.names[self.pos] in done:
+                    self._take(done[self.names[self.pos]])
+                    self.pos += 1
+        except BaseException as exc:  # raised by finish(), in the driver's thread
+            self.error = exc
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def finish(self) -> None:
+        self.stop()
+        if self.error is not None:
+            raise self.error
+        done = _done(self.job)
+        for name in sorted(done):
+            if name not in self.taken:
+                self._take(done[name])
+
+
+class _Concatenated:
+    """The JSONL file of a ``concat`` run, grown part by part in the staging directory.
+
+    Each part is copied in the kernel (``copy_file_range``) and deleted; ``concat.json``
+    records the parts appended and the size, so ``--resume`` cuts the file back to the last
+    whole part and carries on. Early writeback (``Writeback``) keeps the final fsync short.
+    """
+
+    def __init__(self, job: Job, resume: bool):
+        from vecferry.converters.base import Writeback
+
+        self.job = job
+        self.path = job.root / "concat.out"
+        self.state = job.root / "concat.json"
+        saved = orjson.loads(self.state.read_bytes()) if resume and self.state.exists() else {}
+        self.appended: list[str] = saved.get("parts", [])
+        self.size = int(saved.get("bytes", 0))
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.ftruncate(self.fd, self.size)
+        self.writeback = Writeback(self.fd)
+
+    def consume(self, part: dict[str, Any]) -> None:
+        if part["name"] in self.appended:
+            return
+        src = self.job.root / "out" / part["name"]
+        with open(src, "rb") as fh:
+            left = os.fstat(fh.fileno()).st_size
+            offset = 0
+            while left > 0:
+                try:
+                    n = os.copy_file_range(fh.fileno(), self.fd, left, offset, self.size)
+                except OSError:
+                    n = 0  # another file system, an old kernel: copy through user space
+                if n == 0:
+                    data = os.pread(fh.fileno(), min(left, 8 << 20), offset)
+                    n = os.pwrite(self.fd, data, self.size)
+                offset += n
+                self.size += n
+                left -= n
+                self.writeback.wrote(n)
+        self.appended.append(part["name"])
+        tmp = self.state.with_name(".concat.json.tmp")
+        tmp.write_bytes(orjson.dumps({"parts": self.appended, "bytes": self.size}))
+        os.replace(tmp, self.state)
+        src.unlink()  # its pages need never reach the disk
+
+    def commit(self, done: list[dict[str, Any]], overwrite: bool) -> dict[str, Any]:
+        from vecferry.converters.jsonl import manifest_path
+        from vecferry.converters.parts import PartLog
+
+        self.writeback.close()
+        os.fsync(self.fd)
+        os.close(self.fd)
+        log = PartLog()
+        for part in done:
+            log.add(part["name"], part["written"], part["total"] or 0, part["bytes"] or 0)
+        manifest = manifest_of(self.job.schema)
+        manifest.count = log.count
+        manifest.digest = log.digest()
+        target = AtomicPath(self.job.dst, overwrite=overwrite)
+        side = AtomicPath(manifest_path(self.job.dst), overwrite=True)
+        Path(side.temp).write_bytes(manifest.to_json())
+        os.replace(self.path, target.temp)
+        target.commit()
+        side.commit()
+        return {"bytes_written": self.size, "manifest": str(manifest_path(self.job.dst))}
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)  # the file stays in the staging directory for --resume
+
+
+class _Assembled:
+    """The single output of an ``assemble`` run (numpy, FAISS, one Parquet file, embedded
+    Qdrant), written by one writer from the staged Arrow IPC parts, in order."""
+
+    def __init__(self, job: Job, overwrite: bool, context: Context):
+        cls = get_format(job.dst_fmt).load("writer")
+        self.job = job
+        self.writer = cls(job.dst, job.schema, context=context, overwrite=overwrite,
+                          **job.writer_options)
+
+    def consume(self, part: dict[str, Any]) -> None:
+        with pa.memory_map(str(self.job.root / "out" / part["name"])) as source:
+            reader = pa.ipc.open_file(source)
+            for i in range(reader.num_record_batches):
+                self.writer.write_batch(reader.get_batch(i))
+
+    def commit(self, done: list[dict[str, Any]], overwrite: bool) -> dict[str, Any]:
+        return self.writer.close() or {}
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
+def _commit_parts(job: Job, done: list[dict[str, Any]], overwrite: bool) -> dict[str, Any]:
+    """A ``parts`` run's output: the part files and ``manifest.json``, renamed into place."""
     from vecferry.converters.parts import DIR_MANIFEST, PartLog
 
     out = job.root / "out"
-    manifest = manifest_of(job.schema)
-    if job.strategy == "shared":
-        return shared.close() or {}
-    if job.strategy == "assemble":
-        cls = get_format(job.dst_fmt).load("writer")
-        writer = cls(job.dst, job.schema, context=context, overwrite=overwrite,
-                     **job.writer_options)
-        try:
-            for part in done:
-                with pa.memory_map(str(out / part["name"])) as source:
-                    reader = pa.ipc.open_file(source)
-                    for i in range(reader.num_record_batches):
-                        writer.write_batch(reader.get_batch(i))
-            return writer.close() or {}
-        except BaseException:
-            writer.abort()
-            raise
     log = PartLog()
     for part in done:
         log.add(part["name"], part["written"], part["total"] or 0, part["bytes"] or 0)
-    if job.strategy == "parts":
-        for f in out.iterdir():
-            if f.name.startswith(".") or f.name.endswith(".manifest.json"):
-                f.unlink()  # debris of killed attempts, per-part sidecars
-        (out / DIR_MANIFEST).write_bytes(log.manifest_json(manifest))
-        fsync_path(out / DIR_MANIFEST)
-        target = AtomicPath(job.dst.rstrip("/"), overwrite=overwrite, directory=True)
-        target.temp.rmdir()
-        os.replace(out, target.temp)
-        target.commit()
-        return {"bytes_written": log.bytes, "parts": len(log.parts),
-                "manifest": str(target.target / DIR_MANIFEST)}
-    # concat: one JSONL file from the parts, in order, and its manifest sidecar
-    from vecferry.converters.jsonl import manifest_path
-
-    target = AtomicPath(job.dst, overwrite=overwrite)
-    side = AtomicPath(manifest_path(job.dst), overwrite=True)
-    with open(target.temp, "wb") as fh:
-        for part in done:
-            with open(out / part["name"], "rb") as src:
-                shutil.copyfileobj(src, fh, 8 << 20)
-        fh.flush()
-        os.fsync(fh.fileno())
-    manifest.count = log.count
-    manifest.digest = log.digest()
-    Path(side.temp).write_bytes(manifest.to_json())
+    for f in out.iterdir():
+        if f.name.startswith(".") or f.name.endswith(".manifest.json"):
+            f.unlink()  # debris of killed attempts, per-part sidecars
+    (out / DIR_MANIFEST).write_bytes(log.manifest_json(manifest_of(job.schema)))
+    fsync_path(out / DIR_MANIFEST)
+    target = AtomicPath(job.dst.rstrip("/"), overwrite=overwrite, directory=True)
+    target.temp.rmdir()
+    os.replace(out, target.temp)
     target.commit()
-    side.commit()
-    return {"bytes_written": os.path.getsize(job.dst), "manifest": str(manifest_path(job.dst))}
+    return {"bytes_written": log.bytes, "parts": len(log.parts),
+            "manifest": str(target.target / DIR_MANIFEST)}
 
 
 def convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str = "local",
@@ -505,44 +615,58 @@ def convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str = "lo
         AtomicPath(job.dst.rstrip("/"), overwrite=False, directory=True).abort()
     from vecferry.pipeline import RejectsFile
 
-    # The driver's own rejects (the assembling or preparing writer's) follow the parts' in
-    # the rejects file: it is opened for appending once the parts' rejects are in.
-    late = RejectsFile(rejects_path, append=True)
+    resumed = _prepare_staging(job, plan, resume)
+    # The driver's own rejects (the assembling or preparing writer's) go with the parts',
+    # after them
+    late = RejectsFile(root / "rejects" / "~driver.write.jsonl", append=True)
     context = Context(job.on_error, late)
-    shared = None
+    target: Any = None
     if job.strategy == "shared":
         cls = get_format(job.dst_fmt).load("writer")
         # creates or checks the collection (mode, config diff, bulk) before any partition
-        shared = cls(job.dst, job.schema, context=context, overwrite=overwrite,
+        target = cls(job.dst, job.schema, context=context, overwrite=overwrite,
                      resuming=resume, **job.writer_options)
-    resumed = _prepare_staging(job, plan, resume)
+    elif job.strategy == "concat":
+        target = _Concatenated(job, resume)
+    elif job.strategy == "assemble":
+        target = _Assembled(job, overwrite, context)
     done_before = _done(job)
     todo = [p for p in plan.partitions if job.part_name(p.index) not in done_before]
     if progress is not None:
         progress.total = plan.rows
         progress.update(sum(r["rows"] for r in done_before.values()))
     watch = _ProgressWatch(job, progress, set(done_before))
+    follow = (_InOrder(job, plan.partitions, target)
+              if job.strategy in ("concat", "assemble") else None)
     retried = 0
     try:
-        if engine == "ray":
-            from vecferry.ray_engine import run_ray
+        try:
+            if engine == "ray":
+                from vecferry.ray_engine import run_ray
 
-            run_ray(job, todo, workers=workers, address=ray_address)
-        elif todo:
-            retried = run_local(job, todo, workers)
+                run_ray(job, todo, workers=workers, address=ray_address)
+            elif todo:
+                retried = run_local(job, todo, workers)
+        finally:
+            watch.close()
+            if follow is not None:
+                follow.stop()
+        if follow is not None:
+            follow.finish()
+        done = _ordered_parts(job, _done(job))
+        if job.strategy == "parts":
+            writer_report = _commit_parts(job, done, overwrite)
+        elif job.strategy == "shared":
+            writer_report = target.close() or {}
+        else:
+            writer_report = target.commit(done, overwrite)
     except BaseException:
-        watch.close()
-        if shared is not None:
-            shared.abort()
-        raise
-    watch.close()
-    done = _ordered_parts(job, _done(job))
-    rejected = _concat_rejects(job, rejects_path, append=resume and resumed > 0)
-    late.append = rejected > 0 or (resume and resumed > 0)
-    try:
-        writer_report = _finish(job, done, overwrite, shared, context)
-    finally:
+        if target is not None:
+            target.abort()
         late.close()
+        raise
+    late.close()
+    rejected = _concat_rejects(job, rejects_path, append=resume and resumed > 0)
     duplicates = None
     if job.check_duplicates:
         from vecferry.ledger import count_sealed
@@ -552,10 +676,10 @@ def convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str = "lo
     shutil.rmtree(root, ignore_errors=True)
     written = sum(p["written"] for p in done) - context.rejected
     report: dict[str, Any] = {
-        "read": written + rejected + context.rejected,
-        "rejects_file": rejects_path if rejected + context.rejected else None,
+        "read": written + rejected,
+        "rejects_file": rejects_path if rejected else None,
         "written": written,
-        "rejected": rejected + context.rejected,
+        "rejected": rejected,
         "partitions": len(plan.partitions),
         "workers": workers,
         "engine": engine,

@@ -177,12 +177,13 @@ class Writeback:
 
     The commit's fsync must wait for every dirty page; syncing each ``every`` bytes as the
     writing goes on lets the disk work while the CPU renders, so little is left at the end.
-    Does nothing for outputs without a file descriptor (remote uploads, compressed wrappers).
+    Does nothing for outputs without a file descriptor (remote uploads, compressed wrappers);
+    ``fh`` may be a file object or a descriptor.
     """
 
     def __init__(self, fh: Any, every: int = 256 << 20):
         try:
-            self.fd: int | None = fh.fileno()
+            self.fd: int | None = fh if isinstance(fh, int) else fh.fileno()
         except (AttributeError, OSError, ValueError):
             self.fd = None
         self.every = every

@@ -505,11 +505,14 @@ class JsonlWriter:
     def __init__(self, location: str, schema: pa.Schema, *, context: Context,
                  overwrite: bool = False, workers: int | None = None,
                  max_part_size: int | str | None = None, part_compression: str | None = None,
-                 **options: Any):
+                 durable: bool = True, **options: Any):
         from vecferry.storage import as_path
 
         reject_unknown_options("jsonl", options)
         self.location = location
+        # ``durable=False``: a partitioned run's staging part, copied into the output before
+        # it counts, needs no fsync (the output gets one)
+        self.durable = durable
         self.context = context
         self.manifest = manifest_of(schema)
         self._manifest_json = self.manifest.to_json()
@@ -543,7 +546,7 @@ class JsonlWriter:
             self.out = AtomicPath(location, overwrite=overwrite)
             self.side = AtomicPath(manifest_path(location), overwrite=True)
             self._fh = open_write(self.out.temp, location)
-            self._writeback = Writeback(self._fh)
+            self._writeback = Writeback(self._fh if durable else None)
 
     def _open_part(self) -> None:
         self._part_name = PART_NAME.format(len(self.log.parts)) + self._suffix
@@ -638,7 +641,8 @@ class JsonlWriter:
         assert self.side is not None
         self._writeback.close()  # before the descriptor closes
         self._fh.close()
-        fsync_path(self.out.temp)
+        if self.durable:
+            fsync_path(self.out.temp)
         self.side.temp.write_bytes(self.manifest.to_json())
         self.out.commit()
         self.side.commit()
