@@ -320,5 +320,11 @@ def test_engine_usage_errors(npy_src, tmp_path) -> None:
     with pytest.raises(UsageError, match="unknown engine 'spark'"):
         convert(npy_src["jsonl"], str(tmp_path / "b") + "/", to_format="parquet",
                 engine="spark")
+    with pytest.raises(UsageError, match="--partition-size must be a positive size"):
+        convert(npy_src["jsonl"], str(tmp_path / "c") + "/", to_format="parquet",
+                partition_size=0, workers=2)
+    with pytest.raises(UsageError, match="--partition-size: not a size: 'lots'"):
+        convert(npy_src["jsonl"], str(tmp_path / "c") + "/", to_format="parquet",
+                partition_size="lots", workers=2)
     with pytest.raises(UsageError, match="object store location cannot hold"):
         convert(npy_src["jsonl"], "s3://bucket/out/", to_format="parquet", engine="ray")

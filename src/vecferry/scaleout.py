@@ -1,17 +1,18 @@
 """Partitioned conversions: a ``plan.Plan`` run on a local process pool or on Ray Data.
 
 Every partition is read and written by one task into the staging directory next to the
-output (``.<name>.vfparts/``), and the driver assembles the result once all are done:
+output (``.<name>.vfparts/``); the driver makes the output from the parts, by strategy:
 
 * ``parts``: a Parquet / JSONL directory target; each partition is a part file
   (``part-00007.parquet``), and ``manifest.json`` lists them with the combined digest;
-* ``concat``: a plain or gzip JSONL file; the part files are joined in order (gzip members
-  concatenate into one valid stream);
+* ``concat``: a plain or gzip JSONL file; the parts are appended in order as they finish
+  (gzip members concatenate into one valid stream);
 * ``shared``: a Qdrant server; partitions upsert into the collection the driver prepared
   (ids are deterministic, so a retried partition writes the same points again), and the
   driver finishes it (payload indexes, bulk setting);
 * ``assemble``: any other target (numpy, FAISS, one Parquet file, embedded Qdrant); partitions
-  are staged as Arrow IPC files and streamed into one writer by the driver.
+  are staged as Arrow IPC files and streamed into one writer by the driver, in order, as they
+  finish.
 
 A part is written under a temporary name and renamed when complete; ``done/<part>.json``
 then records its count and digest. A task killed midway leaves no part, so running it again
@@ -46,6 +47,9 @@ from vecferry.stream import manifest_of, rebatch
 #: attempts of a partition whose worker process died before giving up the run
 MAX_ATTEMPTS = 3
 ENGINES = ("local", "ray")
+#: partitions per worker a run aims at when the source is small (for an even finish)
+BALANCE = 4
+MIN_PARTITION_BYTES = 8 << 20
 
 
 def default_workers() -> int:
@@ -56,7 +60,7 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def strategy_for(dst: str, dst_fmt: str, writer_options: dict[str, Any]) -> str | None:
+def strategy_for(dst: str, dst_fmt: str) -> str | None:
     """How a partitioned run writes ``dst`` (see the module docstring); None: it cannot."""
     from vecferry import storage
 
@@ -138,7 +142,7 @@ def choose(reader: Any, *, src: str, src_fmt: str, reader_options: dict[str, Any
     n = workers or default_workers()
     if n <= 1 and not ray:
         return None
-    strategy = strategy_for(dst, dst_fmt, writer_options)
+    strategy = strategy_for(dst, dst_fmt)
     if strategy is None:
         if ray:
             raise UsageError("--engine ray writes parts next to the output, which an object "
@@ -147,9 +151,16 @@ def choose(reader: Any, *, src: str, src_fmt: str, reader_options: dict[str, Any
         return None
     if strategy == "assemble" and workers is None and not ray:
         return None
-    target = (parse_part_size(partition_size) or parse_part_size(
-        writer_options.get("max_part_size")) or PARTITION_BYTES)
-    plan = make_plan(reader, src, src_fmt, reader_options, target)
+    target = (parse_part_size(partition_size, "--partition-size")
+              or parse_part_size(writer_options.get("max_part_size")))
+    plan = make_plan(reader, src, src_fmt, reader_options, target or PARTITION_BYTES)
+    sizes = [p.bytes for p in plan.partitions]
+    if target is None and None not in sizes and len(sizes) < BALANCE * n:
+        # A source of a few partitions would leave workers idle while the last ones run:
+        # smaller partitions (not below MIN_PARTITION_BYTES) keep every worker busy.
+        smaller = max(MIN_PARTITION_BYTES, sum(sizes) // (BALANCE * n))  # type: ignore[arg-type]
+        if smaller < PARTITION_BYTES:
+            plan = make_plan(reader, src, src_fmt, reader_options, smaller)
     if len(plan.partitions) < 2 and not ray:
         return None
     job = Job(src=src, src_fmt=src_fmt, reader_options=dict(reader_options), dst=dst,

@@ -23,9 +23,9 @@ from vecferry.stream import Manifest
 DIR_MANIFEST = "manifest.json"
 
 
-def parse_part_size(value: Any) -> int | None:
-    """``max_part_size`` as bytes: an int, or a size text (``512MB``, ``1GiB``, ``20kB``,
-    ``1000000``; binary multiples). None when not given."""
+def parse_part_size(value: Any, flag: str = "--max-part-size") -> int | None:
+    """``max_part_size`` (or the option ``flag`` names) as bytes: an int, or a size text
+    (``512MB``, ``1GiB``, ``20kB``, ``1000000``; binary multiples). None when not given."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -34,12 +34,12 @@ def parse_part_size(value: Any) -> int | None:
         try:
             size = parse_bytes(value)
         except UsageError as exc:
-            raise UsageError(f"--max-part-size: {exc.message}",
+            raise UsageError(f"{flag}: {exc.message}",
                              hint="e.g. 512MB, 1GiB, 20kB or a number of bytes") from exc
     else:
         size = int(value)
     if size <= 0:
-        raise UsageError("--max-part-size must be a positive size",
+        raise UsageError(f"{flag} must be a positive size",
                          hint="e.g. 512MB, 1GiB, 20kB or a number of bytes")
     return size
 
