@@ -113,6 +113,10 @@ def run_ray(job: Job, partitions: list[Partition], *, workers: int,
     context.enable_progress_bars = False  # vecferry's own bar counts the parts done
     dataset = ray.data.read_datasource(PlanDatasource(job, partitions),
                                        override_num_blocks=len(partitions))
+    # Ray Data logs each execution at INFO on stderr; vecferry's report says what happened
+    data_logger = logging.getLogger("ray.data")
+    level = data_logger.level
+    data_logger.setLevel(logging.ERROR)
     try:
         dataset.write_datasink(PartsDatasink(job))
     except Exception as exc:
@@ -122,6 +126,8 @@ def run_ray(job: Job, partitions: list[Partition], *, workers: int,
         if own is None:
             raise
         raise own from exc
+    finally:
+        data_logger.setLevel(level)
 
 
 def _vecferry_error(exc: BaseException) -> VecferryError | None:
