@@ -328,3 +328,29 @@ def test_engine_usage_errors(npy_src, tmp_path) -> None:
                 partition_size="lots", workers=2)
     with pytest.raises(UsageError, match="object store location cannot hold"):
         convert(npy_src["jsonl"], "s3://bucket/out/", to_format="parquet", engine="ray")
+
+
+def test_payload_rows_entered_at_marks_keep_rows_and_line_numbers(tmp_path) -> None:
+    from vecferry.fileio import MARK_ROWS, iter_payload_rows, payload_marks
+
+    n = MARK_ROWS * 2 + 100
+    lines = []
+    for i in range(n):
+        if i % 1000 == 0:
+            lines.append("")  # blank lines are not rows, but they are lines
+        lines.append(json.dumps({"row": i}))
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    rows, marks = payload_marks(str(path))
+    assert rows == n and marks is not None and len(marks) == 3
+    for start in (0, 5, MARK_ROWS - 1, MARK_ROWS, MARK_ROWS + 7, 2 * MARK_ROWS + 99):
+        got = list(iter_payload_rows(str(path), start, marks))
+        assert [r for r, _ in got] == list(range(start, n))
+        assert [json.loads(t)["row"] for _, t in got] == list(range(start, n))
+    bad_row = 2 * MARK_ROWS + 10
+    lines[lines.index(json.dumps({"row": bad_row}))] = "{oops"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecordError) as info:
+        list(iter_payload_rows(str(path), 2 * MARK_ROWS + 1, marks))
+    # one blank line before every thousandth row: the line number counts them
+    assert f"line {bad_row + 1 + bad_row // 1000 + 1}" in str(info.value)
