@@ -184,6 +184,12 @@ def test_existing_output_is_refused_before_any_work(npy_src, tmp_path) -> None:
         convert(npy_src["jsonl"], str(tmp_path / "o") + "/", to_format="parquet", workers=2,
                 partition_size=SMALL)
     assert not list((tmp_path).glob(".o.vfparts"))
+    from vecferry.errors import UsageError
+
+    with pytest.raises(UsageError, match="output directory does not exist"):
+        convert(npy_src["jsonl"], str(tmp_path / "no" / "o") + "/", to_format="parquet",
+                workers=2, partition_size=SMALL, overwrite=True)
+    assert not (tmp_path / "no").exists()
 
 
 def _cli(*args: str) -> list[str]:

@@ -456,12 +456,12 @@ class _InOrder:
     into parts named by their first row).
     """
 
-    def __init__(self, job: Job, partitions: list[Partition], consumer: Any, skip: int = 0):
+    def __init__(self, job: Job, partitions: list[Partition], consumer: Any):
         self.job = job
         self.names = [job.part_name(p.index) for p in sorted(partitions, key=lambda p: p.index)]
         self.consumer = consumer
-        self.pos = skip
-        self.taken: set[str] = set(self.names[:skip])
+        self.pos = 0
+        self.taken: set[str] = set()
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vecferry-assemble",
@@ -621,9 +621,10 @@ def convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str = "lo
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}", hint=f"one of {', '.join(ENGINES)}")
     root = job.root
-    if job.strategy != "shared" and not overwrite:
-        # refuse before any work, as a single-process run does
-        AtomicPath(job.dst.rstrip("/"), overwrite=False, directory=True).abort()
+    if job.strategy != "shared":
+        # refuse an existing output or a missing directory before any work, as a
+        # single-process run does
+        AtomicPath(job.dst.rstrip("/"), overwrite=overwrite, directory=True).abort()
     from vecferry.pipeline import RejectsFile
 
     resumed = _prepare_staging(job, plan, resume)
