@@ -360,3 +360,34 @@ def test_payload_rows_entered_at_marks_keep_rows_and_line_numbers(tmp_path) -> N
         list(iter_payload_rows(str(path), 2 * MARK_ROWS + 1, marks))
     # one blank line before every thousandth row: the line number counts them
     assert f"line {bad_row + 1 + bad_row // 1000 + 1}" in str(info.value)
+
+
+def test_a_partition_that_keeps_killing_its_worker_fails_the_run(npy_src, tmp_path) -> None:
+    from scaleout_faults import die
+    from vecferry.errors import TargetError
+    from vecferry.scaleout import MAX_ATTEMPTS, choose, run_local
+
+    reader = open_reader(npy_src["npy"], format="npy", **npy_src["opts"])
+    try:
+        plan, job, _ = choose(reader, src=npy_src["npy"], src_fmt="npy",
+                              reader_options=npy_src["opts"], dst=f"{tmp_path}/o/",
+                              dst_fmt="parquet", writer_options={}, workers=2, engine="local",
+                              partition_size=SMALL, limit=None, batch_size=1000,
+                              on_error="fail", check_duplicates=False)
+    finally:
+        reader.close()
+    with pytest.raises(TargetError) as info:
+        run_local(job, plan.partitions[:1], 2, task=die)
+    assert (f"partition 0 ({plan.partitions[0].spec}) was lost with its worker process "
+            f"{MAX_ATTEMPTS} times") in str(info.value)
+    assert "run again with --resume" in str(info.value)
+
+
+def test_ray_engine_without_ray_names_the_extra(monkeypatch) -> None:
+    from vecferry.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.delitem(sys.modules, "vecferry.ray_engine", raising=False)
+    with pytest.raises(MissingDependencyError, match="--engine ray needs Ray Data") as info:
+        importlib.import_module("vecferry.ray_engine")
+    assert info.value.hint == "pip install 'vecferry[ray]'"

@@ -28,7 +28,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -385,9 +385,11 @@ class _ProgressWatch:
             self.progress.refresh()
 
 
-def run_local(job: Job, partitions: list[Partition], workers: int) -> int:
-    """Run ``partitions`` on ``workers`` processes; a partition whose process died is run
-    again (up to ``MAX_ATTEMPTS``). Returns how many partition runs were retried."""
+def run_local(job: Job, partitions: list[Partition], workers: int,
+              task: Callable[[Job, Partition], Any] = run_partition) -> int:
+    """Run ``task`` (a module-level function, sent by name) for ``partitions`` on ``workers``
+    processes; a partition whose process died is run again, up to ``MAX_ATTEMPTS`` times in
+    all (then ``TargetError``). Returns how many partition runs were retried."""
     import multiprocessing
 
     attempts = dict.fromkeys((p.index for p in partitions), 0)
@@ -399,7 +401,7 @@ def run_local(job: Job, partitions: list[Partition], workers: int) -> int:
         pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx)
         lost: list[Partition] = []
         try:
-            futures = {pool.submit(run_partition, job, p): p for p in todo}
+            futures = {pool.submit(task, job, p): p for p in todo}
             for fut in as_completed(futures):
                 try:
                     fut.result()
