@@ -325,11 +325,26 @@ def staging_dir(dst: str) -> Path:
     return base.with_name("." + base.name)
 
 
+class DoneRecords:
+    """The ``done/<part>.json`` records of a run, as ``{part name: record}``. Each ``poll``
+    reads only the records that appeared since the last one: the watchers poll a few times a
+    second, and a run of thousands of partitions must not re-read them all each time."""
+
+    def __init__(self, job: Job):
+        self.directory = job.root / "done"
+        self.records: dict[str, dict[str, Any]] = {}
+
+    def poll(self) -> dict[str, dict[str, Any]]:
+        for entry in os.scandir(self.directory):
+            name = entry.name.removesuffix(".json")
+            if entry.name.endswith(".json") and not entry.name.startswith(".") \
+                    and name not in self.records:
+                self.records[name] = orjson.loads(Path(entry.path).read_bytes())
+        return self.records
+
+
 def _done(job: Job) -> dict[str, dict[str, Any]]:
-    out = {}
-    for f in (job.root / "done").glob("*.json"):
-        out[f.name.removesuffix(".json")] = orjson.loads(f.read_bytes())
-    return out
+    return DoneRecords(job).poll()
 
 
 def _prepare_staging(job: Job, plan: Plan, resume: bool) -> int:
@@ -361,7 +376,7 @@ class _ProgressWatch:
     """Moves the caller's bar as parts are recorded done (by any process, any engine)."""
 
     def __init__(self, job: Job, progress: Any, seen: set[str]):
-        self.job, self.progress, self.seen = job, progress, set(seen)
+        self.done, self.progress, self.seen = DoneRecords(job), progress, set(seen)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vecferry-progress", daemon=True)
         if progress is not None:
@@ -372,7 +387,7 @@ class _ProgressWatch:
             self.poll()
 
     def poll(self) -> None:
-        for name, result in _done(self.job).items():
+        for name, result in self.done.poll().items():
             if name not in self.seen:
                 self.seen.add(name)
                 self.progress.update(result["rows"])
@@ -459,7 +474,7 @@ class _InOrder:
     """
 
     def __init__(self, job: Job, partitions: list[Partition], consumer: Any):
-        self.job = job
+        self.done = DoneRecords(job)
         self.names = [job.part_name(p.index) for p in sorted(partitions, key=lambda p: p.index)]
         self.consumer = consumer
         self.pos = 0
@@ -477,7 +492,7 @@ class _InOrder:
     def _run(self) -> None:
         try:
             while not self._stop.wait(0.2):
-                done = _done(self.job)
+                done = self.done.poll()
                 while self.pos < len(self.names) and self.names[self.pos] in done:
                     self._take(done[self.names[self.pos]])
                     self.pos += 1
@@ -492,7 +507,7 @@ class _InOrder:
         self.stop()
         if self.error is not None:
             raise self.error
-        done = _done(self.job)
+        done = self.done.poll()
         for name in sorted(done):
             if name not in self.taken:
                 self._take(done[name])
