@@ -216,7 +216,7 @@ def test_killed_worker_is_retried_without_gaps_or_duplicates(tmp_path) -> None:
     killed = None
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline and killed is None:
-        if done.is_dir() and len(list(done.iterdir())) >= 2:
+        if done.is_dir() and len(list(done.glob("part-*.json"))) >= 2:
             # the pool's workers are forked by the forkserver, a child of the run
             workers = [w for p in psutil.Process(proc.pid).children()
                        if "forkserver" in " ".join(p.cmdline()) for w in p.children()]
@@ -245,7 +245,8 @@ def test_resume_skips_partitions_already_done(tmp_path, target) -> None:
     stage = tmp_path / f".{target.rstrip('/')}.vfparts"
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
-        if (stage / "done").is_dir() and len(list((stage / "done").iterdir())) >= 3:
+        # done records only (not the hidden file one is written under)
+        if (stage / "done").is_dir() and len(list((stage / "done").glob("part-*.json"))) >= 3:
             os.killpg(proc.pid, signal.SIGKILL)  # the whole run, workers included
             break
         time.sleep(0.01)
@@ -290,6 +291,28 @@ def test_partitions_load_a_qdrant_server_in_parallel(npy_src, tmp_path) -> None:
     assert _digest(back) == _digest(npy_src["parquet"])
 
 
+def _foreign_float64_shards(d: Path) -> str:
+    """Four Parquet files another tool wrote: float64 vectors, which narrowing changes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d.mkdir()
+    for k in range(4):
+        ids = list(range(k * 500, (k + 1) * 500))
+        emb = [[0.1 * i, 1 / 3, 2.0] for i in ids]
+        pq.write_table(pa.table({"doc": ids, "emb": emb}), d / f"{k}.parquet")
+    return str(d) + "/"
+
+
+def test_worker_warnings_reach_the_report(tmp_path) -> None:
+    src = _foreign_float64_shards(tmp_path / "shards")
+    opts = {"id_column": "doc", "vector_column": "emb"}
+    report = convert(src, f"{tmp_path}/o/", from_format="parquet", to_format="parquet",
+                     reader_options=opts, workers=2, partition_size=4 << 10)
+    assert report["partitions"] == 4
+    assert any("changed when narrowed to float32" in w for w in report["warnings"])
+
+
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray extra not installed")
 def test_ray_engine_equals_local_pool(npy_src, tmp_path) -> None:
     import ray
@@ -313,6 +336,12 @@ def test_ray_engine_equals_local_pool(npy_src, tmp_path) -> None:
         with pytest.raises(RecordError, match=f"line {N - 2}"):
             convert(str(bad), str(tmp_path / "bad") + "/", to_format="parquet", engine="ray",
                     partition_size=SMALL)
+        # what a read task warns of (here: float64 values narrowing changed) is reported
+        src = _foreign_float64_shards(tmp_path / "shards")
+        report = convert(src, f"{tmp_path}/f64/", from_format="parquet", to_format="parquet",
+                         reader_options={"id_column": "doc", "vector_column": "emb"},
+                         engine="ray", partition_size=4 << 10)
+        assert any("changed when narrowed to float32" in w for w in report["warnings"])
     finally:
         ray.shutdown()
 

@@ -215,9 +215,14 @@ def _rejects(job: Job, name: str, side: str) -> Any:
 
 def partition_batches(job: Job, partition: Partition, name: str,
                       warnings: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-    """The batches of one partition, its reader's rejects in ``rejects/<name>.read.jsonl``."""
+    """The batches of one partition, its reader's rejects in ``rejects/<name>.read.jsonl``.
+
+    The reader's warnings go to ``warnings`` (shared with the part's writer), or, when the
+    reading runs apart from the writing (Ray), to ``warnings/<name>.json`` for the driver.
+    """
     sink = _rejects(job, name, "read")
-    reader = _reader(job, Context(job.on_error, sink, warnings))
+    own = warnings if warnings is not None else []
+    reader = _reader(job, Context(job.on_error, sink, own))
     try:
         yield from rebatch(read_partition(reader, partition, job.batch_size), job.batch_size)
     except BaseException:
@@ -225,6 +230,8 @@ def partition_batches(job: Job, partition: Partition, name: str,
         raise
     finally:
         sink.close()
+    if warnings is None and own:
+        (job.root / "warnings" / f"{name}.json").write_bytes(orjson.dumps(own))
 
 
 class _IpcPart:
@@ -364,7 +371,7 @@ def _prepare_staging(job: Job, plan: Plan, resume: bool) -> int:
                            for p in saved["partitions"]]
         return len(_done(job))
     shutil.rmtree(root, ignore_errors=True)
-    for sub in ("out", "done", "rejects", "ids"):
+    for sub in ("out", "done", "rejects", "ids", "warnings"):
         (root / sub).mkdir(parents=True)
     marker.write_bytes(orjson.dumps({"stamp": stamp, "partitions": [
         {"index": p.index, "spec": p.spec, "rows": p.rows, "bytes": p.bytes}
@@ -702,6 +709,8 @@ def convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str = "lo
 
         duplicates = count_sealed([root / "ids" / p["name"] for p in done],
                                   manifest_of(job.schema).id_kind)
+    read_warnings = [w for f in sorted((root / "warnings").glob("*.json"))
+                     for w in orjson.loads(f.read_bytes())]
     shutil.rmtree(root, ignore_errors=True)
     written = sum(p["written"] for p in done) - context.rejected
     report: dict[str, Any] = {
@@ -720,7 +729,7 @@ def convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str = "lo
     if duplicates is not None:
         report["duplicate_ids"] = duplicates
     report["warnings"] = list(dict.fromkeys(
-        [w for p in done for w in p.get("warnings", [])] + context.warnings))
+        [w for p in done for w in p.get("warnings", [])] + read_warnings + context.warnings))
     report.update(writer_report)
     return report
 
