@@ -174,6 +174,16 @@ def test_small_sources_and_limits_stay_single_process(npy_src, tmp_path) -> None
     # a target the driver assembles is partitioned only when workers are asked for
     report = convert(npy_src["jsonl"], str(tmp_path / "c.npy"), partition_size=SMALL)
     assert "partitions" not in report
+    # a resume state file belongs to the single-process path
+    pytest.importorskip("qdrant_client")
+    from qdrant_standin import QdrantStandIn
+
+    with QdrantStandIn() as server:
+        report = convert(npy_src["jsonl"], server.location("docs"), workers=2,
+                         partition_size=SMALL, state=str(tmp_path / "s.json"),
+                         writer_options={"distance": "Euclid"})
+    assert "partitions" not in report and report["written"] == N
+    assert (tmp_path / "s.json").exists()
 
 
 def test_existing_output_is_refused_before_any_work(npy_src, tmp_path) -> None:
@@ -361,6 +371,9 @@ def test_engine_usage_errors(npy_src, tmp_path) -> None:
     with pytest.raises(UsageError, match="--partition-size: not a size: 'lots'"):
         convert(npy_src["jsonl"], str(tmp_path / "c") + "/", to_format="parquet",
                 partition_size="lots", workers=2)
+    with pytest.raises(UsageError, match="--state names the resume state of a single-process"):
+        convert(npy_src["jsonl"], str(tmp_path / "d") + "/", to_format="parquet",
+                engine="ray", state=str(tmp_path / "s.json"))
     with pytest.raises(UsageError, match="object store location cannot hold"):
         convert(npy_src["jsonl"], "s3://bucket/out/", to_format="parquet", engine="ray")
 

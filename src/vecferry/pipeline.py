@@ -252,7 +252,8 @@ def convert(
             reader, src=src, src_fmt=src_spec.name, reader_options=reader_options or {},
             dst=dst, dst_fmt=dst_spec.name, writer_options=writer_options or {},
             workers=workers, engine=engine, partition_size=partition_size, limit=limit,
-            batch_size=batch_size, on_error=on_error, check_duplicates=check_duplicates)
+            batch_size=batch_size, on_error=on_error, check_duplicates=check_duplicates,
+            state=state)
         if chosen is not None:
             plan, job, n = chosen
             opened, reader = reader, None

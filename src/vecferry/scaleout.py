@@ -120,13 +120,15 @@ def part_extension(strategy: str, dst: str, dst_fmt: str, writer_options: dict[s
 def choose(reader: Any, *, src: str, src_fmt: str, reader_options: dict[str, Any], dst: str,
            dst_fmt: str, writer_options: dict[str, Any], workers: int | None, engine: str,
            partition_size: int | str | None, limit: int | None, batch_size: int,
-           on_error: str, check_duplicates: bool) -> tuple[Plan, Job, int] | None:
+           on_error: str, check_duplicates: bool, state: str | None = None
+           ) -> tuple[Plan, Job, int] | None:
     """The plan, job and process count of a partitioned run, or None for a single-process run.
 
     A run is partitioned when more than one process is asked for (``workers``, default all
     cores), the source cuts into more than one partition and the target takes parts; a target
     assembled by the driver (numpy, FAISS, one Parquet file, embedded Qdrant) only when
-    ``workers`` is given. ``engine="ray"`` always runs the plan on Ray.
+    ``workers`` is given. ``engine="ray"`` always runs the plan on Ray. A run given a resume
+    ``state`` file (``--state``, which a partitioned run does not keep) runs in one process.
     """
     from vecferry.converters.parts import parse_part_size
     from vecferry.plan import PARTITION_BYTES, make_plan
@@ -138,6 +140,12 @@ def choose(reader: Any, *, src: str, src_fmt: str, reader_options: dict[str, Any
         if ray:
             raise UsageError("--limit takes the first points in order, which a partitioned "
                              "run has not", hint="drop --limit or --engine ray")
+        return None
+    if state is not None:
+        if ray:
+            raise UsageError("--state names the resume state of a single-process run; a "
+                             "partitioned run keeps its own next to the output",
+                             hint="drop --state (--resume still works) or --engine ray")
         return None
     n = workers or default_workers()
     if n <= 1 and not ray:
