@@ -475,10 +475,6 @@ def _concat_rejects(job: Job, path: str, append: bool) -> int:
     return count
 
 
-def _ordered_parts(job: Job, done: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    return [done[n] for n in sorted(done)]
-
-
 class _InOrder:
     """Hands finished parts to a consumer in partition order while later ones still run, so
     the output is assembled (and reaches the disk) during the run, not after it.
@@ -697,7 +693,8 @@ def convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str = "lo
                 follow.stop()
         if follow is not None:
             follow.finish()
-        done = _ordered_parts(job, _done(job))
+        records = _done(job)
+        done = [records[name] for name in sorted(records)]  # part names sort in output order
         if job.strategy == "parts":
             writer_report = _commit_parts(job, done, overwrite)
         elif job.strategy == "shared":
