@@ -25,7 +25,7 @@ import orjson
 import pyarrow as pa
 import xxhash
 
-from vecferry.fileio import has_long_number
+from vecferry.fileio import gc_paused, has_long_number
 from vecferry.stream import ID_COLUMN, PAYLOAD_COLUMN, Manifest, VectorSpec, decode_ids
 
 ALGORITHM = "vecferry-sum64-v2"
@@ -134,7 +134,11 @@ def id_hashes(column: pa.Array, id_kind: str) -> np.ndarray:
 
 
 def payload_hashes(column: pa.Array) -> np.ndarray:
-    texts = column.to_pylist()
+    with gc_paused():
+        return _payload_hashes(column.to_pylist())
+
+
+def _payload_hashes(texts: list[str | None]) -> np.ndarray:
     present = [t for t in texts if t is not None]
     values = _parse_all(present) if present else []
     if values is None:  # a long integer, NaN, ...: each text on its own, exactly

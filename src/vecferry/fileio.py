@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import gzip
 import io
 import itertools
@@ -96,6 +98,25 @@ def open_write(path: str | Path, compress_as: str) -> IO[bytes]:
         raw = open(path, "wb")  # noqa: SIM115 - owned by the returned stream
         return _zstd().ZstdCompressor(level=3, threads=-1).stream_writer(raw, closefd=True)
     return open(path, "wb", buffering=1 << 20)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Hold off Python's cyclic garbage collector while a batch of JSON is parsed or built.
+
+    Parsing a batch creates tens of thousands of dicts and lists that stay alive, which is
+    what triggers the collector again and again, each time walking every live object: measured
+    at 40% of the main thread's time on a 100k-point conversion. JSON values cannot form
+    cycles, so nothing is left for it to find; it runs again as usual once the block ends.
+    Left off when it was already off, so nesting (or another thread) keeps the caller's choice.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def loads_exact(line: bytes, scan_from: int = 0) -> Any:

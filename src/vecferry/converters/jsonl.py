@@ -46,7 +46,7 @@ from vecferry.converters.parts import (
 )
 from vecferry.digest import StreamDigest, point_hashes, point_parts
 from vecferry.errors import InputError, Location, RecordError, SchemaError, UsageError
-from vecferry.fileio import iter_lines, loads_exact, open_read, open_write
+from vecferry.fileio import gc_paused, iter_lines, loads_exact, open_read, open_write
 from vecferry.mapping import KeyMapping, suggest_records
 from vecferry.parallel import WorkerGate
 from vecferry.points import (
@@ -68,6 +68,9 @@ from vecferry.stream import (
 )
 
 PEEK_POINTS = 1000
+#: text a parse chunk holds at most: with a few chunks in flight to the parsing workers, this
+#: (not the line count) bounds the reader's memory when lines are long (768-dim lines are ~9 kB)
+CHUNK_BYTES = 16 << 20
 
 
 def manifest_path(path: str | Path) -> Path:
@@ -202,24 +205,26 @@ class JsonlReader:
     def _chunks(self, size: int
                 ) -> Iterator[tuple[int, str, list[tuple[int, bytes, bool]]]]:
         """(number of the chunk's first record, its file, its lines); numbers count non-blank
-        lines across all parts. A chunk holds lines of one file only."""
+        lines across all parts. A chunk holds lines of one file only, at most ``size`` lines
+        and about ``CHUNK_BYTES`` of text."""
         # The peeked lines go through the same cut: a first chunk larger than ``size`` would
         # break the reader's "at most batch_size rows" contract.
         peeked, self._peeked = self._peeked, []
         chunk: list[tuple[int, bytes, bool]] = []
-        first = 0
+        first = text = 0
         current = self.location
         for source, *item in itertools.chain(peeked, self._lines):
             if chunk and source != current:
                 yield first, current, chunk
                 first += len(chunk)
-                chunk = []
+                chunk, text = [], 0
             current = source
             chunk.append(tuple(item))  # type: ignore[arg-type]
-            if len(chunk) >= size:
+            text += len(item[1])
+            if len(chunk) >= size or text >= CHUNK_BYTES:
                 yield first, current, chunk
                 first += len(chunk)
-                chunk = []
+                chunk, text = [], 0
         if chunk:
             yield first, current, chunk
 
@@ -392,6 +397,13 @@ def parse_chunk(chunk: list[tuple[int, bytes, bool]], manifest_json: bytes, sour
     errors: list[RecordError] = []
     builder = BatchBuilder(_manifest(manifest_json), Context("skip", errors.append), source)
     mapping = _key_mapping(mapping_json) if mapping_json is not None else None
+    with gc_paused():
+        _parse_lines(chunk, builder, errors, source, mapping, first)
+    return builder.flush(), errors
+
+
+def _parse_lines(chunk: list[tuple[int, bytes, bool]], builder: BatchBuilder,
+                 errors: list[RecordError], source: str, mapping: Any, first: int) -> None:
     for offset, (number, line, newline) in enumerate(chunk):
         try:
             # Only the payload can hold integers orjson would round; -1 (none) skips the scan.
@@ -417,7 +429,6 @@ def parse_chunk(chunk: list[tuple[int, bytes, bool]], manifest_json: bytes, sour
                 continue
             value = {k: v for k, v in value.items() if k != REJECT_KEY}
         builder.add(value, line=number)
-    return builder.flush(), errors
 
 
 def _skip(batch: pa.RecordBatch | None, skip: int) -> tuple[pa.RecordBatch | None, int]:
