@@ -142,6 +142,47 @@ def test_read_equals_written_plus_rejected_with_many_bad_lines(samples, tmp_path
     assert report["written"] == len(read_points(str(tmp_path / "out.jsonl"))[1])
 
 
+def test_a_clean_run_removes_the_rejects_of_an_earlier_run(samples, tmp_path):
+    bad = tmp_path / "points.jsonl"
+    shutil.copy(samples / "bad" / "wrong_dim.jsonl", bad)
+    out = tmp_path / "out.parquet"
+    rejects = tmp_path / "out.parquet.rejects.jsonl"  # the default name
+    report = vecferry.convert(str(bad), str(out), on_error="skip")
+    assert report["rejects_file"] == str(rejects) and len(_rejects(rejects)) == 1
+    # the user fixes the input; the next run rejects nothing and leaves no stale rejects file
+    lines = [json.loads(x) for x in bad.read_text().splitlines()]
+    for point in lines:
+        point["vector"] = (point["vector"] + [0.5] * 8)[:8]
+    bad.write_text("".join(json.dumps(p) + "\n" for p in lines))
+    report = vecferry.convert(str(bad), str(out), on_error="skip", overwrite=True)
+    assert (report["rejected"], report["rejects_file"]) == (0, None)
+    assert not rejects.exists()
+
+
+def test_a_failed_run_keeps_the_rejects_of_the_output_it_left(samples, tmp_path):
+    src = str(samples / "bad" / "wrong_dim.jsonl")
+    out = tmp_path / "out.parquet"
+    vecferry.convert(src, str(out), on_error="skip")
+    rejects = tmp_path / "out.parquet.rejects.jsonl"
+    before = rejects.read_text()
+    with pytest.raises(RecordError):
+        vecferry.convert(src, str(out), overwrite=True)  # fails at the bad line
+    assert rejects.read_text() == before and out.exists()
+
+
+@pytest.mark.parametrize("role", ["input", "output"])
+def test_rejects_file_cannot_be_the_input_or_output(samples, tmp_path, role):
+    src = tmp_path / "points.jsonl"
+    shutil.copy(samples / "bad" / "wrong_dim.jsonl", src)
+    out = tmp_path / "out.jsonl"
+    named = src if role == "input" else out
+    with pytest.raises(UsageError) as info:
+        vecferry.convert(str(src), str(out), on_error="skip", rejects=str(named))
+    assert str(info.value) == (f"--rejects names the {role} ({named}) "
+                               "(give the rejects file a name of its own)")
+    assert src.read_bytes() == (samples / "bad" / "wrong_dim.jsonl").read_bytes()
+
+
 def test_duplicate_ids_are_kept_and_reported(samples, tmp_path):
     report = vecferry.convert(str(samples / "bad" / "duplicate_ids.jsonl"),
                               str(tmp_path / "out.parquet"))

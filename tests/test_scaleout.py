@@ -378,6 +378,26 @@ def test_engine_usage_errors(npy_src, tmp_path) -> None:
         convert(npy_src["jsonl"], "s3://bucket/out/", to_format="parquet", engine="ray")
 
 
+def test_resume_of_a_single_process_file_run_starts_over_and_says_so(npy_src, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from vecferry.cli import main
+
+    out = tmp_path / "one.parquet"
+    stale = tmp_path / "one.parquet.rejects.jsonl"
+    stale.write_text('{"id": 1, "_vecferry_reject": {"reason": "of an older run"}}\n')
+    result = CliRunner().invoke(main, ["convert", npy_src["jsonl"], str(out), "--workers", "1",
+                                       "--resume", "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["written"] == N and "resumed_from" not in report
+    assert report["warnings"] == ["nothing to resume: parquet output written by one process "
+                                  "appears whole or not at all, so this run started from the "
+                                  "beginning"]
+    assert _digest(str(out)) == _digest(npy_src["jsonl"])
+    assert not stale.exists()  # not this run's rejects, and it had none
+
+
 def test_payload_rows_entered_at_marks_keep_rows_and_line_numbers(tmp_path) -> None:
     from vecferry.fileio import MARK_ROWS, iter_payload_rows, payload_marks
 

@@ -8,6 +8,7 @@ duplicate ids with bounded memory, and returns a report (the same dict the CLI p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -79,10 +80,36 @@ class RejectsFile:
         self._fh.write(line + b"\n")
         self.count += 1
 
+    def start_over(self) -> None:
+        """Replace, not extend, an earlier run's rejects (a ``--resume`` that starts over)."""
+        if self._fh is None:
+            self.append = False
+
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def _check_rejects_path(path: str, src: str, dst: str) -> None:
+    """Refuse a rejects file that is the input or the output: it would be written over (or,
+    after a clean run, removed)."""
+    from vecferry.storage import is_remote
+
+    mine = os.path.realpath(path)
+    for role, other in (("input", src), ("output", dst)):
+        if not is_remote(other) and os.path.realpath(other) == mine:
+            raise UsageError(f"--rejects names the {role} ({other})",
+                             hint="give the rejects file a name of its own")
+
+
+def drop_stale_rejects(path: str | os.PathLike[str], rejected: int, appended: bool) -> None:
+    """After a successful run that rejected nothing, remove the rejects file an earlier run
+    left at ``path``: beside a fresh output it would read as this run's rejects. Kept when the
+    run added to it (a resumed run whose earlier part rejected records)."""
+    if rejected == 0 and not appended:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            Path(path).unlink()
 
 
 def _plain(value: Any) -> Any:
@@ -234,6 +261,7 @@ def convert(
     src_spec = resolve(src, from_format, role="reader")
     dst_spec = resolve(dst, to_format, role="writer")
     rejects_path = rejects or default_rejects_path(dst)
+    _check_rejects_path(rejects_path, src, dst)
     sink = RejectsFile(rejects_path, append=resume)
     context = Context(on_error=on_error, sink=sink)
     writer_context = context.sibling()
@@ -269,12 +297,16 @@ def convert(
                                    if w not in report["warnings"]]
             report.update(part_report)
             duplicate_warning(report)
+            drop_stale_rejects(rejects_path, report["rejected"],
+                               appended=bool(report.get("resumed_partitions")))
             return report
         resumable = bool(getattr(writer_cls, "resumable", False))
         if resume and not resumable:
-            raise UsageError(f"--resume needs a target that acknowledges batches; "
-                             f"{dst_spec.name} output is written whole or not at all",
-                             hint="run without --resume")
+            # An interrupted run of a whole-or-nothing output left nothing to continue from,
+            # so scripts that always pass --resume get a run from the beginning, not an error.
+            context.warn(f"nothing to resume: {dst_spec.name} output written by one process "
+                         "appears whole or not at all, so this run started from the beginning")
+            sink.start_over()
         if resumable and (resume or state):
             resume_state = ResumeState(state or default_state_path(dst), src, dst)
             saved = resume_state.load() if resume else None
@@ -282,6 +314,8 @@ def convert(
                 position = int(saved["position"])
                 written_before = int(saved["written"])
                 rejected_before = int(saved["rejected"])
+            else:
+                sink.start_over()  # no earlier run of this job: older rejects are not its own
         wopts = dict(writer_options or {})
         if resumable:
             wopts["resuming"] = position > 0
@@ -349,6 +383,7 @@ def convert(
         report["duplicate_ids"] = duplicates
         duplicate_warning(report)
     report.update(writer_report)
+    drop_stale_rejects(rejects_path, report["rejected"], appended=position > 0)
     return report
 
 
