@@ -104,10 +104,10 @@ def open_write(path: str | Path, compress_as: str) -> IO[bytes]:
 def gc_paused() -> Iterator[None]:
     """Hold off Python's cyclic garbage collector while a batch of JSON is parsed or built.
 
-    Parsing a batch creates tens of thousands of dicts and lists that stay alive, which is
-    what triggers the collector again and again, each time walking every live object: measured
-    at 40% of the main thread's time on a 100k-point conversion. JSON values cannot form
-    cycles, so nothing is left for it to find; it runs again as usual once the block ends.
+    Parsing a batch creates thousands of dicts and lists that stay alive, which sets the
+    collector off while it runs (JSONL -> Parquet, 100k points: 0.56 s of the main process in
+    collections, 0.24 s with this). JSON values cannot form cycles, so nothing is left for it
+    to find; it runs again as usual once the block ends.
     Left off when it was already off, so nesting (or another thread) keeps the caller's choice.
     """
     was_enabled = gc.isenabled()
