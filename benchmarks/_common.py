@@ -1,7 +1,7 @@
 """Shared benchmark plumbing: every measured step runs in its own process.
 
-A fresh process per step makes peak RSS (``ru_maxrss`` from ``wait4``) belong to that step alone,
-and keeps one step's page cache and allocator state from flattering the next.
+A fresh process per step makes the sampled peak memory belong to that step alone, and keeps one
+step's allocator state and imports from flattering the next.
 """
 
 from __future__ import annotations
@@ -21,16 +21,42 @@ PY = sys.executable
 
 
 def run_step(name: str, argv: list[str], *, points: int, nbytes: int,
-             env: dict[str, str] | None = None) -> dict[str, Any]:
+             env: dict[str, str] | None = None, repeat: int = 1) -> dict[str, Any]:
     """Run ``argv`` as a child process; return wall seconds, points/s, MB/s and peak RSS (MB).
 
     Memory is sampled every 20 ms: ``peak_rss_mb`` is the main process's resident set,
-    ``peak_child_rss_mb`` the largest of any one child's;
-    ``peak_pss_mb`` is the proportional set size summed over the process and all its children
-    (worker processes), which counts each shared page once instead of once per process as a
-    sum of RSS would. ``ru_maxrss`` from ``wait4`` cannot be used: on Linux a child inherits the
-    parent's high-water mark at fork, so it would report the benchmark driver's memory.
+    ``peak_anon_mb`` the anonymous part of it (the process's own allocations, without pages of
+    memory-mapped files, which the kernel can drop at will), ``peak_child_rss_mb`` the largest
+    resident set of any one child; ``peak_pss_mb`` is the proportional set size summed over the
+    process and all its children (worker processes), which counts each shared page once
+    instead of once per process as a sum of RSS would. ``ru_maxrss`` from ``wait4`` cannot be
+    used: on Linux a child inherits the parent's high-water mark at fork, so it would report
+    the benchmark driver's memory.
+
+    With ``repeat`` > 1 the step runs that many times: seconds are the median run's (this VM's
+    page cache and neighbours move a single run by +-20%), memory the peak over all runs.
     """
+    runs = [_run_once(name, argv, points=points, nbytes=nbytes, env=env)
+            for _ in range(repeat)]
+    runs.sort(key=lambda r: r["seconds"])
+    row = dict(runs[len(runs) // 2])
+    for key in ("peak_rss_mb", "peak_anon_mb", "peak_pss_mb", "peak_child_rss_mb"):
+        row[key] = max(r[key] for r in runs)
+    if repeat > 1:
+        row["runs_seconds"] = [r["seconds"] for r in runs]
+    return row
+
+
+def _anon_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _run_once(name: str, argv: list[str], *, points: int, nbytes: int,
+              env: dict[str, str] | None) -> dict[str, Any]:
     import psutil
 
     # Files, not pipes: a chatty child would block on a full pipe while we only poll.
@@ -39,15 +65,16 @@ def run_step(name: str, argv: list[str], *, points: int, nbytes: int,
         proc = subprocess.Popen(argv, stdout=out_f, stderr=err_f,
                                 env={**os.environ, **(env or {})})
         ps = psutil.Process(proc.pid)
-        peak = peak_pss = peak_child = 0
+        peak = peak_anon = peak_pss = peak_child = 0
         while proc.poll() is None:
             try:
                 peak = max(peak, ps.memory_info().rss)
+                peak_anon = max(peak_anon, _anon_bytes(proc.pid))
                 children = ps.children(recursive=True)
                 procs = [ps, *children]
                 peak_pss = max(peak_pss, sum(p.memory_full_info().pss for p in procs))
                 peak_child = max([peak_child, *(c.memory_info().rss for c in children)])
-            except psutil.Error:
+            except (psutil.Error, OSError):
                 pass  # a process ended between poll() and the sample
             time.sleep(0.02)
         seconds = time.perf_counter() - started
@@ -62,6 +89,7 @@ def run_step(name: str, argv: list[str], *, points: int, nbytes: int,
         "points_per_s": round(points / seconds),
         "mb_per_s": round(nbytes / seconds / 1e6, 1),
         "peak_rss_mb": round(peak / 2**20, 1),
+        "peak_anon_mb": round(peak_anon / 2**20, 1),
         "peak_pss_mb": round(peak_pss / 2**20, 1),
         # the largest resident set of any one child (a worker of a partitioned run)
         "peak_child_rss_mb": round(peak_child / 2**20, 1),
@@ -98,10 +126,13 @@ def report(name: str, rows: list[dict[str, Any]], goals: list[dict[str, Any]]) -
     """Print a table of steps and goals, write ``bench_out/<name>.json``; True if goals met."""
     OUT.mkdir(parents=True, exist_ok=True)
     print(f"\n== {name}")
-    print(f"{'step':52} {'s':>7} {'points/s':>9} {'MB/s':>7} {'RSS MB':>7} {'PSS MB':>7}")
+    print(f"{'step':52} {'s':>7} {'points/s':>9} {'MB/s':>7} {'RSS MB':>7} {'anon MB':>7} "
+          f"{'PSS MB':>7}  runs (s)")
     for r in rows:
+        runs = " ".join(f"{x:.2f}" for x in r.get("runs_seconds", []))
         print(f"{r['step']:52} {r['seconds']:7.2f} {r['points_per_s']:9d} "
-              f"{r['mb_per_s']:7.1f} {r['peak_rss_mb']:7.1f} {r.get('peak_pss_mb', 0):7.1f}")
+              f"{r['mb_per_s']:7.1f} {r['peak_rss_mb']:7.1f} {r.get('peak_anon_mb', 0):7.1f} "
+              f"{r.get('peak_pss_mb', 0):7.1f}  {runs}")
     ok = True
     for g in goals:
         mark = "PASS" if g["met"] else "MISS"

@@ -6,6 +6,8 @@ baselines are the per-row loops found in migration scripts: ``json.dumps(vec.tol
 point to write JSONL, ``json.loads`` per line collected into one table to write Parquet, and
 ``read_table().to_pylist()`` to export Parquet. A second size (``VECFERRY_BENCH_BIG_N``, default
 1,000,000; 0 to skip) repeats the vecferry steps to show that peak RSS does not grow with N.
+At N, each vecferry step and the raw write run ``VECFERRY_BENCH_REPEAT`` times (default 3) and
+the median run counts; the scripts run once.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ DIM = 768
 N = int(os.environ.get("VECFERRY_BENCH_N", 100_000))
 BIG_N = int(os.environ.get("VECFERRY_BENCH_BIG_N", 1_000_000))
 RSS_GOAL_MB = 400
+#: runs of each vecferry step and of the raw write at N (median taken); the per-row scripts,
+#: 40-60 s each, run once
+REPEAT = int(os.environ.get("VECFERRY_BENCH_REPEAT", 3))
 
 
 def make_data(d: Path, n: int) -> None:
@@ -90,7 +95,7 @@ with open({out!r}, "w") as f:
 """
 
 
-def vecferry_steps(d: Path, n: int, tag: str) -> dict[str, dict]:
+def vecferry_steps(d: Path, n: int, tag: str, repeat: int = 1) -> dict[str, dict]:
     vec, ids, pay = str(d / "vectors.npy"), str(d / "ids.npy"), str(d / "payloads.jsonl")
     raw_bytes = n * DIM * 4
     steps = {}
@@ -98,19 +103,19 @@ def vecferry_steps(d: Path, n: int, tag: str) -> dict[str, dict]:
     steps["npy->parquet"] = run_step(f"vecferry numpy -> Parquet {tag}",
                                      vecferry("convert", vec, pq_out, "--ids", ids,
                                               "--payloads", pay, "--no-duplicate-check"),
-                                     points=n, nbytes=raw_bytes)
+                                     points=n, nbytes=raw_bytes, repeat=repeat)
     steps["npy->jsonl"] = run_step(f"vecferry numpy -> JSONL {tag}",
                                    vecferry("convert", vec, jl_out, "--ids", ids,
                                             "--payloads", pay, "--no-duplicate-check"),
-                                   points=n, nbytes=raw_bytes)
+                                   points=n, nbytes=raw_bytes, repeat=repeat)
     steps["jsonl->parquet"] = run_step(f"vecferry JSONL -> Parquet {tag}",
                                        vecferry("convert", jl_out, str(d / "vf2.parquet"),
                                                 "--no-duplicate-check"),
-                                       points=n, nbytes=raw_bytes)
+                                       points=n, nbytes=raw_bytes, repeat=repeat)
     steps["parquet->jsonl"] = run_step(f"vecferry Parquet -> JSONL {tag}",
                                        vecferry("convert", pq_out, str(d / "vf2.jsonl"),
                                                 "--no-duplicate-check"),
-                                       points=n, nbytes=raw_bytes)
+                                       points=n, nbytes=raw_bytes, repeat=repeat)
     return steps
 
 
@@ -119,11 +124,11 @@ def main() -> int:
     make_data(d, N)
     vec, ids, pay = str(d / "vectors.npy"), str(d / "ids.npy"), str(d / "payloads.jsonl")
     raw_bytes = N * DIM * 4
-    ours = vecferry_steps(d, N, f"({N:,})")
+    ours = vecferry_steps(d, N, f"({N:,})", repeat=REPEAT)
     parquet_size = os.path.getsize(d / "vf.parquet")
     raw = run_step("raw write + fsync of the Parquet's bytes",
                    python_script(raw_fsync_script(d / "raw.bin", parquet_size)),
-                   points=N, nbytes=parquet_size)
+                   points=N, nbytes=parquet_size, repeat=REPEAT)
     naive_jsonl = run_step("script: numpy -> JSONL (json.dumps per row)",
                            python_script(NAIVE_NPY_TO_JSONL.format(
                                vec=vec, ids=ids, pay=pay, out=str(d / "naive.jsonl"))),

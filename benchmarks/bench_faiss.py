@@ -10,7 +10,9 @@ write Parquet with ``pyarrow.table(...)`` + ``write_table`` or JSONL with ``json
 Goals (issue 3): FAISS -> Parquet at least 50x that script, and within 3x of writing the same
 number of bytes raw with fsync. FAISS -> JSONL is measured against its script and reported.
 Before each step the driver flushes dirty pages (``os.sync``) and the index is read once, so every
-step starts from the same warm page cache and pays for no earlier step's writeback.
+step starts from the same warm page cache and pays for no earlier step's writeback. The
+vecferry -> Parquet steps and the raw write run ``VECFERRY_BENCH_REPEAT`` times (default 3) and
+the median run counts.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ DIM = 768
 N = int(os.environ.get("VECFERRY_BENCH_N", 100_000))
 SPEEDUP_GOAL = 50
 RAW_GOAL = 3
+#: runs of each vecferry -> Parquet step and of the raw write (median taken); scripts run once
+REPEAT = int(os.environ.get("VECFERRY_BENCH_REPEAT", 3))
 
 # Builds the three indexes in a child process, block by block (the bench driver stays small).
 MAKE_INDEXES = """
@@ -91,11 +95,11 @@ with open({out!r}, "w") as f:
 """
 
 
-def step(name: str, argv: list[str], nbytes: int) -> dict:
+def step(name: str, argv: list[str], nbytes: int, repeat: int = 1) -> dict:
     """``run_step`` after flushing the previous step's dirty pages, so no step pays for another's
     writeback (the baselines leave 1.5 GB of JSONL behind)."""
     os.sync()
-    return run_step(name, argv, points=N, nbytes=nbytes)
+    return run_step(name, argv, points=N, nbytes=nbytes, repeat=repeat)
 
 
 def warm(path: Path) -> None:
@@ -122,13 +126,13 @@ def main() -> int:
         warm(src)
         ours_pq = step(f"vecferry FAISS {name} -> Parquet",
                        vecferry("convert", str(src), str(pq_out), "--no-duplicate-check"),
-                       raw_bytes)
+                       raw_bytes, repeat=REPEAT)
         ours_jl = step(f"vecferry FAISS {name} -> JSONL",
                        vecferry("convert", str(src), str(jl_out), "--no-duplicate-check"),
                        raw_bytes)
         size = os.path.getsize(pq_out)
         raw = step(f"raw write + fsync of {name}.parquet's bytes",
-                   python_script(raw_fsync_script(d / "raw.bin", size)), size)
+                   python_script(raw_fsync_script(d / "raw.bin", size)), size, repeat=REPEAT)
         naive_pq = step(f"script: {name} reconstruct(i) -> Parquet",
                         python_script(NAIVE_TO_PARQUET.format(
                             src=str(src), out=str(d / f"naive_{name}.parquet"))), raw_bytes)
