@@ -183,6 +183,56 @@ def test_rejects_file_cannot_be_the_input_or_output(samples, tmp_path, role):
     assert src.read_bytes() == (samples / "bad" / "wrong_dim.jsonl").read_bytes()
 
 
+BOM = b"\xef\xbb\xbf"  # the byte order mark Windows tools put at the start of text files
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_jsonl_starting_with_a_byte_order_mark_reads(tmp_path, workers):
+    lines = [json.dumps({"id": i, "vector": [i / 8, 0.5], "payload": {"n": i}}) for i in range(400)]
+    src = tmp_path / "bom.jsonl"
+    src.write_bytes(BOM + "\r\n".join(lines).encode() + b"\r\n")
+    out = tmp_path / "out" if workers > 1 else tmp_path / "out.parquet"
+    report = vecferry.convert(str(src), str(out) + ("/" if workers > 1 else ""),
+                              to_format="parquet", workers=workers, partition_size=4096)
+    if workers > 1:
+        assert report["partitions"] > 1
+    _, points = read_points(str(out))
+    assert [(p["id"], p["payload"]) for p in points] == [(i, {"n": i}) for i in range(400)]
+
+
+def test_payload_sidecars_with_a_byte_order_mark_read(samples, tmp_path):
+    d = tmp_path / "pv"
+    shutil.copytree(samples / "per_vector", d)
+    side = sorted(d.glob("*.json"))[0]
+    side.write_bytes(BOM + side.read_bytes())
+    rows = tmp_path / "payloads.jsonl"
+    rows.write_bytes(BOM + (samples / "payloads.jsonl").read_bytes())
+    ids = str(samples / "ids.npy")
+    for src, orig, opts, orig_opts in (
+            (d, samples / "per_vector", {}, {}),
+            (samples / "vectors.npy", samples / "vectors.npy", {"ids": ids, "payloads": str(rows)},
+             {"ids": ids, "payloads": str(samples / "payloads.jsonl")})):
+        out, expected = tmp_path / f"{src.name}.jsonl", tmp_path / f"{src.name}.orig.jsonl"
+        vecferry.convert(str(src), str(out), reader_options=opts)
+        vecferry.convert(str(orig), str(expected), reader_options=orig_opts)
+        got, want = ([(p["id"], p["payload"]) for p in read_points(str(f))[1]]
+                     for f in (out, expected))
+        assert got == want and any(payload for _, payload in got)
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_or_infinity_in_a_line_is_named(tmp_path, constant):
+    src = tmp_path / "p.jsonl"
+    src.write_text('{"id": 1, "vector": [0.1, 0.2]}\n'
+                   f'{{"id": 2, "vector": [0.1, 0.2], "payload": {{"score": {constant}}}}}\n')
+    with pytest.raises(RecordError) as info:
+        vecferry.convert(str(src), str(tmp_path / "out.parquet"))
+    assert str(info.value) == (
+        f"{src}, line 2: line holds {constant}, which JSON cannot express (write null or a "
+        "number instead; Python's json.dumps writes NaN and Infinity unless given "
+        "allow_nan=False)")
+
+
 def test_duplicate_ids_are_kept_and_reported(samples, tmp_path):
     report = vecferry.convert(str(samples / "bad" / "duplicate_ids.jsonl"),
                               str(tmp_path / "out.parquet"))

@@ -242,19 +242,22 @@ def _payload(i: int) -> dict:
     return {"title": f"doc {i}", "n": int(i), "big": 2**60 + int(i) % 7, "tags": ["a", str(i % 3)]}
 
 
-@pytest.mark.parametrize("fmt", ["json", "json_array", "jsonl", "parquet", "parquet_json"])
+@pytest.mark.parametrize("fmt", ["json", "json_array", "jsonl", "parquet", "parquet_json",
+                                 "json_bom", "jsonl_bom"])
 def test_payloads_are_joined_by_id(tmp_path, fmt):
     _, path = build(tmp_path / "i.faiss", "IVF3,Flat")
     chosen = [int(i) for i in IDS[::2]]
     target = tmp_path / ("p.parquet" if fmt.startswith("parquet") else
-                         "p.jsonl" if fmt == "jsonl" else "p.json")
-    if fmt == "json":
-        target.write_bytes(orjson.dumps({str(i): _payload(i) for i in chosen}))
+                         "p.jsonl" if fmt.startswith("jsonl") else "p.json")
+    # a byte order mark, as Windows tools write, is not part of the JSON
+    bom = b"\xef\xbb\xbf" if fmt.endswith("_bom") else b""
+    if fmt in ("json", "json_bom"):
+        target.write_bytes(bom + orjson.dumps({str(i): _payload(i) for i in chosen}))
     elif fmt == "json_array":
         target.write_bytes(orjson.dumps([{"id": i, **_payload(i)} for i in chosen]))
-    elif fmt == "jsonl":
-        target.write_bytes(b"".join(orjson.dumps({"id": i, "payload": _payload(i)}) + b"\n"
-                                    for i in chosen))
+    elif fmt.startswith("jsonl"):
+        target.write_bytes(bom + b"".join(orjson.dumps({"id": i, "payload": _payload(i)})
+                                          + b"\n" for i in chosen))
     elif fmt == "parquet":
         pq.write_table(pa.Table.from_pylist([{"id": i, **_payload(i)} for i in chosen]), target)
     else:

@@ -16,6 +16,16 @@ import orjson
 
 from vecferry.errors import InputError, Location, MissingDependencyError, RecordError
 
+#: the UTF-8 byte order mark Windows tools (Notepad, PowerShell) put at the start of text files
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def without_bom(data: bytes) -> bytes:
+    """``data`` (the start of a file) without a UTF-8 byte order mark: JSON has none, and
+    orjson refuses one."""
+    return data[3:] if data.startswith(UTF8_BOM) else data
+
+
 # 19 digits: a negative integer below -2^63 has only 19 (orjson turns it into a float).
 _LONG_RUN = b"0" * 19
 _AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
@@ -137,10 +147,14 @@ def loads_exact(line: bytes, scan_from: int = 0) -> Any:
 def iter_lines(fh: IO[bytes], source: str, number: int = 0
                ) -> Iterator[tuple[int, bytes, bool]]:
     """(line number, stripped line, has_newline) for each non-blank line of ``fh``; ``number``
-    lines come before ``fh``'s position."""
+    lines come before ``fh``'s position (0: the start of the file, where a byte order mark is
+    dropped)."""
+    at_start = number == 0
     try:
         for raw in fh:
             number += 1
+            if at_start:
+                raw, at_start = without_bom(raw), False
             line = raw.strip()
             if line:
                 yield number, line, raw.endswith(b"\n")

@@ -75,6 +75,7 @@ from vecferry.converters.base import (
 )
 from vecferry.digest import StreamDigest
 from vecferry.errors import InputError, Location, UnsupportedError, UsageError
+from vecferry.fileio import without_bom
 from vecferry.plan import pack, row_blocks
 from vecferry.points import dumps_payload, non_finite_rows, reject_from_row
 from vecferry.storage import LocalCopy, as_path, is_remote
@@ -384,7 +385,7 @@ def load_payloads(path: str, context: Context) -> dict[str, str]:
 
     try:
         if suffix == ".json":
-            data = orjson.loads(p.read_bytes())
+            data = orjson.loads(without_bom(p.read_bytes()))
             if isinstance(data, dict):
                 for key, payload in data.items():
                     pid = int(key) if _id_key(key) == key and key.isdigit() else key
@@ -398,6 +399,8 @@ def load_payloads(path: str, context: Context) -> dict[str, str]:
         elif suffix in (".jsonl", ".ndjson"):
             with open(p, "rb") as fh:
                 for n, line in enumerate(fh, start=1):
+                    if n == 1:
+                        line = without_bom(line)
                     if not line.strip():
                         continue
                     try:

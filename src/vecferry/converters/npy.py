@@ -51,7 +51,7 @@ from vecferry.converters.base import (
 )
 from vecferry.digest import StreamDigest
 from vecferry.errors import InputError, Location, SchemaError, UnsupportedError, UsageError
-from vecferry.fileio import iter_payload_rows, loads_exact, payload_marks
+from vecferry.fileio import iter_payload_rows, loads_exact, payload_marks, without_bom
 from vecferry.plan import pack, row_blocks, take_rows
 from vecferry.points import dumps_payload
 from vecferry.storage import RangedArray, as_path, is_remote, open_binary
@@ -475,7 +475,7 @@ class NpyReader:
         if not side.exists():
             return None
         try:
-            value = loads_exact(side.read_bytes())
+            value = loads_exact(without_bom(side.read_bytes()))
         except ValueError as exc:
             raise InputError(f"payload sidecar is not JSON: {exc}",
                              location=Location(str(side))) from exc
