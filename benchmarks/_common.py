@@ -39,7 +39,7 @@ def run_step(name: str, argv: list[str], *, points: int, nbytes: int,
     runs = [_run_once(name, argv, points=points, nbytes=nbytes, env=env)
             for _ in range(repeat)]
     runs.sort(key=lambda r: r["seconds"])
-    row = dict(runs[len(runs) // 2])
+    row = dict(runs[len(runs) // 2])  # its "cores" too
     for key in ("peak_rss_mb", "peak_anon_mb", "peak_pss_mb", "peak_child_rss_mb"):
         row[key] = max(r[key] for r in runs)
     if repeat > 1:
@@ -66,12 +66,19 @@ def _run_once(name: str, argv: list[str], *, points: int, nbytes: int,
                                 env={**os.environ, **(env or {})})
         ps = psutil.Process(proc.pid)
         peak = peak_anon = peak_pss = peak_child = 0
+        cpu: dict[int, float] = {}  # CPU seconds of each process of the tree, last sample
         while proc.poll() is None:
             try:
                 peak = max(peak, ps.memory_info().rss)
                 peak_anon = max(peak_anon, _anon_bytes(proc.pid))
                 children = ps.children(recursive=True)
                 procs = [ps, *children]
+                for p in procs:
+                    try:
+                        t = p.cpu_times()
+                        cpu[p.pid] = t.user + t.system
+                    except psutil.Error:
+                        pass
                 peak_pss = max(peak_pss, sum(p.memory_full_info().pss for p in procs))
                 peak_child = max([peak_child, *(c.memory_info().rss for c in children)])
             except (psutil.Error, OSError):
@@ -93,6 +100,8 @@ def _run_once(name: str, argv: list[str], *, points: int, nbytes: int,
         "peak_pss_mb": round(peak_pss / 2**20, 1),
         # the largest resident set of any one child (a worker of a partitioned run)
         "peak_child_rss_mb": round(peak_child / 2**20, 1),
+        # CPU seconds of all its processes over wall seconds (to the last 20 ms sample)
+        "cores": round(sum(cpu.values()) / seconds, 2),
         "stdout_tail": out.decode()[-300:],
     }
 
@@ -127,12 +136,12 @@ def report(name: str, rows: list[dict[str, Any]], goals: list[dict[str, Any]]) -
     OUT.mkdir(parents=True, exist_ok=True)
     print(f"\n== {name}")
     print(f"{'step':52} {'s':>7} {'points/s':>9} {'MB/s':>7} {'RSS MB':>7} {'anon MB':>7} "
-          f"{'PSS MB':>7}  runs (s)")
+          f"{'PSS MB':>7} {'cores':>5}  runs (s)")
     for r in rows:
         runs = " ".join(f"{x:.2f}" for x in r.get("runs_seconds", []))
         print(f"{r['step']:52} {r['seconds']:7.2f} {r['points_per_s']:9d} "
               f"{r['mb_per_s']:7.1f} {r['peak_rss_mb']:7.1f} {r.get('peak_anon_mb', 0):7.1f} "
-              f"{r.get('peak_pss_mb', 0):7.1f}  {runs}")
+              f"{r.get('peak_pss_mb', 0):7.1f} {r.get('cores', 0):5.2f}  {runs}")
     ok = True
     for g in goals:
         mark = "PASS" if g["met"] else "MISS"

@@ -64,11 +64,18 @@ def main() -> int:
     def speedup(a: dict, b: dict) -> float:
         return round(a["seconds"] / b["seconds"], 2)
 
+    def ceiling(one: dict) -> str:
+        # a single process that already keeps more than one core busy (compression runs in a
+        # writer thread beside the reading) cannot gain 2x from a second core
+        return (f" (1 worker kept {one['cores']} cores busy: the most 2 cores allow is "
+                f"{round(2 / max(one['cores'], 1), 2)}x)")
+
     goals = [
         {"goal": "numpy -> Parquet: 2 workers >= 1.7x 1 worker",
-         "measured": f"{speedup(npy1, npy2)}x", "met": speedup(npy1, npy2) >= 1.7},
+         "measured": f"{speedup(npy1, npy2)}x" + ceiling(npy1),
+         "met": speedup(npy1, npy2) >= 1.7},
         {"goal": "JSONL -> Parquet: 2 workers >= 1.7x 1 worker",
-         "measured": f"{speedup(js1, js2)}x", "met": speedup(js1, js2) >= 1.7},
+         "measured": f"{speedup(js1, js2)}x" + ceiling(js1), "met": speedup(js1, js2) >= 1.7},
         {"goal": "numpy -> Parquet: Ray within 2x of the local pool",
          "measured": f"{speedup(npyr, npy2)}x the pool's time",
          "met": npyr["seconds"] <= 2 * npy2["seconds"]},
