@@ -398,6 +398,23 @@ def test_resume_of_a_single_process_file_run_starts_over_and_says_so(npy_src, tm
     assert not stale.exists()  # not this run's rejects, and it had none
 
 
+def test_a_single_process_run_removes_the_parts_an_earlier_partitioned_run_left(
+        npy_src, tmp_path) -> None:
+    from vecferry.scaleout import staging_dir
+
+    out = tmp_path / "out"
+    # a partitioned run that fails half way keeps its staging directory for --resume
+    bad = tmp_path / "bad.jsonl"
+    lines = Path(npy_src["jsonl"]).read_text().splitlines()
+    bad.write_text("\n".join([*lines[:N // 2], "{not json", *lines[N // 2:]]) + "\n")
+    with pytest.raises(RecordError):
+        convert(str(bad), str(out) + "/", to_format="parquet", workers=2, partition_size=SMALL)
+    assert staging_dir(str(out) + "/").is_dir() and not out.exists()
+    convert(npy_src["jsonl"], str(out) + "/", to_format="parquet", workers=1)
+    assert not staging_dir(str(out) + "/").exists()
+    assert _digest(str(out)) == _digest(npy_src["jsonl"])
+
+
 def test_payload_rows_entered_at_marks_keep_rows_and_line_numbers(tmp_path) -> None:
     from vecferry.fileio import MARK_ROWS, iter_payload_rows, payload_marks
 

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -384,6 +385,8 @@ def convert(
         duplicate_warning(report)
     report.update(writer_report)
     drop_stale_rejects(rejects_path, report["rejected"], appended=position > 0)
+    # parts an earlier partitioned run of this output left for --resume: the output is whole now
+    shutil.rmtree(scaleout.staging_dir(dst), ignore_errors=True)
     return report
 
 
