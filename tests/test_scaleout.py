@@ -410,7 +410,9 @@ def test_a_single_process_run_removes_the_parts_an_earlier_partitioned_run_left(
     with pytest.raises(RecordError):
         convert(str(bad), str(out) + "/", to_format="parquet", workers=2, partition_size=SMALL)
     assert staging_dir(str(out) + "/").is_dir() and not out.exists()
-    convert(npy_src["jsonl"], str(out) + "/", to_format="parquet", workers=1)
+    convert(npy_src["jsonl"], str(out) + "/", to_format="parquet", limit=5)
+    assert staging_dir(str(out) + "/").is_dir()  # a trial run leaves them for --resume
+    convert(npy_src["jsonl"], str(out) + "/", to_format="parquet", workers=1, overwrite=True)
     assert not staging_dir(str(out) + "/").exists()
     assert _digest(str(out)) == _digest(npy_src["jsonl"])
 

@@ -385,8 +385,10 @@ def convert(
         duplicate_warning(report)
     report.update(writer_report)
     drop_stale_rejects(rejects_path, report["rejected"], appended=position > 0)
-    # parts an earlier partitioned run of this output left for --resume: the output is whole now
-    shutil.rmtree(scaleout.staging_dir(dst), ignore_errors=True)
+    if limit is None:
+        # parts an earlier partitioned run of this output left for --resume: the output is
+        # whole now (a --limit trial run leaves them, for the full run to resume)
+        shutil.rmtree(scaleout.staging_dir(dst), ignore_errors=True)
     return report
 
 
