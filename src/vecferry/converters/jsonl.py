@@ -78,7 +78,7 @@ from vecferry.stream import (
 PEEK_POINTS = 1000
 #: text a parse chunk holds at most: with a few chunks in flight to the parsing workers, this
 #: (not the line count) bounds the reader's memory when lines are long (768-dim lines are ~9 kB)
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 4 << 20
 
 
 def manifest_path(path: str | Path) -> Path:
@@ -295,8 +295,8 @@ class JsonlReader:
                 for number, raw in enumerate(fh, 1):
                     if hi is not None and pos >= hi:
                         return
-                    pos += len(raw)
-                    line = (without_bom(raw) if pos == len(raw) else raw).strip()
+                    at_start, pos = pos == 0, pos + len(raw)
+                    line = (without_bom(raw) if at_start else raw).strip()
                     if line:
                         yield number, line, raw.endswith(b"\n")
 
