@@ -134,3 +134,31 @@ def test_rebatch_cuts_exact_batches(lengths, size):
 def test_rebatch_refuses_a_non_positive_size():
     with pytest.raises(ValueError, match="batch size must be positive"):
         list(rebatch(_stream([3]), 0))
+
+
+def test_jsonl_parse_chunks_are_bounded_by_text_as_well_as_lines(tmp_path, monkeypatch):
+    import json
+
+    from vecferry.converters import jsonl, open_reader
+
+    monkeypatch.setattr(jsonl, "CHUNK_BYTES", 4096)
+    src = tmp_path / "long.jsonl"
+    lines = [json.dumps({"id": i, "vector": [i / 7] * 64}) for i in range(300)]  # ~1.2 kB each
+    src.write_text("\n".join(lines) + "\n")
+    reader = open_reader(str(src), format="jsonl")
+    try:
+        chunks = [chunk for _, _, chunk in reader._chunks(2048)]
+    finally:
+        reader.close()
+    longest = max(len(line) for line in lines)
+    assert len(chunks) > 50  # by lines alone, one chunk of 300
+    assert all(sum(len(line) for _, line, _ in c) < 4096 + longest for c in chunks)
+    assert [line.decode() for c in chunks for _, line, _ in c] == lines
+    # and the points come through whole, in order, at the batch size asked for
+    reader = open_reader(str(src), format="jsonl")
+    try:
+        batches = list(rebatch(reader.batches(128), 128))
+    finally:
+        reader.close()
+    assert [b.num_rows for b in batches] == [128, 128, 44]
+    assert pa.Table.from_batches(batches).column("id").to_pylist() == list(range(300))
