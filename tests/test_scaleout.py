@@ -130,6 +130,39 @@ def test_faiss_partitions_by_position_and_by_inverted_list(tmp_path) -> None:
         assert _digest(out) == _digest(single)
 
 
+def test_faiss_payload_problems_reach_the_rejects_once_in_a_partitioned_run(tmp_path) -> None:
+    faiss = pytest.importorskip("faiss")
+    x = np.random.default_rng(6).standard_normal((4000, 8)).astype(np.float32)
+    index = faiss.IndexIDMap(faiss.IndexFlatL2(8))
+    index.add_with_ids(x, np.arange(4000, dtype=np.int64) * 3)
+    path = str(tmp_path / "i.faiss")
+    faiss.write_index(index, path)
+    meta = tmp_path / "meta.jsonl"
+    meta.write_text("".join(json.dumps({"id": i * 3, "payload": {"i": i}}) + "\n"
+                            for i in range(4000))
+                    + "{not json\n"                                  # unreadable entry
+                    + json.dumps({"id": 3, "payload": {"again": 1}}) + "\n"   # id twice
+                    + json.dumps({"id": 4, "payload": {"lost": 1}}) + "\n")   # no vector
+    runs = {}
+    for workers, out in ((1, str(tmp_path / "one.parquet")), (2, str(tmp_path / "parts") + "/")):
+        rejects = tmp_path / f"rejects{workers}.jsonl"
+        report = convert(path, out, to_format="parquet", workers=workers, on_error="skip",
+                         partition_size=16 << 10, rejects=str(rejects),
+                         reader_options={"payloads": str(meta)})
+        assert report.get("partitions", 1) > 1 if workers == 2 else "partitions" not in report
+        runs[workers] = (report["written"], report["rejected"],
+                         [r["_vecferry_reject"]["reason"] for r in map(json.loads, rejects.open())])
+        assert _digest(out)[0] == 4000
+    assert runs[2] == runs[1]
+    assert runs[1][:2] == (4000, 3)
+    assert [r.split(":")[0] for r in runs[1][2]] == [
+        "not JSON", "payload id 3 is given more than once; the first is kept",
+        "payload for id 4 has no vector in the FAISS index"]
+    with pytest.raises(RecordError, match="not JSON"):  # with on_error=fail, at once
+        convert(path, str(tmp_path / "failed") + "/", to_format="parquet", workers=2,
+                partition_size=16 << 10, reader_options={"payloads": str(meta)})
+
+
 def test_bad_line_in_a_later_partition_names_its_real_line(npy_src, tmp_path) -> None:
     lines = Path(npy_src["jsonl"]).read_bytes().splitlines(keepends=True)
     bad = N - 10

@@ -74,7 +74,7 @@ from vecferry.converters.base import (
     reject_unknown_options,
 )
 from vecferry.digest import StreamDigest
-from vecferry.errors import InputError, Location, UnsupportedError, UsageError
+from vecferry.errors import InputError, Location, RecordError, UnsupportedError, UsageError
 from vecferry.fileio import without_bom
 from vecferry.plan import pack, row_blocks
 from vecferry.points import dumps_payload, non_finite_rows, reject_from_row
@@ -591,7 +591,14 @@ class FaissReader:
         sidecar_path = Path(str(path) + PAYLOADS_SUFFIX)
         self._sidecar = (_Sidecar(sidecar_path)
                          if self._sidecar_manifest and sidecar_path.exists() else None)
-        self._payloads = load_payloads(payloads, context) if payloads else None
+        # Problems of the payloads file are reported by the read that reaches the end of the
+        # index, with the payloads no vector took: in a partitioned run every worker loads
+        # the file, and each problem must reach the rejects once. With on_error="fail" the
+        # first one stops the run at once, before anything is read.
+        self._payload_problems: list[RecordError] = []
+        collect = (context if context.on_error == "fail"
+                   else Context("skip", self._payload_problems.append))
+        self._payloads = load_payloads(payloads, collect) if payloads else None
         self._payloads_used: dict[str, str] = {}
 
         facts: dict[str, Any] = {
@@ -715,13 +722,15 @@ class FaissReader:
         """Batches of at most ``batch_size`` rows from storage row ``start`` (to ``stop``), in
         storage order.
 
-        Ends (when run to the end of the index) by rejecting payload entries whose id has no
-        vector.
+        Ends (when run to the end of the index) by rejecting the bad entries of the payloads
+        file and the payload entries whose id has no vector.
         """
         if batch_size <= 0:
             raise UsageError("batch size must be positive")
-        if self._payloads is not None and start > 0:
-            # rows before ``start`` were read by an earlier run: their payloads are not unmatched
+        to_end = stop is None or stop >= self.plan.storage.ntotal
+        if self._payloads is not None and start > 0 and to_end:
+            # rows before ``start`` were read by an earlier run (or partition): their payloads
+            # are not unmatched
             seen = 0
             for piece in self.plan.storage.pieces(0, 1 << 16):
                 if seen >= start:
@@ -759,7 +768,9 @@ class FaissReader:
             batch = self._batch(pending, start)
             if batch is not None:
                 yield batch
-        if end >= self.plan.storage.ntotal:
+        if to_end:
+            for problem in self._payload_problems:
+                self.context.reject(problem)
             self._reject_unmatched_payloads()
 
     def _batch(self, parts: list[tuple[np.ndarray, np.ndarray]],
