@@ -25,6 +25,7 @@ from faiss_helpers import (
     read_all,
     vectors,
 )
+from vecferry.converters import faiss_index
 from vecferry.converters.base import Context
 from vecferry.converters.faiss_index import FaissReader, FaissWriter
 from vecferry.errors import (
@@ -242,9 +243,15 @@ def _payload(i: int) -> dict:
     return {"title": f"doc {i}", "n": int(i), "big": 2**60 + int(i) % 7, "tags": ["a", str(i % 3)]}
 
 
-@pytest.mark.parametrize("fmt", ["json", "json_array", "jsonl", "parquet", "parquet_json",
-                                 "json_bom", "jsonl_bom"])
-def test_payloads_are_joined_by_id(tmp_path, fmt):
+@pytest.mark.parametrize(("fmt", "streamed"), [
+    *((f, False) for f in ("json", "json_array", "jsonl", "parquet", "parquet_json",
+                           "json_bom", "jsonl_bom")),
+    # a .json file past WHOLE_JSON_BYTES is streamed, not parsed whole
+    *((f, True) for f in ("json", "json_array", "json_bom"))])
+def test_payloads_are_joined_by_id(tmp_path, monkeypatch, fmt, streamed):
+    if streamed:
+        pytest.importorskip("ijson")
+        monkeypatch.setattr(faiss_index, "WHOLE_JSON_BYTES", 0)  # stream even a small file
     _, path = build(tmp_path / "i.faiss", "IVF3,Flat")
     chosen = [int(i) for i in IDS[::2]]
     target = tmp_path / ("p.parquet" if fmt.startswith("parquet") else
@@ -320,6 +327,66 @@ def test_bad_payload_entries_are_rejected_with_their_reason(tmp_path):
     with pytest.raises(UsageError, match=r"cannot read payloads from p\.csv"):
         (tmp_path / "p.csv").write_text("id\n1\n")
         FaissReader(path, context=Context(), payloads=str(tmp_path / "p.csv"))
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_payload_integers_past_64_bits_stay_exact(tmp_path, monkeypatch, streamed):
+    if streamed:
+        pytest.importorskip("ijson")
+        monkeypatch.setattr(faiss_index, "WHOLE_JSON_BYTES", 0)
+    _, path = build(tmp_path / "i.faiss", "IDMap,Flat")
+    huge = 2**70 + 1
+    side = tmp_path / "m.json"
+    side.write_text(json.dumps({str(int(IDS[0])): {"huge": huge, "f": 0.1}}))
+    ids, _, payloads, _, _ = read_all(str(path), payloads=str(side))
+    got = dict(zip(ids.tolist(), payloads, strict=True))
+    assert json.loads(got[int(IDS[0])]) == {"huge": huge, "f": 0.1}
+
+
+def test_a_streamed_payloads_file_that_is_not_json_is_an_input_error(tmp_path, monkeypatch):
+    pytest.importorskip("ijson")
+    monkeypatch.setattr(faiss_index, "WHOLE_JSON_BYTES", 0)
+    _, path = build(tmp_path / "i.faiss", "IDMap,Flat")
+    side = tmp_path / "m.json"
+    side.write_text('{"1": {"a": 1}, "2": {"b": ')
+    with pytest.raises(InputError) as info:
+        read_all(str(path), payloads=str(side))
+    assert str(info.value).startswith(f"{side}: payloads file is not valid JSON: ")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json"])
+def test_payloads_are_not_held_in_memory(tmp_path, monkeypatch, fmt):
+    """50k payloads of ~120 bytes were ~12 MB of Python strings in a dict; the table keeps
+    them on disk, so the Python heap does not grow with the file."""
+    import tracemalloc
+
+    from vecferry.converters.faiss_index import load_payloads
+
+    if fmt == "json":
+        pytest.importorskip("ijson")
+        monkeypatch.setattr(faiss_index, "WHOLE_JSON_BYTES", 0)
+    side = tmp_path / f"m.{fmt}"
+    entries = {i: {"title": f"document number {i}", "text": "x" * 80} for i in range(50_000)}
+    if fmt == "jsonl":
+        side.write_text("".join(json.dumps({"id": i, "payload": p}) + "\n"
+                                for i, p in entries.items()))
+    else:
+        side.write_text(json.dumps({str(i): p for i, p in entries.items()}))
+    tracemalloc.start()
+    try:
+        table = load_payloads(str(side), Context())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    try:
+        assert len(table) == 50_000
+        assert peak < 4 << 20, f"{peak / 2**20:.1f} MB"
+        assert [json.loads(t) for t in table.take(["17", "49999", "x"]) if t] == [
+            entries[17], entries[49_999]]
+        assert [k for k, _ in table.unused()][:3] == ["0", "1", "2"]
+        assert "17" not in {k for k, _ in table.unused()}
+    finally:
+        table.close()
 
 
 # ---------------------------------------------------------------------------------- writer

@@ -74,8 +74,16 @@ from vecferry.converters.base import (
     reject_unknown_options,
 )
 from vecferry.digest import StreamDigest
-from vecferry.errors import InputError, Location, RecordError, UnsupportedError, UsageError
-from vecferry.fileio import without_bom
+from vecferry.errors import (
+    InputError,
+    Location,
+    RecordError,
+    UnsupportedError,
+    UsageError,
+    VecferryError,
+)
+from vecferry.fileio import UTF8_BOM, has_long_number, loads_exact, without_bom
+from vecferry.payloadjoin import PayloadTable
 from vecferry.plan import pack, row_blocks
 from vecferry.points import dumps_payload, non_finite_rows, reject_from_row
 from vecferry.storage import LocalCopy, as_path, is_remote
@@ -339,7 +347,12 @@ def _id_key(value: Any) -> str | None:
     return None
 
 
-def load_payloads(path: str, context: Context) -> dict[str, str]:
+#: a ``.json`` payloads file up to this size is parsed whole (fast); a bigger one is streamed
+#: entry by entry through ijson (the ``faiss`` extra), so it never sits in memory
+WHOLE_JSON_BYTES = 64 << 20
+
+
+def load_payloads(path: str, context: Context) -> PayloadTable:
     """Payloads by id key (``_id_key``) as JSON text, from a JSON, JSONL or Parquet file.
 
     * ``.json``: an object keyed by id (``{"17": {...}, ...}``, the usual ``metadata.json``) or
@@ -349,11 +362,15 @@ def load_payloads(path: str, context: Context) -> dict[str, str]:
 
     A record's payload is its ``payload`` field when that is an object, else the record without
     ``id``. Bad entries (no id, payload not an object, an id given twice) go to
-    ``context.reject``; an unreadable file is an ``InputError``. Held in memory while reading.
+    ``context.reject``; an unreadable file is an ``InputError``. The payloads go to an on-disk
+    ``PayloadTable`` as the file is read (integers of any size kept exact), so memory does not
+    grow with the file; the caller closes the table.
     """
-    p = input_path(path)
-    suffix = "".join(p.suffixes[-1:]).lower()
-    out: dict[str, str] = {}
+    source = payloads_file(path)
+    copy = LocalCopy(source) if is_remote(path) else None  # type: ignore[arg-type]
+    p = copy.path if copy is not None else Path(source)
+    suffix = p.suffix.lower()
+    out = PayloadTable()
 
     def bad(message: str, raw: Any, *, line: int | None = None, row: int | None = None,
             point_id: Any = None) -> None:
@@ -367,11 +384,9 @@ def load_payloads(path: str, context: Context) -> dict[str, str]:
                 raw, **where)
         elif not isinstance(payload, dict):
             bad(f"payload for id {pid!r} is not a JSON object", raw, point_id=pid, **where)
-        elif key in out:
+        elif not out.add(key, dumps_payload(payload)):
             bad(f"payload id {pid!r} is given more than once; the first is kept", raw,
                 point_id=pid, **where)
-        else:
-            out[key] = dumps_payload(payload)
 
     def record(rec: Any, **where: Any) -> None:
         if not isinstance(rec, dict) or "id" not in rec:
@@ -385,17 +400,14 @@ def load_payloads(path: str, context: Context) -> dict[str, str]:
 
     try:
         if suffix == ".json":
-            data = orjson.loads(without_bom(p.read_bytes()))
-            if isinstance(data, dict):
-                for key, payload in data.items():
+            kind, entries = _json_entries(p, path)
+            if kind == "object":
+                for key, payload in entries:
                     pid = int(key) if _id_key(key) == key and key.isdigit() else key
                     add(pid, payload, {"id": pid, "payload": payload})
-            elif isinstance(data, list):
-                for i, rec in enumerate(data):
-                    record(rec, row=i)
             else:
-                raise InputError("payloads JSON must be an object keyed by id or an array of "
-                                 "records", location=Location(source=path))
+                for i, rec in enumerate(entries):
+                    record(rec, row=i)
         elif suffix in (".jsonl", ".ndjson"):
             with open(p, "rb") as fh:
                 for n, line in enumerate(fh, start=1):
@@ -404,34 +416,107 @@ def load_payloads(path: str, context: Context) -> dict[str, str]:
                     if not line.strip():
                         continue
                     try:
-                        rec = orjson.loads(line)
-                    except orjson.JSONDecodeError as exc:
+                        rec = loads_exact(line)
+                    except ValueError as exc:
                         context.reject(record_error(f"not JSON: {exc}", source=path, line=n,
                                                     raw=line.decode(errors="replace")))
                         continue
                     record(rec, line=n)
         elif suffix in (".parquet", ".pq"):
-            table = pq.read_table(p)
-            if "id" not in table.column_names:
+            pf = pq.ParquetFile(p)
+            names = pf.schema_arrow.names
+            if "id" not in names:
                 raise InputError("payloads Parquet has no 'id' column",
                                  location=Location(source=path),
-                                 hint=f"columns: {', '.join(table.column_names)}")
-            for batch in table.to_batches():
-                for i, rec in enumerate(batch.to_pylist()):
+                                 hint=f"columns: {', '.join(names)}")
+            row = 0
+            for batch in pf.iter_batches(batch_size=4096):
+                for rec in batch.to_pylist():
                     if isinstance(rec.get("payload"), str) and set(rec) == {"id", "payload"}:
                         # a JSON-text payload column, the vecferry layout
-                        rec = {"id": rec["id"], "payload": orjson.loads(rec["payload"])}
-                    record(_json_safe(rec), row=i)
-        else:
-            raise UsageError(f"cannot read payloads from {p.name}",
-                             location=Location(source=path),
-                             hint="give a .json, .jsonl/.ndjson or .parquet file")
-    except orjson.JSONDecodeError as exc:
-        raise InputError(f"payloads file is not valid JSON: {exc}",
-                         location=Location(source=path)) from exc
-    except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"cannot read payloads: {exc}", location=Location(source=path)) from exc
+                        rec = {"id": rec["id"], "payload": loads_exact(rec["payload"])}
+                    record(_json_safe(rec), row=row)
+                    row += 1
+    except BaseException as exc:
+        out.close()
+        if isinstance(exc, ValueError) and not isinstance(exc, VecferryError):
+            # orjson's, json's and ijson's parse errors are ValueErrors
+            raise InputError(f"payloads file is not valid JSON: {exc}",
+                             location=Location(source=path)) from exc
+        if isinstance(exc, (OSError, pa.ArrowException)):
+            raise InputError(f"cannot read payloads: {exc}",
+                             location=Location(source=path)) from exc
+        raise
+    finally:
+        if copy is not None:
+            copy.cleanup()
     return out
+
+
+#: the kinds of files ``payloads=`` takes, by extension
+PAYLOAD_SUFFIXES = (".json", ".jsonl", ".ndjson", ".parquet", ".pq")
+
+
+def payloads_file(path: str) -> Any:
+    """The path of a payloads file (``input_path``) after checking it exists and is of a kind
+    ``load_payloads`` reads (else ``InputError`` / ``UsageError``)."""
+    p = input_path(path)
+    if p.suffix.lower() not in PAYLOAD_SUFFIXES:
+        raise UsageError(f"cannot read payloads from {p.name}", location=Location(source=path),
+                         hint="give a .json, .jsonl/.ndjson or .parquet file")
+    return p
+
+
+def _json_entries(p: Path, path: str) -> tuple[str, Iterator[Any]]:
+    """("object", (key, value) pairs) or ("array", records) of a ``.json`` payloads file:
+    parsed whole when small, streamed (ijson) when bigger than ``WHOLE_JSON_BYTES``."""
+    size = p.stat().st_size
+    try:
+        import ijson
+    except ImportError:
+        ijson = None
+    if size <= WHOLE_JSON_BYTES or ijson is None:
+        data = loads_exact(without_bom(p.read_bytes()))
+        if isinstance(data, dict):
+            return "object", iter(data.items())
+        if isinstance(data, list):
+            return "array", iter(data)
+        raise InputError("payloads JSON must be an object keyed by id or an array of records",
+                         location=Location(source=path))
+    # ijson's C parser stops at integers past 64 bits: a file holding any goes through its
+    # exact (slower) Python parser
+    backend = ijson.get_backend("python" if _has_long_number_file(p) else "yajl2_c")
+
+    def stream(prefix: str, pairs: bool) -> Iterator[Any]:
+        with open(p, "rb") as fh:
+            if fh.read(3) != UTF8_BOM:
+                fh.seek(0)
+            parse = backend.kvitems if pairs else backend.items
+            try:
+                yield from parse(fh, prefix, use_float=True)
+            except ijson.JSONError as exc:  # not a ValueError, as the other parsers' are
+                raise ValueError(str(exc)) from exc
+
+    with open(p, "rb") as fh:
+        head = without_bom(fh.read(4096)).lstrip()
+    if head.startswith(b"{"):
+        return "object", stream("", True)
+    if head.startswith(b"["):
+        return "array", stream("item", False)
+    raise InputError("payloads JSON must be an object keyed by id or an array of records",
+                     location=Location(source=path))
+
+
+def _has_long_number_file(p: Path) -> bool:
+    """Whether the file holds a run of 19+ digits (see ``fileio.has_long_number``), read in
+    blocks that overlap by the length of such a run."""
+    with open(p, "rb") as fh:
+        tail = b""
+        while block := fh.read(1 << 20):
+            if has_long_number(tail + block):
+                return True
+            tail = block[-18:]
+    return False
 
 
 def _json_safe(value: Any) -> Any:
@@ -595,11 +680,14 @@ class FaissReader:
         # index, with the payloads no vector took: in a partitioned run every worker loads
         # the file, and each problem must reach the rejects once. With on_error="fail" the
         # first one stops the run at once, before anything is read.
+        # The file is loaded on the first read, so a driver that only plans partitions never
+        # loads it.
         self._payload_problems: list[RecordError] = []
-        collect = (context if context.on_error == "fail"
-                   else Context("skip", self._payload_problems.append))
-        self._payloads = load_payloads(payloads, collect) if payloads else None
-        self._payloads_used: dict[str, str] = {}
+        if payloads is not None:
+            payloads_file(payloads)  # a missing file or an unknown kind stops the run now
+        self._payloads_path = payloads
+        self._payload_table: PayloadTable | None = None
+        self._unmatched_reported = False
 
         facts: dict[str, Any] = {
             "index_type": index_type,
@@ -728,7 +816,8 @@ class FaissReader:
         if batch_size <= 0:
             raise UsageError("batch size must be positive")
         to_end = stop is None or stop >= self.plan.storage.ntotal
-        if self._payloads is not None and start > 0 and to_end:
+        table = self._payloads()
+        if table is not None and start > 0 and to_end:
             # rows before ``start`` were read by an earlier run (or partition): their payloads
             # are not unmatched
             seen = 0
@@ -739,7 +828,7 @@ class FaissReader:
                 seen += len(ids)
                 ids = ids[ids >= 0]
                 id_col, _ = self._id_column(ids)
-                self._payload_texts(decode_ids(id_col, self.manifest.id_kind))
+                table.mark([str(i) for i in decode_ids(id_col, self.manifest.id_kind)])
         pending: list[tuple[np.ndarray, np.ndarray]] = []
         rows = 0
         end = self.plan.storage.ntotal if stop is None else min(stop, self.plan.storage.ntotal)
@@ -801,9 +890,10 @@ class FaissReader:
         payload_col: pa.Array = pa.nulls(len(ids), type=pa.string())
         if take is not None and self._sidecar is not None and self._sidecar.payloads is not None:
             payload_col = self._sidecar.payloads.take(take)
-        if self._payloads is not None:
-            keys = decode_ids(id_col, self.manifest.id_kind)
-            payload_col = pa.array(self._payload_texts(keys), type=pa.string())
+        table = self._payloads()
+        if table is not None:
+            keys = [str(i) for i in decode_ids(id_col, self.manifest.id_kind)]
+            payload_col = pa.array(table.take(keys), type=pa.string())
         return pa.RecordBatch.from_arrays([id_col, vec_col, payload_col], schema=self.schema)
 
     def _id_column(self, ids: np.ndarray) -> tuple[pa.Array, pa.Array | None]:
@@ -822,32 +912,27 @@ class FaissReader:
                                   "the sidecars to read plain FAISS ids")
         return self._sidecar.ids.take(take), take
 
-    def _payload_texts(self, ids: Any) -> list[str | None]:
-        out: list[str | None] = []
-        table, used = self._payloads, self._payloads_used
-        assert table is not None
-        for pid in ids:
-            key = str(pid)
-            text = table.pop(key, None)
-            if text is None:
-                text = used.get(key)
-            else:
-                used[key] = text
-            out.append(text)
-        return out
+    def _payloads(self) -> PayloadTable | None:
+        """The ``payloads=`` file's table, loaded on first use (None without one)."""
+        if self._payloads_path is not None and self._payload_table is None:
+            collect = (self.context if self.context.on_error == "fail"
+                       else Context("skip", self._payload_problems.append))
+            self._payload_table = load_payloads(self._payloads_path, collect)
+        return self._payload_table
 
     def _reject_unmatched_payloads(self) -> None:
-        if not self._payloads:
+        table = self._payloads()
+        if table is None or self._unmatched_reported:
             return
-        left, self._payloads = self._payloads, {}
-        for key, text in left.items():
+        self._unmatched_reported = True
+        for key, text in table.unused():
             pid: Any = int(key) if key.isdigit() else key
             self.context.reject(record_error(
                 f"payload for id {pid!r} has no vector in the FAISS index",
                 source=self.location, point_id=pid,
                 hint="check the payloads belong to this index; use --on-error skip to write "
                      "such entries to the rejects file and carry on",
-                raw={"id": pid, "payload": orjson.loads(text)}))
+                raw={"id": pid, "payload": loads_exact(text)}))
 
     def search(self, queries: np.ndarray, k: int, vector: str) -> list[list[Any]]:
         """Ids of the ``k`` nearest points to each query, best first, through the index itself.
@@ -867,6 +952,9 @@ class FaissReader:
     def close(self) -> None:
         self._index = None
         self.plan = _Plan()
+        if self._payload_table is not None:
+            self._payload_table.close()
+            self._payload_table = None
         if self._copy is not None:
             self._copy.cleanup()
 

@@ -1,0 +1,92 @@
+"""Payloads joined to points by id, from a payloads file of any size.
+
+A FAISS index has no payloads; ``--payloads FILE`` names them by id. A ``metadata.json`` of
+millions of entries takes gigabytes as Python objects, and every worker process of a
+partitioned run would hold its own copy. ``PayloadTable`` keeps the payloads in a scratch
+SQLite table instead (SQLite comes with Python): filled once by streaming the file, looked up a
+batch of ids at a time, deleted when closed. Memory stays bounded by the batch size; the disk
+holds about the payloads' own size.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterator, Sequence
+
+#: ids per lookup statement: under SQLite's oldest limit of 999 bound parameters
+_CHUNK = 900
+
+
+class PayloadTable:
+    """Payload JSON texts by id key, in file order, with a record of the keys looked up.
+
+    Not safe for concurrent use from several threads (one reader uses it at a time); the
+    connection may move between threads, as a reader's batches run in a prefetch thread.
+    """
+
+    def __init__(self, directory: str | None = None):
+        self._dir = tempfile.TemporaryDirectory(prefix="vecferry-payloads-", dir=directory)
+        self._db = sqlite3.connect(os.path.join(self._dir.name, "payloads.sqlite"),
+                                   check_same_thread=False, isolation_level=None)
+        # scratch data, rebuilt by any run that needs it: no journal, no syncing
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("CREATE TABLE p (n INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, "
+                         "payload TEXT NOT NULL)")
+        self._db.execute("CREATE TABLE used (key TEXT PRIMARY KEY) WITHOUT ROWID")
+        self._db.execute("BEGIN")
+        self._filling = True
+        self.count = 0
+
+    def add(self, key: str, payload: str) -> bool:
+        """Keep ``payload`` (JSON text) for ``key``; False, keeping nothing, when the key has a
+        payload already (the first one stays)."""
+        cur = self._db.execute("INSERT OR IGNORE INTO p (key, payload) VALUES (?, ?)",
+                               (key, payload))
+        if cur.rowcount != 1:
+            return False
+        self.count += 1
+        return True
+
+    def _done_filling(self) -> None:
+        if self._filling:
+            self._db.execute("COMMIT")
+            self._filling = False
+
+    def _chunks(self, keys: Sequence[str]) -> Iterator[tuple[Sequence[str], str]]:
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i:i + _CHUNK]
+            yield chunk, ",".join("?" * len(chunk))
+
+    def take(self, keys: Sequence[str]) -> list[str | None]:
+        """The payload of each key (None where the file has none); the keys found count as
+        used (see ``unused``)."""
+        self._done_filling()
+        found: dict[str, str] = {}
+        for chunk, marks in self._chunks(keys):
+            found.update(self._db.execute(
+                f"SELECT key, payload FROM p WHERE key IN ({marks})", chunk))
+        self.mark(list(found))
+        return [found.get(k) for k in keys]
+
+    def mark(self, keys: Sequence[str]) -> None:
+        """Count ``keys`` as used without fetching their payloads."""
+        self._done_filling()
+        for chunk, marks in self._chunks(keys):
+            self._db.execute(f"INSERT OR IGNORE INTO used SELECT key FROM p "
+                             f"WHERE key IN ({marks})", chunk)
+
+    def unused(self) -> Iterator[tuple[str, str]]:
+        """(key, payload) of the entries never looked up, in file order."""
+        self._done_filling()
+        yield from self._db.execute(
+            "SELECT key, payload FROM p WHERE key NOT IN (SELECT key FROM used) ORDER BY n")
+
+    def close(self) -> None:
+        self._db.close()
+        self._dir.cleanup()
+
+    def __len__(self) -> int:
+        return self.count
