@@ -33,8 +33,9 @@ def run_step(name: str, argv: list[str], *, points: int, nbytes: int,
     used: on Linux a child inherits the parent's high-water mark at fork, so it would report
     the benchmark driver's memory.
 
-    With ``repeat`` > 1 the step runs that many times: seconds are the median run's (this VM's
-    page cache and neighbours move a single run by +-20%), memory the peak over all runs.
+    With ``repeat`` > 1 the step runs that many times: seconds are the median run's (the page
+    cache and other load move a single run of a few seconds by +-20%), memory the peak over
+    all runs.
     """
     runs = [_run_once(name, argv, points=points, nbytes=nbytes, env=env)
             for _ in range(repeat)]

@@ -54,8 +54,8 @@ def main() -> int:
 
     def step(name: str, *args: str) -> dict:
         # Every step starts from the same state: no earlier step's dirty pages left to write
-        # back, and its source read once, as far as the page cache holds it (this VM's
-        # reclaims it proactively, so a step that followed a long one read from the disk).
+        # back, and its source read once, as far as the page cache holds it (where the cache
+        # is reclaimed proactively, a step that followed a long one would read from disk).
         os.sync()
         warm(*(Path(a) for a in args if Path(a).is_file()))
         row = run_step(name, vecferry("convert", *args, out, "--to", "parquet"), points=N,
