@@ -329,15 +329,18 @@ def test_bad_payload_entries_are_rejected_with_their_reason(tmp_path):
         FaissReader(path, context=Context(), payloads=str(tmp_path / "p.csv"))
 
 
-@pytest.mark.parametrize("streamed", [False, True])
-def test_payload_integers_past_64_bits_stay_exact(tmp_path, monkeypatch, streamed):
+@pytest.mark.parametrize(("kind", "streamed"), [("json", False), ("json", True),
+                                               ("jsonl", False)])
+def test_payload_integers_past_64_bits_stay_exact(tmp_path, monkeypatch, kind, streamed):
     if streamed:
         pytest.importorskip("ijson")
         monkeypatch.setattr(faiss_index, "WHOLE_JSON_BYTES", 0)
     _, path = build(tmp_path / "i.faiss", "IDMap,Flat")
-    huge = 2**70 + 1
-    side = tmp_path / "m.json"
-    side.write_text(json.dumps({str(int(IDS[0])): {"huge": huge, "f": 0.1}}))
+    huge = 2**70 + 1  # orjson alone reads it as a float
+    side = tmp_path / f"m.{kind}"
+    payload = {"huge": huge, "f": 0.1}
+    side.write_text(json.dumps({str(int(IDS[0])): payload}) if kind == "json"
+                    else json.dumps({"id": int(IDS[0]), "payload": payload}) + "\n")
     ids, _, payloads, _, _ = read_all(str(path), payloads=str(side))
     got = dict(zip(ids.tolist(), payloads, strict=True))
     assert json.loads(got[int(IDS[0])]) == {"huge": huge, "f": 0.1}
