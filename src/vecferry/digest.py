@@ -133,12 +133,9 @@ def id_hashes(column: pa.Array, id_kind: str) -> np.ndarray:
          else _bytes_hash(b"s" + i.encode()) for i in ids), dtype=_U, count=len(ids))
 
 
+@gc_paused()
 def payload_hashes(column: pa.Array) -> np.ndarray:
-    with gc_paused():
-        return _payload_hashes(column.to_pylist())
-
-
-def _payload_hashes(texts: list[str | None]) -> np.ndarray:
+    texts = column.to_pylist()
     present = [t for t in texts if t is not None]
     values = _parse_all(present) if present else []
     if values is None:  # a long integer, NaN, ...: each text on its own, exactly

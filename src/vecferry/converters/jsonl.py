@@ -412,6 +412,7 @@ def _key_mapping(mapping_json: bytes) -> tuple[KeyMapping, list[tuple[str, str]]
     return m, m.pairs()
 
 
+@gc_paused()
 def parse_chunk(chunk: list[tuple[int, bytes, bool]], manifest_json: bytes, source: str,
                 mapping_json: bytes | None = None, first: int = 0,
                 ) -> tuple[pa.RecordBatch | None, list[RecordError]]:
@@ -425,13 +426,6 @@ def parse_chunk(chunk: list[tuple[int, bytes, bool]], manifest_json: bytes, sour
     errors: list[RecordError] = []
     builder = BatchBuilder(_manifest(manifest_json), Context("skip", errors.append), source)
     mapping = _key_mapping(mapping_json) if mapping_json is not None else None
-    with gc_paused():
-        _parse_lines(chunk, builder, errors, source, mapping, first)
-    return builder.flush(), errors
-
-
-def _parse_lines(chunk: list[tuple[int, bytes, bool]], builder: BatchBuilder,
-                 errors: list[RecordError], source: str, mapping: Any, first: int) -> None:
     for offset, (number, line, newline) in enumerate(chunk):
         try:
             # Only the payload can hold integers orjson would round; -1 (none) skips the scan.
@@ -457,6 +451,7 @@ def _parse_lines(chunk: list[tuple[int, bytes, bool]], builder: BatchBuilder,
                 continue
             value = {k: v for k, v in value.items() if k != REJECT_KEY}
         builder.add(value, line=number)
+    return builder.flush(), errors
 
 
 def _skip(batch: pa.RecordBatch | None, skip: int) -> tuple[pa.RecordBatch | None, int]:
