@@ -82,7 +82,7 @@ from vecferry.errors import (
     UsageError,
     VecferryError,
 )
-from vecferry.fileio import UTF8_BOM, has_long_number, loads_exact, without_bom
+from vecferry.fileio import UTF8_BOM, has_long_number, iter_lines, loads_exact, without_bom
 from vecferry.payloadjoin import PayloadTable
 from vecferry.plan import pack, row_blocks
 from vecferry.points import dumps_payload, non_finite_rows, reject_from_row
@@ -410,11 +410,7 @@ def load_payloads(path: str, context: Context) -> PayloadTable:
                     record(rec, row=i)
         elif suffix in (".jsonl", ".ndjson"):
             with open(p, "rb") as fh:
-                for n, line in enumerate(fh, start=1):
-                    if n == 1:
-                        line = without_bom(line)
-                    if not line.strip():
-                        continue
+                for n, line, _ in iter_lines(fh, path):
                     try:
                         rec = loads_exact(line)
                     except ValueError as exc:
