@@ -31,6 +31,7 @@ from _common import (
     report,
     run_step,
     vecferry,
+    warm,
 )
 
 DIM = 768
@@ -100,13 +101,6 @@ def step(name: str, argv: list[str], nbytes: int, repeat: int = 1) -> dict:
     writeback (the baselines leave 1.5 GB of JSONL behind)."""
     os.sync()
     return run_step(name, argv, points=N, nbytes=nbytes, repeat=repeat)
-
-
-def warm(path: Path) -> None:
-    """Read ``path`` once so vecferry and the script both start from a cached index."""
-    with open(path, "rb") as fh:
-        while fh.read(64 << 20):
-            pass
 
 
 def main() -> int:

@@ -25,18 +25,11 @@ from _common import (  # the harness sits beside this script
     report,
     run_step,
     vecferry,
+    warm,
 )
 from bench_core import DIM, make_data
 
 N = int(os.environ.get("VECFERRY_BENCH_SCALE_N", 1_000_000))
-
-
-def warm(*paths: Path) -> None:
-    """Read ``paths`` once, so the step after starts with them in the page cache."""
-    for path in paths:
-        with open(path, "rb") as fh:
-            while fh.read(64 << 20):
-                pass
 
 
 def main() -> int:
