@@ -15,7 +15,7 @@ import contextlib
 import itertools
 import re
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -470,6 +470,7 @@ class ParquetWriter:
         self._group_meta = 160 * len(schema)
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
+        self._writing: Future[None] | None = None
         self.count = 0
         self._writer: pq.ParquetWriter | None = None
         self._open_part()
@@ -507,6 +508,7 @@ class ParquetWriter:
         if not self._pending:
             return
         table = pa.Table.from_batches(self._pending, schema=self.schema)
+        self._wait_writing()
         if self.max_part_size and self._part_digest.count:
             written = self._tell()
             ratio = written / max(1, self._part_arrow_bytes)
@@ -515,17 +517,26 @@ class ParquetWriter:
                 self._close_part()
                 self._open_part()
         assert self._writer is not None
-        # Compression and I/O run without the GIL: the digest (Python) overlaps with them.
-        writing = self._io.submit(self._writer.write_table, table, row_group_size=table.num_rows)
+        # Compression and I/O run without the GIL, while this thread digests the row group and
+        # the reader reads the next one: the write is waited for only before the next write
+        # (one row group in flight, so memory stays bounded by two of them).
+        self._writing = self._io.submit(self._writer.write_table, table,
+                                        row_group_size=table.num_rows)
         for batch in self._pending:
             self._part_digest.add(self.digest.update(batch), batch.num_rows)
-        writing.result()
         self._part_arrow_bytes += table.nbytes
         self._groups += 1
         self._pending, self._pending_bytes = [], 0
 
+    def _wait_writing(self) -> None:
+        """Wait for the row group in flight; its write error, if any, is raised here."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
+
     def _close_part(self) -> None:
         """Finish the current part: its own manifest (count, digest) in its metadata."""
+        self._wait_writing()
         assert self._writer is not None
         part = Manifest.from_dict(self.manifest.to_dict())
         part.count = self._part_digest.count
