@@ -451,7 +451,7 @@ def test_a_single_process_run_removes_the_parts_an_earlier_partitioned_run_left(
 
 
 def test_payload_rows_entered_at_marks_keep_rows_and_line_numbers(tmp_path) -> None:
-    from vecferry.fileio import MARK_ROWS, iter_payload_rows, payload_marks
+    from vecferry.fileio import MARK_ROWS, PAYLOAD_CHUNK, iter_payload_chunks, payload_marks
 
     n = MARK_ROWS * 2 + 100
     lines = []
@@ -464,16 +464,43 @@ def test_payload_rows_entered_at_marks_keep_rows_and_line_numbers(tmp_path) -> N
     rows, marks = payload_marks(str(path))
     assert rows == n and marks is not None and len(marks) == 3
     for start in (0, 5, MARK_ROWS - 1, MARK_ROWS, MARK_ROWS + 7, 2 * MARK_ROWS + 99):
-        got = list(iter_payload_rows(str(path), start, marks))
-        assert [r for r, _ in got] == list(range(start, n))
-        assert [json.loads(t)["row"] for _, t in got] == list(range(start, n))
+        chunks = list(iter_payload_chunks(str(path), start, marks))
+        assert all(0 < len(c) <= PAYLOAD_CHUNK for c in chunks)
+        assert [json.loads(t)["row"] for c in chunks for t in c] == list(range(start, n))
     bad_row = 2 * MARK_ROWS + 10
     lines[lines.index(json.dumps({"row": bad_row}))] = "{oops"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(RecordError) as info:
-        list(iter_payload_rows(str(path), 2 * MARK_ROWS + 1, marks))
+        list(iter_payload_chunks(str(path), 2 * MARK_ROWS + 1, marks))
     # one blank line before every thousandth row: the line number counts them
     assert f"line {bad_row + 1 + bad_row // 1000 + 1}" in str(info.value)
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    ("[1, 2]", "line 4: payload must be a JSON object, not list"),
+    ('{"x": NaN}', "line 4: payload line holds NaN, which JSON cannot express (write null"),
+    ('{"x": 1', "line 4: payload line is not JSON"),
+])
+def test_payload_chunk_names_the_bad_line(tmp_path, bad, message) -> None:
+    from vecferry.fileio import iter_payload_chunks
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"a": 1}\nnull\n\n' + bad + '\n{"b": 2}\n')
+    with pytest.raises(RecordError) as info:
+        list(iter_payload_chunks(str(path)))
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_payload_chunk_keeps_long_integers_and_the_original_text(tmp_path) -> None:
+    from vecferry.fileio import iter_payload_chunks
+
+    path = tmp_path / "p.jsonl"
+    big = 2**70 + 1
+    path.write_bytes(b'\xef\xbb\xbf{"b": 1,  "a": 2}\nnull\n{"n": ' + str(big).encode()
+                     + b'}\n{}\n')
+    (chunk,) = list(iter_payload_chunks(str(path)))
+    assert chunk == ['{"b": 1,  "a": 2}', None, f'{{"n": {big}}}', "{}"]
 
 
 def test_a_partition_that_keeps_killing_its_worker_fails_the_run(npy_src, tmp_path) -> None:

@@ -8,7 +8,7 @@ import gzip
 import io
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -16,6 +16,9 @@ import orjson
 
 from vecferry.errors import InputError, Location, MissingDependencyError, RecordError
 
+#: what to do about NaN / Infinity in JSON text
+NAN_HINT = ("write null or a number instead; Python's json.dumps writes NaN and Infinity "
+            "unless given allow_nan=False")
 #: the UTF-8 byte order mark Windows tools (Notepad, PowerShell) put at the start of text files
 UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -145,6 +148,21 @@ def loads_exact(line: bytes, scan_from: int = 0) -> Any:
     return orjson.loads(line)
 
 
+def nonstandard_constant(line: bytes) -> str | None:
+    """The first of NaN / Infinity / -Infinity in ``line`` when they are all that keeps it from
+    being JSON (the stdlib parser reads them; orjson, rightly, does not)."""
+    found: list[str] = []
+
+    def note(name: str) -> None:
+        found.append(name)
+
+    try:
+        json.loads(line, parse_constant=note)
+    except ValueError:
+        return None
+    return found[0] if found else None
+
+
 def iter_lines(fh: IO[bytes], source: str, number: int = 0
                ) -> Iterator[tuple[int, bytes, bool]]:
     """(line number, stripped line, has_newline) for each non-blank line of ``fh``; ``number``
@@ -160,12 +178,16 @@ def iter_lines(fh: IO[bytes], source: str, number: int = 0
             if line:
                 yield number, line, raw.endswith(b"\n")
     except (OSError, EOFError) as exc:
-        # gzip/zstd raise these for a cut or corrupt stream. They decompress ahead of the
-        # lines handed out, so the line count only says how far reading got, not where the
-        # damage is.
-        raise InputError(f"compressed stream is corrupt or truncated ({number} lines read "
-                         f"before the error): {exc}", location=Location(source=source),
-                         hint="re-create or re-download the file") from exc
+        raise _corrupt_stream(exc, source, number) from exc
+
+
+def _corrupt_stream(exc: Exception, source: str, number: int) -> InputError:
+    # gzip/zstd raise OSError / EOFError for a cut or corrupt stream. They decompress ahead of
+    # the lines handed out, so the line count only says how far reading got, not where the
+    # damage is.
+    return InputError(f"compressed stream is corrupt or truncated ({number} lines read "
+                      f"before the error): {exc}", location=Location(source=source),
+                      hint="re-create or re-download the file")
 
 
 #: rows between the marks ``payload_marks`` records
@@ -196,62 +218,107 @@ def payload_marks(path: str) -> tuple[int, list[tuple[int, int]] | None]:
     return rows, marks
 
 
-def iter_payload_rows(path: str, start: int = 0, marks: list[tuple[int, int]] | None = None
-                      ) -> Iterator[tuple[int, str | None]]:
-    """(row, payload JSON text or None) for a payload sidecar aligned by row, from ``start``
-    (``marks`` from ``payload_marks`` let a plain JSONL file be entered there directly).
+#: lines of a JSONL payload sidecar read and checked at a time
+PAYLOAD_CHUNK = 2048
 
-    JSONL: one JSON object (or ``null``) per line. Parquet: a ``payload`` column of JSON text,
-    or else every column of a row becomes the payload object. Raises ``RecordError`` for a line
-    that is not a JSON object, naming the file and line.
+
+def iter_payload_chunks(path: str, start: int = 0, marks: list[tuple[int, int]] | None = None
+                        ) -> Iterator[list[str | None]]:
+    """Payload JSON texts (None: no payload) of a sidecar aligned by row, from row ``start``,
+    in chunks of at most ``PAYLOAD_CHUNK`` rows (``marks`` from ``payload_marks`` let a plain
+    JSONL file be entered near ``start`` directly).
+
+    JSONL: one JSON object (or ``null``) per line; blank lines are no rows. Parquet: a
+    ``payload`` column of JSON text, or else every column of a row becomes the payload object.
+    Raises ``RecordError`` for a line that is not a JSON object, naming the file and line.
     """
-    from vecferry.points import dumps_payload
-
     if path.endswith((".parquet", ".pq")):
-        import pyarrow.parquet as pq
-
-        from vecferry.storage import arrow_source
-
-        pf = pq.ParquetFile(arrow_source(path))
-        has_text = pf.schema_arrow.names == ["payload"]
-        groups, first = [], 0
-        for g in range(pf.metadata.num_row_groups):
-            n = pf.metadata.row_group(g).num_rows
-            if first + n <= start and not groups:
-                first += n  # skipped by its footer entry, never decoded
-                continue
-            groups.append(g)
-        texts = (
-            text
-            for batch in pf.iter_batches(batch_size=4096, row_groups=groups)
-            for text in (batch.column("payload").to_pylist() if has_text
-                         else map(dumps_payload, batch.to_pylist()))
-        )
-        for row, text in enumerate(texts, first):
-            if row >= start:
-                yield row, text
+        yield from _parquet_payload_chunks(path, start)
         return
     with open_read(path) as fh:
-        first, before = 0, 0
+        row = number = 0
         if marks and start >= MARK_ROWS:
-            first = min(start // MARK_ROWS, len(marks) - 1)
-            offset, before = marks[first]
+            mark = min(start // MARK_ROWS, len(marks) - 1)
+            offset, number = marks[mark]
             fh.seek(offset)
-            first *= MARK_ROWS
-        lines = iter_lines(fh, path, before)
-        # Rows before ``start`` (read by another partition or an earlier run) are counted,
-        # not parsed.
-        for _ in itertools.islice(lines, start - first):
-            pass
-        for row, (number, line, _) in enumerate(lines, start):
+            row = mark * MARK_ROWS
+        at_start = number == 0
+        while True:
             try:
-                value = loads_exact(line)
+                raws = list(itertools.islice(fh, PAYLOAD_CHUNK))
+            except (OSError, EOFError) as exc:
+                raise _corrupt_stream(exc, path, number) from exc
+            if not raws:
+                return
+            if at_start:
+                raws[0], at_start = without_bom(raws[0]), False
+            lines = [raw.strip() for raw in raws]
+            numbers: Sequence[int] = range(number + 1, number + 1 + len(lines))
+            if not all(lines):
+                numbers = [n for n, line in zip(numbers, lines, strict=True) if line]
+                lines = [line for line in lines if line]
+            number += len(raws)
+            # Rows before ``start`` (read by another partition or an earlier run) are counted,
+            # not parsed.
+            skip = min(len(lines), max(0, start - row))
+            row += len(lines)
+            if skip:
+                lines, numbers = lines[skip:], numbers[skip:]
+            if lines:
+                yield _payload_texts(lines, numbers, path)
+
+
+def _payload_texts(lines: list[bytes], numbers: Sequence[int], path: str) -> list[str | None]:
+    """The payload texts of sidecar ``lines`` (line ``numbers[i]`` each), checked."""
+    # One scan of the chunk for long integers and one C-level parse per line: the per-line
+    # exact parser (with its error naming the line) runs only for a chunk that needs it.
+    values: list[Any] | None = None
+    if not has_long_number(b"\n".join(lines)):
+        try:
+            values = list(map(orjson.loads, lines))
+        except orjson.JSONDecodeError:
+            values = None
+    if values is None:
+        values = []
+        for number, line in zip(numbers, lines, strict=True):
+            try:
+                values.append(loads_exact(line))
             except ValueError as exc:
+                if (constant := nonstandard_constant(line)) is not None:
+                    raise RecordError(
+                        f"payload line holds {constant}, which JSON cannot express",
+                        location=Location(source=path, line=number), hint=NAN_HINT) from exc
                 raise RecordError(f"payload line is not JSON: {exc}",
                                   location=Location(source=path, line=number),
                                   hint="each line must be a JSON object or null") from exc
-            if value is not None and not isinstance(value, dict):
-                raise RecordError(f"payload must be a JSON object, not {type(value).__name__}",
-                                  location=Location(source=path, line=number))
-            # The line itself is valid JSON for exactly this object: keep it, not a re-encoding.
-            yield row, None if value is None else line.decode()
+    for number, value in zip(numbers, values, strict=True):
+        if value is not None and type(value) is not dict:
+            raise RecordError(f"payload must be a JSON object, not {type(value).__name__}",
+                              location=Location(source=path, line=number))
+    # Each line is valid JSON for exactly its object: keep it, not a re-encoding.
+    return [None if value is None else line.decode()
+            for value, line in zip(values, lines, strict=True)]
+
+
+def _parquet_payload_chunks(path: str, start: int) -> Iterator[list[str | None]]:
+    import pyarrow.parquet as pq
+
+    from vecferry.points import dumps_payload
+    from vecferry.storage import arrow_source
+
+    pf = pq.ParquetFile(arrow_source(path))
+    has_text = pf.schema_arrow.names == ["payload"]
+    groups, first = [], 0
+    for g in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if first + n <= start and not groups:
+            first += n  # skipped by its footer entry, never decoded
+            continue
+        groups.append(g)
+    for batch in pf.iter_batches(batch_size=PAYLOAD_CHUNK, row_groups=groups):
+        texts = (batch.column("payload").to_pylist() if has_text
+                 else list(map(dumps_payload, batch.to_pylist())))
+        skip = min(len(texts), max(0, start - first))
+        first += len(texts)
+        if skip < len(texts):
+            yield texts[skip:]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -48,9 +47,11 @@ from vecferry.converters.parts import (
 from vecferry.digest import StreamDigest, point_hashes, point_parts
 from vecferry.errors import InputError, Location, RecordError, SchemaError, UsageError
 from vecferry.fileio import (
+    NAN_HINT,
     gc_paused,
     iter_lines,
     loads_exact,
+    nonstandard_constant,
     open_read,
     open_write,
     without_bom,
@@ -372,31 +373,15 @@ def _line_error(source: str, number: int, line: bytes, newline: bool, exc: Excep
         err = record_error("the last line is cut short (file truncated?)", source=source,
                            line=number, raw=text,
                            hint="the file may still be downloading or was cut; re-create it")
-    elif (constant := _nonstandard_constant(line)) is not None:
+    elif (constant := nonstandard_constant(line)) is not None:
         err = record_error(f"line holds {constant}, which JSON cannot express", source=source,
                            line=number, raw=text,
-                           hint="write null or a number instead; Python's json.dumps writes "
-                                "NaN and Infinity unless given allow_nan=False")
+                           hint=NAN_HINT)
     else:
         err = record_error(f"line is not valid JSON: {exc}", source=source, line=number,
                            raw=text, hint="fix or remove the line")
     err.__cause__ = exc
     return err
-
-
-def _nonstandard_constant(line: bytes) -> str | None:
-    """The first of NaN / Infinity / -Infinity in ``line`` when they are all that keeps it from
-    being JSON (the stdlib parser reads them; orjson, rightly, does not)."""
-    found: list[str] = []
-
-    def note(name: str) -> None:
-        found.append(name)
-
-    try:
-        json.loads(line, parse_constant=note)
-    except ValueError:
-        return None
-    return found[0] if found else None
 
 
 @lru_cache(maxsize=4)

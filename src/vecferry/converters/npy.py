@@ -51,7 +51,7 @@ from vecferry.converters.base import (
 )
 from vecferry.digest import StreamDigest
 from vecferry.errors import InputError, Location, SchemaError, UnsupportedError, UsageError
-from vecferry.fileio import iter_payload_rows, loads_exact, payload_marks, without_bom
+from vecferry.fileio import iter_payload_chunks, loads_exact, payload_marks, without_bom
 from vecferry.plan import pack, row_blocks, take_rows
 from vecferry.points import dumps_payload
 from vecferry.storage import RangedArray, as_path, is_remote, open_binary
@@ -427,11 +427,11 @@ class NpyReader:
 
         def gen() -> Iterator[list[str | None]]:
             block: list[str | None] = []
-            for _, text in iter_payload_rows(self._payloads_path, start, self._payload_marks):
-                block.append(text)
-                if len(block) == batch_size:
-                    yield block
-                    block = []
+            for chunk in iter_payload_chunks(self._payloads_path, start, self._payload_marks):
+                block += chunk
+                while len(block) >= batch_size:
+                    yield block[:batch_size]
+                    del block[:batch_size]
             if block:
                 yield block
 
