@@ -286,6 +286,10 @@ def _convert(src: str, dst: str, kw: dict[str, Any], desc: str, verify: bool = F
                          hint="drop --limit, or run `vecferry verify` on a source of that size")
     src_fmt = resolve(src, kw["from_format"], role="reader").name
     dst_fmt = resolve(dst, kw["to_format"], role="writer").name
+    if kw.get("engine") != "ray":  # Ray's driver works with pandas objects
+        from vecferry.stream import skip_pandas_probe
+
+        skip_pandas_probe()
     routed = {k: kw.pop(k) for k in list(kw) if k in ROUTES}
     for key, flag in (("max_part_size", "--max-part-size"),
                       ("part_compression", "--jsonl-compression")):

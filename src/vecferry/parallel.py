@@ -32,7 +32,7 @@ class OrderedPool:
 
     def __init__(self, workers: int, preload: list[str], window: int | None = None):
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(preload)
+        ctx.set_forkserver_preload(["vecferry._worker", *preload])
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
         self._pending: deque[Future[Any]] = deque()
         self._window = window or workers + 1

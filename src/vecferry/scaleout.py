@@ -427,7 +427,7 @@ def run_local(job: Job, partitions: list[Partition], workers: int,
     retried = 0
     while todo:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["vecferry.scaleout"])
+        ctx.set_forkserver_preload(["vecferry._worker", "vecferry.scaleout"])
         pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx)
         lost: list[Partition] = []
         try:

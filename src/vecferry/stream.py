@@ -307,3 +307,35 @@ def record_error(message: str, *, source: str | None = None, line: int | None = 
         hint=hint,
         raw=raw,
     )
+
+
+class _NoPandas:
+    """A meta-path finder that refuses ``pandas`` (see ``skip_pandas_probe``)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ImportError("pandas is not imported by vecferry's own processes")
+        return None
+
+
+def skip_pandas_probe() -> None:
+    """Spare this process pyarrow's import of pandas.
+
+    When pandas is installed (``ray[data]`` installs it), pyarrow imports it (about 0.3 s) on
+    the first ``pa.array`` of a list, only to check whether the list is a pandas object. For
+    the CLI and vecferry's worker processes, which never hand pyarrow pandas objects, that is
+    a third of the time of a 100k-point numpy -> Parquet run. pandas is refused while pyarrow
+    makes that check once, then allowed again: pyarrow's explicit pandas APIs
+    (``to_pandas``) still import it when called. Does nothing when pandas is already loaded.
+    Not for library callers: their own pandas objects would no longer be recognised.
+    """
+    import sys
+
+    if "pandas" in sys.modules:
+        return
+    finder = _NoPandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.array([0])
+    finally:
+        sys.meta_path.remove(finder)
