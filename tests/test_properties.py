@@ -6,6 +6,7 @@ import json
 import tempfile
 import uuid
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pyarrow as pa
@@ -117,3 +118,61 @@ def test_uuid_starting_with_zero_in_a_mixed_stream():
     assert decode_ids(pa.array([encode_id(u, "mixed"), encode_id(7, "mixed")]), "mixed") == [
         u, 7]
     assert str(uuid.UUID(u)) == u
+
+
+def _chunk(lines: list[str]) -> list[tuple[int, bytes, bool]]:
+    return [(i, line.encode(), True) for i, line in enumerate(lines, 1)]
+
+
+@SETTINGS
+@given(point_sets(), st.sampled_from([None, (", ", ": ")]))
+def test_jsonl_fast_parse_equals_the_general_parser(points, separators):
+    from vecferry.converters.jsonl import _fast_batch, parse_chunk
+    from vecferry.points import infer_manifest
+
+    manifest = infer_manifest(points)
+    chunk = _chunk([json.dumps(p, separators=separators, ensure_ascii=False) for p in points])
+    fast = _fast_batch(chunk, manifest)
+    with mock.patch("vecferry.converters.jsonl._fast_batch", return_value=None):
+        general, errors = parse_chunk(chunk, manifest.to_json(), "p.jsonl")
+    if fast is not None:  # None: a payload integer past 64 bits, which simdjson refuses
+        assert not errors and general is not None
+        assert fast.equals(general) and fast.schema == general.schema
+    else:
+        assert any(has_huge_int(p.get("payload")) for p in points)
+
+
+def has_huge_int(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return not -(2**63) <= value < 2**64
+    if isinstance(value, dict):
+        return any(has_huge_int(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_huge_int(v) for v in value)
+    return False
+
+
+def test_jsonl_fast_parse_takes_plain_points_and_leaves_the_rest():
+    from vecferry.converters.jsonl import _fast_batch
+    from vecferry.points import infer_manifest
+
+    plain = [{"id": i, "vector": [0.5, -1, 3e-39], "payload": {"k": "é", "n": 2**63}}
+             for i in range(3)]
+    manifest = infer_manifest(plain)
+    lines = [json.dumps(p) for p in plain]
+    batch = _fast_batch(_chunk(lines), manifest)
+    assert batch is not None
+    assert batch.column("id").to_pylist() == [0, 1, 2]
+    assert batch.column("payload").to_pylist()[0] == '{"k":"é","n":9223372036854775808}'
+    assert np.array(batch.column("vector").to_pylist()[0], dtype=np.float32).tolist() == \
+        np.array([0.5, -1, 3e-39], dtype=np.float32).tolist()
+    # each of these makes the chunk go to the general parser, which names the line
+    for bad in ['{"id": 9, "vector": [1, 2, NaN]}', '{"id": 9, "vector": [1, 2]}',
+                '{"id": 9, "vector": [1, 2, 1e39]}', '{"id": 9, "vector": [1, 2, true]}',
+                '{"id": 9, "id": 8, "vector": [1, 2, 3]}', '{"id": 9, "vectors": [1, 2, 3]}',
+                '{"id": 9.5, "vector": [1, 2, 3]}', '{"id": 9, "vector": [1, 2, 3], "x": 1}',
+                '{"id": 9, "vector": [1, 2, 3], "payload": [1]}', '{"id": 9, "vector": [1, 2, 3]',
+                '{"id": -1, "vector": [1, 2, 3]}', '{"id": 9, "vector": [1, 2, 3]} 5']:
+        assert _fast_batch(_chunk([*lines, bad]), manifest) is None, bad
