@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ _CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECO
 
 
 def run_step(name: str, argv: list[str], *, points: int, nbytes: int,
-             env: dict[str, str] | None = None, repeat: int = 1) -> dict[str, Any]:
+             env: dict[str, str] | None = None, repeat: int = 1,
+             before: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run ``argv`` as a child process; return wall seconds, points/s, MB/s and peak RSS (MB).
 
     Memory is sampled every 20 ms (PSS every 0.5 s): ``peak_rss_mb`` is the main process's
@@ -38,10 +40,13 @@ def run_step(name: str, argv: list[str], *, points: int, nbytes: int,
 
     With ``repeat`` > 1 the step runs that many times: seconds are the median run's (the page
     cache and other load move a single run of a few seconds by +-20%), memory the peak over
-    all runs.
+    all runs. ``before`` runs ahead of each run, untimed (to clear its output, say).
     """
-    runs = [_run_once(name, argv, points=points, nbytes=nbytes, env=env)
-            for _ in range(repeat)]
+    runs = []
+    for _ in range(repeat):
+        if before is not None:
+            before()
+        runs.append(_run_once(name, argv, points=points, nbytes=nbytes, env=env))
     runs.sort(key=lambda r: r["seconds"])
     row = dict(runs[len(runs) // 2])  # its "cores" too
     for key in ("peak_rss_mb", "peak_anon_mb", "peak_pss_mb", "peak_child_rss_mb"):
@@ -121,11 +126,14 @@ def _run_once(name: str, argv: list[str], *, points: int, nbytes: int,
 
 
 def warm(*paths: Path) -> None:
-    """Read ``paths`` once, so the step after starts with them in the page cache."""
+    """Read ``paths`` (files, or every file under a directory) once, so the step after starts
+    with them in the page cache."""
     for path in paths:
-        with open(path, "rb") as fh:
-            while fh.read(64 << 20):
-                pass
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            with open(file, "rb") as fh:
+                while fh.read(64 << 20):
+                    pass
 
 
 def vecferry(*args: str) -> list[str]:
