@@ -153,7 +153,7 @@ def main() -> int:
     raw = run_step("raw write + fsync of the Parquet's bytes",
                    python_script(raw_fsync_script(d / "raw.bin", parquet_size)),
                    points=N, nbytes=parquet_size, repeat=REPEAT)
-    alone = run_step("pyarrow alone writing the same Parquet (no checks, no digest)",
+    alone = run_step("pyarrow alone, same Parquet (no checks, no digest)",
                      python_script(PYARROW_ALONE.format(vec=vec, ids=ids, pay=pay,
                                                         out=str(d / "alone.parquet"))),
                      points=N, nbytes=raw_bytes, repeat=REPEAT)
