@@ -268,6 +268,7 @@ def iter_payload_chunks(path: str, start: int = 0, marks: list[tuple[int, int]] 
                 yield _payload_texts(lines, numbers, path)
 
 
+@gc_paused()
 def _payload_texts(lines: list[bytes], numbers: Sequence[int], path: str) -> list[str | None]:
     """The payload texts of sidecar ``lines`` (line ``numbers[i]`` each), checked."""
     # One scan of the chunk for long integers and one C-level parse per line: the per-line
