@@ -296,15 +296,15 @@ def make_jsonl_without_sidecar(ds: Dataset, base: Path) -> tuple[str, dict[str, 
     return loc, {}
 
 
-def _has_huge_int(value: Any) -> bool:
+def has_huge_int(value: Any) -> bool:
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
         return not -(2**63) <= value < 2**64
     if isinstance(value, dict):
-        return any(_has_huge_int(v) for v in value.values())
+        return any(has_huge_int(v) for v in value.values())
     if isinstance(value, list):
-        return any(_has_huge_int(v) for v in value)
+        return any(has_huge_int(v) for v in value)
     return False
 
 
@@ -357,7 +357,7 @@ class FormatCase:
             return f"no {'/'.join(sorted(ds.datatypes - self.datatypes))}"
         if any(isinstance(p["id"], int) and p["id"] > self.max_int_id for p in ds.points):
             return f"no integer ids above {self.max_int_id}"
-        if not self.huge_payload_ints and any(_has_huge_int(p.get("payload"))
+        if not self.huge_payload_ints and any(has_huge_int(p.get("payload"))
                                               for p in ds.points):
             return "no payload integers outside -2^63..2^64-1"
         return None

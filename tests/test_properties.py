@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import vecferry
-from roundtrip import canonical, read_points
+from roundtrip import canonical, has_huge_int, read_points
 from vecferry.stream import decode_ids, encode_id, is_uuid, kind_of_id, merge_id_kinds
 
 SETTINGS = settings(max_examples=50, deadline=None,
@@ -140,18 +140,6 @@ def test_jsonl_fast_parse_equals_the_general_parser(points, separators):
         assert fast.equals(general) and fast.schema == general.schema
     else:
         assert any(has_huge_int(p.get("payload")) for p in points)
-
-
-def has_huge_int(value) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return not -(2**63) <= value < 2**64
-    if isinstance(value, dict):
-        return any(has_huge_int(v) for v in value.values())
-    if isinstance(value, list):
-        return any(has_huge_int(v) for v in value)
-    return False
 
 
 def test_jsonl_fast_parse_takes_plain_points_and_leaves_the_rest():
