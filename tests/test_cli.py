@@ -235,3 +235,53 @@ def test_convert_does_not_import_pandas_but_pyarrow_can_still_use_it(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.split() == ["pandas", "7"]
+
+
+def _refuse(number: int):
+    """A stand-in for a call the operating system refuses with ``number``."""
+    def refuse(*args, **kwargs):
+        raise OSError(number, "refused by the test")
+    return refuse
+
+
+def test_a_full_disk_is_a_message_naming_the_output_not_a_traceback(samples, tmp_path,
+                                                                     monkeypatch):
+    import errno
+
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", _refuse(errno.ENOSPC))
+    out = tmp_path / "o.parquet"
+    result = run("convert", str(samples / "points_rich.jsonl"), str(out))
+    assert result.exit_code == 1
+    assert (f"error: {out}: cannot write: No space left on device (free space there or write "
+            "to another place, then run the conversion again)") in result.output
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the partial file was removed
+
+
+def test_a_read_only_target_is_named_with_what_to_check(samples, tmp_path, monkeypatch):
+    import errno
+
+    from vecferry.errors import TargetError
+
+    monkeypatch.setattr("vecferry.converters.jsonl.open_write", _refuse(errno.EROFS))
+    out = tmp_path / "o.jsonl"
+    with pytest.raises(TargetError) as info:
+        vecferry.convert(str(samples / "points_rich.jsonl"), str(out), workers=1)
+    assert str(info.value) == (f"{out}: cannot write: Read-only file system (check that the "
+                               "output's directory is writable)")
+    assert isinstance(info.value.__cause__, OSError)
+
+
+def test_any_other_system_error_is_a_message_and_exit_code_1(samples, tmp_path, monkeypatch):
+    import errno
+
+    monkeypatch.setattr("vecferry.pipeline.convert", _refuse(errno.EIO))
+    result = run("convert", str(samples / "points_rich.jsonl"), str(tmp_path / "o.jsonl"),
+                 "--json")
+    assert result.exit_code == 1
+    assert "error: [Errno 5] refused by the test" in result.output
+    report = json.loads(result.output[:result.output.index("\n}") + 2])
+    assert report == {"ok": False, "error": "OSError", "message": "[Errno 5] refused by the test"}
+    assert "Traceback" not in result.output

@@ -524,6 +524,28 @@ def test_a_partition_that_keeps_killing_its_worker_fails_the_run(npy_src, tmp_pa
     assert "run again with --resume" in str(info.value)
 
 
+def test_a_full_disk_in_a_worker_names_the_output(npy_src, tmp_path) -> None:
+    from scaleout_faults import disk_full
+    from vecferry.errors import TargetError
+    from vecferry.scaleout import _prepare_staging, choose, run_local
+
+    dst = f"{tmp_path}/o/"
+    reader = open_reader(npy_src["npy"], format="npy", **npy_src["opts"])
+    try:
+        plan, job, _ = choose(reader, src=npy_src["npy"], src_fmt="npy",
+                              reader_options=npy_src["opts"], dst=dst,
+                              dst_fmt="parquet", writer_options={}, workers=2, engine="local",
+                              partition_size=SMALL, limit=None, batch_size=1000,
+                              on_error="fail", check_duplicates=False)
+    finally:
+        reader.close()
+    _prepare_staging(job, plan, resume=False)
+    with pytest.raises(TargetError) as info:
+        run_local(job, plan.partitions[:1], 2, task=disk_full)
+    assert str(info.value) == (f"{dst}: cannot write: No space left on device (free space "
+                               "there or write to another place, then run the conversion again)")
+
+
 def test_ray_engine_without_ray_names_the_extra(monkeypatch) -> None:
     from vecferry.errors import MissingDependencyError
 

@@ -87,6 +87,13 @@ def _run(fn: Callable[[], int | None], as_json: bool) -> None:
             _emit_json({"ok": False, **exc.as_dict()})
         _err(f"error: {exc}")
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        # vecferry names the file it was writing (TargetError); whatever the system refused
+        # elsewhere still gets a message, not a traceback
+        if as_json:
+            _emit_json({"ok": False, "error": type(exc).__name__, "message": str(exc)})
+        _err(f"error: {exc}")
+        sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:
         _err("interrupted: partial output was removed; run again (with --resume for Qdrant "
              "targets) to continue")

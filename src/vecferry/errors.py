@@ -8,6 +8,10 @@ user with a 50 GB input knows which record to look at, and chains its cause
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,3 +141,27 @@ def _restore(cls: type[VecferryError], state: dict[str, Any]) -> VecferryError:
     err.__dict__.update(state)
     Exception.__init__(err, str(err))
     return err
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+@contextlib.contextmanager
+def writing_to(target: str) -> Iterator[None]:
+    """Raise an operating-system error met while writing ``target`` (disk full, read-only file
+    system, permissions) as a ``TargetError`` naming ``target`` and what to do, chained to it;
+    a long run that fills the disk ends with that message, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        number = exc.errno
+        reason = os.strerror(number) if number else str(exc)
+        if number in _NO_SPACE:
+            hint = "free space there or write to another place, then run the conversion again"
+        elif number in _NOT_WRITABLE:
+            hint = "check that the output's directory is writable"
+        else:
+            hint = f"the system said: {exc}"
+        raise TargetError(f"cannot write: {reason}", location=Location(source=target),
+                          hint=hint) from exc

@@ -24,7 +24,7 @@ import orjson
 from vecferry import scaleout
 from vecferry.converters import open_reader, resolve
 from vecferry.converters.base import REJECT_KEY, Context
-from vecferry.errors import InputError, Location, RecordError, UsageError
+from vecferry.errors import InputError, Location, RecordError, UsageError, writing_to
 from vecferry.ledger import IdLedger
 from vecferry.storage import with_storage_options
 from vecferry.stream import manifest_of, rebatch
@@ -320,7 +320,9 @@ def convert(
         wopts = dict(writer_options or {})
         if resumable:
             wopts["resuming"] = position > 0
-        writer = writer_cls(dst, schema, context=writer_context, overwrite=overwrite, **wopts)
+        with writing_to(dst):
+            writer = writer_cls(dst, schema, context=writer_context, overwrite=overwrite,
+                                **wopts)
         total = reader.count()
         if total is not None and limit is not None:
             total = min(total, limit)
@@ -341,7 +343,8 @@ def convert(
                     batch = batch.slice(0, remaining)
                 remaining -= batch.num_rows
             before = writer_context.rejected
-            writer.write_batch(batch)
+            with writing_to(dst):
+                writer.write_batch(batch)
             written += batch.num_rows - (writer_context.rejected - before)
             consumed += batch.num_rows
             if ledger is not None:
@@ -357,7 +360,8 @@ def convert(
                 progress.update(batch.num_rows)
         if progress is not None:
             progress.refresh()
-        writer_report = writer.close() or {}
+        with writing_to(dst):
+            writer_report = writer.close() or {}
         if resume_state is not None:
             resume_state.save(position + consumed, written_before + written,
                               rejected_before + context.rejected + writer_context.rejected,

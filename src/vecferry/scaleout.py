@@ -40,7 +40,7 @@ import pyarrow as pa
 
 from vecferry.converters import get_format, open_reader
 from vecferry.converters.base import AtomicPath, Context, fsync_path
-from vecferry.errors import Location, TargetError, UsageError
+from vecferry.errors import Location, TargetError, UsageError, writing_to
 from vecferry.plan import Partition, Plan, read_partition
 from vecferry.stream import manifest_of, rebatch
 
@@ -295,30 +295,36 @@ def write_part(job: Job, name: str, batches: Iterable[pa.RecordBatch],
     context = Context(job.on_error, sink, warnings)
     ledger = (IdLedger(manifest_of(job.schema).id_kind, path=str(job.root / "ids" / name))
               if job.check_duplicates else None)
-    writer = _part_writer(job, name, context)
+    # The part, its id spill and its record live next to the output, on the output's disk:
+    # a full disk there is reported as the output's (reading errors are the reader's own).
+    with writing_to(job.dst):
+        writer = _part_writer(job, name, context)
     rows = 0
     try:
         for batch in batches:
-            writer.write_batch(batch)
+            with writing_to(job.dst):
+                writer.write_batch(batch)
+                if ledger is not None:
+                    ledger.add(batch.column("id"))
             rows += batch.num_rows
-            if ledger is not None:
-                ledger.add(batch.column("id"))
-        report = writer.close() or {}
+        with writing_to(job.dst):
+            report = writer.close() or {}
     except BaseException:
         writer.abort()
         raise
     finally:
         sink.close()
-    if ledger is not None:
-        ledger.seal()
     digest = getattr(writer, "digest", None)
     result = {"name": name, "rows": rows, "written": rows - context.rejected,
               "total": digest.total if digest is not None else None,
               "bytes": report.get("bytes_written"), "warnings": context.warnings}
     done = job.root / "done" / f"{name}.json"
     tmp = done.with_name(f".{done.name}.tmp")
-    tmp.write_bytes(orjson.dumps(result))
-    os.replace(tmp, done)
+    with writing_to(job.dst):
+        if ledger is not None:
+            ledger.seal()
+        tmp.write_bytes(orjson.dumps(result))
+        os.replace(tmp, done)
     return result
 
 
@@ -655,7 +661,8 @@ def convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str = "lo
         AtomicPath(job.dst.rstrip("/"), overwrite=overwrite, directory=True).abort()
     from vecferry.pipeline import RejectsFile
 
-    resumed = _prepare_staging(job, plan, resume)
+    with writing_to(job.dst):
+        resumed = _prepare_staging(job, plan, resume)
     # The driver's own rejects (the assembling or preparing writer's) go with the parts',
     # after them
     late = RejectsFile(root / "rejects" / "~driver.write.jsonl", append=True)
@@ -691,16 +698,17 @@ def convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str = "lo
             watch.close()
             if follow is not None:
                 follow.stop()
-        if follow is not None:
-            follow.finish()
-        records = _done(job)
-        done = [records[name] for name in sorted(records)]  # part names sort in output order
-        if job.strategy == "parts":
-            writer_report = _commit_parts(job, done, overwrite)
-        elif job.strategy == "shared":
-            writer_report = target.close() or {}
-        else:
-            writer_report = target.commit(done, overwrite)
+        with writing_to(job.dst):
+            if follow is not None:
+                follow.finish()
+            records = _done(job)
+            done = [records[name] for name in sorted(records)]  # in output order
+            if job.strategy == "parts":
+                writer_report = _commit_parts(job, done, overwrite)
+            elif job.strategy == "shared":
+                writer_report = target.close() or {}
+            else:
+                writer_report = target.commit(done, overwrite)
     except BaseException:
         if target is not None:
             target.abort()
