@@ -285,3 +285,16 @@ def test_any_other_system_error_is_a_message_and_exit_code_1(samples, tmp_path, 
     report = json.loads(result.output[:result.output.index("\n}") + 2])
     assert report == {"ok": False, "error": "OSError", "message": "[Errno 5] refused by the test"}
     assert "Traceback" not in result.output
+
+
+def test_another_write_failure_keeps_the_systems_words(samples, tmp_path, monkeypatch):
+    import errno
+
+    from vecferry.errors import TargetError
+
+    monkeypatch.setattr("vecferry.converters.jsonl.open_write", _refuse(errno.EIO))
+    out = tmp_path / "o.jsonl"
+    with pytest.raises(TargetError) as info:
+        vecferry.convert(str(samples / "points_rich.jsonl"), str(out), workers=1)
+    assert str(info.value) == (f"{out}: cannot write: [Errno 5] refused by the test (run the "
+                               "conversion again once the cause is fixed)")

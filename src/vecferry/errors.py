@@ -156,12 +156,11 @@ def writing_to(target: str) -> Iterator[None]:
         yield
     except OSError as exc:
         number = exc.errno
-        reason = os.strerror(number) if number else str(exc)
-        if number in _NO_SPACE:
-            hint = "free space there or write to another place, then run the conversion again"
-        elif number in _NOT_WRITABLE:
-            hint = "check that the output's directory is writable"
+        if number in _NO_SPACE or number in _NOT_WRITABLE:
+            reason = os.strerror(number)  # pyarrow's text wraps it in its own words
+            hint = ("free space there or write to another place, then run the conversion again"
+                    if number in _NO_SPACE else "check that the output's directory is writable")
         else:
-            hint = f"the system said: {exc}"
+            reason, hint = str(exc), "run the conversion again once the cause is fixed"
         raise TargetError(f"cannot write: {reason}", location=Location(source=target),
                           hint=hint) from exc
