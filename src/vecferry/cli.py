@@ -457,8 +457,10 @@ def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: st
 
     def body() -> int:
         from vecferry.converters import resolve
+        from vecferry.stream import skip_pandas_probe
         from vecferry.verify import verify
 
+        skip_pandas_probe()
         conn = {"api_key_env": api_key_env, "timeout": timeout}
         src_fmt = resolve(src, from_format).name
         src_opts, _ = _route({**conn, "ids": ids, "payloads": payloads}, src_fmt, src_fmt)
@@ -499,7 +501,9 @@ def inspect_cmd(src: str, from_format: str | None, ids: str | None, payloads: st
     def body() -> int:
         from vecferry.inspect import inspect_location
         from vecferry.sizing import parse_bytes
+        from vecferry.stream import skip_pandas_probe
 
+        skip_pandas_probe()
         info = inspect_location(src, from_format=from_format, sample=sample,
                                 reader_options={k: v for k, v in (("ids", ids),
                                                                   ("payloads", payloads)) if v},
