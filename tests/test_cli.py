@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -253,8 +254,6 @@ def _refuse(number: int):
 
 def test_a_full_disk_is_a_message_naming_the_output_not_a_traceback(samples, tmp_path,
                                                                      monkeypatch):
-    import errno
-
     import pyarrow.parquet as pq
 
     monkeypatch.setattr(pq.ParquetWriter, "write_table", _refuse(errno.ENOSPC))
@@ -267,23 +266,24 @@ def test_a_full_disk_is_a_message_naming_the_output_not_a_traceback(samples, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # the partial file was removed
 
 
-def test_a_read_only_target_is_named_with_what_to_check(samples, tmp_path, monkeypatch):
-    import errno
-
+@pytest.mark.parametrize(("number", "said"), [
+    (errno.EROFS, "Read-only file system (check that the output's directory is writable)"),
+    (errno.EIO, "[Errno 5] refused by the test (run the conversion again once the cause is "
+                "fixed)"),
+])
+def test_a_write_the_system_refuses_names_the_output_and_what_to_do(samples, tmp_path,
+                                                                    monkeypatch, number, said):
     from vecferry.errors import TargetError
 
-    monkeypatch.setattr("vecferry.converters.jsonl.open_write", _refuse(errno.EROFS))
+    monkeypatch.setattr("vecferry.converters.jsonl.open_write", _refuse(number))
     out = tmp_path / "o.jsonl"
     with pytest.raises(TargetError) as info:
         vecferry.convert(str(samples / "points_rich.jsonl"), str(out), workers=1)
-    assert str(info.value) == (f"{out}: cannot write: Read-only file system (check that the "
-                               "output's directory is writable)")
+    assert str(info.value) == f"{out}: cannot write: {said}"
     assert isinstance(info.value.__cause__, OSError)
 
 
 def test_any_other_system_error_is_a_message_and_exit_code_1(samples, tmp_path, monkeypatch):
-    import errno
-
     monkeypatch.setattr("vecferry.pipeline.convert", _refuse(errno.EIO))
     result = run("convert", str(samples / "points_rich.jsonl"), str(tmp_path / "o.jsonl"),
                  "--json")
@@ -293,15 +293,3 @@ def test_any_other_system_error_is_a_message_and_exit_code_1(samples, tmp_path, 
     assert report == {"ok": False, "error": "OSError", "message": "[Errno 5] refused by the test"}
     assert "Traceback" not in result.output
 
-
-def test_another_write_failure_keeps_the_systems_words(samples, tmp_path, monkeypatch):
-    import errno
-
-    from vecferry.errors import TargetError
-
-    monkeypatch.setattr("vecferry.converters.jsonl.open_write", _refuse(errno.EIO))
-    out = tmp_path / "o.jsonl"
-    with pytest.raises(TargetError) as info:
-        vecferry.convert(str(samples / "points_rich.jsonl"), str(out), workers=1)
-    assert str(info.value) == (f"{out}: cannot write: [Errno 5] refused by the test (run the "
-                               "conversion again once the cause is fixed)")
