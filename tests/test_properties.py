@@ -164,3 +164,22 @@ def test_jsonl_fast_parse_takes_plain_points_and_leaves_the_rest():
                 '{"id": 9, "vector": [1, 2, 3], "payload": [1]}', '{"id": 9, "vector": [1, 2, 3]',
                 '{"id": -1, "vector": [1, 2, 3]}', '{"id": 9, "vector": [1, 2, 3]} 5']:
         assert _fast_batch(_chunk([*lines, bad]), manifest) is None, bad
+
+
+def test_jsonl_without_simdjson_parses_every_chunk_with_orjson(monkeypatch):
+    import sys
+    import threading
+
+    from vecferry.converters import jsonl
+    from vecferry.points import infer_manifest
+
+    points = [{"id": i, "vector": [0.25, i], "payload": {"i": i}} for i in range(3)]
+    manifest = infer_manifest(points)
+    chunk = _chunk([json.dumps(p) for p in points])
+    expected, _ = jsonl.parse_chunk(chunk, manifest.to_json(), "p.jsonl")
+    monkeypatch.setitem(sys.modules, "simdjson", None)  # as if it were not installed
+    monkeypatch.setattr(jsonl, "_simd", threading.local())  # no parser made yet
+    assert jsonl._fast_batch(chunk, manifest) is None
+    batch, errors = jsonl.parse_chunk(chunk, manifest.to_json(), "p.jsonl")
+    assert not errors and batch.equals(expected)
+    assert batch.column("payload").to_pylist() == ['{"i":0}', '{"i":1}', '{"i":2}']
