@@ -385,8 +385,58 @@ def test_ray_engine_equals_local_pool(npy_src, tmp_path) -> None:
                          reader_options={"id_column": "doc", "vector_column": "emb"},
                          engine="ray", partition_size=4 << 10)
         assert any("changed when narrowed to float32" in w for w in report["warnings"])
+        _ray_blocks_are_bounded(ray, npy_src, tmp_path)
     finally:
         ray.shutdown()
+
+
+def _ray_blocks_are_bounded(ray, npy_src, tmp_path) -> None:
+    """A read task hands its partition to the write in blocks of about BLOCK_BYTES, not as
+    one block held whole; the caller's Ray Data settings are theirs again afterwards."""
+    from vecferry import ray_engine
+    from vecferry.scaleout import choose
+
+    reader = open_reader(npy_src["npy"], format="npy", **npy_src["opts"])
+    try:
+        plan, job, _ = choose(reader, src=npy_src["npy"], src_fmt="npy",
+                              reader_options=npy_src["opts"], dst=f"{tmp_path}/blocks/",
+                              dst_fmt="parquet", writer_options={}, workers=2, engine="ray",
+                              partition_size=SMALL, limit=None, batch_size=100,
+                              on_error="fail", check_duplicates=False)
+    finally:
+        reader.close()
+    context = ray.data.DataContext.get_current()
+    before = context.target_max_block_size, context.enable_progress_bars
+
+    def blocks() -> int:
+        source = ray_engine.PlanDatasource(job, plan.partitions)
+        read = ray.data.read_datasource(source, override_num_blocks=len(plan.partitions))
+        return read.materialize().num_blocks()
+
+    whole = blocks()  # Ray's default target holds a partition this small as one block
+    saved, ray_engine.BLOCK_BYTES = ray_engine.BLOCK_BYTES, 8 << 10
+    try:
+        with ray_engine._data_context():
+            bounded = blocks()
+    finally:
+        ray_engine.BLOCK_BYTES = saved
+    assert whole == len(plan.partitions)
+    assert bounded > 3 * whole
+    assert (context.target_max_block_size, context.enable_progress_bars) == before
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray extra not installed")
+def test_ray_engine_is_quiet_with_quiet(npy_src, tmp_path) -> None:
+    # a local Ray instance warns on stderr of its default token authentication
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    out = tmp_path / "q"
+    run = subprocess.run([sys.executable, "-m", "vecferry", "convert", npy_src["jsonl"],
+                          f"{out}/", "--to", "parquet", "--engine", "ray", "--workers", "2",
+                          "--partition-size", "64KB", "--quiet"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    assert _digest(f"{out}/") == _digest(npy_src["parquet"])
 
 
 def test_engine_usage_errors(npy_src, tmp_path) -> None:

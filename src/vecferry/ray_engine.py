@@ -11,6 +11,7 @@ a file system all nodes share.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Iterable, Iterator
@@ -32,6 +33,11 @@ except ImportError as exc:  # pragma: no cover - the extra is installed for the 
 
 PART_COLUMN = "_vecferry_partition"
 FIRST_COLUMN = "_vecferry_first_row"
+#: Ray Data gathers a read task's tables into blocks of up to its target size (128 MiB by
+#: default) before the fused write sees any: a whole partition was read and held in memory,
+#: then written. A target of a few batches keeps each task's memory near what a pool
+#: worker holds (the tables are chained, not copied).
+BLOCK_BYTES = 16 << 20
 
 
 class PlanDatasource(Datasource):
@@ -107,18 +113,14 @@ def run_ray(job: Job, partitions: list[Partition], *, workers: int,
         if address or os.environ.get("RAY_ADDRESS"):
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # vecferry's own bar counts the parts done
-    dataset = ray.data.read_datasource(PlanDatasource(job, partitions),
-                                       override_num_blocks=len(partitions))
-    # Ray Data logs each execution at INFO on stderr; vecferry's report says what happened
-    data_logger = logging.getLogger("ray.data")
-    level = data_logger.level
-    data_logger.setLevel(logging.ERROR)
+            with _quiet_logger("ray._private.authentication.authentication_token_setup"):
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING)
     try:
-        dataset.write_datasink(PartsDatasink(job))
+        with _data_context(), _quiet_logger("ray.data"):
+            dataset = ray.data.read_datasource(PlanDatasource(job, partitions),
+                                               override_num_blocks=len(partitions))
+            dataset.write_datasink(PartsDatasink(job))
     except Exception as exc:
         # Ray wraps a task's exception (RayTaskError, UserCodeException): the run reports
         # vecferry's own error, with its location and hint, as the local pool does
@@ -126,8 +128,34 @@ def run_ray(job: Job, partitions: list[Partition], *, workers: int,
         if own is None:
             raise
         raise own from exc
+
+
+@contextlib.contextmanager
+def _data_context() -> Iterator[Any]:
+    """Ray Data's settings for one run, the caller's own put back afterwards (a library
+    caller may run its own datasets in the same process)."""
+    context = ray.data.DataContext.get_current()
+    saved = context.enable_progress_bars, context.target_max_block_size
+    context.enable_progress_bars = False  # vecferry's own bar counts the parts done
+    context.target_max_block_size = BLOCK_BYTES
+    try:
+        yield context
     finally:
-        data_logger.setLevel(level)
+        context.enable_progress_bars, context.target_max_block_size = saved
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Holds a Ray logger at ERROR: Ray Data logs each execution at INFO on stderr, and a
+    local instance warns of its default token authentication; vecferry's report says what
+    happened, and ``--quiet`` means quiet."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _vecferry_error(exc: BaseException) -> VecferryError | None:
