@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -94,6 +95,22 @@ def test_skip_sends_the_bad_line_to_rejects(samples, tmp_path, name):
     reason = JSONL_BAD[name][1].split(": ", 1)[1].split(" (")[0]
     assert line["_vecferry_reject"]["reason"].startswith(reason.rstrip(": "))
     assert line["_vecferry_reject"]["source"] == src
+
+
+def test_jsonl_vectors_holding_strings_or_booleans_are_rejected(tmp_path):
+    src = tmp_path / "p.jsonl"
+    lines = [{"id": i, "vector": [0.5, -1.25, 2.0], "payload": {"ok": True}} for i in range(6)]
+    lines[2]["vector"][1] = "-1.25"
+    lines[4]["vector"][0] = False
+    src.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    rejects = tmp_path / "rejects.jsonl"
+    report = vecferry.convert(str(src), str(tmp_path / "out.parquet"), on_error="skip",
+                              rejects=str(rejects))
+    assert (report["written"], report["rejected"]) == (4, 2)
+    assert [(p["_vecferry_reject"]["line"], p["_vecferry_reject"]["reason"])
+            for p in _rejects(rejects)] == [
+        (3, 'vector holds the string "-1.25", which is not a number'),
+        (5, "vector holds false, which is not a number")]
 
 
 def test_fixed_rejects_file_converts(samples, tmp_path):
@@ -518,8 +535,20 @@ POINTS = [
      "id 1: vector 'zz' is not in the schema (vectors: ['d', 's', 'm', 'u'])"),
     ({"id": 1, "vector": {}}, "id 1: point has no vector (every point needs at least one vector)"),
     ({"id": 1, "vector": {"d": "x"}}, "id 1: vector 'd' must be a list of numbers"),
-    ({"id": 1, "vector": {"d": [1, "x"]}}, "id 1: vector 'd' holds a value that is not a number "
+    ({"id": 1, "vector": {"d": [1, "x"]}}, "id 1: vector 'd' holds the string \"x\", which is not "
+     "a number (fix the value: vectors hold finite numbers in the range of float32)"),
+    # numbers written as strings and booleans are not read as numbers: 0.5 and 1 would be
+    # guesses, and a vector holding them is usually a column mix-up
+    ({"id": 1, "vector": {"d": [0.25, "0.5"]}}, "id 1: vector 'd' holds the string \"0.5\", "
+     "which is not a number (fix the value: vectors hold finite numbers in the range of float32)"),
+    ({"id": 1, "vector": {"d": [0.25, True]}}, "id 1: vector 'd' holds true, which is not a number "
      "(fix the value: vectors hold finite numbers in the range of float32)"),
+    ({"id": 1, "vector": {"m": [[1, 2], [False, 0.5]]}}, "id 1: vector 'm' holds false, which is "
+     "not a number (fix the value: vectors hold finite numbers in the range of float32)"),
+    ({"id": 1, "vector": {"u": [1, [2]]}}, "id 1: vector 'u' holds [2], which is not a number "
+     "(fix the value: vectors hold finite numbers in the range of uint8)"),
+    ({"id": 1, "vector": {"d": [0.25, None]}}, "id 1: vector 'd' holds NaN, infinity or a value "
+     "outside float range (fix the value: vectors hold finite numbers in the range of float32)"),
     ({"id": 1, "vector": {"m": [[1, 2], [3]]}},
      "id 1: vector 'm' has a sub-vector of 1 dimensions, expected 2"),
     ({"id": 1, "vector": {"m": []}},
@@ -550,6 +579,21 @@ def test_bad_point_shapes(point, message):
     sep = ", " if message.startswith("id ") else ": "
     assert str(info.value) == f"src.jsonl, line 9{sep}{message}"
     assert info.value.raw == point
+
+
+def test_vector_values_that_are_numbers_are_taken_in_any_json_form():
+    # integers (even past 64 bits), exact 0 and 1 and negative zero are numbers; the Python
+    # check that looks for booleans must not refuse them
+    spec = VectorSpec("d", "dense", 3)
+    # the second set goes row by row: pyarrow refuses the integer past 64 bits
+    for rows in ([[0, 1, -0.0], [7, 1, 0.5], [1.0, 0.0, 3]],
+                 [[0, 1, -0.0], [2**70, 1, 0.5], [1.0, 0.0, 3]]):
+        builder = BatchBuilder(Manifest([spec]), Context(), "src.jsonl")
+        for i, row in enumerate(rows):
+            builder.add({"id": i, "vector": {"d": row}}, line=i + 1)
+        got = builder.flush().column(spec.column).to_pylist()
+        assert got == [[float(np.float32(x)) for x in row] for row in rows]
+        assert math.copysign(1.0, got[0][2]) == -1.0
 
 
 def test_a_new_run_replaces_the_rejects_of_an_earlier_one(samples, tmp_path):

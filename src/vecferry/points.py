@@ -222,6 +222,16 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+_NONE = object()
+
+
+def _shown(value: Any) -> str:
+    """A JSON value as a message shows it: short, and typed where its JSON would mislead."""
+    text = json.dumps(value, ensure_ascii=False)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return f"the string {text}" if isinstance(value, str) else text
+
+
 def _check_vector(spec: VectorSpec, value: Any) -> str | None:
     """Why a vector value does not fit ``spec`` (cheap structural checks), or None."""
     label = "vector" if spec.name == "" else f"vector {spec.name!r}"
@@ -269,16 +279,29 @@ def _vector_array(spec: VectorSpec, values: list[Any]) -> tuple[pa.Array, dict[i
         rows = [sub for i in present for sub in values[i]]
         lengths = [len(values[i]) for i in present]
     size = spec.size or 0
+    # pyarrow converts the lists about twice as fast as numpy and, unlike numpy, refuses a
+    # string (numpy made "0.5" into 0.5); a null becomes NaN, which the check below refuses
     try:
-        mat = np.array(rows, dtype=np.float64).reshape(-1, size)
-    except (TypeError, ValueError):
+        flat = pa.array(rows, type=pa.list_(pa.float64(), size)).flatten()
+        mat = flat.to_numpy(zero_copy_only=False).reshape(-1, size)
+        converted = True
+        suspects = np.flatnonzero(((mat == 0) | (mat == 1)).any(axis=1))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        # a string, or an integer past 64 bits (a number, which numpy takes): row by row
         mat = np.zeros((len(rows), size), dtype=np.float64)
+        converted = False
+        suspects = np.arange(len(rows))
+    if len(suspects):
+        # true and false pass pyarrow's conversion as 1 and 0: only a row holding an exact 0
+        # or 1 is looked at in Python, so float embeddings pay nothing for the check
         owner = _row_owner(present, lengths)
-        for r, row in enumerate(rows):
-            try:
-                mat[r] = np.array(row, dtype=np.float64)
-            except (TypeError, ValueError):
-                bad.setdefault(owner[r], f"{label} holds a value that is not a number")
+        for r in suspects:
+            row = rows[r]
+            odd = next((x for x in row if x is not None and not _is_number(x)), _NONE)
+            if odd is not _NONE:
+                bad.setdefault(owner[r], f"{label} holds {_shown(odd)}, which is not a number")
+            elif not converted:
+                mat[r] = np.array(row, dtype=np.float64)  # a null becomes NaN, refused below
     with np.errstate(over="ignore", invalid="ignore"):
         cast = mat.astype(dtype)
     finite = np.isfinite(mat).all(axis=1)
