@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import faiss
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.parquet as pq
 import pytest
 
@@ -459,6 +461,77 @@ def test_string_ids_and_payloads_survive_faiss_and_back(tmp_path):
     assert [p.get("payload") for p in back] == [p["payload"] for p in points]
     got = np.array([p["vector"] for p in back], dtype=np.float32)
     assert np.array_equal(got.view(np.uint32), x.view(np.uint32))
+
+
+@pytest.mark.parametrize("held", ["memory", "disk"])
+@pytest.mark.parametrize("ids", ["strings", "integers"])
+def test_payload_sidecar_is_joined_by_id_in_any_read_order(tmp_path, monkeypatch, held, ids):
+    """An IVF index is read list by list, not in the order its sidecar was written; with
+    integer ids the sidecar holds only the rows that have a payload. A sidecar past
+    SIDECAR_MEMORY_BYTES is looked up in a scratch table, removed when the reader closes."""
+    import tempfile
+
+    if held == "disk":
+        monkeypatch.setattr(faiss_index, "SIDECAR_MEMORY_BYTES", 0)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    n = 400
+    x = vectors(n=n, seed=4)
+    points = [{"id": f"doc-{i}" if ids == "strings" else i * 7 + 2**40, "vector": v.tolist(),
+               **({"payload": {"i": i, "t": "é" * (i % 4)}} if i % 3 else {})}
+              for i, v in enumerate(x)]
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in points))
+    index = str(tmp_path / "i.faiss")
+    vecferry.convert(str(src), index, batch_size=64,
+                     writer_options={"index_factory": "IVF4,Flat", "train_rows": 200})
+    side = pq.read_table(index + ".payloads.parquet")
+    assert side.num_rows == (n if ids == "strings" else sum(1 for p in points if "payload" in p))
+    reader = FaissReader(index, context=Context())
+    try:
+        assert reader._sidecar._fid is None and reader._sidecar._disk is None  # footer only
+        got = [p for batch in reader.batches(50) for p in batch.to_pylist()]
+        assert (reader._sidecar._disk is not None) == (held == "disk")
+        assert [p["id"] for p in got] != [p["id"] for p in points]  # IVF order
+    finally:
+        reader.close()
+    assert list(scratch.iterdir()) == []
+    out = tmp_path / "out.jsonl"
+    vecferry.convert(index, str(out))
+    back = {p["id"]: p for p in map(orjson.loads, out.read_bytes().splitlines())}
+    assert len(back) == n
+    for i, p in enumerate(points):
+        assert back[p["id"]].get("payload") == p.get("payload")
+        got = np.array(back[p["id"]]["vector"], dtype=np.float32)
+        assert np.array_equal(got.view(np.uint32), x[i].view(np.uint32))
+
+
+@pytest.mark.parametrize("held", ["memory", "disk"])
+def test_a_payload_sidecar_that_does_not_fit_the_index_is_named(tmp_path, monkeypatch, held):
+    if held == "disk":
+        monkeypatch.setattr(faiss_index, "SIDECAR_MEMORY_BYTES", 0)
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"".join(orjson.dumps({"id": f"doc-{i}", "vector": v.tolist()}) + b"\n"
+                             for i, v in enumerate(vectors())))
+    index = str(tmp_path / "i.faiss")
+    vecferry.convert(str(src), index)
+    side = index + ".payloads.parquet"
+    table = pq.read_table(side)
+    pq.write_table(table.filter(pa.compute.not_equal(table.column("faiss_id"), 5)), side)
+    with pytest.raises(InputError) as info:
+        vecferry.convert(index, str(tmp_path / "o.jsonl"))
+    assert str(info.value) == (
+        f"{side}: id mapping sidecar has no entry for FAISS id 5 (the index changed after "
+        "vecferry wrote it; delete the sidecars to read plain FAISS ids)")
+    pq.write_table(table.drop_columns(["faiss_id"]), side)
+    with pytest.raises(InputError, match="payload sidecar has no 'faiss_id' column"):
+        vecferry.convert(index, str(tmp_path / "o.jsonl"))
+    Path(side).write_bytes(b"PAR1 not really")
+    with pytest.raises(InputError) as info:
+        vecferry.convert(index, str(tmp_path / "o.jsonl"))
+    assert str(info.value).startswith(f"{side}: cannot read the payload sidecar: ")
+    assert str(info.value).endswith("(delete or fix it; it was written next to the index)")
 
 
 def test_writer_trains_on_a_sample_and_keeps_ids(tmp_path):

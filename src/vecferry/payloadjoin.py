@@ -90,3 +90,46 @@ class PayloadTable:
 
     def __len__(self) -> int:
         return self.count
+
+
+class RowsById:
+    """Rows of text columns by integer key, in a scratch SQLite table: the on-disk side of a
+    lookup too large to hold in memory. The first row of a key stays; ``take`` returns rows
+    in the order of the keys asked for. Same threading rules as ``PayloadTable``."""
+
+    def __init__(self, columns: Sequence[str], directory: str | None = None):
+        self.columns = list(columns)
+        self._dir = tempfile.TemporaryDirectory(prefix="vecferry-rows-", dir=directory)
+        self._db = sqlite3.connect(os.path.join(self._dir.name, "rows.sqlite"),
+                                   check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        names = ", ".join(f"c{i} TEXT" for i in range(len(self.columns)))
+        self._db.execute(f"CREATE TABLE r (k INTEGER PRIMARY KEY, {names})")
+        self._insert = (f"INSERT OR IGNORE INTO r VALUES "
+                        f"(?{', ?' * len(self.columns)})")
+        self._select = ", ".join(f"c{i}" for i in range(len(self.columns)))
+        self._db.execute("BEGIN")
+        self._filling = True
+
+    def add_many(self, rows: Iterator[tuple[int | str | None, ...]]) -> None:
+        """Add (key, *column values) rows."""
+        self._db.executemany(self._insert, rows)
+
+    def take(self, keys: Sequence[int]) -> list[tuple[str | None, ...] | None]:
+        """The columns of each key's row (None for a key with no row)."""
+        if self._filling:
+            self._db.execute("COMMIT")
+            self._filling = False
+        found: dict[int, tuple[str | None, ...]] = {}
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i:i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in self._db.execute(
+                    f"SELECT k, {self._select} FROM r WHERE k IN ({marks})", chunk):
+                found[row[0]] = row[1:]
+        return [found.get(k) for k in keys]
+
+    def close(self) -> None:
+        self._db.close()
+        self._dir.cleanup()

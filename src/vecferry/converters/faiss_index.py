@@ -528,34 +528,84 @@ def _json_safe(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
+#: a payload sidecar up to this size (uncompressed, as its footer says) is held in memory; a
+#: larger one goes to a scratch SQLite table, looked up a batch at a time, so a worker's memory
+#: does not grow with the index
+SIDECAR_MEMORY_BYTES = 64 << 20
+
+
 class _Sidecar:
-    """``<index>.payloads.parquet`` in memory, looked up by FAISS id."""
+    """``<index>.payloads.parquet``, looked up by FAISS id a batch at a time.
+
+    Only the footer is read when opened (a partitioned run's driver never reads more); the
+    rows are loaded on the first lookup. Where an id occurs twice, its first row counts.
+    """
 
     def __init__(self, path: Path):
+        self.path = path
         try:
-            table = pq.read_table(path)
+            meta = pq.ParquetFile(path).metadata
         except (OSError, pa.ArrowException) as exc:
-            raise InputError(f"cannot read the payload sidecar: {exc}",
-                             location=Location(source=str(path)),
-                             hint="delete or fix it; it was written next to the index") from exc
-        if "faiss_id" not in table.column_names:
+            raise self._unreadable(exc) from exc
+        names = set(meta.schema.names)
+        if "faiss_id" not in names:
             raise InputError("payload sidecar has no 'faiss_id' column",
                              location=Location(source=str(path)))
-        fid = table.column("faiss_id").to_numpy()
-        order = np.argsort(fid, kind="stable")
-        self.fid = fid[order]
-        take = pa.array(order)
-        self.ids = table.column("id").combine_chunks().take(take) \
-            if "id" in table.column_names else None
-        self.payloads = table.column(PAYLOAD_COLUMN).combine_chunks().take(take) \
-            if PAYLOAD_COLUMN in table.column_names else None
+        self.columns = [c for c in ("id", PAYLOAD_COLUMN) if c in names]
+        self.has_ids = "id" in names
+        self._bytes = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        self._fid: np.ndarray | None = None
+        self._memory: dict[str, pa.Array] = {}
+        self._disk: Any = None
 
-    def rows(self, faiss_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Sidecar row of each id and whether there is one."""
-        pos = np.searchsorted(self.fid, faiss_ids)
-        pos = np.minimum(pos, max(len(self.fid) - 1, 0))
-        found = (self.fid[pos] == faiss_ids) if len(self.fid) else np.zeros(len(faiss_ids), bool)
-        return pos, found
+    def _unreadable(self, exc: BaseException) -> InputError:
+        return InputError(f"cannot read the payload sidecar: {exc}",
+                          location=Location(source=str(self.path)),
+                          hint="delete or fix it; it was written next to the index")
+
+    def _load(self) -> None:
+        try:
+            if self._bytes <= SIDECAR_MEMORY_BYTES:
+                table = pq.read_table(self.path, columns=["faiss_id", *self.columns])
+                fid = table.column("faiss_id").to_numpy()
+                order = np.argsort(fid, kind="stable")
+                take = pa.array(order)
+                self._memory = {c: table.column(c).combine_chunks().take(take)
+                                for c in self.columns}
+                self._fid = fid[order]
+                return
+            from vecferry.payloadjoin import RowsById
+
+            self._disk = RowsById(self.columns)
+            for batch in pq.ParquetFile(self.path).iter_batches(
+                    batch_size=65536, columns=["faiss_id", *self.columns]):
+                self._disk.add_many(zip(*(batch.column(i).to_pylist()
+                                          for i in range(batch.num_columns)), strict=True))
+        except (OSError, pa.ArrowException) as exc:
+            raise self._unreadable(exc) from exc
+
+    def lookup(self, faiss_ids: np.ndarray) -> tuple[dict[str, pa.Array], np.ndarray]:
+        """The sidecar's columns (``id``, ``payload``: those it has) for each FAISS id, null
+        where it has no row, and whether it has one."""
+        if self._fid is None and self._disk is None:
+            self._load()
+        if self._disk is not None:
+            rows = self._disk.take(faiss_ids.tolist())
+            found = np.fromiter((r is not None for r in rows), dtype=bool, count=len(rows))
+            cols = {c: pa.array([r[i] if r is not None else None for r in rows], pa.string())
+                    for i, c in enumerate(self.columns)}
+            return cols, found
+        fid = self._fid
+        assert fid is not None
+        pos = np.minimum(np.searchsorted(fid, faiss_ids), max(len(fid) - 1, 0))
+        found = (fid[pos] == faiss_ids) if len(fid) else np.zeros(len(faiss_ids), bool)
+        take = pa.array(pos, mask=~found)
+        return {c: a.take(take) for c, a in self._memory.items()}, found
+
+    def close(self) -> None:
+        if self._disk is not None:
+            self._disk.close()
+            self._disk = None
 
 
 # ------------------------------------------------------------------------------------- reader
@@ -718,7 +768,7 @@ class FaissReader:
             if prev.datatype == "float16" and not plan.lossy and not plan.binary_bits:
                 spec.datatype, self._restore_dtype = "float16", "float16"
             spec.extra = dict(prev.extra)
-            if self._sidecar is not None and self._sidecar.ids is not None:
+            if self._sidecar is not None and self._sidecar.has_ids:
                 manifest.id_kind = old.id_kind
             manifest.source = {**old.source, "faiss": manifest.source}
             manifest.collection = old.collection
@@ -882,31 +932,31 @@ class FaissReader:
         spec = self.manifest.vectors[0]
         values = pa.array(vectors.reshape(-1), type=pa.from_numpy_dtype(vectors.dtype))
         vec_col = pa.FixedSizeListArray.from_arrays(values, spec.size)
-        id_col, take = self._id_column(ids)
-        payload_col: pa.Array = pa.nulls(len(ids), type=pa.string())
-        if take is not None and self._sidecar is not None and self._sidecar.payloads is not None:
-            payload_col = self._sidecar.payloads.take(take)
+        id_col, side = self._id_column(ids)
+        payload_col = side.get(PAYLOAD_COLUMN)
+        if payload_col is None:
+            payload_col = pa.nulls(len(ids), type=pa.string())
         table = self._payloads()
         if table is not None:
             keys = [str(i) for i in decode_ids(id_col, self.manifest.id_kind)]
             payload_col = pa.array(table.take(keys), type=pa.string())
         return pa.RecordBatch.from_arrays([id_col, vec_col, payload_col], schema=self.schema)
 
-    def _id_column(self, ids: np.ndarray) -> tuple[pa.Array, pa.Array | None]:
-        """The stream id column for FAISS ids, and their rows in the sidecar (if any)."""
+    def _id_column(self, ids: np.ndarray) -> tuple[pa.Array, dict[str, pa.Array]]:
+        """The stream id column for FAISS ids, and the sidecar's columns for them (if any)."""
+        plain = pa.array(ids.view(np.uint64), type=pa.uint64())
         if self._sidecar is None:
-            return pa.array(ids.view(np.uint64), type=pa.uint64()), None
-        pos, found = self._sidecar.rows(ids)
-        take = pa.array(pos, mask=~found)
-        if self._sidecar.ids is None:
-            return pa.array(ids.view(np.uint64), type=pa.uint64()), take
+            return plain, {}
+        side, found = self._sidecar.lookup(ids)
+        if not self._sidecar.has_ids:
+            return plain, side
         if not found.all():
             missing = int(ids[np.flatnonzero(~found)[0]])
             raise InputError(f"id mapping sidecar has no entry for FAISS id {missing}",
                              location=Location(source=self.location + PAYLOADS_SUFFIX),
                              hint="the index changed after vecferry wrote it; delete "
                                   "the sidecars to read plain FAISS ids")
-        return self._sidecar.ids.take(take), take
+        return side["id"], side
 
     def _payloads(self) -> PayloadTable | None:
         """The ``payloads=`` file's table, loaded on first use (None without one)."""
@@ -951,6 +1001,8 @@ class FaissReader:
         if self._payload_table is not None:
             self._payload_table.close()
             self._payload_table = None
+        if self._sidecar is not None:
+            self._sidecar.close()
         if self._copy is not None:
             self._copy.cleanup()
 
