@@ -219,10 +219,12 @@ class BatchBuilder:
 
 
 def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
 _NONE = object()
+#: the types of a JSON array of numbers (null read as NaN, then refused)
+_PLAIN = {float, int, type(None)}
 
 
 def _shown(value: Any) -> str:
@@ -297,11 +299,16 @@ def _vector_array(spec: VectorSpec, values: list[Any]) -> tuple[pa.Array, dict[i
         owner = _row_owner(present, lengths)
         for r in suspects:
             row = rows[r]
+            if converted and bool not in map(type, row):
+                continue  # an exact 0 or 1, not a boolean
+            if not converted and set(map(type, row)) <= _PLAIN:
+                mat[r] = np.array(row, dtype=np.float64)  # a null becomes NaN, refused below
+                continue
             odd = next((x for x in row if x is not None and not _is_number(x)), _NONE)
             if odd is not _NONE:
                 bad.setdefault(owner[r], f"{label} holds {_shown(odd)}, which is not a number")
             elif not converted:
-                mat[r] = np.array(row, dtype=np.float64)  # a null becomes NaN, refused below
+                mat[r] = np.array(row, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         cast = mat.astype(dtype)
     finite = np.isfinite(mat).all(axis=1)
