@@ -394,6 +394,42 @@ def test_payloads_are_not_held_in_memory(tmp_path, monkeypatch, fmt):
         table.close()
 
 
+KILLED_MID_JOIN = """
+import os, signal
+from vecferry.payloadjoin import PayloadTable, RowsById
+table, rows = PayloadTable(), RowsById(["id", "payload"])
+for i in range(100_000):
+    table.add(str(i), "x" * 200)
+rows.add_many((i, str(i), "y" * 200) for i in range(100_000))
+assert table.take(["7"]) == ["x" * 200] and rows.take([7]) == [("7", "y" * 200)]
+here = os.environ["TMPDIR"]
+links = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+         if os.path.islink(f"/proc/self/fd/{fd}")]
+print([link for link in links if link.startswith(here)], flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_scratch_tables_spill_to_tmpdir_and_leave_nothing_when_killed(tmp_path):
+    """40 MB of payloads spill from SQLite's cache to files in $TMPDIR, unlinked as soon as
+    they are opened: a worker killed mid-run (the OOM killer) leaves no scratch behind."""
+    import ast
+    import os
+    import subprocess
+    import sys
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "SQLITE_TMPDIR"} | {"TMPDIR": str(scratch)}
+    run = subprocess.run([sys.executable, "-c", KILLED_MID_JOIN], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == -9, run.stderr
+    open_files = ast.literal_eval(run.stdout.strip())
+    assert len(open_files) >= 2 and all(f.endswith(" (deleted)") for f in open_files)
+    assert list(scratch.iterdir()) == []
+
+
 # ---------------------------------------------------------------------------------- writer
 
 
@@ -468,14 +504,9 @@ def test_string_ids_and_payloads_survive_faiss_and_back(tmp_path):
 def test_payload_sidecar_is_joined_by_id_in_any_read_order(tmp_path, monkeypatch, held, ids):
     """An IVF index is read list by list, not in the order its sidecar was written; with
     integer ids the sidecar holds only the rows that have a payload. A sidecar past
-    SIDECAR_MEMORY_BYTES is looked up in a scratch table, removed when the reader closes."""
-    import tempfile
-
+    SIDECAR_MEMORY_BYTES is looked up in a scratch table."""
     if held == "disk":
         monkeypatch.setattr(faiss_index, "SIDECAR_MEMORY_BYTES", 0)
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     n = 400
     x = vectors(n=n, seed=4)
     points = [{"id": f"doc-{i}" if ids == "strings" else i * 7 + 2**40, "vector": v.tolist(),
@@ -496,7 +527,6 @@ def test_payload_sidecar_is_joined_by_id_in_any_read_order(tmp_path, monkeypatch
         assert [p["id"] for p in got] != [p["id"] for p in points]  # IVF order
     finally:
         reader.close()
-    assert list(scratch.iterdir()) == []
     out = tmp_path / "out.jsonl"
     vecferry.convert(index, str(out))
     back = {p["id"]: p for p in map(orjson.loads, out.read_bytes().splitlines())}

@@ -4,19 +4,31 @@ A FAISS index has no payloads; ``--payloads FILE`` names them by id. A ``metadat
 millions of entries takes gigabytes as Python objects, and every worker process of a
 partitioned run would hold its own copy. ``PayloadTable`` keeps the payloads in a scratch
 SQLite table instead (SQLite comes with Python): filled once by streaming the file, looked up a
-batch of ids at a time, deleted when closed. Memory stays bounded by the batch size; the disk
-holds about the payloads' own size.
+batch of ids at a time. Memory stays bounded by the batch size; the disk holds about the
+payloads' own size.
+
+The tables live in SQLite's private temporary database (an empty file name): SQLite keeps a
+few MB of it in memory, spills the rest to a file in ``$SQLITE_TMPDIR`` or ``$TMPDIR`` (else
+``/var/tmp`` or ``/tmp``) and unlinks that file as soon as it opens it, so a process killed
+mid-run (a worker lost to the OOM killer) leaves nothing behind.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import tempfile
 from collections.abc import Iterator, Sequence
 
 #: ids per lookup statement: under SQLite's oldest limit of 999 bound parameters
 _CHUNK = 900
+
+
+def _scratch() -> sqlite3.Connection:
+    """A private temporary database. Scratch data, rebuilt by any run that needs it: no
+    journal, no syncing. The connection may move between threads (one uses it at a time)."""
+    db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=OFF")
+    db.execute("PRAGMA synchronous=OFF")
+    return db
 
 
 class PayloadTable:
@@ -26,13 +38,8 @@ class PayloadTable:
     connection may move between threads, as a reader's batches run in a prefetch thread.
     """
 
-    def __init__(self, directory: str | None = None):
-        self._dir = tempfile.TemporaryDirectory(prefix="vecferry-payloads-", dir=directory)
-        self._db = sqlite3.connect(os.path.join(self._dir.name, "payloads.sqlite"),
-                                   check_same_thread=False, isolation_level=None)
-        # scratch data, rebuilt by any run that needs it: no journal, no syncing
-        self._db.execute("PRAGMA journal_mode=OFF")
-        self._db.execute("PRAGMA synchronous=OFF")
+    def __init__(self) -> None:
+        self._db = _scratch()
         self._db.execute("CREATE TABLE p (n INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, "
                          "payload TEXT NOT NULL)")
         self._db.execute("CREATE TABLE used (key TEXT PRIMARY KEY) WITHOUT ROWID")
@@ -86,7 +93,6 @@ class PayloadTable:
 
     def close(self) -> None:
         self._db.close()
-        self._dir.cleanup()
 
     def __len__(self) -> int:
         return self.count
@@ -97,13 +103,9 @@ class RowsById:
     lookup too large to hold in memory. The first row of a key stays; ``take`` returns rows
     in the order of the keys asked for. Same threading rules as ``PayloadTable``."""
 
-    def __init__(self, columns: Sequence[str], directory: str | None = None):
+    def __init__(self, columns: Sequence[str]):
         self.columns = list(columns)
-        self._dir = tempfile.TemporaryDirectory(prefix="vecferry-rows-", dir=directory)
-        self._db = sqlite3.connect(os.path.join(self._dir.name, "rows.sqlite"),
-                                   check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=OFF")
-        self._db.execute("PRAGMA synchronous=OFF")
+        self._db = _scratch()
         names = ", ".join(f"c{i} TEXT" for i in range(len(self.columns)))
         self._db.execute(f"CREATE TABLE r (k INTEGER PRIMARY KEY, {names})")
         self._insert = (f"INSERT OR IGNORE INTO r VALUES "
@@ -132,4 +134,3 @@ class RowsById:
 
     def close(self) -> None:
         self._db.close()
-        self._dir.cleanup()
