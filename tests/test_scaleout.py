@@ -390,21 +390,28 @@ def test_ray_engine_equals_local_pool(npy_src, tmp_path) -> None:
         ray.shutdown()
 
 
-def _ray_blocks_are_bounded(ray, npy_src, tmp_path) -> None:
-    """A read task hands its partition to the write in blocks of about BLOCK_BYTES, not as
-    one block held whole; the caller's Ray Data settings are theirs again afterwards."""
-    from vecferry import ray_engine
+def _npy_plan(npy_src, dst: str, *, engine: str = "local", batch_size: int = 1000):
+    """The plan and job of a two-worker run of the test matrix into a Parquet directory."""
     from vecferry.scaleout import choose
 
     reader = open_reader(npy_src["npy"], format="npy", **npy_src["opts"])
     try:
         plan, job, _ = choose(reader, src=npy_src["npy"], src_fmt="npy",
-                              reader_options=npy_src["opts"], dst=f"{tmp_path}/blocks/",
-                              dst_fmt="parquet", writer_options={}, workers=2, engine="ray",
-                              partition_size=SMALL, limit=None, batch_size=100,
+                              reader_options=npy_src["opts"], dst=dst,
+                              dst_fmt="parquet", writer_options={}, workers=2, engine=engine,
+                              partition_size=SMALL, limit=None, batch_size=batch_size,
                               on_error="fail", check_duplicates=False)
     finally:
         reader.close()
+    return plan, job
+
+
+def _ray_blocks_are_bounded(ray, npy_src, tmp_path) -> None:
+    """A read task hands its partition to the write in blocks of about BLOCK_BYTES, not as
+    one block held whole; the caller's Ray Data settings are theirs again afterwards."""
+    from vecferry import ray_engine
+
+    plan, job = _npy_plan(npy_src, f"{tmp_path}/blocks/", engine="ray", batch_size=100)
     context = ray.data.DataContext.get_current()
     before = context.target_max_block_size, context.enable_progress_bars
 
@@ -556,17 +563,9 @@ def test_payload_chunk_keeps_long_integers_and_the_original_text(tmp_path) -> No
 def test_a_partition_that_keeps_killing_its_worker_fails_the_run(npy_src, tmp_path) -> None:
     from scaleout_faults import die
     from vecferry.errors import TargetError
-    from vecferry.scaleout import MAX_ATTEMPTS, choose, run_local
+    from vecferry.scaleout import MAX_ATTEMPTS, run_local
 
-    reader = open_reader(npy_src["npy"], format="npy", **npy_src["opts"])
-    try:
-        plan, job, _ = choose(reader, src=npy_src["npy"], src_fmt="npy",
-                              reader_options=npy_src["opts"], dst=f"{tmp_path}/o/",
-                              dst_fmt="parquet", writer_options={}, workers=2, engine="local",
-                              partition_size=SMALL, limit=None, batch_size=1000,
-                              on_error="fail", check_duplicates=False)
-    finally:
-        reader.close()
+    plan, job = _npy_plan(npy_src, f"{tmp_path}/o/")
     with pytest.raises(TargetError) as info:
         run_local(job, plan.partitions[:1], 2, task=die)
     assert (f"partition 0 ({plan.partitions[0].spec}) was lost with its worker process "
@@ -577,18 +576,10 @@ def test_a_partition_that_keeps_killing_its_worker_fails_the_run(npy_src, tmp_pa
 def test_a_full_disk_in_a_worker_names_the_output(npy_src, tmp_path) -> None:
     from scaleout_faults import disk_full
     from vecferry.errors import TargetError
-    from vecferry.scaleout import _prepare_staging, choose, run_local
+    from vecferry.scaleout import _prepare_staging, run_local
 
     dst = f"{tmp_path}/o/"
-    reader = open_reader(npy_src["npy"], format="npy", **npy_src["opts"])
-    try:
-        plan, job, _ = choose(reader, src=npy_src["npy"], src_fmt="npy",
-                              reader_options=npy_src["opts"], dst=dst,
-                              dst_fmt="parquet", writer_options={}, workers=2, engine="local",
-                              partition_size=SMALL, limit=None, batch_size=1000,
-                              on_error="fail", check_duplicates=False)
-    finally:
-        reader.close()
+    plan, job = _npy_plan(npy_src, dst)
     _prepare_staging(job, plan, resume=False)
     with pytest.raises(TargetError) as info:
         run_local(job, plan.partitions[:1], 2, task=disk_full)
