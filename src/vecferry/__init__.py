@@ -14,9 +14,16 @@ __all__ = ["__version__", "convert", "open_reader", "open_writer"]
 
 
 def convert(src: str, dst: str, **options: Any) -> dict[str, Any]:
-    """Convert ``src`` to ``dst``; see ``vecferry.pipeline.convert`` for the options."""
+    """Convert ``src`` to ``dst``; see ``vecferry.pipeline.convert`` for the options.
+
+    Raises ``UsageError`` when called while a worker process starts: worker processes run
+    the calling script again, so a call at its top level (not under
+    ``if __name__ == "__main__":``) would start the whole conversion again in each worker.
+    """
+    from vecferry.parallel import refuse_while_bootstrapping
     from vecferry.pipeline import convert as _convert
 
+    refuse_while_bootstrapping("vecferry.convert")
     return _convert(src, dst, **options)
 
 

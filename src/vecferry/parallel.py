@@ -19,6 +19,39 @@ from typing import Any
 #: rows a run handles inline before starting workers (~0.3 s of start-up is not worth it below)
 INLINE_ROWS = 16384
 
+#: what to do when a script runs vecferry again in each worker process it starts
+MAIN_GUARD = ('a script that calls vecferry.convert must call it under '
+              'if __name__ == "__main__":, or with workers=1')
+
+
+def refuse_while_bootstrapping(what: str) -> None:
+    """Raise ``UsageError`` in a worker process that is still starting up.
+
+    A new worker process imports the calling script again (as multiprocessing does for
+    ``forkserver`` and ``spawn``); a call at the script's top level would convert again, write
+    outputs, and start workers of its own, before the worker could run its first task.
+    """
+    from multiprocessing import process
+
+    from vecferry.errors import UsageError
+
+    if getattr(process.current_process(), "_inheriting", False):
+        raise UsageError(f"{what} was called while a vecferry worker process was starting, "
+                         "which runs the calling script again", hint=MAIN_GUARD)
+
+
+def _result(future: Future[Any]) -> Any:
+    from concurrent.futures.process import BrokenProcessPool
+
+    from vecferry.errors import VecferryError
+
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:
+        raise VecferryError("a vecferry worker process stopped without finishing its work",
+                            hint="a killed process is often out of memory: check memory limits; "
+                                 + MAIN_GUARD) from exc
+
 
 def default_workers() -> int:
     env = os.environ.get("VECFERRY_WORKERS")
@@ -40,11 +73,11 @@ class OrderedPool:
     def submit(self, fn: Callable[..., Any], *args: Any) -> Iterator[Any]:
         self._pending.append(self._pool.submit(fn, *args))
         while len(self._pending) > self._window:
-            yield self._pending.popleft().result()
+            yield _result(self._pending.popleft())
 
     def drain(self) -> Iterator[Any]:
         while self._pending:
-            yield self._pending.popleft().result()
+            yield _result(self._pending.popleft())
 
     def close(self, cancel: bool = False) -> None:
         if cancel:

@@ -1,0 +1,68 @@
+"""vecferry.convert called from a user's script, the way the README shows it.
+
+Worker processes (JSON parsing, partitions) run the calling script again as they start, as
+multiprocessing does. A script that calls vecferry.convert at its top level, without the
+``if __name__ == "__main__":`` guard, must fail with a message that says so, and the workers
+must not run the conversion again on their own.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+GUARD = 'a script that calls vecferry.convert must call it under if __name__ == "__main__":'
+N = 20_000  # past parallel.INLINE_ROWS, so the JSONL read starts its worker processes
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("script")
+    x = np.random.default_rng(5).standard_normal((N, 8)).astype(np.float32)
+    (d / "p.jsonl").write_bytes(b"".join(
+        orjson.dumps({"id": i, "vector": x[i].tolist(), "payload": {"i": i}}) + b"\n"
+        for i in range(N)))
+    np.save(d / "v.npy", x)
+    return d
+
+
+def _run(directory: Path, body: str) -> subprocess.CompletedProcess[str]:
+    script = directory / "job.py"
+    script.write_text("import vecferry\n" + body)
+    return subprocess.run([sys.executable, str(script)], cwd=directory, capture_output=True,
+                          text=True, timeout=300)
+
+
+CALLS = {
+    "JSON workers": 'vecferry.convert("p.jsonl", "out.parquet", workers=2, overwrite=True)',
+    "partitions": 'vecferry.convert("v.npy", "parts/", to_format="parquet", workers=2, '
+                  'partition_size="64kB", overwrite=True)',
+}
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+def test_an_unguarded_script_is_told_to_add_the_main_guard(sources, tmp_path, call):
+    for f in ("p.jsonl", "v.npy"):
+        (tmp_path / f).symlink_to(sources / f)
+    run = _run(tmp_path, f"print({CALLS[call]}['written'])\n")
+    assert run.returncode == 1
+    # each worker refuses to convert while it starts, instead of converting again ...
+    assert ("UsageError: vecferry.convert was called while a vecferry worker process was "
+            f"starting, which runs the calling script again ({GUARD}") in run.stderr
+    # ... and the script's own call fails naming the fix
+    assert GUARD in run.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out.parquet").exists() and not (tmp_path / "parts").exists()
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+def test_a_guarded_script_runs_its_workers(sources, tmp_path, call):
+    for f in ("p.jsonl", "v.npy"):
+        (tmp_path / f).symlink_to(sources / f)
+    run = _run(tmp_path, f'if __name__ == "__main__":\n    print({CALLS[call]}["written"])\n')
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [str(N)]
