@@ -66,3 +66,18 @@ def test_a_guarded_script_runs_its_workers(sources, tmp_path, call):
     run = _run(tmp_path, f'if __name__ == "__main__":\n    print({CALLS[call]}["written"])\n')
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == [str(N)]
+
+
+def test_the_main_guard_advice_is_left_out_for_the_command_line(monkeypatch):
+    import types
+
+    from vecferry import cli
+    from vecferry.parallel import lost_worker_hint
+
+    console_script = types.ModuleType("__main__")
+    console_script.main = cli.main  # what pip's `vecferry` script and `python -m vecferry` hold
+    monkeypatch.setitem(sys.modules, "__main__", console_script)
+    assert lost_worker_hint("check memory limits") == "check memory limits"
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    assert lost_worker_hint("check memory limits") == f"check memory limits; {GUARD}, or with " \
+        "workers=1"

@@ -24,6 +24,17 @@ MAIN_GUARD = ('a script that calls vecferry.convert must call it under '
               'if __name__ == "__main__":, or with workers=1')
 
 
+def lost_worker_hint(first: str) -> str:
+    """``first`` (what to do about a worker process that died), plus the main-guard advice
+    when the run came from a user's script rather than vecferry's own command line."""
+    import sys
+
+    cli = sys.modules.get("vecferry.cli")
+    from_cli = cli is not None and getattr(sys.modules.get("__main__"), "main", None) is \
+        getattr(cli, "main", None)
+    return first if from_cli else f"{first}; {MAIN_GUARD}"
+
+
 def refuse_while_bootstrapping(what: str) -> None:
     """Raise ``UsageError`` in a worker process that is still starting up.
 
@@ -49,8 +60,8 @@ def _result(future: Future[Any]) -> Any:
         return future.result()
     except BrokenProcessPool as exc:
         raise VecferryError("a vecferry worker process stopped without finishing its work",
-                            hint="a killed process is often out of memory: check memory limits; "
-                                 + MAIN_GUARD) from exc
+                            hint=lost_worker_hint("a killed process is often out of memory: "
+                                                  "check memory limits")) from exc
 
 
 def default_workers() -> int:

@@ -41,7 +41,7 @@ import pyarrow as pa
 from vecferry.converters import get_format, open_reader
 from vecferry.converters.base import AtomicPath, Context, fsync_path
 from vecferry.errors import Location, TargetError, UsageError, writing_to
-from vecferry.parallel import MAIN_GUARD
+from vecferry.parallel import lost_worker_hint
 from vecferry.plan import Partition, Plan, read_partition
 from vecferry.stream import manifest_of, rebatch
 
@@ -454,9 +454,9 @@ def run_local(job: Job, partitions: list[Partition], workers: int,
                 raise TargetError(f"partition {p.index} ({p.spec}) was lost with its worker "
                                   f"process {attempts[p.index]} times",
                                   location=Location(job.src),
-                                  hint="check memory limits (a killed process is often out of "
-                                       "memory); run again with --resume to keep the parts done; "
-                                       + MAIN_GUARD)
+                                  hint=lost_worker_hint(
+                                      "check memory limits (a killed process is often out of "
+                                      "memory); run again with --resume to keep the parts done"))
         retried += len(lost)
         todo = sorted(lost, key=lambda p: p.index)
     return retried
