@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 import pytest
 
-GUARD = 'a script that calls vecferry.convert must call it under if __name__ == "__main__":'
+GUARD = 'a script must call vecferry under if __name__ == "__main__":'
 N = 20_000  # past parallel.INLINE_ROWS, so the JSONL read starts its worker processes
 
 
@@ -40,6 +40,8 @@ def _run(directory: Path, body: str) -> subprocess.CompletedProcess[str]:
 
 CALLS = {
     "JSON workers": 'vecferry.convert("p.jsonl", "out.parquet", workers=2, overwrite=True)',
+    "reader": '{"written": sum(b.num_rows for b in vecferry.open_reader("p.jsonl", '
+              'workers=2).batches(1000))}',
     "partitions": 'vecferry.convert("v.npy", "parts/", to_format="parquet", workers=2, '
                   'partition_size="64kB", overwrite=True)',
 }
@@ -52,7 +54,8 @@ def test_an_unguarded_script_is_told_to_add_the_main_guard(sources, tmp_path, ca
     run = _run(tmp_path, f"print({CALLS[call]}['written'])\n")
     assert run.returncode == 1
     # each worker refuses to convert while it starts, instead of converting again ...
-    assert ("UsageError: vecferry.convert was called while a vecferry worker process was "
+    what = "open_reader" if call == "reader" else "convert"
+    assert (f"UsageError: vecferry.{what} was called while a vecferry worker process was "
             f"starting, which runs the calling script again ({GUARD}") in run.stderr
     # ... and the script's own call fails naming the fix
     assert GUARD in run.stderr.strip().splitlines()[-1]

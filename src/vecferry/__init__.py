@@ -28,12 +28,20 @@ def convert(src: str, dst: str, **options: Any) -> dict[str, Any]:
 
 
 def open_reader(location: str, **options: Any):
+    """A reader of ``location`` (see ``vecferry.converters.open_reader``); refused while a
+    worker process starts, as ``convert`` is."""
     from vecferry.converters import open_reader as _open
+    from vecferry.parallel import refuse_while_bootstrapping
 
+    refuse_while_bootstrapping("vecferry.open_reader")
     return _open(location, **options)
 
 
 def open_writer(location: str, schema: Any, **options: Any):
+    """A writer to ``location`` (see ``vecferry.converters.open_writer``); refused while a
+    worker process starts, as ``convert`` is."""
     from vecferry.converters import open_writer as _open
+    from vecferry.parallel import refuse_while_bootstrapping
 
+    refuse_while_bootstrapping("vecferry.open_writer")
     return _open(location, schema, **options)

@@ -20,8 +20,8 @@ from typing import Any
 INLINE_ROWS = 16384
 
 #: what to do when a script runs vecferry again in each worker process it starts
-MAIN_GUARD = ('a script that calls vecferry.convert must call it under '
-              'if __name__ == "__main__":, or with workers=1')
+MAIN_GUARD = ('a script must call vecferry under if __name__ == "__main__":, '
+              'or with workers=1')
 
 
 def lost_worker_hint(first: str) -> str:
