@@ -9,6 +9,7 @@ enough to repay their start-up (``WorkerGate``).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 from collections import deque
@@ -51,13 +52,16 @@ def refuse_while_bootstrapping(what: str) -> None:
                          "which runs the calling script again", hint=MAIN_GUARD)
 
 
-def _result(future: Future[Any]) -> Any:
+@contextlib.contextmanager
+def _lost_workers() -> Iterator[None]:
+    """A pool whose process died (its result is lost, or the pool refuses new work) as
+    vecferry's error, with what to do."""
     from concurrent.futures.process import BrokenProcessPool
 
     from vecferry.errors import VecferryError
 
     try:
-        return future.result()
+        yield
     except BrokenProcessPool as exc:
         raise VecferryError("a vecferry worker process stopped without finishing its work",
                             hint=lost_worker_hint("a killed process is often out of memory: "
@@ -82,13 +86,18 @@ class OrderedPool:
         self._window = window or workers + 1
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Iterator[Any]:
-        self._pending.append(self._pool.submit(fn, *args))
+        with _lost_workers():
+            self._pending.append(self._pool.submit(fn, *args))
         while len(self._pending) > self._window:
-            yield _result(self._pending.popleft())
+            with _lost_workers():
+                result = self._pending.popleft().result()
+            yield result
 
     def drain(self) -> Iterator[Any]:
         while self._pending:
-            yield _result(self._pending.popleft())
+            with _lost_workers():
+                result = self._pending.popleft().result()
+            yield result
 
     def close(self, cancel: bool = False) -> None:
         if cancel:

@@ -438,7 +438,12 @@ def run_local(job: Job, partitions: list[Partition], workers: int,
         pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx)
         lost: list[Partition] = []
         try:
-            futures = {pool.submit(task, job, p): p for p in todo}
+            futures = {}
+            for p in todo:
+                try:
+                    futures[pool.submit(task, job, p)] = p
+                except BrokenProcessPool:  # a process died already: the pool takes no more
+                    lost.append(p)
             for fut in as_completed(futures):
                 try:
                     fut.result()
