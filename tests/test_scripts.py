@@ -1,9 +1,9 @@
-"""vecferry.convert called from a user's script, the way the README shows it.
+"""vecferry called from a user's script, the way the README shows it.
 
 Worker processes (JSON parsing, partitions) run the calling script again as they start, as
-multiprocessing does. A script that calls vecferry.convert at its top level, without the
+multiprocessing does. A script that calls vecferry at its top level, without the
 ``if __name__ == "__main__":`` guard, must fail with a message that says so, and the workers
-must not run the conversion again on their own.
+must not run the conversion (or open the reader) again on their own.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def test_an_unguarded_script_is_told_to_add_the_main_guard(sources, tmp_path, ca
     # ... and the script's own call fails naming the fix
     assert GUARD in run.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "out.parquet").exists() and not (tmp_path / "parts").exists()
+    assert not list(tmp_path.glob("*vftmp*")) and not list(tmp_path.glob(".*vftmp*"))
 
 
 @pytest.mark.parametrize("call", sorted(CALLS))
