@@ -34,6 +34,7 @@ from vecferry.errors import (
     InputError,
     OutputExistsError,
     RecordError,
+    TargetError,
     UnsupportedError,
     UsageError,
 )
@@ -359,6 +360,38 @@ def test_a_streamed_payloads_file_that_is_not_json_is_an_input_error(tmp_path, m
     assert str(info.value).startswith(f"{side}: payloads file is not valid JSON: ")
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_payload_files_of_the_wrong_shape_are_named(tmp_path, monkeypatch, streamed):
+    from vecferry.converters.faiss_index import load_payloads
+
+    if streamed:
+        pytest.importorskip("ijson")
+        monkeypatch.setattr(faiss_index, "WHOLE_JSON_BYTES", 0)
+    scalar = tmp_path / "m.json"
+    scalar.write_text("42")
+    with pytest.raises(InputError) as info:
+        load_payloads(str(scalar), Context())
+    assert str(info.value) == (f"{scalar}: payloads JSON must be an object keyed by id or an "
+                               "array of records")
+    table = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"doc": [1, 2], "payload": ["{}", "{}"]}), table)
+    with pytest.raises(InputError) as info:
+        load_payloads(str(table), Context())
+    assert str(info.value) == (f"{table}: payloads Parquet has no 'id' column "
+                               "(columns: doc, payload)")
+    broken = tmp_path / "b.parquet"
+    broken.write_bytes(b"PAR1" + b"\0" * 64 + b"PAR1")
+    with pytest.raises(InputError) as info:
+        load_payloads(str(broken), Context())
+    assert str(info.value).startswith(f"{broken}: cannot read payloads: ")
+
+
+def test_a_directory_is_not_an_index(tmp_path):
+    with pytest.raises(InputError) as info:
+        FaissReader(str(tmp_path), context=Context())
+    assert str(info.value) == f"{tmp_path}: is a directory, not a FAISS index file"
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "json"])
 def test_payloads_are_not_held_in_memory(tmp_path, monkeypatch, fmt):
     """50k payloads of ~120 bytes were ~12 MB of Python strings in a dict; the table keeps
@@ -641,6 +674,23 @@ def test_writer_refuses_what_faiss_cannot_hold(tmp_path):
     assert not list(tmp_path.glob(".p.faiss*"))
     with pytest.raises(OutputExistsError):
         FaissWriter(out, two.schema(), context=Context(), vector="a")
+
+
+def test_writer_names_a_missing_or_sparse_vector_and_an_untrainable_empty_stream(tmp_path):
+    mixed = Manifest(vectors=[VectorSpec(name="a", size=D), VectorSpec(name="s", kind="sparse")])
+    with pytest.raises(UsageError) as missing:
+        FaissWriter(str(tmp_path / "m.faiss"), mixed.schema(), context=Context(), vector="b")
+    assert str(missing.value) == "no vector named 'b' in the stream (vectors: 'a', 's')"
+    with pytest.raises(UnsupportedError) as sparse:
+        FaissWriter(str(tmp_path / "s.faiss"), mixed.schema(), context=Context(), vector="s")
+    assert str(sparse.value) == "vector 's' is sparse; a FAISS index holds dense vectors only"
+    one = Manifest(vectors=[VectorSpec(name="", size=D, distance="Euclid")]).schema()
+    out = str(tmp_path / "ivf.faiss")
+    writer = FaissWriter(out, one, context=Context(), index_factory="IVF4,Flat")
+    with pytest.raises(TargetError) as empty:
+        writer.close()
+    assert str(empty.value) == (f"{out}: index 'IVF4,Flat' needs training and the stream is "
+                                "empty (use the default flat index for an empty stream)")
 
 
 def test_writer_rejects_ids_beyond_int64_and_missing_vectors(tmp_path):
