@@ -646,3 +646,30 @@ def test_real_server_snapshot_round_trip(tmp_path: Path) -> None:
         for n in (name, copy_name):
             client.delete_collection(n)
         client.close()
+
+
+SNAPSHOT_USAGE = [
+    (lambda tmp: parse_target("qdrant://db:6333", shard=1),
+     "qdrant://db:6333: --shard needs a collection (qdrant://HOST:PORT/COLLECTION)"),
+    (lambda tmp: parse_target("qdrant://db:6333/docs", shard=-1),
+     "qdrant://db:6333/docs: a shard id is a non-negative integer"),
+    (lambda tmp: SnapshotClient("qdrant://db:6333/docs", timeout=0),
+     "timeout must be a positive number of seconds"),
+    (lambda tmp: SnapshotClient("qdrant://db:6333").count(),
+     "counting needs a collection"),
+    (lambda tmp: copy_collection("qdrant://db:6333", "qdrant://db2:6333/docs"),
+     "qdrant://db:6333: snapshot copy moves one collection "
+     "(give qdrant://HOST:PORT/COLLECTION on both sides)"),
+    (lambda tmp: copy_collection("qdrant://db:6333/a", "qdrant://db2:6333/b", priority="now"),
+     "unknown priority 'now' (one of snapshot, replica, no_sync)"),
+    (lambda tmp: copy_collection("qdrant://db:6333/a", "qdrant://db2:6333/b",
+                                 workdir=tmp / "nowhere"),
+     "{tmp}/nowhere: work directory does not exist"),
+]
+
+
+@pytest.mark.parametrize(("call", "message"), SNAPSHOT_USAGE)
+def test_snapshot_usage_errors_need_no_server(tmp_path, call, message):
+    with pytest.raises(UsageError) as info:
+        call(tmp_path)
+    assert str(info.value) == message.format(tmp=tmp_path)
