@@ -293,3 +293,40 @@ def test_any_other_system_error_is_a_message_and_exit_code_1(samples, tmp_path, 
     assert report == {"ok": False, "error": "OSError", "message": "[Errno 5] refused by the test"}
     assert "Traceback" not in result.output
 
+
+
+CLI_USAGE = [
+    (["outdir/", "--to", "npy", "--max-part-size", "1MB"],
+     "error: --max-part-size applies to parquet and jsonl targets, not npy (drop "
+     "--max-part-size, or choose a parquet or jsonl directory target (ending in /))"),
+    (["out.parquet", "--jsonl-compression", "zstd"],
+     "error: --jsonl-compression applies to jsonl targets, not parquet (drop "
+     "--jsonl-compression, or choose a jsonl directory target (ending in /))"),
+    (["out.parquet", "--storage-option", "endpoint_url"],
+     "error: --storage-option takes KEY=VALUE (e.g. --storage-option "
+     "endpoint_url=http://127.0.0.1:9000)"),
+    (["out.parquet", "--storage-option", "secret=abc"],
+     "error: storage option 'secret' holds a credential and is not taken from the command "
+     "line (use the provider's environment variables or config files: s3: "),
+    (["https://example.com/x.parquet"],
+     "error: https://example.com/x.parquet: https:// locations are read-only (write to s3://, "
+     "gs:// or az://, or to a local file)"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), CLI_USAGE)
+def test_options_that_do_not_fit_the_target_are_usage_errors(samples, tmp_path, args, message):
+    target, *rest = args
+    dst = target if "://" in target else str(tmp_path / target)
+    result = run("convert", str(samples / "points_rich.jsonl"), dst, *rest)
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith(message.replace(target, dst, 1)
+                                            if "://" in target else message)
+    assert "abc" not in result.stderr  # a credential given anyway is never echoed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_ram_budget_must_be_positive(samples):
+    result = run("inspect", str(samples / "points_rich.jsonl"), "--ram-budget", "0")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: the RAM budget must be a positive number of bytes"
