@@ -607,6 +607,40 @@ def test_not_a_snapshot_and_space_check(shards: dict[str, Any], tmp_path: Path,
         open_reader(str(archive))
 
 
+def test_choosing_a_collection_in_a_snapshot(shards: dict[str, Any], tmp_path: Path) -> None:
+    from vecferry.converters import open_reader
+
+    coll = _collection_archive(tmp_path, [shards["all"]])
+    with pytest.raises(UsageError) as info:
+        open_reader(str(coll), collection="docs")
+    assert str(info.value) == f"{coll}: --collection applies to full-instance snapshots only"
+    full = tmp_path / "full"
+    full.mkdir()
+    for name in ("docs", "news"):
+        os.link(coll, full / f"{name}.snapshot")
+    (full / "config.json").write_text('{"collections": {"docs": {}, "news": {}}, "aliases": {}}')
+    archive = _tar_dir(full, tmp_path / "full.snapshot")
+    with pytest.raises(UsageError) as info:
+        open_reader(str(archive))
+    assert str(info.value) == (f"{archive}: a full-instance snapshot holding 2 collections "
+                               "(docs, news) (choose one with the reader option "
+                               "collection=NAME)")
+    with pytest.raises(InputError) as info:
+        open_reader(str(archive), collection="nope")
+    assert str(info.value) == (f"{archive}: the full snapshot holds no collection 'nope' "
+                               "(it holds: docs, news)")
+    out = tmp_path / "news.parquet"
+    vecferry.convert(str(archive), str(out), reader_options={"collection": "news"})
+    assert dump_stream(str(out)) == normalize(shards["points"])
+    with pytest.raises(InputError) as info:
+        open_reader(str(full), format="snapshot")
+    assert str(info.value) == (f"{full}: a snapshot is a file, not a directory (for an Edge "
+                               "shard directory use qdrant-edge://PATH)")
+    with pytest.raises(UsageError) as info:
+        open_reader(str(coll), workdir=str(tmp_path / "nowhere"))
+    assert str(info.value) == f"{tmp_path}/nowhere: work directory does not exist"
+
+
 # --------------------------------------------------------------------------- real server
 
 URL = os.environ.get("QDRANT_URL")
