@@ -641,6 +641,43 @@ def test_choosing_a_collection_in_a_snapshot(shards: dict[str, Any], tmp_path: P
     assert str(info.value) == f"{tmp_path}/nowhere: work directory does not exist"
 
 
+def test_damaged_or_empty_snapshots_are_named(shards: dict[str, Any], tmp_path: Path) -> None:
+    from vecferry.converters import open_reader
+
+    coll = _collection_archive(tmp_path, [shards["all"]])
+    cut = tmp_path / "cut.snapshot"
+    cut.write_bytes(coll.read_bytes()[: coll.stat().st_size // 2])
+    with pytest.raises(InputError) as info:
+        open_reader(str(cut))
+    assert str(info.value).startswith(f"{cut}: the snapshot archive is damaged: ")
+    assert str(info.value).endswith("(the file may be truncated; download it again)")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_text(json.dumps(_collection_config()))
+    archive = _tar_dir(bare, tmp_path / "bare.snapshot")
+    with pytest.raises(InputError) as info:
+        open_reader(str(archive))
+    assert str(info.value) == (
+        f"{archive}: the collection snapshot holds no local shard data (in a cluster, each "
+        "node's snapshot holds only its own shards; take the snapshot on a node that has them)")
+    (bare / "config.json").write_text("{not json")
+    archive = _tar_dir(bare, tmp_path / "bad.snapshot")
+    with pytest.raises(InputError) as info:
+        open_reader(str(archive))
+    assert str(info.value).startswith(f"{archive}: config.json is not JSON: ")
+
+
+def test_search_parity_over_several_shards_is_refused(shards: dict[str, Any],
+                                                      tmp_path: Path) -> None:
+    from vecferry.verify import verify
+
+    two = _collection_archive(tmp_path, [shards["ints"], shards["uuids"]])
+    with pytest.raises(UnsupportedError) as info:
+        verify(str(two), str(two), queries=3)
+    assert str(info.value) == (f"{two}: search over a multi-shard snapshot is not supported "
+                               "(run verify with --queries 0)")
+
+
 # --------------------------------------------------------------------------- real server
 
 URL = os.environ.get("QDRANT_URL")
