@@ -154,3 +154,22 @@ def test_retry_policy_backoff_is_full_jitter_and_capped() -> None:
     assert 0 <= waits[0] <= 1 and 0 <= waits[1] <= 2 and 0 <= waits[2] <= 3
     assert policy.delay(0, retry_after=7) == 3.0  # Retry-After honoured up to the cap
     assert classify(ValueError("x")) is None
+
+
+def test_a_server_that_stays_unavailable_is_named_after_the_retries(
+        src: str, server: QdrantStandIn, tmp_path: Path) -> None:
+    # the collection is first asked for by the writer (does it exist?) and by the reader
+    # (its config); a server that answers 503 every time ends the run with vecferry's error
+    server.add_fault(Fault("exists", "503", times=None))
+    with pytest.raises(TargetError) as err:
+        vecferry.convert(src, server.location("docs"), writer_options={"max_retries": 2})
+    assert str(err.value) == (f"{server.location('docs')}: checking the collection failed after "
+                              "3 attempt(s): HTTP 503: Service Unavailable (stand-in)")
+    server.faults.clear()
+    vecferry.convert(src, server.location("docs"))
+    server.add_fault(Fault("get", "503", times=None))
+    with pytest.raises(TargetError) as err:
+        vecferry.convert(server.location("docs"), str(tmp_path / "o.parquet"),
+                         reader_options={"max_retries": 2})
+    assert str(err.value) == (f"{server.location('docs')}: reading the collection config failed "
+                              "after 3 attempt(s): HTTP 503: Service Unavailable (stand-in)")
