@@ -380,13 +380,17 @@ def _corrupt_first_page(p: Path) -> None:
     p.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("mapped", [False, True])
+@pytest.mark.parametrize("mapped", [False, "payload page", "vector page"])
 def test_parquet_data_that_cannot_be_decoded(tmp_path, mapped):
     p = tmp_path / "v.parquet"
-    if mapped:
+    if mapped == "payload page":
         # the payload column first: its page is the one broken, and the mapping's sample of
         # the vector column at open still reads
         pq.write_table(pa.table({"k": [1, 2, 3], "emb": _dense()}), p, compression="none")
+        options = {"vector_column": "emb"}
+    elif mapped == "vector page":
+        # broken where the mapping samples the vectors to size them, as the file is opened
+        pq.write_table(pa.table({"emb": _dense(), "k": [1, 2, 3]}), p, compression="none")
         options = {"vector_column": "emb"}
     else:
         pq.write_table(_stream_table(_dense()), p, compression="none")
@@ -471,7 +475,7 @@ def test_convert_refuses_bad_options(tmp_path, options, message):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
 
 
-@pytest.mark.parametrize("kind", ["not_json", "other_job"])
+@pytest.mark.parametrize("kind", ["not_json", "not_an_object", "other_job"])
 def test_resume_state_that_does_not_fit(tmp_path, kind):
     pytest.importorskip("qdrant_client")
     src = _jsonl(tmp_path / "p.jsonl")
@@ -480,6 +484,10 @@ def test_resume_state_that_does_not_fit(tmp_path, kind):
     if kind == "not_json":
         state.write_text('{"src": ')
         cls, want = InputError, (f"{state}: resume state is not valid JSON "
+                                 "(delete it to start from the beginning)")
+    elif kind == "not_an_object":
+        state.write_text("[1]")
+        cls, want = InputError, (f"{state}: resume state is not a JSON object "
                                  "(delete it to start from the beginning)")
     else:
         state.write_text(json.dumps({"src": "a.jsonl", "dst": "qdrant-local://x/y",

@@ -199,6 +199,10 @@ class ResumeState:
         except orjson.JSONDecodeError as exc:
             raise InputError("resume state is not valid JSON", location=Location(str(self.path)),
                              hint="delete it to start from the beginning") from exc
+        if not isinstance(state, dict):
+            raise InputError("resume state is not a JSON object",
+                             location=Location(str(self.path)),
+                             hint="delete it to start from the beginning")
         if state.get("src") != self.src or state.get("dst") != self.dst:
             raise UsageError(
                 f"resume state belongs to {state.get('src')} -> {state.get('dst')}",

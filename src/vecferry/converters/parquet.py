@@ -267,7 +267,13 @@ class ParquetReader:
         wanted = [c for c in (mapping.id_column, *mapping.vector_columns,
                               *(s.split("=", 1)[-1] for s in mapping.vector_columns))
                   if c is not None and c in names]
-        sample = _first_batch(self._files, list(dict.fromkeys(wanted)))
+        try:
+            sample = _first_batch(self._files, list(dict.fromkeys(wanted)))
+        except (OSError, pa.ArrowException) as exc:
+            # the first rows are read at open to size the vectors: a corrupt page shows here
+            raise InputError(f"cannot decode Parquet data: {exc}",
+                             location=Location(str(self.parts[0])),
+                             hint="the file may be truncated or corrupt") from exc
         self.mapper = TableMapper(mapping, first.schema_arrow, str(self.parts[0]), sample,
                                   id_kind=id_kind)
         self._rows = sum(pf.metadata.num_rows for pf in self._files)
