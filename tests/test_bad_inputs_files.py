@@ -301,8 +301,7 @@ def test_parquet_vector_values_of_float64(tmp_path):
     p = tmp_path / "v.parquet"
     pq.write_table(_stream_table(_dense(value_type=pa.float64())), p)
     text = _fails(SchemaError, lambda: vecferry.open_reader(str(p)))
-    # NB: this error carries no location (the file is not named)
-    assert text == ("vector values of type double are not supported "
+    assert text == (f"{p}: column 'vector': vector values of type double are not supported "
                     "(vectors must be float32, float16 or uint8)")
 
 

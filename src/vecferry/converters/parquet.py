@@ -115,11 +115,12 @@ def _recorded_digest(pf: pq.ParquetFile) -> dict[str, Any] | None:
         return None
 
 
-def _dtype_name(t: pa.DataType) -> str:
+def _dtype_name(t: pa.DataType, column: str, source: str) -> str:
     for name, dt in (("float32", pa.float32()), ("float16", pa.float16()), ("uint8", pa.uint8())):
         if t == dt:
             return name
-    raise SchemaError(f"vector values of type {t} are not supported",
+    raise SchemaError(f"column {column!r}: vector values of type {t} are not supported",
+                      location=Location(source),
                       hint="vectors must be float32, float16 or uint8")
 
 
@@ -136,10 +137,10 @@ def infer_manifest(schema: pa.Schema, source: str) -> Manifest:
         t = f.type
         if pa.types.is_fixed_size_list(t):
             vectors.append(VectorSpec(vector_name(f.name), "dense", t.list_size,
-                                      _dtype_name(t.value_type)))
+                                      _dtype_name(t.value_type, f.name, source)))
         elif pa.types.is_list(t) and pa.types.is_fixed_size_list(t.value_type):
             vectors.append(VectorSpec(vector_name(f.name), "multi", t.value_type.list_size,
-                                      _dtype_name(t.value_type.value_type)))
+                                      _dtype_name(t.value_type.value_type, f.name, source)))
         elif pa.types.is_struct(t) and {t.field(i).name for i in range(t.num_fields)} == {
                 "indices", "values"}:
             vectors.append(VectorSpec(vector_name(f.name), "sparse"))
