@@ -428,7 +428,7 @@ def _set_vector(**values):
     (_set_vector(datatype="float64"),
      "vector 'd': unsupported datatype 'float64' (supported: float32, float16, uint8)"),
     (lambda m: m.update(id_kind="ulid"),
-     "unknown id kind 'ulid' (one of ('int', 'uuid', 'string', 'mixed'))"),
+     "unknown id kind 'ulid' (one of int, uuid, string, mixed)"),
     (lambda m: m["vectors"].append(dict(m["vectors"][0])), "vector names repeat: ['d', 'd']"),
     (lambda m: m.update(format_version=99),
      "manifest format version 99 is newer than this vecferry (1) (upgrade vecferry)"),
@@ -437,7 +437,7 @@ def test_a_recorded_manifest_that_is_not_valid(tmp_path, change, message):
     path = _with_manifest(tmp_path, change)
     with pytest.raises(SchemaError) as info:
         vecferry.open_reader(path)
-    assert str(info.value) == message
+    assert str(info.value) == f"{path}: {message}"
 
 
 def test_no_vector_of_that_name():

@@ -113,7 +113,8 @@ class Manifest:
 
     def __post_init__(self) -> None:
         if self.id_kind not in ID_KINDS:
-            raise SchemaError(f"unknown id kind {self.id_kind!r}", hint=f"one of {ID_KINDS}")
+            raise SchemaError(f"unknown id kind {self.id_kind!r}",
+                              hint=f"one of {', '.join(ID_KINDS)}")
         names = [v.name for v in self.vectors]
         if len(set(names)) != len(names):
             raise SchemaError(f"vector names repeat: {names}")

@@ -221,6 +221,9 @@ class ParquetReader:
                                  location=Location(str(self.parts[0])))
             try:
                 manifest = Manifest.from_json(kv[MANIFEST_KEY])
+            except SchemaError as exc:  # a manifest vecferry cannot take, named with its file
+                raise SchemaError(exc.message, location=Location(str(self.parts[0])),
+                                  hint=exc.hint) from exc
             except (ValueError, TypeError) as exc:
                 raise InputError(f"manifest metadata is not valid: {exc}",
                                  location=Location(str(self.parts[0]))) from exc
