@@ -161,12 +161,13 @@ def test_numpy_writer_refuses_an_npz_name(tmp_path):
 # ------------------------------------------------------------ numpy: per-vector directories
 
 
-def test_directory_without_npy_files(tmp_path):
+@pytest.mark.parametrize("fmt", ["npy", "parquet"])
+def test_directory_without_files_of_its_format(tmp_path, fmt):
     d = tmp_path / "empty"
     d.mkdir()
     (d / "notes.txt").write_text("nothing here")
-    text = _fails(InputError, lambda: vecferry.open_reader(str(d), format="npy"))
-    assert text == f"{d}: directory holds no .npy files"
+    text = _fails(InputError, lambda: vecferry.open_reader(str(d), format=fmt))
+    assert text == f"{d}: directory holds no .{fmt} files"
 
 
 def _per_vector(d: Path, *, broken: bytes | None = None, sidecar: bytes | None = None) -> Path:
@@ -287,14 +288,6 @@ def _stream_table(vector: pa.Array, ids: pa.Array | None = None) -> pa.Table:
 def _dense(n: int = 3, dim: int = 4, value_type: pa.DataType | None = None) -> pa.Array:
     flat = pa.array(np.arange(n * dim, dtype=np.float64), type=value_type or pa.float32())
     return pa.FixedSizeListArray.from_arrays(flat, dim)
-
-
-def test_parquet_directory_without_parquet_files(tmp_path):
-    d = tmp_path / "pq"
-    d.mkdir()
-    (d / "readme.txt").write_text("no parts")
-    text = _fails(InputError, lambda: vecferry.open_reader(str(d), format="parquet"))
-    assert text == f"{d}: directory holds no .parquet files"
 
 
 def test_parquet_vector_values_of_float64(tmp_path):

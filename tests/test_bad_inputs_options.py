@@ -234,20 +234,13 @@ def _open_mapped(path: str, **options):
     return vecferry.open_reader(path, **options)
 
 
-def test_a_vector_name_given_twice(tmp_path):
+# "a" alone is named after its column once there are two vectors, and "a=b" names b "a"
+@pytest.mark.parametrize(("columns", "name"), [(["v=a", "v=b"], "v"), (["a", "a=b"], "a")])
+def test_a_vector_name_given_twice(tmp_path, columns, name):
     path = _parquet(tmp_path / "t.parquet", a=_vectors(), b=_vectors())
     with pytest.raises(UsageError) as info:
-        _open_mapped(path, vector_column=["v=a", "v=b"])
-    assert str(info.value) == (f"{path}: vector name(s) 'v' given twice (name each vector "
-                               "once: --vector-column NAME=COLUMN)")
-
-
-def test_a_vector_named_like_another_vectors_column(tmp_path):
-    # "a" alone is named after its column once there are two vectors, and "a=b" names b "a"
-    path = _parquet(tmp_path / "t.parquet", a=_vectors(), b=_vectors())
-    with pytest.raises(UsageError) as info:
-        _open_mapped(path, vector_column=["a", "a=b"])
-    assert str(info.value) == (f"{path}: vector name(s) 'a' given twice (name each vector "
+        _open_mapped(path, vector_column=columns)
+    assert str(info.value) == (f"{path}: vector name(s) {name!r} given twice (name each vector "
                                "once: --vector-column NAME=COLUMN)")
 
 
@@ -311,21 +304,29 @@ def test_a_mapping_without_a_vector_column(tmp_path):
                                "a mapping)")
 
 
-def test_a_sparse_column_that_is_not_sparse(tmp_path):
-    path = _parquet(tmp_path / "t.parquet", emb=_vectors(),
-                    kw=pa.array([{"indices": [1], "weights": [0.5]}] * 5))
-    with pytest.raises(SchemaError) as info:
-        _open_mapped(path, vector_column="emb", sparse_column="kw")
-    assert str(info.value) == (f"{path}: column 'kw' has type struct<indices: list<element: "
-                               "int64>, weights: list<element: double>>, not a sparse vector "
-                               "(sparse columns are struct<indices: list, values: list>)")
+MAPPED_PARQUET = [
+    ({"emb": _vectors(), "kw": pa.array([{"indices": [1], "weights": [0.5]}] * 5)},
+     {"vector_column": "emb", "sparse_column": "kw"}, SchemaError,
+     "column 'kw' has type struct<indices: list<element: int64>, weights: list<element: "
+     "double>>, not a sparse vector (sparse columns are struct<indices: list, values: list>)"),
+    ({"emb": _vectors(), "meta": ['{"a": 1}'] * 5},
+     {"vector_column": "emb", "payload_columns": "title", "json_columns": "meta"}, UsageError,
+     "--json-columns names 'meta', which is not a payload column"),
+    *(({"key": col, "emb": _vectors()}, {"id_column": "key", "vector_column": "emb"},
+       SchemaError, f"id column 'key' has type {name}; ids are integers or strings (map "
+       "another id column, or leave --id-column out to number rows)")
+      for col, name in ((pa.array([1.0, 2.0, 3.0, 4.0, 5.0]), "double"),
+                        (pa.array([b"a", b"b", b"c", b"d", b"e"]), "binary"),
+                        (pa.array([True, False, True, False, True]), "bool"))),
+]
 
 
-def test_a_json_column_outside_the_payload(tmp_path):
-    path = _parquet(tmp_path / "t.parquet", emb=_vectors(), meta=['{"a": 1}'] * 5)
-    with pytest.raises(UsageError) as info:
-        _open_mapped(path, vector_column="emb", payload_columns="title", json_columns="meta")
-    assert str(info.value) == f"{path}: --json-columns names 'meta', which is not a payload column"
+@pytest.mark.parametrize(("columns", "options", "error", "message"), MAPPED_PARQUET)
+def test_a_mapping_that_does_not_fit_the_columns(tmp_path, columns, options, error, message):
+    path = _parquet(tmp_path / "t.parquet", **columns)
+    with pytest.raises(error) as info:
+        _open_mapped(path, **options)
+    assert str(info.value) == f"{path}: {message}"
 
 
 def test_an_unknown_id_kind_with_a_mapping(tmp_path):
@@ -342,20 +343,6 @@ def test_row_number_ids_are_int(tmp_path, kind):
         _open_mapped(path, vector_column="emb", id_kind=kind)
     assert str(info.value) == (f"{path}: ids are row numbers (no id column), so the id kind "
                                "is int")
-
-
-@pytest.mark.parametrize(("col", "type_name"), [
-    (pa.array([1.0, 2.0, 3.0, 4.0, 5.0]), "double"),
-    (pa.array([b"a", b"b", b"c", b"d", b"e"]), "binary"),
-    (pa.array([True, False, True, False, True]), "bool"),
-])
-def test_an_id_column_that_is_neither_integers_nor_strings(tmp_path, col, type_name):
-    path = _parquet(tmp_path / "t.parquet", key=col, emb=_vectors())
-    with pytest.raises(SchemaError) as info:
-        _open_mapped(path, id_column="key", vector_column="emb")
-    assert str(info.value) == (f"{path}: id column 'key' has type {type_name}; ids are "
-                               "integers or strings (map another id column, or leave "
-                               "--id-column out to number rows)")
 
 
 def test_a_sparse_column_that_cannot_be_cast(tmp_path):
