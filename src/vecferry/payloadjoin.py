@@ -17,21 +17,43 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 #: ids per lookup statement: under SQLite's oldest limit of 999 bound parameters
 _CHUNK = 900
 
 
-def _scratch() -> sqlite3.Connection:
-    """A private temporary database. Scratch data, rebuilt by any run that needs it: no
-    journal, no syncing. The connection may move between threads (one uses it at a time)."""
-    db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=OFF")
-    db.execute("PRAGMA synchronous=OFF")
-    return db
+class _ScratchTables:
+    """A private temporary database, filled in one transaction, then looked up a chunk of
+    keys at a time. Scratch data, rebuilt by any run that needs it: no journal, no syncing.
+    The connection may move between threads (one uses it at a time)."""
+
+    def __init__(self, *ddl: str):
+        self._db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        for statement in ddl:
+            self._db.execute(statement)
+        self._db.execute("BEGIN")
+        self._filling = True
+
+    def _done_filling(self) -> None:
+        if self._filling:
+            self._db.execute("COMMIT")
+            self._filling = False
+
+    @staticmethod
+    def _chunks(keys: Sequence[Any]) -> Iterator[tuple[Sequence[Any], str]]:
+        """``keys`` in chunks a statement can bind, each with its ``?,?,...`` list."""
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i:i + _CHUNK]
+            yield chunk, ",".join("?" * len(chunk))
+
+    def close(self) -> None:
+        self._db.close()
 
 
-class PayloadTable:
+class PayloadTable(_ScratchTables):
     """Payload JSON texts by id key, in file order, with a record of the keys looked up.
 
     Not safe for concurrent use from several threads (one reader uses it at a time); the
@@ -39,12 +61,9 @@ class PayloadTable:
     """
 
     def __init__(self) -> None:
-        self._db = _scratch()
-        self._db.execute("CREATE TABLE p (n INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, "
-                         "payload TEXT NOT NULL)")
-        self._db.execute("CREATE TABLE used (key TEXT PRIMARY KEY) WITHOUT ROWID")
-        self._db.execute("BEGIN")
-        self._filling = True
+        super().__init__("CREATE TABLE p (n INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, "
+                         "payload TEXT NOT NULL)",
+                         "CREATE TABLE used (key TEXT PRIMARY KEY) WITHOUT ROWID")
         self.count = 0
 
     def add(self, key: str, payload: str) -> bool:
@@ -56,16 +75,6 @@ class PayloadTable:
             return False
         self.count += 1
         return True
-
-    def _done_filling(self) -> None:
-        if self._filling:
-            self._db.execute("COMMIT")
-            self._filling = False
-
-    def _chunks(self, keys: Sequence[str]) -> Iterator[tuple[Sequence[str], str]]:
-        for i in range(0, len(keys), _CHUNK):
-            chunk = keys[i:i + _CHUNK]
-            yield chunk, ",".join("?" * len(chunk))
 
     def take(self, keys: Sequence[str]) -> list[str | None]:
         """The payload of each key (None where the file has none); the keys found count as
@@ -91,28 +100,21 @@ class PayloadTable:
         yield from self._db.execute(
             "SELECT key, payload FROM p WHERE key NOT IN (SELECT key FROM used) ORDER BY n")
 
-    def close(self) -> None:
-        self._db.close()
-
     def __len__(self) -> int:
         return self.count
 
 
-class RowsById:
+class RowsById(_ScratchTables):
     """Rows of text columns by integer key, in a scratch SQLite table: the on-disk side of a
     lookup too large to hold in memory. The first row of a key stays; ``take`` returns rows
     in the order of the keys asked for. Same threading rules as ``PayloadTable``."""
 
     def __init__(self, columns: Sequence[str]):
         self.columns = list(columns)
-        self._db = _scratch()
         names = ", ".join(f"c{i} TEXT" for i in range(len(self.columns)))
-        self._db.execute(f"CREATE TABLE r (k INTEGER PRIMARY KEY, {names})")
-        self._insert = (f"INSERT OR IGNORE INTO r VALUES "
-                        f"(?{', ?' * len(self.columns)})")
+        super().__init__(f"CREATE TABLE r (k INTEGER PRIMARY KEY, {names})")
+        self._insert = f"INSERT OR IGNORE INTO r VALUES (?{', ?' * len(self.columns)})"
         self._select = ", ".join(f"c{i}" for i in range(len(self.columns)))
-        self._db.execute("BEGIN")
-        self._filling = True
 
     def add_many(self, rows: Iterator[tuple[int | str | None, ...]]) -> None:
         """Add (key, *column values) rows."""
@@ -120,17 +122,10 @@ class RowsById:
 
     def take(self, keys: Sequence[int]) -> list[tuple[str | None, ...] | None]:
         """The columns of each key's row (None for a key with no row)."""
-        if self._filling:
-            self._db.execute("COMMIT")
-            self._filling = False
+        self._done_filling()
         found: dict[int, tuple[str | None, ...]] = {}
-        for i in range(0, len(keys), _CHUNK):
-            chunk = keys[i:i + _CHUNK]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in self._chunks(keys):
             for row in self._db.execute(
                     f"SELECT k, {self._select} FROM r WHERE k IN ({marks})", chunk):
                 found[row[0]] = row[1:]
         return [found.get(k) for k in keys]
-
-    def close(self) -> None:
-        self._db.close()
