@@ -68,6 +68,15 @@ def _lost_workers() -> Iterator[None]:
                                                   "check memory limits")) from exc
 
 
+def worker_pool(workers: int, preload: list[str]) -> ProcessPoolExecutor:
+    """A process pool of vecferry workers: started through ``forkserver`` (safe beside the
+    threads pyarrow and the pipeline run), which imports ``vecferry._worker`` and ``preload``
+    once, before any worker forks from it."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["vecferry._worker", *preload])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+
+
 def default_workers() -> int:
     env = os.environ.get("VECFERRY_WORKERS")
     if env:
@@ -79,9 +88,7 @@ class OrderedPool:
     """``submit`` returns the results that are due, in order; ``drain`` the rest."""
 
     def __init__(self, workers: int, preload: list[str], window: int | None = None):
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["vecferry._worker", *preload])
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        self._pool = worker_pool(workers, preload)
         self._pending: deque[Future[Any]] = deque()
         self._window = window or workers + 1
 

@@ -29,7 +29,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +41,7 @@ import pyarrow as pa
 from vecferry.converters import get_format, open_reader
 from vecferry.converters.base import AtomicPath, Context, fsync_path
 from vecferry.errors import Location, TargetError, UsageError, writing_to
-from vecferry.parallel import lost_worker_hint
+from vecferry.parallel import lost_worker_hint, worker_pool
 from vecferry.plan import Partition, Plan, read_partition
 from vecferry.stream import manifest_of, rebatch
 
@@ -427,15 +427,11 @@ def run_local(job: Job, partitions: list[Partition], workers: int,
     """Run ``task`` (a module-level function, sent by name) for ``partitions`` on ``workers``
     processes; a partition whose process died is run again, up to ``MAX_ATTEMPTS`` times in
     all (then ``TargetError``). Returns how many partition runs were retried."""
-    import multiprocessing
-
     attempts = dict.fromkeys((p.index for p in partitions), 0)
     todo = list(partitions)
     retried = 0
     while todo:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["vecferry._worker", "vecferry.scaleout"])
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx)
+        pool = worker_pool(min(workers, len(todo)), ["vecferry.scaleout"])
         lost: list[Partition] = []
         try:
             futures = {}
