@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import vecferry
-from qdrant_helpers import make_local
+from qdrant_helpers import make_local, source_points
 from vecferry.errors import InputError, SchemaError, UnsupportedError, UsageError
 from vecferry.stream import MANIFEST_KEY, Manifest, VectorSpec, manifest_of
 
@@ -191,27 +191,82 @@ def edge_src(tmp_path: Path, local_src: str) -> str:
     return loc
 
 
+EDGE_FILTER_HINT = (
+    "Qdrant Edge filters by match (value, text, text_any, phrase, prefix, substring, any, "
+    "except), range, values_count, is_empty, is_null, has_id, has_vector, nested, combined "
+    "with must, should, must_not and min_should; rewrite the filter with those, or copy "
+    "without --filter and filter the copy")
+
+
 @pytest.mark.parametrize(("flt", "message"), [
     ({"must": [{"nested": {"key": "nested", "filter": ["a"]}}]},
-     "a filter must be an object, not ['a']"),
-    ({"must": [], "filter": {}}, "unknown filter clause(s): filter"),
-    ({"must": [], "should": [], "and": [], "or": []}, "unknown filter clause(s): and, or"),
-    ({"must": ["lang"]}, "a filter condition must be an object, not 'lang'"),
+     'a filter must be an object: ["a"]'),
+    ({"must": [], "filter": {}}, 'unknown filter clause(s) filter: {"must":[],"filter":{}}'),
+    ({"must": [], "and": [], "or": []},
+     'unknown filter clause(s) and, or: {"must":[],"and":[],"or":[]}'),
+    ({"must": ["lang"]}, 'a filter condition must be an object: "lang"'),
     ({"should": [{"geo_radius": {"center": [0, 0]}}]},
-     "filter condition not supported by Qdrant Edge: {'geo_radius': {'center': [0, 0]}}"),
-    ({"must": [{"key": "lang"}]},
-     "filter condition not supported by Qdrant Edge: {'key': 'lang'}"),
+     'condition not supported by Qdrant Edge: {"geo_radius":{"center":[0,0]}}'),
+    ({"must": [{"key": "lang"}]}, 'condition not supported by Qdrant Edge: {"key":"lang"}'),
     ({"must": [{"key": "i", "geo_bounding_box": {}}]},
-     "filter condition not supported by Qdrant Edge: {'key': 'i', 'geo_bounding_box': {}}"),
+     'condition not supported by Qdrant Edge: {"key":"i","geo_bounding_box":{}}'),
     ({"must": [{"key": "lang", "match": {"fuzzy": "en"}}]},
-     "match not supported by Qdrant Edge: {'fuzzy': 'en'}"),
+     'match not supported by Qdrant Edge: {"fuzzy":"en"}'),
     ({"must": [{"key": "lang", "match": {"value": "en", "any": ["de"]}}]},
-     "match not supported by Qdrant Edge: {'value': 'en', 'any': ['de']}"),
+     'match not supported by Qdrant Edge: {"value":"en","any":["de"]}'),
+    ({"must": [{"key": "lang", "match": {"value": ["en"]}}]},
+     'match value takes a string, an integer or a boolean: {"value":["en"]}'),
+    ({"must": [{"key": "lang", "match": {"text": 5}}]}, 'match text takes a string: {"text":5}'),
+    ({"must": [{"key": "i", "match": {"any": [1.5]}}]},
+     'match any takes a list of strings or of integers: {"any":[1.5]}'),
+    ({"must": [{"key": "i", "range": {"gte": True}}]},
+     'range takes gt, gte, lt and lte bounds: {"key":"i","range":{"gte":true}}'),
+    ({"must": [{"key": "i", "range": {"from": 1}}]},
+     'range takes gt, gte, lt and lte bounds: {"key":"i","range":{"from":1}}'),
+    ({"must": [{"key": "t", "range": {"gte": "soon"}}]},
+     "range bounds Qdrant Edge cannot take (failed to parse date-time: input contains invalid "
+     'characters): {"key":"t","range":{"gte":"soon"}}'),
+    ({"must": [{"key": "i", "values_count": {"gt": 1.5}}]},
+     'values_count takes gt, gte, lt and lte bounds: {"key":"i","values_count":{"gt":1.5}}'),
+    ({"must": [{"is_empty": "lang"}]},
+     'is_empty takes an object with a payload key: {"is_empty":"lang"}'),
+    ({"must": [{"is_null": {}}]}, 'is_null takes an object with a payload key: {"is_null":{}}'),
+    ({"must": [{"nested": {"key": "n"}}]},
+     'nested takes a key and a filter: {"nested":{"key":"n"}}'),
+    ({"must": [{"has_id": 5}]}, 'has_id takes a list: {"has_id":5}'),
+    ({"must": [{"has_id": [1, "x"]}]},
+     'has_id holds "x", which is not a point id (an unsigned integer or a UUID): '
+     '{"has_id":[1,"x"]}'),
+    ({"must": [{"has_vector": 5}]}, 'has_vector takes a vector name: {"has_vector":5}'),
+    ({"min_should": {"conditions": [{"is_null": {"key": "lang"}}]}},
+     "min_should needs a list of conditions and an integer min_count: "
+     '{"conditions":[{"is_null":{"key":"lang"}}]}'),
 ])
 def test_edge_filters_it_cannot_express_are_refused(edge_src, flt, message):
     with pytest.raises(UsageError) as info:
         vecferry.open_reader(edge_src, filter=json.dumps(flt))
-    assert str(info.value) == message
+    assert str(info.value) == f"--filter: {message} ({EDGE_FILTER_HINT})"
+
+
+@pytest.mark.parametrize("flt", [
+    {"must": [{"key": "i", "range": {"gte": 2, "lt": None}}]},
+    {"must": [{"has_id": [11, 22, "0b7d4c6e-8a3e-4a51-9d3d-6f0f4e8b2c11"]}]},
+    {"min_should": {"conditions": [{"key": "lang", "match": {"value": "en"}},
+                                   {"key": "lang", "match": {"value": "de"}}], "min_count": 1}},
+    {"must": [{"key": "i", "values_count": {"gte": 1}}, {"key": "i", "range": {"lt": 2.5}}]},
+])
+def test_edge_filters_of_the_shapes_it_checks_still_open(local_src, edge_src, flt):
+    # the checks that refuse the cases above must not refuse their well-formed neighbours, and
+    # Edge must select what qdrant-client's own engine selects with the same filter
+    counts = []
+    for loc in (local_src, edge_src):
+        reader = vecferry.open_reader(loc, filter=json.dumps(flt))
+        try:
+            counts.append(sum(b.num_rows for b in reader.batches(64)))
+        finally:
+            reader.close()
+    assert counts[0] == counts[1]
+    assert 0 < counts[0] < len(source_points())
 
 
 # ------------------------------------------------------------------------ mapped Parquet
@@ -241,7 +296,7 @@ def test_a_vector_name_given_twice(tmp_path, columns, name):
     with pytest.raises(UsageError) as info:
         _open_mapped(path, vector_column=columns)
     assert str(info.value) == (f"{path}: vector name(s) {name!r} given twice (name each vector "
-                               "once: --vector-column NAME=COLUMN)")
+                               "once: --vector-column or --sparse-column NAME=COLUMN)")
 
 
 def test_binary_vectors_must_hold_whole_float32_values(tmp_path):
@@ -379,7 +434,7 @@ def test_a_jsonl_vector_name_given_twice(tmp_path):
     with pytest.raises(UsageError) as info:
         vecferry.open_reader(str(path), vector_key=["v=a"], sparse_key=["v=b"])
     assert str(info.value) == (f"{path}: vector name(s) 'v' given twice (name each vector "
-                               "once: --vector-column NAME=COLUMN)")
+                               "once: --vector-key or --sparse-key NAME=KEY)")
 
 
 # ------------------------------------------------------------------------ stream manifests

@@ -107,9 +107,13 @@ def _vector_pairs(specs: Sequence[str], names: Sequence[str], flag: str, source:
     return pairs
 
 
-def _name_vectors(dense: list[tuple[str, str]], sparse: list[tuple[str, str]], source: str
-                  ) -> list[tuple[str, str]]:
-    """Give an unnamed vector its column's name when it is not the only vector."""
+def _name_vectors(dense: list[tuple[str, str]], sparse: list[tuple[str, str]], source: str,
+                  flags: tuple[str, str], kind: str) -> list[tuple[str, str]]:
+    """Give an unnamed vector its column's name when it is not the only vector.
+
+    Raises UsageError when two vectors end up with one name; the hint names ``flags`` (the
+    dense and sparse options of this source) and ``kind`` (column or key).
+    """
     if len(dense) + len(sparse) > 1:
         dense = [(name or col, col) for name, col in dense]
     names = [n for n, _ in dense + sparse]
@@ -117,7 +121,8 @@ def _name_vectors(dense: list[tuple[str, str]], sparse: list[tuple[str, str]], s
     if repeated:
         raise UsageError(f"vector name(s) {', '.join(map(repr, repeated))} given twice",
                          location=Location(source),
-                         hint="name each vector once: --vector-column NAME=COLUMN")
+                         hint=f"name each vector once: {flags[0]} or {flags[1]} "
+                              f"NAME={kind.upper()}")
     return dense
 
 
@@ -236,7 +241,8 @@ class TableMapper:
                               sparse=False)
         sparse = _vector_pairs(mapping.sparse_columns, names, flags["sparse"], source, "column",
                                sparse=True)
-        dense = _name_vectors(dense, sparse, source)
+        dense = _name_vectors(dense, sparse, source, (flags["vector"], flags["sparse"]),
+                              "column")
         self.dense = [_dense_layout(n, c, schema.field(c), first, source) for n, c in dense]
         self.sparse: list[tuple[VectorSpec, str]] = []
         for name, col in sparse:
@@ -573,7 +579,7 @@ class KeyMapping:
                 raise missing_name("key", flag, key, seen, source)
         dense = _vector_pairs(self.vector_keys, seen, "--vector-key", source, "key", False)
         sparse = _vector_pairs(self.sparse_keys, seen, "--sparse-key", source, "key", True)
-        dense = _name_vectors(dense, sparse, source)
+        dense = _name_vectors(dense, sparse, source, ("--vector-key", "--sparse-key"), "key")
         return KeyMapping(self.id_key, tuple(f"{n}={k}" for n, k in dense),
                           tuple(f"{n}={k}" for n, k in sparse), self.payload_key)
 

@@ -350,19 +350,33 @@ def _index_params(params: Any) -> dict[str, Any] | None:
     return out
 
 
+_EDGE_CONDITIONS = ("match (value, text, text_any, phrase, prefix, substring, any, except), "
+                    "range, values_count, is_empty, is_null, has_id, has_vector, nested")
+_FILTER_HINT = (f"Qdrant Edge filters by {_EDGE_CONDITIONS}, combined with must, should, "
+                "must_not and min_should; rewrite the filter with those, or copy without "
+                "--filter and filter the copy")
+
+
+def _refuse(what: str, fragment: Any) -> UsageError:
+    """The error for a part of a ``--filter`` Edge cannot take, showing that part as JSON."""
+    shown = orjson.dumps(fragment, default=str).decode()
+    return UsageError(f"--filter: {what}: {shown}", hint=_FILTER_HINT)
+
+
 class EdgeFilter:
     """Qdrant's JSON filter (https://qdrant.tech/documentation/concepts/filtering/) as Edge
-    classes. ``UsageError`` names a condition Edge cannot express."""
+    classes. ``UsageError`` names, as JSON, the part Edge cannot express or that is not
+    shaped like a Qdrant filter."""
 
     def __init__(self, qe: Any):
         self.qe = qe
 
     def filter(self, f: dict[str, Any]) -> Any:
         if not isinstance(f, dict):
-            raise UsageError(f"a filter must be an object, not {f!r}")
+            raise _refuse("a filter must be an object", f)
         unknown = set(f) - {"must", "should", "must_not", "min_should"}
         if unknown:
-            raise UsageError(f"unknown filter clause(s): {', '.join(sorted(unknown))}")
+            raise _refuse(f"unknown filter clause(s) {', '.join(sorted(unknown))}", f)
         kwargs: dict[str, Any] = {}
         for clause in ("must", "should", "must_not"):
             if f.get(clause) is not None:
@@ -370,46 +384,50 @@ class EdgeFilter:
                 kwargs[clause] = [self.condition(c) for c in items]
         if f.get("min_should"):
             ms = f["min_should"]
+            if (not isinstance(ms, dict) or not isinstance(ms.get("conditions"), list)
+                    or type(ms.get("min_count")) is not int):
+                raise _refuse("min_should needs a list of conditions and an integer "
+                              "min_count", ms)
             kwargs["min_should"] = self.qe.MinShould(
-                [self.condition(c) for c in ms["conditions"]], int(ms["min_count"]))
+                [self.condition(c) for c in ms["conditions"]], ms["min_count"])
         return self.qe.Filter(**kwargs)
 
     def condition(self, c: dict[str, Any]) -> Any:
         qe = self.qe
         if not isinstance(c, dict):
-            raise UsageError(f"a filter condition must be an object, not {c!r}")
+            raise _refuse("a filter condition must be an object", c)
         if {"must", "should", "must_not", "min_should"} & set(c):
             return self.filter(c)
         if "has_id" in c:
-            return qe.HasIdCondition({uuid.UUID(i) if isinstance(i, str) else i
-                                      for i in c["has_id"]})
+            return qe.HasIdCondition({self._point_id(i, c) for i in self._list(c, "has_id")})
         if "has_vector" in c:
+            if not isinstance(c["has_vector"], str):
+                raise _refuse("has_vector takes a vector name", c)
             return qe.HasVectorCondition(c["has_vector"])
         if "is_empty" in c:
-            return qe.IsEmptyCondition(c["is_empty"]["key"])
+            return qe.IsEmptyCondition(self._key(c, "is_empty"))
         if "is_null" in c:
-            return qe.IsNullCondition(c["is_null"]["key"])
+            return qe.IsNullCondition(self._key(c, "is_null"))
         if "nested" in c:
-            return qe.NestedCondition(c["nested"]["key"], self.filter(c["nested"]["filter"]))
-        if "key" not in c:
-            raise UsageError(f"filter condition not supported by Qdrant Edge: {c!r}")
+            nested = c["nested"]
+            if not isinstance(nested, dict) or "filter" not in nested:
+                raise _refuse("nested takes a key and a filter", c)
+            return qe.NestedCondition(self._key(c, "nested"), self.filter(nested["filter"]))
+        if not isinstance(c.get("key"), str):
+            raise _refuse("condition not supported by Qdrant Edge", c)
         kwargs: dict[str, Any] = {}
         if "match" in c:
             kwargs["match"] = self.match(c["match"])
         if "range" in c:
-            r = c["range"]
-            if any(isinstance(v, str) for v in r.values()):
-                kwargs["range"] = qe.RangeDateTime(**r)
-            else:
-                kwargs["range"] = qe.RangeFloat(**r)
+            kwargs["range"] = self.range(c)
         if "values_count" in c:
-            kwargs["values_count"] = qe.ValuesCount(**c["values_count"])
+            kwargs["values_count"] = self.bounds(c, "values_count", qe.ValuesCount, (int,))
         for flag in ("is_empty", "is_null"):
             if flag in c:
                 kwargs[flag] = c[flag]
         unknown = set(c) - {"key", "match", "range", "values_count", "is_empty", "is_null"}
         if unknown or not kwargs:
-            raise UsageError(f"filter condition not supported by Qdrant Edge: {c!r}")
+            raise _refuse("condition not supported by Qdrant Edge", c)
         return qe.FieldCondition(c["key"], **kwargs)
 
     def match(self, m: dict[str, Any]) -> Any:
@@ -417,10 +435,61 @@ class EdgeFilter:
         table = {"value": qe.MatchValue, "text": qe.MatchText, "text_any": qe.MatchTextAny,
                  "phrase": qe.MatchPhrase, "prefix": qe.MatchPrefix,
                  "substring": qe.MatchSubstring, "any": qe.MatchAny, "except": qe.MatchExcept}
-        if len(m) != 1 or next(iter(m)) not in table:
-            raise UsageError(f"match not supported by Qdrant Edge: {m!r}")
+        if not isinstance(m, dict) or len(m) != 1 or next(iter(m)) not in table:
+            raise _refuse("match not supported by Qdrant Edge", m)
         key, value = next(iter(m.items()))
-        return table[key](value)
+        try:
+            return table[key](value)
+        except TypeError as exc:  # the binding's message lists its Rust variants
+            takes = {"value": "a string, an integer or a boolean",
+                     "any": "a list of strings or of integers",
+                     "except": "a list of strings or of integers"}.get(key, "a string")
+            raise _refuse(f"match {key} takes {takes}", m) from exc
+
+    def range(self, c: dict[str, Any]) -> Any:
+        r = c["range"]
+        if isinstance(r, dict) and any(isinstance(v, str) for v in r.values()):
+            return self.bounds(c, "range", self.qe.RangeDateTime, (str,))
+        return self.bounds(c, "range", self.qe.RangeFloat, (int, float))
+
+    @staticmethod
+    def bounds(c: dict[str, Any], field: str, cls: Any, types: tuple[type, ...]) -> Any:
+        """``cls(gt=..., gte=..., lt=..., lte=...)`` from ``c[field]``, checked first: Edge's
+        classes raise TypeError, which would not say which condition was wrong."""
+        b = c[field]
+        if (not isinstance(b, dict) or not b or set(b) - {"gt", "gte", "lt", "lte"}
+                or any(v is not None and (type(v) is bool or not isinstance(v, types))
+                       for v in b.values())):
+            raise _refuse(f"{field} takes gt, gte, lt and lte bounds", c)
+        try:
+            return cls(**b)
+        except (TypeError, ValueError) as exc:  # e.g. a date-time Edge cannot parse
+            raise _refuse(f"{field} bounds Qdrant Edge cannot take ({exc})", c) from exc
+
+    @staticmethod
+    def _key(c: dict[str, Any], field: str) -> str:
+        value = c[field]
+        if not isinstance(value, dict) or not isinstance(value.get("key"), str):
+            raise _refuse(f"{field} takes an object with a payload key", c)
+        return value["key"]
+
+    @staticmethod
+    def _list(c: dict[str, Any], field: str) -> list[Any]:
+        if not isinstance(c[field], list):
+            raise _refuse(f"{field} takes a list", c)
+        return c[field]
+
+    @staticmethod
+    def _point_id(i: Any, c: dict[str, Any]) -> Any:
+        if type(i) is int and i >= 0:
+            return i
+        if isinstance(i, str):
+            try:
+                return uuid.UUID(i)
+            except ValueError:
+                pass
+        raise _refuse(f"has_id holds {orjson.dumps(i, default=str).decode()}, which is not a "
+                      "point id (an unsigned integer or a UUID)", c)
 
 
 class _Page:
