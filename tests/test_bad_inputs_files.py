@@ -214,8 +214,13 @@ def _shard_cases() -> list[tuple[str, dict[str, np.ndarray], Callable[[Path], se
                            "idents_0": np.arange(3, dtype=np.uint64)},
          lambda d: {f"{d}: several id groups: idents, ids (keep one ids_<n>.npy per shard)"}),
         ("group_missing_a_shard", {"img_emb_0": m, "img_emb_1": m, "text_emb_0": m},
-         lambda d: {f"{d}: vector shards do not match: shard number(s) [1] are missing from "
-                    "one group (every shard needs a matrix in every group)"}),
+         lambda d: {f"{d}: vector group 'text_emb' has no matrix for shard(s) 1 (img_emb_1.npy "
+                    "has no 'text_emb' partner) (every shard needs a matrix in every group: add "
+                    "the missing file, or move that shard's other files out)"}),
+        ("first_group_missing_shards", {"a_0": m, "b_0": m, "b_2": m, "b_5": m},
+         lambda d: {f"{d}: vector group 'a' has no matrix for shard(s) 2, 5 (b_2.npy has no "
+                    "'a' partner) (every shard needs a matrix in every group: add the missing "
+                    "file, or move that shard's other files out)"}),
         ("three_d_shard", {"emb_0": m, "emb_1": np.ones((3, 4, 2), dtype=F32)},
          lambda d: {f"{d / 'emb_1.npy'}: expected a 2-D matrix, found shape (3, 4, 2)"}),
         ("other_dimension", {"emb_0": m, "emb_1": _matrix(3, 5)},
@@ -224,12 +229,9 @@ def _shard_cases() -> list[tuple[str, dict[str, np.ndarray], Callable[[Path], se
         ("other_dtype", {"emb_0": m, "emb_1": _matrix(dtype=np.float16)},
          lambda d: {f"{d / 'emb_1.npy'}: shard is 4-dimensional float16 but emb_0.npy is "
                     "4-dimensional float32 (every shard holds vectors of one size and dtype)"}),
-        # which group sets the row count depends on the directory's listing order
         ("groups_disagree_on_rows", {"img_emb_0": m, "text_emb_0": _matrix(2)},
-         lambda d: {f"{d / 'text_emb_0.npy'}: shard has 2 rows but the other vectors of "
-                    "shard 0 have 3",
-                    f"{d / 'img_emb_0.npy'}: shard has 3 rows but the other vectors of "
-                    "shard 0 have 2"}),
+         lambda d: {f"{d / 'text_emb_0.npy'}: shard has 2 rows but img_emb_0.npy has 3 (the "
+                    "matrices of one shard hold the same points, one row each)"}),
         ("ids_too_few", {"emb_0": m, "emb_1": m, "ids_0": np.arange(2, dtype=np.uint64),
                          "ids_1": np.arange(3, dtype=np.uint64)},
          lambda d: {f"{d / 'ids_0.npy'}: ids file has 2 rows but its shard emb_0.npy has 3 "

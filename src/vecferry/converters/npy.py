@@ -571,7 +571,20 @@ class _Shards:
         if len(id_groups) > 1:
             raise InputError(f"several id groups: {', '.join(sorted(id_groups))}",
                              location=Location(where), hint="keep one ids_<n>.npy per shard")
-        self.numbers = sorted(next(iter(vector_groups.values())))
+        # sorted, so that which file a mismatch is reported against does not depend on the
+        # order the directory lists its files in
+        vector_groups = dict(sorted(vector_groups.items()))
+        self.numbers = sorted(set().union(*vector_groups.values()))
+        for prefix, files in vector_groups.items():
+            missing = [n for n in self.numbers if n not in files]
+            if missing:
+                have = next(f[missing[0]] for f in vector_groups.values() if missing[0] in f)
+                raise InputError(
+                    f"vector group {prefix!r} has no matrix for shard(s) "
+                    f"{', '.join(map(str, missing))} ({have.name} has no {prefix!r} partner)",
+                    location=Location(where),
+                    hint="every shard needs a matrix in every group: add the missing file, "
+                         "or move that shard's other files out")
         names = {p: ("" if len(vector_groups) == 1 else p) for p in vector_groups}
         self.vectors = {names[p]: f for p, f in vector_groups.items()}
         self.ids = next(iter(id_groups.values())) if id_groups else None
@@ -590,11 +603,6 @@ class _Shards:
         self.specs: dict[str, VectorSpec] = {}
         self.narrowing = False
         for name, files in self.vectors.items():
-            if sorted(files) != self.numbers:
-                missing = sorted(set(self.numbers) ^ set(files))
-                raise InputError(f"vector shards do not match: shard number(s) {missing} are "
-                                 f"missing from one group", location=Location(where),
-                                 hint="every shard needs a matrix in every group")
             first: _NpyHeader | None = None
             for num in self.numbers:
                 h = _header(files[num])
@@ -614,9 +622,11 @@ class _Shards:
                         hint="every shard holds vectors of one size and dtype")
                 rows = self.rows_of.setdefault(num, int(h.shape[0]))
                 if rows != h.shape[0]:
-                    raise InputError(f"shard has {h.shape[0]} rows but the other vectors of "
-                                     f"shard {num} have {rows}",
-                                     location=Location(str(files[num])))
+                    raise InputError(f"shard has {h.shape[0]} rows but "
+                                     f"{self.vectors_file(num).name} has {rows}",
+                                     location=Location(str(files[num])),
+                                     hint="the matrices of one shard hold the same points, "
+                                          "one row each")
         for label, group in (("ids", self.ids), ("metadata", self.metadata)):
             if group is None:
                 continue
