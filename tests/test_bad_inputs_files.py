@@ -448,7 +448,8 @@ def test_jsonl_writer_unknown_part_compression(tmp_path):
     text = _fails(UsageError, lambda: vecferry.convert(
         src, str(tmp_path / "out") + "/", to_format="jsonl",
         writer_options={"part_compression": "bzip2"}))
-    assert text == "unknown part compression 'bzip2' (one of none, gzip, zstd)"
+    assert text == (f"{tmp_path / 'out'}/: unknown part compression 'bzip2' (part_compression "
+                    "(--jsonl-compression) takes one of none, gzip, zstd)")
     assert not (tmp_path / "out").exists()
 
 

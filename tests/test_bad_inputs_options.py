@@ -43,12 +43,15 @@ def test_a_location_of_another_scheme_is_not_a_qdrant_location(tmp_path):
                                "COLLECTION, qdrants://... or qdrant-local://PATH/COLLECTION)")
 
 
-@pytest.mark.parametrize("loc", ["qdrant://db.example:notaport/docs",
-                                 "qdrant://db.example:99999/docs"])
-def test_a_server_location_with_a_bad_port_is_refused(loc):
+@pytest.mark.parametrize(("loc", "port"), [("qdrant://db.example:notaport/docs", "notaport"),
+                                           ("qdrant://db.example:99999/docs", "99999"),
+                                           ("qdrant://[::1]:-1/docs", "-1")])
+def test_a_server_location_with_a_bad_port_is_refused(loc, port):
     with pytest.raises(UsageError) as info:
         vecferry.open_reader(loc)
-    assert str(info.value) == f"{loc}: bad port"
+    assert str(info.value) == (f"{loc}: port {port!r} is not a port number (0-65535) (e.g. "
+                               "qdrant://localhost:6333/docs; leave the port out for Qdrant's "
+                               "default (6333, or 6334 with ?grpc=1))")
 
 
 def test_the_parent_of_a_local_mode_folder_must_exist(tmp_path):
@@ -64,7 +67,7 @@ def test_the_parent_of_a_local_mode_folder_must_exist(tmp_path):
 def test_timeout_must_be_positive(tmp_path, timeout):
     with pytest.raises(UsageError) as info:
         vecferry.open_reader(f"qdrant-local://{tmp_path}/docs", timeout=timeout)
-    assert str(info.value) == "timeout must be a positive number of seconds"
+    assert str(info.value) == f"--timeout must be a positive number of seconds, not {timeout:g}"
 
 
 # ---------------------------------------------------------------------------- Qdrant reader
@@ -79,7 +82,7 @@ def local_src(tmp_path: Path) -> str:
 def test_page_size_must_be_positive(tmp_path, page_size):
     with pytest.raises(UsageError) as info:
         vecferry.open_reader(f"qdrant-local://{tmp_path}/docs", page_size=page_size)
-    assert str(info.value) == "page size must be a positive integer"
+    assert str(info.value) == f"--page-size must be a positive integer, not {page_size}"
 
 
 @pytest.mark.parametrize("engine", ["local", "edge"])

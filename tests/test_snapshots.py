@@ -725,7 +725,7 @@ SNAPSHOT_USAGE = [
     (lambda tmp: parse_target("qdrant://db:6333/docs", shard=-1),
      "qdrant://db:6333/docs: a shard id is a non-negative integer"),
     (lambda tmp: SnapshotClient("qdrant://db:6333/docs", timeout=0),
-     "timeout must be a positive number of seconds"),
+     "--timeout must be a positive number of seconds, not 0"),
     (lambda tmp: SnapshotClient("qdrant://db:6333").count(),
      "counting needs a collection"),
     (lambda tmp: copy_collection("qdrant://db:6333", "qdrant://db2:6333/docs"),

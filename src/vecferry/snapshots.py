@@ -242,7 +242,7 @@ class SnapshotClient:
         self.target = target if isinstance(target, SnapshotTarget) else parse_target(
             target, shard=shard)
         if timeout is not None and timeout <= 0:
-            raise UsageError("timeout must be a positive number of seconds")
+            raise UsageError(f"--timeout must be a positive number of seconds, not {timeout:g}")
         self.retry = retry or RetryPolicy(max_retries=6 if max_retries is None else max_retries)
         headers = {"user-agent": "vecferry-snapshots"}
         key = api_key_from_env(api_key_env)

@@ -613,7 +613,9 @@ class JsonlWriter:
             raise directory_only("JSONL", location)
         if part_compression is not None and part_compression not in PART_COMPRESSION:
             raise UsageError(f"unknown part compression {part_compression!r}",
-                             hint=f"one of {', '.join(PART_COMPRESSION)}")
+                             location=Location(location),
+                             hint="part_compression (--jsonl-compression) takes one of "
+                                  f"{', '.join(PART_COMPRESSION)}")
         if part_compression is not None and not self.directory:
             raise UsageError("--jsonl-compression picks the compression of a directory's "
                              "parts; a JSONL file's extension picks its own",

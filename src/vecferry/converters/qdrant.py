@@ -227,7 +227,10 @@ def parse_location(location: str) -> QdrantLocation:
     try:
         port = parts.port
     except ValueError as exc:
-        raise UsageError("bad port", location=where) from exc
+        given = parts.netloc.rsplit(":", 1)[-1]
+        raise UsageError(f"port {given!r} is not a port number (0-65535)", location=where,
+                         hint="e.g. qdrant://localhost:6333/docs; leave the port out for "
+                              "Qdrant's default (6333, or 6334 with ?grpc=1)") from exc
     if port is None:
         port = 6334 if grpc else 6333
     return QdrantLocation(scheme, collection, host=parts.hostname, port=port, grpc=grpc)
@@ -793,7 +796,7 @@ def open_backend(location: str, *, api_key_env: str | None, timeout: float | Non
     loc = parse_location(location)
     key = api_key_from_env(api_key_env) if loc.engine == "server" else None
     if timeout is not None and timeout <= 0:
-        raise UsageError("timeout must be a positive number of seconds")
+        raise UsageError(f"--timeout must be a positive number of seconds, not {timeout:g}")
     return ClientBackend(loc, api_key=key, timeout=timeout, for_reading=for_reading)
 
 
@@ -982,7 +985,7 @@ class QdrantReader:
         self.location = location
         self.context = context
         if page_size is not None and page_size <= 0:
-            raise UsageError("page size must be a positive integer")
+            raise UsageError(f"--page-size must be a positive integer, not {page_size}")
         self.page_size = page_size
         self.id_field = id_field or DEFAULT_ID_FIELD
         self.retry = RetryPolicy(max_retries=6 if max_retries is None else max_retries)
