@@ -601,8 +601,13 @@ def test_a_vector_named_id_cannot_be_written_to_vdf(tmp_path):
     out = tmp_path / "export"
     with pytest.raises(UnsupportedError) as info:
         vecferry.open_writer(str(out), _schema(_dense("id"), _dense("b")), format="vdf")
-    assert str(info.value) == f"{out}: a vector named 'id' would clash with the id column"
+    assert str(info.value) == (f"{out}: a vector named 'id' would clash with the id column "
+                               "(write Parquet or JSONL, which keep vectors apart from the id)")
     assert list(tmp_path.iterdir()) == []
+
+
+VDF_CLASH_HINT = ("(VDF keeps payload keys as columns next to the id and vectors; rename the "
+                  "key, or write Parquet or JSONL)")
 
 
 @pytest.mark.parametrize(("payload_key", "vectors"), [
@@ -611,14 +616,45 @@ def test_a_vector_named_id_cannot_be_written_to_vdf(tmp_path):
     ("vector", [0.5] * DIM),
 ])
 def test_a_payload_key_named_like_a_vdf_column(tmp_path, payload_key, vectors):
+    # only point 5 holds the key, in the second batch: it is named, and nothing is written
     src = tmp_path / "in.jsonl"
-    src.write_text("".join(json.dumps({"id": i, "vector": vectors,
-                                       "payload": {payload_key: i, "t": "x"}}) + "\n"
-                           for i in range(3)))
+    src.write_text("".join(json.dumps({"id": i, "vector": vectors, "payload": {
+        payload_key if i == 5 else "k": i, "t": "x"}}) + "\n" for i in range(7)))
     out = tmp_path / "export"
     with pytest.raises(UnsupportedError) as info:
-        vecferry.convert(str(src), str(out), to_format="vdf")
-    assert str(info.value) == (f"{out}: payload key {payload_key!r} has the name of the id or a "
-                               "vector column (VDF keeps payload keys as columns next to the id "
-                               "and vectors; rename the key, or write Parquet or JSONL)")
-    assert not out.exists()
+        vecferry.convert(str(src), str(out), to_format="vdf", batch_size=4)
+    assert str(info.value) == (f"{out}, id 5: payload key {payload_key!r} has the name of the id "
+                               f"or a vector column {VDF_CLASH_HINT}")
+    assert list(tmp_path.iterdir()) == [src]
+
+
+def test_a_vdf_column_name_inside_a_payload_value_is_kept(tmp_path):
+    # the names appear in values and nested objects, not as top-level keys: nothing clashes
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "vector": [0.5] * DIM, "payload": {
+        "t": "id", "meta": {"id": i, "vector": [1]}}}) + "\n" for i in range(3)))
+    out = tmp_path / "export"
+    vecferry.convert(str(src), str(out), to_format="vdf")
+    back = vecferry.convert(str(out), str(tmp_path / "back.jsonl"), from_format="vdf")
+    assert back["written"] == 3
+    rows = [json.loads(line) for line in (tmp_path / "back.jsonl").read_text().splitlines()]
+    assert [r["payload"] for r in rows] == [{"t": "id", "meta": {"id": i, "vector": [1]}}
+                                            for i in range(3)]
+
+
+def test_a_payload_key_spelled_with_escapes_is_still_refused(tmp_path):
+    # "\u0069d" is "id": the text scan misses it, the check of the parsed keys does not
+    schema = _schema(_dense(""))
+    vec = pa.FixedSizeListArray.from_arrays(pa.array([0.5] * DIM * 2, pa.float32()), DIM)
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array([1, 2], pa.uint64()), vec, pa.array(['{"\\u0069d": 1}', '{"k": 2}'])],
+        schema=schema)
+    out = tmp_path / "export"
+    writer = vecferry.open_writer(str(out), schema, format="vdf")
+    writer.write_batch(batch)
+    with pytest.raises(UnsupportedError) as info:
+        writer.close()
+    writer.abort()
+    assert str(info.value) == (f"{out}: payload key 'id' has the name of the id or a vector "
+                               f"column {VDF_CLASH_HINT}")
+    assert list(tmp_path.iterdir()) == []

@@ -51,7 +51,7 @@ from vecferry.digest import StreamDigest
 from vecferry.errors import InputError, Location, UnsupportedError, UsageError
 from vecferry.fileio import loads_exact
 from vecferry.mapping import NARROWING_WARNING, Mapping, TableMapper
-from vecferry.stream import ID_COLUMN, PAYLOAD_COLUMN, Manifest, manifest_of
+from vecferry.stream import ID_COLUMN, PAYLOAD_COLUMN, Manifest, decode_ids, manifest_of
 
 META_NAME = "VDF_META.json"
 JSON_COLUMNS_KEY = b"vecferry.json_columns"
@@ -285,7 +285,8 @@ class VdfWriter:
 
     ``UnsupportedError`` at open for sparse or multi vectors, or a vector whose column name
     would clash with the id; a payload key named like the id or a vector column is refused
-    when met (``UnsupportedError`` naming it).
+    (``UnsupportedError`` naming it and the first point holding it) by ``write_batch`` for the
+    batch holding it, before that batch's file is written.
     """
 
     def __init__(self, location: str, schema: pa.Schema, *, context: Context,
@@ -303,7 +304,10 @@ class VdfWriter:
         self.vector_columns = {v.name: v.name or "vector" for v in self.manifest.vectors}
         if ID_COLUMN in self.vector_columns.values():
             raise UnsupportedError("a vector named 'id' would clash with the id column",
-                                   location=Location(location))
+                                   location=Location(location),
+                                   hint="write Parquet or JSONL, which keep vectors apart from "
+                                        "the id")
+        self._reserved = [ID_COLUMN, *self.vector_columns.values()]
         self.index = (vdf_index or (self.manifest.extra.get("vdf") or {}).get("index")
                       or Path(location.rstrip("/")).name or "vectors")
         self.out = AtomicPath(location.rstrip("/") or location, overwrite=overwrite,
@@ -319,12 +323,41 @@ class VdfWriter:
     def write_batch(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
             return
+        self._refuse_reserved_keys(batch)
         self.digest.update(batch)
         self._pending.append(batch)
         self._pending_bytes += batch.nbytes
         self.count += batch.num_rows
         if self._pending_bytes >= FILE_BYTES:
             self._flush()
+
+    def _refuse_reserved_keys(self, batch: pa.RecordBatch) -> None:
+        """Refuse a batch whose payloads have a top-level key named like a VDF column.
+
+        A substring scan finds the candidate rows in C; only those are parsed, to tell a
+        top-level key from the same text in a value or a nested object.
+        """
+        import pyarrow.compute as pc
+
+        texts = batch.column(PAYLOAD_COLUMN)
+        hits = None
+        for name in self._reserved:
+            found = pc.match_substring(texts, orjson.dumps(name).decode())
+            hits = found if hits is None else pc.or_(hits, found)
+        for i in pc.indices_nonzero(pc.fill_null(hits, False)).to_pylist():
+            payload = loads_exact(texts[i].as_py().encode())
+            clash = next((k for k in self._reserved if isinstance(payload, dict)
+                          and k in payload), None)
+            if clash is not None:
+                pid = decode_ids(batch.column(ID_COLUMN).slice(i, 1), self.manifest.id_kind)[0]
+                raise self._clash(clash, pid)
+
+    def _clash(self, key: str, point_id: Any = None) -> UnsupportedError:
+        return UnsupportedError(
+            f"payload key {key!r} has the name of the id or a vector column",
+            location=Location(self.location, point_id=point_id),
+            hint="VDF keeps payload keys as columns next to the id and vectors; rename the "
+                 "key, or write Parquet or JSONL")
 
     def _flush(self) -> None:
         if not self._pending:
@@ -345,12 +378,8 @@ class VdfWriter:
                 keys.update(dict.fromkeys(p))
         json_cols = []
         for key in keys:
-            if key in arrays:
-                raise UnsupportedError(
-                    f"payload key {key!r} has the name of the id or a vector column",
-                    location=Location(self.location),
-                    hint="VDF keeps payload keys as columns next to the id and vectors; rename "
-                    "the key, or write Parquet or JSONL")
+            if key in arrays:  # a key the text scan missed, e.g. spelled with \u escapes
+                raise self._clash(key)
             present = [bool(p) and key in p for p in payloads]
             values = [p[key] if ok else None for p, ok in zip(payloads, present, strict=True)]
             arr, is_json = _column_of(values, present)
