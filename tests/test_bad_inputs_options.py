@@ -591,8 +591,8 @@ def test_a_later_file_with_other_vectors(tmp_path):
     with pytest.raises(InputError) as info:
         vecferry.convert(root, str(out))
     assert str(info.value) == (
-        f"{root}/data/2.parquet: vectors [('', 'dense', {DIM + 2})] differ from those of the "
-        f"first file {root}/data/1.parquet [('', 'dense', {DIM})] (every file of a namespace "
+        f"{root}/data/2.parquet: this file holds the unnamed vector (dense, {DIM + 2} dims), but "
+        f"1.parquet holds the unnamed vector (dense, {DIM} dims) (every file of a namespace "
         "holds the same vectors)")
     assert not out.exists()
 

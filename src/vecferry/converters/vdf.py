@@ -209,11 +209,11 @@ class VdfReader:
         mapper = TableMapper(mapping, schema, str(self.parts[i]), sample, id_kind=forced,
                              manifest=self._known, flag=_FLAG)
         if i > 0:
-            want = [(v.name, v.kind, v.size) for v in self._mappers[0].manifest.vectors]
-            have = [(v.name, v.kind, v.size) for v in mapper.manifest.vectors]
+            want = _vector_shapes(self._mappers[0].manifest.vectors)
+            have = _vector_shapes(mapper.manifest.vectors)
             if want != have:
-                raise InputError(f"vectors {have} differ from those of the first file "
-                                 f"{self.parts[0]} {want}", location=Location(str(self.parts[i])),
+                raise InputError(f"this file holds {have}, but {self.parts[0].name} holds {want}",
+                                 location=Location(str(self.parts[i])),
                                  hint="every file of a namespace holds the same vectors")
             mapper.manifest = self._mappers[0].manifest
         self._mappers[i] = mapper
@@ -278,6 +278,12 @@ def _column_of(values: list[Any], present: list[bool]) -> tuple[pa.Array, bool]:
 
     return pa.array([dumps_payload(v) if p else None
                      for v, p in zip(values, present, strict=True)], type=pa.string()), True
+
+
+def _vector_shapes(specs: list[Any]) -> str:
+    """``"vector 'text' (dense, 384 dims) and the unnamed vector (dense, 768 dims)"``"""
+    return " and ".join(f"{'vector ' + repr(v.name) if v.name else 'the unnamed vector'} "
+                        f"({v.kind}, {v.size} dims)" for v in specs) or "no vector"
 
 
 class VdfWriter:
