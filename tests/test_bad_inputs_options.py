@@ -18,8 +18,9 @@ import pytest
 
 import vecferry
 from qdrant_helpers import make_local, source_points
-from vecferry.errors import InputError, SchemaError, UnsupportedError, UsageError
+from vecferry.errors import InputError, SchemaError, TargetError, UnsupportedError, UsageError
 from vecferry.stream import MANIFEST_KEY, Manifest, VectorSpec, manifest_of
+from vecferry.verify import verify
 
 DIM = 4
 
@@ -185,6 +186,45 @@ def test_the_parent_of_a_shard_directory_must_exist(tmp_path):
     assert str(info.value) == (f"qdrant-edge://{shard}: the parent of the shard directory "
                                "does not exist (create it first)")
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_shard_is_not_created_among_other_files(tmp_path):
+    # Edge would put its files beside the user's, and a later --overwrite would delete them all
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in ("notes.txt", "b.txt", "c", "d", "e", "f"):
+        (home / name).write_text("mine")
+    with pytest.raises(UsageError) as info:
+        vecferry.open_writer(f"qdrant-edge://{home}", _schema(_dense()))
+    assert str(info.value) == (f"qdrant-edge://{home}: the directory is not a Qdrant Edge shard "
+                               "and is not empty (it holds b.txt, c, d, e, f and 1 more) (name "
+                               "a new or empty directory for the shard)")
+    assert sorted(p.name for p in home.iterdir()) == ["b.txt", "c", "d", "e", "f", "notes.txt"]
+    file = home / "notes.txt"
+    with pytest.raises(UsageError) as info:
+        vecferry.open_writer(f"qdrant-edge://{file}", _schema(_dense()))
+    assert str(info.value) == (f"qdrant-edge://{file}: this is a file, not a shard directory "
+                               "(name a new or empty directory for the shard)")
+    assert file.read_text() == "mine"
+
+
+def test_overwrite_keeps_a_shard_directory_that_holds_other_files(tmp_path, local_src):
+    shard = tmp_path / "shard"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    vecferry.convert(local_src, f"qdrant-edge://{empty}")  # an empty directory is taken
+    vecferry.convert(local_src, f"qdrant-edge://{shard}")
+    (shard / "notes.txt").write_text("mine")
+    with pytest.raises(TargetError) as info:
+        vecferry.convert(local_src, f"qdrant-edge://{shard}", overwrite=True)
+    assert str(info.value) == (f"qdrant-edge://{shard}: the shard directory also holds files "
+                               "that are not Qdrant Edge's: notes.txt (move those out, or delete "
+                               "the directory yourself, then run again with --overwrite)")
+    assert (shard / "notes.txt").read_text() == "mine"
+    assert verify(local_src, f"qdrant-edge://{shard}", queries=0)["ok"] is True
+    (shard / "notes.txt").unlink()
+    report = vecferry.convert(local_src, f"qdrant-edge://{shard}", overwrite=True)
+    assert report["written"] == len(source_points())
 
 
 @pytest.fixture

@@ -38,6 +38,10 @@ from vecferry.converters.qdrant import Backend, QdrantReader, QdrantWriter
 from vecferry.errors import InputError, Location, TargetError, UsageError
 
 CONFIG_FILE = "edge_config.json"
+#: what Qdrant Edge (and a shard snapshot unpacked into it) keeps in a shard directory; only a
+#: directory holding nothing else is deleted by ``--overwrite``
+SHARD_ENTRIES = frozenset({CONFIG_FILE, "segments", "wal", "shard_config.json",
+                           "replica_state.json", "newest_clocks.json", "applied_seq.json"})
 
 _SHARDS: dict[str, list[Any]] = {}
 _SHARDS_LOCK = threading.Lock()
@@ -50,6 +54,11 @@ def edge_path(location: str) -> str:
         raise UsageError("not a Qdrant Edge location", location=Location(source=location),
                          hint="use qdrant-edge://PATH (the shard directory)")
     return rest.rstrip("/") or "/"
+
+
+def _listing(names: list[str], most: int = 5) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _enum_name(value: Any) -> str:
@@ -85,6 +94,8 @@ class EdgeBackend(Backend):
         if not for_reading and not self.path.parent.is_dir():
             raise UsageError("the parent of the shard directory does not exist",
                              location=Location(self.label), hint="create it first")
+        if not for_reading and not self.exists():
+            self._refuse_foreign_directory()
         if self.exists():
             self._attach(lambda: qe.EdgeShard.load(str(self.path)))
 
@@ -199,9 +210,31 @@ class EdgeBackend(Backend):
             return qe.BinaryQuantizationConfig(always_ram=q["binary"].get("always_ram"))
         return None
 
+    def _refuse_foreign_directory(self) -> None:
+        """A new shard goes into a new or empty directory only: Edge would create its files
+        among the user's, and a later ``--overwrite`` would delete the whole directory."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UsageError("this is a file, not a shard directory",
+                             location=Location(self.label),
+                             hint="name a new or empty directory for the shard")
+        if self.path.is_dir():
+            entries = sorted(e.name for e in self.path.iterdir())
+            if entries:
+                raise UsageError(
+                    f"the directory is not a Qdrant Edge shard and is not empty (it holds "
+                    f"{_listing(entries)})", location=Location(self.label),
+                    hint="name a new or empty directory for the shard")
+
     def drop(self) -> None:
         if not self.exists():
             return
+        foreign = sorted(e.name for e in self.path.iterdir() if e.name not in SHARD_ENTRIES)
+        if foreign:
+            # --overwrite replaces a shard, not the user's files kept beside it
+            raise TargetError("the shard directory also holds files that are not Qdrant "
+                              f"Edge's: {_listing(foreign)}", location=Location(self.label),
+                              hint="move those out, or delete the directory yourself, then run "
+                                   "again with --overwrite")
         self._detach()
         with _SHARDS_LOCK:
             if self.key in _SHARDS:
