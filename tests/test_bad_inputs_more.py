@@ -153,9 +153,88 @@ def test_zst_input_without_zstandard_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "zstandard", None)  # as if it were not installed
     text = _fails(MissingDependencyError,
                   lambda: vecferry.convert(str(src), str(tmp_path / "o.parquet")))
-    assert text == ("reading or writing .zst files needs the zstandard package "
+    assert text == (f"{src}: reading or writing .zst files needs the zstandard package "
                     "(pip install 'vecferry[zstd]')")
     assert _names(tmp_path) == ["p.jsonl.zst"]
+
+
+def test_zst_output_without_zstandard_leaves_nothing(tmp_path, monkeypatch):
+    src = _points(tmp_path / "p.jsonl")
+    dst = tmp_path / "o.jsonl.zst"
+    monkeypatch.setitem(sys.modules, "zstandard", None)
+    text = _fails(MissingDependencyError, lambda: vecferry.convert(src, str(dst)))
+    assert text == (f"{dst}: reading or writing .zst files needs the zstandard package "
+                    "(pip install 'vecferry[zstd]')")
+    assert _names(tmp_path) == ["p.jsonl"]
+
+
+_LINES = b"".join(b'{"id": %d, "vector": [1.0, 2.0, %d.5]}\n' % (i, i) for i in range(30000))
+
+
+def _zst(frames: int) -> bytes:
+    zstandard = pytest.importorskip("zstandard")
+    step = len(_LINES) // frames
+    return b"".join(zstandard.ZstdCompressor(level=3).compress(_LINES[i:i + step])
+                    for i in range(0, len(_LINES), step))
+
+
+@pytest.mark.parametrize(("name", "damage", "error"), [
+    # zstandard's own stream reader ends quietly at a cut: the file would read as a shorter one
+    ("cut", lambda b: b[: len(b) // 2],
+     "the zstd stream ends inside a frame: the file is cut short"),
+    ("cut_last_frame", lambda b: b[:-7],
+     "the zstd stream ends inside a frame: the file is cut short"),
+    ("garbled_header", lambda b: b[:4] + b"\xff" * 64 + b[68:],
+     "zstd: zstd decompressor error: Unsupported frame parameter"),
+])
+@pytest.mark.parametrize("frames", [1, 3])
+def test_a_damaged_zst_file_is_named_not_read_short(tmp_path, name, damage, error, frames):
+    src = tmp_path / "p.jsonl.zst"
+    src.write_bytes(damage(_zst(frames)))
+    text = _fails(InputError, lambda: vecferry.convert(str(src), str(tmp_path / "o.parquet")))
+    prefix = f"{src}: compressed stream is corrupt or truncated ("
+    assert text.startswith(prefix)
+    assert text.endswith(f" lines read before the error): {error} (re-create or re-download "
+                         "the file)")
+    assert _names(tmp_path) == ["p.jsonl.zst"]
+
+
+def test_a_whole_multi_frame_zst_file_reads_every_line(tmp_path):
+    src = tmp_path / "p.jsonl.zst"
+    src.write_bytes(_zst(3))
+    report = vecferry.convert(str(src), str(tmp_path / "o.jsonl"))
+    assert report["written"] == 30000
+    assert (tmp_path / "o.jsonl").read_bytes().count(b"\n") == 30000
+
+
+def test_zst_output_carries_a_checksum(tmp_path):
+    # without one, damaged data can decompress into other bytes unnoticed
+    zstandard = pytest.importorskip("zstandard")
+    dst = tmp_path / "o.jsonl.zst"
+    vecferry.convert(_points(tmp_path / "p.jsonl"), str(dst))
+    assert zstandard.get_frame_parameters(dst.read_bytes()).has_checksum
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst"])
+def test_a_damaged_compressed_payload_sidecar(tmp_path, suffix):
+    import gzip
+
+    n = 3000
+    np.save(tmp_path / "v.npy", np.ones((n, 3), dtype=np.float32))
+    lines = b"".join(b'{"i": %d}\n' % i for i in range(n))
+    data = gzip.compress(lines) if suffix.endswith(".gz") else _zst_of(lines)
+    payloads = tmp_path / f"p{suffix}"
+    payloads.write_bytes(data[: len(data) // 2])
+    text = _fails(InputError, lambda: vecferry.convert(
+        str(tmp_path / "v.npy"), str(tmp_path / "o.jsonl"),
+        reader_options={"payloads": str(payloads)}))
+    assert text.startswith(f"{payloads}: compressed stream is corrupt or truncated (")
+    assert text.endswith("(re-create or re-download the file)")
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def _zst_of(data: bytes) -> bytes:
+    return pytest.importorskip("zstandard").ZstdCompressor(level=3).compress(data)
 
 
 # ------------------------------------------------------------- ids changing after the peek

@@ -41,15 +41,67 @@ def has_long_number(text: bytes | str, start: int = 0) -> bool:
     return _LONG_RUN in (data[start:] if start else data).translate(_AS_ZERO)
 
 
-def _zstd():
+def _zstd(path: str | Path | None = None) -> Any:
     try:
         import zstandard
     except ImportError as exc:
         raise MissingDependencyError(
             "reading or writing .zst files needs the zstandard package",
+            location=Location(source=str(path)) if path is not None else None,
             hint="pip install 'vecferry[zstd]'",
         ) from exc
     return zstandard
+
+
+class _ZstdReader(io.RawIOBase):
+    """Decompresses a zstd stream of one or more frames, and notices when it is cut short.
+
+    zstandard's ``stream_reader`` ends quietly when the input stops inside a frame, so a
+    truncated ``.jsonl.zst`` would read as a shorter file. Here the end of the input inside a
+    frame raises ``EOFError`` and damaged data ``OSError``, as ``gzip`` does, which the line
+    readers turn into an ``InputError`` naming the file.
+    """
+
+    def __init__(self, raw: IO[bytes], zstandard: Any):
+        self.raw = raw
+        self.zstandard = zstandard
+        self.decoder = zstandard.ZstdDecompressor().decompressobj()
+        self.in_frame = False  # bytes of the current frame were fed and its end not seen yet
+        self.pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self.pending:
+            chunk = self.raw.read(1 << 17)
+            if not chunk:
+                if self.in_frame:
+                    raise EOFError("the zstd stream ends inside a frame: the file is cut short")
+                return 0
+            self.pending = memoryview(self._decompress(chunk))
+        n = min(len(buffer), len(self.pending))
+        buffer[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        try:
+            while data:
+                if self.decoder.eof:  # the next frame of a multi-frame file
+                    self.decoder = self.zstandard.ZstdDecompressor().decompressobj()
+                out.append(self.decoder.decompress(data))
+                data = self.decoder.unused_data if self.decoder.eof else b""
+        except self.zstandard.ZstdError as exc:
+            raise OSError(f"zstd: {exc}") from exc
+        self.in_frame = not self.decoder.eof
+        return b"".join(out)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.raw.close()
+        super().close()
 
 
 def open_read(path: str | Path) -> IO[bytes]:
@@ -63,9 +115,9 @@ def open_read(path: str | Path) -> IO[bytes]:
         if p.endswith(".gz"):
             return io.BufferedReader(gzip.open(p, "rb"), buffer_size=1 << 20)
         if p.endswith(".zst"):
+            zstandard = _zstd(p)
             raw = open(p, "rb")  # noqa: SIM115 - owned by the returned stream
-            return io.BufferedReader(_zstd().ZstdDecompressor().stream_reader(raw, closefd=True),
-                                     buffer_size=1 << 20)
+            return io.BufferedReader(_ZstdReader(raw, zstandard), buffer_size=1 << 20)
         return open(p, "rb", buffering=1 << 20)
     except OSError as exc:
         raise InputError(f"cannot open: {exc.strerror or exc}", location=Location(source=p),
@@ -83,8 +135,7 @@ def _open_remote_read(path: Any) -> IO[bytes]:
         gz.myfileobj = raw  # closing the gzip stream closes the remote reader
         return io.BufferedReader(gz, buffer_size=1 << 20)  # type: ignore[arg-type]
     if p.endswith(".zst"):
-        return io.BufferedReader(_zstd().ZstdDecompressor().stream_reader(raw, closefd=True),
-                                 buffer_size=1 << 20)
+        return io.BufferedReader(_ZstdReader(raw, _zstd(p)), buffer_size=1 << 20)
     return raw
 
 
@@ -102,14 +153,18 @@ def open_write(path: str | Path, compress_as: str) -> IO[bytes]:
             gz.myfileobj = raw  # type: ignore[assignment]
             return gz
         if compress_as.endswith(".zst"):
-            return _zstd().ZstdCompressor(level=3, threads=-1).stream_writer(raw, closefd=True)
+            return _zstd(compress_as).ZstdCompressor(
+                level=3, threads=-1, write_checksum=True).stream_writer(raw, closefd=True)
         return raw  # type: ignore[return-value]
     if compress_as.endswith(".gz"):
         # Level 6 is gzip's own default: level 9 costs ~3x the time for ~2% smaller vector data.
         return gzip.open(path, "wb", compresslevel=6)
     if compress_as.endswith(".zst"):
+        zstandard = _zstd(compress_as)  # before the file exists, so none is left behind
         raw = open(path, "wb")  # noqa: SIM115 - owned by the returned stream
-        return _zstd().ZstdCompressor(level=3, threads=-1).stream_writer(raw, closefd=True)
+        # the checksum lets a reader tell damaged data from data (the zstd tool writes one too)
+        return zstandard.ZstdCompressor(level=3, threads=-1, write_checksum=True).stream_writer(
+            raw, closefd=True)
     return open(path, "wb", buffering=1 << 20)
 
 
@@ -208,13 +263,16 @@ def payload_marks(path: str) -> tuple[int, list[tuple[int, int]] | None]:
     marks: list[tuple[int, int]] | None = [] if plain else None
     rows = pos = lines = 0
     with open_read(path) as fh:
-        for raw in fh:
-            if raw.strip():
-                if marks is not None and rows % MARK_ROWS == 0:
-                    marks.append((pos, lines))
-                rows += 1
-            pos += len(raw)
-            lines += 1
+        try:
+            for raw in fh:
+                if raw.strip():
+                    if marks is not None and rows % MARK_ROWS == 0:
+                        marks.append((pos, lines))
+                    rows += 1
+                pos += len(raw)
+                lines += 1
+        except (OSError, EOFError) as exc:
+            raise _corrupt_stream(exc, path, lines) from exc
     return rows, marks
 
 
