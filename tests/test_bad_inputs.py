@@ -510,7 +510,7 @@ def test_id_kind_changing_after_the_peek_window(tmp_path):
         vecferry.convert(str(path), str(tmp_path / "o.parquet"))
     assert str(info.value) == (
         f"{path}, line 1051, id 'abc': id 'abc' is a string but the ids before it are integers "
-        "(pass --id-kind mixed (or string) to read ids of several kinds)")
+        "(pass --id-kind mixed to read integer and string ids together)")
     assert sorted(os.listdir(tmp_path)) == ["late.jsonl"]
 
     report = vecferry.convert(str(path), str(tmp_path / "o.parquet"),

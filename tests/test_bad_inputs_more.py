@@ -268,12 +268,22 @@ def test_an_id_of_another_kind_after_the_peek_goes_to_the_rejects(tmp_path, kind
                                         "point_id": odd}
 
 
-def test_a_non_uuid_after_uuids_fails_the_run(tmp_path):
-    src, _, reason = _late_id(tmp_path, "non_uuid_after_uuids")
+@pytest.mark.parametrize(("kind", "odd", "hint", "kinds_that_work"), [
+    ("non_uuid_after_uuids", "'abc'", "pass --id-kind string (or mixed) to read UUIDs and other "
+     "strings together", ["string", "mixed"]),
+    ("int_after_strings", "7", "pass --id-kind mixed to read integer and string ids together",
+     ["mixed"]),
+])
+def test_an_id_of_another_kind_fails_the_run_with_advice_that_works(tmp_path, kind, odd, hint,
+                                                                    kinds_that_work):
+    src, _, reason = _late_id(tmp_path, kind)
     text = _fails(RecordError, lambda: vecferry.convert(str(src), str(tmp_path / "o.parquet")))
-    assert text == (f"{src}, line 1051, id 'abc': {reason} (pass --id-kind mixed (or string) "
-                    "to read ids of several kinds)")
-    assert _names(tmp_path) == ["non_uuid_after_uuids.jsonl"]
+    assert text == f"{src}, line 1051, id {odd}: {reason} ({hint})"
+    assert _names(tmp_path) == [src.name]
+    for id_kind in kinds_that_work:  # the advice, taken, reads every point
+        report = vecferry.convert(str(src), str(tmp_path / f"{id_kind}.parquet"),
+                                  reader_options={"id_kind": id_kind})
+        assert report["written"] == 1100
 
 
 # ---------------------------------------------------------------------------------- mappings
@@ -324,17 +334,20 @@ def test_part_directory_manifest_with_a_bad_part_list(tmp_path, parts):
                     "list of {name, count, digest, bytes} (fix or delete manifest.json)")
 
 
-def test_vdf_payload_page_that_cannot_be_decoded(tmp_path):
+# the first column's page is the one broken: the payload's is read with the batches; the id's
+# and the vector's already when the folder is opened, to learn the vectors and the id kind
+@pytest.mark.parametrize("first", ["title", "id", "vector"])
+def test_vdf_page_that_cannot_be_decoded(tmp_path, first):
     root = tmp_path / "export"
     (root / "data").mkdir(parents=True)
     part = root / "data" / "1.parquet"
-    # the payload column first: its page is the one broken, and the sample of the id and
-    # vector columns taken when the folder is opened still reads
-    pq.write_table(pa.table({
-        "title": [f"t{i}" for i in range(5)],
-        "id": [f"doc{i}" for i in range(5)],
+    columns = {
+        "title": pa.array([f"t{i}" for i in range(5)]),
+        "id": pa.array([f"doc{i}" for i in range(5)]),
         "vector": pa.array(np.ones((5, 4)).tolist(), pa.list_(pa.float32())),
-    }), part, compression="none")
+    }
+    order = [first, *(c for c in columns if c != first)]
+    pq.write_table(pa.table({c: columns[c] for c in order}), part, compression="none")
     (root / "VDF_META.json").write_text(json.dumps({
         "version": "0.1.300", "exported_from": "qdrant", "indexes": {"docs": [{
             "namespace": "", "index_name": "docs", "dimensions": 4,

@@ -156,8 +156,10 @@ class BatchBuilder:
             sid = encode_id(pid, self.manifest.id_kind)
         except ValueError as exc:
             hint = None
-            if "before it" in str(exc):
-                hint = "pass --id-kind mixed (or string) to read ids of several kinds"
+            if "UUIDs" in str(exc):
+                hint = "pass --id-kind string (or mixed) to read UUIDs and other strings together"
+            elif "before it" in str(exc):
+                hint = "pass --id-kind mixed to read integer and string ids together"
             self._fail(str(exc), where, point, hint=hint, point_id=pid)
             return False
         vecs = vectors_of(point)

@@ -198,8 +198,11 @@ class VdfReader:
         wanted = [c for c in (mapping.id_column, *(s.split("=", 1)[-1]
                                                    for s in mapping.vector_columns))
                   if c is not None and c in schema.names]
-        sample = (next(pf.iter_batches(batch_size=1024, columns=wanted), None)
-                  if pf.metadata.num_rows else None)
+        try:
+            sample = (next(pf.iter_batches(batch_size=1024, columns=wanted), None)
+                      if pf.metadata.num_rows else None)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _undecodable(self.parts[i], exc) from exc
         forced = self._id_kind
         if i > 0:
             forced = self._mappers[0].manifest.id_kind
@@ -245,9 +248,7 @@ class VdfReader:
                     if out is not None:
                         yield out
             except (pa.ArrowInvalid, OSError) as exc:
-                raise InputError(f"cannot decode Parquet data: {exc}",
-                                 location=Location(str(part)),
-                                 hint="the file may be truncated or corrupt") from exc
+                raise _undecodable(part, exc) from exc
             narrowed += mapper.narrowed
             mapper.narrowed = 0
             number += total
@@ -278,6 +279,11 @@ def _column_of(values: list[Any], present: list[bool]) -> tuple[pa.Array, bool]:
 
     return pa.array([dumps_payload(v) if p else None
                      for v, p in zip(values, present, strict=True)], type=pa.string()), True
+
+
+def _undecodable(part: Path, exc: Exception) -> InputError:
+    return InputError(f"cannot decode Parquet data: {exc}", location=Location(str(part)),
+                      hint="the file may be truncated or corrupt")
 
 
 def _vector_shapes(specs: list[Any]) -> str:
