@@ -559,6 +559,49 @@ def test_internal_links_become_copies(tmp_path: Path) -> None:
         assert not p.is_symlink() and p.read_bytes() == b"hello"
 
 
+def test_links_inside_a_collection_snapshot_and_a_streamable_segment(tmp_path: Path) -> None:
+    # links name their targets by archive name ("0/segments/...", ".../files/..."), while the
+    # files are written without the shard's "0/" and the streamable "files/" level
+    from vecferry.converters.snapshot import SnapshotArchive
+
+    path = tmp_path / "coll.snapshot"
+    with tarfile.open(path, "w") as tar:
+        _file(tar, "config.json", json.dumps(_collection_config()).encode())
+        _file(tar, "0/segments/a/data", b"hello")
+        _link(tar, "0/segments/a/sym", "data", tarfile.SYMTYPE)
+        _link(tar, "0/segments/a/hard", "0/segments/a/data", tarfile.LNKTYPE)
+        _file(tar, "0/segments/b/files/data", b"world")
+        _link(tar, "0/segments/b/files/sym", "data", tarfile.SYMTYPE)
+        _link(tar, "0/segments/b/files/hard", "0/segments/b/files/data", tarfile.LNKTYPE)
+    arch = SnapshotArchive(str(path))
+    try:
+        dest = arch.extract_shard(arch.shards[0], tmp_path / "x")
+    finally:
+        arch.close()
+    for seg, text in (("a", b"hello"), ("b", b"world")):
+        for name in ("data", "sym", "hard"):
+            p = dest / "segments" / seg / name
+            assert not p.is_symlink() and p.read_bytes() == text
+
+
+def test_a_member_inside_a_file_member_is_refused(tmp_path: Path) -> None:
+    from vecferry.converters.snapshot import SnapshotArchive
+
+    def add(t: tarfile.TarFile) -> None:
+        _file(t, "segments/a", b"a file")
+        _file(t, "segments/a/data", b"inside it")
+
+    path = _evil(tmp_path, add)
+    arch = SnapshotArchive(str(path))
+    try:
+        with pytest.raises(InputError) as info:
+            arch.extract_shard(arch.shards[0], tmp_path / "x")
+    finally:
+        arch.close()
+    assert str(info.value) == (f"{path}: archive member 'segments/a/data' is inside a path that "
+                               "is a file (the snapshot file is damaged; download it again)")
+
+
 def test_rocksdb_segment_refused_clearly(tmp_path: Path) -> None:
     from vecferry.converters import open_reader
 

@@ -144,7 +144,12 @@ class _Extractor:
     def _dest(self, rel: str) -> Path:
         dest = self.root / rel
         parent = dest.parent
-        parent.mkdir(parents=True, exist_ok=True)
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise InputError(f"archive member {rel!r} is inside a path that is a file",
+                             location=Location(self.label),
+                             hint="the snapshot file is damaged; download it again") from exc
         real = Path(os.path.realpath(parent))
         if real != self.root and self.root not in real.parents:
             raise UnsafeArchiveError(f"archive member {rel!r} would be written outside the "
@@ -320,6 +325,15 @@ class SnapshotArchive:
             parts = rel.split("/")
             if len(parts) >= 4 and parts[0] == "segments" and parts[2] == "files":
                 streamable.setdefault(parts[1], set())
+        def stored_as(rel: str) -> str:
+            """Where the shard-relative member ``rel`` is written: a streamable segment's
+            ``files/`` level is dropped."""
+            parts = rel.split("/")
+            if (len(parts) >= 4 and parts[0] == "segments" and parts[1] in streamable
+                    and parts[2] == "files"):
+                return "/".join(["segments", parts[1], *parts[3:]])
+            return rel
+
         try:
             for rel, m in shard.members:
                 parts = rel.split("/")
@@ -334,8 +348,15 @@ class SnapshotArchive:
                         raise UnsupportedError(
                             f"segment {parts[1]} keeps data in RocksDB ({'/'.join(parts[2:])}), "
                             "which Qdrant Edge cannot read", location=where, hint=_ROCKS_HINT)
-                    rel = "/".join(["segments", parts[1], *parts[3:]])
-                self._member(tar, m, rel, out)
+                # a link names its target by its archive name (in a collection snapshot under
+                # the shard's "N/"): the target is looked up where it was written
+                full = clean_name(m.name)
+                prefix = full[: len(full) - len(rel)] if full.endswith(rel) else ""
+
+                def target_of(name: str, prefix: str = prefix) -> str:
+                    return stored_as(name[len(prefix):]) if name.startswith(prefix) else name
+
+                self._member(tar, m, stored_as(rel), out, target_of)
         except (tarfile.TarError, EOFError) as exc:
             raise InputError(f"the snapshot archive is damaged: {exc}", location=where,
                              hint="download it again") from exc
@@ -343,12 +364,16 @@ class SnapshotArchive:
         return dest
 
     def _member(self, tar: tarfile.TarFile, m: tarfile.TarInfo, rel: str,
-                out: _Extractor) -> None:
+                out: _Extractor, target_of: Any = None) -> None:
+        """Write member ``m`` as ``rel``; ``target_of`` maps a link's target (an archive
+        name) to where that target was written."""
         if m.isdir():
             out.directory(rel)
         elif m.issym() or m.islnk():
-            out.link(rel, _link_target(m, clean_name(m.name)) if m.issym()
-                     else clean_name(m.linkname), "symbolic link" if m.issym() else "hard link")
+            target = (_link_target(m, clean_name(m.name)) if m.issym()
+                      else clean_name(m.linkname))
+            out.link(rel, target_of(target) if target_of else target,
+                     "symbolic link" if m.issym() else "hard link")
         else:
             src = tar.extractfile(m)
             if src is None:  # pragma: no cover - regular member
