@@ -189,7 +189,45 @@ def test_unsupported_type_names_it_and_the_supported_ones(tmp_path):
     with pytest.raises(UnsupportedError) as err:
         FaissReader(str(tmp_path / "lsh.faiss"), context=Context(), allow_lossy=True)
     assert err.value.message == "FAISS index type IndexLSH is not supported"
+    assert str(err.value).startswith(f"{tmp_path / 'lsh.faiss'}: FAISS index type IndexLSH ")
     assert "IndexIVFFlat" in err.value.hint and "--allow-lossy also IndexPQ" in err.value.hint
+
+
+def test_inverted_lists_of_another_type_name_the_file(tmp_path):
+    index = faiss.index_factory(D, "IVF2,Flat")
+    index.train(vectors())
+    ivf = faiss.extract_index_ivf(index)
+    blocks = faiss.BlockInvertedLists(2, 32, D * 4 * 32)
+    ivf.replace_invlists(blocks, True)
+    blocks.this.disown()  # the index owns it now
+    path = tmp_path / "block.faiss"
+    faiss.write_index(index, str(path))
+    with pytest.raises(UnsupportedError) as err:
+        vecferry.open_reader(str(path))
+    assert str(err.value) == (f"{path}: IndexIVFFlat with inverted lists of type "
+                              "BlockInvertedLists is not supported (supported inverted lists: "
+                              "ArrayInvertedLists, OnDiskInvertedLists)")
+
+
+def test_an_index_that_cannot_be_written_is_named_with_advice(tmp_path):
+    out = tmp_path / "gone" / "o.faiss"
+    out.parent.mkdir()
+    schema = Manifest(vectors=[VectorSpec("", size=D, distance="Euclid")]).schema()
+    writer = vecferry.open_writer(str(out), schema)
+    x = vectors()
+    writer.write_batch(pa.RecordBatch.from_arrays(
+        [pa.array(np.arange(len(x), dtype=np.uint64)),
+         pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), D),
+         pa.array([None] * len(x), pa.string())], schema=schema))
+    out.parent.rename(tmp_path / "moved")  # the directory goes away before the index is saved
+    with pytest.raises(TargetError) as err:
+        writer.close()
+    writer.abort()
+    text = str(err.value)
+    assert text.startswith(f"{out}: cannot write the index: could not open {out.parent}/.o.faiss")
+    assert text.endswith(" for writing: No such file or directory (check that the output's "
+                         "directory exists, is writable and has free space)")
+    assert "failed:" not in text
 
 
 @pytest.mark.parametrize("factory,cut", [("IDMap2,Flat", 200), ("IDMap2,Flat", 3),
@@ -507,6 +545,25 @@ def test_binary_round_trip_rebuilds_a_binary_index(tmp_path):
     orig = faiss.read_index_binary(src)
     q = binary_vectors(seed=3, n=4)
     assert [a.tolist() for a in orig.search(q, 5)] == [a.tolist() for a in copy.search(q, 5)]
+
+
+@pytest.mark.parametrize(("factory", "index_type"), [
+    ("BFlat", "IndexBinaryIDMap2"), ("BHNSW8", "IndexBinaryIDMap2"),
+    ("BIVF4", "IndexBinaryIVF")])
+def test_a_binary_factory_that_takes_no_ids_is_wrapped(tmp_path, factory, index_type):
+    # as for float indexes: the ids of the stream survive, whatever the factory
+    xb = binary_vectors()
+    _, src = build_binary(tmp_path / "b.faiss", "idmap2", xb)
+    vecferry.convert(src, str(tmp_path / "b.parquet"))
+    report = vecferry.convert(str(tmp_path / "b.parquet"), str(tmp_path / "c.faiss"),
+                              writer_options={"index_factory": factory})
+    assert report["index_type"].startswith(index_type)
+    back = vecferry.convert(str(tmp_path / "c.faiss"), str(tmp_path / "back.parquet"))
+    assert back["written"] == len(xb)
+    orig = pq.read_table(tmp_path / "b.parquet").sort_by("id")
+    copy = pq.read_table(tmp_path / "back.parquet").sort_by("id")
+    assert copy.column("id").equals(orig.column("id"))
+    assert copy.column("vector").equals(orig.column("vector"))
 
 
 def test_string_ids_and_payloads_survive_faiss_and_back(tmp_path):

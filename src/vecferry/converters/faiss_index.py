@@ -135,7 +135,9 @@ def _faiss_message(exc: BaseException) -> str:
     """The useful last line of a FAISS C++ exception (its first lines are a C++ signature)."""
     text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     marker = "Error: "
-    return text.split(marker, 1)[-1] if marker in text else text.rsplit(": ", 1)[-1]
+    text = text.split(marker, 1)[-1] if marker in text else text.rsplit(": ", 1)[-1]
+    # a failed FAISS_THROW_IF_NOT_FMT check starts with its C++ condition: "'f' failed: ..."
+    return re.sub(r"^'[^']*' failed: ", "", text)
 
 
 # ---------------------------------------------------------------------------------- storage
@@ -781,6 +783,9 @@ class FaissReader:
     def _make_plan(self) -> _Plan:
         try:
             return _plan(self._index, _Plan())
+        except UnsupportedError as exc:
+            exc.location = Location(source=self.location)  # _plan knows the index, not its file
+            raise
         except ValueError as exc:
             raise InputError(f"FAISS index is corrupt: {exc}",
                              location=Location(source=self.location)) from exc
@@ -1120,6 +1125,9 @@ class FaissWriter:
         try:
             if self.binary_bits:
                 index = faiss.index_binary_factory(int(self.binary_bits), self.factory)
+                if not _takes_ids(index):
+                    index = faiss.index_binary_factory(int(self.binary_bits),
+                                                       "IDMap2," + self.factory)
             else:
                 index = faiss.index_factory(int(spec.size), self.factory, metric)
                 if not _takes_ids(index):
@@ -1319,7 +1327,9 @@ class FaissWriter:
             from vecferry.errors import TargetError
 
             raise TargetError(f"cannot write the index: {_faiss_message(exc)}",
-                              location=Location(source=self.location)) from exc
+                              location=Location(source=self.location),
+                              hint="check that the output's directory exists, is writable and "
+                                   "has free space") from exc
         out_manifest = Manifest(
             vectors=[VectorSpec(name=self.spec.name, kind="dense", size=self.spec.size,
                                 datatype=self.spec.datatype, distance=self.spec.distance,
