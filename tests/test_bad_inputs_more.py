@@ -408,11 +408,14 @@ def test_a_local_mode_folder_another_client_holds_cannot_be_opened(tmp_path):
     try:
         text = _fails(TargetError, lambda: vecferry.convert(
             src, f"qdrant-local://{folder}/more", workers=1))
+        as_source = _fails(InputError, lambda: vecferry.open_reader(
+            f"qdrant-local://{folder}/docs"))
     finally:
         other.close()
-    assert text.startswith(f"{folder}: cannot open the local-mode folder: ")
-    assert "already accessed by another instance of Qdrant client" in text
-    assert text.endswith(" (another process has it open; local mode allows one)")
+    for t in (text, as_source):
+        assert t.startswith(f"{folder}: cannot open the local-mode folder: ")
+        assert "already accessed by another instance of Qdrant client" in t
+        assert t.endswith(" (another process has it open; local mode allows one)")
     # once the other client is gone, the same conversion runs
     assert vecferry.convert(src, f"qdrant-local://{folder}/more", workers=1)["written"] == 5
 
@@ -436,14 +439,63 @@ def test_an_edge_shard_another_handle_holds_cannot_be_opened(tmp_path):
     vecferry.convert(_points(tmp_path / "p.jsonl"), loc, workers=1)
     held = qe.EdgeShard.load(str(shard))  # as another process holding the shard would
     try:
-        text = _fails(TargetError, lambda: vecferry.convert(loc, str(tmp_path / "o.jsonl"),
-                                                            workers=1))
+        # as a source: an InputError; as a target: a TargetError
+        text = _fails(InputError, lambda: vecferry.convert(loc, str(tmp_path / "o.jsonl"),
+                                                           workers=1))
+        again = _fails(TargetError, lambda: vecferry.convert(
+            _points(tmp_path / "q.jsonl"), loc, workers=1))
     finally:
         held.close()
-    assert text.startswith(f"{loc}: cannot open the shard: ")
-    assert text.endswith(" (is another process using it?)")
+    for t in (text, again):
+        assert t.startswith(f"{loc}: cannot open the shard: ")
+        assert t.endswith(" (another process has it open; Edge allows one at a time)")
     assert not (tmp_path / "o.jsonl").exists()
     assert vecferry.convert(loc, str(tmp_path / "o.jsonl"), workers=1)["written"] == 5
+
+
+def test_an_edge_shard_being_read_is_not_dropped(tmp_path):
+    pytest.importorskip("qdrant_edge")
+    shard = tmp_path / "shard"
+    loc = f"qdrant-edge://{shard}"
+    src = _points(tmp_path / "p.jsonl")
+    vecferry.convert(src, loc, workers=1)
+    reader = vecferry.open_reader(loc)
+    try:
+        text = _fails(TargetError, lambda: vecferry.convert(src, loc, overwrite=True, workers=1))
+        assert sum(b.num_rows for b in reader.batches(2)) == 5  # still whole, still readable
+    finally:
+        reader.close()
+    assert text == (f"{loc}: cannot drop a shard this process is also reading (close the reader "
+                    "of this shard first, or write to another shard)")
+
+
+def test_an_edge_shard_with_a_damaged_file_says_so(tmp_path):
+    pytest.importorskip("qdrant_edge")
+    shard = tmp_path / "shard"
+    loc = f"qdrant-edge://{shard}"
+    vecferry.convert(_points(tmp_path / "p.jsonl"), loc, workers=1)
+    (version,) = shard.glob("segments/*/version.info")
+    version.write_text("not a version")
+    text = _fails(InputError, lambda: vecferry.convert(loc, str(tmp_path / "o.jsonl"),
+                                                       workers=1))
+    assert text.startswith(f"{loc}: cannot open the shard: ")
+    assert "version.info" in text
+    assert text.endswith(" (the shard's files are damaged or incomplete; restore it from a copy "
+                         "or a snapshot)")
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_local_mode_location_that_is_a_file(tmp_path):
+    folder = tmp_path / "data"
+    folder.write_text("not a folder")
+    hint = ("(name the folder QdrantClient(path=...) opens, then the collection: "
+            "qdrant-local://FOLDER/COLLECTION)")
+    text = _fails(InputError, lambda: vecferry.open_reader(f"qdrant-local://{folder}/docs"))
+    assert text == f"{folder}: this is a file, not a local-mode folder {hint}"
+    text = _fails(UsageError, lambda: vecferry.convert(_points(tmp_path / "p.jsonl"),
+                                                       f"qdrant-local://{folder}/docs"))
+    assert text == f"{folder}: this is a file, not a local-mode folder {hint}"
+    assert folder.read_text() == "not a folder"
 
 
 # -------------------------------------------------------------------------- remote storage

@@ -503,6 +503,11 @@ class ClientBackend(Backend):
         self._lock: threading.Lock | None = None
         if loc.engine == "local":
             folder = Path(loc.path or ".")
+            if folder.exists() and not folder.is_dir():
+                raise (InputError if for_reading else UsageError)(
+                    "this is a file, not a local-mode folder", location=Location(str(folder)),
+                    hint="name the folder QdrantClient(path=...) opens, then the collection: "
+                         "qdrant-local://FOLDER/COLLECTION")
             if for_reading and not folder.is_dir():
                 raise InputError("no such local-mode folder", location=Location(str(folder)),
                                  hint="check the path; it is the folder QdrantClient(path=...) "
@@ -513,10 +518,9 @@ class ClientBackend(Backend):
             try:
                 self.client, self._lock = _open_local(str(folder))
             except RuntimeError as exc:
-                raise TargetError(f"cannot open the local-mode folder: {exc}",
-                                  location=Location(str(folder)),
-                                  hint="another process has it open; local mode allows one"
-                                  ) from exc
+                raise (InputError if for_reading else TargetError)(
+                    f"cannot open the local-mode folder: {exc}", location=Location(str(folder)),
+                    hint="another process has it open; local mode allows one") from exc
             self._folder = str(folder)
             self.max_parallel = 1
         else:

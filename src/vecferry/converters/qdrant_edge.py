@@ -97,20 +97,25 @@ class EdgeBackend(Backend):
         if not for_reading and not self.exists():
             self._refuse_foreign_directory()
         if self.exists():
-            self._attach(lambda: qe.EdgeShard.load(str(self.path)))
+            self._attach(lambda: qe.EdgeShard.load(str(self.path)), for_reading)
 
     # -- shard handles shared within the process
 
-    def _attach(self, opener: Any) -> None:
+    def _attach(self, opener: Any, for_reading: bool) -> None:
         with _SHARDS_LOCK:
             entry = _SHARDS.get(self.key)
             if entry is None:
                 try:
                     shard = opener()
                 except Exception as exc:
-                    raise TargetError(f"cannot open the shard: {exc}",
-                                      location=Location(self.label),
-                                      hint="is another process using it?") from exc
+                    # Edge locks a shard's WAL: WouldBlock means another process has it open;
+                    # anything else is a file of the shard it cannot read
+                    locked = "WouldBlock" in str(exc)
+                    cls = InputError if for_reading else TargetError
+                    raise cls(f"cannot open the shard: {exc}", location=Location(self.label),
+                              hint="another process has it open; Edge allows one at a time"
+                              if locked else "the shard's files are damaged or incomplete; "
+                              "restore it from a copy or a snapshot") from exc
                 entry = [shard, 0]
                 _SHARDS[self.key] = entry
             entry[1] += 1
@@ -169,7 +174,7 @@ class EdgeBackend(Backend):
             hnsw_config=self._hnsw(config.get("hnsw_config")),
             quantization_config=self._quantization(config.get("quantization_config")),
         )
-        self._attach(lambda: qe.EdgeShard.create(str(self.path), cfg))
+        self._attach(lambda: qe.EdgeShard.create(str(self.path), cfg), for_reading=False)
 
     def _vector_params(self, p: dict[str, Any]) -> Any:
         qe = self.qe
@@ -239,7 +244,9 @@ class EdgeBackend(Backend):
         with _SHARDS_LOCK:
             if self.key in _SHARDS:
                 raise TargetError("cannot drop a shard this process is also reading",
-                                  location=Location(self.label))
+                                  location=Location(self.label),
+                                  hint="close the reader of this shard first, or write to "
+                                       "another shard")
         shutil.rmtree(self.path)
 
     def _point(self, p: dict[str, Any]) -> Any:
