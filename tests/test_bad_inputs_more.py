@@ -533,6 +533,19 @@ def test_a_fortran_ordered_npy_cannot_be_read_by_rows_remotely(tmp_path, http_di
     assert _names(tmp_path) == ["www"]
 
 
+def test_a_server_that_ignores_range_requests_is_named(tmp_path, http_dir):
+    # Python's own http.server answers a ranged GET with the whole file
+    pytest.importorskip("aiohttp")
+    root, base = http_dir
+    np.save(root / "m.npy", np.arange(12, dtype=np.float32).reshape(3, 4))
+    url = f"{base}/m.npy"
+    text = _fails(InputError, lambda: vecferry.convert(url, str(tmp_path / "o.parquet")))
+    assert text == (f"{url}: the server ignored a byte-range request (asked for 48 bytes from "
+                    "byte 128, got 176) (serve the file from a server that supports HTTP range "
+                    "requests, or download it first)")
+    assert _names(tmp_path) == ["www"]
+
+
 def test_remote_location_without_fsspec(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "fsspec", None)
     monkeypatch.setitem(sys.modules, "fsspec.core", None)

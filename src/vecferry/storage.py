@@ -432,8 +432,17 @@ class StoragePath:
             return self.fs.cat_file(self.path)
 
     def read_range(self, start: int, end: int) -> bytes:
+        """Bytes ``start..end`` of the object; ``InputError`` when the server sends more than
+        that, which a web server that does not do HTTP ranges does (the whole object)."""
         with _translated(self.url):
-            return self.fs.cat_file(self.path, start=start, end=end)
+            data = self.fs.cat_file(self.path, start=start, end=end)
+        if len(data) > end - start:
+            raise InputError(f"the server ignored a byte-range request (asked for "
+                             f"{end - start:,} bytes from byte {start:,}, got {len(data):,})",
+                             location=Location(redact(self.url)),
+                             hint="serve the file from a server that supports HTTP range "
+                                  "requests, or download it first")
+        return data
 
     def open_output(self) -> Upload:
         """The upload of this path, which must belong to an atomic output being written."""
