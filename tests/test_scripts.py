@@ -85,3 +85,44 @@ def test_the_main_guard_advice_is_left_out_for_the_command_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     assert lost_worker_hint("check memory limits") == f"check memory limits; {GUARD}, or with " \
         "workers=1"
+
+
+# ------------------------------------------------------------- a script read from stdin
+
+
+def _run_stdin(directory: Path, body: str) -> subprocess.CompletedProcess[str]:
+    # `python - <<EOF`: __main__.__file__ is "<stdin>", which no worker process can run again
+    return subprocess.run([sys.executable, "-"], input="import vecferry\n" + body,
+                          cwd=directory, capture_output=True, text=True, timeout=300)
+
+
+DEFAULT_CALLS = {
+    "JSON workers": 'vecferry.convert("p.jsonl", "out.parquet", overwrite=True)',
+    "partitions": 'vecferry.convert("v.npy", "parts/", to_format="parquet", '
+                  'partition_size="64kB", overwrite=True)',
+}
+
+
+@pytest.mark.parametrize("call", sorted(DEFAULT_CALLS))
+def test_a_script_from_stdin_runs_in_one_process_by_default(sources, tmp_path, call):
+    for f in ("p.jsonl", "v.npy"):
+        (tmp_path / f).symlink_to(sources / f)
+    run = _run_stdin(tmp_path, f"r = {DEFAULT_CALLS[call]}\nprint(r['written'], "
+                               "r.get('workers', 1))\n")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [str(N), "1"]
+    assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+def test_a_script_from_stdin_asking_for_workers_is_told_why_not(sources, tmp_path, call):
+    for f in ("p.jsonl", "v.npy"):
+        (tmp_path / f).symlink_to(sources / f)
+    run = _run_stdin(tmp_path, f"print({CALLS[call]}['written'])\n")
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1] == (
+        "vecferry.errors.UsageError: worker processes cannot start from a script read from "
+        "standard input (each one runs the calling script again, and there is no file to run) "
+        "(save the script to a file and run that, or pass workers=1)")
+    assert "FileNotFoundError" not in run.stderr  # no worker was started to fail
+    assert not (tmp_path / "out.parquet").exists() and not (tmp_path / "parts").exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -68,6 +69,32 @@ def _lost_workers() -> Iterator[None]:
                                                   "check memory limits")) from exc
 
 
+STDIN_SCRIPT = ("worker processes cannot start from a script read from standard input (each "
+                "one runs the calling script again, and there is no file to run)")
+
+
+def script_rerunnable() -> bool:
+    """Whether a worker process can run the calling script again, as multiprocessing's
+    ``forkserver`` makes each one do: it can unless ``__main__`` names a file that is not
+    there (``python - <<EOF``: ``<stdin>``). Modules (``python -m``), ``python -c`` and
+    notebooks have nothing to re-run."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None:
+        return True
+    path = getattr(main, "__file__", None)
+    return path is None or os.path.isfile(path)
+
+
+def check_workers(workers: int | None) -> None:
+    """``UsageError`` when ``workers`` > 1 were asked for and cannot start (see
+    ``script_rerunnable``); the default, ``None``, adapts instead (``default_workers``)."""
+    if workers is not None and workers > 1 and not script_rerunnable():
+        from vecferry.errors import UsageError
+
+        raise UsageError(STDIN_SCRIPT, hint="save the script to a file and run that, or pass "
+                                            "workers=1")
+
+
 def worker_pool(workers: int, preload: list[str]) -> ProcessPoolExecutor:
     """A process pool of vecferry workers: started through ``forkserver`` (safe beside the
     threads pyarrow and the pipeline run), which imports ``vecferry._worker`` and ``preload``
@@ -78,6 +105,10 @@ def worker_pool(workers: int, preload: list[str]) -> ProcessPoolExecutor:
 
 
 def default_workers() -> int:
+    """Worker processes when none are asked for: ``VECFERRY_WORKERS``, else up to 2 (one per
+    core), and 1 when worker processes cannot start (``script_rerunnable``)."""
+    if not script_rerunnable():
+        return 1
     env = os.environ.get("VECFERRY_WORKERS")
     if env:
         return max(1, int(env))
@@ -118,6 +149,7 @@ class WorkerGate:
     """Decides when a run is big enough for workers, and owns the pool once it starts."""
 
     def __init__(self, workers: int | None, preload: list[str]):
+        check_workers(workers)
         self.workers = default_workers() if workers is None else max(1, workers)
         self.preload = preload
         self.rows = 0

@@ -41,7 +41,7 @@ import pyarrow as pa
 from vecferry.converters import get_format, open_reader
 from vecferry.converters.base import AtomicPath, Context, fsync_path
 from vecferry.errors import Location, TargetError, UsageError, writing_to
-from vecferry.parallel import lost_worker_hint, worker_pool
+from vecferry.parallel import check_workers, lost_worker_hint, script_rerunnable, worker_pool
 from vecferry.plan import Partition, Plan, read_partition
 from vecferry.stream import manifest_of, rebatch
 
@@ -54,7 +54,10 @@ MIN_PARTITION_BYTES = 8 << 20
 
 
 def default_workers() -> int:
-    """Processes for a partitioned run: the cores there are (env ``VECFERRY_WORKERS``)."""
+    """Processes for a partitioned run: the cores there are (env ``VECFERRY_WORKERS``); 1
+    when worker processes cannot start (``parallel.script_rerunnable``)."""
+    if not script_rerunnable():
+        return 1
     env = os.environ.get("VECFERRY_WORKERS")
     if env:
         return max(1, int(env))
@@ -148,6 +151,8 @@ def choose(reader: Any, *, src: str, src_fmt: str, reader_options: dict[str, Any
                              "partitioned run keeps its own next to the output",
                              hint="drop --state (--resume still works) or --engine ray")
         return None
+    if not ray:  # Ray's workers do not run the calling script again
+        check_workers(workers)
     n = workers or default_workers()
     if n <= 1 and not ray:
         return None
