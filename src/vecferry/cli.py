@@ -143,6 +143,42 @@ def _with_options(f: Callable, options: list[Callable]) -> Callable:
     return f
 
 
+#: how a source is read: shared by convert, copy, verify and inspect
+_MAPPING_OPTIONS = [
+    click.option("--id-kind", type=click.Choice(["int", "uuid", "string", "mixed"]),
+                 help="JSONL, mapped Parquet, VDF: id kind when the first points do not "
+                 "show it."),
+    click.option("--id-column", metavar="NAME", help="Parquet not written by vecferry: "
+                 "the id column (default: row numbers)."),
+    click.option("--vector-column", multiple=True, metavar="[NAME=]COLUMN",
+                 help="Parquet not written by vecferry: a vector column (lists of numbers "
+                 "or float32 bytes); repeat for named vectors."),
+    click.option("--sparse-column", multiple=True, metavar="NAME=COLUMN",
+                 help="Parquet not written by vecferry: a sparse vector column "
+                 "(struct of indices and values)."),
+    click.option("--payload-columns", metavar="A,B,C", help="Parquet not written by "
+                 "vecferry: payload columns (default: every other column)."),
+    click.option("--json-columns", metavar="A,B", help="Parquet not written by vecferry: "
+                 "string columns holding JSON, parsed into the payload."),
+    click.option("--id-key", metavar="KEY", help="JSONL of other tools: the id key "
+                 "(default: record numbers)."),
+    click.option("--vector-key", multiple=True, metavar="[NAME=]KEY",
+                 help="JSONL of other tools: a vector key; repeat for named vectors."),
+    click.option("--sparse-key", multiple=True, metavar="NAME=KEY",
+                 help="JSONL of other tools: a sparse vector key ({indices, values})."),
+    click.option("--payload-key", metavar="KEY", help="JSONL of other tools: the key "
+                 "holding the payload object (default: every other key)."),
+    click.option("--vdf-index", metavar="NAME[/NAMESPACE]", help="VDF: the index (and "
+                 "namespace) to read, or the index name to write."),
+    click.option("--allow-lossy", is_flag=True, default=None,
+                 help="FAISS: read lossy codes (PQ, SQ, ...) as decoded approximations."),
+]
+
+
+def _source_reading(f: Callable) -> Callable:
+    return _with_options(f, _MAPPING_OPTIONS)
+
+
 def _common_convert_options(f: Callable) -> Callable:
     decorators = [
         click.option("--from", "from_format", metavar="FORMAT", help="Source format "
@@ -166,33 +202,7 @@ def _common_convert_options(f: Callable) -> Callable:
         click.option("--payloads", metavar="FILE", help="numpy: payloads aligned by row (JSONL "
                      "or Parquet); FAISS: payloads joined by id (a JSON object keyed by id, "
                      "JSONL or Parquet with an 'id')."),
-        click.option("--id-kind", type=click.Choice(["int", "uuid", "string", "mixed"]),
-                     help="JSONL, mapped Parquet, VDF: id kind when the first points do not "
-                     "show it."),
-        click.option("--id-column", metavar="NAME", help="Parquet not written by vecferry: "
-                     "the id column (default: row numbers)."),
-        click.option("--vector-column", multiple=True, metavar="[NAME=]COLUMN",
-                     help="Parquet not written by vecferry: a vector column (lists of numbers "
-                     "or float32 bytes); repeat for named vectors."),
-        click.option("--sparse-column", multiple=True, metavar="NAME=COLUMN",
-                     help="Parquet not written by vecferry: a sparse vector column "
-                     "(struct of indices and values)."),
-        click.option("--payload-columns", metavar="A,B,C", help="Parquet not written by "
-                     "vecferry: payload columns (default: every other column)."),
-        click.option("--json-columns", metavar="A,B", help="Parquet not written by vecferry: "
-                     "string columns holding JSON, parsed into the payload."),
-        click.option("--id-key", metavar="KEY", help="JSONL of other tools: the id key "
-                     "(default: record numbers)."),
-        click.option("--vector-key", multiple=True, metavar="[NAME=]KEY",
-                     help="JSONL of other tools: a vector key; repeat for named vectors."),
-        click.option("--sparse-key", multiple=True, metavar="NAME=KEY",
-                     help="JSONL of other tools: a sparse vector key ({indices, values})."),
-        click.option("--payload-key", metavar="KEY", help="JSONL of other tools: the key "
-                     "holding the payload object (default: every other key)."),
-        click.option("--vdf-index", metavar="NAME[/NAMESPACE]", help="VDF: the index (and "
-                     "namespace) to read, or the index name to write."),
-        click.option("--allow-lossy", is_flag=True, default=None,
-                     help="FAISS: read lossy codes (PQ, SQ, ...) as decoded approximations."),
+        *_MAPPING_OPTIONS,
         click.option("--index-factory", metavar="SPEC", help="FAISS: index to build, e.g. "
                      "'IDMap2,Flat' or 'IVF256,Flat'."),
         click.option("--vector", metavar="NAME", help="FAISS target: the dense vector to index "
@@ -436,8 +446,11 @@ def copy_cmd(src: str, dst: str, **kw: Any) -> None:
               "collection: only those points are fetched).")
 @click.option("--ids", metavar="FILE", help="numpy SRC: ids .npy.")
 @click.option("--payloads", metavar="FILE", help="numpy / FAISS SRC: payloads file.")
+@_source_reading
 @click.option("--api-key-env", metavar="NAME", help="Qdrant: variable holding the API key.")
 @click.option("--timeout", type=float, metavar="SECONDS", help="Qdrant: request timeout.")
+@click.option("--id-field", metavar="NAME", help="Qdrant: payload field keeping original ids "
+              "that are not unsigned ints or UUIDs (as given to convert).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only differences.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_STORAGE_OPTION
@@ -445,8 +458,8 @@ def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: st
                queries: int, k: int, min_recall: float, tolerance: float | None,
                diff_file: str | None, vector: str | None, sample: int | None,
                ids: str | None, payloads: str | None, api_key_env: str | None,
-               timeout: float | None, quiet: bool, as_json: bool,
-               storage_option: tuple[str, ...] = ()) -> None:
+               timeout: float | None, id_field: str | None, quiet: bool, as_json: bool,
+               storage_option: tuple[str, ...] = (), **mapping: Any) -> None:
     """Prove DST holds what SRC holds, or (one location) that a file is intact.
 
     Compares counts and an order-independent digest of every point; when they differ, names the
@@ -461,9 +474,10 @@ def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: st
         from vecferry.verify import verify
 
         skip_pandas_probe()
-        conn = {"api_key_env": api_key_env, "timeout": timeout}
+        conn = {"api_key_env": api_key_env, "timeout": timeout, "id_field": id_field}
         src_fmt = resolve(src, from_format).name
-        src_opts, _ = _route({**conn, "ids": ids, "payloads": payloads}, src_fmt, src_fmt)
+        src_opts, _ = _route({**conn, "ids": ids, "payloads": payloads, **mapping}, src_fmt,
+                             src_fmt)
         dst_opts: dict[str, Any] = {}
         if dst is not None:
             dst_fmt = resolve(dst, to_format).name
@@ -485,6 +499,7 @@ def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: st
 @click.option("--from", "from_format", metavar="FORMAT", help="Source format.")
 @click.option("--ids", metavar="FILE", help="numpy: ids .npy.")
 @click.option("--payloads", metavar="FILE", help="numpy / FAISS: payloads file.")
+@_source_reading
 @click.option("--sample", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Points read to sample payload keys.")
 @click.option("--ram-budget", metavar="SIZE", default="1GiB", show_default=True,
@@ -494,20 +509,21 @@ def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: st
 @_STORAGE_OPTION
 def inspect_cmd(src: str, from_format: str | None, ids: str | None, payloads: str | None,
                 sample: int, ram_budget: str, as_json: bool,
-                storage_option: tuple[str, ...] = ()) -> None:
+                storage_option: tuple[str, ...] = (), **mapping: Any) -> None:
     """Describe SRC: format, count, vectors, id kind, payload keys, size, first ids, and the
     RAM and disk a Qdrant collection of it needs (sizing), with a recommendation."""
 
     def body() -> int:
+        from vecferry.converters import resolve
         from vecferry.inspect import inspect_location
         from vecferry.sizing import parse_bytes
         from vecferry.stream import skip_pandas_probe
 
         skip_pandas_probe()
+        fmt = resolve(src, from_format).name
+        options, _ = _route({"ids": ids, "payloads": payloads, **mapping}, fmt, fmt)
         info = inspect_location(src, from_format=from_format, sample=sample,
-                                reader_options={k: v for k, v in (("ids", ids),
-                                                                  ("payloads", payloads)) if v},
-                                ram_budget=parse_bytes(ram_budget))
+                                reader_options=options, ram_budget=parse_bytes(ram_budget))
         if as_json:
             _emit_json(info)
         else:
