@@ -4,30 +4,45 @@ met by ``vecferry.snapshots``. Each test drives the public API (or the CLI) into
 asserts the whole ``str(exc)``: location first, then what is wrong, then the hint in
 parentheses, plus what must (not) be left behind.
 
-Servers are the loopback stand-in (``qdrant_standin``); archives are built with ``tarfile`` in
-``tmp_path`` in Qdrant's layout (``segments/<uuid>.tar`` holding ``snapshot/files/...``, or the
-streamable ``segments/<uuid>/files/...``).
+Servers are the loopback stand-in (``qdrant_standin``), or a bare loopback HTTP server
+(``_answering``) for answers Qdrant never gives; archives are built with ``tarfile`` (around
+real Edge shards, with the helpers of ``test_snapshots``) in ``tmp_path`` in Qdrant's layout
+(``segments/<uuid>.tar`` holding ``snapshot/files/...``, or the streamable
+``segments/<uuid>/files/...``).
 """
 
 from __future__ import annotations
 
+import errno
 import io
+import json
 import os
 import resource
 import tarfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+import vecferry
 from qdrant_standin import Fault, QdrantStandIn
 from vecferry.cli import main
 from vecferry.converters import open_reader
 from vecferry.converters.snapshot import UnsafeArchiveError
-from vecferry.errors import InputError, TargetError, UnsupportedError, UsageError, VecferryError
-from vecferry.snapshots import PART_SUFFIX, SnapshotClient
+from vecferry.errors import (
+    InputError,
+    SchemaError,
+    TargetError,
+    UnsupportedError,
+    UsageError,
+    VecferryError,
+)
+from vecferry.snapshots import PART_SUFFIX, SnapshotClient, copy_collection
 
 pytest.importorskip("qdrant_client")  # the stand-in's engine
 pytest.importorskip("qdrant_edge")  # the offline snapshot reader
@@ -47,6 +62,8 @@ ROCKS_HINT = ("recover the snapshot into a Qdrant server and convert from there 
               "convert qdrant://HOST/COLLECTION ...), or let a recent Qdrant migrate the "
               "collection to mmap storage and take a new snapshot")
 GAVE_UP = "the server kept failing; is it up and reachable?"
+DISK_FULL = "disk full while downloading (free space and run again: the download resumes where " \
+    "it stopped)"
 
 
 @pytest.fixture(autouse=True)
@@ -187,6 +204,28 @@ def test_cli_convert_of_a_damaged_snapshot(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+def test_shards_holding_different_vectors(tmp_path: Path) -> None:
+    """Two real Edge shards whose vector 'd' differs in size, in a collection snapshot."""
+    from test_snapshots import _collection_archive
+
+    shard_dirs = []
+    for i, dim in enumerate((4, 8)):
+        points = tmp_path / f"points-{i}.jsonl"
+        points.write_text("".join(json.dumps({"id": 10 * i + k, "vector": {"d": [0.5] * dim},
+                                              "payload": {}}) + "\n" for k in range(3)))
+        vecferry.convert(str(points), f"qdrant-edge://{tmp_path / f'edge-{i}'}")
+        shard_dirs.append(tmp_path / f"edge-{i}")
+    archive = _collection_archive(tmp_path, shard_dirs)
+    work = tmp_path / "work"
+    work.mkdir()
+    err = _fails(SchemaError, lambda: open_reader(str(archive), workdir=str(work)))
+    assert str(err) == (f"{archive}: the shards of this snapshot hold different vectors: shard "
+                        "1 holds vector 'd' (dense, 8 dims), shard 0 holds vector 'd' (dense, 4 "
+                        "dims) (the shards come from different collections; take the snapshot "
+                        "again from one collection)")
+    assert list(work.iterdir()) == []
+
+
 # ------------------------------------------------------------------- the server misbehaving
 
 
@@ -259,6 +298,88 @@ def test_cli_create_on_a_full_server(stand: QdrantStandIn) -> None:
                         "snapshots (`vecferry snapshot delete`))\n")
 
 
+def test_retried_failure_names_the_step_once(stand: QdrantStandIn) -> None:
+    stand.add_fault(Fault("snapshot_list", "503", times=None))
+    with SnapshotClient(stand.location("docs"), max_retries=1) as c:
+        err = _fails(TargetError, c.list)
+    assert str(err) == (f"{stand.location('docs')}: listing snapshots failed after 2 "
+                        "attempt(s): HTTP 503: Wrong input: injected by the stand-in "
+                        f"({GAVE_UP})")
+    assert _calls(stand, "snapshot_list") == 2
+
+
+Answer = tuple[int, str, bytes]
+
+
+@contextmanager
+def _answering(answer: Callable[[str, str], Answer]) -> Iterator[tuple[str, list[str]]]:
+    """A loopback HTTP server (not Qdrant) answering each request with ``answer(method,
+    path)``: status, content type, body. Yields its ``qdrant://127.0.0.1:PORT`` and the log of
+    the "METHOD PATH" it was asked."""
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _any(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            asked.append(f"{self.command} {self.path.split('?')[0]}")
+            status, kind, body = answer(self.command, self.path)
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _any
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"qdrant://127.0.0.1:{server.server_address[1]}", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_an_answer_that_is_not_json(tmp_path: Path) -> None:
+    """Another service on the port: a web page for every request, which is not retried."""
+    def answer(method: str, path: str) -> Answer:
+        return 200, "text/html; charset=utf-8", b"<html><body>It works!</body></html>"
+
+    with _answering(answer) as (server, asked), SnapshotClient(f"{server}/docs") as c:
+        err = _fails(TargetError, c.list)
+    assert str(err) == (f"{server}/docs: listing snapshots: the server answered HTTP 200 with "
+                        "text/html, not JSON (is this Qdrant's REST port (6333 by default)? a "
+                        "proxy or another service may be answering)")
+    assert asked == ["GET /collections/docs/snapshots"]
+
+
+@pytest.mark.parametrize("result", [True, {"creation_time": "2025-01-01T00:00:00"}],
+                         ids=["no-description", "no-name"])
+def test_copy_when_the_server_does_not_describe_its_snapshot(tmp_path: Path,
+                                                             result: Any) -> None:
+    def answer(method: str, path: str) -> Answer:
+        if path.startswith("/collections/docs/points/count"):
+            return 200, "application/json", b'{"result": {"count": 3}, "status": "ok"}'
+        body = {"result": result, "status": "ok", "time": 0.01}
+        return 200, "application/json", json.dumps(body).encode()
+
+    with _answering(answer) as (server, asked):
+        err = _fails(TargetError, lambda: copy_collection(f"{server}/docs", f"{server}/copy",
+                                                          workdir=tmp_path))
+    assert str(err) == (
+        f"{server}/docs: the server did not describe the snapshot it created (nothing was "
+        f"copied; a snapshot may be left on the source (`vecferry snapshot list {server}/docs`): "
+        f"copy it by hand with `vecferry snapshot download {server}/docs NAME --out FILE`, then "
+        f"`vecferry snapshot upload FILE {server}/copy`)")
+    assert asked == ["POST /collections/docs/points/count", "POST /collections/docs/snapshots"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_download_longer_than_the_server_listed(stand: QdrantStandIn, tmp_path: Path) -> None:
     snap = _create(stand)
     with open(_server_file(stand, snap), "ab") as f:  # the file changed after it was listed
@@ -281,7 +402,7 @@ def test_download_shorter_than_the_server_listed(stand: QdrantStandIn, tmp_path:
     with SnapshotClient(stand.location("docs"), max_retries=2) as c:
         err = _fails(TargetError, lambda: c.download(snap["name"], out, expected=snap))
     what = f"downloading snapshot {snap['name']}"
-    assert str(err) == (f"{stand.location('docs')}: {what} failed after 3 attempt(s): {what}: "
+    assert str(err) == (f"{stand.location('docs')}: {what} failed after 3 attempt(s): "
                         f"connection closed after {short} of {snap['size']} bytes ({GAVE_UP})")
     ranges = [e["range"] for e in stand.snapshot_log if e["op"] == "snapshot_download"]
     assert ranges == [None, f"bytes={short}-", None]
@@ -302,8 +423,10 @@ def test_refused_resume_drops_the_stale_partial(stand: QdrantStandIn, tmp_path: 
     with SnapshotClient(stand.location("docs"), max_retries=0) as c:
         err = _fails(TargetError, lambda: c.download(snap["name"], out, expected=info))
     what = f"downloading snapshot {snap['name']}"
-    assert str(err) == (f"{stand.location('docs')}: {what} failed after 1 attempt(s): {what}: "
-                        f"the server refused the resume range ({GAVE_UP})")
+    assert str(err) == (f"{stand.location('docs')}: {what} failed after 1 attempt(s): the "
+                        "server refused the resume range (the partial file did not fit the "
+                        "server's file and was removed; run the download again to fetch it "
+                        "from the start)")
     assert not part.exists() and not out.exists()
 
     part.write_bytes(b"\xff" * stale)
@@ -325,9 +448,36 @@ def test_download_onto_a_full_disk(stand: QdrantStandIn, tmp_path: Path) -> None
     part.symlink_to("/dev/full")  # every write fails with ENOSPC
     with SnapshotClient(stand.location("docs")) as c:
         err = _fails(TargetError, lambda: c.download(snap["name"], out))
-    assert str(err) == (f"{part}: disk full while downloading (free space and run again: the "
-                        "download resumes where it stopped)")
+    assert str(err) == f"{part}: {DISK_FULL}"
     assert not out.exists()
+
+
+class _OverQuota(io.FileIO):
+    def write(self, data: Any) -> int:
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+
+
+def test_download_over_the_disk_quota(stand: QdrantStandIn, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quota has no device to stand in for it, as /dev/full does for ENOSPC: the download's
+    writes fail with EDQUOT instead. Not retried: the disk will not empty itself."""
+    import vecferry.snapshots as snapshots
+
+    snap = _create(stand)
+    out = tmp_path / "s.snapshot"
+    part = Path(str(out) + PART_SUFFIX)
+
+    def quota_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if mode in ("wb", "ab"):
+            return _OverQuota(file, mode[0])
+        return open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(snapshots, "open", quota_open, raising=False)
+    with SnapshotClient(stand.location("docs")) as c:
+        err = _fails(TargetError, lambda: c.download(snap["name"], out))
+    assert str(err) == f"{part}: {DISK_FULL}"
+    assert not out.exists()
+    assert _calls(stand, "snapshot_download") == 1
 
 
 def test_download_past_the_file_size_limit(stand: QdrantStandIn, tmp_path: Path) -> None:
@@ -359,6 +509,16 @@ def test_upload_of_a_missing_file(tmp_path: Path) -> None:
     with SnapshotClient(NOWHERE) as c:
         err = _fails(InputError, lambda: c.upload(missing))
     assert str(err) == f"{missing}: no such file (check the path)"
+
+
+def test_upload_of_a_directory(tmp_path: Path) -> None:
+    folder = tmp_path / "snapshots"
+    folder.mkdir()
+    (folder / "docs.snapshot").write_bytes(b"snapshot bytes")
+    with SnapshotClient(NOWHERE) as c:
+        err = _fails(InputError, lambda: c.upload(folder))
+    assert str(err) == f"{folder}: is a directory, not a snapshot file (pass the .snapshot file " \
+        "itself)"
 
 
 def test_upload_of_an_unreadable_file(tmp_path: Path) -> None:
@@ -400,8 +560,31 @@ def test_bucket_download_shorter_than_listed(stand: QdrantStandIn, opts: dict[st
     with SnapshotClient(stand.location("docs"), max_retries=0) as c, storage.using(opts):
         err = _fails(TargetError, lambda: c.download(snap["name"], url, expected=snap))
     what = f"downloading snapshot {snap['name']}"
-    assert str(err) == (f"{stand.location('docs')}: {what} failed after 1 attempt(s): {what}: "
+    assert str(err) == (f"{stand.location('docs')}: {what} failed after 1 attempt(s): "
                         f"connection closed after {short} of {snap['size']} bytes ({GAVE_UP})")
+    assert _s3.keys(s3, bucket) == [] and _s3.open_uploads(s3, bucket) == []
+
+
+@needs_s3
+def test_bucket_download_when_the_server_has_fewer_bytes(stand: QdrantStandIn,
+                                                         opts: dict[str, Any], s3: Any,
+                                                         bucket: str) -> None:
+    """The body ends early; the resume asks past the end of the file on the server, which
+    refuses the range (416). The streamed bytes cannot be taken back: no retry, no object."""
+    from vecferry import storage
+
+    snap = _create(stand)
+    short = snap["size"] - 5000
+    os.truncate(_server_file(stand, snap), short)
+    url = f"s3://{bucket}/s.snapshot"
+    with SnapshotClient(stand.location("docs"), max_retries=3) as c, storage.using(opts):
+        err = _fails(TargetError, lambda: c.download(snap["name"], url, expected=snap))
+    assert str(err) == (f"{stand.location('docs')}: downloading snapshot {snap['name']}: the "
+                        f"server has only {short} of the {snap['size']} bytes it listed (the "
+                        "snapshot changed or is incomplete on the server; list it and download "
+                        "it again)")
+    ranges = [e["range"] for e in stand.snapshot_log if e["op"] == "snapshot_download"]
+    assert ranges == [None, f"bytes={short}-"]
     assert _s3.keys(s3, bucket) == [] and _s3.open_uploads(s3, bucket) == []
 
 

@@ -288,7 +288,8 @@ class SnapshotClient:
                 raise TargetError(text, location=self.where,
                                   hint="the snapshot was made by another Qdrant version; "
                                        "recover it into a server of the same version")
-            raise TransientError(text, location=self.where,
+            # retried: the policy names the step when it gives up
+            raise TransientError(f"HTTP {status}: {message}".rstrip(": "), location=self.where,
                                  retry_after=parse_retry_after(
                                      response.headers.get("retry-after")))
         if status == 404:
@@ -305,8 +306,10 @@ class SnapshotClient:
         try:
             return self.retry.call(fn, what=what)
         except TransientError as exc:
-            raise TargetError(exc.message, location=self.where,
-                              hint="the server kept failing; is it up and reachable?") from exc
+            # the last failure may know better than a generic "the server is down"
+            hint = getattr(exc.__cause__, "hint", None) or \
+                "the server kept failing; is it up and reachable?"
+            raise TargetError(exc.message, location=self.where, hint=hint) from exc
 
     def _json(self, method: str, path: str, what: str, **kw: Any) -> Any:
         def once() -> Any:
@@ -318,8 +321,12 @@ class SnapshotClient:
             try:
                 body = orjson.loads(response.content)
             except orjson.JSONDecodeError as exc:
-                raise TargetError(f"{what}: the server's answer is not JSON",
-                                  location=self.where) from exc
+                kind = response.headers.get("content-type", "").split(";")[0].strip()
+                raise TargetError(f"{what}: the server answered HTTP {response.status_code} "
+                                  f"with {kind or 'no content type'}, not JSON",
+                                  location=self.where,
+                                  hint="is this Qdrant's REST port (6333 by default)? a proxy "
+                                       "or another service may be answering") from exc
             return body.get("result") if isinstance(body, dict) else body
 
         return self._call(once, what)
@@ -457,7 +464,8 @@ class SnapshotClient:
 
         A dropped connection does not restart the object: the same upload stream goes on and
         the rest is requested with ``Range: bytes=N-``. Only a server without Range support
-        (it answers 200) makes the upload start over from byte 0.
+        (it answers 200) makes the upload start over from byte 0; one that refuses the range
+        (416: its file is shorter than it listed) ends the download, not retried.
         """
         from vecferry import storage
 
@@ -480,6 +488,16 @@ class SnapshotClient:
                     return
                 headers = {"range": f"bytes={done}-"} if done and state["range"] else {}
                 with self.http.stream("GET", path, headers=headers) as response:
+                    if response.status_code == 416 and headers:
+                        response.read()
+                        # the bytes already streamed cannot be taken back, and asking again
+                        # would meet the same short file
+                        listed = (f"of the {want_size} bytes it listed" if want_size is not None
+                                  else "bytes, fewer than it announced")
+                        raise TargetError(f"{what}: the server has only {done} {listed}",
+                                          location=self.where,
+                                          hint="the snapshot changed or is incomplete on the "
+                                               "server; list it and download it again")
                     if response.status_code >= 300:
                         response.read()
                         self._fail(response, what)
@@ -506,8 +524,7 @@ class SnapshotClient:
                         state["done"] = done
                         progress("download", done, length)
                     if length is not None and done < length:
-                        raise TransientError(f"{what}: connection closed after {done} of "
-                                             f"{length} bytes")
+                        raise TransientError(f"connection closed after {done} of {length} bytes")
 
             self._call(once, what)
             size = state["done"]
@@ -551,8 +568,11 @@ class SnapshotClient:
                 if response.status_code == 416:
                     response.read()
                     # the partial covers the whole file already, or is bogus: start afresh
-                    part.unlink()
-                    raise TransientError(f"{what}: the server refused the resume range")
+                    part.unlink(missing_ok=True)
+                    raise TransientError("the server refused the resume range",
+                                         hint="the partial file did not fit the server's file "
+                                              "and was removed; run the download again to "
+                                              "fetch it from the start")
                 if response.status_code >= 300:
                     response.read()
                     self._fail(response, what)
@@ -578,15 +598,14 @@ class SnapshotClient:
                             done += len(chunk)
                             progress("download", done, length)
                 except OSError as exc:
-                    if exc.errno == errno.ENOSPC:
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                         raise TargetError("disk full while downloading", location=where,
                                           hint="free space and run again: the download "
                                                "resumes where it stopped") from exc
                     raise TargetError(f"cannot write the download: {exc}",
                                       location=where) from exc
                 if length is not None and done < length:
-                    raise TransientError(f"{what}: connection closed after {done} of "
-                                         f"{length} bytes")
+                    raise TransientError(f"connection closed after {done} of {length} bytes")
             return digest.hexdigest()
 
         return self._call(once, what)
@@ -626,6 +645,9 @@ class SnapshotClient:
         else:
             path = Path(file)
             where = Location(source=str(path))
+            if path.is_dir():
+                raise InputError("is a directory, not a snapshot file", location=where,
+                                 hint="pass the .snapshot file itself")
             if not path.is_file():
                 raise InputError("no such file", location=where, hint="check the path")
             if not os.access(path, os.R_OK):
@@ -747,7 +769,12 @@ def copy_collection(src: str, dst: str, *, priority: str = "snapshot",
         snap = a.create(wait=True)
         if not snap or not snap.get("name"):
             raise TargetError("the server did not describe the snapshot it created",
-                              location=a.where)
+                              location=a.where,
+                              hint="nothing was copied; a snapshot may be left on the source "
+                                   f"(`vecferry snapshot list {source.display()}`): copy it by "
+                                   f"hand with `vecferry snapshot download {source.display()} "
+                                   "NAME --out FILE`, then `vecferry snapshot upload FILE "
+                                   f"{target.display()}`")
         progress("create", 1, 1)
         report["steps"]["create"] = {"name": snap["name"], "bytes": snap.get("size"),
                                      "seconds": round(time.monotonic() - t0, 3)}

@@ -478,6 +478,14 @@ def _server_collection(config: dict[str, Any] | None,
     return out
 
 
+def _vectors_in_words(vectors: list[Any]) -> str:
+    """``"vector 'd' (dense, 8 dims) and vector 's' (sparse)"``"""
+    words = [f"{'vector ' + repr(v.name) if v.name else 'the unnamed vector'} ({v.kind}"
+             + (f", {v.size} dims)" if v.size else ")")
+             for v in sorted(vectors, key=lambda v: v.name)]
+    return " and ".join(words) or "no vector"
+
+
 class SnapshotReader:
     """Stream the points of a snapshot file, shard after shard (see the module docstring).
 
@@ -529,6 +537,10 @@ class SnapshotReader:
     def _shard_label(self, i: int) -> str:
         sid = self.archive.shards[i].id
         return f"{self.location} shard {sid}" if sid is not None else self.location
+
+    def _shard_name(self, i: int) -> str:
+        sid = self.archive.shards[i].id
+        return f"shard {sid if sid is not None else i}"
 
     def _open_shard(self, i: int) -> Any:
         if self._open is not None and self._open[0] == i:
@@ -583,8 +595,13 @@ class SnapshotReader:
                 collection = dict(m.collection or {})
             elif sorted((v.name, v.kind, v.size or 0) for v in m.vectors) != \
                     sorted((v.name, v.kind, v.size or 0) for v in first.vectors):
-                raise SchemaError("the shards of this snapshot hold different vectors",
-                                  location=Location(self._shard_label(i)))
+                raise SchemaError(
+                    "the shards of this snapshot hold different vectors: "
+                    f"{self._shard_name(i)} holds {_vectors_in_words(m.vectors)}, "
+                    f"{self._shard_name(0)} holds {_vectors_in_words(first.vectors)}",
+                    location=Location(self.location),
+                    hint="the shards come from different collections; take the snapshot again "
+                         "from one collection")
             kinds.append(m.id_kind)
             self.counts.append(int(m.count or 0))
             if len(shards) > 1:
