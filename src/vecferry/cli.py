@@ -67,8 +67,8 @@ def _route(options: dict[str, Any], src_fmt: str, dst_fmt: str
     reader: dict[str, Any] = {}
     writer: dict[str, Any] = {}
     for key, value in options.items():
-        if value is None:  # not given (routed flags default to None, not False)
-            continue
+        if value is None or value == ():  # not given (flags default to None, repeatable ones
+            continue                    # to ())
         sides, formats = ROUTES[key]
         for side, fmt, target in (("reader", src_fmt, reader), ("writer", dst_fmt, writer)):
             if side in sides and (formats is None or fmt in formats):
