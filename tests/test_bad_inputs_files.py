@@ -20,27 +20,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import vecferry
-from vecferry.errors import InputError, SchemaError, UnsupportedError, UsageError, VecferryError
+from failing import fails, read_all
+from vecferry.errors import InputError, SchemaError, UnsupportedError, UsageError
 from vecferry.stream import MANIFEST_KEY
 
 F32 = np.float32
-
-
-def _fails(cls: type[VecferryError], action: Callable[[], object]) -> str:
-    """Run ``action``, which must raise exactly ``cls``; return the error's text."""
-    with pytest.raises(cls) as info:
-        action()
-    assert type(info.value) is cls
-    return str(info.value)
-
-
-def _read_all(location: str, **options: object) -> None:
-    reader = vecferry.open_reader(location, **options)
-    try:
-        for _ in reader.batches(16):
-            pass
-    finally:
-        reader.close()
 
 
 def _matrix(rows: int = 3, dim: int = 4, dtype: type = F32) -> np.ndarray:
@@ -67,7 +51,7 @@ def _shards(d: Path, **arrays: np.ndarray) -> str:
 def test_npz_fortran_ordered_vectors_are_refused(tmp_path):
     p = tmp_path / "f.npz"
     np.savez(p, vectors=np.asfortranarray(_matrix()))
-    text = _fails(UnsupportedError, lambda: vecferry.open_reader(str(p)))
+    text = fails(UnsupportedError, lambda: vecferry.open_reader(str(p)))
     assert text == (f"{p}:vectors.npy: Fortran-ordered arrays inside .npz cannot be streamed "
                     "(save with np.ascontiguousarray, or as a plain .npy)")
 
@@ -79,14 +63,14 @@ def test_npz_member_cut_short_is_truncated(tmp_path):
     whole = buf.getvalue()
     with zipfile.ZipFile(p, "w") as zf:
         zf.writestr("vectors.npy", whole[:-3 * 4])  # header says 4 rows; 2.5 rows of data
-    text = _fails(InputError, lambda: _read_all(str(p)))
+    text = fails(InputError, lambda: read_all(str(p)))
     assert text == f"{p}:vectors.npy: archive member is truncated"
 
 
 def test_npz_that_is_not_a_zip(tmp_path):
     p = tmp_path / "bad.npz"
     p.write_bytes(b"this is no zip archive at all")
-    text = _fails(InputError, lambda: vecferry.open_reader(str(p)))
+    text = fails(InputError, lambda: vecferry.open_reader(str(p)))
     assert text == f"{p}: not a valid .npz archive: File is not a zip file " \
                    "(the file may be truncated)"
 
@@ -94,7 +78,7 @@ def test_npz_that_is_not_a_zip(tmp_path):
 def test_npz_vectors_must_be_2d(tmp_path):
     p = tmp_path / "flat.npz"
     np.savez(p, vectors=np.ones(4, dtype=F32))
-    text = _fails(InputError, lambda: vecferry.open_reader(str(p)))
+    text = fails(InputError, lambda: vecferry.open_reader(str(p)))
     assert text == f"{p}: 'vectors' must be 2-D, found shape (4,)"
 
 
@@ -104,7 +88,7 @@ def test_npz_vectors_must_be_2d(tmp_path):
 def test_ids_option_with_a_shard_directory(tmp_path):
     d = _shards(tmp_path / "sh", emb_0=_matrix(), emb_1=_matrix())
     np.save(tmp_path / "ids.npy", np.arange(6, dtype=np.uint64))
-    text = _fails(UsageError, lambda: vecferry.open_reader(d, format="npy",
+    text = fails(UsageError, lambda: vecferry.open_reader(d, format="npy",
                                                           ids=str(tmp_path / "ids.npy")))
     assert text == (f"{d}: --ids and --payloads apply to one matrix; a directory of shards "
                     "takes ids and metadata per shard (ids_0.npy, metadata_0.parquet)")
@@ -114,7 +98,7 @@ def test_ids_file_holding_objects_is_not_readable(tmp_path):
     np.save(tmp_path / "vectors.npy", _matrix())
     ids = tmp_path / "ids.npy"
     np.save(ids, np.array(["a", 1, None], dtype=object), allow_pickle=True)
-    text = _fails(InputError, lambda: vecferry.open_reader(str(tmp_path / "vectors.npy"),
+    text = fails(InputError, lambda: vecferry.open_reader(str(tmp_path / "vectors.npy"),
                                                           ids=str(ids)))
     assert text.startswith(f"{ids}: ids file is not a readable .npy array: ")
     assert "Python objects" in text
@@ -125,7 +109,7 @@ def test_ids_file_must_be_1d(tmp_path):
     np.save(tmp_path / "vectors.npy", _matrix())
     ids = tmp_path / "ids.npy"
     np.save(ids, np.arange(3, dtype=np.uint64).reshape(3, 1))
-    text = _fails(InputError, lambda: vecferry.open_reader(str(tmp_path / "vectors.npy"),
+    text = fails(InputError, lambda: vecferry.open_reader(str(tmp_path / "vectors.npy"),
                                                           ids=str(ids)))
     assert text == f"{ids}: ids must be 1-D, found shape (3, 1)"
 
@@ -134,7 +118,7 @@ def test_payloads_option_naming_a_directory_cannot_be_opened(tmp_path):
     np.save(tmp_path / "vectors.npy", _matrix())
     payloads = tmp_path / "payloads"
     payloads.mkdir()
-    text = _fails(InputError, lambda: vecferry.open_reader(str(tmp_path / "vectors.npy"),
+    text = fails(InputError, lambda: vecferry.open_reader(str(tmp_path / "vectors.npy"),
                                                           payloads=str(payloads)))
     assert text == f"{payloads}: cannot open: Is a directory (check the path and permissions)"
 
@@ -144,14 +128,14 @@ def test_written_directory_with_a_broken_manifest(tmp_path):
     d.mkdir()
     np.save(d / "vectors.npy", _matrix())
     (d / "manifest.json").write_bytes(b"{not json")
-    text = _fails(InputError, lambda: vecferry.open_reader(str(d), format="npy"))
+    text = fails(InputError, lambda: vecferry.open_reader(str(d), format="npy"))
     assert text.startswith(f"{d / 'manifest.json'}: manifest is not valid: ")
 
 
 def test_numpy_writer_refuses_an_npz_name(tmp_path):
     src = _jsonl(tmp_path / "p.jsonl")
     dst = str(tmp_path / "out.npz")
-    text = _fails(UsageError, lambda: vecferry.convert(src, dst, to_format="npy"))
+    text = fails(UsageError, lambda: vecferry.convert(src, dst, to_format="npy"))
     assert text == (f"{dst}: the numpy writer writes a directory (vectors.npy, ids.npy, "
                     "payloads.jsonl, manifest.json), not an .npz archive "
                     "(give a directory name, e.g. out_dir)")
@@ -166,7 +150,7 @@ def test_directory_without_files_of_its_format(tmp_path, fmt):
     d = tmp_path / "empty"
     d.mkdir()
     (d / "notes.txt").write_text("nothing here")
-    text = _fails(InputError, lambda: vecferry.open_reader(str(d), format=fmt))
+    text = fails(InputError, lambda: vecferry.open_reader(str(d), format=fmt))
     assert text == f"{d}: directory holds no .{fmt} files"
 
 
@@ -182,7 +166,7 @@ def _per_vector(d: Path, *, broken: bytes | None = None, sidecar: bytes | None =
 
 def test_per_vector_file_that_is_not_npy(tmp_path):
     d = _per_vector(tmp_path / "pv", broken=b"garbage, not numpy")
-    text = _fails(InputError, lambda: _read_all(str(d), format="npy"))
+    text = fails(InputError, lambda: read_all(str(d), format="npy"))
     assert text.startswith(f"{d / 'b.npy'}: not a readable .npy file: ")
     assert text.endswith(" (the file may be truncated)")
 
@@ -193,7 +177,7 @@ def test_per_vector_file_that_is_not_npy(tmp_path):
 ])
 def test_per_vector_payload_sidecar(tmp_path, sidecar, message):
     d = _per_vector(tmp_path / "pv", sidecar=sidecar)
-    text = _fails(InputError, lambda: _read_all(str(d), format="npy"))
+    text = fails(InputError, lambda: read_all(str(d), format="npy"))
     if message.endswith(": "):
         assert text.startswith(f"{d / 'a.json'}: {message}")
     else:
@@ -249,13 +233,13 @@ SHARD_CASES = {name: (arrays, want) for name, arrays, want in _shard_cases()}
 def test_shard_directory_that_does_not_fit(tmp_path, name):
     arrays, want = SHARD_CASES[name]
     d = Path(_shards(tmp_path / "sh", **arrays))
-    text = _fails(InputError, lambda: vecferry.open_reader(str(d), format="npy"))
+    text = fails(InputError, lambda: vecferry.open_reader(str(d), format="npy"))
     assert text in want(d)
 
 
 def test_shard_ids_of_float_dtype(tmp_path):
     d = Path(_shards(tmp_path / "sh", emb_0=_matrix(), ids_0=np.arange(3, dtype=np.float64)))
-    text = _fails(UnsupportedError, lambda: vecferry.open_reader(str(d), format="npy"))
+    text = fails(UnsupportedError, lambda: vecferry.open_reader(str(d), format="npy"))
     assert text == (f"{d / 'ids_0.npy'}: ids of dtype float64 are not supported (ids must be "
                     "unsigned integers or unicode strings)")
 
@@ -263,7 +247,7 @@ def test_shard_ids_of_float_dtype(tmp_path):
 def test_shard_metadata_rows_must_match(tmp_path):
     d = Path(_shards(tmp_path / "sh", emb_0=_matrix()))
     pq.write_table(pa.table({"title": ["a", "b", "c", "d"]}), d / "metadata_0.parquet")
-    text = _fails(InputError, lambda: vecferry.open_reader(str(d), format="npy"))
+    text = fails(InputError, lambda: vecferry.open_reader(str(d), format="npy"))
     assert text == (f"{d / 'metadata_0.parquet'}: metadata file has 4 rows but its shard "
                     "emb_0.npy has 3 (metadata are matched to vectors by row)")
 
@@ -273,7 +257,7 @@ def test_shard_metadata_must_be_one_numbered_group(tmp_path, names):
     d = Path(_shards(tmp_path / "sh", emb_0=_matrix()))
     for name in names:
         pq.write_table(pa.table({"title": ["a", "b", "c"]}), d / f"{name}.parquet")
-    text = _fails(InputError, lambda: vecferry.open_reader(str(d), format="npy"))
+    text = fails(InputError, lambda: vecferry.open_reader(str(d), format="npy"))
     assert text == (f"{d}: metadata Parquet files must be one numbered group "
                     "(metadata_0.parquet, metadata_1.parquet, ...)")
 
@@ -295,7 +279,7 @@ def _dense(n: int = 3, dim: int = 4, value_type: pa.DataType | None = None) -> p
 def test_parquet_vector_values_of_float64(tmp_path):
     p = tmp_path / "v.parquet"
     pq.write_table(_stream_table(_dense(value_type=pa.float64())), p)
-    text = _fails(SchemaError, lambda: vecferry.open_reader(str(p)))
+    text = fails(SchemaError, lambda: vecferry.open_reader(str(p)))
     assert text == (f"{p}: column 'vector': vector values of type double are not supported "
                     "(vectors must be float32, float16 or uint8)")
 
@@ -303,7 +287,7 @@ def test_parquet_vector_values_of_float64(tmp_path):
 def test_parquet_vector_column_of_no_vector_type(tmp_path):
     p = tmp_path / "v.parquet"
     pq.write_table(_stream_table(pa.array(["a", "b", "c"])), p)
-    text = _fails(SchemaError, lambda: vecferry.open_reader(str(p)))
+    text = fails(SchemaError, lambda: vecferry.open_reader(str(p)))
     assert text == (f"{p}: column 'vector' has type string, which is not a vector type "
                     "(dense vectors must be fixed_size_list<float32>[dim])")
 
@@ -311,7 +295,7 @@ def test_parquet_vector_column_of_no_vector_type(tmp_path):
 def test_parquet_with_ids_but_no_vector_column(tmp_path):
     p = tmp_path / "v.parquet"
     pq.write_table(pa.table({"id": pa.array([1, 2], type=pa.uint64()), "title": ["a", "b"]}), p)
-    text = _fails(InputError, lambda: vecferry.open_reader(str(p)))
+    text = fails(InputError, lambda: vecferry.open_reader(str(p)))
     assert text == (f"{p}: no vector column (columns: id, title) "
                     "(name the vector column 'vector' or 'vector.<name>')")
 
@@ -324,7 +308,7 @@ def _vecferry_parquet(tmp_path: Path) -> Path:
 
 def test_parquet_id_kind_with_a_manifest(tmp_path):
     p = _vecferry_parquet(tmp_path)
-    text = _fails(UsageError, lambda: vecferry.open_reader(str(p), id_kind="string"))
+    text = fails(UsageError, lambda: vecferry.open_reader(str(p), id_kind="string"))
     assert text == (f"{p}: --id-kind does not apply to a file carrying a vecferry manifest "
                     "(it records the id kind)")
 
@@ -333,7 +317,7 @@ def test_parquet_manifest_metadata_not_json(tmp_path):
     p = tmp_path / "v.parquet"
     table = _stream_table(_dense()).replace_schema_metadata({MANIFEST_KEY: b"{broken"})
     pq.write_table(table, p)
-    text = _fails(InputError, lambda: vecferry.open_reader(str(p)))
+    text = fails(InputError, lambda: vecferry.open_reader(str(p)))
     assert text.startswith(f"{p}: manifest metadata is not valid: ")
 
 
@@ -343,7 +327,7 @@ def test_parquet_manifest_names_missing_columns(tmp_path):
     p = tmp_path / "cut.parquet"
     pq.write_table(table.drop_columns(["vector"]).replace_schema_metadata(
         table.schema.metadata), p)
-    text = _fails(InputError, lambda: vecferry.open_reader(str(p)))
+    text = fails(InputError, lambda: vecferry.open_reader(str(p)))
     assert text == f"{p}: columns named in the manifest are missing: vector"
 
 
@@ -353,7 +337,7 @@ def test_parquet_parts_with_different_columns(tmp_path):
     pq.write_table(_stream_table(_dense()), d / "a.parquet")
     pq.write_table(_stream_table(_dense()).append_column("payload", pa.array(["{}"] * 3)),
                    d / "b.parquet")
-    text = _fails(InputError, lambda: vecferry.open_reader(str(d), format="parquet"))
+    text = fails(InputError, lambda: vecferry.open_reader(str(d), format="parquet"))
     assert text == (f"{d / 'b.parquet'}: part has columns ['id', 'vector', 'payload'], but "
                     "a.parquet has ['id', 'vector'] (all parts of a directory must share one "
                     "schema)")
@@ -362,7 +346,7 @@ def test_parquet_parts_with_different_columns(tmp_path):
 def test_parquet_negative_int_ids_cannot_be_read(tmp_path):
     p = tmp_path / "v.parquet"
     pq.write_table(_stream_table(_dense(), pa.array([0, -1, 2], type=pa.int64())), p)
-    text = _fails(SchemaError, lambda: _read_all(str(p)))
+    text = fails(SchemaError, lambda: read_all(str(p)))
     assert text.startswith(f"{p}: column 'id' of type int64 cannot be read as uint64: ")
     assert text.endswith(" (negative or non-integer ids are not supported)")
 
@@ -390,7 +374,7 @@ def test_parquet_data_that_cannot_be_decoded(tmp_path, mapped):
         pq.write_table(_stream_table(_dense()), p, compression="none")
         options = {}
     _corrupt_first_page(p)
-    text = _fails(InputError, lambda: _read_all(str(p), **options))
+    text = fails(InputError, lambda: read_all(str(p), **options))
     assert text.startswith(f"{p}: cannot decode Parquet data: ")
     assert text.endswith(" (the file may be truncated or corrupt)")
 
@@ -408,7 +392,7 @@ def _parquet_parts(tmp_path: Path) -> Path:
 def test_part_directory_manifest_not_an_object(tmp_path):
     d = _parquet_parts(tmp_path)
     (d / "manifest.json").write_text("[1, 2]")
-    text = _fails(InputError, lambda: vecferry.open_reader(str(d), format="parquet"))
+    text = fails(InputError, lambda: vecferry.open_reader(str(d), format="parquet"))
     assert text == (f"{d / 'manifest.json'}: directory manifest is not valid: not a JSON object "
                     "(fix or delete manifest.json)")
 
@@ -419,7 +403,7 @@ def test_part_directory_manifest_names_an_invalid_part(tmp_path, name):
     manifest = json.loads((d / "manifest.json").read_text())
     manifest["parts"][0]["name"] = name
     (d / "manifest.json").write_text(json.dumps(manifest))
-    text = _fails(InputError, lambda: vecferry.open_reader(str(d), format="parquet"))
+    text = fails(InputError, lambda: vecferry.open_reader(str(d), format="parquet"))
     assert text == f"{d / 'manifest.json'}: directory manifest names an invalid part {name!r}"
 
 
@@ -427,7 +411,7 @@ def test_part_directory_with_an_unlisted_part(tmp_path):
     d = _parquet_parts(tmp_path)
     first = sorted(d.glob("part-*.parquet"))[0]
     shutil.copy(first, d / "part-00099.parquet")
-    text = _fails(InputError, lambda: vecferry.open_reader(str(d), format="parquet"))
+    text = fails(InputError, lambda: vecferry.open_reader(str(d), format="parquet"))
     assert text == (f"{d}: part file(s) not listed in manifest.json: part-00099.parquet "
                     "(remove them, or delete manifest.json to read every part)")
 
@@ -438,14 +422,14 @@ def test_part_directory_with_an_unlisted_part(tmp_path):
 def test_jsonl_without_a_single_object_line(tmp_path):
     p = tmp_path / "lists.jsonl"
     p.write_text("[1, 2]\n[3, 4]\n")
-    text = _fails(InputError, lambda: vecferry.open_reader(str(p)))
+    text = fails(InputError, lambda: vecferry.open_reader(str(p)))
     assert text == (f"{p}: no valid point to infer the schema from "
                     "(fix the lines reported, or add a manifest sidecar)")
 
 
 def test_jsonl_writer_unknown_part_compression(tmp_path):
     src = _jsonl(tmp_path / "p.jsonl")
-    text = _fails(UsageError, lambda: vecferry.convert(
+    text = fails(UsageError, lambda: vecferry.convert(
         src, str(tmp_path / "out") + "/", to_format="jsonl",
         writer_options={"part_compression": "bzip2"}))
     assert text == (f"{tmp_path / 'out'}/: unknown part compression 'bzip2' (part_compression "
@@ -464,7 +448,7 @@ def test_jsonl_writer_unknown_part_compression(tmp_path):
 ])
 def test_convert_refuses_bad_options(tmp_path, options, message):
     src = _jsonl(tmp_path / "p.jsonl")
-    text = _fails(UsageError, lambda: vecferry.convert(src, str(tmp_path / "out.jsonl"),
+    text = fails(UsageError, lambda: vecferry.convert(src, str(tmp_path / "out.jsonl"),
                                                        **options))
     assert text == message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
@@ -490,6 +474,6 @@ def test_resume_state_that_does_not_fit(tmp_path, kind):
         cls, want = UsageError, (f"{state}: resume state belongs to a.jsonl -> "
                                  "qdrant-local://x/y (pass --state with another file, or "
                                  "delete it)")
-    text = _fails(cls, lambda: vecferry.convert(src, dst, resume=True, state=str(state),
+    text = fails(cls, lambda: vecferry.convert(src, dst, resume=True, state=str(state),
                                                 workers=1))
     assert text == want

@@ -11,13 +11,9 @@ hint) are asserted exactly around it.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import sys
-import threading
 import uuid
-from collections.abc import Callable, Iterator
 from multiprocessing import process
 from pathlib import Path
 from typing import Any
@@ -30,6 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 import vecferry
+from failing import fails
 from vecferry.cli import main
 from vecferry.errors import (
     InputError,
@@ -42,23 +39,6 @@ from vecferry.errors import (
 )
 from vecferry.parallel import MAIN_GUARD
 from vecferry.stream import Manifest, VectorSpec
-
-
-def _fails(cls: type[VecferryError], action: Callable[[], object]) -> str:
-    """Run ``action``, which must raise exactly ``cls``; return the error's text."""
-    with pytest.raises(cls) as info:
-        action()
-    assert type(info.value) is cls
-    return str(info.value)
-
-
-def _read_all(location: str, **options: object) -> None:
-    reader = vecferry.open_reader(location, **options)
-    try:
-        for _ in reader.batches(16):
-            pass
-    finally:
-        reader.close()
 
 
 def _names(d: Path) -> list[str]:
@@ -111,7 +91,7 @@ def test_jsonl_without_a_valid_point_names_its_first_line(tmp_path, case, on_err
     content, message = FIRST_LINE_BROKEN[case]
     src = tmp_path / "p.jsonl"
     src.write_bytes(content)
-    text = _fails(RecordError, lambda: vecferry.convert(str(src), str(tmp_path / "o.parquet"),
+    text = fails(RecordError, lambda: vecferry.convert(str(src), str(tmp_path / "o.parquet"),
                                                         on_error=on_error))
     assert text == f"{src}, {message}"
     assert _names(tmp_path) == ["p.jsonl"]
@@ -142,7 +122,7 @@ def test_a_vector_that_tells_no_size_is_passed_over_when_inferring(tmp_path, con
                                                                     message):
     src = tmp_path / "p.jsonl"
     src.write_text(content)
-    text = _fails(cls, lambda: vecferry.convert(str(src), str(tmp_path / "o.parquet")))
+    text = fails(cls, lambda: vecferry.convert(str(src), str(tmp_path / "o.parquet")))
     assert text == f"{src}{message}"
     assert _names(tmp_path) == ["p.jsonl"]
 
@@ -151,7 +131,7 @@ def test_zst_input_without_zstandard_names_the_extra(tmp_path, monkeypatch):
     src = tmp_path / "p.jsonl.zst"
     src.write_bytes(b"never decompressed")
     monkeypatch.setitem(sys.modules, "zstandard", None)  # as if it were not installed
-    text = _fails(MissingDependencyError,
+    text = fails(MissingDependencyError,
                   lambda: vecferry.convert(str(src), str(tmp_path / "o.parquet")))
     assert text == (f"{src}: reading or writing .zst files needs the zstandard package "
                     "(pip install 'vecferry[zstd]')")
@@ -162,7 +142,7 @@ def test_zst_output_without_zstandard_leaves_nothing(tmp_path, monkeypatch):
     src = _points(tmp_path / "p.jsonl")
     dst = tmp_path / "o.jsonl.zst"
     monkeypatch.setitem(sys.modules, "zstandard", None)
-    text = _fails(MissingDependencyError, lambda: vecferry.convert(src, str(dst)))
+    text = fails(MissingDependencyError, lambda: vecferry.convert(src, str(dst)))
     assert text == (f"{dst}: reading or writing .zst files needs the zstandard package "
                     "(pip install 'vecferry[zstd]')")
     assert _names(tmp_path) == ["p.jsonl"]
@@ -191,7 +171,7 @@ def _zst(frames: int) -> bytes:
 def test_a_damaged_zst_file_is_named_not_read_short(tmp_path, name, damage, error, frames):
     src = tmp_path / "p.jsonl.zst"
     src.write_bytes(damage(_zst(frames)))
-    text = _fails(InputError, lambda: vecferry.convert(str(src), str(tmp_path / "o.parquet")))
+    text = fails(InputError, lambda: vecferry.convert(str(src), str(tmp_path / "o.parquet")))
     prefix = f"{src}: compressed stream is corrupt or truncated ("
     assert text.startswith(prefix)
     assert text.endswith(f" lines read before the error): {error} (re-create or re-download "
@@ -225,7 +205,7 @@ def test_a_damaged_compressed_payload_sidecar(tmp_path, suffix):
     data = gzip.compress(lines) if suffix.endswith(".gz") else _zst_of(lines)
     payloads = tmp_path / f"p{suffix}"
     payloads.write_bytes(data[: len(data) // 2])
-    text = _fails(InputError, lambda: vecferry.convert(
+    text = fails(InputError, lambda: vecferry.convert(
         str(tmp_path / "v.npy"), str(tmp_path / "o.jsonl"),
         reader_options={"payloads": str(payloads)}))
     assert text.startswith(f"{payloads}: compressed stream is corrupt or truncated (")
@@ -277,7 +257,7 @@ def test_an_id_of_another_kind_after_the_peek_goes_to_the_rejects(tmp_path, kind
 def test_an_id_of_another_kind_fails_the_run_with_advice_that_works(tmp_path, kind, odd, hint,
                                                                     kinds_that_work):
     src, _, reason = _late_id(tmp_path, kind)
-    text = _fails(RecordError, lambda: vecferry.convert(str(src), str(tmp_path / "o.parquet")))
+    text = fails(RecordError, lambda: vecferry.convert(str(src), str(tmp_path / "o.parquet")))
     assert text == f"{src}, line 1051, id {odd}: {reason} ({hint})"
     assert _names(tmp_path) == [src.name]
     for id_kind in kinds_that_work:  # the advice, taken, reads every point
@@ -297,7 +277,7 @@ def test_json_columns_naming_a_missing_column(tmp_path):
     pq.write_table(pa.table({"title": ["a", "b"],
                              "emb": pa.array([[1.0, 2.0], [3.0, 4.0]], pa.list_(pa.float32())),
                              "meta": ['{"a": 1}', '{"b": 2}']}), path)
-    text = _fails(UsageError, lambda: vecferry.open_reader(str(path), vector_column="emb",
+    text = fails(UsageError, lambda: vecferry.open_reader(str(path), vector_column="emb",
                                                           json_columns="metadata"))
     assert text == (f"{path}: --json-columns names column 'metadata', which is not there "
                     f"(columns: title, emb, meta) {SUGGEST}")
@@ -311,7 +291,7 @@ def test_a_key_mapping_naming_a_missing_key(tmp_path, options, flag, key):
     path = tmp_path / "in.jsonl"
     path.write_text("".join(json.dumps({"doc_id": i, "embedding": [0.5] * 4, "meta": {"i": i}})
                             + "\n" for i in range(3)))
-    text = _fails(UsageError, lambda: vecferry.open_reader(str(path), vector_key="embedding",
+    text = fails(UsageError, lambda: vecferry.open_reader(str(path), vector_key="embedding",
                                                           **options))
     assert text == (f"{path}: {flag} names key {key!r}, which is not there "
                     f"(keys: doc_id, embedding, meta) {SUGGEST}")
@@ -329,7 +309,7 @@ def test_part_directory_manifest_with_a_bad_part_list(tmp_path, parts):
     manifest = json.loads((d / "manifest.json").read_text())
     manifest["parts"] = parts
     (d / "manifest.json").write_text(json.dumps(manifest))
-    text = _fails(InputError, lambda: vecferry.open_reader(str(d), format="parquet"))
+    text = fails(InputError, lambda: vecferry.open_reader(str(d), format="parquet"))
     assert text == (f"{d / 'manifest.json'}: directory manifest is not valid: 'parts' must be a "
                     "list of {name, count, digest, bytes} (fix or delete manifest.json)")
 
@@ -353,7 +333,7 @@ def test_vdf_page_that_cannot_be_decoded(tmp_path, first):
             "namespace": "", "index_name": "docs", "dimensions": 4,
             "vector_columns": ["vector"], "data_path": "data", "metric": "Cosine"}]}}))
     _corrupt_first_page(part)
-    text = _fails(InputError, lambda: vecferry.convert(str(root), str(tmp_path / "o.jsonl")))
+    text = fails(InputError, lambda: vecferry.convert(str(root), str(tmp_path / "o.jsonl")))
     assert text.startswith(f"{part}: cannot decode Parquet data: ")
     assert text.endswith(DECODE_HINT)
     assert _names(tmp_path) == ["export"]
@@ -375,7 +355,7 @@ def test_faiss_payload_sidecar_data_that_cannot_be_decoded(tmp_path):
     _corrupt_first_page(side)
     reader = vecferry.open_reader(str(index))  # only the sidecar's footer is read here
     try:
-        text = _fails(InputError, lambda: [None for _ in reader.batches(16)])
+        text = fails(InputError, lambda: [None for _ in reader.batches(16)])
     finally:
         reader.close()
     assert text.startswith(f"{side}: cannot read the payload sidecar: ")
@@ -390,7 +370,7 @@ def test_faiss_reader_batch_size_must_be_positive(tmp_path):
     faiss.write_index(index, str(path))
     reader = vecferry.open_reader(str(path))
     try:
-        text = _fails(UsageError, lambda: next(reader.batches(0)))
+        text = fails(UsageError, lambda: next(reader.batches(0)))
     finally:
         reader.close()
     assert text == "batch size must be positive"
@@ -406,9 +386,9 @@ def test_a_local_mode_folder_another_client_holds_cannot_be_opened(tmp_path):
     vecferry.convert(src, f"qdrant-local://{folder}/docs", workers=1)
     other = qdrant_client.QdrantClient(path=str(folder))  # not vecferry's: a lock of its own
     try:
-        text = _fails(TargetError, lambda: vecferry.convert(
+        text = fails(TargetError, lambda: vecferry.convert(
             src, f"qdrant-local://{folder}/more", workers=1))
-        as_source = _fails(InputError, lambda: vecferry.open_reader(
+        as_source = fails(InputError, lambda: vecferry.open_reader(
             f"qdrant-local://{folder}/docs"))
     finally:
         other.close()
@@ -427,7 +407,7 @@ def test_a_local_mode_folder_another_client_holds_cannot_be_opened(tmp_path):
 def test_a_collection_name_local_mode_refuses(tmp_path, name, reason):
     pytest.importorskip("qdrant_client")
     dst = f"qdrant-local://{tmp_path / 'q'}/{name}"
-    text = _fails(TargetError, lambda: vecferry.convert(_points(tmp_path / "p.jsonl"), dst,
+    text = fails(TargetError, lambda: vecferry.convert(_points(tmp_path / "p.jsonl"), dst,
                                                         workers=1))
     assert text == f"{dst}: cannot create the collection: {reason}"
 
@@ -440,9 +420,9 @@ def test_an_edge_shard_another_handle_holds_cannot_be_opened(tmp_path):
     held = qe.EdgeShard.load(str(shard))  # as another process holding the shard would
     try:
         # as a source: an InputError; as a target: a TargetError
-        text = _fails(InputError, lambda: vecferry.convert(loc, str(tmp_path / "o.jsonl"),
+        text = fails(InputError, lambda: vecferry.convert(loc, str(tmp_path / "o.jsonl"),
                                                            workers=1))
-        again = _fails(TargetError, lambda: vecferry.convert(
+        again = fails(TargetError, lambda: vecferry.convert(
             _points(tmp_path / "q.jsonl"), loc, workers=1))
     finally:
         held.close()
@@ -461,7 +441,7 @@ def test_an_edge_shard_being_read_is_not_dropped(tmp_path):
     vecferry.convert(src, loc, workers=1)
     reader = vecferry.open_reader(loc)
     try:
-        text = _fails(TargetError, lambda: vecferry.convert(src, loc, overwrite=True, workers=1))
+        text = fails(TargetError, lambda: vecferry.convert(src, loc, overwrite=True, workers=1))
         assert sum(b.num_rows for b in reader.batches(2)) == 5  # still whole, still readable
     finally:
         reader.close()
@@ -476,7 +456,7 @@ def test_an_edge_shard_with_a_damaged_file_says_so(tmp_path):
     vecferry.convert(_points(tmp_path / "p.jsonl"), loc, workers=1)
     (version,) = shard.glob("segments/*/version.info")
     version.write_text("not a version")
-    text = _fails(InputError, lambda: vecferry.convert(loc, str(tmp_path / "o.jsonl"),
+    text = fails(InputError, lambda: vecferry.convert(loc, str(tmp_path / "o.jsonl"),
                                                        workers=1))
     assert text.startswith(f"{loc}: cannot open the shard: ")
     assert "version.info" in text
@@ -490,9 +470,9 @@ def test_a_local_mode_location_that_is_a_file(tmp_path):
     folder.write_text("not a folder")
     hint = ("(name the folder QdrantClient(path=...) opens, then the collection: "
             "qdrant-local://FOLDER/COLLECTION)")
-    text = _fails(InputError, lambda: vecferry.open_reader(f"qdrant-local://{folder}/docs"))
+    text = fails(InputError, lambda: vecferry.open_reader(f"qdrant-local://{folder}/docs"))
     assert text == f"{folder}: this is a file, not a local-mode folder {hint}"
-    text = _fails(UsageError, lambda: vecferry.convert(_points(tmp_path / "p.jsonl"),
+    text = fails(UsageError, lambda: vecferry.convert(_points(tmp_path / "p.jsonl"),
                                                        f"qdrant-local://{folder}/docs"))
     assert text == f"{folder}: this is a file, not a local-mode folder {hint}"
     assert folder.read_text() == "not a folder"
@@ -501,33 +481,12 @@ def test_a_local_mode_location_that_is_a_file(tmp_path):
 # -------------------------------------------------------------------------- remote storage
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A directory served over HTTP on loopback, and its base URL."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_a_fortran_ordered_npy_cannot_be_read_by_rows_remotely(tmp_path, http_dir):
     pytest.importorskip("aiohttp")
     root, base = http_dir
     np.save(root / "f.npy", np.asfortranarray(np.arange(12, dtype=np.float32).reshape(3, 4)))
     url = f"{base}/f.npy"
-    text = _fails(UnsupportedError, lambda: vecferry.convert(url, str(tmp_path / "o.parquet")))
+    text = fails(UnsupportedError, lambda: vecferry.convert(url, str(tmp_path / "o.parquet")))
     assert text == (f"{url}: a Fortran-ordered matrix cannot be read by rows from object "
                     "storage (save it with np.ascontiguousarray, or copy it locally)")
     assert _names(tmp_path) == ["www"]
@@ -539,7 +498,7 @@ def test_a_server_that_ignores_range_requests_is_named(tmp_path, http_dir):
     root, base = http_dir
     np.save(root / "m.npy", np.arange(12, dtype=np.float32).reshape(3, 4))
     url = f"{base}/m.npy"
-    text = _fails(InputError, lambda: vecferry.convert(url, str(tmp_path / "o.parquet")))
+    text = fails(InputError, lambda: vecferry.convert(url, str(tmp_path / "o.parquet")))
     assert text == (f"{url}: the server ignored a byte-range request (asked for 48 bytes from "
                     "byte 128, got 176) (serve the file from a server that supports HTTP range "
                     "requests, or download it first)")
@@ -550,7 +509,7 @@ def test_remote_location_without_fsspec(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "fsspec", None)
     monkeypatch.setitem(sys.modules, "fsspec.core", None)
     loc = "s3://bucket/x.parquet"
-    text = _fails(MissingDependencyError,
+    text = fails(MissingDependencyError,
                   lambda: vecferry.convert(loc, str(tmp_path / "o.jsonl")))
     assert text == (f"{loc}: s3:// locations need fsspec, which is not installed "
                     "(pip install 'vecferry[s3]')")
@@ -563,7 +522,7 @@ def test_remote_location_without_its_provider_package(tmp_path, monkeypatch):
     for key in ("gs", "gcs"):  # a class fsspec already imported would be used as is
         monkeypatch.delitem(imported, key, raising=False)
     loc = "gs://bucket/x.parquet"
-    text = _fails(MissingDependencyError,
+    text = fails(MissingDependencyError,
                   lambda: vecferry.convert(loc, str(tmp_path / "o.jsonl")))
     assert text == (f"{loc}: gs:// locations need gcsfs, which is not installed "
                     "(pip install 'vecferry[gcs]')")
@@ -597,7 +556,7 @@ def test_a_call_while_a_worker_process_starts_is_refused(tmp_path, monkeypatch, 
               "open_reader": lambda: vecferry.open_reader(src),
               "open_writer": lambda: vecferry.open_writer(dst, _schema())}[call]
     monkeypatch.setattr(process.current_process(), "_inheriting", True, raising=False)
-    text = _fails(UsageError, action)
+    text = fails(UsageError, action)
     assert text == (f"vecferry.{call} was called while a vecferry worker process was starting, "
                     f"which runs the calling script again ({MAIN_GUARD})")
     assert _names(tmp_path) == ["p.jsonl"]
@@ -610,7 +569,7 @@ def test_a_worker_process_that_dies_is_named(tmp_path):
 
     pool = OrderedPool(1, [])
     try:
-        text = _fails(VecferryError, lambda: [*pool.submit(die, None, None), *pool.drain()])
+        text = fails(VecferryError, lambda: [*pool.submit(die, None, None), *pool.drain()])
     finally:
         pool.close(cancel=True)
     # not run from vecferry's own command line: the main-guard advice is added
@@ -626,5 +585,5 @@ def test_verify_memory_rows_must_be_positive(tmp_path, memory_rows):
     from vecferry.verify import verify
 
     src = _points(tmp_path / "p.jsonl")
-    text = _fails(UsageError, lambda: verify(src, src, memory_rows=memory_rows))
+    text = fails(UsageError, lambda: verify(src, src, memory_rows=memory_rows))
     assert text == "memory_rows must be positive"

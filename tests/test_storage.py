@@ -7,9 +7,6 @@ would be. A plain ``http.server`` on loopback serves files for ``https://``-styl
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -309,26 +306,6 @@ def test_cli_convert_through_bucket(tmp_path, s3_endpoint, bucket):
 
 
 # --------------------------------------------------------------------------------- https
-
-
-@pytest.fixture
-def http_dir(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @pytest.mark.parametrize("name", ["points.jsonl", "points.parquet"])
