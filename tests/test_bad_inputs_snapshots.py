@@ -62,6 +62,8 @@ ROCKS_HINT = ("recover the snapshot into a Qdrant server and convert from there 
               "convert qdrant://HOST/COLLECTION ...), or let a recent Qdrant migrate the "
               "collection to mmap storage and take a new snapshot")
 GAVE_UP = "the server kept failing; is it up and reachable?"
+CUT_SHORT = ("the connection kept dropping, or the server's file is shorter than it lists: run "
+             "the download again (it resumes), or list the snapshots to check the size")
 DISK_FULL = "disk full while downloading (free space and run again: the download resumes where " \
     "it stopped)"
 
@@ -403,7 +405,7 @@ def test_download_shorter_than_the_server_listed(stand: QdrantStandIn, tmp_path:
         err = _fails(TargetError, lambda: c.download(snap["name"], out, expected=snap))
     what = f"downloading snapshot {snap['name']}"
     assert str(err) == (f"{stand.location('docs')}: {what} failed after 3 attempt(s): "
-                        f"connection closed after {short} of {snap['size']} bytes ({GAVE_UP})")
+                        f"connection closed after {short} of {snap['size']} bytes ({CUT_SHORT})")
     ranges = [e["range"] for e in stand.snapshot_log if e["op"] == "snapshot_download"]
     assert ranges == [None, f"bytes={short}-", None]
     assert not out.exists()
@@ -561,7 +563,7 @@ def test_bucket_download_shorter_than_listed(stand: QdrantStandIn, opts: dict[st
         err = _fails(TargetError, lambda: c.download(snap["name"], url, expected=snap))
     what = f"downloading snapshot {snap['name']}"
     assert str(err) == (f"{stand.location('docs')}: {what} failed after 1 attempt(s): "
-                        f"connection closed after {short} of {snap['size']} bytes ({GAVE_UP})")
+                        f"connection closed after {short} of {snap['size']} bytes ({CUT_SHORT})")
     assert _s3.keys(s3, bucket) == [] and _s3.open_uploads(s3, bucket) == []
 
 

@@ -225,6 +225,11 @@ def _space_error(where: Location, need: int, free: int, what: str) -> TargetErro
 # -------------------------------------------------------------------------------- client
 
 
+#: a download that keeps ending early: a flaky connection, or a file shorter than listed
+_CUT_SHORT = ("the connection kept dropping, or the server's file is shorter than it lists: run "
+              "the download again (it resumes), or list the snapshots to check the size")
+
+
 class SnapshotClient:
     """Snapshot calls against one ``SnapshotTarget``; see the module docstring.
 
@@ -524,7 +529,8 @@ class SnapshotClient:
                         state["done"] = done
                         progress("download", done, length)
                     if length is not None and done < length:
-                        raise TransientError(f"connection closed after {done} of {length} bytes")
+                        raise TransientError(f"connection closed after {done} of {length} bytes",
+                                             hint=_CUT_SHORT)
 
             self._call(once, what)
             size = state["done"]
@@ -605,7 +611,8 @@ class SnapshotClient:
                     raise TargetError(f"cannot write the download: {exc}",
                                       location=where) from exc
                 if length is not None and done < length:
-                    raise TransientError(f"connection closed after {done} of {length} bytes")
+                    raise TransientError(f"connection closed after {done} of {length} bytes",
+                                         hint=_CUT_SHORT)
             return digest.hexdigest()
 
         return self._call(once, what)
