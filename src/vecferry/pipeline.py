@@ -93,8 +93,8 @@ class RejectsFile:
 
 
 def _check_rejects_path(path: str, src: str, dst: str) -> None:
-    """Refuse a rejects file that is the input or the output: it would be written over (or,
-    after a clean run, removed)."""
+    """Refuse a rejects file that is the input or the output, or any existing file that is not
+    a rejects file: it would be written over (or, after a clean run, removed)."""
     from vecferry.storage import is_remote
 
     mine = os.path.realpath(path)
@@ -102,6 +102,28 @@ def _check_rejects_path(path: str, src: str, dst: str) -> None:
         if not is_remote(other) and os.path.realpath(other) == mine:
             raise UsageError(f"--rejects names the {role} ({other})",
                              hint="give the rejects file a name of its own")
+    if (os.path.lexists(path) and not _is_rejects_file(Path(path))):
+        raise UsageError("the rejects file exists and is not one vecferry wrote (its first line "
+                         "is not a rejected record)", location=Location(source=str(path)),
+                         hint="give the rejects file a new name (--rejects FILE), or move that "
+                              "file away")
+
+
+def _is_rejects_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file that is empty or starts with a rejected record
+    (a JSON object holding ``_vecferry_reject``), so replacing or removing it loses nothing
+    of the user's."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    with open(path, "rb") as fh:
+        first = fh.readline()
+    if not first:
+        return True
+    try:
+        record = orjson.loads(first)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(record, dict) and REJECT_KEY in record
 
 
 def drop_stale_rejects(path: str | os.PathLike[str], rejected: int, appended: bool) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -128,12 +129,14 @@ class AtomicPath:
             self.target, self.temp = self._remote.target, self._remote.temp
             return
         self.target = Path(target)
-        if self.target.exists() and not overwrite:
-            raise OutputExistsError(
-                "output exists",
-                location=Location(source=str(self.target)),
-                hint="pass --overwrite to replace it, or choose another output",
-            )
+        if self.target.is_symlink() or self.target.exists():
+            if not overwrite:
+                raise OutputExistsError(
+                    "output exists",
+                    location=Location(source=str(self.target)),
+                    hint="pass --overwrite to replace it, or choose another output",
+                )
+            _check_replaceable(self.target, directory)
         parent = self.target.parent
         if not parent.is_dir():
             raise UsageError(
@@ -163,6 +166,47 @@ class AtomicPath:
             shutil.rmtree(self.temp, ignore_errors=True)
         elif self.temp.exists():
             self.temp.unlink()
+
+
+#: what vecferry's writers put in a directory output (parts, manifests, numpy files, VDF)
+_OWN_FILES = re.compile(r"(manifest\.json|VDF_META\.json|part-\d+\.(parquet|jsonl(\.gz|\.zst)?)"
+                        r"|vectors(\..+)?\.npy|ids\.npy|payloads\.jsonl|\..+\.vftmp-\w+)\Z")
+
+
+def _check_replaceable(target: Path, directory: bool) -> None:
+    """Refuse to replace what ``--overwrite`` must not: an output is replaced by a rename, so
+    a symbolic link or a device, FIFO or socket would be replaced, not written through (as
+    root, ``/dev/null`` would become a file); and a directory is deleted whole, so only one
+    holding nothing but what vecferry writes may go."""
+    where = Location(source=str(target))
+    if target.is_symlink():
+        raise UsageError("the output is a symbolic link; replacing it would replace the link, "
+                         "not write where it points", location=where,
+                         hint="name the real path, or remove the link")
+    if not (target.is_file() or target.is_dir()):
+        raise UsageError("the output is not a regular file (a device, FIFO or socket)",
+                         location=where, hint="write to a regular file, then copy it there")
+    if not target.is_dir():
+        return
+    if not directory:
+        raise UsageError("the output is a directory, and this format writes a file",
+                         location=where, hint="name a file, or remove the directory first")
+    foreign = []
+    for entry in sorted(target.iterdir(), key=lambda e: e.name):
+        if entry.is_symlink() or not (entry.is_file() or entry.is_dir()):
+            foreign.append(entry.name)
+        elif entry.is_dir():  # a VDF index folder holds only numbered Parquet files
+            if any(not (f.is_file() and f.suffix == ".parquet") for f in entry.iterdir()):
+                foreign.append(entry.name + "/")
+        elif not _OWN_FILES.match(entry.name):
+            foreign.append(entry.name)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more"
+                                          if len(foreign) > 5 else "")
+        raise UsageError(f"the output directory holds files vecferry did not write: {shown}",
+                         location=where,
+                         hint="--overwrite replaces a directory vecferry wrote; choose a new or "
+                              "empty directory, or move those files out first")
 
 
 def output_size(path: str | os.PathLike[str]) -> int:

@@ -1,0 +1,152 @@
+"""What --overwrite (and --rejects) may replace: only an output vecferry wrote.
+
+An output is written under a temporary name and renamed over the target, and a directory
+output replaces the old directory whole: a link, a device or FIFO, or a directory holding the
+user's other files must be refused, never replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import vecferry
+from failing import fails
+from vecferry.errors import OutputExistsError, UsageError
+
+
+def _points(path: Path, n: int = 5) -> str:
+    path.write_text("".join(json.dumps({"id": i, "vector": [0.5, float(i)],
+                                        "payload": {"i": i}}) + "\n" for i in range(n)))
+    return str(path)
+
+
+DIR_HINT = ("(--overwrite replaces a directory vecferry wrote; choose a new or empty directory, "
+            "or move those files out first)")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "npy", "vdf"])
+def test_a_directory_holding_other_files_is_not_replaced(tmp_path, fmt):
+    proj = tmp_path / "proj"
+    (proj / "sub").mkdir(parents=True)
+    (proj / "sub" / "main.py").write_text("code")
+    src = _points(proj / "in.jsonl")
+    text = fails(UsageError, lambda: vecferry.convert(src, f"{proj}/", to_format=fmt,
+                                                      overwrite=True))
+    assert text == (f"{proj}: the output directory holds files vecferry did not write: "
+                    f"in.jsonl, sub/ {DIR_HINT}")
+    assert sorted(p.name for p in proj.iterdir()) == ["in.jsonl", "sub"]
+    assert (proj / "sub" / "main.py").read_text() == "code"
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "npy", "vdf"])
+def test_a_directory_vecferry_wrote_is_replaced(tmp_path, fmt):
+    src = _points(tmp_path / "in.jsonl")
+    out = tmp_path / "out"
+    vecferry.convert(src, f"{out}/", to_format=fmt)
+    written = sorted(p.name for p in out.iterdir())
+    report = vecferry.convert(_points(tmp_path / "in2.jsonl", 7), f"{out}/", to_format=fmt,
+                              overwrite=True)
+    assert report["written"] == 7
+    assert sorted(p.name for p in out.iterdir()) == written
+    # ... but not once the user has put a file of their own in it
+    (out / "notes.txt").write_text("mine")
+    text = fails(UsageError, lambda: vecferry.convert(src, f"{out}/", to_format=fmt,
+                                                      overwrite=True))
+    assert text == f"{out}: the output directory holds files vecferry did not write: " \
+        f"notes.txt {DIR_HINT}"
+
+
+def test_a_partitioned_directory_output_is_replaced(tmp_path):
+    src = _points(tmp_path / "in.jsonl", 3000)
+    out = tmp_path / "parts"
+    kw = {"to_format": "parquet", "workers": 2, "partition_size": "16kB"}
+    first = vecferry.convert(src, f"{out}/", **kw)
+    assert first["partitions"] > 1
+    again = vecferry.convert(src, f"{out}/", overwrite=True, **kw)
+    assert again["written"] == 3000
+
+
+def test_a_fifo_is_not_replaced(tmp_path):
+    fifo = tmp_path / "myfifo"
+    os.mkfifo(fifo)
+    text = fails(UsageError, lambda: vecferry.convert(_points(tmp_path / "in.jsonl"), str(fifo),
+                                                      to_format="jsonl", overwrite=True))
+    assert text == (f"{fifo}: the output is not a regular file (a device, FIFO or socket) "
+                    "(write to a regular file, then copy it there)")
+    assert fifo.is_fifo()
+
+
+def test_a_symbolic_link_is_not_replaced(tmp_path):
+    real = tmp_path / "real.jsonl"
+    real.write_text("old\n")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(real)
+    src = _points(tmp_path / "in.jsonl")
+    text = fails(UsageError, lambda: vecferry.convert(src, str(link), overwrite=True))
+    assert text == (f"{link}: the output is a symbolic link; replacing it would replace the link, "
+                    "not write where it points (name the real path, or remove the link)")
+    assert link.is_symlink() and real.read_text() == "old\n"
+    # a dangling link is an output that exists too
+    real.unlink()
+    fails(OutputExistsError, lambda: vecferry.convert(src, str(link)))
+
+
+def test_a_file_format_does_not_replace_a_directory(tmp_path):
+    d = tmp_path / "index.faiss"
+    d.mkdir()
+    (d / "keep.txt").write_text("mine")
+    pytest.importorskip("faiss")
+    text = fails(UsageError, lambda: vecferry.convert(_points(tmp_path / "in.jsonl"), str(d),
+                                                      overwrite=True))
+    assert text == (f"{d}: the output is a directory, and this format writes a file (name a "
+                    "file, or remove the directory first)")
+    assert (d / "keep.txt").read_text() == "mine"
+
+
+# ------------------------------------------------------------------------------- --rejects
+
+
+def _with_bad_line(path: Path) -> str:
+    _points(path)
+    with open(path, "a") as fh:
+        fh.write('{"id": 9, "vector": [0.5]}\n')  # one dimension short
+    return str(path)
+
+
+REJECTS_REFUSED = ("the rejects file exists and is not one vecferry wrote (its first line is "
+                   "not a rejected record) (give the rejects file a new name (--rejects FILE), "
+                   "or move that file away)")
+
+
+@pytest.mark.parametrize("bad_input", [False, True])
+def test_rejects_never_replace_or_remove_a_file_of_the_users(tmp_path, bad_input):
+    # a clean run removes an earlier run's rejects file; a run with rejects replaces it
+    precious = tmp_path / "important.jsonl"
+    precious.write_text("precious\n")
+    src = (_with_bad_line if bad_input else _points)(tmp_path / "in.jsonl")
+    text = fails(UsageError, lambda: vecferry.convert(src, str(tmp_path / "out.jsonl"),
+                                                      on_error="skip", rejects=str(precious),
+                                                      overwrite=True))
+    assert text == f"{precious}: {REJECTS_REFUSED}"
+    assert precious.read_text() == "precious\n"
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_an_earlier_rejects_file_is_still_replaced_and_removed(tmp_path):
+    src = _with_bad_line(tmp_path / "in.jsonl")
+    rejects = tmp_path / "r.jsonl"
+    out = str(tmp_path / "out.jsonl")
+    vecferry.convert(src, out, on_error="skip", rejects=str(rejects))
+    assert len(rejects.read_text().splitlines()) == 1
+    vecferry.convert(src, out, on_error="skip", rejects=str(rejects), overwrite=True)
+    assert len(rejects.read_text().splitlines()) == 1  # replaced, not appended
+    vecferry.convert(_points(tmp_path / "clean.jsonl"), out, on_error="skip",
+                     rejects=str(rejects), overwrite=True)
+    assert not rejects.exists()  # a clean run leaves no stale rejects beside its output
+    rejects.write_text("")  # an empty file holds nothing to lose
+    vecferry.convert(src, out, on_error="skip", rejects=str(rejects), overwrite=True)
+    assert len(rejects.read_text().splitlines()) == 1
