@@ -150,3 +150,73 @@ def test_an_earlier_rejects_file_is_still_replaced_and_removed(tmp_path):
     rejects.write_text("")  # an empty file holds nothing to lose
     vecferry.convert(src, out, on_error="skip", rejects=str(rejects), overwrite=True)
     assert len(rejects.read_text().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- Qdrant: --mode overwrite
+
+
+def _count(loc: str) -> int:
+    reader = vecferry.open_reader(loc)
+    try:
+        return sum(b.num_rows for b in reader.batches(64))
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("engine", ["local", "edge"])
+def test_overwrite_keeps_the_collection_when_the_source_fails_first(tmp_path, engine):
+    pytest.importorskip("qdrant_client" if engine == "local" else "qdrant_edge")
+    loc = (f"qdrant-local://{tmp_path}/q/docs" if engine == "local"
+           else f"qdrant-edge://{tmp_path}/shard")
+    vecferry.convert(_points(tmp_path / "old.jsonl", 8), loc)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1, "vector": [1, 2]}\n{"id": 2, "vector": [1]}\n')
+    from vecferry.errors import RecordError
+
+    fails(RecordError, lambda: vecferry.convert(str(bad), loc, overwrite=True))
+    assert _count(loc) == 8  # not dropped: no point of the new source was ready to write
+    # a source whose first batch is good replaces it
+    vecferry.convert(_points(tmp_path / "new.jsonl", 3), loc, overwrite=True)
+    assert _count(loc) == 3
+
+
+def test_a_collection_is_not_created_for_a_run_that_writes_nothing(tmp_path):
+    pytest.importorskip("qdrant_client")
+    src = tmp_path / "taken.jsonl"
+    # ids that are not UUIDs keep the original in the payload's _vecferry_id, which is taken
+    src.write_text('{"id": "a", "vector": [1, 2], "payload": {"_vecferry_id": 1}}\n')
+    folder = tmp_path / "q"
+    from vecferry.errors import VecferryError
+
+    with pytest.raises(VecferryError):
+        vecferry.convert(str(src), f"qdrant-local://{folder}/docs")
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(path=str(folder))
+    try:
+        assert not client.collection_exists("docs")
+    finally:
+        client.close()
+
+
+def test_overwriting_the_collection_being_read_is_refused(tmp_path):
+    pytest.importorskip("qdrant_client")
+    loc = f"qdrant-local://{tmp_path}/q/c"
+    vecferry.convert(_points(tmp_path / "in.jsonl", 6), loc)
+    same = f"qdrant-local://{tmp_path}/q/../q/c"  # the same folder, spelled otherwise
+    message = (f"{same}: the source and the target are the same collection: overwriting it "
+               "would drop it before it is read (copy into another collection, or drop "
+               "--overwrite / --mode overwrite)")
+    assert fails(UsageError, lambda: vecferry.convert(loc, same, overwrite=True)) == message
+    assert fails(UsageError, lambda: vecferry.convert(
+        loc, same, writer_options={"mode": "overwrite"})) == message
+    assert _count(loc) == 6
+
+
+def test_server_locations_naming_one_collection_are_recognised():
+    from vecferry.converters.qdrant import same_collection
+
+    assert same_collection("qdrant://127.0.0.1:6333/c", "qdrant://localhost:6333/c")
+    assert not same_collection("qdrant://127.0.0.1:6333/c", "qdrant://127.0.0.1:6333/d")
+    assert not same_collection("qdrant://127.0.0.1:6333/c", "qdrant://127.0.0.1:7333/c")
+    assert not same_collection("qdrant://127.0.0.1:6333/c", "qdrant-local://./q/c")

@@ -109,6 +109,21 @@ def _check_rejects_path(path: str, src: str, dst: str) -> None:
                               "file away")
 
 
+def _refuse_dropping_the_source(src: str, dst: str, src_fmt: str, dst_fmt: str,
+                                overwriting: bool) -> None:
+    """``UsageError`` for an overwrite of the collection being read: it would be dropped
+    before a point of it was read, and the run would end "identical" with nothing left."""
+    if not (overwriting and src_fmt == dst_fmt == "qdrant"):
+        return
+    from vecferry.converters.qdrant import same_collection
+
+    if same_collection(src, dst):
+        raise UsageError("the source and the target are the same collection: overwriting it "
+                         "would drop it before it is read", location=Location(source=dst),
+                         hint="copy into another collection, or drop --overwrite / "
+                              "--mode overwrite")
+
+
 def _is_rejects_file(path: Path) -> bool:
     """Whether ``path`` is a regular file that is empty or starts with a rejected record
     (a JSON object holding ``_vecferry_reject``), so replacing or removing it loses nothing
@@ -287,6 +302,8 @@ def convert(
     started = time.perf_counter()
     src_spec = resolve(src, from_format, role="reader")
     dst_spec = resolve(dst, to_format, role="writer")
+    _refuse_dropping_the_source(src, dst, src_spec.name, dst_spec.name,
+                                overwrite or (writer_options or {}).get("mode") == "overwrite")
     rejects_path = rejects or default_rejects_path(dst)
     _check_rejects_path(rejects_path, src, dst)
     sink = RejectsFile(rejects_path, append=resume)

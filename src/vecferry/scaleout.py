@@ -681,6 +681,7 @@ def convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str = "lo
         # creates or checks the collection (mode, config diff, bulk) before any partition
         target = cls(job.dst, job.schema, context=context, overwrite=overwrite,
                      resuming=resume, **job.writer_options)
+        target.ready()
     elif job.strategy == "concat":
         target = _Concatenated(job, resume)
     elif job.strategy == "assemble":

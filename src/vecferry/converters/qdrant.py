@@ -188,6 +188,30 @@ class QdrantLocation:
         return f"{self.scheme}://{self.host}:{self.port}/{self.collection}{grpc}"
 
 
+def same_collection(a: str, b: str) -> bool:
+    """Whether two Qdrant locations name one collection: the same local-mode folder, or the
+    same port and collection on hosts that resolve to a common address (``localhost`` and
+    ``127.0.0.1``)."""
+    try:
+        la, lb = parse_location(a), parse_location(b)
+    except VecferryError:
+        return False
+    if la.collection != lb.collection or la.engine != lb.engine:
+        return False
+    if la.engine == "local":
+        return os.path.realpath(la.path or ".") == os.path.realpath(lb.path or ".")
+    return la.port == lb.port and bool(_addresses(la.host) & _addresses(lb.host))
+
+
+def _addresses(host: str | None) -> set[str]:
+    import socket
+
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(host, None)} | {str(host)}
+    except OSError:
+        return {str(host)}
+
+
 def parse_location(location: str) -> QdrantLocation:
     """Parse a Qdrant location; ``UsageError`` says what is wrong with a bad one."""
     scheme, sep, rest = location.partition("://")
@@ -1320,7 +1344,6 @@ class QdrantWriter:
         self._closed = False
         try:
             self._prepare(bulk)
-            b.begin_load()
         except BaseException:
             self._restore_bulk(quiet=True)
             with contextlib.suppress(Exception):
@@ -1342,17 +1365,19 @@ class QdrantWriter:
     # -- before the first write
 
     def _prepare(self, bulk: bool) -> None:
+        """Check the target at open; what changes it (drop, create, bulk) waits for ``ready``,
+        so a run whose source fails before its first batch leaves the target as it was."""
         b = self.backend
         where = Location(b.label)
         exists = self._rpc(b.exists, "checking the collection")
+        self._drop_first = False
         if exists and not self.resuming:
             if self.mode == "fail-if-exists":
                 raise OutputExistsError("collection exists", location=where,
                                         hint="use --mode append to add to it or --mode "
                                              "overwrite to replace it")
             if self.mode == "overwrite":
-                self._rpc(b.drop, "dropping the collection")
-                self.dropped, exists = True, False
+                self._drop_first, exists = True, False
         if exists:
             diff = config_diff(self._rpc(b.config, "reading the collection config"),
                                self.wanted)
@@ -1362,7 +1387,23 @@ class QdrantWriter:
                     + "\n  ".join(diff), location=where,
                     hint="use --mode overwrite to drop and recreate it, or load into another "
                          "collection")
-        else:
+        self._pending: tuple[bool, bool] | None = (not exists, bulk)
+
+    def ready(self) -> None:
+        """Make the target ready for points: drop (``--mode overwrite``) and create the
+        collection, switch indexing off for ``--bulk``. Runs once, at the first batch that
+        has points to write, or at ``close``; a partitioned run's driver calls it before its
+        workers start."""
+        if self._pending is None:
+            return
+        create, bulk = self._pending
+        self._pending = None
+        b = self.backend
+        where = Location(b.label)
+        if self._drop_first:
+            self._rpc(b.drop, "dropping the collection")
+            self.dropped = True
+        if create:
             try:
                 self._rpc(lambda: b.create(self.wanted), "creating the collection")
             except VecferryError:
@@ -1380,6 +1421,7 @@ class QdrantWriter:
             if current is not None and self._rpc(lambda: b.set_hnsw_m(0),
                                                  "switching HNSW indexing off"):
                 self._bulk_restore = current
+        b.begin_load()
 
     def _restore_bulk(self, quiet: bool = False) -> None:
         if self._bulk_restore is None:
@@ -1550,6 +1592,7 @@ class QdrantWriter:
         if items:
             prepared = self.backend.prepare([p for p, _ in items])
             items = list(zip(prepared, (o for _, o in items), strict=True))
+            self.ready()
         ticket = _Ticket(rows=rows, futures=[])
         self._tickets.append(ticket)
         for chunk in self._requests(items):
@@ -1670,6 +1713,7 @@ class QdrantWriter:
         """Wait for every request, restore indexing, recreate payload indexes, report."""
         b = self.backend
         try:
+            self.ready()  # an empty stream still leaves the collection it asked for
             self._drain()
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
