@@ -35,6 +35,14 @@ def test_quiet_prints_nothing(samples, tmp_path):
     assert (result.exit_code, result.output) == (0, "")
 
 
+def test_json_alone_prints_no_summary_or_bar(samples, tmp_path):
+    result = run("convert", str(samples / "points_rich.jsonl"), str(tmp_path / "o.parquet"),
+                 "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["ok"] is True
+    assert result.stderr == ""
+
+
 def test_json_report_matches_the_python_report(samples, tmp_path):
     src = str(samples / "points_rich.jsonl")
     result = run("convert", src, str(tmp_path / "cli.parquet"), "--json", "--quiet")

@@ -318,6 +318,8 @@ def _convert(src: str, dst: str, kw: dict[str, Any], desc: str, verify: bool = F
                              f"{dst_fmt}", hint=f"drop {flag}, or choose a "
                              f"{' or '.join(formats)} directory target (ending in /)")
     reader_opts, writer_opts = _route(routed, src_fmt, dst_fmt)
+    # --json is for scripts: the report on stdout is the summary; stderr keeps warnings
+    quiet = quiet or as_json
     bar = _progress(quiet, desc)
     try:
         report = convert(src, dst, reader_options=reader_opts, writer_options=writer_opts,
