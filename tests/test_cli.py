@@ -399,3 +399,14 @@ def test_inspect_takes_an_explicit_mapping(tmp_path):
                           "--vector-column", "embedding", "--payload-columns", "meta").stdout)
     assert info["first_ids"][:2] == ["t0", "t1"]
     assert info["payload_keys"] == {"meta": 50}
+
+
+def test_inspect_takes_the_qdrant_connection_options(monkeypatch):
+    # a refused connection fails at once when asked for no retries (it took ~20 s of retries)
+    monkeypatch.setenv("MY_KEY", "secret-value-123")
+    result = run("inspect", "qdrant://127.0.0.1:1/x", "--timeout", "1", "--max-retries", "0",
+                 "--api-key-env", "MY_KEY")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: qdrant://127.0.0.1:1/x: checking the collection "
+                                    "failed after 1 attempt(s): connection error: ")
+    assert "secret-value-123" not in result.output

@@ -502,6 +502,12 @@ def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: st
 @click.option("--ids", metavar="FILE", help="numpy: ids .npy.")
 @click.option("--payloads", metavar="FILE", help="numpy / FAISS: payloads file.")
 @_source_reading
+@click.option("--api-key-env", metavar="NAME", help="Qdrant: variable holding the API key.")
+@click.option("--timeout", type=float, metavar="SECONDS", help="Qdrant: request timeout.")
+@click.option("--max-retries", type=click.IntRange(min=0), help="Qdrant: retries of a "
+              "transient failure.")
+@click.option("--id-field", metavar="NAME", help="Qdrant: payload field keeping original ids "
+              "that are not unsigned ints or UUIDs.")
 @click.option("--sample", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Points read to sample payload keys.")
 @click.option("--ram-budget", metavar="SIZE", default="1GiB", show_default=True,
