@@ -367,6 +367,8 @@ def test_copy_when_the_server_does_not_describe_its_snapshot(tmp_path: Path,
     def answer(method: str, path: str) -> Answer:
         if path.startswith("/collections/docs/points/count"):
             return 200, "application/json", b'{"result": {"count": 3}, "status": "ok"}'
+        if path.startswith("/collections/copy/points/count"):  # no such collection yet
+            return 404, "application/json", b'{"status": {"error": "Not found"}}'
         body = {"result": result, "status": "ok", "time": 0.01}
         return 200, "application/json", json.dumps(body).encode()
 
@@ -378,7 +380,8 @@ def test_copy_when_the_server_does_not_describe_its_snapshot(tmp_path: Path,
         f"copied; a snapshot may be left on the source (`vecferry snapshot list {server}/docs`): "
         f"copy it by hand with `vecferry snapshot download {server}/docs NAME --out FILE`, then "
         f"`vecferry snapshot upload FILE {server}/copy`)")
-    assert asked == ["POST /collections/docs/points/count", "POST /collections/docs/snapshots"]
+    assert asked == ["POST /collections/copy/points/count",
+                     "POST /collections/docs/points/count", "POST /collections/docs/snapshots"]
     assert list(tmp_path.iterdir()) == []
 
 

@@ -182,9 +182,17 @@ def test_multipart_upload_with_checksum_and_priority(stand: QdrantStandIn,
         assert d.count() == 37
         assert ("upload", out.stat().st_size, out.stat().st_size) in seen
         assert dump_stream(other.location("restored")) == dump_stream(stand.location("docs"))
+        # "restored" holds points now: a second recovery would replace them
+        with pytest.raises(OutputExistsError) as held:
+            d.upload(out)
+        assert str(held.value) == (
+            f"{other.location('restored')}: the collection exists and holds 37 points, which "
+            "recovering a snapshot replaces (pass --overwrite to replace it, or recover into a "
+            "new collection)")
+        assert d.upload(out, overwrite=True)["sha256"] == snap["checksum"]
         # a damaged upload is refused by the server through the checksum
         with pytest.raises(ChecksumMismatchError):
-            d.upload(out, checksum="0" * 64)
+            d.upload(out, checksum="0" * 64, overwrite=True)
         with pytest.raises(UsageError, match="priority"):
             d.upload(out, priority="sideways")
 
@@ -197,8 +205,10 @@ def test_recover_from_url(stand: QdrantStandIn) -> None:
         d.recover(url, priority="replica", checksum=snap["checksum"])
         assert other.snapshot_log[-1]["priority"] == "replica"
         assert d.count() == 37
+        with pytest.raises(OutputExistsError):
+            d.recover(url)
         with pytest.raises(ChecksumMismatchError):
-            d.recover(url, checksum="1" * 64)
+            d.recover(url, checksum="1" * 64, overwrite=True)
 
 
 def test_copy_counts_and_cleans_up(stand: QdrantStandIn, tmp_path: Path) -> None:
@@ -214,6 +224,13 @@ def test_copy_counts_and_cleans_up(stand: QdrantStandIn, tmp_path: Path) -> None
         assert stand.snapshots["docs"] == {}  # snapshot on the source removed
         uploads = [e for e in other.snapshot_log if e["op"] == "snapshot_upload"]
         assert uploads[-1]["query"]["priority"] == "snapshot"
+        # "copy" holds points now: a second copy is refused before a snapshot is made
+        with pytest.raises(OutputExistsError):
+            copy_collection(stand.location("docs"), other.location("copy"), workdir=work)
+        assert stand.snapshots["docs"] == {} and list(work.iterdir()) == []
+        again = copy_collection(stand.location("docs"), other.location("copy"), workdir=work,
+                                overwrite=True)
+        assert again["ok"] and again["destination_count"] == 37
 
 
 def test_copy_count_mismatch_is_a_verification_error(stand: QdrantStandIn,
@@ -248,7 +265,7 @@ def test_errors_permission_version_and_retries(stand: QdrantStandIn, tmp_path: P
                               message="Wrong input: Snapshot is not compatible with this "
                                       "Qdrant version"))
         with pytest.raises(TargetError, match="version") as err:
-            c.upload(out)
+            c.upload(out, overwrite=True)
         assert "version" in (err.value.hint or "")
     stand.add_fault(Fault("snapshot_list", "503", times=None))
     with pytest.raises(TargetError, match="failed after"), \

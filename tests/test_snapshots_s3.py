@@ -134,7 +134,7 @@ def test_upload_from_the_bucket(stand: QdrantStandIn, opts: Any, s3: Any, bucket
         assert d.count() == 37
         assert dump_stream(other.location("restored")) == dump_stream(stand.location("docs"))
         with pytest.raises(ChecksumMismatchError):
-            d.upload(url, checksum="0" * 64)
+            d.upload(url, checksum="0" * 64, overwrite=True)
         with pytest.raises(InputError, match="no such object"):
             d.upload(f"s3://{bucket}/nope.snapshot")
     assert list(tmp_path.iterdir()) == [] and _tmp_files() == []

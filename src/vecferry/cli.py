@@ -740,10 +740,12 @@ def snapshot_download_cmd(location: str, name: str, out: str, overwrite: bool,
               help="Source of truth when the collection has other replicas.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Wait until the recovery is done.")
+@click.option("--overwrite", is_flag=True, help="Replace a collection that holds points "
+              "(recovering a snapshot replaces it whole).")
 @_STORAGE_OPTION
 @_snapshot_options
 def snapshot_upload_cmd(file: str, location: str, priority: str | None, wait: bool,
-                        storage_option: tuple[str, ...], **kw: Any) -> None:
+                        overwrite: bool, storage_option: tuple[str, ...], **kw: Any) -> None:
     """Upload FILE and recover the collection (or shard) at LOCATION from it: multipart,
     streamed, with its SHA-256 so the server refuses a damaged upload. FILE may be
     s3:// gs:// az://: it is read twice, streamed (SHA-256, then the upload), never copied
@@ -753,7 +755,8 @@ def snapshot_upload_cmd(file: str, location: str, priority: str | None, wait: bo
         from vecferry.storage import parse_storage_options, using
 
         with using(parse_storage_options(storage_option)):
-            return client.upload(file, priority=priority, wait=wait, progress=bars)
+            return client.upload(file, priority=priority, wait=wait, progress=bars,
+                                 overwrite=overwrite)
 
     def summary(r: dict[str, Any]) -> str:
         return (f"uploaded {file} ({r['bytes']:,} bytes, sha256 {r['sha256']}) in "
@@ -772,9 +775,11 @@ def snapshot_upload_cmd(file: str, location: str, priority: str | None, wait: bo
               "other bytes.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Wait until the recovery is done.")
+@click.option("--overwrite", is_flag=True, help="Replace a collection that holds points "
+              "(recovering a snapshot replaces it whole).")
 @_snapshot_options
 def snapshot_restore_cmd(location: str, source: str, priority: str | None,
-                         checksum: str | None, wait: bool, **kw: Any) -> None:
+                         checksum: str | None, wait: bool, overwrite: bool, **kw: Any) -> None:
     """Have the server at LOCATION recover the collection (or shard) from a snapshot URL.
 
     For a file on this machine use `vecferry snapshot upload FILE LOCATION`.
@@ -789,7 +794,7 @@ def snapshot_restore_cmd(location: str, source: str, priority: str | None,
             raise UsageError(f"{source} is a local file; the server cannot fetch it",
                              hint=f"use `vecferry snapshot upload {source} {location}`")
         return {"result": client.recover(source, priority=priority, checksum=checksum,
-                                         wait=wait)}
+                                         wait=wait, overwrite=overwrite)}
 
     _snapshot_run(location, kw, body, lambda r: f"{location} recovered from {source}")
 
@@ -815,6 +820,8 @@ def snapshot_delete_cmd(location: str, name: str, **kw: Any) -> None:
 @click.option("--workdir", metavar="DIR", help="Where the snapshot file is kept between "
               "download and upload (default: the system's temporary directory).")
 @click.option("--keep", is_flag=True, help="Keep the snapshot on SRC and the local file.")
+@click.option("--overwrite", is_flag=True, help="Replace a collection that holds points "
+              "(recovering a snapshot replaces it whole).")
 @click.option("--dst-api-key-env", metavar="NAME", help="Variable holding DST's API key "
               "(default: the same as SRC's).")
 @click.option("--api-key-env", metavar="NAME", help="Environment variable holding the API "
@@ -826,7 +833,7 @@ def snapshot_delete_cmd(location: str, name: str, **kw: Any) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def snapshot_copy_cmd(src: str, dst: str, priority: str, workdir: str | None, keep: bool,
-                      dst_api_key_env: str | None, api_key_env: str | None,
+                      overwrite: bool, dst_api_key_env: str | None, api_key_env: str | None,
                       timeout: float | None, max_retries: int | None, quiet: bool,
                       as_json: bool) -> None:
     """Copy collection SRC to DST through a snapshot: create -> download (SHA-256 checked)
@@ -838,6 +845,7 @@ def snapshot_copy_cmd(src: str, dst: str, priority: str, workdir: str | None, ke
         bars = _SnapshotBars(quiet)
         try:
             report = copy_collection(src, dst, priority=priority, workdir=workdir, keep=keep,
+                                     overwrite=overwrite,
                                      api_key_env=api_key_env, dst_api_key_env=dst_api_key_env,
                                      timeout=timeout, max_retries=max_retries, progress=bars)
         finally:

@@ -373,11 +373,13 @@ class SnapshotClient:
         return bool(result) if result is not None else True
 
     def recover(self, location: str, *, priority: str | None = None,
-                checksum: str | None = None, wait: bool = True) -> Any:
+                checksum: str | None = None, wait: bool = True, overwrite: bool = False) -> Any:
         """Have the server recover from ``location`` (an http(s) URL or a ``file://`` path on
-        the server)."""
+        the server). ``OutputExistsError`` when the collection holds points, unless
+        ``overwrite``: recovering replaces them."""
         self._refuse_full("recover")
         _check_priority(priority)
+        self.refuse_replacing(overwrite)
         body: dict[str, Any] = {"location": location}
         if priority:
             body["priority"] = priority
@@ -619,13 +621,14 @@ class SnapshotClient:
 
     def upload(self, file: str | os.PathLike[str], *, priority: str | None = None,
                wait: bool = True, checksum: str | None = None,
-               chunk_size: int = DEFAULT_CHUNK, progress: Progress | None = None
-               ) -> dict[str, Any]:
+               chunk_size: int = DEFAULT_CHUNK, progress: Progress | None = None,
+               overwrite: bool = False) -> dict[str, Any]:
         """Upload ``file`` and have the server recover from it (multipart, streamed).
 
         The SHA-256 is computed first (unless given) and sent as ``checksum``, so the server
         refuses a file that arrived damaged. Returns ``{"bytes", "sha256", "result",
-        "seconds"}``.
+        "seconds"}``. ``OutputExistsError`` when the collection holds points, unless
+        ``overwrite``: recovering replaces them.
         """
         self._refuse_full("upload")
         _check_priority(priority)
@@ -647,6 +650,7 @@ class SnapshotClient:
             def open_source() -> Any:
                 return remote.open_input()
 
+            self.refuse_replacing(overwrite)  # before a pass over the whole file
             sha = (checksum or "").lower() or _sha256_stream(open_source, size, chunk_size,
                                                              progress)
         else:
@@ -660,6 +664,7 @@ class SnapshotClient:
             if not os.access(path, os.R_OK):
                 raise InputError("permission denied", location=where,
                                  hint="check the file's permissions")
+            self.refuse_replacing(overwrite)  # before a pass over the whole file
             sha = (checksum or "").lower() or sha256_file(path, chunk_size=chunk_size,
                                                           progress=progress)
             size = path.stat().st_size
@@ -704,6 +709,21 @@ class SnapshotClient:
         return {"bytes": size, "sha256": sha, "result": result,
                 "seconds": round(time.monotonic() - started, 3)}
 
+    def refuse_replacing(self, overwrite: bool) -> None:
+        """``OutputExistsError`` when the target collection exists and holds points and
+        ``overwrite`` is not set: a recovery replaces the collection whole, silently."""
+        if overwrite or self.target.collection is None:
+            return
+        try:
+            held = self.count()
+        except InputError:  # 404: no such collection, nothing to replace
+            return
+        if held:
+            raise OutputExistsError(
+                f"the collection exists and holds {held:,} points, which recovering a snapshot "
+                "replaces", location=self.where,
+                hint="pass --overwrite to replace it, or recover into a new collection")
+
     def count(self) -> int:
         """Exact number of points of the target collection (for ``copy``)."""
         if self.target.collection is None:
@@ -742,6 +762,7 @@ def _check_priority(priority: str | None) -> None:
 
 def copy_collection(src: str, dst: str, *, priority: str = "snapshot",
                     workdir: str | os.PathLike[str] | None = None, keep: bool = False,
+                    overwrite: bool = False,
                     api_key_env: str | None = None, dst_api_key_env: str | None = None,
                     timeout: float | None = None, max_retries: int | None = None,
                     progress: Progress | None = None,
@@ -749,8 +770,9 @@ def copy_collection(src: str, dst: str, *, priority: str = "snapshot",
     """Copy collection ``src`` to ``dst`` through a snapshot: count the source, create a
     snapshot, download it (verified), upload it to ``dst`` (checksum sent), count ``dst``.
 
-    ``VerificationError`` when the counts differ; the snapshot made on the source and the
-    local file are removed unless ``keep``. Returns a report with one entry per step.
+    ``OutputExistsError`` first when ``dst`` holds points, unless ``overwrite`` (the recovery
+    replaces it). ``VerificationError`` when the counts differ; the snapshot made on the source
+    and the local file are removed unless ``keep``. Returns a report with one entry per step.
     """
     progress = progress or _noop
     source = parse_target(src)
@@ -769,6 +791,7 @@ def copy_collection(src: str, dst: str, *, priority: str = "snapshot",
                         max_retries=max_retries, transport=transport) as a, \
             SnapshotClient(target, api_key_env=dst_api_key_env or api_key_env,
                            timeout=timeout, max_retries=max_retries, transport=transport) as b:
+        b.refuse_replacing(overwrite)  # before a snapshot is made on the source
         expected = a.count()
         progress("count", expected, expected)
         progress("create", 0, None)
@@ -791,7 +814,7 @@ def copy_collection(src: str, dst: str, *, priority: str = "snapshot",
                                                      progress=progress)
             report["steps"]["upload"] = b.upload(local, priority=priority,
                                                  checksum=report["steps"]["download"]["sha256"],
-                                                 progress=progress)
+                                                 progress=progress, overwrite=True)
         finally:
             if not keep:
                 for p in (local, local.with_name(local.name + PART_SUFFIX)):
