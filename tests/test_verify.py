@@ -926,3 +926,242 @@ def test_spot_check_fetches_a_qdrant_sample_by_id(tmp_path: Path) -> None:
     vecferry.convert(write(ds, f"{tmp_path}/changed.jsonl"), dst)  # upserts over the same ids
     bad = verify(src, dst, sample=4, queries=0)
     assert bad["sample"]["payload_differs"] == 4 and not bad["ok"]
+
+
+# ------------------------------------------- FAISS search parity, vector sizes, lossy, verdicts
+
+
+needs_faiss = pytest.mark.skipif(not has("faiss"), reason="needs faiss")
+
+
+def _binary_index(path: Path, kind: str, n: int = 500) -> str:
+    """A FAISS binary index of ``n`` random 64-bit codes: flat, or IVF with 8 lists."""
+    import faiss
+
+    codes = np.random.default_rng(3).integers(0, 256, (n, 8), dtype=np.uint8)
+    if kind == "flat":
+        index = faiss.IndexBinaryFlat(64)
+    else:
+        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(64), 64, 8)
+        index.train(codes)
+    index.add(codes)
+    faiss.write_index_binary(index, str(path))
+    return str(path)
+
+
+def _matrix_parquet(tmp_path: Path, name: str, mat: np.ndarray) -> str:
+    """``mat`` as a vecferry Parquet file (ids 0..n-1, one unnamed vector)."""
+    np.save(tmp_path / f"{name}.npy", mat)
+    out = str(tmp_path / f"{name}.parquet")
+    vecferry.convert(str(tmp_path / f"{name}.npy"), out)
+    return out
+
+
+def _pq_index(tmp_path: Path, mat: np.ndarray) -> str:
+    """A lossy FAISS IndexPQ of ``mat`` (ids 0..n-1, like the Parquet made of the same
+    matrix), built by faiss itself."""
+    import faiss
+
+    index = faiss.index_factory(mat.shape[1], "PQ2x4")
+    index.train(mat)
+    index.add(mat)
+    faiss.write_index(index, str(tmp_path / "pq.faiss"))
+    return str(tmp_path / "pq.faiss")
+
+
+def _search_problem(report: dict[str, Any], why: str = "") -> str:
+    s = report["search"]
+    text = f"search parity: recall@{s['k']} {s['recall']:.4f} < {s['min_recall']}"
+    return text + (f" ({why}, so even an exact copy can miss true neighbours: lower "
+                   "--min-recall for it)" if why else "")
+
+
+@needs_faiss
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_binary_faiss_copies_are_searched_by_hamming_distance(tmp_path: Path,
+                                                              kind: str) -> None:
+    """Packed bits compared by Euclid on bytes gave recall 0.2 on an exact copy."""
+    index = _binary_index(tmp_path / "bin.faiss", kind)
+    copy_ = str(tmp_path / "bin.parquet")
+    vecferry.convert(index, copy_)
+    for a, b in ((index, copy_), (copy_, index)):
+        report = verify(a, b)
+        assert report["ok"] is True, report["problems"]
+        assert (report["search"]["distance"], report["search"]["recall"]) == ("Hamming", 1.0)
+        assert report["search"].get("ivf_nprobe") == (
+            None if kind == "flat" else {"source" if a == index else "destination": 8})
+    # the same codes, each under another id: Hamming parity still catches it
+    table = pq.read_table(copy_)
+    col = table.column("vector").combine_chunks()
+    moved = str(tmp_path / "moved.parquet")
+    rewrite_parquet(table.set_column(table.schema.get_field_index("vector"), "vector",
+                                     pa.concat_arrays([col.slice(1), col.slice(0, 1)])),
+                    copy_, moved)
+    report = verify(index, moved)
+    assert report["search"]["distance"] == "Hamming" and report["search"]["recall"] < 0.5
+    assert report["problems"] == ["500 vector differs: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9",
+                                  _search_problem(report)]
+
+
+@needs_faiss
+def test_an_ivf_index_is_searched_in_every_list(tmp_path: Path) -> None:
+    """At nprobe 1 an exact IVF16 copy scored about 0.3 and failed."""
+    from vecferry.converters.faiss_index import FaissReader
+    from vecferry.verify import _every_list, _Side
+
+    mat = np.random.default_rng(8).standard_normal((700, 8)).astype(np.float32)
+    src = _matrix_parquet(tmp_path, "x", mat)
+    ivf = str(tmp_path / "ivf.faiss")
+    vecferry.convert(src, ivf, writer_options={"index_factory": "IVF16,Flat"})
+    report = verify(src, ivf, queries=20)
+    assert report["ok"] is True, report["problems"]
+    assert report["search"]["recall"] == 1.0
+    assert report["search"]["ivf_nprobe"] == {"destination": 16}
+    assert "approximate" not in report["search"]
+    result = run("convert", src, str(tmp_path / "ivf2.faiss"), "--index-factory", "IVF16,Flat",
+                 "--verify")
+    assert result.exit_code == 0, result.stderr
+    assert "search parity: recall@10 1.0000 over 10 queries (Euclid)" in result.stderr
+    # the index is put back as it was: only the parity search sees every list
+    side = _Side(ivf, None, {})
+    try:
+        assert isinstance(side.reader, FaissReader)
+        inner = __import__("faiss").extract_index_ivf(side.reader._index)
+        with _every_list(side) as nprobe:
+            assert (nprobe, inner.nprobe) == (16, 16)
+        assert inner.nprobe == 1
+    finally:
+        side.close()
+
+
+@needs_faiss
+def test_an_hnsw_copy_below_min_recall_says_why(tmp_path: Path) -> None:
+    """As the README says: HNSW returns approximate neighbours; the failure says what to do."""
+    mat = np.random.default_rng(3).standard_normal((2000, 16)).astype(np.float32)
+    src = _matrix_parquet(tmp_path, "x", mat)
+    hnsw = str(tmp_path / "hnsw.faiss")
+    vecferry.convert(src, hnsw, writer_options={"index_factory": "IDMap2,HNSW4"})
+    report = verify(src, hnsw, queries=50)
+    assert report["source"]["digest"] == report["destination"]["digest"]
+    assert report["search"]["recall"] < 0.99
+    assert report["search"]["approximate"] == [f"{hnsw} searches an approximate HNSW graph"]
+    assert report["problems"] == [
+        _search_problem(report, f"{hnsw} searches an approximate HNSW graph")]
+    assert verify(src, hnsw, queries=50, min_recall=0.5)["ok"] is True
+
+
+@needs_faiss
+def test_a_lossy_faiss_destination_is_read_with_allow_lossy_and_tolerance(
+        tmp_path: Path) -> None:
+    from vecferry.errors import UnsupportedError
+
+    mat = np.random.default_rng(4).standard_normal((300, 8)).astype(np.float32)
+    src = _matrix_parquet(tmp_path, "x", mat)
+    lossy = _pq_index(tmp_path, mat)
+    with pytest.raises(UnsupportedError) as info:
+        verify(src, lossy)
+    assert str(info.value) == (
+        f"{lossy}: FAISS index IndexPQ stores lossy codes (IndexPQ); the vectors read back "
+        "are approximations, not the originals (pass --allow-lossy to export the decoded "
+        "vectors anyway)")
+    warning = (f"{lossy}: IndexPQ is lossy (IndexPQ); exported vectors are decoded "
+               "approximations of the originals")
+    exact = verify(src, lossy, allow_lossy=True, queries=0)
+    assert exact["problems"] == ["300 vector differs: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"]
+    assert exact["warnings"] == [warning]
+    for kw in ({"allow_lossy": True}, {"dst_options": {"allow_lossy": True}}):
+        close = verify(src, lossy, tolerance=10.0, min_recall=0.0, **kw)
+        assert close["ok"] is True, close["problems"]
+        err = close["diff"]["max_abs_error"]
+        assert 0 < err <= 10.0
+        assert close["verdict"] == f"equal within tolerance 10.0 (largest error {err:.3g})"
+        assert close["search"]["approximate"] == [f"{lossy} holds lossy codes"]
+    strict = verify(src, lossy, tolerance=10.0, min_recall=1.0, allow_lossy=True)
+    assert strict["search"]["recall"] < 1.0
+    assert strict["problems"] == [_search_problem(strict, f"{lossy} holds lossy codes")]
+    # either side: a lossy source, and a lossy archive alone
+    assert verify(lossy, src, tolerance=10.0, min_recall=0.0, allow_lossy=True)["ok"] is True
+    assert verify(lossy, allow_lossy=True)["source"]["count"] == 300
+
+
+def test_allow_lossy_without_a_faiss_side_is_a_usage_error(tmp_path: Path) -> None:
+    src, dst = pair(tmp_path, full())
+    with pytest.raises(UsageError) as info:
+        verify(src, dst, allow_lossy=True)
+    assert str(info.value) == (f"--allow-lossy applies to FAISS indexes, not to {src} "
+                               f"(parquet) or {dst} (jsonl) (drop --allow-lossy)")
+    with pytest.raises(UsageError) as info:
+        verify(src, allow_lossy=True)
+    assert str(info.value) == (f"--allow-lossy applies to FAISS indexes, not to {src} "
+                               "(parquet) (drop --allow-lossy)")
+
+
+def test_vectors_of_different_sizes_are_a_difference_not_a_crash(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    src = _matrix_parquet(tmp_path, "x", rng.standard_normal((300, 16)).astype(np.float32))
+    np.save(tmp_path / "y.npy", rng.standard_normal((300, 6)).astype(np.float32))
+    dst = str(tmp_path / "y.npy")
+    size = "vector size differs: source 16, destination 6"
+    skipped = f"{size}, so source queries cannot search the destination"
+    report = verify(src, dst)
+    assert report["ok"] is False
+    assert report["problems"] == [size, "300 vector differs: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"]
+    assert "search" not in report and report["search_skipped"] == skipped
+    assert report["warnings"] == [f"search parity skipped: {skipped}"]
+    tolerant = verify(src, dst, tolerance=100.0)
+    assert tolerant["problems"] == report["problems"]
+    spot = verify(src, dst, sample=4)
+    shown = ", ".join(map(repr, spot["sample"]["examples"]["vector_differs"]))
+    assert spot["problems"] == [size, f"4 of 4 sampled points vector differs: {shown}"]
+    result = run("verify", src, dst)
+    assert result.exit_code == 4
+    assert result.stderr.splitlines()[:3] == [
+        f"warning: search parity skipped: {skipped}", f"differs: {size}",
+        "differs: 300 vector differs: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"]
+    # a named vector is named; without queries there is nothing to skip
+    small = full(dense_only=True)
+    small.vectors = [VectorSpec("d", "dense", 3, distance="Dot")]
+    for p in small.points:
+        p["vector"]["d"] = p["vector"]["d"][:3]
+    named = verify(write(full(dense_only=True), f"{tmp_path}/d8.parquet"),
+                   write(small, f"{tmp_path}/d3.jsonl"), queries=0)
+    assert named["problems"][0] == "vector 'd' size differs: source 8, destination 3"
+    assert "search_skipped" not in named and named["warnings"] == []
+
+
+def test_the_verdict_says_what_was_proven(tmp_path: Path) -> None:
+    src, dst = pair(tmp_path, full())
+    assert verify(src, dst)["verdict"] == "identical"
+    assert verify(src, dst, sample=10, queries=0)["verdict"] == (
+        "spot check of 10 sampled points passed")
+    assert verify(src)["verdict"] == "identical"
+    other = write(changed(full(), drop=[0]), f"{tmp_path}/other.jsonl")
+    assert verify(src, other, sample=10, queries=0)["verdict"] == "differences found"
+    assert verify(src, other, queries=0)["verdict"] == "differences found"
+
+
+def test_cli_spot_check_does_not_claim_identical(tmp_path: Path) -> None:
+    src, dst = pair(tmp_path, full())
+    result = run("verify", src, dst, "--sample", "10", "--queries", "0")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines()[-1] == "verified: spot check of 10 sampled points passed"
+    result = run("verify", src, dst, "--queries", "0")
+    assert result.stderr.splitlines()[-1] == "verified: identical"
+
+
+@needs_faiss
+def test_cli_allow_lossy_reads_a_lossy_faiss_destination(tmp_path: Path) -> None:
+    mat = np.random.default_rng(4).standard_normal((300, 8)).astype(np.float32)
+    src = _matrix_parquet(tmp_path, "x", mat)
+    lossy = _pq_index(tmp_path, mat)
+    result = run("verify", src, lossy, "--allow-lossy", "--tolerance", "10", "--min-recall",
+                 "0", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    err = report["diff"]["max_abs_error"]
+    assert result.stderr.splitlines()[-1] == (
+        f"verified: equal within tolerance 10.0 (largest error {err:.3g})")
+    result = run("verify", src, str(tmp_path / "x.npy"), "--allow-lossy")
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: --allow-lossy applies to FAISS indexes, not to {src} "
+                             f"(parquet) or {tmp_path / 'x.npy'} (npy) (drop --allow-lossy)\n")

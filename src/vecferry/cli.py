@@ -375,7 +375,8 @@ def _print_verify(result: dict[str, Any], quiet: bool) -> None:
                       for side, v in search.get("latency_ms", {}).items())
         _err(f"search parity: recall@{search['k']} {search['recall']:.4f} over "
              f"{search['queries']} queries ({search['distance']}){lat}")
-    _err("verified: identical" if result["ok"] else "verification FAILED")
+    _err(f"verified: {result.get('verdict', 'identical')}" if result["ok"]
+         else "verification FAILED")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -478,6 +479,8 @@ def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: st
         skip_pandas_probe()
         conn = {"api_key_env": api_key_env, "timeout": timeout, "id_field": id_field}
         src_fmt = resolve(src, from_format).name
+        # verify gives it to whichever side is a FAISS index (either may be lossy)
+        allow_lossy = bool(mapping.pop("allow_lossy", None))
         src_opts, _ = _route({**conn, "ids": ids, "payloads": payloads, **mapping}, src_fmt,
                              src_fmt)
         dst_opts: dict[str, Any] = {}
@@ -486,8 +489,8 @@ def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: st
             dst_opts, _ = _route(conn, dst_fmt, dst_fmt)
         result = verify(src, dst, from_format=from_format, to_format=to_format,
                         queries=queries, k=k, tolerance=tolerance, diff=diff_file, sample=sample,
-                        min_recall=min_recall, vector=vector, src_options=src_opts,
-                        dst_options=dst_opts)
+                        min_recall=min_recall, vector=vector, allow_lossy=allow_lossy,
+                        src_options=src_opts, dst_options=dst_opts)
         if as_json:
             _emit_json(result)
         _print_verify(result, quiet)

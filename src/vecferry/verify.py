@@ -18,11 +18,16 @@ manifest and compares, proving a file intact without its source; it also counts 
 Search parity samples query vectors from the source and compares the top-k ids on both sides
 (a reader's own ``search`` when it has one, FAISS or Qdrant, else exact brute force over the
 stream); recall@k must reach ``min_recall``. A side with its own search also reports latency.
+Packed bits of a FAISS binary index are compared by Hamming distance, as the index does; an IVF
+index is searched in every inverted list, so an exact copy scores 1.0. Vectors of different
+sizes on the two sides are a difference, and cannot be searched with the same queries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+import inspect
 import json
 import math
 import shutil
@@ -50,7 +55,7 @@ from vecferry.digest import (
     vector_hashes,
 )
 from vecferry.errors import UsageError
-from vecferry.stream import ID_COLUMN, Manifest, decode_ids, manifest_of
+from vecferry.stream import ID_COLUMN, Manifest, VectorSpec, decode_ids, manifest_of
 
 DEFAULT_MIN_RECALL = 0.99
 MEMORY_ROWS = 2_000_000
@@ -187,6 +192,8 @@ class _Side:
         self.location = location
         self.format = resolve(location, fmt).name
         self.context = Context("fail")
+        #: kept for a second pass (brute-force search parity) opened the same way
+        self.options = options
         self.reader = open_reader(location, format=self.format, context=self.context,
                                   **options)
         self.manifest: Manifest = manifest_of(self.reader.schema)
@@ -394,8 +401,18 @@ class _Reservoir:
         return self.rows if self.rows is not None else np.empty((0, 0), np.float32)
 
 
+#: bits set in each byte value
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
 def _scores(queries: np.ndarray, mat: np.ndarray, distance: str) -> np.ndarray:
     """Higher is better, shape (queries, rows)."""
+    if distance == "Hamming":
+        # packed bits (values 0..255): bits set in each byte of XOR, one query at a time so
+        # memory stays at one batch of bytes (unpacking the bits would take 8 times that)
+        packed = mat.astype(np.uint8)
+        return -np.stack([_POPCOUNT[packed ^ q].sum(axis=1, dtype=np.int64)
+                          for q in queries.astype(np.uint8)]).astype(np.float64)
     if distance == "Cosine":
         qn = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-30)
         mn = mat / np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-30)
@@ -457,27 +474,84 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
     return {f"p{p}": round(float(np.percentile(arr, p)), 3) for p in (50, 95, 99)}
 
 
+def _faiss_facts(side: _Side) -> dict[str, Any]:
+    """What a FAISS reader recorded about its own index; nothing for other sides (a copy of a
+    FAISS file keeps these facts in its manifest, but is not searched through that index)."""
+    facts = side.manifest.extra.get("faiss") if side.format == "faiss" else None
+    return facts if isinstance(facts, dict) else {}
+
+
+def _is_binary(manifest: Manifest, spec: VectorSpec | None) -> bool:
+    """Whether ``spec`` holds the packed bits of a FAISS binary index: the FAISS reader marks
+    them (``extra["faiss"]["binary_bits"]``) and every copy keeps the mark."""
+    facts = manifest.extra.get("faiss")
+    bits = facts.get("binary_bits") if isinstance(facts, dict) else None
+    return (spec is not None and spec.kind == "dense" and spec.datatype == "uint8"
+            and isinstance(bits, int) and bits == 8 * (spec.size or 0))
+
+
+def _ivf_of(index: Any) -> Any:
+    """The inverted-file index inside a FAISS index (through IDMap, PreTransform, Refine), or
+    None."""
+    import faiss
+
+    if isinstance(index, faiss.IndexBinary):
+        # faiss has no extract function for binary indexes: only IDMap wraps one
+        while index is not None:
+            index = faiss.downcast_IndexBinary(index)
+            if isinstance(index, faiss.IndexBinaryIVF):
+                return index
+            index = getattr(index, "index", None)
+        return None
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:  # faiss's way of saying there is none
+        return None
+
+
+@contextlib.contextmanager
+def _every_list(side: _Side) -> Iterator[int | None]:
+    """An IVF index searching all its inverted lists for the duration (nprobe = nlist; yields
+    it, or None for other sides). At the default nprobe (1) a search sees one list, so even
+    an exact copy misses most true neighbours: parity is a check of the data, not of nprobe."""
+    # FaissReader.search takes no search parameters: the setting goes on its index itself
+    index = getattr(side.reader, "_index", None) if side.format == "faiss" else None
+    ivf = _ivf_of(index) if index is not None else None
+    if ivf is None:
+        yield None
+        return
+    before = ivf.nprobe
+    ivf.nprobe = ivf.nlist
+    try:
+        yield int(ivf.nlist)
+    finally:
+        ivf.nprobe = before
+
+
 def _search_side(side: _Side, queries: np.ndarray, k: int, vector: str, distance: str,
-                 batch_size: int, fmt_options: dict[str, Any]
-                 ) -> tuple[list[list[Any]], dict | None, list[list[Any]]]:
-    """(top-k ids, latency percentiles or None, top-k plus ids tied with the k-th)."""
+                 batch_size: int
+                 ) -> tuple[list[list[Any]], dict | None, list[list[Any]], int | None]:
+    """(top-k ids, latency percentiles or None, top-k plus ids tied with the k-th, the nprobe
+    an IVF index was searched with or None)."""
     search = getattr(side.reader, "search", None)
     if search is not None:
         results, latencies = [], []
-        for q in queries:
-            t0 = time.perf_counter()
-            results.append(search(q[None, :], k, vector)[0])
-            latencies.append((time.perf_counter() - t0) * 1000)
-        return results, _percentiles(latencies), results  # an index reports no ties
+        with _every_list(side) as nprobe:
+            for q in queries:
+                t0 = time.perf_counter()
+                results.append(search(q[None, :], k, vector)[0])
+                latencies.append((time.perf_counter() - t0) * 1000)
+        # an index reports no ties
+        return results, _percentiles(latencies), results, nprobe
     # No index: exact search over a fresh pass of the stream.
     reader = open_reader(side.location, format=side.format, context=Context("fail"),
-                         **fmt_options)
+                         **side.options)
     try:
         spec = side.manifest.vector(vector)
         brute = _BruteForce(queries, k, spec.column, distance, side.manifest.id_kind)
         for batch in reader.batches(batch_size):
             brute(batch)
-        return brute.result(), None, brute.ties()
+        return brute.result(), None, brute.ties(), None
     finally:
         reader.close()
 
@@ -503,16 +577,19 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
            tolerance: float | None = None, diff: str | None = None,
            min_recall: float = DEFAULT_MIN_RECALL, vector: str | None = None,
            memory_rows: int = MEMORY_ROWS, batch_size: int = 4096,
-           sample: int | None = None,
+           sample: int | None = None, allow_lossy: bool = False,
            src_options: dict[str, Any] | None = None,
            dst_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compare ``src`` with ``dst`` (or ``src`` with its recorded digest); return a report.
 
     ``report["ok"]`` is True only when everything matches; ``report["problems"]`` says what
-    does not. With ``sample=N`` the per-point comparison is a spot check of N random source
-    points looked up by id (``_spot_check``) instead of digests of both sides. Raises the
-    readers' errors for unreadable input (it never reports a broken file as "different" when
-    it cannot read it).
+    does not, ``report["verdict"]`` what was proven when it is ok (``"identical"``, equal
+    within ``tolerance``, or a spot check of N points passed). With ``sample=N`` the
+    per-point comparison is a spot check of N random source points looked up by id
+    (``_spot_check``) instead of digests of both sides. ``allow_lossy`` reads lossy codes on
+    whichever side is a FAISS index (compare those with ``tolerance``); each side's options
+    may also carry it. Raises the readers' errors for unreadable input (it never reports a
+    broken file as "different" when it cannot read it).
     """
     if k <= 0 or queries < 0:
         raise UsageError("k must be positive and queries not negative")
@@ -521,12 +598,16 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
                          hint="a spot check compares sampled points exactly, by id")
     if memory_rows <= 0:
         raise UsageError("memory_rows must be positive")
+    src_options, dst_options = dict(src_options or {}), dict(dst_options or {})
+    if allow_lossy:
+        _allow_lossy([(src, from_format, src_options)]
+                     + ([(dst, to_format, dst_options)] if dst is not None else []))
     if dst is None:
-        return _verify_archive(src, from_format, batch_size, src_options or {}, memory_rows)
+        return _verify_archive(src, from_format, batch_size, src_options, memory_rows)
     started = time.perf_counter()
-    a = _Side(src, from_format, src_options or {})
+    a = _Side(src, from_format, src_options)
     try:
-        b = _Side(dst, to_format, dst_options or {})
+        b = _Side(dst, to_format, dst_options)
     except BaseException:
         a.close()  # a local-mode folder stays locked otherwise
         raise
@@ -542,6 +623,13 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
         sa, sb = _Spill(tmp, "src", partitions), _Spill(tmp, "dst", partitions)
         # checked even without queries: a wrong --vector is a mistake either way
         picked = _pick_vector(a.manifest, b.manifest, vector)
+        sizes = _size_differences(a.manifest, b.manifest)
+        search_skipped = None
+        if queries and picked is not None and picked in sizes:
+            # queries of the source's size cannot search the destination's vectors
+            search_skipped = (f"{sizes[picked]}, so source queries cannot search the "
+                              "destination")
+            picked = None
         name = picked if queries else None
         reservoir = _Reservoir(queries, a.manifest.vector(name).column) if name is not None \
             else None
@@ -556,6 +644,7 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
         if a.digest.count != b.digest.count:
             problems.append(f"counts differ: source {a.digest.count}, destination "
                             f"{b.digest.count}")
+        problems += sizes.values()
         same = a.digest.total == b.digest.total and a.digest.count == b.digest.count
         details: dict[str, Any] = {}
         if spot is not None:
@@ -575,11 +664,13 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
                 problems.append("digests differ")
         search: dict[str, Any] | None = None
         if reservoir is not None and len(reservoir.queries()):
-            search = _parity(a, b, reservoir.queries(), k, name, min_recall, batch_size,
-                             src_options or {}, dst_options or {})
+            search = _parity(a, b, reservoir.queries(), k, name, min_recall, batch_size)
             if not search["ok"]:
+                why = "; ".join(search.get("approximate", []))
                 problems.append(f"search parity: recall@{k} {search['recall']:.4f} < "
-                                f"{min_recall}")
+                                f"{min_recall}" + (f" ({why}, so even an exact copy can "
+                                                   "miss true neighbours: lower --min-recall "
+                                                   "for it)" if why else ""))
     finally:
         a.close()
         b.close()
@@ -588,9 +679,22 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
                 f"record): " + ", ".join(map(repr, side.duplicate_examples))
                 for side, label in ((a, "source"), (b, "destination")) if side.duplicates]
     warnings += a.context.warnings + b.context.warnings  # e.g. a sidecar that no longer fits
+    if search_skipped:
+        warnings.append(f"search parity skipped: {search_skipped}")
+    if problems:
+        verdict = "differences found"
+    elif spot is not None:
+        # only the sampled points were compared: "identical" would claim more than that
+        verdict = f"spot check of {spot['size']} sampled points passed"
+    elif not same:
+        verdict = (f"equal within tolerance {tolerance} (largest error "
+                   f"{details['max_abs_error']:.3g})")
+    else:
+        verdict = "identical"
     return {
         "ok": not problems,
         "problems": problems,
+        "verdict": verdict,
         "warnings": warnings,
         "source": a.report(),
         "destination": b.report(),
@@ -600,8 +704,44 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
         **({"diff": details} if details else {}),
         **({"diff_file": diff} if diff else {}),
         **({"search": search} if search else {}),
+        **({"search_skipped": search_skipped} if search_skipped else {}),
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _label(name: str) -> str:
+    """A vector's name for a message: nothing for the unnamed one, else quoted and a space."""
+    return f"{name!r} " if name else ""
+
+
+def _size_differences(src: Manifest, dst: Manifest) -> dict[str, str]:
+    """{vector name: problem} for each vector both sides hold with a different size."""
+    theirs = {v.name: v for v in dst.vectors}
+    out = {}
+    for mine in src.vectors:
+        other = theirs.get(mine.name)
+        if (other is not None and mine.size is not None and other.size is not None
+                and mine.size != other.size):
+            out[mine.name] = (f"vector {_label(mine.name)}size differs: source {mine.size}, "
+                              f"destination {other.size}")
+    return out
+
+
+def _allow_lossy(sides: list[tuple[str, str | None, dict[str, Any]]]) -> None:
+    """Add ``allow_lossy`` to the options of each side whose reader takes it (FAISS)."""
+    takes = []
+    for location, fmt, options in sides:
+        spec = resolve(location, fmt)
+        # asked of the reader itself, so any format that learns lossy codes is covered
+        if "allow_lossy" in inspect.signature(spec.load("reader")).parameters:
+            options.setdefault("allow_lossy", True)
+            takes.append(True)
+        else:
+            takes.append(False)
+    if not any(takes):
+        names = " or ".join(f"{loc} ({resolve(loc, fmt).name})" for loc, fmt, _ in sides)
+        raise UsageError(f"--allow-lossy applies to FAISS indexes, not to {names}",
+                         hint="drop --allow-lossy")
 
 
 SPOT_SEED = 20261123
@@ -669,14 +809,30 @@ def _spot_check(a: _Side, b: _Side, n: int, batch_size: int, on_batch: Any) -> d
             "examples": {k: v for k, v in examples.items() if v}}
 
 
+def _metric(side: _Side, spec: VectorSpec | None) -> str | None:
+    if _is_binary(side.manifest, spec):
+        return "Hamming"  # the only metric of a binary index; bits have no other distance
+    return spec.distance if spec is not None else None
+
+
+def _approximate(side: _Side) -> str | None:
+    """Why a side's own search can miss true neighbours of an exact copy, or None."""
+    facts = _faiss_facts(side)
+    if facts.get("lossy"):
+        return "holds lossy codes"
+    if "HNSW" in str(facts.get("index_type", "")):
+        return "searches an approximate HNSW graph"
+    return None
+
+
 def _parity(a: _Side, b: _Side, queries: np.ndarray, k: int, vector: str, min_recall: float,
-            batch_size: int, a_opts: dict[str, Any], b_opts: dict[str, Any]) -> dict[str, Any]:
+            batch_size: int) -> dict[str, Any]:
     spec_b = next((v for v in b.manifest.vectors if v.name == vector), None)
     spec_a = a.manifest.vector(vector)
     # One metric for both sides: the index's own when there is one, so brute force agrees.
-    distance = (spec_b.distance if spec_b and spec_b.distance else spec_a.distance) or "Euclid"
-    ra, la, ta = _search_side(a, queries, k, vector, distance, batch_size, a_opts)
-    rb, lb, tb = _search_side(b, queries, k, vector, distance, batch_size, b_opts)
+    distance = _metric(b, spec_b) or _metric(a, spec_a) or "Euclid"
+    ra, la, ta, na = _search_side(a, queries, k, vector, distance, batch_size)
+    rb, lb, tb, nb = _search_side(b, queries, k, vector, distance, batch_size)
 
     def keys(ids: list[Any]) -> set[str]:
         return {json.dumps(i) for i in ids}
@@ -691,6 +847,13 @@ def _parity(a: _Side, b: _Side, queries: np.ndarray, k: int, vector: str, min_re
     latency = {label: lat for label, lat in (("source", la), ("destination", lb)) if lat}
     if latency:
         out["latency_ms"] = latency
+    nprobe = {label: n for label, n in (("source", na), ("destination", nb)) if n}
+    if nprobe:
+        out["ivf_nprobe"] = nprobe  # every list: the latency is of an exhaustive search
+    approximate = [f"{side.location} {why}" for side in (a, b)
+                   if (why := _approximate(side)) is not None]
+    if approximate:
+        out["approximate"] = approximate
     return out
 
 
@@ -729,7 +892,8 @@ def _verify_archive(location: str, fmt: str | None, batch_size: int,
     warnings = [f"{side.duplicates} duplicate id(s): "
                 + ", ".join(map(repr, side.duplicate_examples))] if side.duplicates else []
     warnings += side.context.warnings
-    return {"ok": not problems, "problems": problems, "warnings": warnings,
+    return {"ok": not problems, "problems": problems,
+            "verdict": "differences found" if problems else "identical", "warnings": warnings,
             "source": side.report(),
             "recorded_digest": recorded, "seconds": round(time.perf_counter() - started, 3)}
 
