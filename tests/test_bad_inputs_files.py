@@ -279,9 +279,12 @@ def _dense(n: int = 3, dim: int = 4, value_type: pa.DataType | None = None) -> p
 def test_parquet_vector_values_of_float64(tmp_path):
     p = tmp_path / "v.parquet"
     pq.write_table(_stream_table(_dense(value_type=pa.float64())), p)
-    text = fails(SchemaError, lambda: vecferry.open_reader(str(p)))
-    assert text == (f"{p}: column 'vector': vector values of type double are not supported "
-                    "(vectors must be float32, float16 or uint8)")
+    # a file vecferry did not write (no manifest, not its vector type): read with a mapping
+    text = fails(InputError, lambda: vecferry.open_reader(str(p)))
+    assert text == (f"{p}: not a vecferry file: no manifest and column 'vector' has type "
+                    "fixed_size_list<element: double>[4], which is not a vecferry vector type "
+                    "(columns: id, vector) (read it with a mapping, e.g. --id-column id "
+                    "--vector-column vector)")
 
 
 def test_parquet_vector_column_of_no_vector_type(tmp_path):

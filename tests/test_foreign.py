@@ -118,7 +118,7 @@ def test_json_strings_nested_structs_nulls_and_sparse(tmp_path):
     meta[3] = None
     nested = [{"author": {"name": f"A{i}", "age": i}, "tags": [f"t{i}"]} for i in range(N)]
     score = [float(i) for i in range(N)]
-    score[4] = float("nan")  # pandas writes a missing float as NaN
+    score[4] = None  # pandas writes a missing float (NaN in the frame) as null
     pq.write_table(pa.table({
         "vec": pa.array([[float(i), 1.0] for i in range(N)], pa.list_(pa.float32())),
         "meta": meta, "nested": nested, "score": score,

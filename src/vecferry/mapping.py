@@ -11,7 +11,9 @@ Rules, the same wherever a mapping is used:
 * ids: no id column means row numbers (0, 1, ... across all shards). An integer column gives
   ``int`` ids (a negative or null id is a rejected record). A string column gives ``uuid`` ids when
   every id in the first batch is a UUID, else ``string``; a later id that is not a UUID is rejected
-  with a hint to pass ``--id-kind string`` (``--id-kind`` forces the kind up front).
+  with a hint to pass ``--id-kind string`` (``--id-kind`` forces the kind up front). A
+  dictionary-encoded column (a pandas categorical) is read as its values. A
+  ``fixed_size_binary(16)`` or Arrow ``uuid`` column gives ``uuid`` ids in canonical text.
 * vectors: ``--vector-column [NAME=]COLUMN``, repeatable. One vector without a name is the unnamed
   default vector; when several are mapped, an unnamed one is named after its column. A column may
   be ``list``, ``large_list`` or ``fixed_size_list`` of numbers, or raw little-endian float32
@@ -21,8 +23,9 @@ Rules, the same wherever a mapping is used:
   a null, is a rejected record; a null cell means the point has no such vector.
 * sparse vectors: ``--sparse-column NAME=COLUMN``, a struct with ``indices`` and ``values`` lists.
 * payload: ``--payload-columns a,b,c``, or by default every column not used above. In Parquet a
-  null (or float NaN) cell leaves its key out of the payload, and a row with no values has no
-  payload; ``--json-columns`` names string columns holding JSON text, parsed into their values.
+  null cell leaves its key out of the payload, and a row with no values has no payload; a float
+  NaN or infinity (also inside a list or struct) is a rejected record, as JSON cannot hold it;
+  ``--json-columns`` names string columns holding JSON text, parsed into their values.
   Values JSON cannot hold are written as text: timestamps and dates in ISO 8601, decimals as their
   exact digits, bytes as base64.
 """
@@ -207,6 +210,40 @@ def _first_len(column: str, first: pa.RecordBatch | None, source: str, binary: b
                      location=Location(source), hint="check that the column holds vectors")
 
 
+def _is_uuid_type(t: pa.DataType) -> bool:
+    """Arrow's ``uuid`` extension type, or the 16 bytes it is stored as (how a reader without
+    the extension, or Spark / DuckDB, hands over a Parquet UUID column)."""
+    return (getattr(t, "extension_name", None) == "arrow.uuid"
+            or (pa.types.is_fixed_size_binary(t) and t.byte_width == 16))
+
+
+def id_type_kind(t: pa.DataType) -> str | None:
+    """'int', 'text' or 'uuid' for a column type that can hold ids; None for any other type.
+
+    A dictionary (pandas writes categoricals so) is judged by its values: they are what
+    ``to_pylist`` hands over.
+    """
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "text"
+    if _is_uuid_type(t):
+        return "uuid"
+    return None
+
+
+def _id_values(col: pa.Array) -> list[Any]:
+    """The ids of a column as Python values; UUID columns as canonical UUID text."""
+    values = col.to_pylist()
+    t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+    if _is_uuid_type(t):
+        return [None if v is None else str(v if isinstance(v, uuid.UUID) else uuid.UUID(bytes=v))
+                for v in values]
+    return values
+
+
 def _sparse_ok(t: pa.DataType) -> bool:
     if not pa.types.is_struct(t):
         return False
@@ -291,9 +328,16 @@ class TableMapper:
                 raise UsageError("ids are row numbers (no id column), so the id kind is int",
                                  location=Location(self.source))
             return "int"
-        if pa.types.is_integer(t):
+        what = id_type_kind(t)
+        if what == "int":
             return forced or "int"
-        if pa.types.is_string(t) or pa.types.is_large_string(t):
+        if what == "uuid":
+            if forced == "int":
+                raise UsageError(f"id column {self.mapping.id_column!r} holds UUIDs ({t}), so "
+                                 "--id-kind int does not apply", location=Location(self.source),
+                                 hint="leave --id-kind out, or pass --id-kind string")
+            return forced or "uuid"
+        if what == "text":
             if forced is not None:
                 return forced
             if first is None:
@@ -332,10 +376,14 @@ class TableMapper:
             return out
         for i in sorted(bad):
             message, hint = bad[i]
+            raw = _jsonable_row(batch, i)
+            if self.mapping.id_column is not None:
+                # the id as it was read (a UUID column's canonical text, not base64 of its
+                # bytes), so a fixed rejects file converts again with the same ids
+                raw[self.mapping.id_column] = id_values[i]
             context.reject(record_error(
                 message, source=source, row=row0 + i, hint=hint,
-                point_id=id_values[i],
-                raw=_jsonable_row(batch, i)))
+                point_id=id_values[i], raw=raw))
         keep = np.ones(n, dtype=bool)
         keep[list(bad)] = False
         out = out.filter(pa.array(keep))
@@ -349,7 +397,7 @@ class TableMapper:
             numbers = np.arange(number0, number0 + n, dtype=np.uint64)
             return pa.array(numbers), range(number0, number0 + n)
         col = batch.column(self.mapping.id_column)
-        values = col.to_pylist()
+        values = _id_values(col)
         out: list[Any] = []
         for i, v in enumerate(values):
             if v is None:
@@ -463,19 +511,34 @@ def payload_texts(batch: pa.RecordBatch, columns: Sequence[str], json_columns: I
                   bad: dict[int, tuple[str, str | None]] | None = None) -> pa.Array:
     """The payload column (JSON text) of ``columns`` of ``batch``, by the module's rules.
 
-    A value of a JSON column that does not parse is recorded in ``bad`` (row -> reason, hint);
-    without ``bad`` it raises ``ValueError``.
+    A value of a JSON column that does not parse, or a float NaN or infinity (JSON cannot hold
+    them; inside lists and structs too), is recorded in ``bad`` (row -> reason, hint); without
+    ``bad`` a JSON column that does not parse raises ``ValueError``, and a float NaN at the top
+    of a cell leaves its key out (other non-finite floats become null).
     """
     if not columns:
         return pa.nulls(batch.num_rows, pa.string())
     json_set = set(json_columns)
+    # only columns with a float somewhere in their type are walked for NaN and infinity
+    floats = {c for c in columns if _holds_floats(batch.schema.field(c).type)}
     rows = batch.select(list(columns)).to_pylist()
     texts: list[str | None] = []
     for i, row in enumerate(rows):
         payload: dict[str, Any] = {}
         for key, value in row.items():
-            if value is None or (isinstance(value, float) and math.isnan(value)):
+            if value is None:
                 continue
+            if key in floats:
+                found = _non_finite(value, "")
+                if found is not None and bad is not None:
+                    name, path = found
+                    at = f" at {path}" if path else ""
+                    bad.setdefault(i, (f"column {key!r} holds {name}{at}, which JSON cannot "
+                                       "hold", f"write null for a missing value, or leave "
+                                       f"{key!r} out with --payload-columns"))
+                    continue
+                if isinstance(value, float) and math.isnan(value):
+                    continue
             if key in json_set and isinstance(value, str):
                 try:
                     value = loads_exact(value.encode())
@@ -491,6 +554,37 @@ def payload_texts(batch: pa.RecordBatch, columns: Sequence[str], json_columns: I
     return pa.array(texts, type=pa.string())
 
 
+def _holds_floats(t: pa.DataType) -> bool:
+    """Whether values of type ``t`` can hold a float (at the top or nested)."""
+    if pa.types.is_floating(t):
+        return True
+    if pa.types.is_dictionary(t):
+        return _holds_floats(t.value_type)
+    if isinstance(t, pa.BaseExtensionType):
+        return _holds_floats(t.storage_type)
+    return any(_holds_floats(t.field(i).type) for i in range(t.num_fields))
+
+
+def _non_finite(value: Any, path: str) -> tuple[str, str] | None:
+    """(``NaN`` / ``Infinity`` / ``-Infinity``, its path such as ``a.b[2]``) for the first float
+    in ``value`` JSON cannot hold; None when there is none."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        return ("NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"), path
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _non_finite(v, f"{path}.{k}" if path else str(k))
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for j, v in enumerate(value):
+            found = _non_finite(v, f"{path}[{j}]")
+            if found is not None:
+                return found
+    return None
+
+
 def jsonable(value: Any) -> Any:
     """A value read from Arrow as JSON can hold it (see the module docstring)."""
     if isinstance(value, dict):
@@ -502,6 +596,8 @@ def jsonable(value: Any) -> Any:
             return [[jsonable(k), jsonable(v)] for k, v in value]
         return [jsonable(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
+        # Only reached for a row already refused (its raw copy in the rejects file, whose
+        # message names the value) or by callers that pass no ``bad``: JSON has no NaN.
         return None
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
@@ -520,10 +616,17 @@ def _jsonable_row(batch: pa.RecordBatch, i: int) -> dict[str, Any]:
     return jsonable(batch.slice(i, 1).to_pylist()[0])
 
 
+def _undictionary(t: pa.DataType) -> pa.DataType:
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
 def check_same_schema(schema: pa.Schema, where: str, first: pa.Schema, first_where: str) -> None:
     """``InputError`` naming both files when a shard's columns differ from the first shard's.
 
-    A column typed ``null`` (all null in that shard, as pandas writes it) matches any type.
+    A column typed ``null`` (all null in that shard, as pandas writes it) matches any type; a
+    dictionary column matches its value type (pandas picks the index width of a categorical by
+    its number of categories, and a shard without one writes plain values): both are read as
+    their values.
     """
     problems = []
     only_here = [n for n in schema.names if n not in first.names]
@@ -534,7 +637,7 @@ def check_same_schema(schema: pa.Schema, where: str, first: pa.Schema, first_whe
         problems.append(f"columns missing here: {', '.join(only_first)}")
     for name in schema.names:
         if name in first.names:
-            a, b = schema.field(name).type, first.field(name).type
+            a, b = _undictionary(schema.field(name).type), _undictionary(first.field(name).type)
             if a != b and not pa.types.is_null(a) and not pa.types.is_null(b):
                 problems.append(f"column {name!r} is {a} here but {b} there")
     if problems:
@@ -675,8 +778,7 @@ def suggest_table(schema: pa.Schema, first: pa.RecordBatch | None) -> dict[str, 
                 vectors.append(f.name)
     candidates = sorted(
         (f for f in schema if _id_rank(f.name) >= 0 and f.name not in vectors
-         and (pa.types.is_integer(f.type) or pa.types.is_string(f.type)
-              or pa.types.is_large_string(f.type))),
+         and id_type_kind(f.type) is not None),
         key=lambda f: _id_rank(f.name))
     id_column = candidates[0].name if candidates else None
     used = set(vectors) | set(sparse) | {id_column}

@@ -40,7 +40,7 @@ from vecferry.converters.parts import (
     read_directory_manifest,
 )
 from vecferry.digest import StreamDigest
-from vecferry.errors import InputError, Location, SchemaError, UsageError
+from vecferry.errors import InputError, Location, SchemaError, UsageError, VecferryError
 from vecferry.mapping import (
     NARROWING_WARNING,
     Mapping,
@@ -124,30 +124,30 @@ def _dtype_name(t: pa.DataType, column: str, source: str) -> str:
                       hint="vectors must be float32, float16 or uint8")
 
 
+def _vector_spec(f: pa.Field, source: str) -> VectorSpec:
+    """The vector a column of the stream layout holds; ``SchemaError`` for any other type."""
+    t = f.type
+    if pa.types.is_fixed_size_list(t):
+        return VectorSpec(vector_name(f.name), "dense", t.list_size,
+                          _dtype_name(t.value_type, f.name, source))
+    if pa.types.is_list(t) and pa.types.is_fixed_size_list(t.value_type):
+        return VectorSpec(vector_name(f.name), "multi", t.value_type.list_size,
+                          _dtype_name(t.value_type.value_type, f.name, source))
+    if pa.types.is_struct(t) and {t.field(i).name for i in range(t.num_fields)} == {
+            "indices", "values"}:
+        return VectorSpec(vector_name(f.name), "sparse")
+    raise SchemaError(f"column {f.name!r} has type {t}, which is not a vector type",
+                      location=Location(source),
+                      hint="dense vectors must be fixed_size_list<float32>[dim]")
+
+
 def infer_manifest(schema: pa.Schema, source: str) -> Manifest:
     """A manifest for a Parquet file in the stream layout that was written without one."""
     names = schema.names
     if ID_COLUMN not in names:
         raise InputError(f"no 'id' column (columns: {', '.join(names)})",
                          location=Location(source), hint="the file needs an 'id' column")
-    vectors = []
-    for f in schema:
-        if f.name != "vector" and not f.name.startswith("vector."):
-            continue
-        t = f.type
-        if pa.types.is_fixed_size_list(t):
-            vectors.append(VectorSpec(vector_name(f.name), "dense", t.list_size,
-                                      _dtype_name(t.value_type, f.name, source)))
-        elif pa.types.is_list(t) and pa.types.is_fixed_size_list(t.value_type):
-            vectors.append(VectorSpec(vector_name(f.name), "multi", t.value_type.list_size,
-                                      _dtype_name(t.value_type.value_type, f.name, source)))
-        elif pa.types.is_struct(t) and {t.field(i).name for i in range(t.num_fields)} == {
-                "indices", "values"}:
-            vectors.append(VectorSpec(vector_name(f.name), "sparse"))
-        else:
-            raise SchemaError(f"column {f.name!r} has type {t}, which is not a vector type",
-                              location=Location(source),
-                              hint="dense vectors must be fixed_size_list<float32>[dim]")
+    vectors = [_vector_spec(f, source) for f in schema if _is_vector_name(f.name)]
     if not vectors:
         raise InputError(f"no vector column (columns: {', '.join(names)})",
                          location=Location(source),
@@ -157,9 +157,53 @@ def infer_manifest(schema: pa.Schema, source: str) -> Manifest:
     return Manifest(vectors=vectors, id_kind=id_kind)
 
 
+def _is_vector_name(name: str) -> bool:
+    return name == "vector" or name.startswith("vector.")
+
+
+def _has_stream_names(schema: pa.Schema) -> bool:
+    """Whether a file has a column named as vecferry names them (an ``id`` or a vector)."""
+    return any(n == ID_COLUMN or _is_vector_name(n) for n in schema.names)
+
+
+def layout_problem(schema: pa.Schema) -> str | None:
+    """Why a file without a manifest is not in vecferry's stream layout; None when it is.
+
+    The stream layout is read column for column, without per-row checks, and only its own
+    columns are read: so it must be exactly vecferry's columns with vecferry's types. Anything
+    else (a column more, a ``list<float>`` or float64 vector as pandas writes it, a dictionary
+    id) is another tool's file and is read through a mapping, which keeps every column and
+    checks every row.
+    """
+    names = schema.names
+    vectors = [n for n in names if _is_vector_name(n)]
+    if ID_COLUMN not in names:
+        return "no 'id' column" if vectors else "no 'id' or 'vector' column"
+    id_type = schema.field(ID_COLUMN).type
+    if not (pa.types.is_integer(id_type) or pa.types.is_string(id_type)
+            or pa.types.is_large_string(id_type)):
+        return f"column 'id' has type {id_type}, which vecferry does not write"
+    if not vectors:
+        return "no 'vector' column"
+    for name in vectors:
+        try:
+            _vector_spec(schema.field(name), "")
+        except SchemaError:
+            return (f"column {name!r} has type {schema.field(name).type}, which is not a "
+                    "vecferry vector type")
+    if PAYLOAD_COLUMN in names:
+        t = schema.field(PAYLOAD_COLUMN).type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            return f"column 'payload' has type {t}, not JSON text"
+    others = [n for n in names if n not in (ID_COLUMN, PAYLOAD_COLUMN) and n not in vectors]
+    if others:
+        return f"columns that are not vecferry's: {', '.join(others)}"
+    return None
+
+
 def _is_stream_layout(schema: pa.Schema) -> bool:
-    """Whether a file without a manifest has vecferry's own columns (an ``id`` or a vector)."""
-    return any(n == ID_COLUMN or n == "vector" or n.startswith("vector.") for n in schema.names)
+    """Whether a file without a manifest is in vecferry's stream layout (``layout_problem``)."""
+    return layout_problem(schema) is None
 
 
 def _first_batch(files: list[pq.ParquetFile], columns: list[str] | None = None
@@ -171,29 +215,38 @@ def _first_batch(files: list[pq.ParquetFile], columns: list[str] | None = None
     return None
 
 
-def foreign_error(pf: pq.ParquetFile, path: Path) -> InputError:
-    """The error for a file holding neither a manifest nor vecferry's columns: the mapping to
-    pass, as ``vecferry inspect`` would suggest it."""
-    names = pf.schema_arrow.names
-    suggestion = suggest_table(pf.schema_arrow, _first_batch([pf]))
+def foreign_error(pf: pq.ParquetFile, path: Path, problem: str) -> VecferryError:
+    """The error for a file holding no manifest and not in the stream layout (``problem`` says
+    why): the mapping to pass, as ``vecferry inspect`` would suggest it."""
+    schema = pf.schema_arrow
+    names = schema.names
+    suggestion = suggest_table(schema, _first_batch([pf]))
     if suggestion["vector_columns"] or suggestion["sparse_columns"]:
         hint = f"read it with a mapping, e.g. {suggestion['flags']}"
     else:
+        if _has_stream_names(schema):
+            # Named like vecferry's columns, and no column a mapping could read as a vector:
+            # what is wrong with the stream layout is the useful message.
+            try:
+                infer_manifest(schema, str(path))
+            except VecferryError as exc:
+                return exc
         hint = ("read it with a mapping: --vector-column [NAME=]COLUMN, optionally --id-column "
                 "COLUMN and --payload-columns a,b,c; no column looks like a vector")
-    return InputError(f"not a vecferry file: no manifest and no 'id' or 'vector' column "
+    return InputError(f"not a vecferry file: no manifest and {problem} "
                       f"(columns: {', '.join(names)})", location=Location(str(path)), hint=hint)
 
 
 class ParquetReader:
     """Streams row groups of one file or a directory of parts; memory bounded by a row group.
 
-    Without mapping options the file is vecferry's (manifest in its metadata, or the stream
-    layout). With them (``id_column``, ``vector_column``, ``sparse_column``, ``payload_columns``,
-    ``json_columns``; see ``vecferry.mapping``) any table is read, shards of a directory in
-    natural name order (``2.parquet`` before ``10.parquet``). ``InputError`` when a file is
-    missing, not Parquet, not vecferry's and given no mapping (the hint suggests one), or when
-    parts disagree on their schema (naming both files).
+    Without mapping options the file is vecferry's (manifest in its metadata, or exactly the
+    stream layout's columns and types, see ``layout_problem``). With them (``id_column``,
+    ``vector_column``, ``sparse_column``, ``payload_columns``, ``json_columns``; see
+    ``vecferry.mapping``) any table is read, shards of a directory in natural name order
+    (``2.parquet`` before ``10.parquet``). ``InputError`` when a file is missing, not Parquet,
+    not vecferry's and given no mapping (the message says why it is not, the hint suggests a
+    mapping), or when parts disagree on their schema (naming both files).
     """
 
     def __init__(self, location: str, *, context: Context, id_column: str | None = None,
@@ -227,12 +280,12 @@ class ParquetReader:
             except (ValueError, TypeError) as exc:
                 raise InputError(f"manifest metadata is not valid: {exc}",
                                  location=Location(str(self.parts[0]))) from exc
-        elif _is_stream_layout(first.schema_arrow):
+        elif (problem := layout_problem(first.schema_arrow)) is None:
             manifest = infer_manifest(first.schema_arrow, str(self.parts[0]))
             if id_kind is not None:
                 manifest.id_kind = id_kind
         else:
-            raise foreign_error(first, self.parts[0])
+            raise foreign_error(first, self.parts[0], problem)
         self._rows = 0
         self._files: list[pq.ParquetFile] = []
         recorded: list[dict[str, Any] | None] = []
