@@ -121,3 +121,21 @@ def by_id(ids: Any, vecs: np.ndarray) -> dict[Any, bytes]:
     """{id: exact vector bytes}, to compare two streams in any order."""
     return {i if isinstance(i, str) else int(i): v.tobytes()
             for i, v in zip(ids, vecs, strict=True)}
+
+
+def converted_index(directory: Path, *, ids: str = "strings", payloads: bool = True,
+                    name: str = "i.faiss") -> str:
+    """An index vecferry wrote (with its sidecars) from N points of JSONL: string ids
+    ``doc-<i>`` or the integer ids ``IDS``, payloads ``{"i": i}`` on every point or none."""
+    import orjson
+
+    import vecferry
+
+    src = directory / f"{name}.src.jsonl"
+    src.write_bytes(b"".join(
+        orjson.dumps({"id": f"doc-{i}" if ids == "strings" else int(IDS[i]),
+                      "vector": v.tolist(), **({"payload": {"i": i}} if payloads else {})})
+        + b"\n" for i, v in enumerate(vectors())))
+    index = str(directory / name)
+    vecferry.convert(str(src), index)
+    return index

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import faiss
@@ -24,6 +25,7 @@ from faiss_helpers import (
     build,
     build_binary,
     by_id,
+    converted_index,
     read_all,
     vectors,
 )
@@ -638,7 +640,11 @@ def test_a_payload_sidecar_that_does_not_fit_the_index_is_named(tmp_path, monkey
     vecferry.convert(str(src), index)
     side = index + ".payloads.parquet"
     table = pq.read_table(side)
-    pq.write_table(table.filter(pa.compute.not_equal(table.column("faiss_id"), 5)), side)
+    # as many rows as the index has points (a short sidecar stops the open, see below), but
+    # FAISS id 5 is not among them
+    fids = pa.compute.if_else(pa.compute.equal(table.column("faiss_id"), 5), 1000,
+                              table.column("faiss_id"))
+    pq.write_table(table.set_column(0, "faiss_id", fids), side)
     with pytest.raises(InputError) as info:
         vecferry.convert(index, str(tmp_path / "o.jsonl"))
     assert str(info.value) == (
@@ -809,3 +815,305 @@ def test_written_index_proves_itself_and_a_changed_one_fails(tmp_path, factory):
     changed = verify(out)
     assert not changed["ok"]
     assert changed["problems"][0] == "count differs: manifest says 37, file holds 38"
+
+
+# -------------------------------------------------------------------------- sidecars lost
+
+
+def test_an_index_whose_id_sidecar_is_missing_is_refused_naming_it(tmp_path):
+    """QA: an index copied without its payload sidecar read back with ids 0..n-1 and no
+    payloads, exit 0; the original ids and payloads were silently gone."""
+    index = converted_index(tmp_path)
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    for suffix in ("", ".manifest.json"):
+        shutil.copy(index + suffix, moved / ("i.faiss" + suffix))
+    copy = str(moved / "i.faiss")
+    with pytest.raises(InputError) as info:
+        vecferry.convert(copy, str(moved / "o.jsonl"))
+    assert str(info.value) == (
+        f"{copy}: payload sidecar {copy}.payloads.parquet is missing: the index holds ids "
+        "0..n-1 in place of the original ids (string) of its 37 points, which are in that file "
+        f"with their payloads (put {copy}.payloads.parquet back beside the index, as vecferry "
+        f"wrote it; if it is lost, moving {copy}.manifest.json away reads the index without "
+        "them, with its FAISS ids)")
+    assert sorted(p.name for p in moved.iterdir()) == ["i.faiss", "i.faiss.manifest.json"]
+    # what the hint says holds: the sidecar put back restores the ids and payloads ...
+    shutil.copy(index + ".payloads.parquet", copy + ".payloads.parquet")
+    vecferry.convert(copy, str(moved / "o.jsonl"))
+    back = [orjson.loads(line) for line in (moved / "o.jsonl").read_bytes().splitlines()]
+    assert [(p["id"], p["payload"]) for p in back] == [(f"doc-{i}", {"i": i}) for i in range(N)]
+    # ... and without both sidecars the index reads with its own ids
+    for suffix in (".payloads.parquet", ".manifest.json"):
+        Path(copy + suffix).unlink()
+    _, _, payloads, reader, _ = read_all(copy)
+    assert reader.manifest.id_kind == "int" and payloads == [None] * N
+
+
+def test_a_missing_sidecar_of_integer_ids_with_payloads_is_refused(tmp_path):
+    index = converted_index(tmp_path, ids="integers")
+    side = index + ".payloads.parquet"
+    manifest = orjson.loads(Path(index + ".manifest.json").read_bytes())
+    assert manifest["extra"]["faiss_writer"]["payload_sidecar_rows"] == N
+    Path(side).unlink()
+    with pytest.raises(InputError) as info:
+        FaissReader(index, context=Context())
+    assert str(info.value) == (
+        f"{index}: payload sidecar {side} is missing: its manifest sidecar says the payloads of "
+        f"37 points are in that file (put {side} back beside the index, as vecferry wrote it; "
+        f"if it is lost, moving {index}.manifest.json away reads the index without them, with "
+        "its FAISS ids)")
+    # integer ids and no payloads: no sidecar is written, none is looked for
+    bare = converted_index(tmp_path, ids="integers", payloads=False, name="bare.faiss")
+    assert not Path(bare + ".payloads.parquet").exists()
+    ids, _, payloads, _, _ = read_all(bare)
+    assert sorted(ids.tolist()) == sorted(IDS.tolist()) and payloads == [None] * N
+
+
+@pytest.mark.parametrize("ids", ["strings", "integers"])
+@pytest.mark.parametrize("recorded", [True, False])
+def test_a_payload_sidecar_cut_short_is_refused_at_open(tmp_path, ids, recorded):
+    """A sidecar with fewer rows than vecferry wrote: for mapped ids, manifests written before
+    the row count was recorded are checked against the point count."""
+    index = converted_index(tmp_path, ids=ids)
+    side = index + ".payloads.parquet"
+    pq.write_table(pq.read_table(side).slice(0, N - 1), side)
+    if not recorded:
+        manifest = orjson.loads(Path(index + ".manifest.json").read_bytes())
+        del manifest["extra"]["faiss_writer"]["payload_sidecar_rows"]
+        Path(index + ".manifest.json").write_bytes(orjson.dumps(manifest))
+    if ids == "integers" and not recorded:
+        # nothing says how many points had a payload: the rows there are are joined
+        _, _, payloads, _, _ = read_all(index)
+        assert sum(p is not None for p in payloads) == N - 1
+        return
+    with pytest.raises(InputError) as info:
+        FaissReader(index, context=Context())
+    rows = ("one per point, with its original id (string) and payload" if ids == "strings"
+            else "one per point with a payload")
+    assert str(info.value) == (
+        f"{side}: payload sidecar holds 36 rows, but vecferry wrote 37 with this index: {rows} "
+        "(it belongs to another index or was cut short; put back the sidecar written with this "
+        "index)")
+
+
+def test_a_payload_sidecar_without_the_original_ids_is_refused(tmp_path):
+    index = converted_index(tmp_path)
+    side = index + ".payloads.parquet"
+    pq.write_table(pq.read_table(side).drop_columns(["id"]), side)
+    with pytest.raises(InputError) as info:
+        FaissReader(index, context=Context())
+    assert str(info.value) == (
+        f"{side}: payload sidecar has no 'id' column, but the index's manifest sidecar says the "
+        "original ids (string) are there (it belongs to another index; put back the sidecar "
+        "written with this index)")
+
+
+def test_a_payload_sidecar_without_its_manifest_is_refused(tmp_path):
+    index = converted_index(tmp_path)
+    Path(index + ".manifest.json").unlink()
+    with pytest.raises(InputError) as info:
+        FaissReader(index, context=Context())
+    assert str(info.value) == (
+        f"{index}: payload sidecar {index}.payloads.parquet has no manifest sidecar "
+        f"{index}.manifest.json beside it: the payloads (and any original ids) it holds cannot "
+        f"be applied without it (put {index}.manifest.json back beside the index, as vecferry "
+        "wrote it)")
+
+
+# --------------------------------------------------------------------------- lossy targets
+
+
+def _points_schema(distance: str | None = "Euclid") -> pa.Schema:
+    return Manifest(vectors=[VectorSpec(name="", size=D, distance=distance)]).schema()
+
+
+def _write(out: str, n: int = N, context: Context | None = None,
+           stream_distance: str | None = "Euclid", x: np.ndarray | None = None,
+           **options) -> dict:
+    """Write ``n`` points whose vector has ``stream_distance``; ``options`` go to the writer."""
+    schema = _points_schema(stream_distance)
+    writer = FaissWriter(out, schema, context=context or Context(), **options)
+    writer.write_batch(_stream(schema, n=n, vector=vectors(n=n) if x is None else x))
+    return writer.close()
+
+
+def _sidecar_manifest(out: str) -> dict:
+    return orjson.loads(Path(out + ".manifest.json").read_bytes())
+
+
+@pytest.mark.parametrize(("factory", "index_type", "lossy"), [
+    ("PQ2x4", "IndexIDMap2(IndexPQ)", "IndexPQ keeps"),
+    ("SQ8", "IndexIDMap2(IndexScalarQuantizer)", "IndexScalarQuantizer keeps"),
+    ("PCA4,Flat", "IndexIDMap2(IndexPreTransform(IndexFlat))",
+     "IndexPreTransform (PCAMatrix) keeps"),
+    ("IVF3,PQ2x4", "IndexIVFPQ", "IndexIVFPQ keeps"),
+    ("OPQ2,PQ2x4", "IndexIDMap2(IndexPreTransform(IndexPQ))",
+     "IndexPreTransform (OPQMatrix), IndexPQ keep"),
+])
+def test_a_lossy_index_factory_needs_allow_lossy(tmp_path, factory, index_type, lossy):
+    """QA: `--index-factory PQ8` wrote approximations with exit 0, no warning, lossy: false."""
+    src = tmp_path / "in.parquet"
+    vecferry.convert(build(tmp_path / "s.faiss", "IDMap2,Flat")[1], str(src))
+    out = tmp_path / "o.faiss"
+    with pytest.raises(UnsupportedError) as info:
+        vecferry.convert(str(src), str(out), writer_options={"index_factory": factory})
+    assert str(info.value) == (
+        f"{out}: index factory {factory!r} builds a lossy index, {index_type}: {lossy} "
+        "approximations of the vectors, not the vectors (pass --allow-lossy to write it anyway, "
+        "or choose an exact index such as 'IDMap2,Flat', 'HNSW32' or 'IVF1024,Flat')")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet", "s.faiss"]
+
+
+def test_a_lossy_index_written_with_allow_lossy_says_so(tmp_path):
+    out = str(tmp_path / "pq.faiss")
+    context = Context()
+    x = vectors(n=300, seed=3)
+    _write(out, n=300, x=x, context=context, index_factory="PQ2x4", allow_lossy=True)
+    assert context.warnings == [
+        f"{out}: index 'PQ2x4' is lossy (IndexPQ); it keeps approximations of the vectors, read "
+        "back only with --allow-lossy"]
+    manifest = _sidecar_manifest(out)
+    assert manifest["extra"]["faiss"] == {
+        "index_type": "IndexIDMap2(IndexPQ)", "metric": "L2", "lossy": True,
+        "lossy_components": ["IndexPQ"], "faiss_version": faiss.__version__}
+    assert manifest["digest"] is None  # approximations would not match a digest of the input
+    with pytest.raises(UnsupportedError, match="stores lossy codes"):
+        FaissReader(out, context=Context())
+    ids, vecs, _, reader, _ = read_all(out, allow_lossy=True)
+    assert ids.tolist() == list(range(300)) and reader.manifest.extra["faiss"]["lossy"] is True
+    assert not np.array_equal(vecs, x)
+
+
+def test_a_source_index_s_facts_do_not_describe_the_written_one(tmp_path):
+    # the stream comes from a lossy index (facts lossy: true); the exact index written from it
+    # is described as what it is
+    _, src = build(tmp_path / "s.faiss", "IDMap,SQ8")
+    vecferry.convert(src, str(tmp_path / "m.parquet"), reader_options={"allow_lossy": True})
+    out = str(tmp_path / "o.faiss")
+    vecferry.convert(str(tmp_path / "m.parquet"), out)
+    assert _sidecar_manifest(out)["extra"]["faiss"] == {
+        "index_type": "IndexIDMap2(IndexFlat)", "metric": "L2", "lossy": False,
+        "faiss_version": faiss.__version__}
+
+
+@pytest.mark.parametrize(("factory", "built", "unsupported"), [
+    ("LSH", "IndexIDMap2(IndexLSH)", "IndexLSH"),
+    ("PQ2x4fs", "IndexIDMap2(IndexPQFastScan)", "IndexPQFastScan"),
+    ("NSG8,Flat", "IndexIDMap2(IndexNSGFlat)", "IndexNSGFlat"),
+])
+def test_an_index_the_reader_cannot_read_back_is_refused_before_writing(tmp_path, factory,
+                                                                        built, unsupported):
+    out = str(tmp_path / "o.faiss")
+    with pytest.raises(UnsupportedError) as info:
+        FaissWriter(out, _points_schema(), context=Context(), index_factory=factory,
+                    allow_lossy=True)
+    assert str(info.value) == (
+        f"{out}: index factory {factory!r} builds {built}, which vecferry cannot read back "
+        f"(FAISS index type {unsupported} is not supported) (choose another --index-factory; "
+        f"{faiss_index._supported_hint()})")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refined_index_keeps_exact_vectors_and_is_not_lossy(tmp_path):
+    # its PQ codes are a search shortcut; the refinement index holds the vectors themselves
+    out = str(tmp_path / "r.faiss")
+    x = vectors(n=300, seed=4)
+    _write(out, n=300, x=x, index_factory="IVF3,PQ2x4,RFlat")
+    manifest = _sidecar_manifest(out)
+    assert manifest["extra"]["faiss"]["lossy"] is False and manifest["digest"] is not None
+    ids, vecs, *_ = read_all(out)
+    assert np.array_equal(vecs[np.argsort(ids)].view(np.uint32), x.view(np.uint32))
+
+
+# ---------------------------------------------------------------------------- distance
+
+
+@pytest.mark.parametrize(("distance", "metric"), [
+    ("Cosine", faiss.METRIC_INNER_PRODUCT), ("Dot", faiss.METRIC_INNER_PRODUCT),
+    ("Euclid", faiss.METRIC_L2), ("Manhattan", faiss.METRIC_L1)])
+def test_distance_option_applies_when_the_stream_has_none(tmp_path, distance, metric):
+    """QA: `--distance` was refused for FAISS targets though --help offers it."""
+    out = str(tmp_path / "o.faiss")
+    context = Context()
+    x = vectors()
+    report = _write(out, x=x, context=context, stream_distance=None, distance=distance)
+    assert faiss.read_index(out).metric_type == metric
+    manifest = _sidecar_manifest(out)
+    assert manifest["vectors"][0]["distance"] == distance
+    assert manifest["extra"]["faiss_writer"]["distance"] == (
+        f"{distance}, given as an option (the stream had none)")
+    _, vecs, _, reader, _ = read_all(out)
+    assert reader.manifest.vectors[0].distance == distance
+    if distance == "Cosine":  # normalized into an inner-product index, as for Cosine streams
+        assert report["normalized"] == N
+        np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, rtol=1e-6)
+        assert context.warnings == [f"{out}: 37 vector(s) were not unit length and were "
+                                    "normalized for the Cosine distance"]
+    else:
+        assert np.array_equal(vecs.view(np.uint32), x.view(np.uint32))
+        assert context.warnings == []
+
+
+def test_distance_option_does_not_override_the_stream_s_distance(tmp_path):
+    out = str(tmp_path / "o.faiss")
+    context = Context()
+    _write(out, context=context, stream_distance="Euclid", distance="Dot")
+    assert context.warnings == [f"{out}: distance Dot (--distance) is not used: the stream "
+                                "records Euclid"]
+    assert faiss.read_index(out).metric_type == faiss.METRIC_L2
+    assert _sidecar_manifest(out)["vectors"][0]["distance"] == "Euclid"
+    assert "distance" not in _sidecar_manifest(out)["extra"]["faiss_writer"]
+    quiet = Context()
+    _write(str(tmp_path / "same.faiss"), context=quiet, distance="Euclid")
+    assert quiet.warnings == []
+
+
+def test_distance_option_on_binary_vectors_and_unknown_distances(tmp_path):
+    xb = binary_vectors()
+    _, src = build_binary(tmp_path / "b.faiss", "idmap2", xb)
+    vecferry.convert(src, str(tmp_path / "b.parquet"))
+    reader = vecferry.open_reader(str(tmp_path / "b.parquet"))
+    out = str(tmp_path / "c.faiss")
+    context = Context()
+    writer = FaissWriter(out, reader.schema, context=context, distance="Cosine")
+    for batch in reader.batches(N):
+        writer.write_batch(batch)
+    writer.close()
+    assert context.warnings == [
+        f"{out}: distance Cosine (--distance) is not used: the vectors are packed bits, and a "
+        "binary index compares them by Hamming distance"]
+    assert _sidecar_manifest(out)["vectors"][0]["distance"] is None
+    with pytest.raises(UsageError) as info:
+        FaissWriter(str(tmp_path / "d.faiss"), _points_schema(None), context=Context(),
+                    distance="cosine")
+    assert str(info.value) == ("unknown distance 'cosine' (choose one of Euclid, Dot, Cosine, "
+                               "Manhattan)")
+    assert not (tmp_path / "d.faiss").exists()
+
+
+def test_cli_distance_reaches_a_faiss_target_and_a_lossy_factory_is_refused(tmp_path):
+    from click.testing import CliRunner
+
+    from vecferry.cli import main
+
+    src = tmp_path / "in.parquet"  # another tool's Parquet: no distance recorded
+    x = vectors()
+    pq.write_table(pa.table({"id": pa.array(np.arange(N, dtype=np.uint64)),
+                             "vector": pa.FixedSizeListArray.from_arrays(
+                                 pa.array(x.reshape(-1)), D)}), src)
+    out = tmp_path / "o.faiss"
+    result = CliRunner().invoke(main, ["convert", str(src), str(out), "--distance", "Dot", "-q"],
+                                catch_exceptions=False)
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert faiss.read_index(str(out)).metric_type == faiss.METRIC_INNER_PRODUCT
+    lossy = tmp_path / "pq.faiss"
+    result = CliRunner().invoke(main, ["convert", str(src), str(lossy), "--index-factory",
+                                       "SQ8", "-q"], catch_exceptions=False)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: {lossy}: index factory 'SQ8' builds a lossy index, "
+        "IndexIDMap2(IndexScalarQuantizer): IndexScalarQuantizer keeps approximations of the "
+        "vectors, not the vectors (pass --allow-lossy to write it anyway, or choose an exact "
+        "index such as 'IDMap2,Flat', 'HNSW32' or 'IVF1024,Flat')\n")
+    assert not lossy.exists()

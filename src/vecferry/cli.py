@@ -21,7 +21,7 @@ ROUTES: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
     "ids": (("reader",), None),
     "payloads": (("reader",), None),
     "id_kind": (("reader",), None),
-    "allow_lossy": (("reader",), None),
+    "allow_lossy": (("reader", "writer"), ("faiss",)),
     "index_factory": (("writer",), None),
     "vector": (("writer",), ("faiss",)),
     "train_rows": (("writer",), ("faiss",)),
@@ -171,7 +171,8 @@ _MAPPING_OPTIONS = [
     click.option("--vdf-index", metavar="NAME[/NAMESPACE]", help="VDF: the index (and "
                  "namespace) to read, or the index name to write."),
     click.option("--allow-lossy", is_flag=True, default=None,
-                 help="FAISS: read lossy codes (PQ, SQ, ...) as decoded approximations."),
+                 help="FAISS: read lossy codes (PQ, SQ, ...) as decoded approximations, or "
+                 "write a lossy --index-factory."),
 ]
 
 
@@ -284,7 +285,8 @@ def _reader_side_options(routed: dict[str, Any], fmt: str, side: str) -> dict[st
     if side == "destination":
         # The target is read back with its connection settings only, never the source's.
         reading = {k: v for k, v in reading.items() if k in ("api_key_env", "timeout",
-                                                             "id_field", "max_retries")}
+                                                             "id_field", "max_retries",
+                                                             "allow_lossy")}
     opts, _ = _route(reading, fmt, fmt)
     return opts
 

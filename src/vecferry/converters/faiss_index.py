@@ -39,7 +39,9 @@ Stream mapping:
 
 Writing (``FaissWriter``) builds ``index_factory`` (default ``IDMap2,Flat``; an index that cannot
 take ids is wrapped in ``IDMap2``), training it on a bounded sample first when it needs training.
-Sidecars next to ``<index>``:
+The metric follows the stream's distance, or ``distance=`` when the stream has none. An index the
+reader has no path for is refused before writing; one the reader reads as lossy needs
+``allow_lossy=True`` (a warning, and ``lossy`` in the manifest). Sidecars next to ``<index>``:
 
 * ``<index>.manifest.json``: the stream manifest (vector name, distance, datatype, id kind,
   source, Qdrant collection config) plus what the writer did (``extra["faiss_writer"]``);
@@ -48,7 +50,10 @@ Sidecars next to ``<index>``:
   ``faiss_id`` = 0, 1, 2, ... in stream order).
 
 The reader applies both when they are present and describe the same number of points, so
-FAISS -> anything -> FAISS -> anything restores ids, payloads, distance and names.
+FAISS -> anything -> FAISS -> anything restores ids, payloads, distance and names. A payload
+sidecar the manifest says exists but is missing, short, or without the original ids, or one
+without its manifest, is an ``InputError`` at open: read on, it would give ids 0..n-1 and no
+payloads.
 """
 
 from __future__ import annotations
@@ -555,6 +560,7 @@ class _Sidecar:
                              location=Location(source=str(path)))
         self.columns = [c for c in ("id", PAYLOAD_COLUMN) if c in names]
         self.has_ids = "id" in names
+        self.rows = meta.num_rows
         self._bytes = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
         self._fid: np.ndarray | None = None
         self._memory: dict[str, pa.Array] = {}
@@ -721,9 +727,7 @@ class FaissReader:
 
         self._stale_digest: dict[str, Any] | None = None
         self._sidecar_manifest = self._load_manifest_sidecar(path)
-        sidecar_path = Path(str(path) + PAYLOADS_SUFFIX)
-        self._sidecar = (_Sidecar(sidecar_path)
-                         if self._sidecar_manifest and sidecar_path.exists() else None)
+        self._sidecar = self._open_sidecar(path)
         # Problems of the payloads file are reported by the read that reaches the end of the
         # index, with the payloads no vector took: in a partitioned run every worker loads
         # the file, and each problem must reach the rejects once. With on_error="fail" the
@@ -826,6 +830,62 @@ class FaissReader:
                               f"holds {self._count} (the index changed after vecferry wrote it)")
             return None
         return old
+
+    def _open_sidecar(self, path: Path) -> _Sidecar | None:
+        """The payload sidecar the manifest sidecar goes with (footer only), or None.
+
+        Without it, an index whose ids were mapped to 0..n-1 would read back with those
+        positions as ids and no payloads, which looks like a complete export: so a sidecar
+        that is missing, short or without the original ids stops the read here, naming it.
+        """
+        side = Path(str(path) + PAYLOADS_SUFFIX)
+        side_name = self.location + PAYLOADS_SUFFIX   # the user's name (path may be a copy)
+        manifest_name = self.location + MANIFEST_SUFFIX
+        old = self._sidecar_manifest
+        if old is None:
+            if side.exists() and not Path(str(path) + MANIFEST_SUFFIX).exists():
+                # the id kind of the ids it holds is in the manifest; without it neither the
+                # ids nor the payloads can be applied
+                raise InputError(
+                    f"payload sidecar {side_name} has no manifest sidecar {manifest_name} "
+                    "beside it: the payloads (and any original ids) it holds cannot be "
+                    "applied without it", location=Location(source=self.location),
+                    hint=f"put {manifest_name} back beside the index, as vecferry wrote it")
+            return None
+        writer = old.extra.get("faiss_writer") or {}
+        mapped = old.id_kind != "int"  # FaissWriter maps every id kind but "int" to 0..n-1
+        recorded = writer.get("payload_sidecar_rows")
+        # manifests written before the row count was recorded: a mapped index has one row per
+        # point; for integer ids only the points with a payload have one, so it is unknown
+        expected = recorded if isinstance(recorded, int) else (self._count if mapped else None)
+        if not side.exists():
+            if not expected:
+                return None
+            lost = (f"the index holds ids 0..n-1 in place of the original ids ({old.id_kind}) "
+                    f"of its {self._count} points, which are in that file with their payloads"
+                    if mapped else f"its manifest sidecar says the payloads of {expected} points "
+                    "are in that file")
+            raise InputError(
+                f"payload sidecar {side_name} is missing: {lost}",
+                location=Location(source=self.location),
+                hint=f"put {side_name} back beside the index, as vecferry wrote it; if it is "
+                     f"lost, moving {manifest_name} away reads the index without them, with its "
+                     "FAISS ids")
+        sidecar = _Sidecar(side)
+        if mapped and not sidecar.has_ids:
+            raise InputError(
+                "payload sidecar has no 'id' column, but the index's manifest sidecar says the "
+                f"original ids ({old.id_kind}) are there", location=Location(source=side_name),
+                hint="it belongs to another index; put back the sidecar written with this index")
+        if expected is not None and sidecar.rows != expected:
+            rows = (f"one per point, with its original id ({old.id_kind}) and payload" if mapped
+                    else "one per point with a payload")
+            raise InputError(
+                f"payload sidecar holds {sidecar.rows} rows, but vecferry wrote {expected} with "
+                f"this index: {rows}", location=Location(source=side_name),
+                hint="it belongs to another index or was cut short; put back the sidecar "
+                     "written with this index")
+        return sidecar
 
     def count(self) -> int | None:
         return self._count
@@ -1053,23 +1113,31 @@ def _walk(index: Any) -> Iterator[Any]:
             except (TypeError, AttributeError, RuntimeError):
                 return
 
+#: what ``distance=`` may name, with the metric it gives (Cosine: normalized vectors, IP)
+DISTANCES = tuple(_METRIC_OF)
 
-#: factory components whose codes are approximations of the vectors
-_LOSSY_FACTORY = re.compile(r"PQ|SQ|RQ|LSQ|LSH|PCA|OPQ|ITQ|RR")
 
 class FaissWriter:
     """Build a FAISS index from a point stream; the index file plus sidecars (module docstring).
 
     Raises ``UnsupportedError`` before writing anything when the stream holds what FAISS cannot
-    (sparse or multi vectors, several dense vectors and no ``vector=NAME``), ``UsageError`` for an
-    index factory string FAISS rejects. Points without the vector, with NaN/inf, or with an integer
-    id past 2^63-1 go to ``context.reject``.
+    (sparse or multi vectors, several dense vectors and no ``vector=NAME``), when the index
+    factory builds an index ``FaissReader`` cannot read back, or a lossy one without
+    ``allow_lossy``; ``UsageError`` for an index factory string FAISS rejects or an unknown
+    ``distance``. Points without the vector, with NaN/inf, or with an integer id past 2^63-1 go
+    to ``context.reject``.
+
+    ``distance`` (Cosine, Euclid, Dot, Manhattan) is used when the stream's vector has none.
     """
 
     def __init__(self, location: str, schema: pa.Schema, *, context: Context,
                  overwrite: bool = False, index_factory: str | None = None,
-                 vector: str | None = None, train_rows: int | None = None, **options: Any):
+                 vector: str | None = None, train_rows: int | None = None,
+                 allow_lossy: bool = False, distance: str | None = None, **options: Any):
         reject_unknown_options("faiss", options)
+        if distance is not None and distance not in DISTANCES:
+            raise UsageError(f"unknown distance {distance!r}",
+                             hint=f"choose one of {', '.join(DISTANCES)}")
         self.location = location
         self.context = context
         manifest = manifest_of(schema)
@@ -1114,14 +1182,23 @@ class FaissWriter:
         self.binary_bits = (manifest.extra.get("faiss") or {}).get("binary_bits")
         if self.binary_bits and spec.datatype != "uint8":
             self.binary_bits = None
-        self.cosine = spec.distance == "Cosine" and not self.binary_bits
-        metric = _METRIC_OF.get(spec.distance or "Euclid", faiss.METRIC_L2)
-        if spec.distance is None and not self.binary_bits:
-            context.warn(f"{location}: the stream has no distance; the index uses L2")
+        self.distance = spec.distance
+        self.distance_given = False
+        if distance is not None and self.binary_bits:
+            context.warn(f"{location}: distance {distance} (--distance) is not used: the vectors "
+                         "are packed bits, and a binary index compares them by Hamming distance")
+        elif distance is not None and spec.distance is None:
+            self.distance, self.distance_given = distance, True
+        elif distance is not None and distance != spec.distance:
+            context.warn(f"{location}: distance {distance} (--distance) is not used: the stream "
+                         f"records {spec.distance}")
+        self.cosine = self.distance == "Cosine" and not self.binary_bits
+        metric = _METRIC_OF.get(self.distance or "Euclid", faiss.METRIC_L2)
+        if self.distance is None and not self.binary_bits:
+            context.warn(f"{location}: the stream has no distance; the index uses L2 (Euclid); "
+                         "pass distance=NAME (--distance) to choose")
         assert spec.size is not None
         self.factory = index_factory or ("IDMap2,BFlat" if self.binary_bits else "IDMap2,Flat")
-        # A lossy index reads back approximations: a digest of the input would not match it.
-        self.digest = None if _LOSSY_FACTORY.search(self.factory) else StreamDigest(self._held)
         try:
             if self.binary_bits:
                 index = faiss.index_binary_factory(int(self.binary_bits), self.factory)
@@ -1138,6 +1215,35 @@ class FaissWriter:
                              f"{_faiss_message(exc)}",
                              hint="see https://github.com/facebookresearch/faiss/wiki/"
                                   "The-index-factory") from exc
+        # The reader's own plan of the (empty) index: what it cannot read back is refused,
+        # and what it reads as lossy is lossy here, so writer and reader always agree.
+        probe = _Plan()
+        try:
+            _plan(index, probe)
+        except UnsupportedError as exc:
+            raise UnsupportedError(
+                f"index factory {self.factory!r} builds {_describe(probe.chain)}, which vecferry "
+                f"cannot read back ({exc.message})", location=Location(source=location),
+                hint=f"choose another --index-factory; {exc.hint}") from exc
+        self.index_type = _describe(probe.chain)
+        self.lossy = probe.lossy
+        self.metric_name = ("Hamming" if self.binary_bits
+                            else _METRICS.get(probe.metric, (f"metric {probe.metric}",))[0])
+        del probe  # it holds views into the index
+        if self.lossy and not allow_lossy:
+            raise UnsupportedError(
+                f"index factory {self.factory!r} builds a lossy index, {self.index_type}: "
+                f"{', '.join(self.lossy)} {'keeps' if len(self.lossy) == 1 else 'keep'} "
+                "approximations of the vectors, not the vectors",
+                location=Location(source=location),
+                hint="pass --allow-lossy to write it anyway, or choose an exact index such as "
+                     "'IDMap2,Flat', 'HNSW32' or 'IVF1024,Flat'")
+        if self.lossy:
+            context.warn(f"{location}: index {self.factory!r} is lossy ({', '.join(self.lossy)}); "
+                         "it keeps approximations of the vectors, read back only with "
+                         "--allow-lossy")
+        # A lossy index reads back approximations: a digest of the input would not match it.
+        self.digest = None if self.lossy else StreamDigest(self._held)
         self.index = index
         self.map_ids = manifest.id_kind != "int"
         self.needs_training = not index.is_trained
@@ -1313,6 +1419,11 @@ class FaissWriter:
         }
         if self.trained_on:
             writer_facts["trained_on"] = self.trained_on
+        if self.distance_given:
+            writer_facts["distance"] = f"{self.distance}, given as an option (the stream had none)"
+        # the reader checks the sidecar against this: a lost or cut one must not read as "no
+        # payloads"
+        writer_facts["payload_sidecar_rows"] = self._payload_rows
         if self.cosine:
             writer_facts["cosine"] = "vectors normalized, inner-product index"
             writer_facts["normalized_rows"] = self.normalized
@@ -1330,13 +1441,23 @@ class FaissWriter:
                               location=Location(source=self.location),
                               hint="check that the output's directory exists, is writable and "
                                    "has free space") from exc
+        # extra["faiss"] describes the index written here, not the stream's source index (the
+        # reader replaces it with what it finds, this is for whoever reads the manifest)
+        index_facts: dict[str, Any] = {"index_type": self.index_type,
+                                       "metric": self.metric_name, "lossy": bool(self.lossy),
+                                       "faiss_version": faiss.__version__}
+        if self.lossy:
+            index_facts["lossy_components"] = list(self.lossy)
+        if self.binary_bits:
+            index_facts["binary_bits"] = self.binary_bits
+            index_facts["binary_encoding"] = "packed bits, uint8[d/8], bit j in byte j//8 bit j%8"
         out_manifest = Manifest(
             vectors=[VectorSpec(name=self.spec.name, kind="dense", size=self.spec.size,
-                                datatype=self.spec.datatype, distance=self.spec.distance,
+                                datatype=self.spec.datatype, distance=self.distance,
                                 extra=dict(self.spec.extra))],
             id_kind=self.in_manifest.id_kind, count=self.added,
             source=self.in_manifest.source, collection=self.in_manifest.collection,
-            extra={**self.in_manifest.extra, "faiss_writer": writer_facts},
+            extra={**self.in_manifest.extra, "faiss": index_facts, "faiss_writer": writer_facts},
             digest=self.digest.as_dict() if self.digest is not None else None)
         self._out_manifest.temp.write_bytes(out_manifest.to_json())
         nbytes = self._out.temp.stat().st_size + self._out_manifest.temp.stat().st_size
