@@ -358,7 +358,8 @@ def test_payload_sidecar_line_not_an_object(samples, tmp_path):
     with pytest.raises(RecordError) as info:
         vecferry.convert(str(samples / "bad" / "nan_vector.npy"), str(tmp_path / "o.parquet"),
                          reader_options={"payloads": str(payloads)})
-    assert str(info.value) == f"{payloads}, line 3: payload must be a JSON object, not list"
+    assert str(info.value) == (f"{payloads}, line 3, row 2, id 2: payload must be a JSON object, "
+                               "not list (each line must be a JSON object or null)")
     assert leftovers(tmp_path) == [] and not (tmp_path / "o.parquet").exists()
 
 

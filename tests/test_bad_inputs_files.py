@@ -21,7 +21,7 @@ import pytest
 
 import vecferry
 from failing import fails, read_all
-from vecferry.errors import InputError, SchemaError, UnsupportedError, UsageError
+from vecferry.errors import InputError, RecordError, SchemaError, UnsupportedError, UsageError
 from vecferry.stream import MANIFEST_KEY
 
 F32 = np.float32
@@ -166,9 +166,10 @@ def _per_vector(d: Path, *, broken: bytes | None = None, sidecar: bytes | None =
 
 def test_per_vector_file_that_is_not_npy(tmp_path):
     d = _per_vector(tmp_path / "pv", broken=b"garbage, not numpy")
-    text = fails(InputError, lambda: read_all(str(d), format="npy"))
-    assert text.startswith(f"{d / 'b.npy'}: not a readable .npy file: ")
-    assert text.endswith(" (the file may be truncated)")
+    text = fails(RecordError, lambda: read_all(str(d), format="npy"))
+    assert text.startswith(f"{d / 'b.npy'}, row 1: not a readable .npy file: ")
+    assert text.endswith(" (the file may be truncated; re-create it, or move it out of the "
+                         "directory)")
 
 
 @pytest.mark.parametrize(("sidecar", "message"), [
@@ -177,11 +178,13 @@ def test_per_vector_file_that_is_not_npy(tmp_path):
 ])
 def test_per_vector_payload_sidecar(tmp_path, sidecar, message):
     d = _per_vector(tmp_path / "pv", sidecar=sidecar)
-    text = fails(InputError, lambda: read_all(str(d), format="npy"))
+    text = fails(RecordError, lambda: read_all(str(d), format="npy"))
+    hint = " (make the file one JSON object (or null), or delete it)"
     if message.endswith(": "):
-        assert text.startswith(f"{d / 'a.json'}: {message}")
+        assert text.startswith(f"{d / 'a.json'}, row 0: {message}")
+        assert text.endswith(hint)
     else:
-        assert text == f"{d / 'a.json'}: {message}"
+        assert text == f"{d / 'a.json'}, row 0: {message}, not list{hint}"
 
 
 # -------------------------------------------------------------------------- numpy: shards

@@ -23,12 +23,21 @@ Sources:
 * any other directory: one vector per ``<id>.npy`` file, with an optional ``<id>.json`` payload
   sidecar; the id is the file stem (an integer when every stem is one).
 
+Bad points: a negative id, a payload line (or ``<id>.json`` sidecar) that is not a JSON
+object, a per-vector file that cannot be read or holds another size or dtype than the first
+readable one. Each is one ``RecordError`` through ``context.reject`` naming the file and row:
+the run fails there, or, with ``on_error="skip"``, the point goes to the rejects file (its id,
+vector when readable and payload as the input holds them) and the others are written. Whatever
+concerns every point (shape, dtype, row counts) fails the run when the source is opened.
+
 The writer produces the directory layout above; a numpy matrix cannot hold sparse or multi
 vectors, and that is said before anything is written.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import mmap
 import os
 import re
@@ -50,10 +59,29 @@ from vecferry.converters.base import (
     reject_unknown_options,
 )
 from vecferry.digest import StreamDigest
-from vecferry.errors import InputError, Location, SchemaError, UnsupportedError, UsageError
-from vecferry.fileio import iter_payload_chunks, loads_exact, payload_marks, without_bom
-from vecferry.plan import pack, row_blocks, take_rows
-from vecferry.points import dumps_payload
+from vecferry.errors import (
+    InputError,
+    Location,
+    RecordError,
+    SchemaError,
+    UnsupportedError,
+    UsageError,
+)
+from vecferry.fileio import (
+    MARK_ROWS,
+    NAN_HINT,
+    PAYLOAD_CHUNK,
+    _payload_texts,
+    iter_lines,
+    iter_payload_chunks,
+    loads_exact,
+    nonstandard_constant,
+    open_read,
+    payload_marks,
+    without_bom,
+)
+from vecferry.plan import pack, row_blocks
+from vecferry.points import dumps_payload, point_from_row
 from vecferry.storage import RangedArray, as_path, is_remote, open_binary
 from vecferry.stream import (
     ID_COLUMN,
@@ -64,11 +92,15 @@ from vecferry.stream import (
     manifest_of,
     merge_id_kinds,
     rebatch,
+    record_error,
 )
 
 MANIFEST_NAME = "manifest.json"
 HEADER_BYTES = 128  # fixed .npy header length, so the final shape can be patched in place
 _SUPPORTED = {"<f4": "float32", "<f2": "float16", "|u1": "uint8", "<f8": "float32"}
+ID_HINT = "ids must be unsigned integers, UUIDs or strings"
+PAYLOAD_LINE_HINT = "each line must be a JSON object or null"
+SIDECAR_HINT = "make the file one JSON object (or null), or delete it"
 
 
 def _datatype(dtype: np.dtype, where: str) -> str:
@@ -188,7 +220,11 @@ class NpyReader:
         manifest: Manifest | None = None
         self.matrices: dict[str, Any] = {}
         written_by_us = path.is_dir() and (path / MANIFEST_NAME).exists()
-        shards = None if written_by_us or not path.is_dir() else _find_shards(path)
+        # Skipping bad points, a negative id is one rejected point (met while reading), not a
+        # failure of the whole source when it is opened.
+        self._negative_ok = context.on_error == "skip"
+        shards = (None if written_by_us or not path.is_dir()
+                  else _find_shards(path, self._negative_ok))
         if shards is not None and (ids is not None or payloads is not None):
             raise UsageError("--ids and --payloads apply to one matrix; a directory of shards "
                              "takes ids and metadata per shard (ids_0.npy, metadata_0.parquet)",
@@ -291,11 +327,23 @@ class NpyReader:
         else:
             files.sort(key=lambda p: p.stem)
             kind = merge_id_kinds("uuid" if is_uuid(s) else "string" for s in stems)
-        first = np.load(files[0], mmap_mode="r", allow_pickle=False)
+        # The first readable file sets the size and dtype. Skipping bad points, an unreadable
+        # file before it is one rejected point (when the batches reach it), not the end.
+        first: np.ndarray | None = None
+        for row, f in enumerate(files):
+            first, error = _load_vector(f, row)
+            if first is not None:
+                break
+            if self.context.on_error == "fail":
+                raise error
+        if first is None:
+            raise InputError("no .npy file in the directory can be read",
+                             location=Location(str(path)),
+                             hint="they may be truncated or not numpy; re-create them")
         self._per_vector = files
         self._dim, self._dtype = int(first.shape[-1]), first.dtype
         return Manifest(vectors=[VectorSpec("", "dense", self._dim,
-                                            _datatype(first.dtype, str(files[0])))],
+                                            _datatype(first.dtype, str(files[row])))],
                         id_kind=kind)
 
     def _check_ids(self) -> str:
@@ -306,25 +354,7 @@ class NpyReader:
         if n != self._rows:
             raise InputError(f"ids file has {n} ids but the vectors have {self._rows} rows",
                              location=Location(where), hint="ids are matched to vectors by row")
-        if ids.dtype.kind in "iu":
-            if ids.dtype.kind == "i":
-                for start in range(0, n, 1 << 20):
-                    block = np.asarray(_rows(ids, start, min(n, start + (1 << 20))))
-                    neg = np.flatnonzero(block < 0)
-                    if neg.size:
-                        row = start + int(neg[0])
-                        raise InputError(f"id {int(block[neg[0]])} is negative",
-                                         location=Location(where, row=row),
-                                         hint="ids must be unsigned integers, UUIDs or strings")
-            return "int"
-        if ids.dtype.kind == "U":
-            kinds = set()
-            for start in range(0, n, 1 << 16):
-                kinds.add(_id_kind_of_strings(np.asarray(_rows(ids, start, start + (1 << 16)))))
-            return merge_id_kinds(kinds)
-        raise UnsupportedError(f"ids of dtype {ids.dtype} are not supported",
-                               location=Location(where),
-                               hint="ids must be unsigned integers or unicode strings")
+        return _ids_kind(ids, where, self._negative_ok)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -341,69 +371,108 @@ class NpyReader:
 
     def read_partition(self, spec: dict[str, Any], batch_size: int
                        ) -> Iterator[pa.RecordBatch]:
-        """Rows ``spec["start"]`` to ``spec["stop"]`` (a numpy source rejects no row)."""
-        return take_rows(self.batches(batch_size, int(spec["start"])),
-                         int(spec["stop"]) - int(spec["start"]))
+        """The points of rows ``spec["start"]`` to ``spec["stop"]``: bounded by rows, not by
+        points delivered, since a rejected row is one of them too."""
+        return self._read(batch_size, int(spec["start"]), int(spec["stop"]))
 
     def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
+        return self._read(batch_size, start, self._rows)
+
+    def _read(self, batch_size: int, start: int, stop: int) -> Iterator[pa.RecordBatch]:
+        """The points of rows ``start`` to ``stop``, bad ones rejected in row order."""
         if self._shards is not None:
-            yield from rebatch(self._shard_batches(batch_size, start), batch_size)
+            yield from rebatch(self._shard_batches(batch_size, start, stop), batch_size)
             return
         payloads = self._payload_blocks(batch_size, start)
         if self._per_vector is not None:
-            yield from self._per_vector_batches(batch_size, start, payloads)
+            yield from self._per_vector_batches(batch_size, start, stop, payloads)
             return
         blocks = {name: (m.blocks(batch_size, start) if isinstance(m, _ZipMatrix) else None)
                   for name, m in self.matrices.items()}
         id_blocks = self._ids.blocks(batch_size, start) if isinstance(self._ids, _ZipMatrix) \
             else None
-        for lo in range(start, self._rows, batch_size):
-            hi = min(lo + batch_size, self._rows)
+        id_source = self._ids_path or self.location
+        for lo in range(start, stop, batch_size):
+            hi = min(lo + batch_size, stop)
+            n = hi - lo
             columns: dict[str, pa.Array] = {}
             for spec in self.manifest.vectors:
                 it = blocks[spec.name]
-                data = next(it) if it is not None else _rows(self.matrices[spec.name], lo, hi)
+                data = next(it)[:n] if it is not None else _rows(self.matrices[spec.name], lo, hi)
                 columns[spec.column] = self._vector_column(spec, data)
             if self._ids is None:
                 ids = np.arange(lo, hi, dtype=np.uint64)
             else:
-                ids = next(id_blocks) if id_blocks is not None else _rows(self._ids, lo, hi)
-            columns[ID_COLUMN] = self._id_column(np.asarray(ids))
-            columns[PAYLOAD_COLUMN] = pa.array(next(payloads) if payloads else [None] * (hi - lo),
-                                               type=pa.string())
-            yield pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema],
-                                             schema=self.schema)
+                ids = np.asarray(next(id_blocks)[:n] if id_blocks is not None
+                                 else _rows(self._ids, lo, hi))
+            columns[ID_COLUMN] = self._id_column(ids)
+            bad = _negative_ids(ids, id_source, lo)
+            texts: list[str | None] = [None] * n
+            if payloads is not None:
+                texts, bad_lines = next(payloads)
+                texts = texts[:n]
+                for i, err in bad_lines.items():
+                    if i < n:
+                        bad.setdefault(i, _payload_line_error(err, lo + i, self._id_of(ids[i])))
+            columns[PAYLOAD_COLUMN] = pa.array(texts, type=pa.string())
+            batch = self._without(pa.RecordBatch.from_arrays(
+                [columns[f.name] for f in self.schema], schema=self.schema), bad)
+            if batch is not None:
+                yield batch
         self._report_narrowing()
 
-    def _shard_batches(self, batch_size: int, start: int) -> Iterator[pa.RecordBatch]:
+    def _shard_batches(self, batch_size: int, start: int, stop: int
+                       ) -> Iterator[pa.RecordBatch]:
         sh = self._shards
-        number = 0
+        number = 0  # rows of the shards before this one
         for num in sh.numbers:
             rows = sh.rows_of[num]
-            if start >= rows:
-                start, number = start - rows, number + rows
-                continue
-            mats = {name: _open_matrix(files[num]) for name, files in sh.vectors.items()}
-            ids = None
-            if sh.ids is not None:
-                ids = _open_ids(sh.ids[num])
-            meta = sh.metadata_batches(num, batch_size, start)
-            for lo in range(start, rows, batch_size):
-                hi = min(lo + batch_size, rows)
-                columns: dict[str, pa.Array] = {}
-                for spec in self.manifest.vectors:
-                    columns[spec.column] = self._vector_column(spec,
-                                                               _rows(mats[spec.name], lo, hi))
-                block = (np.arange(number + lo, number + hi, dtype=np.uint64) if ids is None
-                         else np.asarray(ids[lo:hi]))
-                columns[ID_COLUMN] = self._id_column(block)
-                columns[PAYLOAD_COLUMN] = (next(meta) if meta is not None
-                                           else pa.nulls(hi - lo, pa.string()))
-                yield pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema],
-                                                 schema=self.schema)
-            start = 0
+            begin, end = max(0, start - number), min(rows, stop - number)
+            if begin < end:
+                yield from self._one_shard(num, batch_size, begin, end, number)
             number += rows
         self._report_narrowing()
+
+    def _one_shard(self, num: int, batch_size: int, begin: int, end: int, number: int
+                   ) -> Iterator[pa.RecordBatch]:
+        """Rows ``begin`` to ``end`` of shard ``num``, whose first row is row ``number``."""
+        sh = self._shards
+        mats = {name: _open_matrix(files[num]) for name, files in sh.vectors.items()}
+        ids = _open_ids(sh.ids[num]) if sh.ids is not None else None
+        meta = sh.metadata_batches(num, batch_size, begin)
+        for lo in range(begin, end, batch_size):
+            hi = min(lo + batch_size, end)
+            columns: dict[str, pa.Array] = {}
+            for spec in self.manifest.vectors:
+                columns[spec.column] = self._vector_column(spec, _rows(mats[spec.name], lo, hi))
+            block = (np.arange(number + lo, number + hi, dtype=np.uint64) if ids is None
+                     else np.asarray(ids[lo:hi]))
+            columns[ID_COLUMN] = self._id_column(block)
+            columns[PAYLOAD_COLUMN] = (next(meta).slice(0, hi - lo) if meta is not None
+                                       else pa.nulls(hi - lo, pa.string()))
+            bad = _negative_ids(block, str(sh.ids[num]), lo) if ids is not None else {}
+            batch = self._without(pa.RecordBatch.from_arrays(
+                [columns[f.name] for f in self.schema], schema=self.schema), bad)
+            if batch is not None:
+                yield batch
+
+    def _without(self, batch: pa.RecordBatch, bad: dict[int, RecordError],
+                 whole: bool = False) -> pa.RecordBatch | None:
+        """``batch`` without the rows in ``bad``, each rejected in row order (None when none is
+        left). Each error's ``raw`` holds what the row cannot (a negative id, a payload that is
+        not an object, as the input has them); the rest of the point is taken from the row,
+        unless the errors carry ``whole`` points."""
+        if not bad:
+            return batch
+        for i in sorted(bad):
+            err = bad[i]
+            if not whole:
+                err.raw = {**point_from_row(batch, i, self.manifest), **(err.raw or {})}
+            self.context.reject(err)
+        keep = np.ones(batch.num_rows, dtype=bool)
+        keep[list(bad)] = False
+        out = batch.filter(pa.array(keep))
+        return out if out.num_rows else None
 
     def _vector_column(self, spec: VectorSpec, data: np.ndarray) -> pa.Array:
         data = np.ascontiguousarray(data)
@@ -421,68 +490,79 @@ class NpyReader:
             return pa.array(ids.astype(np.uint64, copy=False), type=pa.uint64())
         return pa.array([str(v) for v in ids], type=pa.string())
 
-    def _payload_blocks(self, batch_size: int, start: int) -> Iterator[list[str | None]] | None:
+    def _id_of(self, value: Any) -> Any:
+        """One id of an ids array as a message names it."""
+        return int(value) if self.manifest.id_kind == "int" else str(value)
+
+    def _payload_blocks(self, batch_size: int, start: int
+                        ) -> Iterator[tuple[list[str | None], dict[int, RecordError]]] | None:
+        """Payload texts from row ``start``, ``batch_size`` at a time, each block with the
+        errors of its bad lines by offset (their texts are None)."""
         if self._payloads_path is None:
             return None
 
-        def gen() -> Iterator[list[str | None]]:
+        def gen() -> Iterator[tuple[list[str | None], dict[int, RecordError]]]:
             block: list[str | None] = []
-            for chunk in iter_payload_chunks(self._payloads_path, start, self._payload_marks):
+            bad: dict[int, RecordError] = {}
+            for chunk, chunk_bad in _payload_rows(self._payloads_path, start,
+                                                  self._payload_marks):
+                bad.update((len(block) + i, err) for i, err in chunk_bad.items())
                 block += chunk
                 while len(block) >= batch_size:
-                    yield block[:batch_size]
+                    yield block[:batch_size], {i: e for i, e in bad.items() if i < batch_size}
                     del block[:batch_size]
+                    bad = {i - batch_size: e for i, e in bad.items() if i >= batch_size}
             if block:
-                yield block
+                yield block, bad
 
         return gen()
 
-    def _per_vector_batches(self, batch_size: int, start: int,
-                            payloads: Iterator[list[str | None]] | None,
+    def _per_vector_batches(self, batch_size: int, start: int, stop: int,
+                            payloads: Iterator[Any] | None,
                             ) -> Iterator[pa.RecordBatch]:
         spec = self.manifest.vectors[0]
-        files = self._per_vector
-        for lo in range(start, len(files), batch_size):
-            chunk = files[lo:lo + batch_size]
-            mat = np.empty((len(chunk), self._dim), dtype=self._dtype)
+        int_ids = self.manifest.id_kind == "int"
+        for lo in range(start, stop, batch_size):
+            chunk = self._per_vector[lo:min(lo + batch_size, stop)]
+            mat = np.zeros((len(chunk), self._dim), dtype=self._dtype)
+            ids: list[Any] = [int(f.stem) if int_ids else f.stem for f in chunk]
             texts: list[str | None] = []
+            bad: dict[int, RecordError] = {}
             for i, f in enumerate(chunk):
-                mat[i] = self._load_one(f, lo + i)
-                texts.append(self._sidecar(f))
-            ids: list[Any] = [int(f.stem) if self.manifest.id_kind == "int" else f.stem
-                              for f in chunk]
+                vector, error = _load_vector(f, lo + i)
+                if error is None:
+                    error = self._misfit(vector, f, lo + i)
+                text, payload, side_error = _sidecar(f, lo + i)
+                error = error or side_error
+                if error is None:
+                    mat[i] = vector.reshape(-1)
+                    texts.append(text)
+                    continue
+                # The point as a JSONL line, for the rejects file: what could be read of it.
+                point: dict[str, Any] = {"id": ids[i]}
+                values = None if vector is None else _json_values(vector)
+                if values is not None:
+                    point["vector"] = values
+                point["payload"] = payload
+                error.raw = point
+                bad[i] = error
+                texts.append(None)
             id_col = pa.array(ids, type=self.schema.field(ID_COLUMN).type)
-            yield pa.RecordBatch.from_arrays(
+            batch = self._without(pa.RecordBatch.from_arrays(
                 [id_col, self._vector_column(spec, mat), pa.array(texts, type=pa.string())],
-                schema=self.schema)
+                schema=self.schema), bad, whole=True)
+            if batch is not None:
+                yield batch
         self._report_narrowing()
 
-    def _load_one(self, f: Path, row: int) -> np.ndarray:
-        try:
-            v = np.load(f, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise InputError(f"not a readable .npy file: {exc}", location=Location(str(f)),
-                             hint="the file may be truncated") from exc
-        if v.dtype != self._dtype or v.size != self._dim:
-            raise InputError(
-                f"vector has shape {v.shape} and dtype {v.dtype}, but the first file has "
-                f"{self._dim} values of {self._dtype}", location=Location(str(f), row=row),
-                hint="every file must hold one vector of the same size and dtype")
-        return v.reshape(-1)
-
-    def _sidecar(self, f: Path) -> str | None:
-        side = f.with_suffix(".json")
-        if not side.exists():
+    def _misfit(self, v: np.ndarray, f: Path, row: int) -> RecordError | None:
+        """Why a per-vector file's array does not fit the first readable file's, or None."""
+        if v.dtype == self._dtype and v.size == self._dim:
             return None
-        try:
-            value = loads_exact(without_bom(side.read_bytes()))
-        except ValueError as exc:
-            raise InputError(f"payload sidecar is not JSON: {exc}",
-                             location=Location(str(side))) from exc
-        if value is not None and not isinstance(value, dict):
-            raise InputError("payload sidecar must hold a JSON object",
-                             location=Location(str(side)))
-        return None if value is None else dumps_payload(value)
+        return record_error(
+            f"vector has shape {v.shape} and dtype {v.dtype}, but the first file has "
+            f"{self._dim} values of {self._dtype}", source=str(f), row=row,
+            hint="every file must hold one vector of the same size and dtype")
 
     def _report_narrowing(self) -> None:
         if self._narrowed:
@@ -516,6 +596,152 @@ def _rows(arr: Any, lo: int, hi: int) -> np.ndarray:
     return block
 
 
+# ------------------------------------------------------------------------- bad points
+
+
+def _negative_ids(ids: np.ndarray, where: str, lo: int) -> dict[int, RecordError]:
+    """{offset: error} of the negative ids in ``ids``, the ids of rows ``lo``... of ``where``;
+    each error's ``raw`` holds the id as the file has it."""
+    if ids.dtype.kind != "i":
+        return {}
+    bad: dict[int, RecordError] = {}
+    for i in np.flatnonzero(ids < 0):
+        value = int(ids[i])
+        bad[int(i)] = record_error(f"id {value} is negative", source=where, row=lo + int(i),
+                                   hint=ID_HINT, raw={"id": value})
+    return bad
+
+
+def _payload_rows(path: str, start: int, marks: list[tuple[int, int]] | None
+                  ) -> Iterator[tuple[list[str | None], dict[int, RecordError]]]:
+    """Payload texts of a sidecar aligned by row, from row ``start``, a chunk at a time, with
+    the errors of the chunk's bad lines by offset (their texts None; ``raw``: the line's JSON
+    value, or its text when it is not JSON).
+
+    ``fileio.iter_payload_chunks`` stops at the first bad line; here a bad line is one bad
+    point, which ``on_error="skip"`` leaves out while the others are read. Its chunks are used
+    until one holds a bad line (they are checked whole before one is handed out); from that
+    chunk on the lines are read here and checked by ``fileio`` too, so the messages are its own.
+    """
+    row = start
+    try:
+        for chunk in iter_payload_chunks(path, start, marks):
+            yield chunk, {}
+            row += len(chunk)
+        return
+    except RecordError:
+        pass
+    with open_read(path) as fh:
+        at = number = 0
+        if marks and row >= MARK_ROWS:
+            mark = min(row // MARK_ROWS, len(marks) - 1)
+            offset, number = marks[mark]
+            fh.seek(offset)
+            at = mark * MARK_ROWS
+        lines = iter_lines(fh, path, number)
+        for _ in itertools.islice(lines, row - at):
+            pass  # rows handed out already: counted, not parsed
+        while chunk := list(itertools.islice(lines, PAYLOAD_CHUNK)):
+            numbers = [n for n, _, _ in chunk]
+            texts = [line for _, line, _ in chunk]
+            try:
+                yield _payload_texts(texts, numbers, path), {}
+                continue
+            except RecordError:
+                pass
+            good: list[str | None] = []
+            bad: dict[int, RecordError] = {}
+            for i, (n, line) in enumerate(zip(numbers, texts, strict=True)):
+                try:
+                    good += _payload_texts([line], [n], path)
+                except RecordError as err:
+                    err.raw = _line_value(line)
+                    bad[i] = err
+                    good.append(None)
+            yield good, bad
+
+
+def _line_value(line: bytes) -> Any:
+    """A rejected payload line as a rejects file keeps it: its JSON value (a list, say), or
+    its text when it is not JSON (NaN included: as null it would read as fixed)."""
+    try:
+        return loads_exact(line)
+    except ValueError:
+        return line.decode("utf-8", "replace")
+
+
+def _payload_line_error(err: RecordError, row: int, point_id: Any) -> RecordError:
+    """A payload line's error (file and line) naming the row and id of its point, and what to
+    do; ``raw`` is the payload as the line holds it."""
+    out = record_error(err.message, source=err.location.source, line=err.location.line,
+                       row=row, point_id=point_id, hint=err.hint or PAYLOAD_LINE_HINT,
+                       raw={"payload": err.raw})
+    out.__cause__ = err
+    return out
+
+
+def _load_vector(f: Path, row: int) -> tuple[np.ndarray | None, RecordError | None]:
+    """The array of per-vector file ``f`` (row ``row``), or why it cannot be read."""
+    try:
+        with open(f, "rb") as fh:
+            # np.load takes a file without the magic string for a pickle and says how to
+            # unpickle it: advice vecferry does not give
+            head = fh.read(6)
+            if head != b"\x93NUMPY":
+                raise ValueError(f"it starts with {head!r}, not with a .npy header")
+            fh.seek(0)
+            v = np.lib.format.read_array(fh, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        err = record_error(f"not a readable .npy file: {exc}", source=str(f), row=row,
+                           hint="the file may be truncated; re-create it, or move it out of "
+                                "the directory")
+        err.__cause__ = exc
+        return None, err
+    return v, None
+
+
+def _sidecar(f: Path, row: int) -> tuple[str | None, Any, RecordError | None]:
+    """The payload text of per-vector file ``f``'s ``<id>.json`` sidecar (None: no payload),
+    the payload as a rejects file keeps it, and the error when it is not a JSON object."""
+    side = f.with_suffix(".json")
+    if not side.exists():
+        return None, None, None
+    try:
+        data = without_bom(side.read_bytes())
+    except OSError as exc:
+        err = record_error(f"cannot read the payload sidecar: {exc.strerror or exc}",
+                           source=str(side), row=row, hint="check the file's permissions")
+        err.__cause__ = exc
+        return None, None, err
+    try:
+        value = loads_exact(data)
+    except ValueError as exc:
+        if (constant := nonstandard_constant(data)) is not None:
+            err = record_error(f"payload sidecar holds {constant}, which JSON cannot express",
+                               source=str(side), row=row, hint=NAN_HINT)
+        else:
+            err = record_error(f"payload sidecar is not JSON: {exc}", source=str(side),
+                               row=row, hint=SIDECAR_HINT)
+        err.__cause__ = exc
+        return None, data.decode("utf-8", "replace").strip(), err
+    if value is not None and not isinstance(value, dict):
+        return None, value, record_error(
+            f"payload sidecar must hold a JSON object, not {type(value).__name__}",
+            source=str(side), row=row, hint=SIDECAR_HINT)
+    return (None if value is None else dumps_payload(value)), value, None
+
+
+def _json_values(v: np.ndarray) -> list[Any] | None:
+    """The values of an array as JSON numbers (NaN and infinity as null), for a rejects file;
+    None for an array of something else than numbers."""
+    flat = v.reshape(-1)
+    if flat.dtype.kind in "iub":
+        return flat.tolist()
+    if flat.dtype.kind != "f":
+        return None
+    return [x if math.isfinite(x) else None for x in flat.astype(float).tolist()]
+
+
 _SHARD_NAME = re.compile(r"(?P<prefix>.*?)[_\-.]?(?P<number>\d+)\Z")
 MAX_SHARD_GROUPS = 16
 
@@ -539,24 +765,39 @@ def _header(path: Path) -> _NpyHeader:
         return _NpyHeader(fh, str(path))
 
 
-def _find_shards(path: Path) -> _Shards | None:
-    """The shard layout of a directory, or None when it is a per-vector directory."""
+def _find_shards(path: Path, negative_ok: bool) -> _Shards | None:
+    """The shard layout of a directory, or None when it is a per-vector directory.
+    ``negative_ok``: a negative id is a point to reject while reading, not a bad source."""
     npys = [p for p in path.iterdir() if p.suffix == ".npy" and not p.name.startswith(".")]
     groups = _groups(npys)
     if not groups or len(groups) > MAX_SHARD_GROUPS:
         return None
-    firsts = {prefix: _header(files[min(files)]) for prefix, files in groups.items()}
+    firsts = {prefix: _first_header(files) for prefix, files in groups.items()}
     if not any(len(h.shape) == 2 and h.shape[0] > 1 for h in firsts.values()):
         return None
-    return _Shards(path, groups, firsts)
+    return _Shards(path, groups, firsts, negative_ok)
+
+
+def _first_header(files: dict[int, Path]) -> _NpyHeader:
+    """The header of the first file of a numbered group that has one: the layout is told by
+    the files that read; a broken file is then one bad point (per-vector) or a bad shard."""
+    error: InputError | None = None
+    for num in sorted(files):
+        try:
+            return _header(files[num])
+        except InputError as exc:
+            error = error or exc
+    assert error is not None  # a group has a file
+    raise error
 
 
 class _Shards:
     """A directory of numbered ``.npy`` matrices with optional ids and metadata per shard."""
 
     def __init__(self, path: Path, groups: dict[str, dict[int, Path]],
-                 firsts: dict[str, _NpyHeader]):
+                 firsts: dict[str, _NpyHeader], negative_ok: bool = False):
         self.path = path
+        self.negative_ok = negative_ok
         where = str(path)
         vector_groups = {p: f for p, f in groups.items() if len(firsts[p].shape) == 2}
         id_groups = {p: f for p, f in groups.items()
@@ -648,7 +889,7 @@ class _Shards:
             kinds = set()
             for num in self.numbers:
                 ids = _open_ids(self.ids[num])
-                kinds.add(_ids_kind(ids, str(self.ids[num])))
+                kinds.add(_ids_kind(ids, str(self.ids[num]), self.negative_ok))
             self.id_kind = merge_id_kinds(kinds)
 
     def vectors_file(self, num: int) -> Path:
@@ -688,20 +929,24 @@ class _Shards:
         return gen()
 
 
-def _ids_kind(ids: np.ndarray, where: str) -> str:
+def _ids_kind(ids: Any, where: str, negative_ok: bool = False) -> str:
+    """The id kind of an ids array; a negative id fails the source (before anything is
+    written) unless ``negative_ok``, when reading rejects its point instead."""
+    n = ids.shape[0]
     if ids.dtype.kind in "iu":
-        if ids.dtype.kind == "i":
-            for lo in range(0, ids.shape[0], 1 << 20):
-                block = np.asarray(ids[lo:lo + (1 << 20)])
+        if ids.dtype.kind == "i" and not negative_ok:
+            for lo in range(0, n, 1 << 20):
+                block = np.asarray(_rows(ids, lo, min(n, lo + (1 << 20))))
                 neg = np.flatnonzero(block < 0)
                 if neg.size:
                     raise InputError(f"id {int(block[neg[0]])} is negative",
                                      location=Location(where, row=lo + int(neg[0])),
-                                     hint="ids must be unsigned integers, UUIDs or strings")
+                                     hint=ID_HINT)
         return "int"
     if ids.dtype.kind == "U":
-        return merge_id_kinds(_id_kind_of_strings(np.asarray(ids[lo:lo + (1 << 16)]))
-                              for lo in range(0, ids.shape[0], 1 << 16))
+        return merge_id_kinds(
+            _id_kind_of_strings(np.asarray(_rows(ids, lo, min(n, lo + (1 << 16)))))
+            for lo in range(0, n, 1 << 16))
     raise UnsupportedError(f"ids of dtype {ids.dtype} are not supported", location=Location(where),
                            hint="ids must be unsigned integers or unicode strings")
 
