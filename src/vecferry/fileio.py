@@ -276,6 +276,18 @@ def payload_marks(path: str) -> tuple[int, list[tuple[int, int]] | None]:
     return rows, marks
 
 
+def seek_to_mark(fh: IO[bytes], marks: list[tuple[int, int]] | None, row: int
+                 ) -> tuple[int, int]:
+    """Seek ``fh`` to the last of ``marks`` (from ``payload_marks``) at or before ``row``;
+    returns (the row there, the lines before it), (0, 0) when there is none to use."""
+    if marks and row >= MARK_ROWS:
+        mark = min(row // MARK_ROWS, len(marks) - 1)
+        offset, number = marks[mark]
+        fh.seek(offset)
+        return mark * MARK_ROWS, number
+    return 0, 0
+
+
 #: lines of a JSONL payload sidecar read and checked at a time
 PAYLOAD_CHUNK = 2048
 
@@ -294,12 +306,7 @@ def iter_payload_chunks(path: str, start: int = 0, marks: list[tuple[int, int]] 
         yield from _parquet_payload_chunks(path, start)
         return
     with open_read(path) as fh:
-        row = number = 0
-        if marks and start >= MARK_ROWS:
-            mark = min(start // MARK_ROWS, len(marks) - 1)
-            offset, number = marks[mark]
-            fh.seek(offset)
-            row = mark * MARK_ROWS
+        row, number = seek_to_mark(fh, marks, start)
         at_start = number == 0
         while True:
             try:
@@ -323,11 +330,11 @@ def iter_payload_chunks(path: str, start: int = 0, marks: list[tuple[int, int]] 
             if skip:
                 lines, numbers = lines[skip:], numbers[skip:]
             if lines:
-                yield _payload_texts(lines, numbers, path)
+                yield payload_line_texts(lines, numbers, path)
 
 
 @gc_paused()
-def _payload_texts(lines: list[bytes], numbers: Sequence[int], path: str) -> list[str | None]:
+def payload_line_texts(lines: list[bytes], numbers: Sequence[int], path: str) -> list[str | None]:
     """The payload texts of sidecar ``lines`` (line ``numbers[i]`` each), checked."""
     # One scan of the chunk for long integers and one C-level parse per line: the per-line
     # exact parser (with its error naming the line) runs only for a chunk that needs it.

@@ -68,16 +68,16 @@ from vecferry.errors import (
     UsageError,
 )
 from vecferry.fileio import (
-    MARK_ROWS,
     NAN_HINT,
     PAYLOAD_CHUNK,
-    _payload_texts,
     iter_lines,
     iter_payload_chunks,
     loads_exact,
     nonstandard_constant,
     open_read,
+    payload_line_texts,
     payload_marks,
+    seek_to_mark,
     without_bom,
 )
 from vecferry.plan import pack, row_blocks
@@ -632,12 +632,7 @@ def _payload_rows(path: str, start: int, marks: list[tuple[int, int]] | None
     except RecordError:
         pass
     with open_read(path) as fh:
-        at = number = 0
-        if marks and row >= MARK_ROWS:
-            mark = min(row // MARK_ROWS, len(marks) - 1)
-            offset, number = marks[mark]
-            fh.seek(offset)
-            at = mark * MARK_ROWS
+        at, number = seek_to_mark(fh, marks, row)
         lines = iter_lines(fh, path, number)
         for _ in itertools.islice(lines, row - at):
             pass  # rows handed out already: counted, not parsed
@@ -645,7 +640,7 @@ def _payload_rows(path: str, start: int, marks: list[tuple[int, int]] | None
             numbers = [n for n, _, _ in chunk]
             texts = [line for _, line, _ in chunk]
             try:
-                yield _payload_texts(texts, numbers, path), {}
+                yield payload_line_texts(texts, numbers, path), {}
                 continue
             except RecordError:
                 pass
@@ -653,7 +648,7 @@ def _payload_rows(path: str, start: int, marks: list[tuple[int, int]] | None
             bad: dict[int, RecordError] = {}
             for i, (n, line) in enumerate(zip(numbers, texts, strict=True)):
                 try:
-                    good += _payload_texts([line], [n], path)
+                    good += payload_line_texts([line], [n], path)
                 except RecordError as err:
                     err.raw = _line_value(line)
                     bad[i] = err
