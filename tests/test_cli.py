@@ -410,3 +410,17 @@ def test_inspect_takes_the_qdrant_connection_options(monkeypatch):
     assert result.stderr.startswith("error: qdrant://127.0.0.1:1/x: checking the collection "
                                     "failed after 1 attempt(s): connection error: ")
     assert "secret-value-123" not in result.output
+
+
+def test_an_interrupted_run_exits_130_saying_what_is_left(samples, tmp_path, monkeypatch):
+    import vecferry.pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vecferry.pipeline, "convert", interrupted)
+    result = run("convert", str(samples / "points_rich.jsonl"), str(tmp_path / "o.parquet"))
+    assert result.exit_code == 130
+    assert result.stderr == ("interrupted: an unfinished output file was removed; a Qdrant "
+                             "target keeps the points it acknowledged (run again with --resume "
+                             "to continue); a snapshot download resumes when run again\n")

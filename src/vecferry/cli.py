@@ -95,8 +95,12 @@ def _run(fn: Callable[[], int | None], as_json: bool) -> None:
         _err(f"error: {exc}")
         sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:
-        _err("interrupted: partial output was removed; run again (with --resume for Qdrant "
-             "targets) to continue")
+        # what survives depends on the target: a file output is renamed into place only
+        # when complete; a Qdrant collection keeps what it acknowledged; a download keeps
+        # its partial file to resume from
+        _err("interrupted: an unfinished output file was removed; a Qdrant target keeps the "
+             "points it acknowledged (run again with --resume to continue); a snapshot "
+             "download resumes when run again")
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(code)
 
