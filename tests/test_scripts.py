@@ -8,8 +8,11 @@ must not run the conversion (or open the reader) again on their own.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +129,48 @@ def test_a_script_from_stdin_asking_for_workers_is_told_why_not(sources, tmp_pat
         "(save the script to a file and run that, or pass workers=1)")
     assert "FileNotFoundError" not in run.stderr  # no worker was started to fail
     assert not (tmp_path / "out.parquet").exists() and not (tmp_path / "parts").exists()
+
+
+# ------------------------------------------------------- a run killed with its workers
+
+
+def _marked(mark: str) -> list[int]:
+    """Processes whose environment carries ``mark``: the run and all it started."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if f"VF_TEST_MARK={mark}".encode() in fh.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_end_when_their_run_is_killed(tmp_path):
+    # SIGKILL gives the run no chance to stop its workers: they must notice on their own
+    # (before, the forkserver and its workers lived on and kept writing)
+    np.save(tmp_path / "v.npy", np.random.default_rng(1).standard_normal((300_000, 64))
+            .astype(np.float32))
+    (tmp_path / "job.py").write_text(
+        "import vecferry\nif __name__ == '__main__':\n"
+        "    vecferry.convert('v.npy', 'out/', to_format='jsonl', workers=2, "
+        "partition_size='1MB')\n")
+    mark = uuid.uuid4().hex
+    run = subprocess.Popen([sys.executable, "job.py"], cwd=tmp_path,
+                           env={**os.environ, "VF_TEST_MARK": mark},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_marked(mark)) < 4 and time.monotonic() < deadline:  # run, server, 2 workers
+            assert run.poll() is None, "the run ended before its workers could be seen"
+            time.sleep(0.05)
+        assert len(_marked(mark)) >= 4
+    finally:
+        run.kill()
+        run.wait()
+    deadline = time.monotonic() + 10
+    while _marked(mark) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _marked(mark) == []

@@ -101,7 +101,10 @@ def worker_pool(workers: int, preload: list[str]) -> ProcessPoolExecutor:
     once, before any worker forks from it."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["vecferry._worker", *preload])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    from vecferry._worker import die_with_run
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_run,
+                               initargs=(os.getpid(),))
 
 
 def default_workers() -> int:
