@@ -173,6 +173,12 @@ _OWN_FILES = re.compile(r"(manifest\.json|VDF_META\.json|part-\d+\.(parquet|json
                         r"|vectors(\..+)?\.npy|ids\.npy|payloads\.jsonl|\..+\.vftmp-\w+)\Z")
 
 
+def listing(names: list[str], most: int = 5) -> str:
+    """``"a, b, c, d, e and 3 more"``: the first ``most`` names, for a message."""
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def _check_replaceable(target: Path, directory: bool) -> None:
     """Refuse to replace what ``--overwrite`` must not: an output is replaced by a rename, so
     a symbolic link or a device, FIFO or socket would be replaced, not written through (as
@@ -201,9 +207,8 @@ def _check_replaceable(target: Path, directory: bool) -> None:
         elif not _OWN_FILES.match(entry.name):
             foreign.append(entry.name)
     if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more"
-                                          if len(foreign) > 5 else "")
-        raise UsageError(f"the output directory holds files vecferry did not write: {shown}",
+        raise UsageError("the output directory holds files vecferry did not write: "
+                         f"{listing(foreign)}",
                          location=where,
                          hint="--overwrite replaces a directory vecferry wrote; choose a new or "
                               "empty directory, or move those files out first")

@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from vecferry.converters.base import reject_unknown_options
+from vecferry.converters.base import listing, reject_unknown_options
 from vecferry.converters.qdrant import Backend, QdrantReader, QdrantWriter
 from vecferry.errors import InputError, Location, TargetError, UsageError
 
@@ -54,11 +54,6 @@ def edge_path(location: str) -> str:
         raise UsageError("not a Qdrant Edge location", location=Location(source=location),
                          hint="use qdrant-edge://PATH (the shard directory)")
     return rest.rstrip("/") or "/"
-
-
-def _listing(names: list[str], most: int = 5) -> str:
-    shown = ", ".join(names[:most])
-    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _enum_name(value: Any) -> str:
@@ -227,7 +222,7 @@ class EdgeBackend(Backend):
             if entries:
                 raise UsageError(
                     f"the directory is not a Qdrant Edge shard and is not empty (it holds "
-                    f"{_listing(entries)})", location=Location(self.label),
+                    f"{listing(entries)})", location=Location(self.label),
                     hint="name a new or empty directory for the shard")
 
     def drop(self) -> None:
@@ -237,7 +232,7 @@ class EdgeBackend(Backend):
         if foreign:
             # --overwrite replaces a shard, not the user's files kept beside it
             raise TargetError("the shard directory also holds files that are not Qdrant "
-                              f"Edge's: {_listing(foreign)}", location=Location(self.label),
+                              f"Edge's: {listing(foreign)}", location=Location(self.label),
                               hint="move those out, or delete the directory yourself, then run "
                                    "again with --overwrite")
         self._detach()
