@@ -164,6 +164,14 @@ class Manifest:
         return pa.schema(fields, metadata={MANIFEST_KEY: self.to_json()})
 
 
+def describe_vectors(specs: Iterable[VectorSpec]) -> str:
+    """Vectors in words, for a message: ``"vector 'text' (dense, 384 dims) and the unnamed
+    vector (sparse)"``, or ``"no vector"``."""
+    return " and ".join(f"{'vector ' + repr(v.name) if v.name else 'the unnamed vector'} "
+                        f"({v.kind}" + (f", {v.size} dims)" if v.size else ")")
+                        for v in specs) or "no vector"
+
+
 def _created_by() -> str:
     from vecferry import __version__
 

@@ -59,7 +59,7 @@ from vecferry.errors import (
     VecferryError,
 )
 from vecferry.storage import LocalCopy, is_remote
-from vecferry.stream import Manifest
+from vecferry.stream import Manifest, describe_vectors
 
 CHUNK = 1 << 16
 _ZERO = bytes(CHUNK)
@@ -478,12 +478,8 @@ def _server_collection(config: dict[str, Any] | None,
     return out
 
 
-def _vectors_in_words(vectors: list[Any]) -> str:
-    """``"vector 'd' (dense, 8 dims) and vector 's' (sparse)"``"""
-    words = [f"{'vector ' + repr(v.name) if v.name else 'the unnamed vector'} ({v.kind}"
-             + (f", {v.size} dims)" if v.size else ")")
-             for v in sorted(vectors, key=lambda v: v.name)]
-    return " and ".join(words) or "no vector"
+def _name(spec: Any) -> str:
+    return spec.name
 
 
 class SnapshotReader:
@@ -595,10 +591,12 @@ class SnapshotReader:
                 collection = dict(m.collection or {})
             elif sorted((v.name, v.kind, v.size or 0) for v in m.vectors) != \
                     sorted((v.name, v.kind, v.size or 0) for v in first.vectors):
+                held, first_held = (describe_vectors(sorted(v, key=_name))
+                                    for v in (m.vectors, first.vectors))
                 raise SchemaError(
                     "the shards of this snapshot hold different vectors: "
-                    f"{self._shard_name(i)} holds {_vectors_in_words(m.vectors)}, "
-                    f"{self._shard_name(0)} holds {_vectors_in_words(first.vectors)}",
+                    f"{self._shard_name(i)} holds {held}, {self._shard_name(0)} holds "
+                    f"{first_held}",
                     location=Location(self.location),
                     hint="the shards come from different collections; take the snapshot again "
                          "from one collection")

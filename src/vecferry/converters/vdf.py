@@ -51,7 +51,14 @@ from vecferry.digest import StreamDigest
 from vecferry.errors import InputError, Location, UnsupportedError, UsageError
 from vecferry.fileio import loads_exact
 from vecferry.mapping import NARROWING_WARNING, Mapping, TableMapper
-from vecferry.stream import ID_COLUMN, PAYLOAD_COLUMN, Manifest, decode_ids, manifest_of
+from vecferry.stream import (
+    ID_COLUMN,
+    PAYLOAD_COLUMN,
+    Manifest,
+    decode_ids,
+    describe_vectors,
+    manifest_of,
+)
 
 META_NAME = "VDF_META.json"
 JSON_COLUMNS_KEY = b"vecferry.json_columns"
@@ -212,8 +219,8 @@ class VdfReader:
         mapper = TableMapper(mapping, schema, str(self.parts[i]), sample, id_kind=forced,
                              manifest=self._known, flag=_FLAG)
         if i > 0:
-            want = _vector_shapes(self._mappers[0].manifest.vectors)
-            have = _vector_shapes(mapper.manifest.vectors)
+            want = describe_vectors(self._mappers[0].manifest.vectors)
+            have = describe_vectors(mapper.manifest.vectors)
             if want != have:
                 raise InputError(f"this file holds {have}, but {self.parts[0].name} holds {want}",
                                  location=Location(str(self.parts[i])),
@@ -284,12 +291,6 @@ def _column_of(values: list[Any], present: list[bool]) -> tuple[pa.Array, bool]:
 def _undecodable(part: Path, exc: Exception) -> InputError:
     return InputError(f"cannot decode Parquet data: {exc}", location=Location(str(part)),
                       hint="the file may be truncated or corrupt")
-
-
-def _vector_shapes(specs: list[Any]) -> str:
-    """``"vector 'text' (dense, 384 dims) and the unnamed vector (dense, 768 dims)"``"""
-    return " and ".join(f"{'vector ' + repr(v.name) if v.name else 'the unnamed vector'} "
-                        f"({v.kind}, {v.size} dims)" for v in specs) or "no vector"
 
 
 class VdfWriter:
