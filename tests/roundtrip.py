@@ -66,6 +66,10 @@ class Dataset:
         return [v.name for v in self.vectors] != [""]
 
     @property
+    def no_vectors(self) -> bool:
+        return not self.vectors
+
+    @property
     def missing_vectors(self) -> bool:
         names = {v.name for v in self.vectors}
         return any(set(vectors_of(p)) != names for p in self.points)
@@ -184,7 +188,8 @@ def typed(datatype: str) -> Callable[[], Dataset]:
 
 
 def gaps() -> Dataset:
-    """(e) two named dense vectors, some points missing one of them, some with no payload."""
+    """(e) two named dense vectors, some points missing one of them or both (Qdrant's named
+    vectors are each optional), some with no payload."""
     rng = np.random.default_rng(5)
     a = rng.standard_normal((N, DIM)).astype(np.float32)
     b = rng.standard_normal((N, 3)).astype(np.float32)
@@ -195,6 +200,8 @@ def gaps() -> Dataset:
             del vec["b"]
         elif i % 5 == 2:
             del vec["a"]
+        if i % 9 == 4:
+            vec = {}
         point: dict[str, Any] = {"id": i * 7, "vector": vec}
         point["payload"] = None if i % 3 == 0 else {"i": i}
         points.append(point)
@@ -214,6 +221,13 @@ def named_dense_uuid() -> Dataset:
                                         VectorSpec("b", "dense", 5)], "uuid", points)
 
 
+def no_vectors() -> Dataset:
+    """Points with ids and payloads only: a collection made with an empty vectors config."""
+    points = [{"id": str(uuid.uuid5(NS, f"n{i}")) if i % 2 else i, "vector": {},
+               "payload": None if i % 4 == 1 else rich_payload(i)} for i in range(N)]
+    return Dataset("no_vectors", [], "mixed", points)
+
+
 DATASETS: dict[str, Callable[[], Dataset]] = {
     "dense_int": dense_int,
     "named_mixed": named_mixed,
@@ -222,6 +236,7 @@ DATASETS: dict[str, Callable[[], Dataset]] = {
     "uint8": typed("uint8"),
     "gaps": gaps,
     "named_dense_uuid": named_dense_uuid,
+    "no_vectors": no_vectors,
 }
 
 
@@ -318,6 +333,8 @@ class FormatCase:
     kinds: frozenset[str] = ALL_KINDS
     named: bool = True
     missing_vectors: bool = True
+    #: whether a stream with no vectors at all (ids and payloads only) fits
+    no_vectors: bool = True
     id_kinds: frozenset[str] = ALL_IDS
     datatypes: frozenset[str] = ALL_DATATYPES
     #: modules that must be importable (optional extras); the case is skipped otherwise
@@ -349,6 +366,8 @@ class FormatCase:
             return f"no {'/'.join(sorted(ds.kinds - self.kinds))} vectors"
         if ds.named and not self.named:
             return "no named vectors"
+        if ds.no_vectors and not self.no_vectors:
+            return "no points without any vector"
         if ds.missing_vectors and not self.missing_vectors:
             return "no points missing a vector"
         if ds.id_kind not in self.id_kinds:
@@ -371,27 +390,29 @@ class FormatCase:
         return loc, {}
 
 
-_MATRIX = {"kinds": DENSE, "named": False, "missing_vectors": False, "can_write": False}
+_MATRIX = {"kinds": DENSE, "named": False, "missing_vectors": False, "no_vectors": False,
+           "can_write": False}
 
 FORMATS: dict[str, FormatCase] = {f.name: f for f in (
     FormatCase("jsonl", ".jsonl"),
     FormatCase("jsonl.gz", ".jsonl.gz"),
     FormatCase("jsonl.zst", ".jsonl.zst", requires=("zstandard",)),
+    # without a manifest, lines with no vector at all are a mistake, not a vectorless stream
     FormatCase("jsonl-inferred", ".jsonl", can_write=False, datatypes=frozenset({"float32"}),
-               make_source=make_jsonl_without_sidecar),
+               no_vectors=False, make_source=make_jsonl_without_sidecar),
     FormatCase("parquet", ".parquet"),
     FormatCase("parquet-dir", ".parquet/", writer_options={"row_group_bytes": 1}),
-    FormatCase("npy", ".npy", kinds=DENSE, missing_vectors=False),
+    FormatCase("npy", ".npy", kinds=DENSE, missing_vectors=False, no_vectors=False),
     FormatCase("npy-matrix", ".npy", id_kinds=frozenset({"int", "uuid", "string"}),
                make_source=make_npy_matrix, **_MATRIX),
     FormatCase("npz", ".npz", id_kinds=frozenset({"int", "uuid", "string"}),
                make_source=make_npz, **_MATRIX),
     # FAISS holds one dense vector per point; other id kinds travel in its payload sidecar.
-    FormatCase("faiss", ".faiss", kinds=DENSE, named=False, missing_vectors=False,
+    FormatCase("faiss", ".faiss", kinds=DENSE, named=False, missing_vectors=False, no_vectors=False,
                datatypes=frozenset({"float32", "float16"}), requires=("faiss",),
                max_int_id=2**63 - 1),
     FormatCase("qdrant-edge", "", requires=("qdrant_edge",), ordered=False,
-               huge_payload_ints=False,
+               huge_payload_ints=False, no_vectors=False,
                locate=lambda tmp, tag: f"qdrant-edge://{tmp}/{tag}-shard"),
     FormatCase("qdrant-local", "", requires=("qdrant_client",), ordered=False,
                locate=lambda tmp, tag: f"qdrant-local://{tmp}/{tag}-qdrant/points"),

@@ -38,7 +38,7 @@ JSONL_BAD = {
                         "(the file may still be downloading or was cut; re-create it)"),
     "wrong_dim.jsonl": (RecordError, ", line 4, id 3: vector has 7 dimensions, expected 8"),
     "missing_vector.jsonl": (RecordError, ", line 5, id 4: point has no vector (every point "
-                             "needs at least one vector)"),
+                             "needs the unnamed vector)"),
     "overflow.jsonl": (RecordError, ", line 2, id 1: vector holds NaN, infinity or a value "
                        "outside float range (fix the value: vectors hold finite numbers in the "
                        "range of float32)"),
@@ -534,7 +534,11 @@ POINTS = [
     ({"id": "", "vector": {"d": [1, 2]}}, "id '': id is an empty string"),
     ({"id": 1, "vector": {"zz": [1, 2]}},
      "id 1: vector 'zz' is not in the schema (vectors: ['d', 's', 'm', 'u'])"),
-    ({"id": 1, "vector": {}}, "id 1: point has no vector (every point needs at least one vector)"),
+    # named vectors are each optional, but only "vector": {} says a point has none
+    ({"id": 1}, 'id 1: point has no vector (give the point its vectors, or "vector": {} for a '
+     "point that has none; named vectors are each optional)"),
+    ({"id": 1, "vector": None}, 'id 1: point has no vector (give the point its vectors, or '
+     '"vector": {} for a point that has none; named vectors are each optional)'),
     ({"id": 1, "vector": {"d": "x"}}, "id 1: vector 'd' must be a list of numbers"),
     ({"id": 1, "vector": {"d": [1, "x"]}}, "id 1: vector 'd' holds the string \"x\", which is not "
      "a number (fix the value: vectors hold finite numbers in the range of float32)"),
@@ -605,3 +609,11 @@ def test_a_new_run_replaces_the_rejects_of_an_earlier_one(samples, tmp_path):
                                   on_error="skip", rejects=str(rejects))
         assert report["rejected"] == 1
     assert len(rejects.read_text().splitlines()) == 1
+
+
+def test_a_point_without_the_unnamed_vector_is_refused():
+    builder = BatchBuilder(Manifest([VectorSpec("", "dense", 2)]), Context(), "src.jsonl")
+    with pytest.raises(RecordError) as info:
+        builder.add({"id": 4, "vector": {}}, line=2)
+    assert str(info.value) == ("src.jsonl, line 2, id 4: point has no vector "
+                               "(every point needs the unnamed vector)")

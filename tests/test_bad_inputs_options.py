@@ -138,13 +138,15 @@ def test_writer_options_through_convert(tmp_path, local_src):
     assert not (tmp_path / "q").exists()
 
 
-@pytest.mark.parametrize("engine", ["local", "edge"])
-def test_a_stream_without_vectors_cannot_make_a_collection(tmp_path, engine):
-    dst = (f"qdrant-edge://{tmp_path / 'shard'}" if engine == "edge"
-           else f"qdrant-local://{tmp_path / 'q'}/docs")
+def test_a_stream_without_vectors_cannot_make_an_edge_shard(tmp_path):
+    # Qdrant servers and local mode take a collection without vectors; Edge does not
+    dst = f"qdrant-edge://{tmp_path / 'shard'}"
     with pytest.raises(UnsupportedError) as info:
         vecferry.open_writer(dst, _schema())
-    assert str(info.value) == "the stream has no vectors; a Qdrant collection needs one"
+    assert str(info.value) == (
+        f"{dst}: the stream has no vectors (its points carry ids and payloads only); a Qdrant "
+        "Edge shard needs at least one vector (load it into a Qdrant server or a "
+        "qdrant-local:// folder, or write Parquet or JSONL)")
     assert list(tmp_path.iterdir()) == []
 
 

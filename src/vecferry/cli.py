@@ -558,7 +558,8 @@ def _print_inspect(info: dict[str, Any]) -> None:
     click.echo(f"id kind:   {info['id_kind']}")
     if info.get("size_bytes") is not None:
         click.echo(f"size:      {info['size_bytes']:,} bytes")
-    click.echo("vectors:")
+    click.echo("vectors:" if info["vectors"] else
+               "vectors:   none (the points carry ids and payloads only)")
     for v in info["vectors"]:
         size = "" if v["size"] is None else f" size={v['size']}"
         dist = "" if not v["distance"] else f" distance={v['distance']}"

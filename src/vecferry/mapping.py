@@ -366,11 +366,13 @@ class TableMapper:
         for spec, col in self.sparse:
             columns[spec.column] = self._sparse(batch.column(col), spec, col, source, bad)
         columns[PAYLOAD_COLUMN] = self._payload(batch, bad)
-        present = np.zeros(n, dtype=bool)
-        for spec in self.manifest.vectors:
-            present |= columns[spec.column].is_valid().to_numpy(zero_copy_only=False)
-        for i in np.flatnonzero(~present):
-            bad.setdefault(int(i), ("point has no vector (every vector cell is null)", None))
+        if not self.manifest.vectors_optional:
+            # the unnamed vector is every point's (Qdrant's rule; named ones are optional)
+            present = np.zeros(n, dtype=bool)
+            for spec in self.manifest.vectors:
+                present |= columns[spec.column].is_valid().to_numpy(zero_copy_only=False)
+            for i in np.flatnonzero(~present):
+                bad.setdefault(int(i), ("point has no vector (every vector cell is null)", None))
         out = pa.RecordBatch.from_arrays([columns[f.name] for f in schema], schema=schema)
         if not bad:
             return out

@@ -137,6 +137,18 @@ class BatchBuilder:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def _vectorless_ok(self, point: dict[str, Any]) -> bool:
+        # Only an explicit empty vector ("vector": {}, as Qdrant shows such a point) stands
+        # for none: a point lacking the key more likely keeps its vector under another name.
+        return self.manifest.vectors_optional and isinstance(
+            point.get("vector", point.get("vectors")), dict)
+
+    def _vectorless_hint(self) -> str:
+        if self.manifest.vectors_optional:
+            return ('give the point its vectors, or "vector": {} for a point that has none; '
+                    "named vectors are each optional")
+        return "every point needs the unnamed vector"
+
     def _fail(self, message: str, where: dict[str, Any], point: Any, hint: str | None = None,
               point_id: Any = None) -> None:
         self.context.reject(record_error(message, source=self.source, point_id=point_id,
@@ -163,9 +175,9 @@ class BatchBuilder:
             self._fail(str(exc), where, point, hint=hint, point_id=pid)
             return False
         vecs = vectors_of(point)
-        if not isinstance(vecs, dict) or not vecs:
+        if not isinstance(vecs, dict) or (not vecs and not self._vectorless_ok(point)):
             self._fail("point has no vector", where, point, point_id=pid,
-                       hint="every point needs at least one vector")
+                       hint=self._vectorless_hint())
             return False
         unknown = [n for n in vecs if n not in self.specs]
         if unknown:

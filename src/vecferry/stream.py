@@ -9,6 +9,9 @@ A point stream is a sequence of ``pyarrow.RecordBatch`` with one fixed schema:
   one. Dense: ``fixed_size_list<float32|float16|uint8>[size]``; sparse:
   ``struct<indices: list<uint32>, values: list<float32>>``; multi:
   ``list<fixed_size_list<float32>[size]>``. A null cell means the point has no such vector.
+  As in Qdrant, a point may have none of the named vectors (or the stream none at all: a
+  collection made with an empty vectors config); the unnamed vector, when there is one, is
+  every point's (``Manifest.vectors_optional``).
 * ``payload``: JSON text (null means no payload). Text keeps every JSON value exactly, including
   integers past 2^53 that a float64 column would round.
 
@@ -118,6 +121,12 @@ class Manifest:
         names = [v.name for v in self.vectors]
         if len(set(names)) != len(names):
             raise SchemaError(f"vector names repeat: {names}")
+
+    @property
+    def vectors_optional(self) -> bool:
+        """Whether a point may come without any vector: Qdrant's rule, where named vectors are
+        each optional but a collection's unnamed vector is required."""
+        return all(v.name for v in self.vectors)
 
     def vector(self, name: str) -> VectorSpec:
         for v in self.vectors:

@@ -1169,6 +1169,11 @@ class FaissWriter:
                     f"a FAISS index cannot hold these vectors: {names}",
                     hint="choose one dense vector with vector=NAME (--vector NAME)"
                     if dense else "convert to Parquet or JSONL instead")
+            if not manifest.vectors:
+                raise UnsupportedError("the stream has no vectors (its points carry ids and "
+                                       "payloads only); a FAISS index holds vectors",
+                                       location=Location(location),
+                                       hint="convert to Parquet or JSONL instead")
             if len(dense) != 1:
                 raise UnsupportedError(
                     f"the stream has {len(dense)} dense vectors "

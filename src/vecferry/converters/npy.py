@@ -997,7 +997,7 @@ class _NpyStream:
 class NpyWriter:
     """Writes the numpy directory layout: one matrix per dense vector, ids, payloads, manifest.
 
-    Raises ``UnsupportedError`` at open for sparse or multi vectors. A point missing one of
+    Raises ``UnsupportedError`` at open for sparse or multi vectors, or none. A point missing one of
     several named vectors cannot sit in a matrix: it is rejected (named by id) through
     ``context``.
     """
@@ -1014,6 +1014,11 @@ class NpyWriter:
         self.location = location
         self.context = context
         self.manifest = manifest_of(schema)
+        if not self.manifest.vectors:
+            raise UnsupportedError("the stream has no vectors (its points carry ids and "
+                                   "payloads only); the numpy layout holds vectors",
+                                   location=Location(location),
+                                   hint="write Parquet or JSONL instead")
         cannot = [v for v in self.manifest.vectors if v.kind != "dense"]
         if cannot:
             names = ", ".join(f"{v.name or '(unnamed)'} ({v.kind})" for v in cannot)

@@ -315,8 +315,6 @@ def config_from_manifest(manifest: Manifest, distance: str | None,
             "Qdrant cannot hold an unnamed vector next to named ones "
             f"(vectors: {[n or '(unnamed)' for n in names]})",
             hint="name every vector in the source")
-    if not manifest.vectors:
-        raise UnsupportedError("the stream has no vectors; a Qdrant collection needs one")
     guessed = False
     for spec in manifest.vectors:
         extra = dict(spec.extra or {})
@@ -922,8 +920,8 @@ class DenseColumns:
             sid = encode_id(pid, self.manifest.id_kind)
             vecs = point["vector"]
             payload = point.get("payload")
-            if not isinstance(vecs, dict) or not vecs or (
-                    payload is not None and not isinstance(payload, dict)):
+            if (not isinstance(vecs, dict) or (not vecs and not self.manifest.vectors_optional)
+                    or (payload is not None and not isinstance(payload, dict))):
                 raise _Irregular
             packed = {}
             for name, value in vecs.items():
@@ -1387,6 +1385,12 @@ class QdrantWriter:
                     + "\n  ".join(diff), location=where,
                     hint="use --mode overwrite to drop and recreate it, or load into another "
                          "collection")
+        if not exists and not self.manifest.vectors and b.engine == "edge":
+            raise UnsupportedError(
+                "the stream has no vectors (its points carry ids and payloads only); a Qdrant "
+                "Edge shard needs at least one vector", location=where,
+                hint="load it into a Qdrant server or a qdrant-local:// folder, "
+                     "or write Parquet or JSONL")
         self._pending: tuple[bool, bool] | None = (not exists, bulk)
 
     def ready(self) -> None:
