@@ -173,3 +173,75 @@ def test_a_server_that_stays_unavailable_is_named_after_the_retries(
                          reader_options={"max_retries": 2})
     assert str(err.value) == (f"{server.location('docs')}: reading the collection config failed "
                               "after 3 attempt(s): HTTP 503: Service Unavailable (stand-in)")
+
+
+def test_bulk_says_when_it_cannot_switch_indexing_back_on(src: str, server: QdrantStandIn,
+                                                          tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the state file goes to the working directory
+    # the server takes m=0 but keeps refusing m=16: the points are in, the index is not
+    server.add_fault(Fault("update", "503", times=None,
+                           when=lambda body: (body.get("hnsw_config") or {}).get("m") == 16))
+    with pytest.raises(TargetError) as err:
+        vecferry.convert(src, server.location("docs"), resume=True,
+                         writer_options={"bulk": True, "max_retries": 1})
+    message = str(err.value)
+    assert message.startswith(f"{server.location('docs')}: the points are written, but "
+                              "restoring HNSW indexing failed: ")
+    assert message.endswith(
+        "(HNSW indexing of collection 'docs' is still off (m=0, set by --bulk) and switching "
+        "it back to m=16 failed, so searches scan every point: set it with PATCH "
+        '/collections/docs {"hnsw_config": {"m": 16}}, or run again with --resume --bulk if '
+        "this run had --resume)")
+    assert server.hnsw_m["docs"] == 0
+    assert dump_stream(server.location("docs")) == normalize(source_points())
+
+    # the same command again, the server answering again: indexing comes back
+    server.faults.clear()
+    report = vecferry.convert(src, server.location("docs"), resume=True,
+                              writer_options={"bulk": True})
+    assert report["points_in_collection"] == N and report["warnings"] == []
+    # every point was acknowledged before closing failed: none is sent again
+    assert (report["resumed_from"], report["written"]) == (N, 0)
+    assert server.hnsw_m["docs"] == 16
+
+
+def test_bulk_on_a_collection_kept_at_m0_leaves_it_so(src: str, server: QdrantStandIn) -> None:
+    # m=0 is also a deliberate setting (multitenancy indexes per tenant with payload_m)
+    from qdrant_client import QdrantClient, models
+
+    vecferry.convert(src, server.location("docs"), limit=5)
+    client = QdrantClient(url=f"http://127.0.0.1:{server.port}", check_compatibility=False)
+    client.update_collection("docs", hnsw_config=models.HnswConfigDiff(m=0, payload_m=16))
+    client.close()
+    server.hnsw_updates.clear()
+    report = vecferry.convert(src, server.location("docs"), writer_options={"bulk": True})
+    assert report["points_in_collection"] == N
+    assert server.hnsw_updates == [] and server.hnsw_m["docs"] == 0
+    assert report["warnings"] == [
+        f"{server.location('docs')}: HNSW m is already 0, so --bulk leaves indexing as it is "
+        "and does not switch it on afterwards"]
+
+
+def test_an_interrupted_bulk_load_says_indexing_is_still_off(src: str, server: QdrantStandIn,
+                                                             monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from vecferry.cli import main
+    from vecferry.converters.qdrant import QdrantWriter
+
+    def ctrl_c(self):
+        raise KeyboardInterrupt
+
+    # Ctrl-C while the last requests finish, and the server refusing m=16 for a while
+    monkeypatch.setattr(QdrantWriter, "_drain", ctrl_c)
+    server.add_fault(Fault("update", "503", times=None,
+                           when=lambda body: (body.get("hnsw_config") or {}).get("m") == 16))
+    result = CliRunner().invoke(main, ["convert", src, server.location("docs"), "--bulk",
+                                       "--max-retries", "0", "--quiet"])
+    assert result.exit_code == 130
+    assert result.stderr.splitlines()[1] == (
+        "warning: HNSW indexing of collection 'docs' is still off (m=0, set by --bulk) and "
+        "switching it back to m=16 failed, so searches scan every point: set it with PATCH "
+        '/collections/docs {"hnsw_config": {"m": 16}}, or run again with --resume --bulk if '
+        "this run had --resume")
+    assert server.hnsw_m["docs"] == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import orjson
 import pytest
@@ -108,10 +109,10 @@ def test_a_line_without_its_vector_key_is_not_taken_for_a_vectorless_point(tmp_p
     # otherwise ("embedding"), and is refused with the line and id
     ds = DATASETS["gaps"]()
     src, _ = FORMATS["jsonl"].make(ds, tmp_path, "src")
-    lines = open(src, "rb").read().splitlines()
+    path = Path(src)
+    lines = path.read_bytes().splitlines()
     lines[2] = json.dumps({"id": 14, "embedding": [1.0, 2.0]}).encode()
-    with open(src, "wb") as fh:
-        fh.write(b"\n".join(lines) + b"\n")
+    path.write_bytes(b"\n".join(lines) + b"\n")
     with pytest.raises(RecordError) as info:
         vecferry.convert(src, str(tmp_path / "out.parquet"))
     assert str(info.value) == (

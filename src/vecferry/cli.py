@@ -94,13 +94,15 @@ def _run(fn: Callable[[], int | None], as_json: bool) -> None:
             _emit_json({"ok": False, "error": type(exc).__name__, "message": str(exc)})
         _err(f"error: {exc}")
         sys.exit(EXIT_FAILED)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # what survives depends on the target: a file output is renamed into place only
         # when complete; a Qdrant collection keeps what it acknowledged; a download keeps
         # its partial file to resume from
         _err("interrupted: an unfinished output file was removed; a Qdrant target keeps the "
              "points it acknowledged (run again with --resume to continue); a snapshot "
              "download resumes when run again")
+        if exc.args and isinstance(exc.args[0], str):
+            _err(f"warning: {exc.args[0]}")  # what the run left that needs the user
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(code)
 

@@ -164,3 +164,15 @@ def writing_to(target: str) -> Iterator[None]:
             reason, hint = str(exc), "run the conversion again once the cause is fixed"
         raise TargetError(f"cannot write: {reason}", location=Location(source=target),
                           hint=hint) from exc
+
+
+def add_notice(exc: BaseException, notice: str | None) -> None:
+    """Let a failing run's error also say what an aborted writer left behind that needs the
+    user (``notice``): a vecferry error gets it in its hint, an interrupt as its argument
+    (the CLI prints both)."""
+    if not notice or notice in str(exc):
+        return
+    if isinstance(exc, VecferryError):
+        exc.hint = f"{exc.hint}; {notice}" if exc.hint else notice
+    elif isinstance(exc, KeyboardInterrupt):
+        exc.args = (notice,)

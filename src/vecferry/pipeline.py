@@ -24,7 +24,14 @@ import orjson
 from vecferry import scaleout
 from vecferry.converters import open_reader, resolve
 from vecferry.converters.base import REJECT_KEY, Context
-from vecferry.errors import InputError, Location, RecordError, UsageError, writing_to
+from vecferry.errors import (
+    InputError,
+    Location,
+    RecordError,
+    UsageError,
+    add_notice,
+    writing_to,
+)
 from vecferry.ledger import IdLedger
 from vecferry.storage import with_storage_options
 from vecferry.stream import manifest_of, rebatch
@@ -409,9 +416,19 @@ def convert(
             resume_state.save(position + consumed, written_before + written,
                               rejected_before + context.rejected + writer_context.rejected,
                               done=True)
-    except BaseException:
+    except BaseException as exc:
         if writer is not None:
+            acked = None
+            if resume_state is not None:
+                # requests acknowledged since the last save (all of them when closing failed
+                # after the last one): a later --resume need not send them again
+                with contextlib.suppress(Exception):
+                    acked = getattr(writer, "acknowledged_rows", None)
             writer.abort()
+            if acked:
+                resume_state.save(position + acked, written_before + written,
+                                  rejected_before + context.rejected + writer_context.rejected)
+            add_notice(exc, getattr(writer, "abort_notice", None))
         if ledger is not None:
             ledger.discard()  # its id spill would otherwise stay in the temp directory
         raise

@@ -40,7 +40,7 @@ import pyarrow as pa
 
 from vecferry.converters import get_format, open_reader
 from vecferry.converters.base import AtomicPath, Context, fsync_path
-from vecferry.errors import Location, TargetError, UsageError, writing_to
+from vecferry.errors import Location, TargetError, UsageError, add_notice, writing_to
 from vecferry.parallel import check_workers, lost_worker_hint, script_rerunnable, worker_pool
 from vecferry.plan import Partition, Plan, read_partition
 from vecferry.stream import manifest_of, rebatch
@@ -718,9 +718,10 @@ def convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str = "lo
                 writer_report = target.close() or {}
             else:
                 writer_report = target.commit(done, overwrite)
-    except BaseException:
+    except BaseException as exc:
         if target is not None:
             target.abort()
+            add_notice(exc, getattr(target, "abort_notice", None))
         late.close()
         raise
     late.close()

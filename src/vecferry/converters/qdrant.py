@@ -1335,6 +1335,8 @@ class QdrantWriter:
         self.batch_bytes = batch_bytes or (DEFAULT_BATCH_BYTES if b.limited_requests else None)
         self.created = self.dropped = False
         self._bulk_restore: int | None = None
+        #: what a failed or interrupted run left that the user must know (see ``abort``)
+        self.abort_notice: str | None = None
         self._tickets: deque[_Ticket] = deque()
         self._acked = 0
         self._failure: BaseException | None = None
@@ -1418,25 +1420,46 @@ class QdrantWriter:
             self.created = True
         if bulk:
             current = self._rpc(b.get_hnsw_m, "reading the HNSW config")
-            if current == 0:
-                # m == 0 here is our own bulk setting left by an interrupted run: restore
-                # what the source asked for, else Qdrant's default.
-                current = int((self.wanted.get("hnsw_config") or {}).get("m") or 16)
-            if current is not None and self._rpc(lambda: b.set_hnsw_m(0),
-                                                 "switching HNSW indexing off"):
+            if current == 0 and not self.resuming:
+                # m=0 is also a deliberate setting (multitenant collections index per tenant
+                # with payload_m): nothing to switch off, and nothing to restore afterwards
+                self.context.warn(f"{self.location}: HNSW m is already 0, so --bulk leaves "
+                                  "indexing as it is and does not switch it on afterwards")
+                current = None
+            elif current == 0:
+                # resuming, m=0 is most likely this run's own bulk setting, left by the
+                # interrupted run: restore what the source asked for, else Qdrant's default
+                wanted_m = (self.wanted.get("hnsw_config") or {}).get("m")
+                current = 16 if wanted_m is None else int(wanted_m)
+            if current and self._rpc(lambda: b.set_hnsw_m(0), "switching HNSW indexing off"):
                 self._bulk_restore = current
         b.begin_load()
 
     def _restore_bulk(self, quiet: bool = False) -> None:
+        """Switch HNSW indexing back on after ``--bulk``. When that fails the collection is
+        left with m=0 (every search a full scan): ``abort_notice`` says so and how to mend it,
+        and unless ``quiet`` a ``TargetError`` says it too."""
         if self._bulk_restore is None:
             return
         m_value = self._bulk_restore
         try:
             self._rpc(lambda: self.backend.set_hnsw_m(m_value), "restoring HNSW indexing")
             self._bulk_restore = None
-        except Exception:
-            if not quiet:
+        except BaseException as exc:  # Ctrl-C while restoring leaves m=0 as well
+            self._bulk_restore = None  # tried: abort need not wait out the retries again
+            name = self.backend.name
+            self.abort_notice = (
+                f"HNSW indexing of collection {name!r} is still off (m=0, set by --bulk) and "
+                f"switching it back to m={m_value} failed, so searches scan every point: set "
+                f'it with PATCH /collections/{name} {{"hnsw_config": {{"m": {m_value}}}}}, or '
+                "run again with --resume --bulk if this run had --resume")
+            if not isinstance(exc, Exception):
                 raise
+            if not quiet:
+                reason = exc.message if isinstance(exc, VecferryError) else str(exc)
+                raise TargetError(f"the points are written, but restoring HNSW indexing "
+                                  f"failed: {reason}", location=Location(self.backend.label),
+                                  hint=self.abort_notice) from exc
 
     # -- writing
 
@@ -1726,9 +1749,12 @@ class QdrantWriter:
             indexes = self._create_indexes()
             b.flush()
             count = self._rpc(lambda: b.count(None), "counting points")
-        finally:
-            self._closed = True
-            b.close()
+        except BaseException:
+            # a failure or Ctrl-C while closing still needs what abort does (indexing back on)
+            self.abort()
+            raise
+        self._closed = True
+        b.close()
         report: dict[str, Any] = {
             "collection": b.name,
             "engine": b.engine,
@@ -1774,6 +1800,7 @@ class QdrantWriter:
         """Stop after a failure: cancel queued requests, restore indexing, keep the data.
 
         Never drops the collection: what was acknowledged stays, so ``--resume`` continues.
+        When ``--bulk`` indexing cannot be switched back on, ``abort_notice`` says so.
         """
         if self._closed:
             return
