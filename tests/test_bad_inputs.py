@@ -129,6 +129,25 @@ def test_fixed_rejects_file_converts(samples, tmp_path):
     assert "_vecferry_reject" not in points[0]["payload"]
 
 
+def test_an_id_past_64_bits_keeps_its_digits_in_message_and_rejects(tmp_path):
+    # orjson reads such an integer as a float; the message and the rejects line must show the
+    # number as written (not 1e+20), so that the fix (a string id) keeps the value
+    big = 99999999999999999999
+    src = tmp_path / "ids.jsonl"
+    src.write_text("".join(json.dumps({"id": pid, "vector": [0.5, 1.5]}) + "\n"
+                           for pid in (1, big, 2)))
+    rejects = tmp_path / "rejects.jsonl"
+    report = vecferry.convert(str(src), str(tmp_path / "o.parquet"), on_error="skip",
+                              rejects=str(rejects))
+    assert (report["written"], report["rejected"]) == (2, 1)
+    (line,) = _rejects(rejects)
+    assert line["id"] == big and type(line["id"]) is int
+    assert line["_vecferry_reject"]["reason"] == (
+        f"id {big} is outside 0..2^64-1; integer ids must be unsigned 64-bit (as in Qdrant "
+        "and FAISS); write it as a string id to keep it")
+    assert line["_vecferry_reject"]["point_id"] == big
+
+
 def test_unparseable_reject_must_be_replaced(samples, tmp_path):
     src = str(samples / "bad" / "not_json.jsonl")
     rejects = tmp_path / "rejects.jsonl"
@@ -378,7 +397,8 @@ def test_jsonl_id_past_64_bits_is_named_as_an_integer(tmp_path):
     with pytest.raises(RecordError) as info:
         vecferry.convert(str(src), str(tmp_path / "o.parquet"))
     assert str(info.value) == (
-        f"{src}, line 1, id 1e+20: id 100000000000000000000 is outside 0..2^64-1; integer ids "
+        f"{src}, line 1, id 100000000000000000000: id 100000000000000000000 is outside "
+        "0..2^64-1; integer ids "
         "must be unsigned 64-bit (as in Qdrant and FAISS); write it as a string id to keep it")
 
 

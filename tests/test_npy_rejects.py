@@ -197,7 +197,9 @@ def test_unfixed_payload_rejects_are_rejected_again(tmp_path):
     _, rejects = _skip(_matrix(tmp_path), tmp_path, payloads=payloads)
     with pytest.raises(RecordError) as info:
         vecferry.convert(str(rejects), str(tmp_path / "again.jsonl"))
-    assert str(info.value) == f"{rejects}, line 1, id 3: payload must be a JSON object, not str"
+    assert str(info.value) == (f"{rejects}, line 1, id 3: payload must be a JSON object, not "
+                               "str (the payload is the text it was read from, which was not "
+                               "JSON: fix it into an object)")
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -193,14 +193,21 @@ def loads_exact(line: bytes, scan_from: int = 0) -> Any:
 
     orjson is fast but turns an integer past 64 bits into a float. A run of 20+ digits at or
     after ``scan_from`` (where the payload starts; vector digits before it do not matter and are
-    slow to scan) sends the line to the stdlib parser, which keeps such integers exact. Raises
+    slow to scan), or a point whose id comes out a float, sends the line to the stdlib parser,
+    which keeps such integers exact. Raises
     ``ValueError`` (``orjson.JSONDecodeError`` is one) when the text is not JSON.
     """
-    if scan_from >= 0 and has_long_number(line, scan_from):
-        def _no_constants(name: str) -> Any:
-            raise ValueError(f"{name} is not valid JSON")
-        return json.loads(line, parse_constant=_no_constants)
-    return orjson.loads(line)
+    if scan_from < 0 or not has_long_number(line, scan_from):
+        value = orjson.loads(line)
+        # an id before the scanned part may be the integer orjson rounded: a float id is
+        # refused anyway, but its message and rejects line must show the number as written
+        if type(value) is not dict or type(value.get("id")) is not float:
+            return value
+    return json.loads(line, parse_constant=_no_constants)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def nonstandard_constant(line: bytes) -> str | None:

@@ -192,8 +192,11 @@ class BatchBuilder:
                 return False
         payload = point.get("payload")
         if payload is not None and not isinstance(payload, dict):
+            # a rejects file keeps a payload that was not JSON as the text it was read from
+            hint = ("the payload is the text it was read from, which was not JSON: fix it "
+                    "into an object" if isinstance(payload, str) else None)
             self._fail(f"payload must be a JSON object, not {type(payload).__name__}", where,
-                       point, point_id=pid)
+                       point, point_id=pid, hint=hint)
             return False
         self.ids.append(sid)
         self.payloads.append(None if payload is None else dumps_payload(payload))
