@@ -426,6 +426,27 @@ def test_npy_shards_with_ids_and_metadata(tmp_path):
     assert resumed == [i * 10 for i in range(11, N)]
 
 
+def test_npy_shard_metadata_nan_is_a_bad_record_not_a_dropped_value(tmp_path):
+    d, vec = _npy_shards(tmp_path)
+    pq.write_table(pa.table({"caption": [f"c{10 + i}" for i in range(12)],
+                             "w": [float("nan") if i == 4 else float(i) for i in range(12)]}),
+                   d / "metadata_1.parquet")
+    with pytest.raises(RecordError) as info:
+        vecferry.convert(str(d), str(tmp_path / "o.jsonl"))
+    assert str(info.value) == (
+        f"{d / 'metadata_1.parquet'}, row 4, id 140: column 'w' holds NaN, which JSON cannot "
+        "hold (write null for a missing value in the metadata file)")
+
+    rejects = tmp_path / "rejects.jsonl"
+    report = vecferry.convert(str(d), str(tmp_path / "o.jsonl"), on_error="skip",
+                              rejects=str(rejects), batch_size=5)
+    assert (report["read"], report["written"], report["rejected"]) == (N, N - 1, 1)
+    (line,) = [json.loads(x) for x in rejects.read_text().splitlines()]
+    assert line["id"] == 140 and line["payload"] == {"caption": "c14"}
+    assert np.array(line["vector"], np.float32).tobytes() == vec[14].tobytes()
+    assert line["_vecferry_reject"]["row"] == 4
+
+
 def test_npy_shards_without_ids_use_row_numbers(tmp_path):
     d, vec = _npy_shards(tmp_path, ids=False, metadata=False)
     manifest, points = read_points(str(d), batch_size=5)

@@ -448,9 +448,19 @@ class NpyReader:
             block = (np.arange(number + lo, number + hi, dtype=np.uint64) if ids is None
                      else np.asarray(ids[lo:hi]))
             columns[ID_COLUMN] = self._id_column(block)
-            columns[PAYLOAD_COLUMN] = (next(meta).slice(0, hi - lo) if meta is not None
-                                       else pa.nulls(hi - lo, pa.string()))
+            meta_bad: dict[int, tuple[str, str | None]] = {}
+            if meta is not None:
+                texts, meta_bad = next(meta)
+                columns[PAYLOAD_COLUMN] = texts.slice(0, hi - lo)
+            else:
+                columns[PAYLOAD_COLUMN] = pa.nulls(hi - lo, pa.string())
             bad = _negative_ids(block, str(sh.ids[num]), lo) if ids is not None else {}
+            for i, (reason, _) in sorted(meta_bad.items()):
+                # the payload as read, less the value JSON cannot hold, goes to the rejects
+                bad.setdefault(i, record_error(
+                    reason, source=str(sh.metadata[num]), row=lo + i,
+                    point_id=self._id_of(block[i]),
+                    hint="write null for a missing value in the metadata file"))
             batch = self._without(pa.RecordBatch.from_arrays(
                 [columns[f.name] for f in self.schema], schema=self.schema), bad)
             if batch is not None:
@@ -896,8 +906,9 @@ class _Shards:
                                 "layout": "shards", "shards": len(self.numbers)})
 
     def metadata_batches(self, num: int, batch_size: int, start: int
-                         ) -> Iterator[pa.Array] | None:
-        """Payload blocks of shard ``num``'s metadata, from row ``start``, ``batch_size`` each."""
+                         ) -> Iterator[tuple[pa.Array, dict[int, tuple[str, str | None]]]] | None:
+        """Payload blocks of shard ``num``'s metadata, from row ``start``, ``batch_size`` each,
+        with the rows JSON cannot hold (NaN, infinity) as {offset: (reason, hint)}."""
         if self.metadata is None:
             return None
         from vecferry.mapping import payload_texts
@@ -913,11 +924,12 @@ class _Shards:
                 if batch.num_rows:
                     yield batch
 
-        def gen() -> Iterator[pa.Array]:
+        def gen() -> Iterator[tuple[pa.Array, dict[int, tuple[str, str | None]]]]:
             pf = pq.ParquetFile(path, memory_map=False, buffer_size=1 << 20)
             try:
                 for block in rebatch(from_start(pf), batch_size):
-                    yield payload_texts(block, block.schema.names)
+                    bad: dict[int, tuple[str, str | None]] = {}
+                    yield payload_texts(block, block.schema.names, (), bad), bad
             finally:
                 pf.close()
 
