@@ -344,7 +344,7 @@ def test_jsonl_missing_key_lists_the_keys(tmp_path):
         vecferry.open_reader(str(src))
     assert str(info.value) == (f"{src}: no point has a vector (each line needs \"vector\": [...] "
                                'or {"name": [...]}, or read foreign records with a mapping: '
-                               "--id-key doc_id --vector-key embedding --payload-key metadata)")
+                               "--id-key doc_id --vector-key embedding)")
 
 
 def test_jsonl_record_without_the_id_key_names_its_line(tmp_path):
@@ -375,6 +375,13 @@ def test_inspect_suggests_a_mapping(tmp_path):
     assert info["vectors"][0]["size"] == DIM
     jsrc = tmp_path / "f.jsonl"
     _foreign_jsonl(jsrc, 5)
+    s = inspect_location(str(jsrc))["suggested_mapping"]
+    # --payload-key metadata would drop "lang": every remaining key stays the payload
+    assert s["flags"] == "--id-key doc_id --vector-key embedding"
+    assert s["payload_keys"] == ["metadata", "lang"]
+    # with the metadata object the only other key, it becomes the payload itself
+    jsrc.write_text("".join(json.dumps({"doc_id": f"d{i}", "embedding": [1.0, 2.0],
+                                        "metadata": {"k": i}}) + "\n" for i in range(3)))
     s = inspect_location(str(jsrc))["suggested_mapping"]
     assert s["flags"] == "--id-key doc_id --vector-key embedding --payload-key metadata"
 

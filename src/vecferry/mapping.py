@@ -825,6 +825,11 @@ def suggest_records(records: list[dict[str, Any]]) -> dict[str, Any]:
     objects = [k for k in keys if k not in vectors and k not in sparse and any(
         isinstance(r.get(k), dict) for r in records)]
     payload_key = next((k for k in objects if k.lower() in PAYLOAD_NAMES), None)
+    used = set(vectors) | set(sparse) | {id_key}
+    if payload_key is not None and [k for k in keys if k not in used] != [payload_key]:
+        # --payload-key takes that object alone: with other keys beside it, the default (every
+        # remaining key, the object nested) keeps them all
+        payload_key = None
     flags: list[str] = []
     if id_key is not None:
         flags += ["--id-key", id_key]
@@ -834,7 +839,6 @@ def suggest_records(records: list[dict[str, Any]]) -> dict[str, Any]:
         flags += ["--sparse-key", k]
     if payload_key is not None:
         flags += ["--payload-key", payload_key]
-    used = set(vectors) | set(sparse) | {id_key}
     return {"id_key": id_key, "vector_keys": vectors, "sparse_keys": sparse,
             "payload_key": payload_key,
             "payload_keys": [payload_key] if payload_key else [k for k in keys if k not in used],
