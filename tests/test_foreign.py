@@ -488,3 +488,23 @@ def test_inspect_text_prints_the_suggested_mapping(tmp_path):
     assert result.exit_code == 0, result.output
     assert ("mapping:   read with the suggested mapping; convert with: --id-column _id "
             "--vector-column emb") in result.output
+
+
+def test_a_directory_of_jsonl_files_from_another_tool_reads_in_natural_order(tmp_path):
+    import gzip
+
+    d = tmp_path / "export"
+    d.mkdir()
+    for k in (1, 2, 10):
+        text = "".join(json.dumps({"id": k * 100 + i, "vector": [float(k), float(i)]}) + "\n"
+                       for i in range(2))
+        if k == 2:
+            (d / f"chunk_{k}.jsonl.gz").write_bytes(gzip.compress(text.encode()))
+        else:
+            (d / f"chunk_{k}.ndjson" if k == 10 else d / f"chunk_{k}.jsonl").write_text(text)
+    (d / "_SUCCESS").write_text("")
+    (d / ".chunk_3.jsonl.crc").write_text("x")
+    (d / "_temporary.jsonl").write_text("not json\n")
+    assert vecferry.converters.resolve(str(d)).name == "jsonl"
+    _, points = read_points(str(d))
+    assert [p["id"] for p in points] == [100, 101, 200, 201, 1000, 1001]

@@ -70,7 +70,8 @@ FORMATS: tuple[FormatSpec, ...] = (
         extensions=(".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".ndjson.zst"),
         reader="vecferry.converters.jsonl:JsonlReader",
         writer="vecferry.converters.jsonl:JsonlWriter",
-        directory_markers=("part-*.jsonl", "part-*.jsonl.gz", "part-*.jsonl.zst"),
+        directory_markers=tuple(f"*{ext}" for ext in (
+            ".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".ndjson.zst")),
         directory_priority=40,
     ),
     FormatSpec(

@@ -348,16 +348,22 @@ def _lines_before(path: Path, offset: int) -> int:
     return count
 
 
+#: the names of JSONL files a directory source reads (vecferry's own parts are part-*.jsonl)
+DIRECTORY_PATTERNS = tuple(f"*{ext}" for ext in (
+    ".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".ndjson.zst"))
+
+
 def _jsonl_parts(path: Any, location: str) -> tuple[list[Any], Manifest | None]:
-    """The files of a JSONL location: itself, or a directory's parts (as its
-    ``manifest.json`` lists them, else ``part-*.jsonl[.gz|.zst]`` in name order), with the
-    directory's manifest."""
+    """The files of a JSONL location: itself, or a directory's files (as its ``manifest.json``
+    lists them, else every ``*.jsonl`` / ``*.ndjson`` (plain, ``.gz``, ``.zst``) in natural
+    name order, hidden and ``_``-prefixed files left out, as Spark and Hadoop mark theirs),
+    with the directory's manifest."""
     if not path.is_dir():
         return [path], None
     from vecferry.converters.parquet import natural_key
 
-    found = sorted((p for pattern in ("part-*.jsonl", "part-*.jsonl.gz", "part-*.jsonl.zst")
-                    for p in path.glob(pattern)), key=natural_key)
+    found = sorted({p for pattern in DIRECTORY_PATTERNS for p in path.glob(pattern)
+                    if not p.name.startswith((".", "_"))}, key=natural_key)
     listed = read_directory_manifest(path)
     if listed is not None and listed[1]:
         return listed_parts(path, listed[1], found), listed[0]
