@@ -508,3 +508,29 @@ def test_a_directory_of_jsonl_files_from_another_tool_reads_in_natural_order(tmp
     assert vecferry.converters.resolve(str(d)).name == "jsonl"
     _, points = read_points(str(d))
     assert [p["id"] for p in points] == [100, 101, 200, 201, 1000, 1001]
+
+
+def test_a_hive_partitioned_dataset_reads_with_its_partition_keys(tmp_path):
+    # what Spark's partitionBy and pyarrow's write_to_dataset make: lang=en/year=2024/*.parquet
+    n = 8
+    vec = _rng().standard_normal((n, DIM)).astype(np.float32)
+    table = pa.table({"doc": [f"d{i}" for i in range(n)],
+                      "emb": pa.array(list(vec), pa.list_(pa.float32())),
+                      "lang": ["en", "en", "de", "a b/c", None, "fr", "de", "en"],
+                      "year": [2024, 2025, 2025, 2024, 2024, 2025, 2025, 2024]})
+    d = tmp_path / "ds"
+    pq.write_to_dataset(table, d, partition_cols=["lang", "year"])
+    (d / "_SUCCESS").write_text("")
+    assert vecferry.converters.resolve(str(d)).name == "parquet"
+    manifest, points = read_points(str(d), id_column="doc", vector_column=["emb"])
+    assert manifest.count == n
+    got = {p["id"]: (p["vector"].tobytes(), p["payload"]) for p in points}
+    expected = {}
+    for i in range(n):
+        payload = {"year": table["year"][i].as_py()}
+        if table["lang"][i].as_py() is not None:
+            payload["lang"] = table["lang"][i].as_py()
+        expected[f"d{i}"] = (vec[i].tobytes(), payload)
+    assert got == expected
+    # the year directories hold integers: they come back as integers, not text
+    assert all(type(p["payload"]["year"]) is int for p in points)

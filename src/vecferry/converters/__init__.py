@@ -80,7 +80,8 @@ FORMATS: tuple[FormatSpec, ...] = (
         extensions=(".parquet", ".pq"),
         reader="vecferry.converters.parquet:ParquetReader",
         writer="vecferry.converters.parquet:ParquetWriter",
-        directory_markers=("*.parquet",),
+        # hive-style partition directories (lang=en/...) hold the files of a dataset
+        directory_markers=("*.parquet", "*=*/**/*.parquet"),
         directory_priority=30,
     ),
     FormatSpec(

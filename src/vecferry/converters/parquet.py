@@ -80,10 +80,11 @@ def _parts(path: Path) -> list[Path]:
 
 def _parts_with_manifest(path: Path) -> tuple[list[Path], Manifest | None]:
     """The files to read, and the directory's ``manifest.json`` manifest if it has one (its
-    part list then decides which files are read, in its order)."""
+    part list then decides which files are read, in its order). A directory's files are its
+    ``*.parquet`` and those in hive-style partition directories below it (``lang=en/``), in
+    natural order of their paths; hidden and ``_``-prefixed names are left out."""
     if path.is_dir():
-        parts = sorted((p for p in path.glob("*.parquet") if not p.name.startswith((".", "_"))),
-                       key=natural_key)
+        parts = sorted(_directory_files(path), key=lambda p: _path_key(path, p))
         found = read_directory_manifest(path)
         if found is not None and found[1]:
             return listed_parts(path, found[1], parts), found[0]
@@ -91,6 +92,85 @@ def _parts_with_manifest(path: Path) -> tuple[list[Path], Manifest | None]:
             raise InputError("directory holds no .parquet files", location=Location(str(path)))
         return parts, found[0] if found is not None else None
     return [path], None
+
+
+#: the value Hive and Spark write for a null partition key
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def _directory_files(root: Any) -> Iterator[Any]:
+    """``*.parquet`` in ``root`` and, recursively, in its ``key=value`` subdirectories."""
+    for child in root.iterdir():
+        if child.name.startswith((".", "_")):
+            continue
+        if child.is_dir():
+            if "=" in child.name.strip("="):
+                yield from _directory_files(child)
+        elif child.name.endswith(".parquet"):
+            yield child
+
+
+def _path_key(root: Any, path: Any) -> list[Any]:
+    rel = str(path)[len(str(root)):].strip("/")
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", rel)]
+
+
+def hive_partitions(root: Any, parts: list[Any]) -> tuple[list[dict[str, Any]], list[pa.Field]]:
+    """The partition values of each part (``k=v`` directories between ``root`` and the part,
+    URL-decoded as Hive writes them, ``__HIVE_DEFAULT_PARTITION__`` as null) and their fields:
+    ``int64`` for a key whose values are all integers, else ``string`` (pyarrow's and Spark's
+    reading of such a layout). Empty when no part sits in a partition directory."""
+    from urllib.parse import unquote
+
+    values: list[dict[str, Any]] = []
+    keys: list[str] = []
+    for part in parts:
+        rel = str(part)[len(str(root)):].strip("/").split("/")[:-1]
+        found: dict[str, Any] = {}
+        for seg in rel:
+            key, _, value = seg.partition("=")
+            found[unquote(key)] = None if value == HIVE_NULL else unquote(value)
+        keys += [k for k in found if k not in keys]
+        values.append(found)
+    fields = []
+    for key in keys:
+        seen = [v.get(key) for v in values if v.get(key) is not None]
+        integral = bool(seen) and all(re.fullmatch(r"-?\d{1,18}", v) for v in seen)
+        fields.append(pa.field(key, pa.int64() if integral else pa.string()))
+        if integral:
+            for v in values:
+                if v.get(key) is not None:
+                    v[key] = int(v[key])
+    return values, fields
+
+
+class PartitionedFile:
+    """A Parquet file of a hive-partitioned directory, read with its directory's partition
+    keys as constant columns after its own (a column the file has itself wins). Offers the
+    part of ``pq.ParquetFile`` the readers use: ``schema_arrow``, ``metadata``,
+    ``num_row_groups``, ``iter_batches`` and ``close``."""
+
+    def __init__(self, pf: pq.ParquetFile, values: dict[str, Any], fields: list[pa.Field]):
+        self._pf = pf
+        own = set(pf.schema_arrow.names)
+        self._extra = [f for f in fields if f.name not in own]
+        self._values = values
+        self.schema_arrow = pa.schema([*pf.schema_arrow, *self._extra])
+        self.metadata = pf.metadata
+        self.num_row_groups = pf.num_row_groups
+
+    def iter_batches(self, *, columns: list[str] | None = None, **kw: Any
+                     ) -> Iterator[pa.RecordBatch]:
+        names = {f.name for f in self._extra}
+        add = [f for f in self._extra if columns is None or f.name in columns]
+        own = None if columns is None else [c for c in columns if c not in names]
+        for b in self._pf.iter_batches(columns=own, **kw):
+            consts = [pa.array([self._values.get(f.name)] * b.num_rows, f.type) for f in add]
+            yield pa.RecordBatch.from_arrays([*b.columns, *consts],
+                                             schema=pa.schema([*b.schema, *add]))
+
+    def close(self) -> None:
+        self._pf.close()
 
 
 def _open(path: Path) -> pq.ParquetFile:
@@ -256,9 +336,11 @@ class ParquetReader:
         reject_unknown_options("parquet", options)
         self.location = location
         self.context = context
-        self.parts, dir_manifest = _parts_with_manifest(input_path(location))
+        root = input_path(location)
+        self.parts, dir_manifest = _parts_with_manifest(root)
+        self._hive = hive_partitions(root, self.parts) if root.is_dir() else ([], [])
         self.mapper: TableMapper | None = None
-        first = _open(self.parts[0])
+        first = self._open_part(0)
         mapping = Mapping.from_options(id_column=id_column, vector_column=vector_column,
                                        sparse_column=sparse_column,
                                        payload_columns=payload_columns,
@@ -289,8 +371,8 @@ class ParquetReader:
         self._rows = 0
         self._files: list[pq.ParquetFile] = []
         recorded: list[dict[str, Any] | None] = []
-        for part in self.parts:
-            pf = first if part == self.parts[0] else _open(part)
+        for i, part in enumerate(self.parts):
+            pf = first if i == 0 else self._open_part(i)
             if [n for n in pf.schema_arrow.names] != first.schema_arrow.names:
                 raise InputError(
                     f"part has columns {pf.schema_arrow.names}, but {self.parts[0].name} has "
@@ -315,8 +397,8 @@ class ParquetReader:
     def _open_mapped(self, first: pq.ParquetFile, mapping: Mapping, id_kind: str | None
                      ) -> None:
         self._files = [first]
-        for part in self.parts[1:]:
-            pf = _open(part)
+        for i, part in enumerate(self.parts[1:], 1):
+            pf = self._open_part(i)
             check_same_schema(pf.schema_arrow, str(part), first.schema_arrow,
                               str(self.parts[0]))
             self._files.append(pf)
@@ -342,6 +424,11 @@ class ParquetReader:
             self.context.warn(NARROWING_WARNING)
         self.manifest = manifest
         self.schema = manifest.schema()
+
+    def _open_part(self, i: int) -> Any:
+        pf = _open(self.parts[i])
+        values, fields = self._hive
+        return PartitionedFile(pf, values[i], fields) if fields else pf
 
     def _check_columns(self, pf: pq.ParquetFile) -> None:
         have = set(pf.schema_arrow.names)
