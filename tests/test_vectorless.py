@@ -17,7 +17,7 @@ pytest.importorskip("qdrant_client")
 import vecferry
 from roundtrip import DATASETS, FORMATS, leftovers
 from vecferry.cli import main
-from vecferry.errors import RecordError, UnsupportedError
+from vecferry.errors import RecordError, TargetError, UnsupportedError
 from vecferry.verify import verify
 
 
@@ -143,3 +143,24 @@ def test_foreign_parquet_rows_follow_the_same_rule(tmp_path):
                          reader_options={"id_column": "key", "vector_column": ["t"]})
     assert str(info.value) == (f"{src}, row 1, id 6: point has no vector "
                                "(every vector cell is null)")
+
+
+def test_vectorless_points_are_refused_by_a_collection_with_an_unnamed_vector(tmp_path):
+    from qdrant_client import QdrantClient, models
+
+    client = QdrantClient(path=str(tmp_path / "q"))
+    client.create_collection("u", vectors_config=models.VectorParams(size=3, distance="Dot"))
+    client.close()
+    src, _ = FORMATS["jsonl"].make(DATASETS["no_vectors"](), tmp_path, "src")
+    dst = f"qdrant-local://{tmp_path / 'q'}/u"
+    with pytest.raises(TargetError) as info:
+        vecferry.convert(src, dst)
+    assert str(info.value) == (
+        f"{dst}: collection exists with a config the source does not fit:\n  vector (unnamed): "
+        "the target needs it on every point, and the source's points have no vectors (use "
+        "--mode overwrite to drop and recreate it, or load into another collection)")
+    client = QdrantClient(path=str(tmp_path / "q"))
+    try:
+        assert client.count("u").count == 0
+    finally:
+        client.close()

@@ -384,6 +384,11 @@ def config_diff(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     for name in wanted.get("sparse_vectors") or {}:
         if name not in have_sparse:
             diff.append(f"sparse vector {name!r}: missing in the target")
+    if "" in have and not wanted.get("vectors") and not wanted.get("sparse_vectors"):
+        # every point of the target needs its unnamed vector (local mode would take the
+        # points anyway, leaving them unsearchable)
+        diff.append("vector (unnamed): the target needs it on every point, and the source's "
+                    "points have no vectors")
     return diff
 
 
