@@ -381,8 +381,10 @@ def _print_verify(result: dict[str, Any], quiet: bool) -> None:
     if search:
         lat = "".join(f"; {side} latency p50/p95/p99 {v['p50']}/{v['p95']}/{v['p99']} ms"
                       for side, v in search.get("latency_ms", {}).items())
+        ties = (f"; {search['tied_ids']} tied ids counted as found"
+                if search.get("tied_ids") else "")
         _err(f"search parity: recall@{search['k']} {search['recall']:.4f} over "
-             f"{search['queries']} queries ({search['distance']}){lat}")
+             f"{search['queries']} queries ({search['distance']}){ties}{lat}")
     _err(f"verified: {result.get('verdict', 'identical')}" if result["ok"]
          else "verification FAILED")
 

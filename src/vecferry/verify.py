@@ -18,6 +18,12 @@ manifest and compares, proving a file intact without its source; it also counts 
 Search parity samples query vectors from the source and compares the top-k ids on both sides
 (a reader's own ``search`` when it has one, FAISS or Qdrant, else exact brute force over the
 stream); recall@k must reach ``min_recall``. A side with its own search also reports latency.
+Points at the same distance from a query may come back in any order, so an id one side returned
+and the other did not still counts as found when it ties with the other side's k-th result:
+by that side's exact scores (brute force), else by exact scores recomputed from stored vectors
+(one side's, fetched by id when it can) equal within the float32 rounding an engine's score may
+carry. ``tied_ids`` counts the ids found only that way; an id clearly nearer than the other
+side's k-th one is still a miss.
 Packed bits of a FAISS binary index are compared by Hamming distance, as the index does; an IVF
 index is searched in every inverted list, so an exact copy scores 1.0. Vectors of different
 sizes on the two sides are a difference, and cannot be searched with the same queries.
@@ -490,42 +496,17 @@ def _is_binary(manifest: Manifest, spec: VectorSpec | None) -> bool:
             and isinstance(bits, int) and bits == 8 * (spec.size or 0))
 
 
-def _ivf_of(index: Any) -> Any:
-    """The inverted-file index inside a FAISS index (through IDMap, PreTransform, Refine), or
-    None."""
-    import faiss
-
-    if isinstance(index, faiss.IndexBinary):
-        # faiss has no extract function for binary indexes: only IDMap wraps one
-        while index is not None:
-            index = faiss.downcast_IndexBinary(index)
-            if isinstance(index, faiss.IndexBinaryIVF):
-                return index
-            index = getattr(index, "index", None)
-        return None
-    try:
-        return faiss.extract_index_ivf(index)
-    except RuntimeError:  # faiss's way of saying there is none
-        return None
-
-
 @contextlib.contextmanager
 def _every_list(side: _Side) -> Iterator[int | None]:
     """An IVF index searching all its inverted lists for the duration (nprobe = nlist; yields
     it, or None for other sides). At the default nprobe (1) a search sees one list, so even
     an exact copy misses most true neighbours: parity is a check of the data, not of nprobe."""
-    # FaissReader.search takes no search parameters: the setting goes on its index itself
-    index = getattr(side.reader, "_index", None) if side.format == "faiss" else None
-    ivf = _ivf_of(index) if index is not None else None
-    if ivf is None:
+    every_list = getattr(side.reader, "every_list_searched", None)
+    if every_list is None:
         yield None
         return
-    before = ivf.nprobe
-    ivf.nprobe = ivf.nlist
-    try:
-        yield int(ivf.nlist)
-    finally:
-        ivf.nprobe = before
+    with every_list() as nprobe:
+        yield nprobe
 
 
 def _search_side(side: _Side, queries: np.ndarray, k: int, vector: str, distance: str,
@@ -825,6 +806,119 @@ def _approximate(side: _Side) -> str | None:
     return None
 
 
+def _keys(ids: list[Any]) -> list[str]:
+    """Ids as JSON text, so ids from different readers compare (1 and "1" stay apart), each
+    once and in order."""
+    return list(dict.fromkeys(json.dumps(i) for i in ids))
+
+
+def _found(mine: list[str], theirs: list[str], their_ties: set[str], k: int,
+           exact: dict[str, tuple[float, float]] | None = None) -> int:
+    """How many of one side's top-k ids for a query the other side found.
+
+    An id is found when the other side returned it, or reported it tied with its k-th score
+    (``their_ties``, brute force only), or, given ``exact`` (id -> exact score, float32
+    rounding bound), when its exact score equals the other side's worst returned score within
+    the two bounds: the other side could have returned it in that place just as rightly. An
+    id scoring clearly better than that worst one was missed, and one scoring clearly worse
+    should not have been returned. Ties are only looked for at the other side's boundary,
+    and only when it returned ``k`` ids each with an exact score: a short list is all a side
+    holds, and an id without a score cannot be placed.
+    """
+    n = sum(1 for i in mine if i in their_ties)
+    if exact is None or len(theirs) < k or any(j not in exact for j in theirs):
+        return n
+    worst, worst_bound = min(exact[j] for j in theirs)
+    return n + sum(1 for i in mine if i not in their_ties and i in exact
+                   and abs(exact[i][0] - worst) <= exact[i][1] + worst_bound)
+
+
+def _vectors_by_id(side: _Side, keys: set[str], vector: str, batch_size: int
+                   ) -> dict[str, np.ndarray]:
+    """{id as JSON: its ``vector`` as float64} for the ids in ``keys`` that ``side`` holds
+    with that vector; others are left out.
+
+    Fetched by id when the reader can (``retrieve``: Qdrant), so only those points are read;
+    otherwise one pass over a fresh reader opened as the side was, keeping only those ids.
+    """
+    spec = side.manifest.vector(vector)
+    out: dict[str, np.ndarray] = {}
+
+    def keep(batch: pa.RecordBatch) -> None:
+        col = batch.column(spec.column)
+        valid = col.is_valid().to_numpy(zero_copy_only=False)
+        ids = [json.dumps(i) for i in decode_ids(batch.column(ID_COLUMN),
+                                                 side.manifest.id_kind)]
+        rows = [r for r, key in enumerate(ids) if key in keys and valid[r]]
+        if not rows:
+            return
+        taken = col.take(pa.array(rows, pa.int64()))
+        mat = taken.flatten().to_numpy(zero_copy_only=False).astype(np.float64).reshape(
+            len(rows), -1)
+        for r, row in zip(rows, mat, strict=True):
+            out[ids[r]] = row  # a repeated id: its last record, as the diff compares it
+
+    retrieve = getattr(side.reader, "retrieve", None)
+    if retrieve is not None:
+        ordered = sorted(keys)
+        for lo in range(0, len(ordered), RETRIEVE_CHUNK):
+            keep(retrieve([json.loads(key) for key in ordered[lo:lo + RETRIEVE_CHUNK]]))
+        return out
+    reader = open_reader(side.location, format=side.format, context=Context("fail"),
+                         **side.options)
+    try:
+        for batch in reader.batches(batch_size):
+            keep(batch)
+    finally:
+        reader.close()
+    return out
+
+
+#: unit roundoff of float32, the precision FAISS and Qdrant compute distances in
+F32_ROUNDOFF = 2.0 ** -24
+
+
+def _exact_scores(query: np.ndarray, ids: list[str], stored: dict[str, np.ndarray],
+                  distance: str) -> dict[str, tuple[float, float]]:
+    """{id: (score, bound)} for the ids with a stored vector: the score (higher is better)
+    computed in float64, as good as exact next to float32, and a bound on how far an engine
+    computing it in float32 may be from it.
+
+    Two points whose scores are closer than the sum of their bounds may come back in either
+    order from an exact index, so neither order is a miss. The bound is the classic one for a
+    sum of n rounded terms, g * (sum of the terms' sizes) with g = m u / (1 - m u), u the
+    float32 unit roundoff (Higham, Accuracy and Stability of Numerical Algorithms, 3.1), m the
+    dimension plus the roundings made before and after the sum (differences, squares,
+    normalising, Qdrant's square root). Euclid and Manhattan are summed as differences, as the
+    engines do for one query at a time (as verify searches), so their bound is relative to the
+    distance itself and two copies of one vector tie exactly.
+    """
+    known = sorted({i for i in ids if i in stored})
+    if not known:
+        return {}
+    mat = np.stack([stored[i] for i in known])
+    q = np.asarray(query, dtype=np.float64)
+    m = mat.shape[1] + 4
+    g = m * F32_ROUNDOFF / (1 - m * F32_ROUNDOFF)
+    if distance == "Hamming":
+        scores = _scores(q[None, :], mat, distance)[0]
+        bounds = np.zeros(len(known))  # counts of bits: exact
+    elif distance in ("Dot", "Cosine"):
+        scores = _scores(q[None, :], mat, distance)[0]
+        if distance == "Cosine":
+            q = q / max(float(np.linalg.norm(q)), 1e-30)
+            mat = mat / np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-30)
+        # normalising both vectors rounds each product about as much again
+        bounds = (2 * g if distance == "Cosine" else g) * np.abs(mat * q).sum(axis=1)
+    elif distance == "Manhattan":
+        scores = -np.abs(mat - q).sum(axis=1)
+        bounds = -g * scores
+    else:  # Euclid, squared: the order is the same
+        scores = -((mat - q) ** 2).sum(axis=1)
+        bounds = -g * scores
+    return {i: (float(s), float(e)) for i, s, e in zip(known, scores, bounds, strict=True)}
+
+
 def _parity(a: _Side, b: _Side, queries: np.ndarray, k: int, vector: str, min_recall: float,
             batch_size: int) -> dict[str, Any]:
     spec_b = next((v for v in b.manifest.vectors if v.name == vector), None)
@@ -834,16 +928,33 @@ def _parity(a: _Side, b: _Side, queries: np.ndarray, k: int, vector: str, min_re
     ra, la, ta, na = _search_side(a, queries, k, vector, distance, batch_size)
     rb, lb, tb, nb = _search_side(b, queries, k, vector, distance, batch_size)
 
-    def keys(ids: list[Any]) -> set[str]:
-        return {json.dumps(i) for i in ids}
-
+    xs, ys = [_keys(x) for x in ra], [_keys(y) for y in rb]
+    xts, yts = [set(_keys(t)) for t in ta], [set(_keys(t)) for t in tb]
     # A hit is an id the other side also ranks in its top k or ties with its k-th result.
-    recalls = [max(len(keys(y) & keys(xt)), len(keys(x) & keys(yt))) / max(1, len(x))
-               for x, y, xt, yt in zip(ra, rb, ta, tb, strict=True)]
+    found = [max(_found(x, y, yt, k), _found(y, x, xt, k))
+             for x, y, xt, yt in zip(xs, ys, xts, yts, strict=True)]
+    # An index reports no ties, so ids left over may still tie by distance: those queries
+    # are scored again from the points' stored vectors (a lookup only when ids disagree).
+    unsettled = [q for q, (x, n) in enumerate(zip(ra, found, strict=True)) if n < len(x)]
+    tie_side = None
+    if unsettled:
+        tie_side = next((s for s in (a, b) if hasattr(s.reader, "retrieve")), a)
+        wanted = {i for q in unsettled for i in xs[q] + ys[q]}
+        stored = _vectors_by_id(tie_side, wanted, vector, batch_size)
+        for q in unsettled:
+            exact = _exact_scores(queries[q], xs[q] + ys[q], stored, distance)
+            found[q] = max(_found(xs[q], ys[q], yts[q], k, exact),
+                           _found(ys[q], xs[q], xts[q], k, exact))
+    recalls = [n / max(1, len(x)) for x, n in zip(ra, found, strict=True)]
     recall = float(np.mean(recalls)) if recalls else 1.0
+    same_ids = sum(len(set(x) & set(y)) for x, y in zip(xs, ys, strict=True))
     out: dict[str, Any] = {"queries": len(queries), "k": k, "vector": vector or "(unnamed)",
                            "distance": distance, "recall": round(recall, 6),
-                           "min_recall": min_recall, "ok": recall >= min_recall}
+                           "min_recall": min_recall, "ok": recall >= min_recall,
+                           # ids found only as ties: what recall counts beyond equal ids
+                           "tied_ids": sum(found) - same_ids}
+    if tie_side is not None:
+        out["tie_vectors_from"] = "source" if tie_side is a else "destination"
     latency = {label: lat for label, lat in (("source", la), ("destination", lb)) if lat}
     if latency:
         out["latency_ms"] = latency

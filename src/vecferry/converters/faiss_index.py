@@ -1045,6 +1045,29 @@ class FaissReader:
                      "such entries to the rejects file and carry on",
                 raw={"id": pid, "payload": loads_exact(text)}))
 
+    @contextlib.contextmanager
+    def every_list_searched(self) -> Iterator[int | None]:
+        """Make ``search`` visit every inverted list of an IVF index inside the ``with`` block.
+
+        Yields the number of lists now searched (``nprobe`` set to ``nlist``) for an index with
+        inverted lists (``IndexIVF*`` or ``IndexBinaryIVF``, also inside ``IDMap``,
+        ``PreTransform`` or ``Refine``), else None and changes nothing. An IVF index then
+        compares each query with every stored code, so it misses no neighbour for having
+        skipped a list (lossy codes still rank approximately). The file's own ``nprobe`` is
+        put back when the block ends, also on an exception. Not safe while another thread
+        searches this reader.
+        """
+        ivf = _ivf_of(self._index)
+        if ivf is None:
+            yield None
+            return
+        before = ivf.nprobe
+        ivf.nprobe = ivf.nlist
+        try:
+            yield int(ivf.nlist)
+        finally:
+            ivf.nprobe = before
+
     def search(self, queries: np.ndarray, k: int, vector: str) -> list[list[Any]]:
         """Ids of the ``k`` nearest points to each query, best first, through the index itself.
 
@@ -1070,6 +1093,20 @@ class FaissReader:
             self._sidecar.close()
         if self._copy is not None:
             self._copy.cleanup()
+
+
+def _ivf_of(index: Any) -> Any:
+    """The inverted-file index inside a FAISS index (through IDMap, PreTransform, Refine), or
+    None."""
+    if isinstance(index, faiss.IndexBinary):
+        # faiss has no extract function for binary indexes: only IDMap wraps one
+        while index is not None:
+            index = faiss.downcast_IndexBinary(index)
+            if isinstance(index, faiss.IndexBinaryIVF):
+                return index
+            index = getattr(index, "index", None)
+        return None
+    return faiss.try_extract_index_ivf(index)
 
 
 # ------------------------------------------------------------------------------------- writer
