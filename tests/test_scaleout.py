@@ -151,7 +151,8 @@ def test_faiss_payload_problems_reach_the_rejects_once_in_a_partitioned_run(tmp_
                          reader_options={"payloads": str(meta)})
         assert report.get("partitions", 1) > 1 if workers == 2 else "partitions" not in report
         runs[workers] = (report["written"], report["rejected"],
-                         [r["_vecferry_reject"]["reason"] for r in map(json.loads, rejects.open())])
+                         [json.loads(r)["_vecferry_reject"]["reason"]
+                          for r in rejects.read_text().splitlines()])
         assert _digest(out)[0] == 4000
     assert runs[2] == runs[1]
     assert runs[1][:2] == (4000, 3)
