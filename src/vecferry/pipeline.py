@@ -9,6 +9,7 @@ duplicate ids with bounded memory, and returns a report (the same dict the CLI p
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import queue
@@ -215,9 +216,11 @@ def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
 
 def _beside(dst: str, suffix: str) -> str:
     """A local file named after the output: next to a file, in the working directory for a
-    URI (``qdrant://h/c`` -> ``h_c<suffix>``)."""
-    base = dst.rstrip("/").split("://")[-1].replace("/", "_") if "://" in dst else dst.rstrip("/")
-    return base + suffix
+    URI (``qdrant://h/c`` -> ``h_c<suffix>``; ``qdrant-local://./q/c`` -> ``q_c<suffix>``, not a
+    hidden ``._q_c``)."""
+    if "://" not in dst:
+        return dst.rstrip("/") + suffix
+    return dst.rstrip("/").split("://")[-1].lstrip("./").replace("/", "_") + suffix
 
 
 def default_rejects_path(dst: str) -> str:
@@ -228,12 +231,58 @@ def default_state_path(dst: str) -> str:
     return _beside(dst, ".vecferry-state.json")
 
 
-class ResumeState:
-    """Source position and counts after the last acknowledged batch, rewritten atomically."""
+def _file_state(location: Any) -> list[Any] | None:
+    """Size and modification time of a local file, or of each file under a local directory;
+    the size and ETag (or time) of a remote object; None when ``location`` is not a path."""
+    from vecferry.storage import is_remote
 
-    def __init__(self, path: str | os.PathLike[str], src: str, dst: str):
+    if is_remote(location):
+        from vecferry.storage import StoragePath
+
+        with contextlib.suppress(Exception):  # an unreachable store: no stamp, no check
+            info = StoragePath(str(location)).info() or {}
+            return [info.get("size"), str(info.get("ETag") or info.get("etag")
+                                          or info.get("LastModified") or info.get("mtime"))]
+        return None
+    path = Path(str(location))
+    if path.is_file():
+        st = path.stat()
+        return [st.st_size, st.st_mtime_ns]
+    if path.is_dir():
+        return [[str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns]
+                for f in sorted(path.rglob("*")) if f.is_file()]
+    return None
+
+
+def source_state(src: str, reader: Any, reader_options: dict[str, Any]) -> str:
+    """A digest of what a source holds now: its files' sizes and modification times (with
+    the ``--ids`` / ``--payloads`` files it reads), or, for a collection, its point count.
+
+    A resumed run compares it with the one its state recorded: a source regenerated under
+    the same name must not be resumed at the old position (that would skip its new rows)."""
+    files = {"src": _file_state(src)}
+    for key, value in sorted(reader_options.items()):
+        if isinstance(value, str) and key in ("ids", "payloads"):
+            files[key] = _file_state(value)
+    if files["src"] is None:
+        with contextlib.suppress(Exception):  # a count that fails now fails the run later
+            files["count"] = reader.count()
+    return hashlib.sha1(orjson.dumps(files, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+class ResumeState:
+    """Source position and counts after the last acknowledged batch, rewritten atomically.
+
+    ``source`` (``source_state``) is recorded with them: ``load`` returns None, the run
+    starting from the beginning, when the source has changed since."""
+
+    def __init__(self, path: str | os.PathLike[str], src: str, dst: str,
+                 source: str | None = None):
         self.path = Path(path)
         self.src, self.dst = src, dst
+        self.source = source
+        #: set by ``load`` when the saved state was for other contents of the source
+        self.changed = False
 
     def load(self) -> dict[str, Any] | None:
         if not self.path.exists():
@@ -253,13 +302,16 @@ class ResumeState:
                 location=Location(str(self.path)),
                 hint="pass --state with another file, or delete it",
             )
+        if self.source is not None and state.get("source", self.source) != self.source:
+            self.changed = True
+            return None
         return state
 
     def save(self, position: int, written: int, rejected: int, done: bool = False) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_bytes(orjson.dumps({
-            "src": self.src, "dst": self.dst, "position": position, "written": written,
-            "rejected": rejected, "done": done, "updated": time.time(),
+            "src": self.src, "dst": self.dst, "source": self.source, "position": position,
+            "written": written, "rejected": rejected, "done": done, "updated": time.time(),
         }))
         os.replace(tmp, self.path)
 
@@ -359,8 +411,12 @@ def convert(
                          "appears whole or not at all, so this run started from the beginning")
             sink.start_over()
         if resumable and (resume or state):
-            resume_state = ResumeState(state or default_state_path(dst), src, dst)
+            resume_state = ResumeState(state or default_state_path(dst), src, dst,
+                                       source_state(src, reader, reader_options or {}))
             saved = resume_state.load() if resume else None
+            if resume_state.changed:
+                context.warn(f"{src} has changed since the run recorded in "
+                             f"{resume_state.path}: this run started from the beginning")
             if saved:
                 position = int(saved["position"])
                 written_before = int(saved["written"])

@@ -48,6 +48,9 @@ class Plan:
     reader_options: dict[str, Any]
     schema: pa.Schema
     partitions: list[Partition] = field(default_factory=list)
+    #: what the source holds now (``pipeline.source_state``): a resumed run of another
+    #: content of the same source starts over
+    source_state: str | None = None
 
     @property
     def rows(self) -> int | None:

@@ -177,6 +177,9 @@ def choose(reader: Any, *, src: str, src_fmt: str, reader_options: dict[str, Any
             plan = make_plan(reader, src, src_fmt, reader_options, smaller)
     if len(plan.partitions) < 2 and not ray:
         return None
+    from vecferry.pipeline import source_state
+
+    plan.source_state = source_state(src, reader, reader_options)
     job = Job(src=src, src_fmt=src_fmt, reader_options=dict(reader_options), dst=dst,
               dst_fmt=dst_fmt, writer_options=dict(writer_options), schema=plan.schema,
               strategy=strategy, staging=str(staging_dir(dst)), batch_size=batch_size,
@@ -374,29 +377,36 @@ def _done(job: Job) -> dict[str, dict[str, Any]]:
     return DoneRecords(job).poll()
 
 
-def _prepare_staging(job: Job, plan: Plan, resume: bool) -> int:
+def _prepare_staging(job: Job, plan: Plan, resume: bool) -> tuple[int, str | None]:
     """A fresh staging directory, or (``resume``) the one an earlier run of the same source,
     options and target left, whose plan then replaces ``plan``'s partitions (a Qdrant plan
-    samples its boundaries, so planning again could cut elsewhere); returns the parts done."""
+    samples its boundaries, so planning again could cut elsewhere); returns the parts done,
+    and a warning when the source has changed since that run (which then starts over)."""
     root = job.root
     marker = root / "plan.json"
     stamp = {"source": plan.identity(), "dst": job.dst, "strategy": job.strategy}
+    warning = None
     if resume and marker.exists():
         saved = orjson.loads(marker.read_bytes())
         if saved.get("stamp") != stamp:
             raise UsageError("the partial output of an earlier run was made from another "
                              "source, options or target", location=Location(str(root)),
                              hint="run without --resume to start over, or with the same options")
-        plan.partitions = [Partition(p["index"], p["spec"], p["rows"], p["bytes"])
-                           for p in saved["partitions"]]
-        return len(_done(job))
+        if saved.get("source_state", plan.source_state) == plan.source_state:
+            plan.partitions = [Partition(p["index"], p["spec"], p["rows"], p["bytes"])
+                               for p in saved["partitions"]]
+            return len(_done(job)), None
+        # a source regenerated under the same name: its old parts are not this source's
+        warning = (f"{plan.src} has changed since the run whose parts are kept in {root}: "
+                   "this run started from the beginning")
     shutil.rmtree(root, ignore_errors=True)
     for sub in ("out", "done", "rejects", "ids", "warnings"):
         (root / sub).mkdir(parents=True)
-    marker.write_bytes(orjson.dumps({"stamp": stamp, "partitions": [
+    marker.write_bytes(orjson.dumps({"stamp": stamp, "source_state": plan.source_state,
+                                     "partitions": [
         {"index": p.index, "spec": p.spec, "rows": p.rows, "bytes": p.bytes}
         for p in plan.partitions]}))
-    return 0
+    return 0, warning
 
 
 class _ProgressWatch:
@@ -670,7 +680,9 @@ def convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str = "lo
     from vecferry.pipeline import RejectsFile
 
     with writing_to(job.dst):
-        resumed = _prepare_staging(job, plan, resume)
+        resumed, changed = _prepare_staging(job, plan, resume)
+    if changed:
+        resume = False  # nothing of the earlier run is kept: a target starts over too
     # The driver's own rejects (the assembling or preparing writer's) go with the parts',
     # after them
     late = RejectsFile(root / "rejects" / "~driver.write.jsonl", append=True)
@@ -752,7 +764,8 @@ def convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str = "lo
     if duplicates is not None:
         report["duplicate_ids"] = duplicates
     report["warnings"] = list(dict.fromkeys(
-        [w for p in done for w in p.get("warnings", [])] + read_warnings + context.warnings))
+        ([changed] if changed else []) + [w for p in done for w in p.get("warnings", [])]
+        + read_warnings + context.warnings))
     report.update(writer_report)
     return report
 

@@ -1,0 +1,68 @@
+"""A source regenerated under the same name is not resumed at the old position: that skipped its
+new rows with exit 0. The run starts over and says why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import vecferry
+from roundtrip import read_points
+from vecferry.errors import RecordError
+from vecferry.pipeline import _beside
+
+
+def _jsonl(path: Path, ids: range, bad_at: int | None = None) -> str:
+    lines = [json.dumps({"id": i, "vector": [float(i), 1.0]}) for i in ids]
+    if bad_at is not None:
+        lines[bad_at] = '{"id": 1, "vector": [1.0, '
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_a_changed_source_starts_a_resumed_collection_load_over(tmp_path, monkeypatch):
+    pytest.importorskip("qdrant_client")
+    monkeypatch.chdir(tmp_path)  # the state file of a URI target goes to the working directory
+    dst = f"qdrant-local://{tmp_path / 'q'}/docs"
+    src = _jsonl(tmp_path / "day.jsonl", range(0, 300))
+    first = vecferry.convert(src, dst, resume=True, batch_size=50)
+    assert first["written"] == 300
+    # the same file again: everything was done, nothing is sent twice
+    again = vecferry.convert(src, dst, resume=True, batch_size=50)
+    assert (again["resumed_from"], again["written"]) == (300, 0)
+
+    _jsonl(tmp_path / "day.jsonl", range(5000, 5350))  # the next day's file, same name
+    report = vecferry.convert(src, dst, resume=True, batch_size=50)
+    assert (report["read"], report["written"]) == (350, 350)
+    assert "resumed_from" not in report
+    state = _beside(dst, ".vecferry-state.json")
+    assert report["warnings"][0] == (f"{src} has changed since the run recorded in {state}: "
+                                     "this run started from the beginning")
+    _, points = read_points(dst)
+    assert {p["id"] for p in points} == set(range(300)) | set(range(5000, 5350))
+
+
+def test_a_changed_source_starts_a_resumed_partitioned_run_over(tmp_path):
+    out = str(tmp_path / "out") + "/"
+    src = _jsonl(tmp_path / "big.jsonl", range(20000), bad_at=19990)
+    with pytest.raises(RecordError):  # the last partition fails: the others stay for --resume
+        vecferry.convert(src, out, to_format="parquet", workers=2, partition_size="64kB")
+    _jsonl(tmp_path / "big.jsonl", range(100000, 121000))  # regenerated, longer
+    report = vecferry.convert(src, out, to_format="parquet", workers=2, partition_size="64kB",
+                              resume=True)
+    assert report["warnings"][0].startswith(f"{src} has changed since the run whose parts are "
+                                            "kept in ")
+    assert report["warnings"][0].endswith(": this run started from the beginning")
+    assert "resumed_partitions" not in report
+    assert report["written"] == 21000
+    _, points = read_points(out)
+    assert [p["id"] for p in points] == list(range(100000, 121000))
+
+
+def test_state_and_rejects_of_a_relative_local_collection_are_not_hidden_files():
+    assert _beside("qdrant-local://./q/docs", ".rejects.jsonl") == "q_docs.rejects.jsonl"
+    assert _beside("qdrant-local:///srv/q/docs", ".x") == "srv_q_docs.x"
+    assert _beside("qdrant://localhost:6333/docs", ".x") == "localhost:6333_docs.x"
+    assert _beside("out/", ".x") == "out.x"
