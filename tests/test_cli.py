@@ -424,3 +424,32 @@ def test_an_interrupted_run_exits_130_saying_what_is_left(samples, tmp_path, mon
     assert result.stderr == ("interrupted: an unfinished output file was removed; a Qdrant "
                              "target keeps the points it acknowledged (run again with --resume "
                              "to continue); a snapshot download resumes when run again\n")
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
+    # timeout, systemd and docker stop send SIGTERM: the unfinished file goes, exit 143
+    import signal
+    import time
+
+    import numpy as np
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(3).standard_normal(
+        (400_000, 64)).astype(np.float32))
+    out = tmp_path / "o.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "vecferry", "convert", str(tmp_path / "v.npy"),
+                             str(out), "--workers", "1", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if any(p.name.startswith(".o.jsonl.vftmp-") and not p.name.endswith(".lock")
+               for p in tmp_path.iterdir()):
+            time.sleep(0.2)  # well inside the writing
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.01)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run ended before it could be stopped")
+    assert proc.returncode == 143, err.decode()
+    assert err.decode().startswith("terminated: an unfinished output file was removed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.npy"]

@@ -15,6 +15,28 @@ from typing import Any
 import click
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS, EXIT_VERIFY, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+#: 128 + SIGTERM, as a shell reports a process the signal ended
+EXIT_TERMINATED = 143
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, systemd, Kubernetes, ``docker stop``) taken as Ctrl-C is: the run
+    stops the same way, removing unfinished files and restoring a collection's indexing."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+def _take_sigterm() -> None:
+    """Handle SIGTERM as an interrupt, unless the process already handles it otherwise (an
+    application embedding the CLI) or this is not the main thread (signals go there only)."""
+    import signal
+    import threading
+
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 #: CLI option -> (stream side, formats that take it); the value goes to that reader / writer
 ROUTES: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
@@ -98,12 +120,13 @@ def _run(fn: Callable[[], int | None], as_json: bool) -> None:
         # what survives depends on the target: a file output is renamed into place only
         # when complete; a Qdrant collection keeps what it acknowledged; a download keeps
         # its partial file to resume from
-        _err("interrupted: an unfinished output file was removed; a Qdrant target keeps the "
+        how = "terminated" if isinstance(exc, _Terminated) else "interrupted"
+        _err(f"{how}: an unfinished output file was removed; a Qdrant target keeps the "
              "points it acknowledged (run again with --resume to continue); a snapshot "
              "download resumes when run again")
         if exc.args and isinstance(exc.args[0], str):
             _err(f"warning: {exc.args[0]}")  # what the run left that needs the user
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED)
     sys.exit(code)
 
 
@@ -396,8 +419,10 @@ def main() -> None:
 
     \b
     Exit codes: 0 done, 1 failed, 2 usage error, 3 done with rejected
-    records, 4 verification found differences, 130 interrupted.
+    records, 4 verification found differences, 130 interrupted (Ctrl-C),
+    143 terminated (SIGTERM).
     """
+    _take_sigterm()
 
 
 @main.command("convert")
