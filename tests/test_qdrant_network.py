@@ -245,3 +245,26 @@ def test_an_interrupted_bulk_load_says_indexing_is_still_off(src: str, server: Q
         '/collections/docs {"hnsw_config": {"m": 16}}, or run again with --resume --bulk if '
         "this run had --resume")
     assert server.hnsw_m["docs"] == 0
+
+
+def test_a_resumed_bulk_load_restores_the_m_the_collection_had(src: str, server: QdrantStandIn,
+                                                                tmp_path: Path,
+                                                                monkeypatch) -> None:
+    # the run that switched m off died before restoring it (its state recorded m=32): the
+    # resumed run restores 32, not Qdrant's default 16
+    from qdrant_client import QdrantClient, models
+
+    monkeypatch.chdir(tmp_path)
+    client = QdrantClient(url=f"http://127.0.0.1:{server.port}", check_compatibility=False)
+    vecferry.convert(src, server.location("docs"), limit=3)
+    client.update_collection("docs", hnsw_config=models.HnswConfigDiff(m=32))
+    client.close()
+    server.add_fault(Fault("update", "503", times=None,
+                           when=lambda body: (body.get("hnsw_config") or {}).get("m") == 32))
+    with pytest.raises(TargetError):
+        vecferry.convert(src, server.location("docs"), resume=True,
+                         writer_options={"bulk": True, "max_retries": 0})
+    assert server.hnsw_m["docs"] == 0
+    server.faults.clear()
+    vecferry.convert(src, server.location("docs"), resume=True, writer_options={"bulk": True})
+    assert server.hnsw_m["docs"] == 32

@@ -335,6 +335,38 @@ def test_partitions_load_a_qdrant_server_in_parallel(npy_src, tmp_path) -> None:
     assert _digest(back) == _digest(npy_src["parquet"])
 
 
+def test_a_resumed_partitioned_bulk_load_restores_the_m_it_switched_off(npy_src, tmp_path,
+                                                                         monkeypatch) -> None:
+    pytest.importorskip("qdrant_client")
+    from qdrant_client import QdrantClient, models
+
+    from qdrant_standin import Fault, QdrantStandIn
+    from vecferry.errors import TargetError
+
+    monkeypatch.chdir(tmp_path)  # the run's parts and state go to the working directory
+    monkeypatch.setenv("VECFERRY_RETRY_BASE_DELAY", "0.01")
+    with QdrantStandIn() as server:
+        dst = server.location("docs")
+        client = QdrantClient(url=f"http://127.0.0.1:{server.port}", check_compatibility=False)
+        client.create_collection("docs", vectors_config=models.VectorParams(
+            size=DIM, distance="Euclid"), hnsw_config=models.HnswConfigDiff(m=32))
+        client.close()
+        server.hnsw_m["docs"] = 32
+        server.add_fault(Fault("update", "503", times=None,
+                               when=lambda body: (body.get("hnsw_config") or {}).get("m") == 32))
+        opts = {"bulk": True, "distance": "Euclid", "max_retries": 0}
+        with pytest.raises(TargetError):
+            convert(npy_src["jsonl"], dst, workers=2, partition_size=SMALL, resume=True,
+                    writer_options=opts)
+        assert server.hnsw_m["docs"] == 0
+        server.faults.clear()
+        report = convert(npy_src["jsonl"], dst, workers=2, partition_size=SMALL, resume=True,
+                         writer_options=opts)
+        assert report["resumed_partitions"] == report["partitions"]
+        assert server.hnsw_m["docs"] == 32
+        assert server.engine.count("docs").count == N
+
+
 def _foreign_float64_shards(d: Path) -> str:
     """Four Parquet files another tool wrote: float64 vectors, which narrowing changes."""
     import pyarrow as pa

@@ -307,11 +307,15 @@ class ResumeState:
             return None
         return state
 
-    def save(self, position: int, written: int, rejected: int, done: bool = False) -> None:
+    def save(self, position: int, written: int, rejected: int, done: bool = False,
+             note: dict[str, Any] | None = None) -> None:
+        """Record the position; ``note`` is what the writer asks a resumed run to be told
+        (``resume_note``: a Qdrant ``--bulk`` load's original HNSW m)."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_bytes(orjson.dumps({
             "src": self.src, "dst": self.dst, "source": self.source, "position": position,
             "written": written, "rejected": rejected, "done": done, "updated": time.time(),
+            **({"note": note} if note else {}),
         }))
         os.replace(tmp, self.path)
 
@@ -373,6 +377,7 @@ def convert(
     stream = None
     ledger = None
     resume_state = None
+    note = None
     position = 0
     written_before = rejected_before = 0
     try:
@@ -421,11 +426,14 @@ def convert(
                 position = int(saved["position"])
                 written_before = int(saved["written"])
                 rejected_before = int(saved["rejected"])
+                note = saved.get("note")
             else:
                 sink.start_over()  # no earlier run of this job: older rejects are not its own
         wopts = dict(writer_options or {})
         if resumable:
             wopts["resuming"] = position > 0
+            if note:
+                wopts["resume_note"] = note
         with writing_to(dst):
             writer = writer_cls(dst, schema, context=writer_context, overwrite=overwrite,
                                 **wopts)
@@ -461,7 +469,8 @@ def convert(
                 acked = getattr(writer, "acknowledged_rows", None)
                 resume_state.save(position + (consumed if acked is None else acked),
                                   written_before + written,
-                                  rejected_before + context.rejected + writer_context.rejected)
+                                  rejected_before + context.rejected + writer_context.rejected,
+                                  note=getattr(writer, "resume_note", None))
             if progress is not None:
                 progress.update(batch.num_rows)
         if progress is not None:
@@ -483,7 +492,8 @@ def convert(
             writer.abort()
             if acked:
                 resume_state.save(position + acked, written_before + written,
-                                  rejected_before + context.rejected + writer_context.rejected)
+                                  rejected_before + context.rejected + writer_context.rejected,
+                                  note=getattr(writer, "resume_note", None))
             add_notice(exc, getattr(writer, "abort_notice", None))
         if ledger is not None:
             ledger.discard()  # its id spill would otherwise stay in the temp directory

@@ -690,10 +690,16 @@ def convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str = "lo
     target: Any = None
     if job.strategy == "shared":
         cls = get_format(job.dst_fmt).load("writer")
+        # what the writer of the run being resumed asked to be told (a --bulk load's m)
+        note_file = root / "writer-note.json"
+        note = orjson.loads(note_file.read_bytes()) if resume and note_file.exists() else None
         # creates or checks the collection (mode, config diff, bulk) before any partition
         target = cls(job.dst, job.schema, context=context, overwrite=overwrite,
-                     resuming=resume, **job.writer_options)
+                     resuming=resume, **job.writer_options,
+                     **({"resume_note": note} if note else {}))
         target.ready()
+        if getattr(target, "resume_note", None):
+            note_file.write_bytes(orjson.dumps(target.resume_note))
     elif job.strategy == "concat":
         target = _Concatenated(job, resume)
     elif job.strategy == "assemble":

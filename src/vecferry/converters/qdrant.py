@@ -1308,7 +1308,7 @@ class QdrantWriter:
                  parallel: int | None = None, max_retries: int | None = None,
                  id_field: str | None = None, bulk: bool = False,
                  batch_bytes: int | None = None, distance: str | None = None,
-                 **options: Any):
+                 resume_note: dict[str, Any] | None = None, **options: Any):
         reject_unknown_options(self.format_name, options)
         if mode is None:
             mode = "overwrite" if overwrite else "append"
@@ -1342,6 +1342,9 @@ class QdrantWriter:
         self._bulk_restore: int | None = None
         #: what a failed or interrupted run left that the user must know (see ``abort``)
         self.abort_notice: str | None = None
+        #: what a resumed run must be told (kept in its state): the HNSW m a --bulk load
+        #: switched off, to restore it even when the run that switched it off was killed
+        self.resume_note: dict[str, Any] | None = resume_note
         self._tickets: deque[_Ticket] = deque()
         self._acked = 0
         self._failure: BaseException | None = None
@@ -1433,11 +1436,15 @@ class QdrantWriter:
                 current = None
             elif current == 0:
                 # resuming, m=0 is most likely this run's own bulk setting, left by the
-                # interrupted run: restore what the source asked for, else Qdrant's default
+                # interrupted run: restore the m it switched off (its state says), else what
+                # the source asked for, else Qdrant's default
+                noted = (self.resume_note or {}).get("hnsw_m")
                 wanted_m = (self.wanted.get("hnsw_config") or {}).get("m")
-                current = 16 if wanted_m is None else int(wanted_m)
+                current = (int(noted) if noted is not None
+                           else 16 if wanted_m is None else int(wanted_m))
             if current and self._rpc(lambda: b.set_hnsw_m(0), "switching HNSW indexing off"):
                 self._bulk_restore = current
+                self.resume_note = {"hnsw_m": current}
         b.begin_load()
 
     def _restore_bulk(self, quiet: bool = False) -> None:
