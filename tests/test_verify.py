@@ -1290,3 +1290,37 @@ def test_cli_allow_lossy_reads_a_lossy_faiss_destination(tmp_path: Path) -> None
     assert result.exit_code == 2
     assert result.stderr == (f"error: --allow-lossy applies to FAISS indexes, not to {src} "
                              f"(parquet) or {tmp_path / 'x.npy'} (npy) (drop --allow-lossy)\n")
+
+
+def test_a_conversion_with_rejects_verifies_what_it_wrote(tmp_path: Path) -> None:
+    """--on-error skip --verify exited 1: verify read the source again in fail mode and
+    stopped at the first bad record; a point the target refused would be called missing."""
+    src = tmp_path / "s.jsonl"
+    src.write_text('{"id": 1, "vector": [1.0, 2.0]}\n{"id": 2, "vector": [1.0]}\n'
+                   '{"id": 3, "vector": [3.0, 4.0]}\n')
+    out, rejects = tmp_path / "o.parquet", tmp_path / "r.jsonl"
+    result = CliRunner().invoke(main, ["convert", str(src), str(out), "--on-error", "skip",
+                                       "--rejects", str(rejects), "--verify", "--json"])
+    assert result.exit_code == 3, result.stderr
+    report = json.loads(result.stdout)["verify"]
+    assert (report["ok"], report["verdict"]) == (True, "identical")
+    assert (report["source_rejected"], report["source_excluded"]) == (1, 0)
+    assert report["warnings"] == ["1 source record(s) the conversion rejected are not compared "
+                                  "(1 bad in the source, 0 refused by the destination)"]
+
+    # NaN in a numpy matrix: the JSONL target refuses the point (its rejects line names the
+    # target); plain verify leaves it out given the rejects file, and calls it missing without
+    mat = np.arange(8, dtype=np.float32).reshape(4, 2)
+    mat[2, 0] = np.nan
+    np.save(tmp_path / "v.npy", mat)
+    jl, rj = tmp_path / "o.jsonl", tmp_path / "rj.jsonl"
+    vecferry.convert(str(tmp_path / "v.npy"), str(jl), on_error="skip", rejects=str(rj))
+    assert json.loads(rj.read_text())["_vecferry_reject"]["source"] == str(jl)
+    ok = run("verify", str(tmp_path / "v.npy"), str(jl), "--on-error", "skip", "--rejects",
+             str(rj))
+    assert ok.exit_code == 0, ok.stderr
+    assert "1 source record(s) the conversion rejected are not compared (0 bad in the " \
+           "source, 1 refused by the destination)" in ok.stderr
+    missing = run("verify", str(tmp_path / "v.npy"), str(jl), "--queries", "0")
+    assert missing.exit_code == 4
+    assert "1 missing in destination: 2" in missing.stderr

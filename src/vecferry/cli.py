@@ -364,10 +364,14 @@ def _convert(src: str, dst: str, kw: dict[str, Any], desc: str, verify: bool = F
 
         if not quiet:
             _err("verifying ...")
+        # what the conversion rejected is left out of the comparison, not called missing
+        skipped = kw["on_error"] == "skip"
         result = run_verify(src, dst, from_format=kw["from_format"], to_format=dst_fmt,
                             queries=0 if report["rejected"] else 10,
                             src_options=_reader_side_options(routed, src_fmt, "source"),
-                            dst_options=_reader_side_options(routed, dst_fmt, "destination"))
+                            dst_options=_reader_side_options(routed, dst_fmt, "destination"),
+                            on_error="skip" if skipped else "fail",
+                            rejects=report.get("rejects_file") if skipped else None)
         report["verify"] = result
         if not result["ok"]:
             code = EXIT_VERIFY
@@ -484,6 +488,11 @@ def copy_cmd(src: str, dst: str, **kw: Any) -> None:
               "collection: only those points are fetched).")
 @click.option("--ids", metavar="FILE", help="numpy SRC: ids .npy.")
 @click.option("--payloads", metavar="FILE", help="numpy / FAISS SRC: payloads file.")
+@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail",
+              show_default=True, help="skip: leave SRC's bad records out of the comparison, as "
+              "a conversion with --on-error skip left them out of DST.")
+@click.option("--rejects", "rejects_file", metavar="FILE", help="The conversion's rejects "
+              "file: the points DST refused are left out of the comparison too.")
 @_source_reading
 @click.option("--api-key-env", metavar="NAME", help="Qdrant: variable holding the API key.")
 @click.option("--timeout", type=float, metavar="SECONDS", help="Qdrant: request timeout.")
@@ -495,9 +504,10 @@ def copy_cmd(src: str, dst: str, **kw: Any) -> None:
 def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: str | None,
                queries: int, k: int, min_recall: float, tolerance: float | None,
                diff_file: str | None, vector: str | None, sample: int | None,
-               ids: str | None, payloads: str | None, api_key_env: str | None,
-               timeout: float | None, id_field: str | None, quiet: bool, as_json: bool,
-               storage_option: tuple[str, ...] = (), **mapping: Any) -> None:
+               ids: str | None, payloads: str | None, on_error: str, rejects_file: str | None,
+               api_key_env: str | None, timeout: float | None, id_field: str | None,
+               quiet: bool, as_json: bool, storage_option: tuple[str, ...] = (),
+               **mapping: Any) -> None:
     """Prove DST holds what SRC holds, or (one location) that a file is intact.
 
     Compares counts and an order-independent digest of every point; when they differ, names the
@@ -525,7 +535,8 @@ def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: st
         result = verify(src, dst, from_format=from_format, to_format=to_format,
                         queries=queries, k=k, tolerance=tolerance, diff=diff_file, sample=sample,
                         min_recall=min_recall, vector=vector, allow_lossy=allow_lossy,
-                        src_options=src_opts, dst_options=dst_opts)
+                        src_options=src_opts, dst_options=dst_opts, on_error=on_error,
+                        rejects=rejects_file)
         if as_json:
             _emit_json(result)
         _print_verify(result, quiet)

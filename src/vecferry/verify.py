@@ -49,7 +49,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from vecferry.converters import open_reader, resolve
-from vecferry.converters.base import Context
+from vecferry.converters.base import REJECT_KEY, Context
 from vecferry.digest import (
     ALGORITHM,
     EARLIER_ALGORITHMS,
@@ -61,6 +61,7 @@ from vecferry.digest import (
     vector_hashes,
 )
 from vecferry.errors import UsageError
+from vecferry.fileio import loads_exact
 from vecferry.stream import ID_COLUMN, Manifest, VectorSpec, decode_ids, manifest_of
 
 DEFAULT_MIN_RECALL = 0.99
@@ -194,10 +195,17 @@ class _Examples:
 class _Side:
     """One location being verified: its reader, digest, count and duplicate ids."""
 
-    def __init__(self, location: str, fmt: str | None, options: dict[str, Any]):
+    def __init__(self, location: str, fmt: str | None, options: dict[str, Any],
+                 on_error: str = "fail", exclude: set[str] | None = None):
         self.location = location
         self.format = resolve(location, fmt).name
-        self.context = Context("fail")
+        # skipping, a bad record is left out of the comparison (and counted), as a
+        # conversion with --on-error skip left it out of its output
+        self.context = Context(on_error)
+        #: ids (as JSON text) left out of the comparison: the records a conversion's target
+        #: refused (its rejects file), which the source holds and the destination cannot
+        self.exclude = exclude or set()
+        self.excluded = 0
         #: kept for a second pass (brute-force search parity) opened the same way
         self.options = options
         self.reader = open_reader(location, format=self.format, context=self.context,
@@ -213,6 +221,34 @@ class _Side:
 
     def close(self) -> None:
         self.reader.close()
+
+    def batches(self, batch_size: int) -> Iterator[pa.RecordBatch]:
+        """The side's batches, without the ids in ``exclude`` (counted in ``excluded``)."""
+        for batch in self.reader.batches(batch_size):
+            kept = self._without_excluded(batch)
+            self.excluded += batch.num_rows - kept.num_rows
+            if kept.num_rows:
+                yield kept
+
+    def _without_excluded(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        if not self.exclude:
+            return batch
+        ids = decode_ids(batch.column(ID_COLUMN), self.manifest.id_kind)
+        return batch.filter(pa.array([json.dumps(i) not in self.exclude for i in ids],
+                                     type=pa.bool_()))
+
+    def read_again(self, batch_size: int) -> Iterator[pa.RecordBatch]:
+        """A second pass over the side (a fresh reader opened as the first was, skipping what
+        it skipped), for the brute-force search and tie scores."""
+        reader = open_reader(self.location, format=self.format,
+                             context=Context(self.context.on_error), **self.options)
+        try:
+            for batch in reader.batches(batch_size):
+                kept = self._without_excluded(batch)
+                if kept.num_rows:
+                    yield kept
+        finally:
+            reader.close()
 
     #: False when the side was not read whole (a spot check fetched points by id)
     digested = True
@@ -284,7 +320,7 @@ def _digested(side: _Side, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarra
 
 def _scan(side: _Side, spill: _Spill | None, batch_size: int, tolerance: float | None,
           on_batch: Any = None, cosine: frozenset[str] = frozenset()) -> None:
-    for batch in side.reader.batches(batch_size):
+    for batch in side.batches(batch_size):
         hid, hv, hp = _digested(side, batch)
         if spill is not None:
             ids = decode_ids(batch.column(ID_COLUMN), side.manifest.id_kind)
@@ -525,16 +561,11 @@ def _search_side(side: _Side, queries: np.ndarray, k: int, vector: str, distance
         # an index reports no ties
         return results, _percentiles(latencies), results, nprobe
     # No index: exact search over a fresh pass of the stream.
-    reader = open_reader(side.location, format=side.format, context=Context("fail"),
-                         **side.options)
-    try:
-        spec = side.manifest.vector(vector)
-        brute = _BruteForce(queries, k, spec.column, distance, side.manifest.id_kind)
-        for batch in reader.batches(batch_size):
-            brute(batch)
-        return brute.result(), None, brute.ties(), None
-    finally:
-        reader.close()
+    spec = side.manifest.vector(vector)
+    brute = _BruteForce(queries, k, spec.column, distance, side.manifest.id_kind)
+    for batch in side.read_again(batch_size):
+        brute(batch)
+    return brute.result(), None, brute.ties(), None
 
 
 def _pick_vector(src: Manifest, dst: Manifest | None, name: str | None) -> str | None:
@@ -560,7 +591,8 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
            memory_rows: int = MEMORY_ROWS, batch_size: int = 4096,
            sample: int | None = None, allow_lossy: bool = False,
            src_options: dict[str, Any] | None = None,
-           dst_options: dict[str, Any] | None = None) -> dict[str, Any]:
+           dst_options: dict[str, Any] | None = None, on_error: str = "fail",
+           rejects: str | None = None) -> dict[str, Any]:
     """Compare ``src`` with ``dst`` (or ``src`` with its recorded digest); return a report.
 
     ``report["ok"]`` is True only when everything matches; ``report["problems"]`` says what
@@ -571,6 +603,11 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
     whichever side is a FAISS index (compare those with ``tolerance``); each side's options
     may also carry it. Raises the readers' errors for unreadable input (it never reports a
     broken file as "different" when it cannot read it).
+
+    A conversion run with ``--on-error skip`` is verified with ``on_error="skip"``: the
+    source's bad records are left out, as the conversion left them out; ``rejects`` (its
+    rejects file) also leaves out the points the target refused. The report counts both
+    (``source_rejected``, ``source_excluded``), so "identical" is said of what was written.
     """
     if k <= 0 or queries < 0:
         raise UsageError("k must be positive and queries not negative")
@@ -586,7 +623,8 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
     if dst is None:
         return _verify_archive(src, from_format, batch_size, src_options, memory_rows)
     started = time.perf_counter()
-    a = _Side(src, from_format, src_options)
+    a = _Side(src, from_format, src_options, on_error=on_error,
+              exclude=_refused_ids(rejects, dst) if rejects else None)
     try:
         b = _Side(dst, to_format, dst_options)
     except BaseException:
@@ -660,6 +698,11 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
                 f"record): " + ", ".join(map(repr, side.duplicate_examples))
                 for side, label in ((a, "source"), (b, "destination")) if side.duplicates]
     warnings += a.context.warnings + b.context.warnings  # e.g. a sidecar that no longer fits
+    left_out = a.context.rejected + a.excluded
+    if left_out:
+        warnings.append(f"{left_out} source record(s) the conversion rejected are not compared "
+                        f"({a.context.rejected} bad in the source, {a.excluded} refused by the "
+                        "destination)")
     if search_skipped:
         warnings.append(f"search parity skipped: {search_skipped}")
     if problems:
@@ -681,6 +724,8 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
         "destination": b.report(),
         "digests_match": None if spot is not None else a.digest.total == b.digest.total,
         "counts_match": a.digest.count == b.digest.count,
+        **({"source_rejected": a.context.rejected, "source_excluded": a.excluded}
+           if on_error == "skip" or rejects else {}),
         **({"sample": spot} if spot is not None else {}),
         **({"diff": details} if details else {}),
         **({"diff_file": diff} if diff else {}),
@@ -688,6 +733,21 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
         **({"search_skipped": search_skipped} if search_skipped else {}),
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _refused_ids(path: str, dst: str) -> set[str]:
+    """The ids (as JSON text) of the points ``dst`` refused, as its rejects file names them
+    (lines whose ``source`` is ``dst``: the reader's own rejects are bad records, left out by
+    skipping, and their ids may be those of good records too). A missing file names none."""
+    ids: set[str] = set()
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
+        for line in fh:
+            with contextlib.suppress(ValueError):
+                record = loads_exact(line)
+                note = record.get(REJECT_KEY) if isinstance(record, dict) else None
+                if isinstance(note, dict) and note.get("source") == dst and "point_id" in note:
+                    ids.add(json.dumps(note["point_id"]))
+    return ids
 
 
 def _label(name: str) -> str:
@@ -741,7 +801,7 @@ def _spot_check(a: _Side, b: _Side, n: int, batch_size: int, on_batch: Any) -> d
     pri = np.empty(0)
     keys = hvs = hps = np.empty(0, dtype=np.uint64)
     ids: list[Any] = []
-    for batch in a.reader.batches(batch_size):
+    for batch in a.batches(batch_size):
         hid, hv, hp = _digested(a, batch)
         if on_batch is not None:
             on_batch(batch)
@@ -864,13 +924,8 @@ def _vectors_by_id(side: _Side, keys: set[str], vector: str, batch_size: int
         for lo in range(0, len(ordered), RETRIEVE_CHUNK):
             keep(retrieve([json.loads(key) for key in ordered[lo:lo + RETRIEVE_CHUNK]]))
         return out
-    reader = open_reader(side.location, format=side.format, context=Context("fail"),
-                         **side.options)
-    try:
-        for batch in reader.batches(batch_size):
-            keep(batch)
-    finally:
-        reader.close()
+    for batch in side.read_again(batch_size):
+        keep(batch)
     return out
 
 
