@@ -637,3 +637,21 @@ def test_a_point_without_the_unnamed_vector_is_refused():
         builder.add({"id": 4, "vector": {}}, line=2)
     assert str(info.value) == ("src.jsonl, line 2, id 4: point has no vector "
                                "(every point needs the unnamed vector)")
+
+
+def test_a_limit_reads_no_record_past_it(tmp_path):
+    # a bad record after the limit failed the run, or was counted as rejected
+    src = tmp_path / "s.jsonl"
+    src.write_text('{"id": 1, "vector": [0.1, 0.2]}\n{"id": 2, "vector": [0.3, 0.4]}\n'
+                   '{"id": 3, "vector": [0.1]}\n')
+    for limit, batch in ((2, 1), (2, 2048), (0, 2048)):
+        report = vecferry.convert(str(src), str(tmp_path / f"o{limit}{batch}.parquet"),
+                                  limit=limit, batch_size=batch)
+        assert (report["read"], report["written"], report["rejected"]) == (limit, limit, 0)
+    report = vecferry.convert(str(src), str(tmp_path / "s.parquet"), limit=1, on_error="skip",
+                              rejects=str(tmp_path / "r.jsonl"))
+    assert (report["read"], report["written"], report["rejected"]) == (1, 1, 0)
+    assert not (tmp_path / "r.jsonl").exists()
+    # a bad record before the limit is still one
+    with pytest.raises(RecordError, match="line 3, id 3: vector has 1 dimensions"):
+        vecferry.convert(str(src), str(tmp_path / "o3.parquet"), limit=3)

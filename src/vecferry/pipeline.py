@@ -34,6 +34,7 @@ from vecferry.errors import (
     writing_to,
 )
 from vecferry.ledger import IdLedger
+from vecferry.plan import take_rows
 from vecferry.storage import with_storage_options
 from vecferry.stream import manifest_of, rebatch
 
@@ -448,7 +449,12 @@ def convert(
         written = 0
         consumed = 0  # stream rows handed to the writer, the unit of the resume position
         remaining = None if limit is None else max(0, limit - position)
-        stream = prefetch(rebatch(reader.batches(batch_size, start=position), batch_size))
+        # A limit below the batch size reads batches of the limit, and no batch is read once
+        # it is reached: records past it are not read (nor rejected), bar the rest of the
+        # last batch of a limit above the batch size.
+        read_size = batch_size if remaining is None else max(1, min(batch_size, remaining))
+        rows = rebatch(reader.batches(read_size, start=position), read_size)
+        stream = prefetch(rows if remaining is None else take_rows(rows, remaining))
         for batch in stream:
             if remaining is not None:
                 if remaining <= 0:

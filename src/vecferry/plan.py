@@ -121,10 +121,12 @@ def take_rows(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Recor
     """The first ``rows`` rows of ``batches`` (for readers that reject no row while reading:
     their stream positions are their storage positions)."""
     left = rows
+    if left <= 0:
+        return
     for batch in batches:
-        if left <= 0:
-            return
         if batch.num_rows > left:
             batch = batch.slice(0, left)
         left -= batch.num_rows
         yield batch
+        if left <= 0:
+            return  # the next batch is not even read (a --limit run checks no record past it)
