@@ -381,3 +381,27 @@ def test_engine_refuses_payload_integers_it_would_round(tmp_path):
     local = f"qdrant-local://{tmp_path}/q/c"
     report = vecferry.convert(str(src), local, writer_options={"distance": "Dot"})
     assert (report["written"], report["rejected"]) == (2, 0)
+
+
+def test_a_source_without_a_distance_takes_the_existing_collections(tmp_path: Path) -> None:
+    # numpy says no distance: an existing Cosine collection was refused as "Dot in the source"
+    import numpy as np
+    from qdrant_client import QdrantClient, models
+
+    client = QdrantClient(path=str(tmp_path / "q"))
+    client.create_collection("cos", vectors_config=models.VectorParams(size=4,
+                                                                       distance="Cosine"))
+    client.close()
+    np.save(tmp_path / "v.npy", np.eye(4, dtype=np.float32) * 3)
+    report = vecferry.convert(str(tmp_path / "v.npy"), f"qdrant-local://{tmp_path / 'q'}/cos")
+    assert report["points_in_collection"] == 4 and report["warnings"] == []
+    client = QdrantClient(path=str(tmp_path / "q"))
+    try:
+        assert client.get_collection("cos").config.params.vectors.distance == "Cosine"
+    finally:
+        client.close()
+    # a new collection still gets Dot, and says so
+    report = vecferry.convert(str(tmp_path / "v.npy"), f"qdrant-local://{tmp_path / 'q'}/new")
+    assert report["warnings"] == ["the source does not say which distance its vectors use; the "
+                                  "collection uses Dot, which stores vectors exactly (pass "
+                                  "--distance to choose)"]

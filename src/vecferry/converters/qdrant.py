@@ -302,10 +302,11 @@ def specs_from_config(config: dict[str, Any]) -> list[VectorSpec]:
     return specs
 
 
-def config_from_manifest(manifest: Manifest, distance: str | None,
-                         context: Context) -> dict[str, Any]:
+def config_from_manifest(manifest: Manifest, distance: str | None
+                         ) -> tuple[dict[str, Any], list[str]]:
     """The collection config to create for a stream: vectors from the specs, the rest from the
-    manifest's recorded collection when there is one."""
+    manifest's recorded collection when there is one; and the vectors whose distance neither
+    the source nor ``distance`` gave (Dot is put there: it stores vectors exactly)."""
     base = dict(manifest.collection or {})
     vectors: dict[str, Any] = {}
     sparse: dict[str, Any] = {}
@@ -315,7 +316,7 @@ def config_from_manifest(manifest: Manifest, distance: str | None,
             "Qdrant cannot hold an unnamed vector next to named ones "
             f"(vectors: {[n or '(unnamed)' for n in names]})",
             hint="name every vector in the source")
-    guessed = False
+    guessed: list[str] = []
     for spec in manifest.vectors:
         extra = dict(spec.extra or {})
         if spec.kind == "sparse":
@@ -326,7 +327,8 @@ def config_from_manifest(manifest: Manifest, distance: str | None,
             continue
         dist = spec.distance or distance
         if dist is None:
-            dist, guessed = "Dot", True
+            dist = "Dot"
+            guessed.append(spec.name)
         if dist not in ("Cosine", "Euclid", "Dot", "Manhattan"):
             raise UnsupportedError(f"vector {spec.name!r}: Qdrant has no distance {dist!r}")
         params = {"size": spec.size, "distance": dist}
@@ -338,12 +340,9 @@ def config_from_manifest(manifest: Manifest, distance: str | None,
         if spec.kind == "multi" and "multivector_config" not in params:
             params["multivector_config"] = {"comparator": "max_sim"}
         vectors[spec.name] = params
-    if guessed:
-        context.warn("the source does not say which distance its vectors use; the collection "
-                     "uses Dot, which stores vectors exactly (pass --distance to choose)")
     base["vectors"] = vectors
     base["sparse_vectors"] = sparse
-    return base
+    return base, guessed
 
 
 _NARROWER = {("float32", "float16"), ("float32", "uint8"), ("float16", "uint8")}
@@ -1328,7 +1327,7 @@ class QdrantWriter:
         self.resuming = resuming
         self.id_field = id_field or DEFAULT_ID_FIELD
         self.manifest = manifest_of(schema)
-        self.wanted = config_from_manifest(self.manifest, distance, context)
+        self.wanted, self._guessed = config_from_manifest(self.manifest, distance)
         self.retry = RetryPolicy(max_retries=6 if max_retries is None else max_retries)
         self.halvings = 0
         self.retried_requests = 0
@@ -1387,8 +1386,13 @@ class QdrantWriter:
             if self.mode == "overwrite":
                 self._drop_first, exists = True, False
         if exists:
-            diff = config_diff(self._rpc(b.config, "reading the collection config"),
-                               self.wanted)
+            existing = self._rpc(b.config, "reading the collection config")
+            have = existing.get("vectors") or {}
+            for name in self._guessed:
+                # the source says no distance: the collection's own is taken, not refused
+                if isinstance(have.get(name), dict) and have[name].get("distance"):
+                    self.wanted["vectors"][name]["distance"] = have[name]["distance"]
+            diff = config_diff(existing, self.wanted)
             if diff:
                 raise TargetError(
                     "collection exists with a config the source does not fit:\n  "
@@ -1401,6 +1405,10 @@ class QdrantWriter:
                 "Edge shard needs at least one vector", location=where,
                 hint="load it into a Qdrant server or a qdrant-local:// folder, "
                      "or write Parquet or JSONL")
+        if not exists and self._guessed:
+            self.context.warn("the source does not say which distance its vectors use; the "
+                              "collection uses Dot, which stores vectors exactly (pass "
+                              "--distance to choose)")
         self._pending: tuple[bool, bool] | None = (not exists, bulk)
 
     def ready(self) -> None:
