@@ -694,6 +694,9 @@ class RemoteOutput:
       copied into place on commit (the temporary prefix is removed either way).
     * ``staged``: ``temp`` is a local file or directory (for writers that seek back into
       their output); commit uploads it, streamed from disk in parts.
+
+    ``overwrite`` replaces what the local rules allow (``base._check_replaceable``): checked
+    when the output is opened and again, on a fresh listing, before anything is deleted.
     """
 
     def __init__(self, target: Any, *, overwrite: bool = False, directory: bool = False,
@@ -709,10 +712,12 @@ class RemoteOutput:
         self.block_size = block_size
         self._uploads: list[Upload] = []
         info = self.target.info()
-        if info is not None and not overwrite:
-            raise OutputExistsError("output exists", location=Location(redact(url)),
-                                    hint="pass --overwrite to replace it, or choose another "
-                                    "output")
+        if info is not None:
+            if not overwrite:
+                raise OutputExistsError("output exists", location=Location(redact(url)),
+                                        hint="pass --overwrite to replace it, or choose another "
+                                        "output")
+            self._check_replaceable(info)
         self._check_bucket()
         self._local: Path | None = None
         if staged:
@@ -758,10 +763,52 @@ class RemoteOutput:
             self.abort()
             raise
 
-    def _replace_target(self) -> None:
+    def _check_replaceable(self, info: dict[str, Any]) -> None:
+        """What ``--overwrite`` may replace, as for a local output (``base._check_replaceable``):
+        a file output never goes over a prefix holding objects, and a directory output only
+        over a prefix holding nothing but what vecferry writes. ``UsageError`` otherwise."""
+        if info.get("type") != "directory":
+            return
+        if not self.directory:
+            raise UsageError("the output is a directory, and this format writes a file",
+                             location=Location(redact(self.target.url)),
+                             hint="name a file, or remove the directory first")
+        self._replaceable_keys()
+
+    def _replaceable_keys(self) -> list[str]:
+        """Every object at or under the target (an object at the target key, or the objects
+        of the prefix), once none of them is foreign: what replacing the target deletes.
+
+        Listed afresh (no cached listing), so objects put there since the output was opened
+        are checked too, and only the objects listed are deleted, never the prefix as such:
+        one put there between the listing and the deletion stays.
+        """
+        from vecferry.converters.base import foreign_keys, listing
+
+        path = self.target.path.rstrip("/")
         with _translated(self.target.url, writing=True):
-            if self.target.info() is not None:
-                self.fs.rm(self.target.path, recursive=True)
+            self.fs.invalidate_cache(path)
+            found = self.fs.find(path)
+        foreign = foreign_keys([k[len(path) + 1:] for k in found if k.startswith(path + "/")])
+        if foreign:
+            raise UsageError("the output directory holds files vecferry did not write: "
+                             f"{listing(foreign)}",
+                             location=Location(redact(self.target.url)),
+                             hint="--overwrite replaces a directory vecferry wrote; choose a new "
+                                  "or empty directory, or move those files out first")
+        return found
+
+    def _replace_target(self) -> None:
+        keys = self._replaceable_keys()
+        objects = [k for k in keys if not k.endswith("/")]
+        if objects:
+            with _translated(self.target.url, writing=True):
+                self.fs.rm(objects)
+        for marker in (k for k in keys if k.endswith("/")):
+            # s3fs's rm drops a folder marker's trailing slash (so misses it); rm_file takes
+            # the key as it is. A marker is empty: one a provider keeps does no harm.
+            with contextlib.suppress(Exception):
+                self.fs.rm_file(marker)
 
     def _upload_staged(self) -> None:
         assert self._local is not None

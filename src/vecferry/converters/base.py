@@ -23,13 +23,16 @@ script never silently changes nothing.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
+import stat
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
@@ -99,6 +102,40 @@ class Writer(Protocol):
     def abort(self) -> None: ...
 
 
+class ClosingReader:
+    """Lets a reader be used in a ``with`` block, which closes it (its files, a local-mode
+    folder's lock) however the block ends."""
+
+    def close(self) -> None:  # each reader has its own
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ClosingWriter:
+    """Lets a writer be used in a ``with`` block: the output is closed (completed) when the
+    block ends normally, aborted (nothing that looks complete left) when it raises."""
+
+    def close(self) -> dict[str, Any]:  # each writer has its own
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def reject_unknown_options(fmt: str, options: dict[str, Any]) -> None:
     """Raise a ``UsageError`` naming the options a format was given but does not use."""
     unknown = sorted(k for k, v in options.items() if v is not None)
@@ -111,6 +148,9 @@ class AtomicPath:
 
     An interrupted run leaves only ``.<name>.vftmp-<random>`` behind, never something that
     looks complete. Refuses to start when ``target`` exists unless ``overwrite`` is set.
+    A local ``temp`` is locked for as long as it is written (``<temp>.lock``, released by
+    ``commit`` or ``abort``), and opening a target first removes the temporaries a killed run
+    left for the same target, which ``swept`` lists (see ``sweep_stale_temps``).
     A remote target (``s3://`` ...) is written as ``storage.RemoteOutput`` says; ``staged``
     asks for a local ``temp`` there (for writers that seek back into their output).
     """
@@ -127,6 +167,7 @@ class AtomicPath:
             self._remote = storage.RemoteOutput(target, overwrite=overwrite,
                                                 directory=directory, staged=staged)
             self.target, self.temp = self._remote.target, self._remote.temp
+            self.swept: list[Path] = []
             return
         self.target = Path(target)
         if self.target.is_symlink() or self.target.exists():
@@ -144,9 +185,15 @@ class AtomicPath:
                 location=Location(source=str(parent)),
                 hint="create it first",
             )
-        self.temp = parent / f".{self.target.name}.vftmp-{uuid.uuid4().hex[:8]}"
+        self.swept = sweep_stale_temps(self.target)
+        self._lock = _TempLock(parent, self.target.name)
+        self.temp = self._lock.temp
         if directory:
-            self.temp.mkdir()
+            try:
+                self.temp.mkdir()
+            except BaseException:
+                self._lock.release()
+                raise
 
     def commit(self) -> None:
         if self._remote is not None:
@@ -157,6 +204,7 @@ class AtomicPath:
         elif self.target.exists():
             self.target.unlink()
         os.replace(self.temp, self.target)
+        self._lock.release()
 
     def abort(self) -> None:
         if self._remote is not None:
@@ -166,17 +214,227 @@ class AtomicPath:
             shutil.rmtree(self.temp, ignore_errors=True)
         elif self.temp.exists():
             self.temp.unlink()
+        self._lock.release()
+
+
+#: what follows ``.<name>.vftmp-`` in the name of a temporary (group 1) or of its lock
+_TEMP_TOKEN = re.compile(r"([0-9a-f]+)(\.lock)?\Z")
+#: tries at a fresh lock before writing a temporary without one (see ``_TempLock``)
+_LOCK_ATTEMPTS = 100
+#: paths of the temporary locks this process holds, guarded by ``_TEMP_GUARD``
+_HELD_LOCKS: set[str] = set()
+# Taking a lock (create .. registered) and testing one (registry .. lock .. inode check) never
+# interleave within a process: where flock is emulated by POSIX record locks (NFS), a
+# process's own locks never conflict with it, so only the registry tells its live temps.
+_TEMP_GUARD = threading.Lock()
+
+
+def _new_guard_after_fork() -> None:
+    # a thread of the parent may have held the guard at the fork; the child has no such thread
+    global _TEMP_GUARD
+    _TEMP_GUARD = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_guard_after_fork)
+
+
+def _try_lock(fd: int) -> bool | None:
+    """Take the exclusive flock of ``fd`` without waiting: True, False when another open file
+    holds it, None when the file system keeps no locks."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    return True
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (a sweeper may have unlinked it)."""
+    try:
+        named = os.lstat(path)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _close_lock(fd: int, path: str, temp: str) -> None:
+    """Drop a temporary's lock; its file goes too once the temporary is gone. A temporary still
+    there keeps its lock file, unlocked from now on: the next sweep of its target removes both."""
+    with _TEMP_GUARD:
+        if not os.path.lexists(temp):
+            # unlinked while still locked: a sweeper that opened it first finds it held
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        os.close(fd)
+        _HELD_LOCKS.discard(path)
+
+
+class _TempLock:
+    """The lock marking ``.<name>.vftmp-<token>`` (``temp``) as written by a live process: the
+    empty file ``<temp>.lock`` beside it, ``flock``ed from before ``temp`` exists until after it
+    is gone (see ``sweep_stale_temps``).
+
+    The file is created (``O_EXCL``) under a fresh token, then locked without waiting, then
+    checked to still be linked under its name: a sweeper that caught it between the creation
+    and the lock has it locked (the lock fails) or has already removed it (the check fails),
+    and either way another token is tried, so ``temp`` is never named before its lock is
+    held. On a file system that keeps no locks the lock file is removed again and ``temp``
+    has none: a temporary without a lock is never swept. Released by ``release()`` (the
+    writer's commit or abort) or, failing that, when the object is garbage collected.
+    """
+
+    def __init__(self, parent: Path, name: str):
+        self._release: Callable[[], Any] | None = None
+        # Bounded: on a file system whose locks or inode numbers are not what they seem, every
+        # attempt could fail; the temporary is then written without a lock (never swept).
+        for _ in range(_LOCK_ATTEMPTS):
+            temp = parent / f".{name}.vftmp-{uuid.uuid4().hex[:8]}"
+            path = Path(f"{temp}.lock")
+            with _TEMP_GUARD:
+                try:
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    continue
+                locked = _try_lock(fd)
+                if locked is None:
+                    os.close(fd)
+                    os.unlink(path)
+                    self.temp = temp
+                    return
+                if not locked or not _same_file(fd, path):
+                    # a sweeper caught the new file: the name is given up, and the file too
+                    # (made by O_EXCL, it is this attempt's unless the sweeper unlinked it)
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                    os.close(fd)
+                    continue
+                _HELD_LOCKS.add(str(path))
+            self.temp = temp
+            self._release = weakref.finalize(self, _close_lock, fd, str(path), str(temp))
+            return
+        self.temp = parent / f".{name}.vftmp-{uuid.uuid4().hex[:8]}"
+
+    def release(self) -> None:
+        if self._release is not None:
+            self._release()
+
+
+def _remove_temp(temp: Path) -> bool:
+    """Remove a stale temporary (a link or file is unlinked, never followed); False if some of
+    it could not be removed."""
+    try:
+        mode = os.lstat(temp).st_mode
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        if stat.S_ISDIR(mode):
+            shutil.rmtree(temp)
+        else:
+            os.unlink(temp)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def sweep_stale_temps(target: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries of ``target`` (``.<name>.vftmp-<token>`` beside it) that no live
+    process is writing, and their locks; return the temporaries removed.
+
+    A writer holds an ``flock`` on ``<temp>.lock`` for as long as ``temp`` may exist
+    (``_TempLock``). The kernel drops the lock when the last descriptor of its holder closes,
+    so also when the holder is killed (SIGKILL, OOM killer), and a crashed machine holds no
+    locks after it restarts; the lock, unlike a PID written in the name, cannot outlive its
+    process or be mistaken for a later process given the same PID. A temporary is stale when
+    its lock can be taken here: it is removed while the lock is held, then the lock file is
+    unlinked. So a sweep never removes the temporary of a run still going, be it another
+    process (its lock is held), a partitioned run's worker on the same part, or a writer of
+    this process (listed in ``_HELD_LOCKS``, which is checked first because where flock is
+    emulated by record locks, as on NFS, a process never conflicts with its own locks).
+
+    Temporaries without a lock file (written by an older vecferry, or on a file system that
+    keeps no locks) and lock files that cannot be tested are left alone: whether their writer
+    lives is unknown. The sweep costs one listing of the target's directory, and it never
+    fails: anything it cannot list or remove stays, for the next sweep.
+    """
+    target = Path(target)
+    parent, prefix = target.parent, f".{target.name}.vftmp-"
+    temps: set[str] = set()
+    locks: set[str] = set()
+    try:
+        with os.scandir(parent) as entries:
+            for entry in entries:
+                if entry.name.startswith(prefix):
+                    token = _TEMP_TOKEN.match(entry.name, len(prefix))
+                    if token is not None:
+                        (locks if token.group(2) else temps).add(token.group(1))
+    except OSError:
+        return []
+    removed = []
+    for token in sorted(locks):
+        temp = parent / f"{prefix}{token}"
+        lock = Path(f"{temp}.lock")
+        with _TEMP_GUARD:
+            if str(lock) in _HELD_LOCKS:
+                continue
+            try:
+                # not blocking on a FIFO, not following a link planted under a lock's name
+                fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue
+        try:
+            if not (stat.S_ISREG(os.fstat(fd).st_mode) and _try_lock(fd)
+                    and _same_file(fd, lock)):
+                continue
+            if token in temps and not _remove_temp(temp):
+                continue  # the lock file stays, so the next sweep tries again
+            with contextlib.suppress(OSError):
+                os.unlink(lock)
+            if token in temps:
+                removed.append(temp)
+        finally:
+            os.close(fd)
+    return removed
 
 
 #: what vecferry's writers put in a directory output (parts, manifests, numpy files, VDF)
 _OWN_FILES = re.compile(r"(manifest\.json|VDF_META\.json|part-\d+\.(parquet|jsonl(\.gz|\.zst)?)"
-                        r"|vectors(\..+)?\.npy|ids\.npy|payloads\.jsonl|\..+\.vftmp-\w+)\Z")
+                        r"|vectors(\..+)?\.npy|ids\.npy|payloads\.jsonl"
+                        r"|\..+\.vftmp-\w+(\.lock)?)\Z")
 
 
 def listing(names: list[str], most: int = 5) -> str:
     """``"a, b, c, d, e and 3 more"``: the first ``most`` names, for a message."""
     shown = ", ".join(names[:most])
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def foreign_keys(keys: list[str]) -> list[str]:
+    """The entries of an object-store "directory" vecferry did not write, named as
+    ``_check_replaceable`` names them (``notes.txt``, ``sub/``), in name order.
+
+    ``keys`` are the paths of every object under the prefix, relative to it; a key ending in
+    ``/`` is a folder marker, an empty folder. The rules are the local ones: a top-level
+    object is vecferry's when its name is one vecferry writes, a folder when it holds only
+    Parquet files (a VDF index).
+    """
+    foreign: dict[str, str] = {}
+    for key in keys:
+        head, sep, rest = key.partition("/")
+        if not head:
+            continue  # the prefix's own folder marker
+        if not sep:
+            if not _OWN_FILES.match(head):
+                foreign[head] = head
+        elif rest and ("/" in rest or PurePosixPath(rest).suffix != ".parquet"):
+            foreign[head] = head + "/"
+    return [foreign[name] for name in sorted(foreign)]
 
 
 def _check_replaceable(target: Path, directory: bool) -> None:
