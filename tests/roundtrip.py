@@ -397,9 +397,9 @@ FORMATS: dict[str, FormatCase] = {f.name: f for f in (
     FormatCase("jsonl", ".jsonl"),
     FormatCase("jsonl.gz", ".jsonl.gz"),
     FormatCase("jsonl.zst", ".jsonl.zst", requires=("zstandard",)),
-    # without a manifest, lines with no vector at all are a mistake, not a vectorless stream
+    # without a manifest, lines that all say "vector": {} are a stream without vectors
     FormatCase("jsonl-inferred", ".jsonl", can_write=False, datatypes=frozenset({"float32"}),
-               no_vectors=False, make_source=make_jsonl_without_sidecar),
+               make_source=make_jsonl_without_sidecar),
     FormatCase("parquet", ".parquet"),
     FormatCase("parquet-dir", ".parquet/", writer_options={"row_group_bytes": 1}),
     FormatCase("npy", ".npy", kinds=DENSE, missing_vectors=False, no_vectors=False),

@@ -33,6 +33,7 @@ Rules, the same wherever a mapping is used:
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import decimal
 import math
@@ -47,7 +48,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vecferry.converters.base import Context
+from vecferry.converters.base import REJECT_KEY, Context
 from vecferry.errors import InputError, Location, SchemaError, UsageError
 from vecferry.fileio import loads_exact
 from vecferry.points import dumps_payload
@@ -378,7 +379,7 @@ class TableMapper:
             return out
         for i in sorted(bad):
             message, hint = bad[i]
-            raw = _jsonable_row(batch, i)
+            raw = self._rejected_row(batch, i)
             if self.mapping.id_column is not None:
                 # the id as it was read (a UUID column's canonical text, not base64 of its
                 # bytes), so a fixed rejects file converts again with the same ids
@@ -390,6 +391,32 @@ class TableMapper:
         keep[list(bad)] = False
         out = out.filter(pa.array(keep))
         return out if out.num_rows else None
+
+    def _rejected_row(self, batch: pa.RecordBatch, i: int) -> dict[str, Any]:
+        """Row ``i`` of ``batch`` as its rejects-file line holds it: column -> JSON value.
+
+        The line is meant to be fixed and read again as JSONL with the matching key mapping
+        (``--id-key`` / ``--vector-key`` for ``--id-column`` / ``--vector-column``), whose
+        default payload is every other key. So the payload columns come as a good row's payload
+        has them: a null cell is left out, a JSON column's text that parses is its value (text
+        that does not parse stays text, as the reason names it). A binary vector cell whose
+        length is a whole number of float32 values is its list of numbers, since base64 could
+        not be read back as a vector. A value JSON cannot hold (a NaN) is null, so the key the
+        reason names is still there to fix.
+        """
+        row = batch.slice(i, 1).to_pylist()[0]
+        binary = {d.column for d in self.dense if d.binary}
+        out: dict[str, Any] = {}
+        for key, value in row.items():
+            if value is None and key in self.payload:
+                continue
+            if key in self.json and isinstance(value, str):
+                with contextlib.suppress(ValueError):
+                    value = loads_exact(value.encode())
+            elif key in binary and isinstance(value, bytes) and len(value) % 4 == 0:
+                value = np.frombuffer(value, dtype="<f4").tolist()
+            out[key] = jsonable(value)
+        return out
 
     def _ids(self, batch: pa.RecordBatch, number0: int, bad: dict[int, tuple[str, str | None]]
              ) -> tuple[pa.Array, Sequence[Any]]:
@@ -614,10 +641,6 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _jsonable_row(batch: pa.RecordBatch, i: int) -> dict[str, Any]:
-    return jsonable(batch.slice(i, 1).to_pylist()[0])
-
-
 def _undictionary(t: pa.DataType) -> pa.DataType:
     return t.value_type if pa.types.is_dictionary(t) else t
 
@@ -696,7 +719,9 @@ class KeyMapping:
         """A Qdrant REST point from ``record`` (the ``number``-th record, 0-based).
 
         Raises ``ValueError`` when the id key is missing; anything else wrong is left for the
-        point's own validation (``BatchBuilder``).
+        point's own validation (``BatchBuilder``). The default payload (every key not mapped)
+        never takes ``_vecferry_reject``, nor the ``_raw`` beside it: on a rejects-file line
+        they are vecferry's notes, not the record's data.
         """
         if not isinstance(record, dict):
             return record
@@ -717,7 +742,9 @@ class KeyMapping:
         if self.payload_key is not None:
             point["payload"] = record.get(self.payload_key)
         else:
-            used = {self.id_key} | {k for _, k in pairs}
+            used = {self.id_key, REJECT_KEY} | {k for _, k in pairs}
+            if REJECT_KEY in record:
+                used.add("_raw")
             rest = {k: v for k, v in record.items() if k not in used}
             point["payload"] = rest or None
         return point
@@ -810,7 +837,13 @@ def _is_numbers(v: Any) -> bool:
 
 
 def suggest_records(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """A key mapping for foreign JSON records (see ``suggest_table``)."""
+    """A key mapping for foreign JSON records (see ``suggest_table``).
+
+    Lines of a rejects file count as the records they hold: ``_vecferry_reject`` is left out,
+    and a line keeping an unparseable original under ``_raw`` is no record.
+    """
+    records = [{k: v for k, v in r.items() if k != REJECT_KEY} for r in records
+               if not (REJECT_KEY in r and "_raw" in r)]
     keys: list[str] = []
     for r in records:
         keys += [k for k in r if k not in keys]

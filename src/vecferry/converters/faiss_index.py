@@ -73,6 +73,8 @@ import pyarrow.parquet as pq
 
 from vecferry.converters.base import (
     AtomicPath,
+    ClosingReader,
+    ClosingWriter,
     Context,
     fsync_path,
     input_path,
@@ -359,19 +361,32 @@ def _id_key(value: Any) -> str | None:
 WHOLE_JSON_BYTES = 64 << 20
 
 
-def load_payloads(path: str, context: Context) -> PayloadTable:
+def bad_payload_entry(text: str) -> tuple[str, Any, dict[str, Any]] | None:
+    """(reason, payload as read, line / row) of a payload table entry ``load_payloads`` kept
+    for a payload that is not a JSON object; None for a good entry (a JSON object's text)."""
+    if text.startswith("{"):
+        return None
+    reason, payload, where = loads_exact(text.encode())
+    return reason, payload, where
+
+
+def load_payloads(path: str, context: Context, *, keep_bad: bool = False) -> PayloadTable:
     """Payloads by id key (``_id_key``) as JSON text, from a JSON, JSONL or Parquet file.
 
     * ``.json``: an object keyed by id (``{"17": {...}, ...}``, the usual ``metadata.json``) or
       an array of records with an ``id`` field;
     * ``.jsonl`` / ``.ndjson``: one record per line with an ``id`` field;
-    * ``.parquet``: a table with an ``id`` column.
+    * ``.parquet``: a table with an ``id`` column; with only ``id`` and a string ``payload``
+      column (vecferry's layout) the payload is that JSON text, a null cell none.
 
     A record's payload is its ``payload`` field when that is an object, else the record without
     ``id``. Bad entries (no id, payload not an object, an id given twice) go to
-    ``context.reject``; an unreadable file is an ``InputError``. The payloads go to an on-disk
-    ``PayloadTable`` as the file is read (integers of any size kept exact), so memory does not
-    grow with the file; the caller closes the table.
+    ``context.reject``; an unreadable file is an ``InputError``. With ``keep_bad``, a payload
+    that is not a JSON object (or JSON text that does not parse) is kept in the table instead,
+    as an entry ``bad_payload_entry`` tells apart, for the reader to reject together with the
+    point of its id. The payloads go to an on-disk ``PayloadTable`` as the file is read
+    (integers of any size kept exact), so memory does not grow with the file; the caller
+    closes the table.
     """
     source = payloads_file(path)
     copy = LocalCopy(source) if is_remote(path) else None  # type: ignore[arg-type]
@@ -384,14 +399,24 @@ def load_payloads(path: str, context: Context) -> PayloadTable:
         context.reject(record_error(message, source=path, line=line, row=row,
                                     point_id=point_id, raw=raw))
 
-    def add(pid: Any, payload: Any, raw: Any, **where: Any) -> None:
+    def add(pid: Any, payload: Any, raw: Any, reason: str | None = None, **where: Any) -> None:
         key = _id_key(pid)
         if key is None:
             bad(f"payload entry has no usable id ({pid!r}); ids are integers or strings",
                 raw, **where)
-        elif not isinstance(payload, dict):
-            bad(f"payload for id {pid!r} is not a JSON object", raw, point_id=pid, **where)
-        elif not out.add(key, dumps_payload(payload)):
+            return
+        text = None
+        if isinstance(payload, dict) and reason is None:
+            text = dumps_payload(payload)
+        else:
+            reason = reason or f"payload for id {pid!r} is not a JSON object"
+            if not keep_bad:
+                bad(reason, raw, point_id=pid, **where)
+                return
+            # Rejected alone, the payload would leave its point written without it and a
+            # rejects line without a vector, which could not be converted once fixed.
+            text = dumps_payload([reason, payload, where])
+        if not out.add(key, text):
             bad(f"payload id {pid!r} is given more than once; the first is kept", raw,
                 point_id=pid, **where)
 
@@ -404,6 +429,17 @@ def load_payloads(path: str, context: Context) -> PayloadTable:
         if not isinstance(payload, dict):
             payload = {k: v for k, v in rec.items() if k != "id"}
         add(rec["id"], payload, {"id": rec["id"], "payload": payload}, **where)
+
+    def json_text(pid: Any, text: str | None, row: int) -> None:
+        if text is None:
+            return  # a null cell: the point has no payload, as in the stream
+        try:
+            payload = loads_exact(text.encode())
+        except ValueError as exc:
+            add(pid, text, {"id": pid, "payload": text}, row=row,
+                reason=f"payload for id {pid!r} is not valid JSON: {exc}")
+            return
+        add(pid, payload, {"id": pid, "payload": payload}, row=row)
 
     try:
         if suffix == ".json":
@@ -432,13 +468,17 @@ def load_payloads(path: str, context: Context) -> PayloadTable:
                 raise InputError("payloads Parquet has no 'id' column",
                                  location=Location(source=path),
                                  hint=f"columns: {', '.join(names)}")
+            ptype = pf.schema_arrow.field("payload").type if "payload" in names else None
+            # a JSON-text payload column, the vecferry layout
+            texts = set(names) == {"id", "payload"} and (pa.types.is_string(ptype)
+                                                          or pa.types.is_large_string(ptype))
             row = 0
             for batch in pf.iter_batches(batch_size=4096):
                 for rec in batch.to_pylist():
-                    if isinstance(rec.get("payload"), str) and set(rec) == {"id", "payload"}:
-                        # a JSON-text payload column, the vecferry layout
-                        rec = {"id": rec["id"], "payload": loads_exact(rec["payload"])}
-                    record(_json_safe(rec), row=row)
+                    if texts:
+                        json_text(_json_safe(rec["id"]), rec["payload"], row)
+                    else:
+                        record(_json_safe(rec), row=row)
                     row += 1
     except BaseException as exc:
         out.close()
@@ -660,7 +700,7 @@ def _check_trailing_id_map(path: Path, location: str, index: Any) -> None:
                               "pass --from for a file of another format")
 
 
-class FaissReader:
+class FaissReader(ClosingReader):
     """Points of a FAISS index file; see the module docstring for the mapping and types.
 
     Raises ``InputError`` for a missing, truncated or corrupt file, ``UnsupportedError`` for an
@@ -1003,8 +1043,28 @@ class FaissReader:
             payload_col = pa.nulls(len(ids), type=pa.string())
         table = self._payloads()
         if table is not None:
-            keys = [str(i) for i in decode_ids(id_col, self.manifest.id_kind)]
-            payload_col = pa.array(table.take(keys), type=pa.string())
+            pids = decode_ids(id_col, self.manifest.id_kind)
+            texts = table.take([str(i) for i in pids])
+            keep = np.ones(len(texts), dtype=bool)
+            for row, text in enumerate(texts):
+                entry = None if text is None else bad_payload_entry(text)
+                if entry is None:
+                    continue
+                reason, payload, where = entry
+                keep[row] = False
+                texts[row] = None
+                # the whole point, so the line converts once its payload is fixed
+                self.context.reject(record_error(
+                    reason, source=self._payloads_path, point_id=pids[row],
+                    hint="make the payload a JSON object; the point is left out until then",
+                    raw={"id": pids[row], "vector": vectors[row].tolist(), "payload": payload},
+                    **where))
+            payload_col = pa.array(texts, type=pa.string())
+            if not keep.all():
+                batch = pa.RecordBatch.from_arrays([id_col, vec_col, payload_col],
+                                                   schema=self.schema)
+                batch = batch.filter(pa.array(keep))
+                return batch if batch.num_rows else None
         return pa.RecordBatch.from_arrays([id_col, vec_col, payload_col], schema=self.schema)
 
     def _id_column(self, ids: np.ndarray) -> tuple[pa.Array, dict[str, pa.Array]]:
@@ -1026,9 +1086,9 @@ class FaissReader:
     def _payloads(self) -> PayloadTable | None:
         """The ``payloads=`` file's table, loaded on first use (None without one)."""
         if self._payloads_path is not None and self._payload_table is None:
-            collect = (self.context if self.context.on_error == "fail"
-                       else Context("skip", self._payload_problems.append))
-            self._payload_table = load_payloads(self._payloads_path, collect)
+            fail = self.context.on_error == "fail"
+            collect = self.context if fail else Context("skip", self._payload_problems.append)
+            self._payload_table = load_payloads(self._payloads_path, collect, keep_bad=not fail)
         return self._payload_table
 
     def _reject_unmatched_payloads(self) -> None:
@@ -1038,11 +1098,19 @@ class FaissReader:
         self._unmatched_reported = True
         for key, text in table.unused():
             pid: Any = int(key) if key.isdigit() else key
+            hint = ("check the payloads belong to this index; use --on-error skip to write "
+                    "such entries to the rejects file and carry on")
+            entry = bad_payload_entry(text)
+            if entry is not None:
+                reason, payload, where = entry
+                self.context.reject(record_error(
+                    f"{reason}, and has no vector in the FAISS index",
+                    source=self._payloads_path, point_id=pid, hint=hint,
+                    raw={"id": pid, "payload": payload}, **where))
+                continue
             self.context.reject(record_error(
                 f"payload for id {pid!r} has no vector in the FAISS index",
-                source=self.location, point_id=pid,
-                hint="check the payloads belong to this index; use --on-error skip to write "
-                     "such entries to the rejects file and carry on",
+                source=self.location, point_id=pid, hint=hint,
                 raw={"id": pid, "payload": loads_exact(text)}))
 
     @contextlib.contextmanager
@@ -1154,7 +1222,7 @@ def _walk(index: Any) -> Iterator[Any]:
 DISTANCES = tuple(_METRIC_OF)
 
 
-class FaissWriter:
+class FaissWriter(ClosingWriter):
     """Build a FAISS index from a point stream; the index file plus sidecars (module docstring).
 
     Raises ``UnsupportedError`` before writing anything when the stream holds what FAISS cannot
@@ -1514,9 +1582,11 @@ class FaissWriter:
         self._out_manifest.commit()
         if self._out_payloads.temp.exists():
             self._out_payloads.commit()
-        elif self._stale_payloads is not None and self._stale_payloads.exists():
-            # an overwritten index must not pick up the previous run's payloads
-            self._stale_payloads.unlink()
+        else:
+            self._out_payloads.abort()  # no payloads: its temporary's lock goes too
+            if self._stale_payloads is not None and self._stale_payloads.exists():
+                # an overwritten index must not pick up the previous run's payloads
+                self._stale_payloads.unlink()
         return {"bytes_written": nbytes, "index_type": _index_name(self.index),
                 "index_factory": self.factory, "files": files,
                 **({"trained_on": self.trained_on} if self.trained_on else {}),

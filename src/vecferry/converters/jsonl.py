@@ -30,6 +30,8 @@ import pyarrow as pa
 from vecferry.converters.base import (
     REJECT_KEY,
     AtomicPath,
+    ClosingReader,
+    ClosingWriter,
     Context,
     Writeback,
     fsync_path,
@@ -101,7 +103,7 @@ def read_manifest_sidecar(path: str | Path) -> Manifest | None:
                          hint="fix or delete it; without it the schema is inferred") from exc
 
 
-class JsonlReader:
+class JsonlReader(ClosingReader):
     """Streams points from a JSONL file; memory bounded by the batch size.
 
     Lines are parsed in chunks of ``batch_size``, in worker processes once the file proves big
@@ -163,8 +165,16 @@ class JsonlReader:
                 self._fh = None
 
     def _infer(self) -> Manifest:
-        """Vectors and id kind from the first points; the lines are kept to be read again."""
+        """Vectors and id kind from the first points; the lines are kept to be read again.
+
+        A stream without vectors is inferred only when every sampled point says it has none
+        (``"vector": {}``, as Qdrant shows such a point; a rejects file of a collection without
+        vectors has no manifest sidecar). Raises ``InputError`` ("no point has a vector") when
+        the sampled points lack the vector key: foreign records more likely keep their vector
+        under another key, which the hint names when it finds one.
+        """
         points = []
+        unparsed: RecordError | None = None
         for item in self._lines:
             self._peeked.append(item)
             line = item[2]
@@ -172,6 +182,15 @@ class JsonlReader:
                 value = loads_exact(line, 0 if self.mapping else line.find(b'"payload"'))
             except ValueError:
                 continue  # reported with its line number when the batches are read
+            if isinstance(value, dict) and REJECT_KEY in value:
+                # a rejects-file line: the record it holds, without vecferry's note
+                if "_raw" in value:
+                    unparsed = unparsed or record_error(
+                        "rejected line still holds the unparseable original under _raw",
+                        source=item[0], line=item[1], raw=value.get("_raw"),
+                        hint="replace the line with the corrected point")
+                    continue
+                value = {k: v for k, v in value.items() if k != REJECT_KEY}
             if isinstance(value, dict):
                 points.append(value)
             if len(points) >= PEEK_POINTS:
@@ -185,6 +204,8 @@ class JsonlReader:
                 loads_exact(first[2])
             except ValueError as exc:
                 raise _line_error(*first, exc) from exc
+            if unparsed is not None:
+                raise unparsed
             raise InputError("no valid point to infer the schema from",
                              location=Location(self.location),
                              hint="fix the lines reported, or add a manifest sidecar")
@@ -200,6 +221,9 @@ class JsonlReader:
                     continue
             points = mapped
         manifest = infer_manifest(points)
+        if not manifest.vectors and self.mapping is None and all(
+                p.get("vector", p.get("vectors")) == {} for p in points):
+            return manifest
         if not manifest.vectors:
             hint = 'each line needs "vector": [...] or {"name": [...]}'
             if self.mapping is None:
@@ -421,8 +445,17 @@ def parse_chunk(chunk: list[tuple[int, bytes, bool]], manifest_json: bytes, sour
         if batch is not None:
             return batch, []
     errors: list[RecordError] = []
-    builder = BatchBuilder(_manifest(manifest_json), Context("skip", errors.append), source)
     mapping = _key_mapping(mapping_json) if mapping_json is not None else None
+    # A mapped record refused as a point goes to the rejects file as it was read (line ->
+    # record), so the fixed line runs again with the same mapping flags.
+    records: dict[int, Any] = {}
+
+    def refuse(error: RecordError) -> None:
+        if error.location.line in records:
+            error.raw = records[error.location.line]
+        errors.append(error)
+
+    builder = BatchBuilder(_manifest(manifest_json), Context("skip", refuse), source)
     for offset, (number, line, newline) in enumerate(chunk):
         try:
             # Only the payload can hold integers orjson would round; -1 (none) skips the scan.
@@ -431,14 +464,7 @@ def parse_chunk(chunk: list[tuple[int, bytes, bool]], manifest_json: bytes, sour
         except ValueError as exc:
             errors.append(_line_error(source, number, line, newline, exc))
             continue
-        if mapping is not None:
-            try:
-                value = mapping[0].to_point(value, first + offset, mapping[1])
-            except ValueError as exc:
-                errors.append(record_error(str(exc), source=source, line=number, raw=value,
-                                           hint="every record needs an id under that key, or "
-                                           "leave --id-key out to number the records"))
-                continue
+        # A rejects-file line is read as the record it holds, mapped or not.
         if isinstance(value, dict) and REJECT_KEY in value:
             if "_raw" in value:
                 errors.append(record_error(
@@ -447,6 +473,15 @@ def parse_chunk(chunk: list[tuple[int, bytes, bool]], manifest_json: bytes, sour
                     hint="replace the line with the corrected point"))
                 continue
             value = {k: v for k, v in value.items() if k != REJECT_KEY}
+        if mapping is not None:
+            try:
+                point = mapping[0].to_point(value, first + offset, mapping[1])
+            except ValueError as exc:
+                errors.append(record_error(str(exc), source=source, line=number, raw=value,
+                                           hint="every record needs an id under that key, or "
+                                           "leave --id-key out to number the records"))
+                continue
+            records[number], value = value, point
         builder.add(value, line=number)
     return builder.flush(), errors
 
@@ -582,7 +617,7 @@ PART_COMPRESSION = {"none": "", "gzip": ".gz", "zstd": ".zst"}
 PART_NAME = "part-{:05d}.jsonl"
 
 
-class JsonlWriter:
+class JsonlWriter(ClosingWriter):
     """Writes points as JSONL (+ manifest sidecar) under a temporary name, renamed on close.
 
     Batches are printed in worker processes once the run proves big enough (``workers``,
@@ -644,7 +679,13 @@ class JsonlWriter:
         else:
             self.out = AtomicPath(location, overwrite=overwrite)
             self.side = AtomicPath(manifest_path(location), overwrite=True)
-            self._fh = open_write(self.out.temp, location)
+            try:
+                self._fh = open_write(self.out.temp, location)
+            except BaseException:
+                # e.g. .zst without zstandard: the temporaries' locks go with them
+                self.out.abort()
+                self.side.abort()
+                raise
             self._writeback = Writeback(self._fh if durable else None)
 
     def _open_part(self) -> None:

@@ -23,8 +23,9 @@ unnamed one, else the vector's name) and one column per top-level payload key. A
 in a file are all strings, booleans, int64 or floats gets that type; any other key (objects,
 lists, explicit nulls, integers past 64 bits, mixed types) is JSON text, listed in the file's
 key-value metadata ``vecferry.json_columns`` so vecferry reads it back exactly. The stream's
-manifest is kept under ``VDF_META.json["vecferry"]``. VDF has no sparse or multi vectors: those
-are refused before anything is written.
+manifest is kept under ``VDF_META.json["vecferry"]``. VDF has no sparse or multi vectors, and a
+dataset of it has vector columns: those vectors, and a stream without any vector, are refused
+before anything is written.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ import pyarrow.parquet as pq
 
 from vecferry.converters.base import (
     AtomicPath,
+    ClosingReader,
+    ClosingWriter,
     Context,
     fsync_path,
     input_path,
@@ -134,7 +137,7 @@ def _data_files(root: Path, data_path: str | None, where: str) -> list[Path]:
                      hint="data_path is relative to the folder holding VDF_META.json")
 
 
-class VdfReader:
+class VdfReader(ClosingReader):
     """Reads one namespace of a VDF folder (see the module docstring), file by file."""
 
     def __init__(self, location: str, *, context: Context, vdf_index: str | None = None,
@@ -293,13 +296,14 @@ def _undecodable(part: Path, exc: Exception) -> InputError:
                       hint="the file may be truncated or corrupt")
 
 
-class VdfWriter:
+class VdfWriter(ClosingWriter):
     """Writes a VDF folder (see the module docstring) under a temporary name, renamed on close.
 
-    ``UnsupportedError`` at open for sparse or multi vectors, or a vector whose column name
-    would clash with the id; a payload key named like the id or a vector column is refused
-    (``UnsupportedError`` naming it and the first point holding it) by ``write_batch`` for the
-    batch holding it, before that batch's file is written.
+    ``UnsupportedError`` at open for a stream without vectors (ids and payloads only), sparse or
+    multi vectors, or a vector whose column name would clash with the id; a payload key named
+    like the id or a vector column is refused (``UnsupportedError`` naming it and the first
+    point holding it) by ``write_batch`` for the batch holding it, before that batch's file is
+    written.
     """
 
     def __init__(self, location: str, schema: pa.Schema, *, context: Context,
@@ -308,6 +312,13 @@ class VdfWriter:
         self.location = location
         self.context = context
         self.manifest = manifest_of(schema)
+        if not self.manifest.vectors:
+            # VDF_META.json would say dimensions -1 and no vector columns, which vector-io
+            # and vecferry's reader cannot import
+            raise UnsupportedError("the stream has no vectors (its points carry ids and "
+                                   "payloads only); a VDF dataset holds vectors",
+                                   location=Location(location),
+                                   hint="write Parquet or JSONL instead")
         cannot = [v for v in self.manifest.vectors if v.kind != "dense"]
         if cannot:
             names = ", ".join(f"{v.name or '(unnamed)'} ({v.kind})" for v in cannot)
