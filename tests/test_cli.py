@@ -453,3 +453,41 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
     assert proc.returncode == 143, err.decode()
     assert err.decode().startswith("terminated: an unfinished output file was removed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.npy"]
+
+
+def test_the_python_api_takes_paths_and_with_blocks(tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "v.npy", np.arange(6, dtype=np.float32).reshape(3, 2))
+    report = vecferry.convert(tmp_path / "v.npy", tmp_path / "o.parquet")  # pathlib paths
+    assert report["written"] == 3
+    with vecferry.open_reader(tmp_path / "o.parquet") as reader:
+        batches = list(reader.batches(2))
+        schema = reader.schema
+    assert sum(b.num_rows for b in batches) == 3
+    with vecferry.open_writer(tmp_path / "w.parquet", schema) as writer:
+        for b in batches:
+            writer.write_batch(b)
+    assert vecferry.convert(str(tmp_path / "w.parquet"), str(tmp_path / "w.jsonl"))[
+        "written"] == 3
+    # a block that raises aborts the output: nothing that looks complete is left
+    with pytest.raises(RuntimeError), vecferry.open_writer(tmp_path / "x.parquet", schema) as w:
+        w.write_batch(batches[0])
+        raise RuntimeError("the script failed")
+    assert not (tmp_path / "x.parquet").exists() and leftovers(tmp_path) == []
+
+
+def test_a_local_collection_reader_left_open_exits_quietly(tmp_path):
+    # qdrant-client's own finaliser printed a traceback at interpreter exit
+    pytest.importorskip("qdrant_client")
+    import numpy as np
+
+    np.save(tmp_path / "v.npy", np.ones((3, 2), np.float32))
+    vecferry.convert(str(tmp_path / "v.npy"), f"qdrant-local://{tmp_path / 'q'}/c")
+    script = ("import vecferry, sys\n"
+              f"r = vecferry.open_reader('qdrant-local://{tmp_path / 'q'}/c')\n"
+              "print(r.count())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert done.returncode == 0
+    assert done.stdout.decode().strip() == "3"
+    assert done.stderr.decode() == ""

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 __version__ = "0.1.0"
@@ -13,8 +14,10 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "convert", "open_reader", "open_writer"]
 
 
-def convert(src: str, dst: str, **options: Any) -> dict[str, Any]:
-    """Convert ``src`` to ``dst``; see ``vecferry.pipeline.convert`` for the options.
+def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str],
+            **options: Any) -> dict[str, Any]:
+    """Convert ``src`` to ``dst`` (locations, or ``pathlib`` paths); see
+    ``vecferry.pipeline.convert`` for the options.
 
     Raises ``UsageError`` when called while a worker process starts: worker processes run
     the calling script again, so a call at its top level (not under
@@ -24,24 +27,24 @@ def convert(src: str, dst: str, **options: Any) -> dict[str, Any]:
     from vecferry.pipeline import convert as _convert
 
     refuse_while_bootstrapping("vecferry.convert")
-    return _convert(src, dst, **options)
+    return _convert(os.fspath(src), os.fspath(dst), **options)
 
 
-def open_reader(location: str, **options: Any):
+def open_reader(location: str | os.PathLike[str], **options: Any):
     """A reader of ``location`` (see ``vecferry.converters.open_reader``); refused while a
     worker process starts, as ``convert`` is."""
     from vecferry.converters import open_reader as _open
     from vecferry.parallel import refuse_while_bootstrapping
 
     refuse_while_bootstrapping("vecferry.open_reader")
-    return _open(location, **options)
+    return _open(os.fspath(location), **options)
 
 
-def open_writer(location: str, schema: Any, **options: Any):
+def open_writer(location: str | os.PathLike[str], schema: Any, **options: Any):
     """A writer to ``location`` (see ``vecferry.converters.open_writer``); refused while a
     worker process starts, as ``convert`` is."""
     from vecferry.converters import open_writer as _open
     from vecferry.parallel import refuse_while_bootstrapping
 
     refuse_while_bootstrapping("vecferry.open_writer")
-    return _open(location, schema, **options)
+    return _open(os.fspath(location), schema, **options)

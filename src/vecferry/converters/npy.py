@@ -53,6 +53,8 @@ import pyarrow.parquet as pq
 
 from vecferry.converters.base import (
     AtomicPath,
+    ClosingReader,
+    ClosingWriter,
     Context,
     fsync_path,
     input_path,
@@ -200,7 +202,7 @@ def _id_kind_of_strings(values: np.ndarray) -> str:
     return merge_id_kinds("uuid" if is_uuid(str(v)) else "string" for v in values)
 
 
-class NpyReader:
+class NpyReader(ClosingReader):
     """Reads a numpy source (see the module docstring) in batches of rows."""
 
     def __init__(self, location: str, *, context: Context, ids: str | None = None,
@@ -1006,7 +1008,7 @@ class _NpyStream:
         fsync_path(self.path)
 
 
-class NpyWriter:
+class NpyWriter(ClosingWriter):
     """Writes the numpy directory layout: one matrix per dense vector, ids, payloads, manifest.
 
     Raises ``UnsupportedError`` at open for sparse or multi vectors, or none. A point missing one of

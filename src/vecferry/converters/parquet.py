@@ -24,6 +24,8 @@ import pyarrow.parquet as pq
 
 from vecferry.converters.base import (
     AtomicPath,
+    ClosingReader,
+    ClosingWriter,
     Context,
     fsync_path,
     input_path,
@@ -317,7 +319,7 @@ def foreign_error(pf: pq.ParquetFile, path: Path, problem: str) -> VecferryError
                       f"(columns: {', '.join(names)})", location=Location(str(path)), hint=hint)
 
 
-class ParquetReader:
+class ParquetReader(ClosingReader):
     """Streams row groups of one file or a directory of parts; memory bounded by a row group.
 
     Without mapping options the file is vecferry's (manifest in its metadata, or exactly the
@@ -568,7 +570,7 @@ def mapped_batches(mapper: TableMapper, parts: list[Path], files: list[pq.Parque
         context.warn(f"{mapper.narrowed} float64 value(s) changed when narrowed to float32")
 
 
-class ParquetWriter:
+class ParquetWriter(ClosingWriter):
     """Writes one Parquet file, or a directory of parts, atomically.
 
     A location ending in ``/`` or naming an existing directory is written as a directory:

@@ -34,6 +34,7 @@ The writer recreates the collection from it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import json
@@ -56,7 +57,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from vecferry.converters.base import Context, reject_unknown_options
+from vecferry.converters.base import ClosingReader, ClosingWriter, Context, reject_unknown_options
 from vecferry.errors import (
     InputError,
     Location,
@@ -461,6 +462,17 @@ _LOCAL_CLIENTS: dict[str, list[Any]] = {}
 _LOCAL_LOCK = threading.Lock()
 
 
+def _close_local_clients() -> None:
+    """Close the local-mode clients a script left open (a reader it did not close): closed
+    by qdrant-client's own finaliser at interpreter exit, they print a traceback."""
+    with _LOCAL_LOCK:
+        entries = list(_LOCAL_CLIENTS.values())
+        _LOCAL_CLIENTS.clear()
+    for entry in entries:
+        with contextlib.suppress(Exception):
+            entry[0].close()
+
+
 def _open_local(path: str) -> tuple[Any, threading.Lock]:
     from qdrant_client import QdrantClient
 
@@ -468,6 +480,9 @@ def _open_local(path: str) -> tuple[Any, threading.Lock]:
     with _LOCAL_LOCK:
         entry = _LOCAL_CLIENTS.get(key)
         if entry is None:
+            if not _LOCAL_CLIENTS:
+                atexit.unregister(_close_local_clients)  # registered once at a time
+                atexit.register(_close_local_clients)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 client = QdrantClient(path=key)
@@ -995,7 +1010,7 @@ class DenseColumns:
 # --------------------------------------------------------------------------------- reader
 
 
-class QdrantReader:
+class QdrantReader(ClosingReader):
     """Stream a collection with scroll, ``page_size`` points per request, never whole.
 
     Opens the collection, reads its config and tells the id kind up front with three cheap
@@ -1280,7 +1295,7 @@ class _Ticket:
     futures: list[Future]
 
 
-class QdrantWriter:
+class QdrantWriter(ClosingWriter):
     """Load a stream into a collection, creating it from the manifest when missing.
 
     Before the first write it checks the target: ``mode="fail-if-exists"`` refuses an existing

@@ -48,7 +48,7 @@ from typing import Any, BinaryIO
 import orjson
 import pyarrow as pa
 
-from vecferry.converters.base import Context, input_path, reject_unknown_options
+from vecferry.converters.base import ClosingReader, Context, input_path, reject_unknown_options
 from vecferry.errors import (
     InputError,
     Location,
@@ -482,7 +482,7 @@ def _name(spec: Any) -> str:
     return spec.name
 
 
-class SnapshotReader:
+class SnapshotReader(ClosingReader):
     """Stream the points of a snapshot file, shard after shard (see the module docstring).
 
     Options: ``page_size``, ``filter`` and ``id_field`` as for Qdrant; ``workdir`` (where
