@@ -220,3 +220,49 @@ def test_server_locations_naming_one_collection_are_recognised():
     assert not same_collection("qdrant://127.0.0.1:6333/c", "qdrant://127.0.0.1:6333/d")
     assert not same_collection("qdrant://127.0.0.1:6333/c", "qdrant://127.0.0.1:7333/c")
     assert not same_collection("qdrant://127.0.0.1:6333/c", "qdrant-local://./q/c")
+
+
+@pytest.mark.parametrize("out", ["o.jsonl", "o.parquet", "dir/"])
+def test_a_run_does_not_replace_an_output_another_run_finished_meanwhile(tmp_path, out):
+    # both runs found no output when they started; the later to finish replaced the other's
+    src = _points(tmp_path / "s.jsonl")
+    batches, schema = _batches(src)
+    dst = f"{tmp_path}/{out}"  # not a Path: its trailing '/' asks for a directory
+    kw = {"format": "parquet"} if out.endswith("/") else {}
+    first = vecferry.open_writer(dst, schema, **kw)
+    second = vecferry.open_writer(dst, schema, **kw)
+    for b in batches:
+        first.write_batch(b)
+        second.write_batch(b.slice(0, 2))
+    second.close()
+    with pytest.raises(OutputExistsError) as info:
+        first.close()
+    first.abort()
+    assert str(info.value) == (
+        f"{dst.rstrip('/')}: output appeared while this run was writing it (another run to the "
+        "same place?); it is left as it is (pass --overwrite to replace it, or choose another "
+        "output)")
+    assert vecferry.convert(dst, str(tmp_path / "back.jsonl"))["written"] == 2
+    assert not [p for p in tmp_path.iterdir() if ".vftmp" in p.name]
+
+
+def test_overwrite_checks_the_output_again_before_removing_it(tmp_path):
+    src = _points(tmp_path / "s.jsonl")
+    out = tmp_path / "out"
+    vecferry.convert(src, str(out) + "/", to_format="parquet")
+    batches, schema = _batches(src)
+    writer = vecferry.open_writer(str(out) + "/", schema, format="parquet", overwrite=True)
+    for b in batches:
+        writer.write_batch(b)
+    (out / "notes.txt").write_text("put there while the run wrote")
+    with pytest.raises(UsageError) as info:
+        writer.close()
+    writer.abort()
+    assert str(info.value) == (f"{out}: the output directory holds files vecferry did not "
+                               f"write: notes.txt {DIR_HINT}")
+    assert (out / "notes.txt").exists() and (out / "part-00000.parquet").exists()
+
+
+def _batches(src: str):
+    with vecferry.open_reader(src) as reader:
+        return list(reader.batches(10)), reader.schema

@@ -136,8 +136,13 @@ def test_a_live_writers_temporary_survives_a_concurrent_run(tmp_path, name, fmt,
     assert report["written"] == 3000
     assert _temps(tmp_path) == held  # the live writer's temporary and lock are untouched
     _, err = proc.communicate("commit\n")
-    assert proc.returncode == 0, err
-    assert _count(dst) == 10  # the other run finished its output: it replaced ours
+    # the other run finds our finished output in place: it does not replace it
+    assert proc.returncode == 1, err
+    assert "output appeared while this run was writing it" in err
+    assert _count(dst) == 3000
+    # that process ended without aborting: its temporary is stale now, and swept
+    sweep_stale_temps(dst.rstrip("/"))
+    sweep_stale_temps(dst + ".manifest.json")  # a JSONL file's sidecar, as its next run does
     assert _temps(tmp_path) == []
 
 

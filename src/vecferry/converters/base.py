@@ -23,6 +23,7 @@ script never silently changes nothing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -160,6 +161,7 @@ class AtomicPath:
         from vecferry import storage
 
         self.directory = directory
+        self.overwrite = overwrite
         self._remote: storage.RemoteOutput | None = None
         if storage.is_remote(target):
             # An object store has no rename: see storage.RemoteOutput (multipart upload
@@ -196,9 +198,25 @@ class AtomicPath:
                 raise
 
     def commit(self) -> None:
+        """Put ``temp`` in place. Without ``overwrite`` an output that appeared while this run
+        wrote (another run to the same place) is not replaced: ``OutputExistsError``, and
+        ``temp`` stays for the caller's ``abort``. With it, what is there is checked again, as
+        at open, before it is removed."""
         if self._remote is not None:
             self._remote.commit()
             return
+        if not self.overwrite:
+            try:
+                _rename_no_replace(self.temp, self.target)
+            except FileExistsError:
+                raise OutputExistsError(
+                    "output appeared while this run was writing it (another run to the same "
+                    "place?); it is left as it is", location=Location(source=str(self.target)),
+                    hint="pass --overwrite to replace it, or choose another output") from None
+            self._lock.release()
+            return
+        if self.target.is_symlink() or self.target.exists():
+            _check_replaceable(self.target, self.directory)  # it may have changed meanwhile
         if self.target.is_dir() and not self.target.is_symlink():
             shutil.rmtree(self.target)
         elif self.target.exists():
@@ -215,6 +233,38 @@ class AtomicPath:
         elif self.temp.exists():
             self.temp.unlink()
         self._lock.release()
+
+
+#: renameat2's flag: fail with EEXIST rather than replace (Linux 3.15+, most local file
+#: systems)
+_RENAME_NOREPLACE = 1
+
+
+def _rename_no_replace(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``, raising ``FileExistsError`` when ``dst`` exists, atomically
+    where the kernel and file system can (``renameat2``); else a file is linked into place
+    (which fails on an existing name just as well) and a directory renamed after a check."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is not None:
+        at_cwd = -100
+        if renameat2(at_cwd, os.fsencode(src), at_cwd, os.fsencode(dst),
+                     _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise FileExistsError(err, os.strerror(err), str(dst))
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), str(src))
+    if src.is_dir():
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+        os.rename(src, dst)
+        return
+    os.link(src, dst)
+    os.unlink(src)
 
 
 #: what follows ``.<name>.vftmp-`` in the name of a temporary (group 1) or of its lock
