@@ -655,3 +655,16 @@ def test_a_limit_reads_no_record_past_it(tmp_path):
     # a bad record before the limit is still one
     with pytest.raises(RecordError, match="line 3, id 3: vector has 1 dimensions"):
         vecferry.convert(str(src), str(tmp_path / "o3.parquet"), limit=3)
+
+
+def test_a_compressed_rejects_name_is_refused(tmp_path):
+    # it was written as plain text under a .gz name, which then did not read back
+    src = tmp_path / "s.jsonl"
+    src.write_text('{"id": 1, "vector": [0.1, 0.2]}\n')
+    with pytest.raises(UsageError) as info:
+        vecferry.convert(str(src), str(tmp_path / "o.parquet"), on_error="skip",
+                         rejects=str(tmp_path / "r.jsonl.gz"))
+    assert str(info.value) == (f"{tmp_path / 'r.jsonl.gz'}: the rejects file is plain JSONL, not "
+                               "compressed (name it .jsonl, and compress it afterwards if need "
+                               "be)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.jsonl"]

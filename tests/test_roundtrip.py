@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -101,8 +102,8 @@ def test_npy_rejects_point_missing_a_vector(tmp_path):
     out = str(tmp_path / "out.npy")
     with pytest.raises(RecordError) as info:
         vecferry.convert(loc, out)
-    assert str(info.value) == (f"{out}, id 7: point lacks one of the vectors; a numpy matrix "
-                               "needs a value in every row")
+    assert str(info.value) == (f"{out}, id 7: point lacks vector 'b'; a numpy matrix needs a "
+                               "value in every row")
     assert not os.path.exists(out)
     assert leftovers(tmp_path) == []
 
@@ -114,7 +115,11 @@ def test_npy_rejects_point_missing_a_vector(tmp_path):
     assert report["read"] == report["written"] + report["rejected"]
     _, points = read_points(out)
     assert [p["id"] for p in points] == [p["id"] for p in complete]
-    assert len(rejects.read_text().splitlines()) == N - len(complete)
+    lines = [json.loads(x) for x in rejects.read_text().splitlines()]
+    assert len(lines) == N - len(complete)
+    reasons = {r["_vecferry_reject"]["reason"] for r in lines}
+    assert reasons == {f"point lacks {which}; a numpy matrix needs a value in every row"
+                       for which in ("vector 'b'", "vector 'a'", "vectors 'a', 'b'")}
 
 
 def test_parquet_directory_of_parts_reads_in_name_order(tmp_path):

@@ -106,6 +106,11 @@ def _check_rejects_path(path: str, src: str, dst: str) -> None:
     a rejects file: it would be written over (or, after a clean run, removed)."""
     from vecferry.storage import is_remote
 
+    if path.lower().endswith((".gz", ".zst", ".bz2", ".xz")):
+        # written plain, it would not read back under that name
+        raise UsageError("the rejects file is plain JSONL, not compressed",
+                         location=Location(source=str(path)),
+                         hint="name it .jsonl, and compress it afterwards if need be")
     mine = os.path.realpath(path)
     for role, other in (("input", src), ("output", dst)):
         if not is_remote(other) and os.path.realpath(other) == mine:

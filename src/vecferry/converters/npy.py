@@ -1057,18 +1057,24 @@ class NpyWriter(ClosingWriter):
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         missing = np.zeros(batch.num_rows, dtype=bool)
+        lacking: dict[int, list[str]] = {}
         for v in self.manifest.vectors:
             col = batch.column(v.column)
             if col.null_count:
-                missing |= ~col.is_valid().to_numpy(zero_copy_only=False)
+                absent = ~col.is_valid().to_numpy(zero_copy_only=False)
+                missing |= absent
+                for row in np.flatnonzero(absent):
+                    lacking.setdefault(int(row), []).append(repr(v.name) if v.name
+                                                            else "(unnamed)")
         if missing.any():
             from vecferry.points import reject_from_row
 
             for row in np.flatnonzero(missing):
+                names = lacking[int(row)]
                 self.context.reject(reject_from_row(
                     batch, int(row), self.manifest,
-                    "point lacks one of the vectors; a numpy matrix needs a value in every row",
-                    self.location))
+                    f"point lacks vector{'s' if len(names) > 1 else ''} {', '.join(names)}; a "
+                    "numpy matrix needs a value in every row", self.location))
             batch = batch.filter(pa.array(~missing))
         n = batch.num_rows
         if n == 0:
