@@ -66,3 +66,41 @@ def test_state_and_rejects_of_a_relative_local_collection_are_not_hidden_files()
     assert _beside("qdrant-local:///srv/q/docs", ".x") == "srv_q_docs.x"
     assert _beside("qdrant://localhost:6333/docs", ".x") == "localhost:6333_docs.x"
     assert _beside("out/", ".x") == "out.x"
+
+
+def test_a_resumed_run_does_not_reject_a_record_twice(tmp_path, monkeypatch):
+    # the resumed run reads again what the run before it rejected (JSONL lines before the
+    # position are parsed again): those went to the rejects file a second time
+    pytest.importorskip("qdrant_client")
+    from vecferry.converters.qdrant import QdrantWriter
+
+    monkeypatch.chdir(tmp_path)
+    lines = [json.dumps({"id": i, "vector": [float(i), 1.0]} if i % 10 != 5 else
+                        {"id": i, "vector": [1.0]}) for i in range(300)]
+    src = tmp_path / "s.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    dst = f"qdrant-local://{tmp_path / 'q'}/docs"
+    rejects = tmp_path / "r.jsonl"
+    calls = []
+    write = QdrantWriter.write_batch
+
+    def interrupted(self, batch):
+        calls.append(batch.num_rows)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return write(self, batch)
+
+    monkeypatch.setattr(QdrantWriter, "write_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        vecferry.convert(str(src), dst, resume=True, on_error="skip", rejects=str(rejects),
+                         batch_size=50)
+    first = len(rejects.read_text().splitlines())
+    assert first >= 15
+    monkeypatch.setattr(QdrantWriter, "write_batch", write)
+    report = vecferry.convert(str(src), dst, resume=True, on_error="skip",
+                              rejects=str(rejects), batch_size=50)
+    assert report["resumed_from"] > 0
+    notes = [json.loads(x)["_vecferry_reject"] for x in rejects.read_text().splitlines()]
+    assert sorted(n["point_id"] for n in notes) == list(range(5, 300, 10))
+    assert report["rejected"] == 30 - first
+    assert report["points_in_collection"] == 270

@@ -33,6 +33,7 @@ from vecferry.errors import (
     add_notice,
     writing_to,
 )
+from vecferry.fileio import loads_exact
 from vecferry.ledger import IdLedger
 from vecferry.plan import take_rows
 from vecferry.storage import with_storage_options
@@ -58,7 +59,10 @@ class RejectsFile:
     reason and location; the JSONL reader ignores that key, so a user fixes the lines and feeds
     the file back to ``vecferry convert``. An unparseable line is kept verbatim under ``_raw``.
     The file is created on the first reject only; it replaces the rejects of an earlier run,
-    unless ``append`` (a resumed run adds to its own earlier rejects).
+    unless ``append`` (a resumed run adds to its own earlier rejects). Appending, a record the
+    file already holds (same reason and place) is not written again, and the call returns
+    False, so ``Context`` does not count it: a resumed run reads again records the run before
+    it rejected (the lines before its position, or those read ahead of what was acknowledged).
     """
 
     def __init__(self, path: str | os.PathLike[str], append: bool = False):
@@ -67,12 +71,32 @@ class RejectsFile:
         self._fh = None
         self.count = 0
         self._lock = threading.Lock()  # the reader (prefetch thread) and writer both reject
+        self._seen: set[bytes] | None = None  # the notes in the file, once appending to it
 
-    def __call__(self, error: RecordError) -> None:
+    def __call__(self, error: RecordError) -> bool:
         with self._lock:
-            self._write(error)
+            return self._write(error)
 
-    def _write(self, error: RecordError) -> None:
+    def _earlier(self) -> set[bytes]:
+        """The reject notes of the lines an earlier run wrote (compared as sorted JSON)."""
+        seen: set[bytes] = set()
+        with contextlib.suppress(FileNotFoundError), open(self.path, "rb") as fh:
+            for line in fh:
+                with contextlib.suppress(ValueError):
+                    record = loads_exact(line)
+                    if isinstance(record, dict) and isinstance(record.get(REJECT_KEY), dict):
+                        seen.add(_note_key(record[REJECT_KEY]))
+        return seen
+
+    def _write(self, error: RecordError) -> bool:
+        note = {"reason": error.message, **error.location.as_dict()}
+        if self.append:
+            if self._seen is None:
+                self._seen = self._earlier()
+            key = _note_key(note)
+            if key in self._seen:
+                return False
+            self._seen.add(key)
         if self._fh is None:
             self._fh = open(self.path, "ab" if self.append else "wb")  # noqa: SIM115
         raw = error.raw
@@ -81,7 +105,7 @@ class RejectsFile:
             record = {k: v for k, v in raw.items() if k != REJECT_KEY}
         else:
             record = {"_raw": raw if isinstance(raw, str) else repr(raw)}
-        record[REJECT_KEY] = {"reason": error.message, **error.location.as_dict()}
+        record[REJECT_KEY] = note
         try:
             line = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
         except (orjson.JSONEncodeError, TypeError):
@@ -89,6 +113,7 @@ class RejectsFile:
             line = json.dumps(record, ensure_ascii=False, default=_plain).encode()
         self._fh.write(line + b"\n")
         self.count += 1
+        return True
 
     def start_over(self) -> None:
         """Replace, not extend, an earlier run's rejects (a ``--resume`` that starts over)."""
@@ -99,6 +124,10 @@ class RejectsFile:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def _note_key(note: dict[str, Any]) -> bytes:
+    return json.dumps(note, sort_keys=True, default=str).encode()
 
 
 def _check_rejects_path(path: str, src: str, dst: str) -> None:

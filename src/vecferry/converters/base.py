@@ -48,10 +48,13 @@ class Context:
     """What a run shares with its reader and writer: the error policy, rejects and warnings.
 
     ``on_error="fail"`` makes ``reject`` raise the error; ``"skip"`` hands it to ``sink`` (the
-    rejects file) and counts it. Warnings are collected for the report, never printed here.
+    rejects file) and counts it, unless the sink returns False (a record it already holds,
+    rejected again by a resumed run). Warnings are collected for the report, never printed
+    here.
     """
 
-    def __init__(self, on_error: str = "fail", sink: Callable[[RecordError], None] | None = None,
+    def __init__(self, on_error: str = "fail",
+                 sink: Callable[[RecordError], bool | None] | None = None,
                  warnings: list[str] | None = None):
         if on_error not in ("fail", "skip"):
             raise UsageError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
@@ -63,9 +66,9 @@ class Context:
     def reject(self, error: RecordError) -> None:
         if self.on_error == "fail":
             raise error
+        if self.sink is not None and self.sink(error) is False:
+            return
         self.rejected += 1
-        if self.sink is not None:
-            self.sink(error)
 
     def sibling(self) -> Context:
         """A context sharing policy, sink and warnings but counting its own rejects.
