@@ -421,9 +421,10 @@ def test_an_interrupted_run_exits_130_saying_what_is_left(samples, tmp_path, mon
     monkeypatch.setattr(vecferry.pipeline, "convert", interrupted)
     result = run("convert", str(samples / "points_rich.jsonl"), str(tmp_path / "o.parquet"))
     assert result.exit_code == 130
-    assert result.stderr == ("interrupted: an unfinished output file was removed; a Qdrant "
-                             "target keeps the points it acknowledged (run again with --resume "
-                             "to continue); a snapshot download resumes when run again\n")
+    assert result.stderr == ("interrupted: an unfinished output file was removed (a "
+                             "partitioned run keeps its finished parts); a Qdrant target keeps "
+                             "the points it acknowledged (run again with --resume to continue); "
+                             "a snapshot download resumes when run again\n")
 
 
 def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
@@ -491,3 +492,15 @@ def test_a_local_collection_reader_left_open_exits_quietly(tmp_path):
     assert done.returncode == 0
     assert done.stdout.decode().strip() == "3"
     assert done.stderr.decode() == ""
+
+
+def test_a_usage_error_click_finds_is_json_on_stdout_with_json(tmp_path):
+    # scripts read stdout: a mistyped option gave them nothing there
+    result = run("convert", "a.jsonl", "b.parquet", "--bogus", "--json")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout) == {
+        "ok": False, "error": "UsageError", "message": "No such option '--bogus'. Did you mean "
+        "'--bulk'?", "hint": None, "location": {}}
+    assert "No such option '--bogus'" in result.stderr
+    plain = run("convert", "a.jsonl", "b.parquet", "--bogus")
+    assert plain.exit_code == 2 and plain.stdout == ""

@@ -121,9 +121,9 @@ def _run(fn: Callable[[], int | None], as_json: bool) -> None:
         # when complete; a Qdrant collection keeps what it acknowledged; a download keeps
         # its partial file to resume from
         how = "terminated" if isinstance(exc, _Terminated) else "interrupted"
-        _err(f"{how}: an unfinished output file was removed; a Qdrant target keeps the "
-             "points it acknowledged (run again with --resume to continue); a snapshot "
-             "download resumes when run again")
+        _err(f"{how}: an unfinished output file was removed (a partitioned run keeps its "
+             "finished parts); a Qdrant target keeps the points it acknowledged (run again "
+             "with --resume to continue); a snapshot download resumes when run again")
         if exc.args and isinstance(exc.args[0], str):
             _err(f"warning: {exc.args[0]}")  # what the run left that needs the user
         sys.exit(EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED)
@@ -416,7 +416,32 @@ def _print_verify(result: dict[str, Any], quiet: bool) -> None:
          else "verification FAILED")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Cli(click.Group):
+    """The command group; with ``--json`` a usage error click finds itself (an unknown option,
+    a bad value) is also reported on stdout as JSON, as vecferry's own errors are, so a script
+    reading stdout always gets an answer."""
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(argv, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            if "--json" in argv:
+                _emit_json({"ok": False, "error": "UsageError", "message": exc.format_message(),
+                            "hint": None, "location": {}})
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            _err("Aborted!")
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="vecferry")
 def main() -> None:
     """Move vector data between numpy, FAISS, JSONL, Parquet and Qdrant, losslessly.
