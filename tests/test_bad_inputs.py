@@ -668,3 +668,17 @@ def test_a_compressed_rejects_name_is_refused(tmp_path):
                                "compressed (name it .jsonl, and compress it afterwards if need "
                                "be)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.jsonl"]
+
+
+def test_a_dash_is_not_taken_for_a_file_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    src = tmp_path / "s.jsonl"
+    src.write_text('{"id": 1, "vector": [0.1, 0.2]}\n')
+    with pytest.raises(UsageError) as info:
+        vecferry.convert(str(src), "-", to_format="jsonl")
+    assert str(info.value) == ("'-' (stdout) is not a vecferry output: it needs a file, a "
+                               "directory or a collection (name a file; a JSONL file can be "
+                               "piped afterwards)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.jsonl"]
+    with pytest.raises(UsageError, match=r"^'-' \(stdin\) is not a vecferry input"):
+        vecferry.convert("-", str(tmp_path / "o.parquet"), from_format="jsonl")

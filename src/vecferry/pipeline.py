@@ -397,6 +397,12 @@ def convert(
         raise UsageError("batch size must be a positive integer")
     if limit is not None and limit < 0:
         raise UsageError("limit must not be negative")
+    for role, location in (("input", src), ("output", dst)):
+        if location == "-":
+            # not a file named "-": a script meaning stdin or stdout would get one
+            raise UsageError(f"'-' ({'stdin' if role == 'input' else 'stdout'}) is not a "
+                             f"vecferry {role}: it needs a file, a directory or a collection",
+                             hint="name a file; a JSONL file can be piped afterwards")
     started = time.perf_counter()
     src_spec = resolve(src, from_format, role="reader")
     dst_spec = resolve(dst, to_format, role="writer")
