@@ -157,8 +157,10 @@ def test_vectorless_points_are_refused_by_a_collection_with_an_unnamed_vector(tm
         vecferry.convert(src, dst)
     assert str(info.value) == (
         f"{dst}: collection exists with a config the source does not fit:\n  vector (unnamed): "
-        "the target needs it on every point, and the source's points have no vectors (use "
-        "--mode overwrite to drop and recreate it, or load into another collection)")
+        "the target needs it on every point, and the source's points have no vectors ("
+        "load into another collection, or check the source: without a manifest, sizes come "
+        "from its first points; --mode overwrite drops the collection, its points with it, "
+        "and creates it anew)")
     client = QdrantClient(path=str(tmp_path / "q"))
     try:
         assert client.count("u").count == 0

@@ -1412,8 +1412,9 @@ class QdrantWriter(ClosingWriter):
                 raise TargetError(
                     "collection exists with a config the source does not fit:\n  "
                     + "\n  ".join(diff), location=where,
-                    hint="use --mode overwrite to drop and recreate it, or load into another "
-                         "collection")
+                    hint="load into another collection, or check the source: without a "
+                         "manifest, sizes come from its first points; --mode overwrite drops "
+                         "the collection, its points with it, and creates it anew")
         if not exists and not self.manifest.vectors and b.engine == "edge":
             raise UnsupportedError(
                 "the stream has no vectors (its points carry ids and payloads only); a Qdrant "
