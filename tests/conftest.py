@@ -40,3 +40,59 @@ def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+#: the fake secret the S3 fixtures put in the environment (tests check it is never printed)
+S3_SECRET = "fake-secret-value-7c1e2f"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server on loopback and fake credentials in the environment."""
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    with pytest.MonkeyPatch.context() as mp:
+        for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE",
+                  "AWS_SHARED_CREDENTIALS_FILE"):
+            mp.delenv(k, raising=False)
+        mp.setenv("AWS_ACCESS_KEY_ID", "AKIAVECFERRYTEST")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.setenv("AWS_CONFIG_FILE", "/nonexistent/vecferry-test-aws-config")
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/vecferry-test-aws-credentials")
+        server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        try:
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def opts(s3_endpoint: str) -> dict[str, Any]:
+    """Storage options reaching the moto server."""
+    return {"endpoint_url": s3_endpoint}
+
+
+@pytest.fixture
+def s3(opts: dict[str, Any]) -> Any:
+    import s3fs
+
+    return s3fs.S3FileSystem(**opts)
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    """A new, empty bucket."""
+    import uuid
+
+    name = f"vf-{uuid.uuid4().hex[:12]}"
+    s3.mkdir(name)
+    return name
+
+
+def bucket_keys(s3: Any, bucket: str) -> list[str]:
+    """Every object key of ``bucket``, fresh (no cached listing), in name order."""
+    s3.invalidate_cache()
+    return sorted(k[len(bucket) + 1:] for k in s3.find(bucket))

@@ -20,9 +20,7 @@ from vecferry.errors import InputError, OutputExistsError
 from vecferry.snapshots import ChecksumMismatchError, SnapshotClient
 
 pytest.importorskip("qdrant_client")
-s3_fixtures = pytest.importorskip("test_storage")  # its moto server (skips without moto)
-s3_endpoint, opts, s3, bucket = (s3_fixtures.s3_endpoint, s3_fixtures.opts, s3_fixtures.s3,
-                                 s3_fixtures.bucket)
+s3_fixtures = pytest.importorskip("test_storage")  # skips without moto; fixtures in conftest
 keys, open_uploads = s3_fixtures.keys, s3_fixtures.open_uploads
 snapshot_tests = pytest.importorskip("test_snapshots")  # Edge shards in Qdrant's layout
 shards, _collection_archive = snapshot_tests.shards, snapshot_tests._collection_archive

@@ -7,7 +7,6 @@ would be. A plain ``http.server`` on loopback serves files for ``https://``-styl
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import S3_SECRET
+from conftest import bucket_keys as keys
 from roundtrip import DATASETS, assert_same_points, read_points, write_points
 from vecferry import storage
 from vecferry.cli import main
@@ -24,52 +25,7 @@ from vecferry.pipeline import convert
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
 
-SECRET = "fake-secret-value-7c1e2f"
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint():
-    """A moto S3 server on loopback and fake credentials in the environment."""
-    with pytest.MonkeyPatch.context() as mp:
-        for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE",
-                  "AWS_SHARED_CREDENTIALS_FILE"):
-            mp.delenv(k, raising=False)
-        mp.setenv("AWS_ACCESS_KEY_ID", "AKIAVECFERRYTEST")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.setenv("AWS_CONFIG_FILE", "/nonexistent/vecferry-test-aws-config")
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/vecferry-test-aws-credentials")
-        server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-        server.start()
-        host, port = server.get_host_and_port()
-        try:
-            yield f"http://{host}:{port}"
-        finally:
-            server.stop()
-
-
-@pytest.fixture
-def opts(s3_endpoint) -> dict[str, Any]:
-    return {"endpoint_url": s3_endpoint}
-
-
-@pytest.fixture
-def s3(opts):
-    import s3fs
-
-    return s3fs.S3FileSystem(**opts)
-
-
-@pytest.fixture
-def bucket(s3) -> str:
-    name = f"vf-{uuid.uuid4().hex[:12]}"
-    s3.mkdir(name)
-    return name
-
-
-def keys(s3, bucket: str) -> list[str]:
-    s3.invalidate_cache()
-    return sorted(k[len(bucket) + 1:] for k in s3.find(bucket))
+SECRET = S3_SECRET
 
 
 def open_uploads(s3, bucket: str) -> list[Any]:

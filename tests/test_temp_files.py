@@ -17,14 +17,12 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import vecferry
+from conftest import bucket_keys as _keys
 from failing import fails
 from vecferry import storage
 from vecferry.converters import base
@@ -268,69 +266,28 @@ def test_foreign_keys_follow_the_local_rules():
     assert foreign_keys(keys) == ["deep/", "notes.txt", "sub/"]
 
 
-@pytest.fixture(scope="module")
-def s3_opts() -> Iterator[dict[str, Any]]:
-    """A moto S3 server on loopback, fake credentials in the environment."""
-    pytest.importorskip("s3fs")
-    moto_server = pytest.importorskip("moto.server")
-    with pytest.MonkeyPatch.context() as mp:
-        for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-            mp.delenv(k, raising=False)
-        mp.setenv("AWS_ACCESS_KEY_ID", "AKIAVECFERRYTEST")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "fake-secret-value-temp-files")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.setenv("AWS_CONFIG_FILE", "/nonexistent/vecferry-test-aws-config")
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/vecferry-test-aws-credentials")
-        server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        try:
-            yield {"endpoint_url": f"http://{host}:{port}"}
-        finally:
-            server.stop()
-
-
-@pytest.fixture
-def s3(s3_opts) -> Any:
-    import s3fs
-
-    return s3fs.S3FileSystem(**s3_opts)
-
-
-@pytest.fixture
-def bucket(s3) -> str:
-    name = f"vf-{uuid.uuid4().hex[:12]}"
-    s3.mkdir(name)
-    return name
-
-
-def _keys(s3: Any, bucket: str) -> list[str]:
-    s3.invalidate_cache()
-    return sorted(k[len(bucket) + 1:] for k in s3.find(bucket))
-
-
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl", "npy"])
-def test_overwrite_keeps_a_prefix_holding_other_objects(tmp_path, s3_opts, s3, bucket, fmt):
+def test_overwrite_keeps_a_prefix_holding_other_objects(tmp_path, opts, s3, bucket, fmt):
     for key in ("out/notes.txt", "out/sub/main.py", "outside.txt"):
         s3.pipe(f"{bucket}/{key}", b"mine")
     before = _keys(s3, bucket)
     src = _points(tmp_path / "in.jsonl")
     text = fails(UsageError, lambda: vecferry.convert(src, f"s3://{bucket}/out/", to_format=fmt,
-                                                      overwrite=True, storage_options=s3_opts))
+                                                      overwrite=True, storage_options=opts))
     assert text == (f"s3://{bucket}/out: the output directory holds files vecferry did not "
                     f"write: notes.txt, sub/ {DIR_HINT}")
     assert _keys(s3, bucket) == before
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl", "npy"])
-def test_overwrite_replaces_a_prefix_vecferry_wrote(tmp_path, s3_opts, s3, bucket, fmt):
+def test_overwrite_replaces_a_prefix_vecferry_wrote(tmp_path, opts, s3, bucket, fmt):
     s3.pipe(f"{bucket}/outside.txt", b"mine")  # shares the name's start, not the prefix
     remote = f"s3://{bucket}/out/"
     vecferry.convert(_points(tmp_path / "a.jsonl"), remote, to_format=fmt,
-                     storage_options=s3_opts)
+                     storage_options=opts)
     written = _keys(s3, bucket)
     report = vecferry.convert(_points(tmp_path / "b.jsonl", 7), remote, to_format=fmt,
-                              overwrite=True, storage_options=s3_opts)
+                              overwrite=True, storage_options=opts)
     assert report["written"] == 7
     assert _keys(s3, bucket) == written
     assert "outside.txt" in written
@@ -338,38 +295,38 @@ def test_overwrite_replaces_a_prefix_vecferry_wrote(tmp_path, s3_opts, s3, bucke
     s3.pipe(f"{bucket}/out/notes.txt", b"mine")
     text = fails(UsageError, lambda: vecferry.convert(
         str(tmp_path / "a.jsonl"), remote, to_format=fmt, overwrite=True,
-        storage_options=s3_opts))
+        storage_options=opts))
     assert text == (f"s3://{bucket}/out: the output directory holds files vecferry did not "
                     f"write: notes.txt {DIR_HINT}")
     assert "out/notes.txt" in _keys(s3, bucket)
 
 
-def test_overwrite_takes_folder_markers_and_an_index_folder(tmp_path, s3_opts, s3, bucket):
+def test_overwrite_takes_folder_markers_and_an_index_folder(tmp_path, opts, s3, bucket):
     remote = f"s3://{bucket}/out/"
     vecferry.convert(_points(tmp_path / "a.jsonl"), remote, to_format="parquet",
-                     storage_options=s3_opts)
+                     storage_options=opts)
     for key in ("out/", "out/idx/", "out/idx/1.parquet"):  # a console's folders, a VDF index
         s3.pipe(f"{bucket}/{key}", b"")
     report = vecferry.convert(_points(tmp_path / "b.jsonl", 7), remote, to_format="parquet",
-                              overwrite=True, storage_options=s3_opts)
+                              overwrite=True, storage_options=opts)
     assert report["written"] == 7
     assert _keys(s3, bucket) == ["out/manifest.json", "out/part-00000.parquet"]
 
 
-def test_a_file_output_does_not_go_over_a_prefix(s3_opts, s3, bucket):
+def test_a_file_output_does_not_go_over_a_prefix(opts, s3, bucket):
     s3.pipe(f"{bucket}/data/x.txt", b"mine")
-    with storage.using(s3_opts):
+    with storage.using(opts):
         text = fails(UsageError, lambda: AtomicPath(f"s3://{bucket}/data", overwrite=True))
     assert text == (f"s3://{bucket}/data: the output is a directory, and this format writes a "
                     "file (name a file, or remove the directory first)")
     assert _keys(s3, bucket) == ["data/x.txt"]
 
 
-def test_an_object_put_during_the_run_stops_the_commit(tmp_path, s3_opts, s3, bucket):
+def test_an_object_put_during_the_run_stops_the_commit(tmp_path, opts, s3, bucket):
     remote = f"s3://{bucket}/out/"
     vecferry.convert(_points(tmp_path / "a.jsonl"), remote, to_format="parquet",
-                     storage_options=s3_opts)
-    with storage.using(s3_opts):
+                     storage_options=opts)
+    with storage.using(opts):
         out = AtomicPath(remote.rstrip("/"), overwrite=True, directory=True)
         (out.temp / "part-00000.parquet").write_bytes(b"new")
         s3.pipe(f"{bucket}/out/late.txt", b"mine")
