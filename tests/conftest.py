@@ -96,3 +96,8 @@ def bucket_keys(s3: Any, bucket: str) -> list[str]:
     """Every object key of ``bucket``, fresh (no cached listing), in name order."""
     s3.invalidate_cache()
     return sorted(k[len(bucket) + 1:] for k in s3.find(bucket))
+
+
+def open_uploads(s3: Any, bucket: str) -> list[Any]:
+    """The multipart uploads begun in ``bucket`` and neither completed nor aborted."""
+    return s3.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", [])

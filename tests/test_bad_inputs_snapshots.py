@@ -47,12 +47,10 @@ from vecferry.snapshots import PART_SUFFIX, SnapshotClient, copy_collection
 pytest.importorskip("qdrant_client")  # the stand-in's engine
 pytest.importorskip("qdrant_edge")  # the offline snapshot reader
 
-try:  # the moto S3 server of test_storage (absent without moto / s3fs)
+try:  # moto and s3fs for the S3 fixtures of conftest (absent: those tests skip)
     import test_storage as _s3
 except (ImportError, pytest.skip.Exception):
     _s3 = None
-if _s3 is not None:
-    s3_endpoint, opts, s3, bucket = _s3.s3_endpoint, _s3.opts, _s3.s3, _s3.bucket
 needs_s3 = pytest.mark.skipif(_s3 is None, reason="needs moto[server] and s3fs")
 
 #: a location that is never contacted: these paths fail before any request

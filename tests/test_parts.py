@@ -211,9 +211,8 @@ def test_library_errors(tmp_path: Path, source: tuple[Dataset, str]) -> None:
 
 # ---------------------------------------------------------------------------------- S3
 
-s3_fixtures = pytest.importorskip("test_storage")  # its moto server (skips without moto)
-s3_endpoint, opts, s3, bucket = (s3_fixtures.s3_endpoint, s3_fixtures.opts, s3_fixtures.s3,
-                                 s3_fixtures.bucket)
+# the S3 fixtures (a moto server) are conftest's; they skip without moto and s3fs
+from conftest import bucket_keys, open_uploads  # noqa: E402
 
 
 @pytest.mark.parametrize(("fmt", "suffix", "options"), [CASES[0], CASES[2]])
@@ -225,7 +224,7 @@ def test_s3_directory_of_parts(tmp_path: Path, source: tuple[Dataset, str], opts
     report = convert(src, remote + "/", to_format=fmt, writer_options=options, batch_size=32,
                      storage_options=opts)
     assert report["parts"] >= 3
-    found = s3_fixtures.keys(s3, bucket)
+    found = bucket_keys(s3, bucket)
     names = [k.rsplit("/", 1)[1] for k in found if not k.endswith("manifest.json")]
     assert all(k.startswith("exports/points/") for k in found)  # no temporary prefix left
     man = _manifest(s3.cat_file(f"{bucket}/exports/points/manifest.json"))
@@ -238,4 +237,4 @@ def test_s3_directory_of_parts(tmp_path: Path, source: tuple[Dataset, str], opts
     s3.invalidate_cache()
     with storage.using(opts), pytest.raises(InputError, match=names[-1]):
         verify(remote)
-    assert s3_fixtures.open_uploads(s3, bucket) == []
+    assert open_uploads(s3, bucket) == []

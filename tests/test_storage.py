@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import S3_SECRET
+from conftest import S3_SECRET, open_uploads
 from conftest import bucket_keys as keys
 from roundtrip import DATASETS, assert_same_points, read_points, write_points
 from vecferry import storage
@@ -26,10 +26,6 @@ pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
 
 SECRET = S3_SECRET
-
-
-def open_uploads(s3, bucket: str) -> list[Any]:
-    return s3.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", [])
 
 
 def via_bucket(tmp_path: Path, opts: dict[str, Any], ds_name: str, local_name: str,
