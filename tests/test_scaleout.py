@@ -628,3 +628,54 @@ def test_ray_engine_without_ray_names_the_extra(monkeypatch) -> None:
     with pytest.raises(MissingDependencyError, match="--engine ray needs Ray Data") as info:
         importlib.import_module("vecferry.ray_engine")
     assert info.value.hint == "pip install 'vecferry[ray]'"
+
+
+def test_a_second_run_to_the_same_output_does_not_share_the_first_ones_parts(npy_src, tmp_path
+                                                                              ) -> None:
+    # two partitioned runs wrote into one staging directory: the output mixed both sources
+    from vecferry.errors import UsageError
+    from vecferry.scaleout import StagingLock, remove_staging, staging_dir
+
+    out = f"{tmp_path}/o/"
+    stage = staging_dir(out)
+    stage.mkdir()
+    (stage / "keep.txt").write_text("the live run's")
+    held = StagingLock(stage, out)  # a live run, as far as any other process can tell
+    try:
+        with pytest.raises(UsageError) as info:
+            convert(npy_src["jsonl"], out, to_format="parquet", workers=2,
+                    partition_size=SMALL)
+        assert str(info.value) == (f"{out}: another run is writing this output (its parts are "
+                                   f"in {stage}) (wait for it to finish, or write to another "
+                                   "place)")
+        # a single-process run of the same output finishes, and leaves the live run's parts
+        convert(npy_src["jsonl"], out, to_format="parquet", workers=1)
+        remove_staging(out)
+        assert (stage / "keep.txt").exists()
+    finally:
+        held.release()
+    remove_staging(out)
+    assert not stage.exists() and not Path(f"{stage}.lock").exists()
+
+
+def test_partitions_load_an_embedded_collection(npy_src, tmp_path) -> None:
+    # the file-output check took qdrant-local://PATH/C for a path: 'qdrant-local:/...' missing
+    pytest.importorskip("qdrant_client")
+    dst = f"qdrant-local://{tmp_path / 'q'}/docs"
+    report = convert(npy_src["npy"], dst, workers=2, partition_size=SMALL,
+                     writer_options={"distance": "Euclid"}, reader_options=npy_src["opts"])
+    assert report["partitions"] > 1 and report["points_in_collection"] == N
+    back = str(tmp_path / "back.parquet")
+    convert(dst, back, workers=1)
+    assert _digest(back) == _digest(npy_src["parquet"])
+
+
+def test_a_partitioned_run_that_did_no_part_leaves_no_staging(npy_src, tmp_path) -> None:
+    from vecferry.errors import UsageError
+    from vecferry.scaleout import staging_dir
+
+    out = str(tmp_path / "o.parquet")
+    with pytest.raises(UsageError, match="does not take option"):
+        convert(npy_src["jsonl"], out, workers=2, partition_size=SMALL,
+                writer_options={"distance": "Dot"})
+    assert not staging_dir(out).exists() and not Path(f"{staging_dir(out)}.lock").exists()

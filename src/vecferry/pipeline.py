@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import queue
-import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -564,7 +563,7 @@ def convert(
     if limit is None:
         # parts an earlier partitioned run of this output left for --resume: the output is
         # whole now (a --limit trial run leaves them, for the full run to resume)
-        shutil.rmtree(scaleout.staging_dir(dst), ignore_errors=True)
+        scaleout.remove_staging(dst)
     return report
 
 

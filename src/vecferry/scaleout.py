@@ -24,6 +24,7 @@ in partition order. The library never prints: progress goes to the caller's bar 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import threading
@@ -664,18 +665,102 @@ def _commit_parts(job: Job, done: list[dict[str, Any]], overwrite: bool) -> dict
             "manifest": str(target.target / DIR_MANIFEST)}
 
 
+class StagingLock:
+    """An exclusive ``flock`` on ``<staging>.lock`` beside a run's staging directory, held
+    while the run uses it: two runs to one output would share (and mix, or delete) one
+    another's parts. ``UsageError`` when a live run holds it; the kernel drops the lock of a
+    killed run. Where the file system keeps no locks, the run goes unlocked."""
+
+    def __init__(self, root: Path, dst: str):
+        from vecferry.converters.base import _same_file
+
+        self.path = root.with_name(root.name + ".lock")
+        self.fd: int | None = None
+        for _ in range(10):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:
+                return  # no such directory: the output's own check says so
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise UsageError(
+                    "another run is writing this output (its parts are in "
+                    f"{root})", location=Location(dst),
+                    hint="wait for it to finish, or write to another place") from None
+            except OSError:
+                os.close(fd)
+                return
+            if _same_file(fd, self.path):
+                self.fd = fd
+                return
+            os.close(fd)  # the run that held it removed it as it ended: take a fresh one
+
+    @classmethod
+    def try_take(cls, root: Path, dst: str) -> StagingLock | None:
+        """The lock, or None when a live run holds it."""
+        try:
+            return cls(root, dst)
+        except UsageError:
+            return None
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)  # under the lock, so no run takes the file being removed
+        os.close(self.fd)
+        self.fd = None
+
+
+def remove_staging(dst: str) -> None:
+    """Remove the parts an earlier partitioned run of ``dst`` left, unless a live run is
+    using them."""
+    root = staging_dir(dst)
+    if not root.exists():
+        return
+    lock = StagingLock.try_take(root, dst)
+    if lock is None:
+        return
+    try:
+        shutil.rmtree(root, ignore_errors=True)
+    finally:
+        lock.release()
+
+
 def convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str = "local",
                         ray_address: str | None = None, overwrite: bool = False,
                         resume: bool = False, rejects_path: str, progress: Any = None
                         ) -> dict[str, Any]:
     """Run ``plan`` into ``job.dst``; the report's writer and count fields (see
-    ``pipeline.convert``). Leaves the staging directory for ``--resume`` when it fails."""
+    ``pipeline.convert``). Leaves the staging directory for ``--resume`` when it fails after
+    some part was done; a run that did none removes it. ``UsageError`` when another live run
+    is writing the same output (``StagingLock``)."""
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}", hint=f"one of {', '.join(ENGINES)}")
+    lock = StagingLock(job.root, job.dst)
+    existed = job.root.exists()  # an earlier run's parts, refused or not, are not ours to drop
+    try:
+        return _convert_partitioned(plan, job, workers=workers, engine=engine,
+                                    ray_address=ray_address, overwrite=overwrite,
+                                    resume=resume, rejects_path=rejects_path,
+                                    progress=progress)
+    except BaseException:
+        if not existed and not any((job.root / "done").glob("*.json")):
+            shutil.rmtree(job.root, ignore_errors=True)  # nothing there to resume
+        raise
+    finally:
+        lock.release()
+
+
+def _convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str,
+                         ray_address: str | None, overwrite: bool, resume: bool,
+                         rejects_path: str, progress: Any) -> dict[str, Any]:
     root = job.root
-    if job.strategy != "shared":
+    if job.strategy != "shared" and "://" not in job.dst:
         # refuse an existing output or a missing directory before any work, as a
-        # single-process run does
+        # single-process run does (an embedded collection's writer checks its own)
         AtomicPath(job.dst.rstrip("/"), overwrite=overwrite, directory=True).abort()
     from vecferry.pipeline import RejectsFile
 
