@@ -268,3 +268,32 @@ def test_a_resumed_bulk_load_restores_the_m_the_collection_had(src: str, server:
     server.faults.clear()
     vecferry.convert(src, server.location("docs"), resume=True, writer_options={"bulk": True})
     assert server.hnsw_m["docs"] == 32
+
+
+def test_a_resumed_run_restores_recorded_m_even_without_bulk_and_keeps_a_chosen_m0(
+        src: str, server: QdrantStandIn, tmp_path: Path, monkeypatch) -> None:
+    from qdrant_client import QdrantClient, models
+
+    monkeypatch.chdir(tmp_path)
+    # a --bulk run that died before restoring m=16 (its state recorded it); the run resumed
+    # without --bulk restores it all the same
+    server.add_fault(Fault("update", "503", times=None,
+                           when=lambda body: (body.get("hnsw_config") or {}).get("m") == 16))
+    with pytest.raises(TargetError):
+        vecferry.convert(src, server.location("docs"), resume=True,
+                         writer_options={"bulk": True, "max_retries": 0})
+    assert server.hnsw_m["docs"] == 0
+    server.faults.clear()
+    vecferry.convert(src, server.location("docs"), resume=True)
+    assert server.hnsw_m["docs"] == 16
+
+    # a collection kept at m=0 on purpose: --bulk --resume runs record no m, and leave it
+    vecferry.convert(src, server.location("tenants"), limit=3)
+    client = QdrantClient(url=f"http://127.0.0.1:{server.port}", check_compatibility=False)
+    client.update_collection("tenants", hnsw_config=models.HnswConfigDiff(m=0, payload_m=16))
+    client.close()
+    server.hnsw_updates.clear()
+    for _ in range(2):
+        vecferry.convert(src, server.location("tenants"), resume=True,
+                         writer_options={"bulk": True})
+    assert server.hnsw_updates == [] and server.hnsw_m["tenants"] == 0

@@ -1450,22 +1450,21 @@ class QdrantWriter(ClosingWriter):
                 raise TargetError(f"cannot create the collection: {exc}", location=where
                                   ) from exc
             self.created = True
-        if bulk:
+        # the m an interrupted --bulk run switched off (its state recorded it): m=0 now is
+        # that run's setting, restored at the end even by a run without --bulk
+        noted = (self.resume_note or {}).get("hnsw_m") if self.resuming else None
+        if bulk or noted:
             current = self._rpc(b.get_hnsw_m, "reading the HNSW config")
-            if current == 0 and not self.resuming:
+            if current == 0 and noted:
+                current = int(noted)
+            elif current == 0:
                 # m=0 is also a deliberate setting (multitenant collections index per tenant
-                # with payload_m): nothing to switch off, and nothing to restore afterwards
+                # with payload_m): with no m of its own recorded, a run leaves it as it is
                 self.context.warn(f"{self.location}: HNSW m is already 0, so --bulk leaves "
                                   "indexing as it is and does not switch it on afterwards")
                 current = None
-            elif current == 0:
-                # resuming, m=0 is most likely this run's own bulk setting, left by the
-                # interrupted run: restore the m it switched off (its state says), else what
-                # the source asked for, else Qdrant's default
-                noted = (self.resume_note or {}).get("hnsw_m")
-                wanted_m = (self.wanted.get("hnsw_config") or {}).get("m")
-                current = (int(noted) if noted is not None
-                           else 16 if wanted_m is None else int(wanted_m))
+            elif not bulk:
+                current = None  # indexing is on already: nothing of the old run to undo
             if current and self._rpc(lambda: b.set_hnsw_m(0), "switching HNSW indexing off"):
                 self._bulk_restore = current
                 self.resume_note = {"hnsw_m": current}
