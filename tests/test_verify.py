@@ -1324,3 +1324,40 @@ def test_a_conversion_with_rejects_verifies_what_it_wrote(tmp_path: Path) -> Non
     missing = run("verify", str(tmp_path / "v.npy"), str(jl), "--queries", "0")
     assert missing.exit_code == 4
     assert "1 missing in destination: 2" in missing.stderr
+
+
+def test_duplicate_ids_do_not_fail_search_parity(tmp_path: Path) -> None:
+    """An id held twice came back twice from brute force, and recall was counted over the
+    raw list: 0.97 on two identical files."""
+    rng = np.random.default_rng(4)
+    lines = [json.dumps({"id": i, "vector": rng.standard_normal(4).tolist()}) for i in range(50)]
+    lines.append(lines[8])
+    src = tmp_path / "s.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    vecferry.convert(str(src), str(tmp_path / "d.parquet"))
+    report = verify(str(src), str(tmp_path / "d.parquet"), queries=30, k=10)
+    assert report["ok"] is True, report["problems"]
+    assert report["search"]["recall"] == 1.0
+
+
+@needs_faiss
+def test_points_a_faiss_source_rejected_are_not_searched_for(tmp_path: Path) -> None:
+    """The index still returns the points whose payloads were rejected: parity failed where
+    the digests proved the copy."""
+    import faiss
+
+    mat = np.random.default_rng(5).standard_normal((60, 8)).astype(np.float32)
+    index = faiss.IndexIDMap2(faiss.IndexFlatL2(8))
+    index.add_with_ids(mat, np.arange(1000, 1060, dtype=np.int64))
+    faiss.write_index(index, str(tmp_path / "i.faiss"))
+    meta = {str(1000 + i): ("not an object" if i % 7 == 3 else {"i": i}) for i in range(60)}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    out, rejects = tmp_path / "o.parquet", tmp_path / "r.jsonl"
+    report = vecferry.convert(str(tmp_path / "i.faiss"), str(out), on_error="skip",
+                              rejects=str(rejects),
+                              reader_options={"payloads": str(tmp_path / "meta.json")})
+    assert report["rejected"] == 9
+    result = verify(str(tmp_path / "i.faiss"), str(out), queries=20, k=10, on_error="skip",
+                    rejects=str(rejects), src_options={"payloads": str(tmp_path / "meta.json")})
+    assert result["ok"] is True, result["problems"]
+    assert (result["source_rejected"], result["search"]["recall"]) == (9, 1.0)

@@ -201,11 +201,12 @@ class _Side:
         self.format = resolve(location, fmt).name
         # skipping, a bad record is left out of the comparison (and counted), as a
         # conversion with --on-error skip left it out of its output
-        self.context = Context(on_error)
+        self.context = Context(on_error, sink=self._left_out)
         #: ids (as JSON text) left out of the comparison: the records a conversion's target
         #: refused (its rejects file), which the source holds and the destination cannot
         self.exclude = exclude or set()
         self.excluded = 0
+        self.rejected_ids: set[str] = set()
         #: kept for a second pass (brute-force search parity) opened the same way
         self.options = options
         self.reader = open_reader(location, format=self.format, context=self.context,
@@ -221,6 +222,20 @@ class _Side:
 
     def close(self) -> None:
         self.reader.close()
+
+    def _left_out(self, error: Any) -> None:
+        # a point the reader rejects is not compared, but an index side's own search would
+        # still return it (kept apart from ``exclude``: a good record may share its id)
+        pid = error.location.point_id
+        if pid is not None:
+            self.rejected_ids.add(json.dumps(pid))
+
+    def searchable(self, ids: list[Any]) -> list[Any]:
+        """Search results without the ids left out of the comparison."""
+        if not self.exclude and not self.rejected_ids:
+            return ids
+        return [i for i in ids if json.dumps(i) not in self.exclude
+                and json.dumps(i) not in self.rejected_ids]
 
     def batches(self, batch_size: int) -> Iterator[pa.RecordBatch]:
         """The side's batches, without the ids in ``exclude`` (counted in ``excluded``)."""
@@ -556,7 +571,7 @@ def _search_side(side: _Side, queries: np.ndarray, k: int, vector: str, distance
         with _every_list(side) as nprobe:
             for q in queries:
                 t0 = time.perf_counter()
-                results.append(search(q[None, :], k, vector)[0])
+                results.append(side.searchable(search(q[None, :], k, vector)[0]))
                 latencies.append((time.perf_counter() - t0) * 1000)
         # an index reports no ties
         return results, _percentiles(latencies), results, nprobe
@@ -990,7 +1005,8 @@ def _parity(a: _Side, b: _Side, queries: np.ndarray, k: int, vector: str, min_re
              for x, y, xt, yt in zip(xs, ys, xts, yts, strict=True)]
     # An index reports no ties, so ids left over may still tie by distance: those queries
     # are scored again from the points' stored vectors (a lookup only when ids disagree).
-    unsettled = [q for q, (x, n) in enumerate(zip(ra, found, strict=True)) if n < len(x)]
+    # counted over distinct ids: a side holding an id twice may return it twice
+    unsettled = [q for q, (x, n) in enumerate(zip(xs, found, strict=True)) if n < len(x)]
     tie_side = None
     if unsettled:
         tie_side = next((s for s in (a, b) if hasattr(s.reader, "retrieve")), a)
@@ -1000,7 +1016,7 @@ def _parity(a: _Side, b: _Side, queries: np.ndarray, k: int, vector: str, min_re
             exact = _exact_scores(queries[q], xs[q] + ys[q], stored, distance)
             found[q] = max(_found(xs[q], ys[q], yts[q], k, exact),
                            _found(ys[q], xs[q], xts[q], k, exact))
-    recalls = [n / max(1, len(x)) for x, n in zip(ra, found, strict=True)]
+    recalls = [n / max(1, len(x)) for x, n in zip(xs, found, strict=True)]
     recall = float(np.mean(recalls)) if recalls else 1.0
     same_ids = sum(len(set(x) & set(y)) for x, y in zip(xs, ys, strict=True))
     out: dict[str, Any] = {"queries": len(queries), "k": k, "vector": vector or "(unnamed)",
