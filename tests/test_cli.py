@@ -460,7 +460,10 @@ def test_the_python_api_takes_paths_and_with_blocks(tmp_path):
     import numpy as np
 
     np.save(tmp_path / "v.npy", np.arange(6, dtype=np.float32).reshape(3, 2))
-    report = vecferry.convert(tmp_path / "v.npy", tmp_path / "o.parquet")  # pathlib paths
+    (tmp_path / "p.jsonl").write_text('{"a": 1}\n{"a": 2}\n{"a": 3}\n')
+    report = vecferry.convert(tmp_path / "v.npy", tmp_path / "o.parquet",  # pathlib paths
+                              reader_options={"payloads": tmp_path / "p.jsonl"},
+                              rejects=tmp_path / "r.jsonl")
     assert report["written"] == 3
     with vecferry.open_reader(tmp_path / "o.parquet") as reader:
         batches = list(reader.batches(2))

@@ -27,7 +27,17 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str],
     from vecferry.pipeline import convert as _convert
 
     refuse_while_bootstrapping("vecferry.convert")
+    options = _paths_as_text(options)
+    for key in ("reader_options", "writer_options"):
+        if options.get(key):
+            options[key] = _paths_as_text(options[key])
     return _convert(os.fspath(src), os.fspath(dst), **options)
+
+
+def _paths_as_text(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with ``pathlib`` paths (``rejects``, ``state``, ``ids``, ``payloads``, ...)
+    as the text the library works with."""
+    return {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in options.items()}
 
 
 def open_reader(location: str | os.PathLike[str], **options: Any):
@@ -37,7 +47,7 @@ def open_reader(location: str | os.PathLike[str], **options: Any):
     from vecferry.parallel import refuse_while_bootstrapping
 
     refuse_while_bootstrapping("vecferry.open_reader")
-    return _open(os.fspath(location), **options)
+    return _open(os.fspath(location), **_paths_as_text(options))
 
 
 def open_writer(location: str | os.PathLike[str], schema: Any, **options: Any):
