@@ -104,3 +104,34 @@ def test_a_resumed_run_does_not_reject_a_record_twice(tmp_path, monkeypatch):
     assert sorted(n["point_id"] for n in notes) == list(range(5, 300, 10))
     assert report["rejected"] == 30 - first
     assert report["points_in_collection"] == 270
+
+
+def test_each_saved_state_finds_its_rejects_on_disk(tmp_path, monkeypatch):
+    # the state counted rejects still in the process's buffer: a kill lost them for good
+    # (a numpy source is not read again before the position, so they were never rewritten)
+    pytest.importorskip("qdrant_client")
+    import numpy as np
+
+    from vecferry.pipeline import ResumeState
+
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "v.npy", np.ones((400, 2), np.float32))
+    ids = np.arange(400, dtype=np.int64)
+    ids[::40] = -ids[::40] - 1  # 10 negative ids, rejected one by one
+    np.save(tmp_path / "ids.npy", ids)
+    rejects = tmp_path / "r.jsonl"
+    seen = []
+    save = ResumeState.save
+
+    def checked(self, position, written, rejected, *args, **kwargs):
+        save(self, position, written, rejected, *args, **kwargs)
+        on_disk = len(rejects.read_text().splitlines()) if rejects.exists() else 0
+        seen.append((rejected, on_disk))
+
+    monkeypatch.setattr(ResumeState, "save", checked)
+    vecferry.convert(str(tmp_path / "v.npy"), f"qdrant-local://{tmp_path / 'q'}/docs",
+                     resume=True, on_error="skip", rejects=str(rejects), batch_size=50,
+                     reader_options={"ids": str(tmp_path / "ids.npy")},
+                     writer_options={"distance": "Dot"})
+    assert len(seen) > 3 and seen[-1] == (10, 10)
+    assert all(on_disk >= counted for counted, on_disk in seen)

@@ -114,6 +114,12 @@ class RejectsFile:
         self.count += 1
         return True
 
+    def flush(self) -> None:
+        """Hand what was written to the system, so a killed process loses none of it."""
+        with self._lock:
+            if self._fh is not None:
+                self._fh.flush()
+
     def start_over(self) -> None:
         """Replace, not extend, an earlier run's rejects (a ``--resume`` that starts over)."""
         if self._fh is None:
@@ -311,10 +317,13 @@ class ResumeState:
     starting from the beginning, when the source has changed since."""
 
     def __init__(self, path: str | os.PathLike[str], src: str, dst: str,
-                 source: str | None = None):
+                 source: str | None = None, rejects: RejectsFile | None = None):
         self.path = Path(path)
         self.src, self.dst = src, dst
         self.source = source
+        # flushed before each save: a state counting rejects the file lost (the process
+        # killed with them in its buffer) would never write them again
+        self.rejects = rejects
         #: set by ``load`` when the saved state was for other contents of the source
         self.changed = False
 
@@ -345,6 +354,8 @@ class ResumeState:
              note: dict[str, Any] | None = None) -> None:
         """Record the position; ``note`` is what the writer asks a resumed run to be told
         (``resume_note``: a Qdrant ``--bulk`` load's original HNSW m)."""
+        if self.rejects is not None:
+            self.rejects.flush()
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_bytes(orjson.dumps({
             "src": self.src, "dst": self.dst, "source": self.source, "position": position,
@@ -457,7 +468,8 @@ def convert(
             sink.start_over()
         if resumable and (resume or state):
             resume_state = ResumeState(state or default_state_path(dst), src, dst,
-                                       source_state(src, reader, reader_options or {}))
+                                       source_state(src, reader, reader_options or {}),
+                                       rejects=sink)
             saved = resume_state.load() if resume else None
             if resume_state.changed:
                 context.warn(f"{src} has changed since the run recorded in "
