@@ -12,10 +12,16 @@ export COUNT := import json, sys; print(json.load(sys.stdin)["count"])
 
 # constraints.txt pins the versions tested together: a fresh install resolves in seconds
 # instead of backtracking through ray / s3fs / moto releases.
+# Package downloads break off on flaky networks (a wheel cut at 42 of 55 MB failed a whole run):
+# pip retries and resumes each download, and the whole step is tried again with a growing pause.
+export PIP_RETRIES := 10
+export PIP_RESUME_RETRIES := 20
+RETRY := sh -c 'for n in 1 2 3 4; do "$$@" && exit 0; echo "attempt $$n failed; retrying in $$((n * 15)) s" >&2; sleep $$((n * 15)); done; "$$@"' retry
+
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,ray,dev]'
+	$(RETRY) $(PY) -m pip install --quiet --upgrade pip
+	$(RETRY) $(PY) -m pip install --quiet -c constraints.txt -e '.[all,ray,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
