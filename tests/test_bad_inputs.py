@@ -542,6 +542,21 @@ def test_id_kind_changing_after_the_peek_window(tmp_path):
     assert ids[1050] == "abc" and ids[:3] == [0, 1, 2] and type(ids[1099]) is int
 
 
+def test_vector_first_seen_after_the_peek_window(tmp_path):
+    """Without a manifest the first points fix the schema; a vector seen later names the fix."""
+    path = tmp_path / "late.jsonl"
+    lines = [json.dumps({"id": i, "vector": {}}) for i in range(1100)]
+    lines[1050] = json.dumps({"id": 1050, "vector": [1.0, 2.0]})
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecordError) as info:
+        vecferry.convert(str(path), str(tmp_path / "o.jsonl"))
+    assert str(info.value) == (
+        f"{path}, line 1051, id 1050: vector '' is not in the schema (vectors: none) (drop it, "
+        "or declare every vector in a manifest sidecar: without one the schema comes from the "
+        "first points read)")
+    assert sorted(os.listdir(tmp_path)) == ["late.jsonl"]
+
+
 SPECS = [VectorSpec("d", "dense", 2), VectorSpec("s", "sparse"), VectorSpec("m", "multi", 2),
          VectorSpec("u", "dense", 2, "uint8")]
 POINTS = [
@@ -553,7 +568,9 @@ POINTS = [
      "id 1.5: id 1.5 is a float; ids are integers or strings"),
     ({"id": "", "vector": {"d": [1, 2]}}, "id '': id is an empty string"),
     ({"id": 1, "vector": {"zz": [1, 2]}},
-     "id 1: vector 'zz' is not in the schema (vectors: ['d', 's', 'm', 'u'])"),
+     "id 1: vector 'zz' is not in the schema (vectors: ['d', 's', 'm', 'u']) (drop it, or "
+     "declare every vector in a manifest sidecar: without one the schema comes from the first "
+     "points read)"),
     # named vectors are each optional, but only "vector": {} says a point has none
     ({"id": 1}, 'id 1: point has no vector (give the point its vectors, or "vector": {} for a '
      "point that has none; named vectors are each optional)"),

@@ -182,8 +182,12 @@ class BatchBuilder:
         unknown = [n for n in vecs if n not in self.specs]
         if unknown:
             known = [n or "(unnamed)" for n in self.specs]
-            self._fail(f"vector {unknown[0]!r} is not in the schema (vectors: {known})", where,
-                       point, point_id=pid)
+            # A file without a manifest gets its schema from its first points, so a vector
+            # first seen later lands here: the hint says how to declare it.
+            self._fail(f"vector {unknown[0]!r} is not in the schema (vectors: {known or 'none'})",
+                       where, point, point_id=pid,
+                       hint="drop it, or declare every vector in a manifest sidecar: without one "
+                            "the schema comes from the first points read")
             return False
         for name, value in vecs.items():
             problem = _check_vector(self.specs[name], value)
