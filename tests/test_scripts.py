@@ -59,7 +59,7 @@ def test_an_unguarded_script_is_told_to_add_the_main_guard(sources, tmp_path, ca
     # each worker refuses to convert while it starts, instead of converting again ...
     what = "open_reader" if call == "reader" else "convert"
     assert (f"UsageError: vecferry.{what} was called while a vecferry worker process was "
-            f"starting, which runs the calling script again ({GUARD}") in run.stderr
+            f"starting, which runs the calling script again ({GUARD}") in run.stderr, run.stderr
     # ... and the script's own call fails naming the fix
     assert GUARD in run.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "out.parquet").exists() and not (tmp_path / "parts").exists()
