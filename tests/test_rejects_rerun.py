@@ -90,6 +90,38 @@ def test_json_column_text_that_does_not_parse_stays_text_in_the_rejects_line(tmp
         "column 'meta' does not hold valid JSON: ")
 
 
+def test_nan_in_a_mapped_parquet_row_is_kept_so_an_unfixed_rerun_names_it(tmp_path):
+    """NaN cells are written as NaN, not null: a re-run of the unfixed line is refused again
+    (null would have been taken as the value), and fixing the cell lets it through."""
+    src = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({
+        "doc_id": pa.array([1, 2, 3], pa.int64()),
+        "emb": pa.array([[0.5, 1.0], [2.0, 3.0], [float("nan"), 6.0]], pa.list_(pa.float32())),
+        "score": [0.5, float("nan"), 1.0]}), src)
+    out, rejects = tmp_path / "out.jsonl", tmp_path / "rejects.jsonl"
+    _convert(str(src), str(out), "--id-column", "doc_id", "--vector-column", "emb",
+             "--on-error", "skip", "--rejects", str(rejects), code=3)
+    text = rejects.read_text().splitlines()
+    assert text[0].startswith('{"doc_id":2,"emb":[2.0,3.0],"score":NaN,"_vecferry_reject":')
+    assert text[1].startswith('{"doc_id":3,"emb":[NaN,6.0],"score":1.0,"_vecferry_reject":')
+
+    with pytest.raises(InputError) as info:
+        vecferry.convert(str(rejects), str(tmp_path / "again.jsonl"),
+                         reader_options={"id_key": "doc_id", "vector_key": ["emb"]})
+    assert str(info.value) == (
+        f"{rejects}, line 1: line holds NaN, which JSON cannot express (write null or a number "
+        "instead; Python's json.dumps writes NaN and Infinity unless given allow_nan=False)")
+
+    fixed = tmp_path / "fixed.jsonl"
+    rows = _lines(rejects)
+    rows[0]["score"], rows[1]["emb"] = None, [4.0, 6.0]
+    _write_lines(fixed, rows)
+    again = tmp_path / "again.jsonl"
+    _convert(str(fixed), str(again), "--id-key", "doc_id", "--vector-key", "emb")
+    assert _lines(again) == [{"id": 2, "vector": [2.0, 3.0], "payload": {"score": None}},
+                             {"id": 3, "vector": [4.0, 6.0], "payload": {"score": 1.0}}]
+
+
 def test_a_binary_vector_cell_is_kept_as_numbers_so_the_line_can_be_fixed(tmp_path):
     src = tmp_path / "docs.parquet"
     good = np.array([0.1, 0.2], np.float32)

@@ -401,8 +401,8 @@ class TableMapper:
         has them: a null cell is left out, a JSON column's text that parses is its value (text
         that does not parse stays text, as the reason names it). A binary vector cell whose
         length is a whole number of float32 values is its list of numbers, since base64 could
-        not be read back as a vector. A value JSON cannot hold (a NaN) is null, so the key the
-        reason names is still there to fix.
+        not be read back as a vector. NaN and infinities are written as they are (``NaN``,
+        ``Infinity``), so a re-run left unfixed names them instead of taking null for them.
         """
         row = batch.slice(i, 1).to_pylist()[0]
         binary = {d.column for d in self.dense if d.binary}
@@ -415,7 +415,7 @@ class TableMapper:
                     value = loads_exact(value.encode())
             elif key in binary and isinstance(value, bytes) and len(value) % 4 == 0:
                 value = np.frombuffer(value, dtype="<f4").tolist()
-            out[key] = jsonable(value)
+            out[key] = jsonable(value, keep_non_finite=True)
         return out
 
     def _ids(self, batch: pa.RecordBatch, number0: int, bad: dict[int, tuple[str, str | None]]
@@ -614,20 +614,24 @@ def _non_finite(value: Any, path: str) -> tuple[str, str] | None:
     return None
 
 
-def jsonable(value: Any) -> Any:
-    """A value read from Arrow as JSON can hold it (see the module docstring)."""
+def jsonable(value: Any, *, keep_non_finite: bool = False) -> Any:
+    """A value read from Arrow as JSON can hold it (see the module docstring).
+
+    NaN and infinities become null, unless ``keep_non_finite`` (a rejects-file line, which
+    writes them as they are so that a re-run left unfixed names them instead of taking null).
+    """
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v, keep_non_finite=keep_non_finite) for k, v in value.items()}
     if isinstance(value, list):
         if value and all(isinstance(x, tuple) and len(x) == 2 for x in value):
             if all(isinstance(k, str) for k, _ in value):  # an Arrow map
-                return {k: jsonable(v) for k, v in value}
-            return [[jsonable(k), jsonable(v)] for k, v in value]
-        return [jsonable(v) for v in value]
+                return {k: jsonable(v, keep_non_finite=keep_non_finite) for k, v in value}
+            return [[jsonable(k, keep_non_finite=keep_non_finite),
+                     jsonable(v, keep_non_finite=keep_non_finite)] for k, v in value]
+        return [jsonable(v, keep_non_finite=keep_non_finite) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
-        # Only reached for a row already refused (its raw copy in the rejects file, whose
-        # message names the value) or by callers that pass no ``bad``: JSON has no NaN.
-        return None
+        # Only reached for a row already refused, or by callers that pass no ``bad``
+        return value if keep_non_finite else None
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, dt.timedelta):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import queue
 import threading
@@ -106,10 +107,15 @@ class RejectsFile:
             record = {"_raw": raw if isinstance(raw, str) else repr(raw)}
         record[REJECT_KEY] = note
         try:
+            if _non_finite(record):
+                # orjson writes NaN and infinity as null, and a re-run left unfixed would then
+                # take null for them; written as they are, the re-run names them instead
+                raise TypeError
             line = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
         except (orjson.JSONEncodeError, TypeError):
             # integers past 64 bits (often the very reason for the reject): stdlib is exact
-            line = json.dumps(record, ensure_ascii=False, default=_plain).encode()
+            line = json.dumps(record, ensure_ascii=False, separators=(",", ":"),
+                              default=_plain).encode()
         self._fh.write(line + b"\n")
         self.count += 1
         return True
@@ -196,6 +202,24 @@ def drop_stale_rejects(path: str | os.PathLike[str], rejected: int, appended: bo
     if rejected == 0 and not appended:
         with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             Path(path).unlink()
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether ``value`` holds NaN or an infinity anywhere (floats, numpy values, arrays)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(v) for v in value)
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and getattr(dtype, "kind", "") in "fc":
+        import numpy as np
+
+        return not bool(np.isfinite(value).all())
+    if dtype is not None and getattr(dtype, "kind", "") == "O":
+        return any(_non_finite(v) for v in value.tolist())
+    return False
 
 
 def _plain(value: Any) -> Any:

@@ -451,18 +451,21 @@ class NpyReader(ClosingReader):
                      else np.asarray(ids[lo:hi]))
             columns[ID_COLUMN] = self._id_column(block)
             meta_bad: dict[int, tuple[str, str | None]] = {}
+            meta_raw: dict[int, dict[str, Any]] = {}
             if meta is not None:
-                texts, meta_bad = next(meta)
+                texts, meta_bad, meta_raw = next(meta)
                 columns[PAYLOAD_COLUMN] = texts.slice(0, hi - lo)
             else:
                 columns[PAYLOAD_COLUMN] = pa.nulls(hi - lo, pa.string())
             bad = _negative_ids(block, str(sh.ids[num]), lo) if ids is not None else {}
             for i, (reason, _) in sorted(meta_bad.items()):
-                # the payload as read, less the value JSON cannot hold, goes to the rejects
+                # the payload as read, NaN included, goes to the rejects: a re-run left
+                # unfixed names the value again instead of taking the point without it
                 bad.setdefault(i, record_error(
                     reason, source=str(sh.metadata[num]), row=lo + i,
                     point_id=self._id_of(block[i]),
-                    hint="write null for a missing value in the metadata file"))
+                    hint="write null for a missing value in the metadata file",
+                    raw={"payload": meta_raw[i]}))
             batch = self._without(pa.RecordBatch.from_arrays(
                 [columns[f.name] for f in self.schema], schema=self.schema), bad)
             if batch is not None:
@@ -908,12 +911,14 @@ class _Shards:
                                 "layout": "shards", "shards": len(self.numbers)})
 
     def metadata_batches(self, num: int, batch_size: int, start: int
-                         ) -> Iterator[tuple[pa.Array, dict[int, tuple[str, str | None]]]] | None:
+                         ) -> Iterator[tuple[pa.Array, dict[int, tuple[str, str | None]],
+                                             dict[int, dict[str, Any]]]] | None:
         """Payload blocks of shard ``num``'s metadata, from row ``start``, ``batch_size`` each,
-        with the rows JSON cannot hold (NaN, infinity) as {offset: (reason, hint)}."""
+        with the rows JSON cannot hold (NaN, infinity) as {offset: (reason, hint)} and those
+        rows' payloads as read, NaN included, as {offset: payload}."""
         if self.metadata is None:
             return None
-        from vecferry.mapping import payload_texts
+        from vecferry.mapping import jsonable, payload_texts
 
         path = self.metadata[num]
 
@@ -926,12 +931,17 @@ class _Shards:
                 if batch.num_rows:
                     yield batch
 
-        def gen() -> Iterator[tuple[pa.Array, dict[int, tuple[str, str | None]]]]:
+        def gen() -> Iterator[tuple[pa.Array, dict[int, tuple[str, str | None]],
+                                    dict[int, dict[str, Any]]]]:
             pf = pq.ParquetFile(path, memory_map=False, buffer_size=1 << 20)
             try:
                 for block in rebatch(from_start(pf), batch_size):
                     bad: dict[int, tuple[str, str | None]] = {}
-                    yield payload_texts(block, block.schema.names, (), bad), bad
+                    texts = payload_texts(block, block.schema.names, (), bad)
+                    raw = {i: {k: jsonable(v, keep_non_finite=True)
+                               for k, v in block.slice(i, 1).to_pylist()[0].items()
+                               if v is not None} for i in bad}
+                    yield texts, bad, raw
             finally:
                 pf.close()
 
