@@ -122,6 +122,36 @@ def test_nan_in_a_mapped_parquet_row_is_kept_so_an_unfixed_rerun_names_it(tmp_pa
                              {"id": 3, "vector": [4.0, 6.0], "payload": {"score": 1.0}}]
 
 
+@pytest.mark.parametrize("source", ["parquet", "jsonl"])
+def test_numbered_rows_run_again_with_the_ids_they_were_numbered(tmp_path, source):
+    """Without an id column or key, rows are numbered; fixed rejects keep their numbers, where
+    numbering the rejects file afresh gave ids good rows hold (overwriting them in Qdrant)."""
+    emb = [[0.5, 1.0], [2.0, 3.0, 4.0], [5.0, 6.0], [1.0], [7.0, 8.0]]
+    if source == "parquet":
+        src = tmp_path / "docs.parquet"
+        pq.write_table(pa.table({"emb": pa.array(emb, pa.list_(pa.float32())),
+                                 "title": list("abcde")}), src)
+        flag = "--vector-column"
+    else:
+        src = tmp_path / "docs.jsonl"
+        _write_lines(src, [{"emb": e, "title": t} for e, t in zip(emb, "abcde", strict=True)])
+        flag = "--vector-key"
+    out, rejects = tmp_path / "out.jsonl", tmp_path / "rejects.jsonl"
+    _convert(str(src), str(out), flag, "emb", "--on-error", "skip", "--rejects", str(rejects),
+             code=3)
+    assert [p["id"] for p in _lines(out)] == [0, 2, 4]
+    rows = _lines(rejects)
+    assert [r["_vecferry_reject"]["point_id"] for r in rows] == [1, 3]
+    for r in rows:
+        r["emb"] = [9.0, 9.0]
+    fixed = tmp_path / "fixed.jsonl"
+    _write_lines(fixed, rows)
+    again = tmp_path / "again.jsonl"
+    _convert(str(fixed), str(again), "--vector-key", "emb")
+    assert _lines(again) == [{"id": 1, "vector": [9.0, 9.0], "payload": {"title": "b"}},
+                             {"id": 3, "vector": [9.0, 9.0], "payload": {"title": "d"}}]
+
+
 def test_a_binary_vector_cell_is_kept_as_numbers_so_the_line_can_be_fixed(tmp_path):
     src = tmp_path / "docs.parquet"
     good = np.array([0.1, 0.2], np.float32)

@@ -719,18 +719,24 @@ class KeyMapping:
         """(vector name, key) of a resolved mapping."""
         return [tuple(s.split("=", 1)) for s in self.vector_keys + self.sparse_keys]  # type: ignore[misc]
 
-    def to_point(self, record: Any, number: int, pairs: list[tuple[str, str]]) -> Any:
+    def to_point(self, record: Any, number: int, pairs: list[tuple[str, str]],
+                 note: Any = None) -> Any:
         """A Qdrant REST point from ``record`` (the ``number``-th record, 0-based).
 
-        Raises ``ValueError`` when the id key is missing; anything else wrong is left for the
-        point's own validation (``BatchBuilder``). The default payload (every key not mapped)
-        never takes ``_vecferry_reject``, nor the ``_raw`` beside it: on a rejects-file line
-        they are vecferry's notes, not the record's data.
+        Without an id key the id is ``number``, or, for a rejects-file line, the ``point_id``
+        its ``note`` (``_vecferry_reject``) keeps. Raises ``ValueError`` when the id key is
+        missing; anything else wrong is left for the point's own validation
+        (``BatchBuilder``). The default payload (every key not mapped) never takes
+        ``_vecferry_reject``, nor the ``_raw`` beside it: on a rejects-file line they are
+        vecferry's notes, not the record's data.
         """
         if not isinstance(record, dict):
             return record
         if self.id_key is None:
-            pid: Any = number
+            # A rejects line of a numbered input keeps its record's number as the note's
+            # point_id: numbering the rejects file afresh would give it an id a good row holds
+            pid: Any = (note["point_id"] if isinstance(note, dict) and "point_id" in note
+                        else number)
         elif self.id_key in record:
             pid = record[self.id_key]
         else:

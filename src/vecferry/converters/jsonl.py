@@ -465,6 +465,7 @@ def parse_chunk(chunk: list[tuple[int, bytes, bool]], manifest_json: bytes, sour
             errors.append(_line_error(source, number, line, newline, exc))
             continue
         # A rejects-file line is read as the record it holds, mapped or not.
+        note = None
         if isinstance(value, dict) and REJECT_KEY in value:
             if "_raw" in value:
                 errors.append(record_error(
@@ -472,10 +473,11 @@ def parse_chunk(chunk: list[tuple[int, bytes, bool]], manifest_json: bytes, sour
                     source=source, line=number, raw=value.get("_raw"),
                     hint="replace the line with the corrected point"))
                 continue
+            note = value[REJECT_KEY]
             value = {k: v for k, v in value.items() if k != REJECT_KEY}
         if mapping is not None:
             try:
-                point = mapping[0].to_point(value, first + offset, mapping[1])
+                point = mapping[0].to_point(value, first + offset, mapping[1], note)
             except ValueError as exc:
                 errors.append(record_error(str(exc), source=source, line=number, raw=value,
                                            hint="every record needs an id under that key, or "
