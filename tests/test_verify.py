@@ -272,6 +272,42 @@ def test_duplicates_in_the_destination_are_compared_by_their_last_record(
     assert any("2 duplicate id(s) in the destination" in w for w in report["warnings"])
 
 
+@needs_qdrant
+@pytest.mark.parametrize("target", ["local", "edge", "parquet"])
+def test_repeated_ids_into_a_collection_verify_by_their_last_record(
+        tmp_path: Path, target: str) -> None:
+    """A collection holds one point per id: a source with a repeated id verifies against it
+    when the collection holds each id's last record, and a file (which keeps every record)
+    still has to hold them all."""
+    rng = np.random.default_rng(8)
+    points = [{"id": i, "vector": rng.standard_normal(4).tolist(), "payload": {"n": i}}
+              for i in range(40)]
+    points += [dict(points[5], payload={"n": "again"}), dict(points[9], payload={"n": 1}),
+               dict(points[5], payload={"n": "last"})]
+    src = tmp_path / "s.jsonl"
+    src.write_text("".join(json.dumps(p) + "\n" for p in points))
+    dst = {"parquet": f"{tmp_path}/d.parquet", "edge": f"qdrant-edge://{tmp_path}/e",
+           "local": f"qdrant-local://{tmp_path}/q/docs"}[target]
+    vecferry.convert(str(src), dst, workers=1)
+    report = verify(str(src), dst, queries=0)
+    assert report["ok"] is True, report["problems"]
+    assert report["counts_match"] is (target == "parquet")
+    if target != "parquet":
+        assert report["source"]["duplicate_ids"] == 2
+        assert report["verdict"] == ("identical to the source's last record of each id (the "
+                                     "destination holds one point per id)")
+        assert report["destination"]["count"] == 40
+
+    # a collection holding an earlier record of a repeated id is a difference
+    points[-1]["payload"] = {"n": "changed after the copy"}
+    src.write_text("".join(json.dumps(p) + "\n" for p in points))
+    report = verify(str(src), dst, queries=0)
+    assert report["ok"] is False
+    assert report["diff"]["examples"] == {"payload_differs": [5]}
+    if target != "parquet":
+        assert report["problems"][0] == "counts differ: source 43, destination 40"
+
+
 # -------------------------------------------------------------------------------- memory cap
 
 
