@@ -405,3 +405,27 @@ def test_a_source_without_a_distance_takes_the_existing_collections(tmp_path: Pa
     assert report["warnings"] == ["the source does not say which distance its vectors use; the "
                                   "collection uses Dot, which stores vectors exactly (pass "
                                   "--distance to choose)"]
+
+
+def test_local_mode_past_its_advised_size_warns_once_in_the_report(tmp_path: Path) -> None:
+    """qdrant-client warns on every upsert past 20,000 local points, as a raw UserWarning with
+    a source line; vecferry gives the advice once, as a report warning naming the fix."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from vecferry.converters.qdrant import LOCAL_MODE_POINTS
+
+    n = LOCAL_MODE_POINTS + 1
+    np.save(tmp_path / "v.npy", np.random.default_rng(2).standard_normal((n, 2)).astype("f4"))
+    dst = f"qdrant-local://{tmp_path}/q/docs"
+    run = subprocess.run([sys.executable, "-m", "vecferry", "convert", str(tmp_path / "v.npy"),
+                          dst, "--distance", "Dot", "--quiet", "--batch-size", "4096"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "UserWarning" not in run.stderr
+    assert run.stderr.splitlines() == [
+        f"warning: {dst} holds {n} points; qdrant-client's local mode is meant for up to "
+        "20,000 (each search scans every point): for more, load a Qdrant server (qdrant://) "
+        "or a Qdrant Edge shard (qdrant-edge://)"]

@@ -473,6 +473,10 @@ def _close_local_clients() -> None:
             entry[0].close()
 
 
+#: points past which qdrant-client advises a server over local mode (it warns on each upsert)
+LOCAL_MODE_POINTS = 20_000
+
+
 def _open_local(path: str) -> tuple[Any, threading.Lock]:
     from qdrant_client import QdrantClient
 
@@ -483,6 +487,11 @@ def _open_local(path: str) -> tuple[Any, threading.Lock]:
             if not _LOCAL_CLIENTS:
                 atexit.unregister(_close_local_clients)  # registered once at a time
                 atexit.register(_close_local_clients)
+                # qdrant-client repeats this advice as a raw UserWarning (file and source
+                # line) on every upsert past LOCAL_MODE_POINTS; the writer gives it once, in
+                # the report's warnings (QdrantWriter.close)
+                warnings.filterwarnings("ignore", message="Local mode is not recommended",
+                                        category=UserWarning)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 client = QdrantClient(path=key)
@@ -1790,6 +1799,11 @@ class QdrantWriter(ClosingWriter):
             raise
         self._closed = True
         b.close()
+        if b.engine == "local" and count > LOCAL_MODE_POINTS:
+            self.context.warn(
+                f"{self.location} holds {count} points; qdrant-client's local mode is meant for "
+                f"up to {LOCAL_MODE_POINTS:,} (each search scans every point): for more, load a "
+                "Qdrant server (qdrant://) or a Qdrant Edge shard (qdrant-edge://)")
         report: dict[str, Any] = {
             "collection": b.name,
             "engine": b.engine,
