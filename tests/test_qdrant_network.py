@@ -297,3 +297,25 @@ def test_a_resumed_run_restores_recorded_m_even_without_bulk_and_keeps_a_chosen_
         vecferry.convert(src, server.location("tenants"), resume=True,
                          writer_options={"bulk": True})
     assert server.hnsw_updates == [] and server.hnsw_m["tenants"] == 0
+
+
+def test_a_repeated_id_keeps_its_last_record_with_requests_in_flight(
+        tmp_path: Path, server: QdrantStandIn) -> None:
+    """With several requests in flight, a later request holding an id must not overtake an
+    earlier one holding it: the server would keep the earlier record. The request with the
+    first record is slowed (well within the timeout) so that, unguarded, the second lands first.
+    """
+    import json
+
+    lines = [{"id": i, "vector": [float(i), 1.0], "payload": {"n": i}} for i in range(40)]
+    lines[25] = {"id": 3, "vector": [3.0, 2.0], "payload": {"n": "last"}}
+    src = tmp_path / "dup.jsonl"
+    src.write_text("".join(json.dumps(p) + "\n" for p in lines))
+    server.add_fault(Fault("upsert", "delay", times=1, seconds=1.5,
+                           when=lambda body: any(p["id"] == 3 for p in body["points"])))
+    report = vecferry.convert(str(src), server.location("docs"), batch_size=10,
+                              writer_options={"parallel": 4, "timeout": 10})
+    assert report["points_in_collection"] == 39
+    assert report["duplicate_ids"]["count"] == 1
+    stored = dump_stream(server.location("docs"))
+    assert json.loads(stored[("int", 3)][1]) == {"n": "last"}

@@ -194,7 +194,23 @@ def test_duplicate_ids_are_counted_across_partitions(tmp_path) -> None:
                      partition_size=16 << 10)
     assert report["partitions"] > 2
     assert report["duplicate_ids"]["count"] == 10
-    assert any("occur more than once" in w for w in report["warnings"])
+    (warning,) = [w for w in report["warnings"] if "occur more than once" in w]
+    assert "last written" not in warning  # a file keeps every record
+
+    # a collection keeps one point per id, and partitions land in no set order
+    pytest.importorskip("qdrant_client")
+    from qdrant_standin import QdrantStandIn
+
+    with QdrantStandIn() as server:
+        report = convert(str(tmp_path / "v.npy"), server.location("docs"),
+                         reader_options={"ids": str(tmp_path / "ids.npy")}, workers=2,
+                         partition_size=16 << 10, writer_options={"distance": "Euclid"})
+    assert report["partitions"] > 2 and report["points_in_collection"] == 2990
+    (warning,) = [w for w in report["warnings"] if "occur more than once" in w]
+    assert warning.endswith(
+        "a Qdrant target keeps only the last point of each id (here the last written: "
+        "partitions ran in parallel, so an id repeated in two partitions may keep its earlier "
+        "record; run with --workers 1 to keep the last one in the source)")
 
 
 def test_small_sources_and_limits_stay_single_process(npy_src, tmp_path) -> None:

@@ -479,7 +479,7 @@ def convert(
             report["warnings"] += [w for w in part_report.pop("warnings", [])
                                    if w not in report["warnings"]]
             report.update(part_report)
-            duplicate_warning(report)
+            duplicate_warning(report, partitions_in_parallel=n > 1)
             drop_stale_rejects(rejects_path, report["rejected"],
                                appended=bool(report.get("resumed_partitions")))
             return report
@@ -626,11 +626,16 @@ def _report(src: str, dst: str, src_fmt: str, dst_fmt: str, manifest: Any, start
     }
 
 
-def duplicate_warning(report: dict[str, Any]) -> None:
+def duplicate_warning(report: dict[str, Any], partitions_in_parallel: bool = False) -> None:
     """Add the warning about repeated ids to a report that counted them."""
     duplicates = report.get("duplicate_ids")
     if duplicates and duplicates["count"]:
         shown = ", ".join(repr(i) for i in duplicates["examples"])
-        report["warnings"].append(
-            f"{duplicates['count']} id(s) occur more than once ({shown}); every record was "
-            "kept, but a Qdrant target keeps only the last point of each id")
+        text = (f"{duplicates['count']} id(s) occur more than once ({shown}); every record was "
+                "kept, but a Qdrant target keeps only the last point of each id")
+        if partitions_in_parallel and report.get("to") in ("qdrant", "qdrant-edge"):
+            # partitions land in no set order: "last" is the last written, not the last read
+            text += (" (here the last written: partitions ran in parallel, so an id repeated "
+                     "in two partitions may keep its earlier record; run with --workers 1 to "
+                     "keep the last one in the source)")
+        report["warnings"].append(text)

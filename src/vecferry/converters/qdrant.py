@@ -1369,6 +1369,8 @@ class QdrantWriter(ClosingWriter):
         #: switched off, to restore it even when the run that switched it off was killed
         self.resume_note: dict[str, Any] | None = resume_note
         self._tickets: deque[_Ticket] = deque()
+        #: id -> the request that holds it, while requests may be in flight (see _submit)
+        self._sent_ids: dict[Any, Future] = {}
         self._acked = 0
         self._failure: BaseException | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -1676,11 +1678,32 @@ class QdrantWriter(ClosingWriter):
                     fut.set_exception(exc)
                 ticket.futures.append(fut)
             else:
-                while self._in_flight() >= self.parallel:
-                    self._reap(block=True)
-                ticket.futures.append(self._executor.submit(self._send, chunk))
+                ticket.futures.append(self._submit(chunk))
         self._reap(block=False)
         self._raise_failure()
+
+    def _submit(self, chunk: list[tuple[dict[str, Any], Any]]) -> Future:
+        """Send ``chunk`` on the executor once a request is free and no request in flight
+        holds one of its ids.
+
+        Requests in flight may land in any order, and a collection keeps the point an id got
+        last: a repeated id's later record overtaking its earlier one would leave the earlier
+        one stored. So a chunk waits for the requests that hold its ids.
+        """
+        assert self._executor is not None
+        ids = [o for _, o in chunk] if self.parallel > 1 else []  # one at a time: in order
+        earlier = {f for i in ids if (f := self._sent_ids.get(i)) is not None and not f.done()}
+        for f in earlier:
+            f.exception()  # waits; a failure is raised by the caller's checks
+        while self._in_flight() >= self.parallel:
+            self._reap(block=True)
+        fut = self._executor.submit(self._send, chunk)
+        if ids:
+            if len(self._sent_ids) > 4 * len(ids) * self.parallel:
+                # bounded: ids of finished requests can no longer be overtaken
+                self._sent_ids = {i: f for i, f in self._sent_ids.items() if not f.done()}
+            self._sent_ids.update(dict.fromkeys(ids, fut))
+        return fut
 
     def _in_flight(self) -> int:
         return sum(1 for t in self._tickets for f in t.futures if not f.done())
