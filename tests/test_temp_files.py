@@ -28,6 +28,7 @@ from vecferry import storage
 from vecferry.converters import base
 from vecferry.converters.base import AtomicPath, foreign_keys, sweep_stale_temps
 from vecferry.errors import UsageError
+from vecferry.verify import verify
 
 # A writer in its own process: writes one batch, says so, then waits for a line on stdin
 # ("commit" finishes the output, anything else aborts it); a SIGKILL ends it mid-write.
@@ -337,3 +338,56 @@ def test_an_object_put_during_the_run_stops_the_commit(tmp_path, opts, s3, bucke
     # nothing deleted, and the aborted commit removed its temporary prefix
     assert _keys(s3, bucket) == [k for k in before if ".vftmp-" not in k]
     assert "out/late.txt" in before
+
+
+# ------------------------------------------------------------- scratch directories
+
+HOLDER = """
+import sys
+from vecferry.converters.base import ScratchDir
+scratch = ScratchDir(sys.argv[1])
+(scratch.path / "spill.arrow").write_bytes(b"x" * 1000)
+print(scratch.path, flush=True)
+sys.stdin.readline()
+"""
+
+
+def _hold_scratch(kind: str, tmpdir: Path) -> tuple[subprocess.Popen[str], Path]:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, kind], text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env={**os.environ, "TMPDIR": str(tmpdir)})
+    path = Path(proc.stdout.readline().strip())  # type: ignore[union-attr]
+    assert path.parent == tmpdir and (path / "spill.arrow").exists()
+    return proc, path
+
+
+def test_a_killed_runs_scratch_directory_is_removed_by_the_next_run(tmp_path, monkeypatch):
+    """Spills (verify, duplicate ids, staged uploads) live in the system temp directory: one a
+    SIGKILLed run left is removed when the next run makes one of its kind; a live one stays."""
+    import tempfile
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    killed, stale = _hold_scratch("verify", tmpdir)
+    killed.kill()
+    killed.wait()
+    live, held = _hold_scratch("verify", tmpdir)
+    other, _ = _hold_scratch("ids", tmpdir)
+    other.kill()
+    other.wait()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+    src = _points(tmp_path / "in.jsonl")
+    vecferry.convert(src, str(tmp_path / "out.parquet"), workers=1)
+    assert verify(src, str(tmp_path / "out.parquet"), queries=0)["ok"] is True
+
+    assert not stale.exists() and not Path(f"{stale}.lock").exists()
+    assert held.exists() and Path(f"{held}.lock").exists()  # its run is still going
+    # the convert made (and removed) its own id spill, sweeping the killed one of that kind
+    assert sorted(p.name for p in tmpdir.iterdir()) == sorted([held.name, f"{held.name}.lock"])
+    live.communicate("\n")
+    # a process that ends without removing its scratch directory removes it at exit
+    assert list(tmpdir.iterdir()) == []
+    scratch = base.ScratchDir("verify", tmpdir)
+    assert scratch.path.stat().st_mode & 0o777 == 0o700
+    scratch.remove()
+    assert list(tmpdir.iterdir()) == []

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
+from vecferry.converters.base import ScratchDir
 from vecferry.stream import decode_ids
 
 PARTITIONS = 32
@@ -36,12 +36,14 @@ class IdLedger:
                  directory: str | None = None, path: str | None = None):
         self.id_kind = id_kind
         self.partitions = partitions
+        self._scratch: ScratchDir | None = None
         if path is not None:
             shutil.rmtree(path, ignore_errors=True)  # a retried partition starts over
             Path(path).mkdir(parents=True)
             self._dir = Path(path)
         else:
-            self._dir = Path(tempfile.mkdtemp(prefix="vecferry-ids-", dir=directory))
+            self._scratch = ScratchDir("ids", directory)
+            self._dir = self._scratch.path
         self._type = pa.uint64() if id_kind == "int" else pa.string()
         self._writers: dict[int, ipc.RecordBatchStreamWriter] = {}
         self._schema = pa.schema([("id", self._type)])
@@ -92,7 +94,13 @@ class IdLedger:
         for w in self._writers.values():
             with contextlib.suppress(Exception):
                 w.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        self._remove()
+
+    def _remove(self) -> None:
+        if self._scratch is not None:
+            self._scratch.remove()
+        else:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     def seal(self) -> None:
         """Write out and close the spill, keeping it for ``count_sealed``."""
@@ -107,7 +115,7 @@ class IdLedger:
             self.seal()
             return count_sealed([self._dir], self.id_kind, self.partitions)
         finally:
-            shutil.rmtree(self._dir, ignore_errors=True)
+            self._remove()
 
 
 def count_sealed(directories: list[Path], id_kind: str, partitions: int = PARTITIONS

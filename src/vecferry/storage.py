@@ -28,8 +28,6 @@ import io
 import os
 import posixpath
 import re
-import shutil
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -516,10 +514,10 @@ class LocalCopy:
     or when the object is garbage collected."""
 
     def __init__(self, source: StoragePath, sidecars: tuple[str, ...] = ()):
-        import weakref
+        from vecferry.converters.base import ScratchDir
 
-        self.dir = Path(tempfile.mkdtemp(prefix="vecferry-copy-"))
-        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.dir), True)
+        self._scratch = ScratchDir("copy")
+        self.dir = self._scratch.path
         self.path = self.dir / (source.name or "input")
         try:
             with _translated(source.url):
@@ -534,7 +532,7 @@ class LocalCopy:
             raise
 
     def cleanup(self) -> None:
-        self._finalizer()
+        self._scratch.remove()
 
 
 class _ReadHandle(io.RawIOBase):
@@ -719,10 +717,12 @@ class RemoteOutput:
                                         "output")
             self._check_replaceable(info)
         self._check_bucket()
-        self._local: Path | None = None
+        self._local: Any = None  # a ScratchDir while staged output is being written
         if staged:
-            self._local = Path(tempfile.mkdtemp(prefix="vecferry-stage-"))
-            self.temp: Any = self._local / (self.target.name or "out")
+            from vecferry.converters.base import ScratchDir
+
+            self._local = ScratchDir("stage")
+            self.temp: Any = self._local.path / (self.target.name or "out")
             if directory:
                 self.temp.mkdir()
         elif directory:
@@ -822,7 +822,7 @@ class RemoteOutput:
                         self.fs.put_file(str(f), f"{self.target.path}/{rel}")
             else:
                 self.fs.put_file(str(local), self.target.path)
-        shutil.rmtree(self._local, ignore_errors=True)
+        self._local.remove()
         self._local = None
 
     def _move_prefix(self) -> None:
@@ -838,7 +838,7 @@ class RemoteOutput:
         for up in self._uploads:
             up.discard()
         if self._local is not None:
-            shutil.rmtree(self._local, ignore_errors=True)
+            self._local.remove()
             self._local = None
         if self.directory and not self.staged:
             with contextlib.suppress(Exception):

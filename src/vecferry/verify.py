@@ -36,8 +36,6 @@ import heapq
 import inspect
 import json
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,7 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from vecferry.converters import open_reader, resolve
-from vecferry.converters.base import REJECT_KEY, Context
+from vecferry.converters.base import REJECT_KEY, Context, ScratchDir
 from vecferry.digest import (
     ALGORITHM,
     EARLIER_ALGORITHMS,
@@ -650,7 +648,8 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
     except BaseException:
         a.close()  # a local-mode folder stays locked otherwise
         raise
-    tmp = Path(tempfile.mkdtemp(prefix="vecferry-verify-"))
+    scratch = ScratchDir("verify")
+    tmp = scratch.path
     problems: list[str] = []
     one_per_id = False
     try:
@@ -723,7 +722,7 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
     finally:
         a.close()
         b.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        scratch.remove()
     warnings = [f"{side.duplicates} duplicate id(s) in the {label} (compared by their last "
                 f"record): " + ", ".join(map(repr, side.duplicate_examples))
                 for side, label in ((a, "source"), (b, "destination")) if side.duplicates]
@@ -1065,7 +1064,8 @@ def _verify_archive(location: str, fmt: str | None, batch_size: int,
     started = time.perf_counter()
     side = _Side(location, fmt, options)
     recorded = side.manifest.digest
-    tmp = Path(tempfile.mkdtemp(prefix="vecferry-verify-"))
+    scratch = ScratchDir("verify")
+    tmp = scratch.path
     problems: list[str] = []
     try:
         count = side.reader.count() or memory_rows * 8
@@ -1075,7 +1075,7 @@ def _verify_archive(location: str, fmt: str | None, batch_size: int,
             _dedupe(table, side)
     finally:
         side.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        scratch.remove()
     if recorded is None:
         problems.append("the file records no digest (it was not written by vecferry >= 0.1); "
                         "compare it with its source: vecferry verify SRC DST")

@@ -456,6 +456,42 @@ def sweep_stale_temps(target: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def _remove_scratch(path: str, lock: _TempLock) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    lock.release()
+
+
+class ScratchDir:
+    """A private working directory (spills, staged copies) in ``directory`` (default: the
+    system's temporary directory) that a killed run does not leave behind for good.
+
+    It is a temporary in the sense of ``sweep_stale_temps``: ``.vecferry-<kind>.vftmp-<token>``,
+    locked through ``<that>.lock`` for as long as it exists. Making one first removes the
+    scratch directories of that kind whose process is gone (SIGKILL, the OOM killer), which
+    could otherwise fill the disk a run at a time. ``path`` is the directory (mode 0700);
+    removed by ``remove()``, or when the object is garbage collected. Raises ``OSError`` when
+    the directory cannot be made.
+    """
+
+    def __init__(self, kind: str, directory: str | os.PathLike[str] | None = None):
+        import tempfile
+
+        parent = Path(directory) if directory is not None else Path(tempfile.gettempdir())
+        name = f"vecferry-{kind}"
+        sweep_stale_temps(parent / name)
+        lock = _TempLock(parent, name)
+        try:
+            lock.temp.mkdir(mode=0o700)
+        except BaseException:
+            lock.release()
+            raise
+        self.path: Path = lock.temp
+        self._finalizer = weakref.finalize(self, _remove_scratch, str(self.path), lock)
+
+    def remove(self) -> None:
+        self._finalizer()
+
+
 #: what vecferry's writers put in a directory output (parts, manifests, numpy files, VDF)
 _OWN_FILES = re.compile(r"(manifest\.json|VDF_META\.json|part-\d+\.(parquet|jsonl(\.gz|\.zst)?)"
                         r"|vectors(\..+)?\.npy|ids\.npy|payloads\.jsonl"

@@ -39,7 +39,6 @@ import os
 import posixpath
 import shutil
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +47,13 @@ from typing import Any, BinaryIO
 import orjson
 import pyarrow as pa
 
-from vecferry.converters.base import ClosingReader, Context, input_path, reject_unknown_options
+from vecferry.converters.base import (
+    ClosingReader,
+    Context,
+    ScratchDir,
+    input_path,
+    reject_unknown_options,
+)
 from vecferry.errors import (
     InputError,
     Location,
@@ -520,7 +525,8 @@ class SnapshotReader(ClosingReader):
         if workdir is not None and not Path(workdir).is_dir():
             raise UsageError("work directory does not exist", location=Location(str(workdir)))
         self.archive = SnapshotArchive(str(path), collection=collection)
-        self.tmp = Path(tempfile.mkdtemp(prefix="vecferry-snapshot-", dir=workdir))
+        self._scratch = ScratchDir("snapshot", workdir)
+        self.tmp = self._scratch.path
         self._open: tuple[int, Any] | None = None  # (shard index, EdgeReader)
         try:
             self._setup()
@@ -649,8 +655,8 @@ class SnapshotReader(ClosingReader):
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._close_shard()
-        if hasattr(self, "tmp"):
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        if hasattr(self, "_scratch"):
+            self._scratch.remove()
         if hasattr(self, "archive"):
             self.archive.close()
         if getattr(self, "_copy", None) is not None:
