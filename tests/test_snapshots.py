@@ -231,6 +231,11 @@ def test_copy_counts_and_cleans_up(stand: QdrantStandIn, tmp_path: Path) -> None
         again = copy_collection(stand.location("docs"), other.location("copy"), workdir=work,
                                 overwrite=True)
         assert again["ok"] and again["destination_count"] == 37
+        # --keep: the downloaded file stays in the work directory, nothing else does
+        kept = copy_collection(stand.location("docs"), other.location("copy"), workdir=work,
+                               overwrite=True, keep=True)["kept"]
+        assert list(work.iterdir()) == [Path(kept["file"])]
+        assert Path(kept["file"]).stat().st_size > 0 and kept["snapshot"] in stand.snapshots["docs"]
 
 
 def test_copy_count_mismatch_is_a_verification_error(stand: QdrantStandIn,

@@ -68,6 +68,7 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 
+from vecferry.converters.base import ScratchDir
 from vecferry.errors import (
     InputError,
     Location,
@@ -808,7 +809,10 @@ def copy_collection(src: str, dst: str, *, priority: str = "snapshot",
         progress("create", 1, 1)
         report["steps"]["create"] = {"name": snap["name"], "bytes": snap.get("size"),
                                      "seconds": round(time.monotonic() - t0, 3)}
-        local = folder / f".vecferry-copy-{uuid.uuid4().hex[:8]}-{snap['name']}"
+        # the download (often gigabytes) goes to a locked scratch directory, which the next
+        # copy removes if this process is killed before it does
+        scratch = ScratchDir("snapshot-copy", folder)
+        local = scratch.path / snap["name"]
         try:
             report["steps"]["download"] = a.download(snap["name"], local, expected=snap,
                                                      progress=progress)
@@ -817,13 +821,14 @@ def copy_collection(src: str, dst: str, *, priority: str = "snapshot",
                                                  progress=progress, overwrite=True)
         finally:
             if not keep:
-                for p in (local, local.with_name(local.name + PART_SUFFIX)):
-                    with contextlib.suppress(OSError):
-                        p.unlink()
                 with contextlib.suppress(VecferryError):
                     a.delete(snap["name"])
             else:
-                report["kept"] = {"file": str(local), "snapshot": snap["name"]}
+                kept = folder / f".vecferry-copy-{uuid.uuid4().hex[:8]}-{snap['name']}"
+                with contextlib.suppress(OSError):
+                    local.rename(kept)
+                report["kept"] = {"file": str(kept), "snapshot": snap["name"]}
+            scratch.remove()
         got = b.count()
         progress("count", got, expected)
     report["source_count"] = expected
