@@ -106,16 +106,16 @@ class RejectsFile:
         else:
             record = {"_raw": raw if isinstance(raw, str) else repr(raw)}
         record[REJECT_KEY] = note
-        try:
-            if _non_finite(record):
-                # orjson writes NaN and infinity as null, and a re-run left unfixed would then
-                # take null for them; written as they are, the re-run names them instead
-                raise TypeError
-            line = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
-        except (orjson.JSONEncodeError, TypeError):
-            # integers past 64 bits (often the very reason for the reject): stdlib is exact
-            line = json.dumps(record, ensure_ascii=False, separators=(",", ":"),
-                              default=_plain).encode()
+        if _non_finite(record):
+            # orjson writes NaN and infinity as null, and a re-run left unfixed would then
+            # take null for them; written as they are (NaN, Infinity), the re-run names them
+            line = _stdlib_line(record)
+        else:
+            try:
+                line = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
+            except (orjson.JSONEncodeError, TypeError):
+                # integers past 64 bits (often the very reason for the reject): stdlib is exact
+                line = _stdlib_line(record)
         self._fh.write(line + b"\n")
         self.count += 1
         return True
@@ -202,6 +202,10 @@ def drop_stale_rejects(path: str | os.PathLike[str], rejected: int, appended: bo
     if rejected == 0 and not appended:
         with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             Path(path).unlink()
+
+
+def _stdlib_line(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_plain).encode()
 
 
 def _non_finite(value: Any) -> bool:

@@ -793,6 +793,10 @@ def copy_collection(src: str, dst: str, *, priority: str = "snapshot",
             SnapshotClient(target, api_key_env=dst_api_key_env or api_key_env,
                            timeout=timeout, max_retries=max_retries, transport=transport) as b:
         b.refuse_replacing(overwrite)  # before a snapshot is made on the source
+        # the download (often gigabytes) goes to a locked scratch directory, which the next
+        # copy removes if this process is killed first; made before the snapshot is, so a
+        # work directory that refuses it leaves no snapshot behind on the source
+        scratch = ScratchDir("snapshot-copy", folder)
         expected = a.count()
         progress("count", expected, expected)
         progress("create", 0, None)
@@ -809,9 +813,6 @@ def copy_collection(src: str, dst: str, *, priority: str = "snapshot",
         progress("create", 1, 1)
         report["steps"]["create"] = {"name": snap["name"], "bytes": snap.get("size"),
                                      "seconds": round(time.monotonic() - t0, 3)}
-        # the download (often gigabytes) goes to a locked scratch directory, which the next
-        # copy removes if this process is killed before it does
-        scratch = ScratchDir("snapshot-copy", folder)
         local = scratch.path / snap["name"]
         try:
             report["steps"]["download"] = a.download(snap["name"], local, expected=snap,

@@ -648,7 +648,12 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
     except BaseException:
         a.close()  # a local-mode folder stays locked otherwise
         raise
-    scratch = ScratchDir("verify")
+    try:
+        scratch = ScratchDir("verify")
+    except BaseException:
+        a.close()
+        b.close()
+        raise
     tmp = scratch.path
     problems: list[str] = []
     one_per_id = False
@@ -1064,7 +1069,11 @@ def _verify_archive(location: str, fmt: str | None, batch_size: int,
     started = time.perf_counter()
     side = _Side(location, fmt, options)
     recorded = side.manifest.digest
-    scratch = ScratchDir("verify")
+    try:
+        scratch = ScratchDir("verify")
+    except BaseException:
+        side.close()
+        raise
     tmp = scratch.path
     problems: list[str] = []
     try:
