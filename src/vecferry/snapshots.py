@@ -797,38 +797,40 @@ def copy_collection(src: str, dst: str, *, priority: str = "snapshot",
         # copy removes if this process is killed first; made before the snapshot is, so a
         # work directory that refuses it leaves no snapshot behind on the source
         scratch = ScratchDir("snapshot-copy", folder)
-        expected = a.count()
-        progress("count", expected, expected)
-        progress("create", 0, None)
-        t0 = time.monotonic()
-        snap = a.create(wait=True)
-        if not snap or not snap.get("name"):
-            raise TargetError("the server did not describe the snapshot it created",
-                              location=a.where,
-                              hint="nothing was copied; a snapshot may be left on the source "
-                                   f"(`vecferry snapshot list {source.display()}`): copy it by "
-                                   f"hand with `vecferry snapshot download {source.display()} "
-                                   "NAME --out FILE`, then `vecferry snapshot upload FILE "
-                                   f"{target.display()}`")
-        progress("create", 1, 1)
-        report["steps"]["create"] = {"name": snap["name"], "bytes": snap.get("size"),
-                                     "seconds": round(time.monotonic() - t0, 3)}
-        local = scratch.path / snap["name"]
         try:
-            report["steps"]["download"] = a.download(snap["name"], local, expected=snap,
-                                                     progress=progress)
-            report["steps"]["upload"] = b.upload(local, priority=priority,
-                                                 checksum=report["steps"]["download"]["sha256"],
-                                                 progress=progress, overwrite=True)
+            expected = a.count()
+            progress("count", expected, expected)
+            progress("create", 0, None)
+            t0 = time.monotonic()
+            snap = a.create(wait=True)
+            if not snap or not snap.get("name"):
+                raise TargetError("the server did not describe the snapshot it created",
+                                  location=a.where,
+                                  hint="nothing was copied; a snapshot may be left on the source "
+                                       f"(`vecferry snapshot list {source.display()}`): copy it by "
+                                       f"hand with `vecferry snapshot download {source.display()} "
+                                       "NAME --out FILE`, then `vecferry snapshot upload FILE "
+                                       f"{target.display()}`")
+            progress("create", 1, 1)
+            report["steps"]["create"] = {"name": snap["name"], "bytes": snap.get("size"),
+                                         "seconds": round(time.monotonic() - t0, 3)}
+            local = scratch.path / snap["name"]
+            try:
+                report["steps"]["download"] = a.download(snap["name"], local, expected=snap,
+                                                         progress=progress)
+                report["steps"]["upload"] = b.upload(local, priority=priority,
+                                                     checksum=report["steps"]["download"]["sha256"],
+                                                     progress=progress, overwrite=True)
+            finally:
+                if not keep:
+                    with contextlib.suppress(VecferryError):
+                        a.delete(snap["name"])
+                else:
+                    kept = folder / f".vecferry-copy-{uuid.uuid4().hex[:8]}-{snap['name']}"
+                    with contextlib.suppress(OSError):
+                        local.rename(kept)
+                    report["kept"] = {"file": str(kept), "snapshot": snap["name"]}
         finally:
-            if not keep:
-                with contextlib.suppress(VecferryError):
-                    a.delete(snap["name"])
-            else:
-                kept = folder / f".vecferry-copy-{uuid.uuid4().hex[:8]}-{snap['name']}"
-                with contextlib.suppress(OSError):
-                    local.rename(kept)
-                report["kept"] = {"file": str(kept), "snapshot": snap["name"]}
             scratch.remove()
         got = b.count()
         progress("count", got, expected)
