@@ -197,20 +197,51 @@ def test_duplicate_ids_are_counted_across_partitions(tmp_path) -> None:
     (warning,) = [w for w in report["warnings"] if "occur more than once" in w]
     assert "last written" not in warning  # a file keeps every record
 
-    # a collection keeps one point per id, and partitions land in no set order
-    pytest.importorskip("qdrant_client")
-    from qdrant_standin import QdrantStandIn
 
+@pytest.mark.parametrize("limit", [None, 5])
+def test_ids_repeated_across_partitions_keep_their_last_record_in_a_collection(
+        tmp_path, monkeypatch, limit) -> None:
+    """Partitions land in a collection in no set order; the records of ids repeated across
+    them are sent again from the partition holding them last, so the collection holds what a
+    single-process run leaves. The first partition's request is slowed so that, unaided, its
+    (earlier) records land last. Past the limit, the warning says what can happen instead."""
+    pytest.importorskip("qdrant_client")
+    from qdrant_helpers import dump_stream
+    from qdrant_standin import Fault, QdrantStandIn
+    from vecferry import scaleout
+
+    if limit is not None:
+        monkeypatch.setattr(scaleout, "RESEND_LIMIT", limit)
+    rng = np.random.default_rng(1)
+    vec = rng.standard_normal((3000, 8)).astype(np.float32)
+    np.save(tmp_path / "v.npy", vec)
+    ids = np.arange(3000, dtype=np.uint64)
+    ids[2990:] = ids[:10]  # first and last partition share ten ids
+    np.save(tmp_path / "ids.npy", ids)
     with QdrantStandIn() as server:
+        server.add_fault(Fault("upsert", "delay", times=1, seconds=2.0,
+                               when=lambda body: any(p["id"] == 0 for p in body["points"])))
         report = convert(str(tmp_path / "v.npy"), server.location("docs"),
                          reader_options={"ids": str(tmp_path / "ids.npy")}, workers=2,
-                         partition_size=16 << 10, writer_options={"distance": "Euclid"})
+                         partition_size=16 << 10, batch_size=500,
+                         writer_options={"distance": "Euclid"})
+        stored = dump_stream(server.location("docs"))
     assert report["partitions"] > 2 and report["points_in_collection"] == 2990
+    assert report["duplicate_ids"]["count"] == 10
     (warning,) = [w for w in report["warnings"] if "occur more than once" in w]
-    assert warning.endswith(
-        "a Qdrant target keeps only the last point of each id (here the last written: "
-        "partitions ran in parallel, so an id repeated in two partitions may keep its earlier "
-        "record; run with --workers 1 to keep the last one in the source)")
+    kept = [stored[("int", i)][0][""][1] for i in range(10)]
+    if limit is None:
+        assert report["resent_for_order"] == 10
+        assert "last written" not in warning
+        assert kept == [vec[2990 + i].tobytes() for i in range(10)]
+    else:
+        assert "resent_for_order" not in report
+        assert warning.endswith(
+            "a Qdrant target keeps only the last point of each id (here the last written: too "
+            "many ids repeat across partitions to send their last records again, so such an id "
+            "may keep an earlier record; run with --workers 1 to keep the last one in the "
+            "source)")
+        assert kept == [vec[i].tobytes() for i in range(10)]  # the slowed request landed last
 
 
 def test_small_sources_and_limits_stay_single_process(npy_src, tmp_path) -> None:

@@ -227,7 +227,8 @@ def _common_convert_options(f: Callable) -> Callable:
                      "batch saved in the state file (Qdrant targets); starts fresh if none."),
         click.option("--state", metavar="FILE", help="Resume state file (default "
                      "<output>.vecferry-state.json)."),
-        click.option("--no-duplicate-check", is_flag=True, help="Skip counting repeated ids."),
+        click.option("--no-duplicate-check", is_flag=True, help="Skip counting repeated ids "
+                     "(and, partitioned into a collection, sending their last records again)."),
         click.option("--ids", metavar="FILE", help="numpy: ids .npy aligned with the matrix."),
         click.option("--payloads", metavar="FILE", help="numpy: payloads aligned by row (JSONL "
                      "or Parquet); FAISS: payloads joined by id (a JSON object keyed by id, "

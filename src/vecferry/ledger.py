@@ -139,3 +139,42 @@ def count_sealed(directories: list[Path], id_kind: str, partitions: int = PARTIT
         if len(examples) < EXAMPLES and len(dup):
             examples += decode_ids(dup.field("values")[: EXAMPLES - len(examples)], id_kind)
     return {"count": count, "examples": examples}
+
+
+def last_holders(directories: list[Path], limit: int, partitions: int = PARTITIONS
+                 ) -> dict[int, pa.Array] | None:
+    """For the ids sealed in more than one of ``directories`` (the parts of a partitioned
+    run, in output order), which directory holds each one last: {directory index: ids}.
+
+    A collection keeps the point an id was given last, and parts are written in parallel, so
+    an id in two parts may end up with the earlier part's record; the caller sends the ids'
+    records from the part that holds them last again. None when more than ``limit`` ids are
+    repeated across parts (the answer would not be bounded in memory). Ids repeated within
+    one part only are left out: a part's writer keeps their order.
+    """
+    out: dict[int, list[pa.Array]] = {}
+    total = 0
+    for p in range(partitions):
+        tables = []
+        for i, d in enumerate(directories):
+            f = Path(d) / f"{p}.arrow"
+            if f.exists():
+                with ipc.open_stream(str(f)) as r:
+                    t = r.read_all()
+                tables.append(t.append_column("part", pa.array(np.full(t.num_rows, i,
+                                                                       dtype=np.int32))))
+        if len(tables) < 2:
+            continue
+        grouped = pa.concat_tables(tables).group_by("id").aggregate(
+            [("part", "count_distinct"), ("part", "max")])
+        spread = grouped.filter(pc.greater(grouped.column("part_count_distinct"), 1))
+        total += spread.num_rows
+        if total > limit:
+            return None
+        if not spread.num_rows:
+            continue
+        holder = spread.column("part_max").to_numpy()
+        ids = spread.column("id").combine_chunks()
+        for i in np.unique(holder):
+            out.setdefault(int(i), []).append(ids.filter(pa.array(holder == i)))
+    return {i: pa.concat_arrays(chunks) for i, chunks in out.items()}

@@ -483,7 +483,7 @@ def convert(
             report["warnings"] += [w for w in part_report.pop("warnings", [])
                                    if w not in report["warnings"]]
             report.update(part_report)
-            duplicate_warning(report, partitions_in_parallel=n > 1)
+            duplicate_warning(report, order_lost=bool(report.pop("order_not_restored", False)))
             drop_stale_rejects(rejects_path, report["rejected"],
                                appended=bool(report.get("resumed_partitions")))
             return report
@@ -630,16 +630,17 @@ def _report(src: str, dst: str, src_fmt: str, dst_fmt: str, manifest: Any, start
     }
 
 
-def duplicate_warning(report: dict[str, Any], partitions_in_parallel: bool = False) -> None:
-    """Add the warning about repeated ids to a report that counted them."""
+def duplicate_warning(report: dict[str, Any], order_lost: bool = False) -> None:
+    """Add the warning about repeated ids to a report that counted them; ``order_lost``: a
+    partitioned run into a collection could not send the last records again (too many ids
+    repeated across partitions), so "last" is the last written, not the last read."""
     duplicates = report.get("duplicate_ids")
     if duplicates and duplicates["count"]:
         shown = ", ".join(repr(i) for i in duplicates["examples"])
         text = (f"{duplicates['count']} id(s) occur more than once ({shown}); every record was "
                 "kept, but a Qdrant target keeps only the last point of each id")
-        if partitions_in_parallel and report.get("to") in ("qdrant", "qdrant-edge"):
-            # partitions land in no set order: "last" is the last written, not the last read
-            text += (" (here the last written: partitions ran in parallel, so an id repeated "
-                     "in two partitions may keep its earlier record; run with --workers 1 to "
-                     "keep the last one in the source)")
+        if order_lost:
+            text += (" (here the last written: too many ids repeat across partitions to send "
+                     "their last records again, so such an id may keep an earlier record; run "
+                     "with --workers 1 to keep the last one in the source)")
         report["warnings"].append(text)

@@ -38,6 +38,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from vecferry.converters import get_format, open_reader
 from vecferry.converters.base import AtomicPath, Context, fsync_path
@@ -714,6 +715,46 @@ class StagingLock:
         self.fd = None
 
 
+#: ids repeated across parts whose last records a run sends again (see ``_resend_last_records``)
+RESEND_LIMIT = 1_000_000
+
+
+def _resend_last_records(job: Job, plan: Plan, done: list[dict[str, Any]], target: Any
+                         ) -> int | None:
+    """Send again, in order, the records of ids repeated across parts from the part that
+    holds them last; the number of ids, or None when more than ``RESEND_LIMIT`` are repeated.
+
+    Parts land in a shared collection in no set order, and a collection keeps the record an id
+    was given last: without this, an id in two parts could keep its earlier record, where a
+    single-process run keeps the source's last. Each part holding a last record is read again
+    (its partition), keeping the rows of those ids; what its reader or the target refuses
+    now was counted (or failed the run) when the part was written, so it is not counted again.
+    """
+    from vecferry.ledger import last_holders
+
+    holders = last_holders([job.root / "ids" / p["name"] for p in done], RESEND_LIMIT)
+    if not holders:
+        return None if holders is None else 0
+    by_index = {p.index: p for p in plan.partitions}
+    quiet = Context("skip", lambda error: False)
+    reader = _reader(job, quiet)
+    own_context = target.context
+    target.context = quiet
+    try:
+        for i in sorted(holders):
+            # "part-00012" or, split by Ray, "part-00012-0000004096": its partition's index
+            partition = by_index[int(done[i]["name"].split("-")[1][:5])]
+            wanted = holders[i]
+            for batch in read_partition(reader, partition, job.batch_size):
+                keep = batch.filter(pc.is_in(batch.column("id"), value_set=wanted))
+                if keep.num_rows:
+                    target.write_batch(keep)
+    finally:
+        target.context = own_context
+        _drop_reader(job)
+    return sum(len(ids) for ids in holders.values())
+
+
 def remove_staging(dst: str) -> None:
     """Remove the parts an earlier partitioned run of ``dst`` left, unless a live run is
     using them."""
@@ -815,9 +856,12 @@ def _convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str,
                 follow.finish()
             records = _done(job)
             done = [records[name] for name in sorted(records)]  # in output order
+            resent: int | None = 0
             if job.strategy == "parts":
                 writer_report = _commit_parts(job, done, overwrite)
             elif job.strategy == "shared":
+                if job.check_duplicates:
+                    resent = _resend_last_records(job, plan, done, target)
                 writer_report = target.close() or {}
             else:
                 writer_report = target.commit(done, overwrite)
@@ -854,6 +898,10 @@ def _convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str,
         report["resumed_partitions"] = resumed
     if duplicates is not None:
         report["duplicate_ids"] = duplicates
+    if resent:
+        report["resent_for_order"] = resent
+    elif resent is None:
+        report["order_not_restored"] = True
     report["warnings"] = list(dict.fromkeys(
         ([changed] if changed else []) + [w for p in done for w in p.get("warnings", [])]
         + read_warnings + context.warnings))
