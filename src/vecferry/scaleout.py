@@ -856,11 +856,17 @@ def _convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str,
                 follow.finish()
             records = _done(job)
             done = [records[name] for name in sorted(records)]  # in output order
+            duplicates = None
+            if job.check_duplicates:
+                from vecferry.ledger import count_sealed
+
+                duplicates = count_sealed([root / "ids" / p["name"] for p in done],
+                                          manifest_of(job.schema).id_kind)
             resent: int | None = 0
             if job.strategy == "parts":
                 writer_report = _commit_parts(job, done, overwrite)
             elif job.strategy == "shared":
-                if job.check_duplicates:
+                if duplicates is not None and duplicates["count"]:
                     resent = _resend_last_records(job, plan, done, target)
                 writer_report = target.close() or {}
             else:
@@ -873,12 +879,6 @@ def _convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str,
         raise
     late.close()
     rejected = _concat_rejects(job, rejects_path, append=resume and resumed > 0)
-    duplicates = None
-    if job.check_duplicates:
-        from vecferry.ledger import count_sealed
-
-        duplicates = count_sealed([root / "ids" / p["name"] for p in done],
-                                  manifest_of(job.schema).id_kind)
     read_warnings = [w for f in sorted((root / "warnings").glob("*.json"))
                      for w in orjson.loads(f.read_bytes())]
     shutil.rmtree(root, ignore_errors=True)
