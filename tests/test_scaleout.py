@@ -204,7 +204,8 @@ def test_ids_repeated_across_partitions_keep_their_last_record_in_a_collection(
     """Partitions land in a collection in no set order; the records of ids repeated across
     them are sent again from the partition holding them last, so the collection holds what a
     single-process run leaves. The first partition's request is slowed so that, unaided, its
-    (earlier) records land last. Past the limit, the warning says what can happen instead."""
+    (earlier) records land last. Past the limit, the warning says what can happen instead
+    (which record is kept then depends on timing, so it is not asserted)."""
     pytest.importorskip("qdrant_client")
     from qdrant_helpers import dump_stream
     from qdrant_standin import Fault, QdrantStandIn
@@ -241,7 +242,6 @@ def test_ids_repeated_across_partitions_keep_their_last_record_in_a_collection(
             "many ids repeat across partitions to send their last records again, so such an id "
             "may keep an earlier record; run with --workers 1 to keep the last one in the "
             "source)")
-        assert kept == [vec[i].tobytes() for i in range(10)]  # the slowed request landed last
 
 
 def test_small_sources_and_limits_stay_single_process(npy_src, tmp_path) -> None:
