@@ -124,12 +124,7 @@ def count_sealed(directories: list[Path], id_kind: str, partitions: int = PARTIT
     count = 0
     examples: list[Any] = []
     for p in range(partitions):
-        tables = []
-        for d in directories:
-            f = Path(d) / f"{p}.arrow"
-            if f.exists():
-                with ipc.open_stream(str(f)) as r:
-                    tables.append(r.read_all())
+        tables = [t for _, t in _bucket(directories, p)]
         if not tables:
             continue
         ids = pa.concat_tables(tables).column("id").combine_chunks()
@@ -155,14 +150,8 @@ def last_holders(directories: list[Path], limit: int, partitions: int = PARTITIO
     out: dict[int, list[pa.Array]] = {}
     total = 0
     for p in range(partitions):
-        tables = []
-        for i, d in enumerate(directories):
-            f = Path(d) / f"{p}.arrow"
-            if f.exists():
-                with ipc.open_stream(str(f)) as r:
-                    t = r.read_all()
-                tables.append(t.append_column("part", pa.array(np.full(t.num_rows, i,
-                                                                       dtype=np.int32))))
+        tables = [t.append_column("part", pa.array(np.full(t.num_rows, i, dtype=np.int32)))
+                  for i, t in _bucket(directories, p)]
         if len(tables) < 2:
             continue
         grouped = pa.concat_tables(tables).group_by("id").aggregate(
@@ -178,3 +167,14 @@ def last_holders(directories: list[Path], limit: int, partitions: int = PARTITIO
         for i in np.unique(holder):
             out.setdefault(int(i), []).append(ids.filter(pa.array(holder == i)))
     return {i: pa.concat_arrays(chunks) for i, chunks in out.items()}
+
+
+def _bucket(directories: list[Path], p: int) -> list[tuple[int, pa.Table]]:
+    """Hash bucket ``p`` of each sealed spill that has one: (index in ``directories``, ids)."""
+    out = []
+    for i, d in enumerate(directories):
+        f = Path(d) / f"{p}.arrow"
+        if f.exists():
+            with ipc.open_stream(str(f)) as r:
+                out.append((i, r.read_all()))
+    return out
