@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -742,8 +743,8 @@ def _resend_last_records(job: Job, plan: Plan, done: list[dict[str, Any]], targe
     target.context = quiet
     try:
         for i in sorted(holders):
-            # "part-00012" or, split by Ray, "part-00012-0000004096": its partition's index
-            partition = by_index[int(done[i]["name"].split("-")[1][:5])]
+            # "part-00012.jsonl" or, split by Ray, "part-00012-0000004096.jsonl": the index
+            partition = by_index[int(re.match(r"part-(\d+)", done[i]["name"]).group(1))]
             wanted = holders[i]
             for batch in read_partition(reader, partition, job.batch_size):
                 keep = batch.filter(pc.is_in(batch.column("id"), value_set=wanted))
