@@ -558,7 +558,7 @@ def payload_texts(batch: pa.RecordBatch, columns: Sequence[str], json_columns: I
             if value is None:
                 continue
             if key in floats:
-                found = _non_finite(value, "")
+                found = non_finite(value, "")
                 if found is not None and bad is not None:
                     name, path = found
                     at = f" at {path}" if path else ""
@@ -594,23 +594,26 @@ def _holds_floats(t: pa.DataType) -> bool:
     return any(_holds_floats(t.field(i).type) for i in range(t.num_fields))
 
 
-def _non_finite(value: Any, path: str) -> tuple[str, str] | None:
+def non_finite(value: Any, path: str = "") -> tuple[str, str] | None:
     """(``NaN`` / ``Infinity`` / ``-Infinity``, its path such as ``a.b[2]``) for the first float
-    in ``value`` JSON cannot hold; None when there is none."""
+    in ``value`` JSON cannot hold (numpy values and arrays included); None when there is
+    none."""
     if isinstance(value, float):
         if math.isfinite(value):
             return None
         return ("NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"), path
     if isinstance(value, dict):
         for k, v in value.items():
-            found = _non_finite(v, f"{path}.{k}" if path else str(k))
+            found = non_finite(v, f"{path}.{k}" if path else str(k))
             if found is not None:
                 return found
     elif isinstance(value, (list, tuple)):
         for j, v in enumerate(value):
-            found = _non_finite(v, f"{path}[{j}]")
+            found = non_finite(v, f"{path}[{j}]")
             if found is not None:
                 return found
+    elif getattr(getattr(value, "dtype", None), "kind", "") in ("f", "c", "O"):
+        return non_finite(value.tolist(), path)  # numpy, as the values JSON would get
     return None
 
 

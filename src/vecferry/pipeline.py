@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import queue
 import threading
@@ -35,6 +34,7 @@ from vecferry.errors import (
 )
 from vecferry.fileio import loads_exact
 from vecferry.ledger import IdLedger
+from vecferry.mapping import non_finite
 from vecferry.plan import take_rows
 from vecferry.storage import with_storage_options
 from vecferry.stream import manifest_of, rebatch
@@ -106,7 +106,7 @@ class RejectsFile:
         else:
             record = {"_raw": raw if isinstance(raw, str) else repr(raw)}
         record[REJECT_KEY] = note
-        if _non_finite(record):
+        if non_finite(record) is not None:
             # orjson writes NaN and infinity as null, and a re-run left unfixed would then
             # take null for them; written as they are (NaN, Infinity), the re-run names them
             line = _stdlib_line(record)
@@ -206,24 +206,6 @@ def drop_stale_rejects(path: str | os.PathLike[str], rejected: int, appended: bo
 
 def _stdlib_line(record: dict[str, Any]) -> bytes:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_plain).encode()
-
-
-def _non_finite(value: Any) -> bool:
-    """Whether ``value`` holds NaN or an infinity anywhere (floats, numpy values, arrays)."""
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_non_finite(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_non_finite(v) for v in value)
-    dtype = getattr(value, "dtype", None)
-    if dtype is not None and getattr(dtype, "kind", "") in "fc":
-        import numpy as np
-
-        return not bool(np.isfinite(value).all())
-    if dtype is not None and getattr(dtype, "kind", "") == "O":
-        return any(_non_finite(v) for v in value.tolist())
-    return False
 
 
 def _plain(value: Any) -> Any:
