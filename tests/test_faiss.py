@@ -429,7 +429,9 @@ def test_payload_files_of_the_wrong_shape_are_named(tmp_path, monkeypatch, strea
 def test_a_directory_is_not_an_index(tmp_path):
     with pytest.raises(InputError) as info:
         FaissReader(str(tmp_path), context=Context())
-    assert str(info.value) == f"{tmp_path}: is a directory, not a FAISS index file"
+    assert str(info.value) == (
+        f"{tmp_path}: is a directory, not a FAISS index file (no *.faiss file) (name the index "
+        "file; a LangChain store is FOLDER/NAME.faiss with NAME.pkl beside it)")
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "json"])

@@ -634,6 +634,14 @@ def _print_inspect(info: dict[str, Any]) -> None:
     click.echo(f"payload keys (first {info['sampled']} points): "
                + (", ".join(f"{k} ({n})" for k, n in keys.items()) if keys else "none"))
     click.echo(f"first ids: {', '.join(repr(i) for i in info['first_ids'])}")
+    faiss_facts = (info.get("extra") or {}).get("faiss")
+    if faiss_facts:
+        click.echo(f"index:     {faiss_facts.get('index_type')}; distance: "
+                   f"{faiss_facts.get('distance_decided_by')}")
+        store = faiss_facts.get("docstore")
+        if store:
+            click.echo(f"docstore:  {store['location']} (LangChain, {store['documents']:,} "
+                       f"documents; payload keys {', '.join(store['payload_keys'])})")
     if info.get("suggested_mapping"):
         flags = info["suggested_mapping"]["flags"]
         click.echo(f"mapping:   read with the suggested mapping; convert with: {flags}")

@@ -97,6 +97,9 @@ FORMATS: tuple[FormatSpec, ...] = (
         name="faiss",
         description="FAISS index (flat, IDMap, HNSW, IVF, binary; lossy codes with a flag)",
         extensions=(".faiss", ".index"),
+        # a folder LangChain's FAISS.save_local wrote: index.faiss with index.pkl
+        directory_markers=("*.faiss",),
+        directory_priority=45,
         reader="vecferry.converters.faiss_index:FaissReader",
         writer="vecferry.converters.faiss_index:FaissWriter",
         requires=("faiss",),

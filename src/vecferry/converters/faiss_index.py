@@ -35,7 +35,10 @@ Stream mapping:
 * distance: L2 -> Euclid, L1 -> Manhattan, inner product -> Cosine when every vector of a sample
   has unit length (|norm - 1| <= 1e-4), Dot otherwise; ``extra["faiss"]["distance_decided_by"]``
   says how. Other metrics keep no distance.
-* payloads: ``payloads=FILE`` joined by id (see ``load_payloads``), or the sidecar below.
+* payloads: ``payloads=FILE`` joined by id (see ``load_payloads``), or the sidecar below, or
+  LangChain's docstore (``<name>.pkl`` beside ``<name>.faiss``, see
+  ``vecferry.langchain_docstore``), which gives the ids too. A folder is read as its
+  ``index.faiss`` (LangChain's default name) or its only ``*.faiss``.
 
 Writing (``FaissWriter``) builds ``index_factory`` (default ``IDMap2,Flat``; an index that cannot
 take ids is wrapped in ``IDMap2``), training it on a bounded sample first when it needs training.
@@ -89,7 +92,15 @@ from vecferry.errors import (
     UsageError,
     VecferryError,
 )
-from vecferry.fileio import UTF8_BOM, has_long_number, iter_lines, loads_exact, without_bom
+from vecferry.fileio import (
+    UTF8_BOM,
+    has_long_number,
+    iter_lines,
+    loads_exact,
+    open_read,
+    without_bom,
+)
+from vecferry.langchain_docstore import CONTENT_KEY, METADATA_KEY, LangchainDocstore
 from vecferry.payloadjoin import PayloadTable
 from vecferry.plan import pack, row_blocks
 from vecferry.points import dumps_payload, non_finite_rows, reject_from_row
@@ -674,6 +685,20 @@ def _read_index(path: Path, location: str, binary: bool, flags: int) -> Any:
                               "pass --from for a file of another format") from exc
 
 
+def _index_in_folder(location: str, folder: Any) -> tuple[str, Any]:
+    """The index file a folder names: ``index.faiss`` (LangChain's ``save_local`` default),
+    else its only ``*.faiss`` file; an ``InputError`` listing them otherwise."""
+    found = sorted(p.name for p in folder.glob("*.faiss"))
+    name = "index.faiss" if "index.faiss" in found else found[0] if len(found) == 1 else None
+    if name is None:
+        have = ", ".join(found) if found else "no *.faiss file"
+        raise InputError(f"is a directory, not a FAISS index file ({have})",
+                         location=Location(source=location),
+                         hint="name the index file; a LangChain store is FOLDER/NAME.faiss "
+                              "with NAME.pkl beside it")
+    return f"{location.rstrip('/')}/{name}", folder / name
+
+
 def _check_trailing_id_map(path: Path, location: str, index: Any) -> None:
     """Catch a file cut inside its last id, which FAISS's zero-copy loader lets through.
 
@@ -711,17 +736,16 @@ class FaissReader(ClosingReader):
     def __init__(self, location: str, *, context: Context, payloads: str | None = None,
                  allow_lossy: bool = False, mmap: bool = True, **options: Any):
         reject_unknown_options("faiss", options)
-        self.location = location
         self.context = context
         path = input_path(location)
+        if path.is_dir():
+            location, path = _index_in_folder(location, path)
+        self.location = location
         self._copy: LocalCopy | None = None
         if is_remote(path):
             # faiss reads (and maps) local files only: copy the index and its sidecars
             self._copy = LocalCopy(path, sidecars=(MANIFEST_SUFFIX, PAYLOADS_SUFFIX))
             path = self._copy.path
-        if path.is_dir():
-            raise InputError("is a directory, not a FAISS index file",
-                             location=Location(source=location))
         with open(path, "rb") as fh:
             head = fh.read(4)
         if len(head) < 4:
@@ -768,6 +792,7 @@ class FaissReader(ClosingReader):
         self._stale_digest: dict[str, Any] | None = None
         self._sidecar_manifest = self._load_manifest_sidecar(path)
         self._sidecar = self._open_sidecar(path)
+        self._docstore = self._open_docstore(payloads)
         # Problems of the payloads file are reported by the read that reaches the end of the
         # index, with the payloads no vector took: in a partitioned run every worker loads
         # the file, and each problem must reach the rejects once. With on_error="fail" the
@@ -795,12 +820,20 @@ class FaissReader(ClosingReader):
         if plan.binary_bits:
             facts["binary_bits"] = plan.binary_bits
             facts["binary_encoding"] = "packed bits, uint8[d/8], bit j in byte j//8 bit j%8"
+        source = {"format": "faiss", "location": location, "index_type": index_type}
+        if self._docstore is not None:
+            facts["ids"] = "LangChain docstore ids (index_to_docstore_id)"
+            facts["docstore"] = {
+                "format": "langchain", "location": self._docstore.location,
+                "documents": self._docstore.documents,
+                "payload_keys": [CONTENT_KEY, METADATA_KEY],
+            }
+            source["docstore"] = self._docstore.location
         spec = VectorSpec(name="", size=plan.dim,
                           datatype="uint8" if plan.binary_bits else "float32",
                           distance=distance)
-        manifest = Manifest(vectors=[spec], count=self._count,
-                            source={"format": "faiss", "location": location,
-                                    "index_type": index_type})
+        manifest = Manifest(vectors=[spec], count=self._count, source=source,
+                            id_kind=self._docstore.id_kind if self._docstore else "int")
         self._restore_dtype: str | None = None
         old = self._sidecar_manifest
         manifest.digest = self._stale_digest
@@ -927,6 +960,38 @@ class FaissReader(ClosingReader):
                      "written with this index")
         return sidecar
 
+    def _open_docstore(self, payloads: str | None) -> LangchainDocstore | None:
+        """LangChain's docstore saved beside the index (``<name>.pkl`` next to
+        ``<name>.faiss``), or None. vecferry's own sidecars come first: a pickle beside an
+        index that has them is left alone, with a warning."""
+        stem, dot, ext = self.location.rpartition(".")
+        if not dot or ext.lower() not in ("faiss", "index"):
+            return None
+        pkl = f"{stem}.pkl"
+        try:
+            exists = as_path(pkl).exists()
+        except VecferryError:
+            return None
+        if not exists:
+            return None
+        if self._sidecar_manifest is not None:
+            self.context.warn(f"{pkl}: not read; the index has vecferry's sidecars "
+                              f"({self.location}{MANIFEST_SUFFIX}), which give its ids and "
+                              "payloads")
+            return None
+        with open_read(pkl) as fh:
+            store = LangchainDocstore.load(fh, pkl)
+        if store is None:
+            self.context.warn(f"{pkl}: not read, it is not LangChain's FAISS docstore")
+            return None
+        if payloads is not None:
+            raise UsageError(
+                f"--payloads {payloads} and the LangChain docstore {pkl} would both give the "
+                "payloads", location=Location(source=self.location),
+                hint=f"the docstore gives each point its docstore id and its text and metadata; "
+                     f"to join {payloads} by FAISS id instead, move {pkl} away")
+        return store
+
     def count(self) -> int | None:
         return self._count
 
@@ -968,7 +1033,7 @@ class FaissReader(ClosingReader):
             raise UsageError("batch size must be positive")
         to_end = stop is None or stop >= self.plan.storage.ntotal
         table = self._payloads()
-        if table is not None and start > 0 and to_end:
+        if (table is not None or self._docstore is not None) and start > 0 and to_end:
             # rows before ``start`` were read by an earlier run (or partition): their payloads
             # are not unmatched
             seen = 0
@@ -978,6 +1043,9 @@ class FaissReader(ClosingReader):
                 ids = self._stream_ids(piece)[: start - seen]
                 seen += len(ids)
                 ids = ids[ids >= 0]
+                if self._docstore is not None:
+                    self._docstore.mark(ids)
+                    continue
                 id_col, _ = self._id_column(ids)
                 table.mark([str(i) for i in decode_ids(id_col, self.manifest.id_kind)])
         pending: list[tuple[np.ndarray, np.ndarray]] = []
@@ -1028,6 +1096,21 @@ class FaissReader(ClosingReader):
                     source=self.location, row=first_row + int(row), point_id=fid,
                     hint="fix the ids in the index (add_with_ids), or use --on-error skip",
                     raw={"id": fid, "vector": vectors[row].tolist()}))
+        if self._docstore is not None:
+            lost = ~self._docstore.known(ids) & ~bad
+            for row in np.flatnonzero(lost):
+                reason, pid, payload = self._docstore.why(int(ids[row]))
+                raw = {"id": pid, "vector": vectors[row].tolist()}
+                if payload is not None:
+                    raw["payload"] = payload
+                self.context.reject(record_error(
+                    reason, source=self._docstore.location, row=first_row + int(row),
+                    point_id=pid, raw=raw,
+                    hint="fix the store in LangChain and save it again, or use --on-error skip "
+                         "to write such points (with their vectors) to the rejects file and "
+                         "carry on"))
+            bad |= lost
+        if bad.any():
             keep = ~bad
             ids, vectors = ids[keep], vectors[keep]
             if len(ids) == 0:
@@ -1069,6 +1152,9 @@ class FaissReader(ClosingReader):
 
     def _id_column(self, ids: np.ndarray) -> tuple[pa.Array, dict[str, pa.Array]]:
         """The stream id column for FAISS ids, and the sidecar's columns for them (if any)."""
+        if self._docstore is not None:
+            side, _ = self._docstore.lookup(ids)  # every id known: ``_batch`` rejected the rest
+            return side["id"], side
         plain = pa.array(ids.view(np.uint64), type=pa.uint64())
         if self._sidecar is None:
             return plain, {}
@@ -1092,6 +1178,15 @@ class FaissReader(ClosingReader):
         return self._payload_table
 
     def _reject_unmatched_payloads(self) -> None:
+        if self._docstore is not None and not self._unmatched_reported:
+            self._unmatched_reported = True
+            for pid, payload, why in self._docstore.unused():
+                self.context.reject(record_error(
+                    f"document {pid!r} has no vector in the FAISS index: {why}",
+                    source=self._docstore.location, point_id=pid, raw={"id": pid,
+                                                                       "payload": payload},
+                    hint="check the docstore belongs to this index; use --on-error skip to "
+                         "write such documents to the rejects file and carry on"))
         table = self._payloads()
         if table is None or self._unmatched_reported:
             return
@@ -1147,6 +1242,8 @@ class FaissReader(ClosingReader):
         out = []
         for row in labels:
             found = row[row >= 0]
+            if self._docstore is not None:
+                found = found[self._docstore.known(found)]
             ids, _ = self._id_column(found)
             out.append(decode_ids(ids, self.manifest.id_kind))
         return out
@@ -1159,6 +1256,8 @@ class FaissReader(ClosingReader):
             self._payload_table = None
         if self._sidecar is not None:
             self._sidecar.close()
+        if self._docstore is not None:
+            self._docstore.close()
         if self._copy is not None:
             self._copy.cleanup()
 

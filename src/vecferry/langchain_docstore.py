@@ -1,0 +1,313 @@
+"""The docstore LangChain's FAISS vector store saves beside its index, read without LangChain.
+
+``FAISS.save_local(folder, index_name="index")`` (``langchain_community.vectorstores``, and
+``langchain.vectorstores`` before it) writes two files: ``index.faiss``, a plain FAISS index,
+and ``index.pkl``, a pickle of the tuple ``(docstore, index_to_docstore_id)``. The docstore is an
+``InMemoryDocstore`` whose ``_dict`` maps docstore ids to ``Document`` objects (``page_content``,
+``metadata``); ``index_to_docstore_id`` maps each FAISS id (a position, for LangChain's flat
+indexes) to a docstore id. Without that file an export holds vectors and nothing else.
+
+A pickle can name any callable to run while it loads, which is why LangChain asks for
+``allow_dangerous_deserialization=True``. ``load`` never runs what a pickle names: its unpickler
+resolves LangChain's docstore and document classes (under any ``langchain*`` module, pydantic
+1 and 2 alike) to inert stand-ins, and value types to themselves: ``datetime``, ``Decimal``,
+``UUID``, sets, ``OrderedDict`` and numpy scalars and arrays. Any other class stops the load,
+before anything of it runs, with an ``InputError`` naming it. LangChain itself need not be
+installed.
+
+Stream mapping (the shape ``langchain_qdrant.QdrantVectorStore`` reads by default, so a
+collection loaded from it is ready for LangChain):
+
+* id: the docstore id; id kind ``uuid`` when every id is a UUID string (LangChain's own ids are
+  ``uuid4``), else ``string`` (``mixed`` with integers);
+* payload: ``{"page_content": text, "metadata": {...}}``; metadata values as JSON holds them
+  (datetimes as ISO 8601 text, decimals as their digits, bytes as base64, sets and tuples as
+  lists, numpy values as numbers and lists).
+
+Bad records (``problem``): a FAISS id with no entry in ``index_to_docstore_id``, a docstore id
+with no document, a document whose metadata holds NaN or infinity (JSON cannot). Documents no
+FAISS id reaches come out of ``unused`` once the whole index was read.
+
+The pickle is read whole, as LangChain reads it, then kept as Arrow arrays (about the size of
+the texts); each process that reads the index loads it once.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import decimal
+import importlib
+import pickle
+import uuid
+from collections.abc import Iterator
+from typing import IO, Any
+
+import numpy as np
+import pyarrow as pa
+
+from vecferry.errors import InputError, Location
+from vecferry.fileio import loads_exact
+from vecferry.mapping import jsonable, non_finite
+from vecferry.points import dumps_payload
+from vecferry.stream import decode_ids, encode_id, id_arrow_type, kind_of_id, merge_id_kinds
+
+#: the payload keys ``langchain_qdrant`` reads by default (content_payload_key,
+#: metadata_payload_key)
+CONTENT_KEY = "page_content"
+METADATA_KEY = "metadata"
+
+_SAFE_GLOBALS: dict[tuple[str, str], Any] = {
+    ("datetime", "datetime"): dt.datetime,
+    ("datetime", "date"): dt.date,
+    ("datetime", "time"): dt.time,
+    ("datetime", "timedelta"): dt.timedelta,
+    ("datetime", "timezone"): dt.timezone,
+    ("decimal", "Decimal"): decimal.Decimal,
+    ("uuid", "UUID"): uuid.UUID,
+    ("uuid", "SafeUUID"): uuid.SafeUUID,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "bytearray"): bytearray,
+    ("builtins", "complex"): complex,
+}
+_PLAIN_VALUES = ("str, numbers, lists, dicts, datetime, Decimal, UUID, sets and numpy values")
+
+
+class _Document:
+    """Stands in for ``langchain_core.documents.Document`` (pydantic 2: ``__dict__`` plus
+    ``__pydantic_*`` keys in the state; pydantic 1: ``__dict__`` and ``__fields_set__``)."""
+
+    page_content: Any = None
+    metadata: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        fields = state.get("__dict__", state) if isinstance(state, dict) else {}
+        if isinstance(fields, dict):
+            self.page_content = fields.get("page_content")
+            self.metadata = fields.get("metadata")
+
+
+class _Docstore:
+    """Stands in for ``InMemoryDocstore``: its pickled state is ``{"_dict": {id: Document}}``."""
+
+    _dict: Any = None
+
+
+class _Refused(Exception):
+    def __init__(self, module: str, name: str):
+        super().__init__(f"{module}.{name}")
+        self.module, self.name = module, name
+
+
+class _Unpickler(pickle.Unpickler):
+    """Resolves only the stand-ins and value types above; ``langchain`` tells whether a
+    LangChain class came before a refused one (a docstore, not some other pickle)."""
+
+    def __init__(self, fh: IO[bytes]):
+        super().__init__(fh)
+        self.langchain = False
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.split(".")[0].startswith("langchain"):
+            if name == "InMemoryDocstore":
+                self.langchain = True
+                return _Docstore
+            if name == "Document":
+                self.langchain = True
+                return _Document
+        safe = _SAFE_GLOBALS.get((module, name))
+        if safe is not None:
+            return safe
+        if module == "numpy" and name in ("dtype", "ndarray"):
+            return getattr(np, name)
+        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in (
+                "scalar", "_reconstruct"):
+            return getattr(_multiarray(), name)
+        raise _Refused(module, name)
+
+
+def _multiarray() -> Any:
+    """numpy's pickle entry points for scalars and arrays (they build values from bytes and run
+    nothing else): ``numpy._core`` in numpy 2, ``numpy.core`` before; a pickle may name either."""
+    try:
+        return importlib.import_module("numpy._core.multiarray")
+    except ImportError:
+        return importlib.import_module("numpy.core.multiarray")
+
+
+def _plain(value: Any) -> Any:
+    """Metadata as JSON holds it (``mapping.jsonable`` after the types only a pickle has)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        items = [_plain(v) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return items
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, complex):
+        return [value.real, value.imag]
+    return jsonable(value, keep_non_finite=True)
+
+
+class LangchainDocstore:
+    """The documents of ``index.pkl``, looked up by FAISS id a batch at a time.
+
+    ``load`` raises ``InputError`` (naming the file) for a pickle that cannot be read, is not a
+    LangChain docstore, or holds a class other than LangChain's and plain values.
+    """
+
+    def __init__(self, location: str, docs: dict[Any, Any], index_to_docstore_id: dict[Any, Any]):
+        self.location = location
+        self.documents = len(docs)
+        # FAISS id -> (reason, docstore id or None, payload or None) of each bad record
+        self._problems: dict[int, tuple[str, Any, Any]] = {}
+        good: list[tuple[int, Any]] = []
+        kinds: set[str] = set()
+        reached: set[Any] = set()  # documents some entry names
+        for fid, doc_id in index_to_docstore_id.items():
+            if not isinstance(fid, (int, np.integer)) or isinstance(fid, bool):
+                raise InputError(
+                    f"index_to_docstore_id has the key {fid!r}, not a FAISS id",
+                    location=Location(source=location),
+                    hint="the file is not a LangChain FAISS docstore, or was changed by hand")
+            fid = int(fid)
+            try:
+                kinds.add(kind_of_id(doc_id))
+            except ValueError as exc:
+                try:
+                    doc = docs.get(doc_id)
+                except TypeError:  # unhashable: no document can have it
+                    doc = None
+                if doc is not None:
+                    reached.add(doc_id)
+                self._problems[fid] = (f"docstore id {doc_id!r} of FAISS id {fid} cannot be a "
+                                       f"point id: {exc}", None,
+                                       None if doc is None else _payload(doc))
+                continue
+            if doc_id not in docs:
+                self._problems[fid] = (f"the docstore has no document {doc_id!r} "
+                                       f"(index_to_docstore_id names it for FAISS id {fid})",
+                                       doc_id, None)
+                continue
+            good.append((fid, doc_id))
+        self.id_kind = merge_id_kinds(kinds)
+        good.sort(key=lambda p: p[0])
+        fids: list[int] = []
+        ids: list[Any] = []
+        texts: list[str] = []
+        for fid, doc_id in good:
+            reached.add(doc_id)
+            payload = _payload(docs[doc_id])
+            bad = non_finite(payload)
+            if bad is not None:
+                self._problems[fid] = (f"document {doc_id!r} holds {bad[0]} at {bad[1]}, which "
+                                       "JSON cannot express", doc_id, payload)
+                continue
+            try:
+                ids.append(encode_id(doc_id, self.id_kind))
+            except ValueError as exc:  # "12" among integer ids: the two cannot be told apart
+                self._problems[fid] = (f"docstore id {doc_id!r} of FAISS id {fid} cannot be a "
+                                       f"point id: {exc}", None, payload)
+                continue
+            fids.append(fid)
+            texts.append(dumps_payload(payload))
+        self.rows = len(fids)
+        self._fid = np.array(fids, dtype=np.int64)
+        self._ids = pa.array(ids, type=id_arrow_type(self.id_kind))
+        self._payloads = pa.array(texts, type=pa.string())
+        self._used = np.zeros(self.rows, dtype=bool)
+        # documents no entry of index_to_docstore_id names, kept for the rejects file
+        self._orphans = [(k, _payload(d)) for k, d in docs.items() if k not in reached]
+
+    @classmethod
+    def load(cls, fh: IO[bytes], location: str) -> LangchainDocstore | None:
+        """Read the pickle in ``fh``; None when it is a pickle but not LangChain's docstore (an
+        unrelated file that happens to sit beside the index)."""
+        unpickler = _Unpickler(fh)
+        try:
+            data = unpickler.load()
+        except _Refused as exc:
+            if not unpickler.langchain:
+                return None
+            raise InputError(
+                f"the LangChain docstore holds a {exc.module}.{exc.name} object, which vecferry "
+                "does not load from a pickle (loading a class runs its code); it loads "
+                f"LangChain's docstore and documents with {_PLAIN_VALUES}",
+                location=Location(source=location),
+                hint="make that metadata a plain value in LangChain, then save the store again "
+                     "with FAISS.save_local") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+                IndexError, KeyError) as exc:
+            raise InputError(
+                f"cannot read the LangChain docstore, the file is truncated or corrupt: "
+                f"{type(exc).__name__}: {exc}", location=Location(source=location),
+                hint="save the store again with FAISS.save_local, or move the file away to "
+                     "read the index without texts and metadata") from exc
+        if not (isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], _Docstore)
+                and isinstance(data[0]._dict, dict) and isinstance(data[1], dict)):
+            if not unpickler.langchain:
+                return None
+            raise InputError(
+                "not a LangChain FAISS docstore: FAISS.save_local writes the pair "
+                "(InMemoryDocstore, index_to_docstore_id)", location=Location(source=location),
+                hint="move the file away to read the index without texts and metadata")
+        return cls(location, data[0]._dict, data[1])
+
+    def why(self, fid: int) -> tuple[str, Any, Any]:
+        """(reason, the point's id for the rejects file, its payload or None) of a bad FAISS
+        id; a FAISS id with no entry at all says so."""
+        if fid in self._problems:
+            reason, doc_id, payload = self._problems[fid]
+            return reason, fid if doc_id is None else doc_id, payload
+        return (f"FAISS id {fid} has no entry in index_to_docstore_id, so it has no docstore "
+                "id or document", fid, None)
+
+    def known(self, faiss_ids: np.ndarray) -> np.ndarray:
+        """Whether each FAISS id has a good document."""
+        pos = np.minimum(np.searchsorted(self._fid, faiss_ids), max(self.rows - 1, 0))
+        return (self._fid[pos] == faiss_ids) if self.rows else np.zeros(len(faiss_ids), bool)
+
+    def lookup(self, faiss_ids: np.ndarray) -> tuple[dict[str, pa.Array], np.ndarray]:
+        """``id`` and ``payload`` columns for FAISS ids (null where ``known`` is False), and
+        ``known``; the documents found count as used."""
+        found = self.known(faiss_ids)
+        pos = np.minimum(np.searchsorted(self._fid, faiss_ids), max(self.rows - 1, 0))
+        self._used[pos[found]] = True
+        take = pa.array(pos, mask=~found)
+        return {"id": self._ids.take(take), "payload": self._payloads.take(take)}, found
+
+    def mark(self, faiss_ids: np.ndarray) -> None:
+        """Count the documents of ``faiss_ids`` as used (rows an earlier run read)."""
+        found = self.known(faiss_ids)
+        pos = np.searchsorted(self._fid, faiss_ids[found])
+        self._used[pos] = True
+
+    def unused(self) -> Iterator[tuple[Any, dict[str, Any], str]]:
+        """(docstore id, payload, why) of each document no FAISS id read reached."""
+        for k, payload in self._orphans:
+            yield k, payload, "no entry of index_to_docstore_id names it"
+        for row in np.flatnonzero(~self._used):
+            fid = int(self._fid[row])
+            yield (decode_ids(self._ids.slice(row, 1), self.id_kind)[0],
+                   loads_exact(self._payloads[row].as_py().encode()),
+                   f"index_to_docstore_id names it for FAISS id {fid}, which the index does "
+                   "not hold")
+
+    def close(self) -> None:
+        self._ids = self._payloads = pa.array([], pa.string())
+        self._orphans = []
+
+
+def _payload(doc: Any) -> dict[str, Any]:
+    if not isinstance(doc, _Document):
+        return {CONTENT_KEY: _plain(doc), METADATA_KEY: None}
+    return {CONTENT_KEY: _plain(doc.page_content), METADATA_KEY: _plain(doc.metadata)}

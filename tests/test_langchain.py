@@ -1,0 +1,395 @@
+"""LangChain FAISS stores (``index.faiss`` + ``index.pkl``): read with their docstore.
+
+The stores under ``tests/data/langchain/`` were saved by LangChain itself (see the script
+there); LangChain is not needed to read them. The pickles the security tests need (a class that
+would run a command) are made here, with stand-in modules under LangChain's names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from roundtrip import read_points
+from vecferry.cli import main
+from vecferry.errors import InputError, UsageError
+from vecferry.pipeline import convert
+from vecferry.verify import verify
+
+faiss = pytest.importorskip("faiss")
+
+DATA = Path(__file__).resolve().parent / "data" / "langchain"
+UUID_RE = rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def store(tmp_path: Path, name: str) -> Path:
+    """A copy of a fixture store (tests never write beside the originals)."""
+    out = tmp_path / name
+    shutil.copytree(DATA / name, out)
+    return out
+
+
+def index_vectors(path: Path) -> np.ndarray:
+    index = faiss.read_index(str(path))
+    return index.reconstruct_n(0, index.ntotal)
+
+
+def rows(points: list[dict]) -> list[tuple]:
+    """(id, payload, vector bytes) of each point, in order."""
+    return [(p["id"], p.get("payload"), np.asarray(p["vector"], np.float32).tobytes())
+            for p in points]
+
+
+def expected_metadata(i: int) -> dict:
+    """The metadata make_fixtures.py gave document i, as JSON holds it."""
+    return {"source": f"s{i}.txt", "page": i, "nested": {"a": [1, None, {"b": "c"}]},
+            "none": None, "big": 2**60 + i, "when": f"2024-05-01T12:30:0{i}",
+            "price": "12.50", "tags": ["x", "y"], "score": 0.25}
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+def test_folder_reads_ids_texts_metadata_and_exact_vectors(tmp_path):
+    folder = store(tmp_path, "current")
+    manifest, points = read_points(str(folder), batch_size=2)
+    # LangChain's uuid4 ids, in the order the docstore spells them (its insertion order, which
+    # is the FAISS order here: the deleted second document shifted the rest down by one)
+    spelled = re.findall(UUID_RE, (folder / "index.pkl").read_bytes())
+    uuids = list(dict.fromkeys(m.decode() for m in spelled))
+    assert manifest.id_kind == "uuid"
+    assert [p["id"] for p in points] == uuids and len(uuids) == 5
+    assert [p["payload"] for p in points] == [
+        {"page_content": f"text {i} ünï ✓", "metadata": expected_metadata(i)} for i in range(5)]
+    got = np.array([p["vector"] for p in points], dtype=np.float32)
+    assert got.view(np.uint32).tolist() == index_vectors(folder / "index.faiss").view(
+        np.uint32).tolist()
+    assert manifest.vectors[0].distance == "Euclid"
+    facts = manifest.extra["faiss"]
+    assert facts["docstore"]["documents"] == 5
+    assert facts["docstore"]["location"] == str(folder / "index.pkl")
+    assert manifest.source["location"] == str(folder / "index.faiss")
+
+
+def test_custom_index_name_and_string_ids(tmp_path):
+    folder = store(tmp_path, "custom_ids")
+    manifest, points = read_points(str(folder / "docs.faiss"))
+    assert manifest.id_kind == "string"
+    assert [p["id"] for p in points] == ["a-1", "b-2", "c-3"]
+    assert [p["payload"]["page_content"] for p in points] == [f"text {i} ünï ✓" for i in range(3)]
+    assert manifest.vectors[0].distance == "Dot"  # inner product, vectors not unit length
+    # the folder finds docs.faiss too: it is the only index there
+    assert [p["id"] for p in read_points(str(folder))[1]] == ["a-1", "b-2", "c-3"]
+
+
+def test_legacy_pydantic1_store(tmp_path):
+    folder = store(tmp_path, "legacy")
+    manifest, points = read_points(str(folder))
+    assert manifest.id_kind == "uuid"
+    assert [p["payload"] for p in points] == [
+        {"page_content": f"old text {i}", "metadata": {"source": f"s{i}.txt", "page": i}}
+        for i in range(3)]
+
+
+def test_inspect_names_the_docstore(tmp_path):
+    folder = store(tmp_path, "current")
+    result = CliRunner().invoke(main, ["inspect", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert f"docstore:  {folder / 'index.pkl'} (LangChain, 5 documents; payload keys " \
+           "page_content, metadata)" in result.output
+    assert "index:     IndexFlatL2; distance: metric L2" in result.output
+
+
+# ---------------------------------------------------------------------- into Qdrant and back
+
+
+def test_to_local_qdrant_verifies_and_keeps_langchain_shape(tmp_path):
+    folder = store(tmp_path, "current")
+    target = f"qdrant-local://{tmp_path}/q/docs"
+    report = convert(str(folder), target)
+    assert report["written"] == 5
+    assert verify(str(folder), target)["ok"]
+    _, src = read_points(str(folder))
+    _, back = read_points(target)
+    assert {p["id"]: p["payload"] for p in back} == {p["id"]: p["payload"] for p in src}
+    # langchain_qdrant reads the text and metadata from these two keys by default
+    assert all(set(p["payload"]) == {"page_content", "metadata"} for p in back)
+
+
+def test_round_trip_through_parquet_back_to_faiss(tmp_path):
+    folder = store(tmp_path, "custom_ids")
+    convert(str(folder), str(tmp_path / "p.parquet"))
+    convert(str(tmp_path / "p.parquet"), str(tmp_path / "again.faiss"))
+    _, first = read_points(str(folder))
+    _, again = read_points(str(tmp_path / "again.faiss"))
+    assert rows(again) == rows(first)
+
+
+def _digest(location: str) -> tuple[int, str]:
+    result = verify(location)
+    return result["source"]["count"], result["source"]["digest"]
+
+
+def test_partitioned_run_equals_one_process(tmp_path):
+    folder = store(tmp_path, "broken")
+    one = convert(str(folder), str(tmp_path / "one.parquet"), workers=1, on_error="skip",
+                  rejects=str(tmp_path / "one.rejects.jsonl"))
+    many = convert(str(folder), str(tmp_path / "many") + "/", to_format="parquet", workers=2,
+                   partition_size=64, on_error="skip",
+                   rejects=str(tmp_path / "many.rejects.jsonl"))
+    assert many.get("partitions", 0) > 1, many
+    assert _digest(str(tmp_path / "many") + "/") == _digest(str(tmp_path / "one.parquet"))
+    assert (one["written"], one["rejected"]) == (many["written"], many["rejected"]) == (2, 5)
+
+    def reasons(path):
+        return sorted(json.loads(line)["_vecferry_reject"]["reason"]
+                      for line in Path(path).read_text().splitlines())
+
+    assert reasons(tmp_path / "many.rejects.jsonl") == reasons(tmp_path / "one.rejects.jsonl")
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def test_broken_store_fails_at_the_first_bad_point(tmp_path):
+    folder = store(tmp_path, "broken")
+    with pytest.raises(InputError) as err:
+        convert(str(folder), str(tmp_path / "o.jsonl"))
+    assert str(err.value) == (
+        f"{folder / 'index.pkl'}, row 1, id 1: FAISS id 1 has no entry in index_to_docstore_id, "
+        "so it has no docstore id or document (fix the store in LangChain and save it again, or "
+        "use --on-error skip to write such points (with their vectors) to the rejects file and "
+        "carry on)")
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_broken_store_rejects_each_fault_and_the_fixed_lines_convert(tmp_path):
+    folder = store(tmp_path, "broken")
+    rejects = tmp_path / "rejects.jsonl"
+    report = convert(str(folder), str(tmp_path / "o.jsonl"), on_error="skip",
+                     rejects=str(rejects))
+    assert (report["written"], report["rejected"]) == (2, 5)
+    lines = [json.loads(line) for line in rejects.read_text().splitlines()]
+    by_reason = {ln["_vecferry_reject"]["reason"]: ln for ln in lines}
+    vectors = index_vectors(folder / "index.faiss")
+    missing_entry = by_reason["FAISS id 1 has no entry in index_to_docstore_id, so it has no "
+                              "docstore id or document"]
+    assert missing_entry["id"] == 1 and missing_entry["vector"] == vectors[1].tolist()
+    no_doc = [ln for r, ln in by_reason.items() if r.startswith("the docstore has no document ")]
+    assert len(no_doc) == 1 and no_doc[0]["_vecferry_reject"]["reason"].endswith(
+        "(index_to_docstore_id names it for FAISS id 2)")
+    nan = [ln for r, ln in by_reason.items() if r.endswith(
+        "holds NaN at metadata.score, which JSON cannot express")]
+    assert len(nan) == 1 and nan[0]["vector"] == vectors[3].tolist()
+    assert "NaN" in rejects.read_text()  # kept as it was, so an unfixed re-run names it again
+    orphans = sorted(ln["payload"]["page_content"] for r, ln in by_reason.items()
+                     if r.endswith("has no vector in the FAISS index: no entry of "
+                                   "index_to_docstore_id names it"))
+    assert orphans == ["no vector", "text 1 ünï ✓"]
+    # fix the NaN line, drop the lines without vectors, and convert the rejects file
+    fixed = tmp_path / "fixed.jsonl"
+    keep = []
+    for ln in lines:
+        if "vector" not in ln:
+            continue
+        if "payload" in ln:
+            ln["payload"]["metadata"]["score"] = None
+        ln.pop("_vecferry_reject")
+        keep.append(json.dumps(ln))
+    fixed.write_text("\n".join(keep) + "\n")
+    again = convert(str(fixed), str(tmp_path / "fixed.parquet"))
+    assert again["written"] == 3
+
+
+def test_foreign_class_is_refused_by_name(tmp_path):
+    folder = store(tmp_path, "foreign_class")
+    with pytest.raises(InputError) as err:
+        convert(str(folder), str(tmp_path / "o.jsonl"))
+    assert str(err.value) == (
+        f"{folder / 'index.pkl'}: the LangChain docstore holds a pathlib.PurePosixPath object, "
+        "which vecferry does not load from a pickle (loading a class runs its code); it loads "
+        "LangChain's docstore and documents with str, numbers, lists, dicts, datetime, Decimal, "
+        "UUID, sets and numpy values (make that metadata a plain value in LangChain, then save "
+        "the store again with FAISS.save_local)")
+
+
+def _fake_langchain(monkeypatch) -> tuple[type, type]:
+    """Classes pickled under LangChain's module names, without LangChain."""
+    store_mod = types.ModuleType("langchain_community.docstore.in_memory")
+    doc_mod = types.ModuleType("langchain_core.documents.base")
+
+    class InMemoryDocstore:
+        def __init__(self, docs):
+            self._dict = docs
+
+    class Document:
+        def __init__(self, text, metadata):
+            self.page_content, self.metadata = text, metadata
+
+        def __getstate__(self):
+            return {"__dict__": dict(self.__dict__)}
+
+    InMemoryDocstore.__module__, Document.__module__ = store_mod.__name__, doc_mod.__name__
+    InMemoryDocstore.__qualname__, Document.__qualname__ = "InMemoryDocstore", "Document"
+    store_mod.InMemoryDocstore, doc_mod.Document = InMemoryDocstore, Document
+    for name in ("langchain_community", "langchain_community.docstore", store_mod.__name__,
+                 "langchain_core", "langchain_core.documents", doc_mod.__name__):
+        monkeypatch.setitem(sys.modules, name, sys.modules.get(name) or types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, store_mod.__name__, store_mod)
+    monkeypatch.setitem(sys.modules, doc_mod.__name__, doc_mod)
+    return InMemoryDocstore, Document
+
+
+def _one_vector_index(folder: Path) -> None:
+    folder.mkdir()
+    index = faiss.IndexFlatL2(4)
+    index.add(np.ones((1, 4), dtype=np.float32))
+    faiss.write_index(index, str(folder / "index.faiss"))
+
+
+class _RunsCommand:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_class_that_would_run_code_is_never_run(tmp_path, monkeypatch):
+    docstore, document = _fake_langchain(monkeypatch)
+    marker = tmp_path / "ran"
+    folder = tmp_path / "store"
+    _one_vector_index(folder)
+    doc = document("text", {"x": _RunsCommand(str(marker))})
+    (folder / "index.pkl").write_bytes(pickle.dumps((docstore({"a": doc}), {0: "a"})))
+    with pytest.raises(InputError) as err:
+        convert(str(folder), str(tmp_path / "o.jsonl"))
+    assert f"the LangChain docstore holds a {os.system.__module__}.system object" in str(err.value)
+    assert not marker.exists()
+    # plain pickle.load would have run it: the file is what the test says it is
+    pickle.loads((folder / "index.pkl").read_bytes())
+    assert marker.exists()
+
+
+def test_integer_docstore_ids_stay_integers(tmp_path, monkeypatch):
+    docstore, document = _fake_langchain(monkeypatch)
+    folder = tmp_path / "store"
+    _one_vector_index(folder)
+    (folder / "index.pkl").write_bytes(pickle.dumps(
+        (docstore({7: document("seven", {})}), {0: 7})))
+    manifest, points = read_points(str(folder))
+    assert manifest.id_kind == "int"
+    assert points[0]["id"] == 7 and points[0]["payload"] == {"page_content": "seven",
+                                                              "metadata": {}}
+
+
+def test_truncated_docstore(tmp_path):
+    folder = store(tmp_path, "current")
+    data = (folder / "index.pkl").read_bytes()
+    (folder / "index.pkl").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError) as err:
+        read_points(str(folder))
+    assert str(err.value).startswith(
+        f"{folder / 'index.pkl'}: cannot read the LangChain docstore, the file is truncated or "
+        "corrupt: ")
+    assert str(err.value).endswith(
+        "(save the store again with FAISS.save_local, or move the file away to read the index "
+        "without texts and metadata)")
+
+
+def test_unrelated_pickle_beside_the_index_is_left_alone_with_a_warning(tmp_path):
+    folder = store(tmp_path, "current")
+    (folder / "index.pkl").write_bytes(pickle.dumps({"not": "a docstore"}))
+    report = convert(str(folder), str(tmp_path / "o.jsonl"))
+    assert f"{folder / 'index.pkl'}: not read, it is not LangChain's FAISS docstore" in \
+        report["warnings"]
+    _, points = read_points(str(tmp_path / "o.jsonl"))
+    assert [p["id"] for p in points] == [0, 1, 2, 3, 4]
+    assert all(p["payload"] is None for p in points)
+
+
+def test_payloads_option_conflicts_with_the_docstore(tmp_path):
+    folder = store(tmp_path, "current")
+    meta = tmp_path / "metadata.json"
+    meta.write_text(json.dumps({"0": {"a": 1}}))
+    with pytest.raises(UsageError) as err:
+        convert(str(folder), str(tmp_path / "o.jsonl"), reader_options={"payloads": str(meta)})
+    assert str(err.value) == (
+        f"{folder / 'index.faiss'}: --payloads {meta} and the LangChain docstore "
+        f"{folder / 'index.pkl'} would both give the payloads (the docstore gives each point its "
+        f"docstore id and its text and metadata; to join {meta} by FAISS id instead, move "
+        f"{folder / 'index.pkl'} away)")
+
+
+def test_vecferry_sidecars_come_before_a_pickle(tmp_path):
+    folder = store(tmp_path, "current")
+    convert(str(folder), str(tmp_path / "o.parquet"))
+    out = tmp_path / "idx"
+    out.mkdir()
+    convert(str(tmp_path / "o.parquet"), str(out / "index.faiss"))
+    shutil.copy(folder / "index.pkl", out / "index.pkl")
+    report = convert(str(out / "index.faiss"), str(tmp_path / "back.jsonl"))
+    assert any(w.startswith(f"{out / 'index.pkl'}: not read; the index has vecferry's sidecars")
+               for w in report["warnings"])
+    _, back = read_points(str(tmp_path / "back.jsonl"))
+    _, src = read_points(str(folder))
+    assert [(p["id"], p["payload"]) for p in back] == [(p["id"], p["payload"]) for p in src]
+
+
+def test_folder_with_several_indexes_needs_a_name(tmp_path):
+    folder = store(tmp_path, "custom_ids")
+    shutil.copy(folder / "docs.faiss", folder / "other.faiss")
+    with pytest.raises(InputError) as err:
+        read_points(str(folder))
+    assert str(err.value) == (
+        f"{folder}: is a directory, not a FAISS index file (docs.faiss, other.faiss) (name the "
+        "index file; a LangChain store is FOLDER/NAME.faiss with NAME.pkl beside it)")
+
+
+def test_bucket_store(tmp_path, opts, s3, bucket):
+    folder = store(tmp_path, "current")
+    for name in ("index.faiss", "index.pkl"):
+        s3.put(str(folder / name), f"{bucket}/lc/{name}")
+    report = convert(f"s3://{bucket}/lc/index.faiss", str(tmp_path / "o.jsonl"),
+                     storage_options=opts)
+    assert report["written"] == 5
+    _, got = read_points(str(tmp_path / "o.jsonl"))
+    _, src = read_points(str(folder))
+    assert rows(got) == rows(src)
+
+
+@pytest.mark.parametrize(("docs", "mapping", "message"), [
+    ({"a": ("A", {}), "b": ("B", {})}, {0: "a", 5: "b"},
+     "document 'b' has no vector in the FAISS index: index_to_docstore_id names it for FAISS "
+     "id 5, which the index does not hold"),
+    ({"": ("A", {})}, {0: ""},
+     "docstore id '' of FAISS id 0 cannot be a point id: id is an empty string"),
+    ({"12": ("A", {}), 3: ("B", {})}, {0: "12", 1: 3},
+     "docstore id '12' of FAISS id 0 cannot be a point id: string id '12' looks like an integer "
+     "and cannot be told apart from one in a stream that mixes integer and string ids"),
+])
+def test_docstore_faults_made_by_hand(tmp_path, monkeypatch, docs, mapping, message):
+    docstore, document = _fake_langchain(monkeypatch)
+    folder = tmp_path / "store"
+    _one_vector_index(folder)
+    if len(mapping) > 1 and 1 in mapping:  # a second vector for FAISS id 1
+        index = faiss.read_index(str(folder / "index.faiss"))
+        index.add(np.full((1, 4), 2, dtype=np.float32))
+        faiss.write_index(index, str(folder / "index.faiss"))
+    pickled = {k: document(text, meta) for k, (text, meta) in docs.items()}
+    (folder / "index.pkl").write_bytes(pickle.dumps((docstore(pickled), mapping)))
+    rejects = tmp_path / "rejects.jsonl"
+    report = convert(str(folder), str(tmp_path / "o.jsonl"), on_error="skip",
+                     rejects=str(rejects))
+    assert report["rejected"] == 1
+    assert json.loads(rejects.read_text())["_vecferry_reject"]["reason"] == message
