@@ -49,6 +49,11 @@ def test_directory_contents(tmp_path):
     np.save(tmp_path / "vecs" / "a.npy", np.ones(2, dtype=np.float32))
     assert resolve(str(tmp_path / "parts")).name == "parquet"
     assert resolve(str(tmp_path / "vecs")).name == "npy"
+    # a FAISS index with vecferry's sidecars (one of them Parquet), or LangChain's store
+    (tmp_path / "index").mkdir()
+    for name in ("points.faiss", "points.faiss.manifest.json", "points.faiss.payloads.parquet"):
+        (tmp_path / "index" / name).write_bytes(b"")
+    assert resolve(str(tmp_path / "index")).name == "faiss"
     (tmp_path / "empty").mkdir()
     with pytest.raises(FormatNotFoundError, match="cannot tell the format of"):
         resolve(str(tmp_path / "empty"))

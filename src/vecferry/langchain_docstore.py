@@ -29,7 +29,8 @@ with no document, a document whose metadata holds NaN or infinity (JSON cannot).
 FAISS id reaches come out of ``unused`` once the whole index was read.
 
 The pickle is read whole, as LangChain reads it, then kept as Arrow arrays (about the size of
-the texts); each process that reads the index loads it once.
+the texts). The FAISS reader reads a store in one process (it offers no partitions): each
+process would load all of it.
 """
 
 from __future__ import annotations
@@ -39,15 +40,17 @@ import datetime as dt
 import decimal
 import importlib
 import pickle
+import re
 import uuid
 from collections.abc import Iterator
 from typing import IO, Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from vecferry.errors import InputError, Location
-from vecferry.fileio import loads_exact
+from vecferry.fileio import gc_paused, loads_exact
 from vecferry.mapping import jsonable, non_finite
 from vecferry.points import dumps_payload
 from vecferry.stream import decode_ids, encode_id, id_arrow_type, kind_of_id, merge_id_kinds
@@ -72,6 +75,8 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("builtins", "bytearray"): bytearray,
     ("builtins", "complex"): complex,
 }
+#: documents turned into Arrow text at a time
+_CHUNK = 65536
 _PLAIN_VALUES = ("str, numbers, lists, dicts, datetime, Decimal, UUID, sets and numpy values")
 
 
@@ -155,7 +160,7 @@ def _plain(value: Any) -> Any:
         return _plain(value.item())
     if isinstance(value, complex):
         return [value.real, value.imag]
-    return jsonable(value, keep_non_finite=True)
+    return jsonable(value, keep_non_finite=True)  # datetimes, Decimal, bytes, UUID
 
 
 class LangchainDocstore:
@@ -181,7 +186,7 @@ class LangchainDocstore:
                     hint="the file is not a LangChain FAISS docstore, or was changed by hand")
             fid = int(fid)
             try:
-                kinds.add(kind_of_id(doc_id))
+                kinds.add(_kind(doc_id))
             except ValueError as exc:
                 try:
                     doc = docs.get(doc_id)
@@ -200,33 +205,54 @@ class LangchainDocstore:
                 continue
             good.append((fid, doc_id))
         self.id_kind = merge_id_kinds(kinds)
-        good.sort(key=lambda p: p[0])
-        fids: list[int] = []
-        ids: list[Any] = []
-        texts: list[str] = []
-        for fid, doc_id in good:
-            reached.add(doc_id)
-            payload = _payload(docs[doc_id])
-            bad = non_finite(payload)
-            if bad is not None:
-                self._problems[fid] = (f"document {doc_id!r} holds {bad[0]} at {bad[1]}, which "
-                                       "JSON cannot express", doc_id, payload)
-                continue
-            try:
-                ids.append(encode_id(doc_id, self.id_kind))
-            except ValueError as exc:  # "12" among integer ids: the two cannot be told apart
-                self._problems[fid] = (f"docstore id {doc_id!r} of FAISS id {fid} cannot be a "
-                                       f"point id: {exc}", None, payload)
-                continue
-            fids.append(fid)
-            texts.append(dumps_payload(payload))
-        self.rows = len(fids)
-        self._fid = np.array(fids, dtype=np.int64)
-        self._ids = pa.array(ids, type=id_arrow_type(self.id_kind))
-        self._payloads = pa.array(texts, type=pa.string())
-        self._used = np.zeros(self.rows, dtype=bool)
+        reached.update(doc_id for _, doc_id in good)
         # documents no entry of index_to_docstore_id names, kept for the rejects file
         self._orphans = [(k, _payload(d)) for k, d in docs.items() if k not in reached]
+        good.sort(key=lambda p: p[0])
+        # Each document is dropped once its last FAISS id has its text, and the texts go to
+        # Arrow a chunk at a time: the peak stays near the unpickled objects alone.
+        refs = collections.Counter(doc_id for _, doc_id in good)
+        fids: list[int] = []
+        id_chunks: list[pa.Array] = []
+        text_chunks: list[pa.Array] = []
+        ids: list[Any] = []
+        texts: list[str] = []
+        mixed = self.id_kind == "mixed"
+        for fid, doc_id in good:
+            doc = docs[doc_id]
+            refs[doc_id] -= 1
+            if not refs[doc_id]:
+                del docs[doc_id]
+            text = _dumps(doc)
+            if text is None:
+                payload = _payload(doc)
+                bad = non_finite(payload)
+                if bad is not None:
+                    self._problems[fid] = (f"document {doc_id!r} holds {bad[0]} at {bad[1]}, "
+                                           "which JSON cannot express", doc_id, payload)
+                    continue
+                text = dumps_payload(payload)
+            if mixed:
+                try:
+                    doc_id = encode_id(doc_id, "mixed")
+                except ValueError as exc:  # "12" among integer ids: cannot be told apart
+                    self._problems[fid] = (f"docstore id {doc_id!r} of FAISS id {fid} cannot be "
+                                           f"a point id: {exc}", None, _payload(doc))
+                    continue
+            ids.append(doc_id)  # the kinds were checked above: only "mixed" ids change
+            fids.append(fid)
+            texts.append(text)
+            if len(texts) == _CHUNK:
+                id_chunks.append(pa.array(ids, type=id_arrow_type(self.id_kind)))
+                text_chunks.append(pa.array(texts, type=pa.string()))
+                ids, texts = [], []
+        id_chunks.append(pa.array(ids, type=id_arrow_type(self.id_kind)))
+        text_chunks.append(pa.array(texts, type=pa.string()))
+        self.rows = len(fids)
+        self._fid = np.array(fids, dtype=np.int64)
+        self._ids = pa.concat_arrays(id_chunks)
+        self._payloads = pa.concat_arrays(text_chunks)
+        self._used = np.zeros(self.rows, dtype=bool)
 
     @classmethod
     def load(cls, fh: IO[bytes], location: str) -> LangchainDocstore | None:
@@ -234,7 +260,8 @@ class LangchainDocstore:
         unrelated file that happens to sit beside the index)."""
         unpickler = _Unpickler(fh)
         try:
-            data = unpickler.load()
+            with gc_paused():  # millions of objects that stay alive: nothing for it to find
+                data = unpickler.load()
         except _Refused as exc:
             if not unpickler.langchain:
                 return None
@@ -260,7 +287,12 @@ class LangchainDocstore:
                 "not a LangChain FAISS docstore: FAISS.save_local writes the pair "
                 "(InMemoryDocstore, index_to_docstore_id)", location=Location(source=location),
                 hint="move the file away to read the index without texts and metadata")
-        return cls(location, data[0]._dict, data[1])
+        # the memo holds every object the pickle built (the documents' whole states among
+        # them) for as long as the unpickler lives
+        unpickler.memo.clear()
+        del unpickler
+        with gc_paused():
+            return cls(location, data[0]._dict, data[1])
 
     def why(self, fid: int) -> tuple[str, Any, Any]:
         """(reason, the point's id for the rejects file, its payload or None) of a bad FAISS
@@ -305,6 +337,41 @@ class LangchainDocstore:
     def close(self) -> None:
         self._ids = self._payloads = pa.array([], pa.string())
         self._orphans = []
+
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _kind(doc_id: Any) -> str:
+    """``stream.kind_of_id``, quicker for the lower-case UUIDs LangChain makes."""
+    if isinstance(doc_id, str) and len(doc_id) == 36 and _CANONICAL_UUID.fullmatch(doc_id):
+        return "uuid"
+    return kind_of_id(doc_id)
+
+
+def _fallback(value: Any) -> Any:
+    """What orjson meets and cannot write itself: done as ``_plain`` does it."""
+    if isinstance(value, (set, frozenset, np.ndarray, np.generic, complex, decimal.Decimal,
+                          bytes, bytearray, dt.datetime, dt.date, dt.time, dt.timedelta)):
+        return _plain(value)
+    raise TypeError(type(value).__name__)
+
+
+def _dumps(doc: Any) -> str | None:
+    """A document's payload as JSON text on orjson's fast path, or None where ``_payload``
+    must do it: a non-string key, an integer past 64 bits, and any null (orjson writes NaN
+    and infinity as null; the slow path tells them apart). Datetimes go through ``_plain``
+    too (``isoformat``, which orjson's own writing differs from)."""
+    if not isinstance(doc, _Document):
+        return None
+    try:
+        data = orjson.dumps({CONTENT_KEY: doc.page_content, METADATA_KEY: doc.metadata},
+                            default=_fallback, option=orjson.OPT_PASSTHROUGH_DATETIME)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+    if b"null" in data or b"NaN" in data or b"Infinity" in data:
+        return None
+    return data.decode()
 
 
 def _payload(doc: Any) -> dict[str, Any]:

@@ -1006,7 +1006,10 @@ class FaissReader(ClosingReader):
 
     def partitions(self, target_bytes: int) -> list[dict[str, Any]]:
         """Storage ranges of about ``target_bytes`` of codes: flat and HNSW storage by
-        position, IVF by whole inverted lists (from the list sizes)."""
+        position, IVF by whole inverted lists (from the list sizes). None with a LangChain
+        docstore: every process would unpickle all of it, which costs more than the index."""
+        if self._docstore is not None:
+            return []
         storage = self.plan.storage
         code_size = max(1, storage.code_size)
         if isinstance(storage, _IvfStorage):
