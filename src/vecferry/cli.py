@@ -640,8 +640,9 @@ def _print_inspect(info: dict[str, Any]) -> None:
                    f"{faiss_facts.get('distance_decided_by')}")
         store = faiss_facts.get("docstore")
         if store:
-            click.echo(f"docstore:  {store['location']} (LangChain, {store['documents']:,} "
-                       f"documents; payload keys {', '.join(store['payload_keys'])})")
+            owner = {"langchain": "LangChain", "llamaindex": "LlamaIndex"}.get(store["format"])
+            click.echo(f"docstore:  {store['location']} ({owner}, {store['documents']:,} "
+                       f"{store['unit']}; payload keys {', '.join(store['payload_keys'])})")
     if info.get("suggested_mapping"):
         flags = info["suggested_mapping"]["flags"]
         click.echo(f"mapping:   read with the suggested mapping; convert with: {flags}")

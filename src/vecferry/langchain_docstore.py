@@ -40,7 +40,6 @@ import datetime as dt
 import decimal
 import importlib
 import pickle
-import re
 import uuid
 from collections.abc import Iterator
 from typing import IO, Any
@@ -170,6 +169,12 @@ class LangchainDocstore:
     LangChain docstore, or holds a class other than LangChain's and plain values.
     """
 
+    #: what the store holds, in messages
+    entry = "document"
+    #: what to do about a bad record
+    hint = ("fix the store in LangChain and save it again, or use --on-error skip to write "
+            "such points (with their vectors) to the rejects file and carry on")
+
     def __init__(self, location: str, docs: dict[Any, Any], index_to_docstore_id: dict[Any, Any]):
         self.location = location
         self.documents = len(docs)
@@ -186,7 +191,7 @@ class LangchainDocstore:
                     hint="the file is not a LangChain FAISS docstore, or was changed by hand")
             fid = int(fid)
             try:
-                kinds.add(_kind(doc_id))
+                kinds.add(kind_of_id(doc_id))
             except ValueError as exc:
                 try:
                     doc = docs.get(doc_id)
@@ -334,19 +339,14 @@ class LangchainDocstore:
                    f"index_to_docstore_id names it for FAISS id {fid}, which the index does "
                    "not hold")
 
+    def facts(self) -> dict[str, Any]:
+        return {"format": "langchain", "ids": "LangChain docstore ids (index_to_docstore_id)",
+                "location": self.location, "unit": "documents", "documents": self.documents,
+                "payload_keys": [CONTENT_KEY, METADATA_KEY]}
+
     def close(self) -> None:
         self._ids = self._payloads = pa.array([], pa.string())
         self._orphans = []
-
-
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def _kind(doc_id: Any) -> str:
-    """``stream.kind_of_id``, quicker for the lower-case UUIDs LangChain makes."""
-    if isinstance(doc_id, str) and len(doc_id) == 36 and _CANONICAL_UUID.fullmatch(doc_id):
-        return "uuid"
-    return kind_of_id(doc_id)
 
 
 def _fallback(value: Any) -> Any:

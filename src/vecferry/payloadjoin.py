@@ -16,7 +16,7 @@ mid-run (a worker lost to the OOM killer) leaves nothing behind.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 #: ids per lookup statement: under SQLite's oldest limit of 999 bound parameters
@@ -75,6 +75,12 @@ class PayloadTable(_ScratchTables):
             return False
         self.count += 1
         return True
+
+    def add_many(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """``add`` for many (key, payload) pairs in one statement."""
+        before = self._db.total_changes
+        self._db.executemany("INSERT OR IGNORE INTO p (key, payload) VALUES (?, ?)", pairs)
+        self.count += self._db.total_changes - before
 
     def take(self, keys: Sequence[str]) -> list[str | None]:
         """The payload of each key (None where the file has none); the keys found count as

@@ -208,7 +208,14 @@ def id_arrow_type(id_kind: str) -> pa.DataType:
     return pa.uint64() if id_kind == "int" else pa.string()
 
 
+#: the form most UUID ids come in (uuid4() as text): matched without parsing
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def is_uuid(value: str) -> bool:
+    """Whether ``uuid.UUID`` takes ``value`` (any of its spellings)."""
+    if isinstance(value, str) and len(value) == 36 and _CANONICAL_UUID.fullmatch(value):
+        return True
     try:
         uuid.UUID(value)
     except (ValueError, AttributeError, TypeError):

@@ -97,10 +97,11 @@ FORMATS: tuple[FormatSpec, ...] = (
         name="faiss",
         description="FAISS index (flat, IDMap, HNSW, IVF, binary; lossy codes with a flag)",
         extensions=(".faiss", ".index"),
-        # A folder LangChain's FAISS.save_local wrote (index.faiss with index.pkl), or one
-        # holding vecferry's own index with its sidecars (one of them is .parquet): the index
-        # is what such a folder is for, so it comes before the file formats.
-        directory_markers=("*.faiss",),
+        # A folder LangChain's FAISS.save_local wrote (index.faiss with index.pkl), one
+        # LlamaIndex persisted, or one holding vecferry's own index with its sidecars (one of
+        # them is .parquet): the index is what such a folder is for, so it comes before the
+        # file formats.
+        directory_markers=("*.faiss", "default__vector_store.json"),
         directory_priority=15,
         reader="vecferry.converters.faiss_index:FaissReader",
         writer="vecferry.converters.faiss_index:FaissWriter",

@@ -37,8 +37,11 @@ Stream mapping:
   says how. Other metrics keep no distance.
 * payloads: ``payloads=FILE`` joined by id (see ``load_payloads``), or the sidecar below, or
   LangChain's docstore (``<name>.pkl`` beside ``<name>.faiss``, see
-  ``vecferry.langchain_docstore``), which gives the ids too. A folder is read as its
-  ``index.faiss`` (LangChain's default name) or its only ``*.faiss``.
+  ``vecferry.langchain_docstore``) or LlamaIndex's stores (``docstore.json`` and
+  ``index_store.json`` beside ``default__vector_store.json``, see
+  ``vecferry.llamaindex_store``), which give the ids too. A folder is read as its
+  ``index.faiss`` (LangChain's default name), its only ``*.faiss``, or LlamaIndex's
+  ``default__vector_store.json``.
 
 Writing (``FaissWriter``) builds ``index_factory`` (default ``IDMap2,Flat``; an index that cannot
 take ids is wrapped in ``IDMap2``), training it on a bounded sample first when it needs training.
@@ -100,7 +103,14 @@ from vecferry.fileio import (
     open_read,
     without_bom,
 )
-from vecferry.langchain_docstore import CONTENT_KEY, METADATA_KEY, LangchainDocstore
+from vecferry.langchain_docstore import LangchainDocstore
+from vecferry.llamaindex_store import (
+    INDEX_STORE_FILE,
+    VECTOR_STORE_FILE,
+    LlamaIndexNodes,
+    is_llamaindex_index,
+    vector_store_kind,
+)
 from vecferry.payloadjoin import PayloadTable
 from vecferry.plan import pack, row_blocks
 from vecferry.points import dumps_payload, non_finite_rows, reject_from_row
@@ -687,9 +697,20 @@ def _read_index(path: Path, location: str, binary: bool, flags: int) -> Any:
 
 def _index_in_folder(location: str, folder: Any) -> tuple[str, Any]:
     """The index file a folder names: ``index.faiss`` (LangChain's ``save_local`` default),
-    else its only ``*.faiss`` file; an ``InputError`` listing them otherwise."""
+    else its only ``*.faiss`` file, else LlamaIndex's ``default__vector_store.json``; an
+    ``InputError`` listing them otherwise."""
     found = sorted(p.name for p in folder.glob("*.faiss"))
     name = "index.faiss" if "index.faiss" in found else found[0] if len(found) == 1 else None
+    if name is None and not found and (folder / VECTOR_STORE_FILE).exists():
+        with open_read(f"{location.rstrip('/')}/{VECTOR_STORE_FILE}") as fh:
+            kind = vector_store_kind(fh.read(64))
+        if kind == "simple":
+            raise InputError(
+                f"is a LlamaIndex folder whose vectors are in its SimpleVectorStore "
+                f"({VECTOR_STORE_FILE} holds JSON), not in a FAISS index",
+                location=Location(source=location),
+                hint="vecferry reads LlamaIndex folders persisted from a FaissVectorStore")
+        name = VECTOR_STORE_FILE
     if name is None:
         have = ", ".join(found) if found else "no *.faiss file"
         raise InputError(f"is a directory, not a FAISS index file ({have})",
@@ -822,12 +843,8 @@ class FaissReader(ClosingReader):
             facts["binary_encoding"] = "packed bits, uint8[d/8], bit j in byte j//8 bit j%8"
         source = {"format": "faiss", "location": location, "index_type": index_type}
         if self._docstore is not None:
-            facts["ids"] = "LangChain docstore ids (index_to_docstore_id)"
-            facts["docstore"] = {
-                "format": "langchain", "location": self._docstore.location,
-                "documents": self._docstore.documents,
-                "payload_keys": [CONTENT_KEY, METADATA_KEY],
-            }
+            facts["docstore"] = self._docstore.facts()
+            facts["ids"] = facts["docstore"].pop("ids")
             source["docstore"] = self._docstore.location
         spec = VectorSpec(name="", size=plan.dim,
                           datatype="uint8" if plan.binary_bits else "float32",
@@ -960,10 +977,25 @@ class FaissReader(ClosingReader):
                      "written with this index")
         return sidecar
 
-    def _open_docstore(self, payloads: str | None) -> LangchainDocstore | None:
-        """LangChain's docstore saved beside the index (``<name>.pkl`` next to
-        ``<name>.faiss``), or None. vecferry's own sidecars come first: a pickle beside an
-        index that has them is left alone, with a warning."""
+    def _open_docstore(self, payloads: str | None) -> LangchainDocstore | LlamaIndexNodes | None:
+        """The documents a framework saved beside the index, or None: LlamaIndex's stores
+        (``docstore.json`` and ``index_store.json`` beside ``default__vector_store.json``), or
+        LangChain's docstore (``<name>.pkl`` next to ``<name>.faiss``). vecferry's own sidecars
+        come first: a pickle beside an index that has them is left alone, with a warning."""
+        if is_llamaindex_index(self.location):
+            if payloads is not None:
+                raise UsageError(
+                    f"--payloads {payloads} and the LlamaIndex docstore beside the index would "
+                    "both give the payloads", location=Location(source=self.location),
+                    hint="the docstore gives each point its node id, text and metadata; to join "
+                         f"{payloads} by FAISS id instead, copy the index file elsewhere")
+            nodes = LlamaIndexNodes(self.location)
+            if nodes.unindexed:
+                self.context.warn(
+                    f"{nodes.location}: {nodes.unindexed} of its {nodes.documents} nodes are in "
+                    f"no vector index of {INDEX_STORE_FILE} (a docstore can serve several "
+                    "indexes); they have no vector here and are not read")
+            return nodes
         stem, dot, ext = self.location.rpartition(".")
         if not dot or ext.lower() not in ("faiss", "index"):
             return None
@@ -1108,10 +1140,7 @@ class FaissReader(ClosingReader):
                     raw["payload"] = payload
                 self.context.reject(record_error(
                     reason, source=self._docstore.location, row=first_row + int(row),
-                    point_id=pid, raw=raw,
-                    hint="fix the store in LangChain and save it again, or use --on-error skip "
-                         "to write such points (with their vectors) to the rejects file and "
-                         "carry on"))
+                    point_id=pid, raw=raw, hint=self._docstore.hint))
             bad |= lost
         if bad.any():
             keep = ~bad
@@ -1185,7 +1214,7 @@ class FaissReader(ClosingReader):
             self._unmatched_reported = True
             for pid, payload, why in self._docstore.unused():
                 self.context.reject(record_error(
-                    f"document {pid!r} has no vector in the FAISS index: {why}",
+                    f"{self._docstore.entry} {pid!r} has no vector in the FAISS index: {why}",
                     source=self._docstore.location, point_id=pid, raw={"id": pid,
                                                                        "payload": payload},
                     hint="check the docstore belongs to this index; use --on-error skip to "
