@@ -19,7 +19,7 @@ from click.testing import CliRunner
 import vecferry
 from roundtrip import DATASETS, FORMATS, Dataset, leftovers, write_points
 from vecferry.cli import main
-from vecferry.errors import InputError, RecordError, UnsupportedError
+from vecferry.errors import InputError, Location, RecordError, UnsupportedError
 from vecferry.mapping import KeyMapping
 
 
@@ -381,3 +381,31 @@ def test_vdf_refuses_a_stream_without_vectors_before_writing(tmp_path):
                                "JSONL instead)")
     assert sorted(os.listdir(tmp_path)) == ["src.parquet"]
     assert leftovers(tmp_path) == []
+
+
+def test_a_rejects_file_holding_nan_is_replaced_and_resumed_like_any_other(tmp_path):
+    """A rejects file whose first line keeps the NaN its record was refused for is still
+    vecferry's own: the same command runs again (it replaces the file), and a resumed run
+    appending to it does not write that record a second time."""
+    from vecferry.pipeline import RejectsFile
+
+    src = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({
+        "doc_id": pa.array([1, 2], pa.int64()),
+        "emb": pa.array([[0.5, 1.0], [2.0, 3.0]], pa.list_(pa.float32())),
+        "score": [float("nan"), 1.0]}), src)
+    out, rejects = tmp_path / "out.jsonl", tmp_path / "rejects.jsonl"
+    args = (str(src), str(out), "--id-column", "doc_id", "--vector-column", "emb",
+            "--on-error", "skip", "--rejects", str(rejects))
+    _convert(*args, code=3)
+    assert rejects.read_text().startswith('{"doc_id":1,"emb":[0.5,1.0],"score":NaN,')
+    _convert(*args, "--overwrite", code=3)  # refused before: "not one vecferry wrote"
+    assert len(rejects.read_text().splitlines()) == 1
+
+    (line,) = _lines(rejects)
+    note = line["_vecferry_reject"]
+    error = RecordError(note["reason"], location=Location(
+        source=note["source"], row=note["row"], point_id=note["point_id"]),
+        raw={k: v for k, v in line.items() if k != "_vecferry_reject"})
+    assert RejectsFile(rejects, append=True)(error) is False
+    assert len(rejects.read_text().splitlines()) == 1

@@ -206,6 +206,16 @@ def loads_exact(line: bytes, scan_from: int = 0) -> Any:
     return json.loads(line, parse_constant=_no_constants)
 
 
+def loads_reject_line(line: bytes) -> Any:
+    """Parse a rejects-file line: JSON, or JSON holding the ``NaN`` / ``Infinity`` a record was
+    refused for (written as it was read, see ``mapping.jsonable``). Raises ``ValueError`` for
+    anything else."""
+    try:
+        return loads_exact(line)
+    except ValueError:
+        return json.loads(line)
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 

@@ -32,7 +32,7 @@ from vecferry.errors import (
     add_notice,
     writing_to,
 )
-from vecferry.fileio import loads_exact
+from vecferry.fileio import loads_reject_line
 from vecferry.ledger import IdLedger
 from vecferry.mapping import non_finite
 from vecferry.plan import take_rows
@@ -83,7 +83,7 @@ class RejectsFile:
         with contextlib.suppress(FileNotFoundError), open(self.path, "rb") as fh:
             for line in fh:
                 with contextlib.suppress(ValueError):
-                    record = loads_exact(line)
+                    record = loads_reject_line(line)
                     if isinstance(record, dict) and isinstance(record.get(REJECT_KEY), dict):
                         seen.add(_note_key(record[REJECT_KEY]))
         return seen
@@ -189,8 +189,8 @@ def _is_rejects_file(path: Path) -> bool:
     if not first:
         return True
     try:
-        record = orjson.loads(first)
-    except orjson.JSONDecodeError:
+        record = loads_reject_line(first)
+    except ValueError:
         return False
     return isinstance(record, dict) and REJECT_KEY in record
 

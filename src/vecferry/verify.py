@@ -59,7 +59,7 @@ from vecferry.digest import (
     vector_hashes,
 )
 from vecferry.errors import UsageError
-from vecferry.fileio import loads_exact
+from vecferry.fileio import loads_reject_line
 from vecferry.stream import ID_COLUMN, Manifest, VectorSpec, decode_ids, manifest_of
 
 DEFAULT_MIN_RECALL = 0.99
@@ -783,7 +783,7 @@ def _refused_ids(path: str, dst: str) -> set[str]:
     with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
         for line in fh:
             with contextlib.suppress(ValueError):
-                record = loads_exact(line)
+                record = loads_reject_line(line)
                 note = record.get(REJECT_KEY) if isinstance(record, dict) else None
                 if isinstance(note, dict) and note.get("source") == dst and "point_id" in note:
                     ids.add(json.dumps(note["point_id"]))
