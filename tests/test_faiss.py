@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 
 import vecferry
 from faiss_helpers import (
@@ -29,6 +30,7 @@ from faiss_helpers import (
     read_all,
     vectors,
 )
+from vecferry.cli import main
 from vecferry.converters import faiss_index
 from vecferry.converters.base import Context
 from vecferry.converters.faiss_index import FaissReader, FaissWriter
@@ -40,6 +42,7 @@ from vecferry.errors import (
     UnsupportedError,
     UsageError,
 )
+from vecferry.pipeline import convert
 from vecferry.stream import Manifest, VectorSpec
 
 # ------------------------------------------------------------------------------ exact types
@@ -126,14 +129,15 @@ def test_inner_product_with_unit_vectors_is_cosine(tmp_path):
     reader = FaissReader(path, context=Context())
     assert reader.manifest.vectors[0].distance == "Cosine"
     decided = reader.manifest.extra["faiss"]["distance_decided_by"]
-    assert decided.startswith("inner product and all 37 sampled vectors have unit length")
+    assert decided.startswith("inner product and all 37 vectors have unit length")
 
 
 def test_inner_product_with_other_vectors_is_dot(tmp_path):
     _, path = build(tmp_path / "i.faiss", "IVF3,Flat", metric=faiss.METRIC_INNER_PRODUCT)
     reader = FaissReader(path, context=Context())
     assert reader.manifest.vectors[0].distance == "Dot"
-    assert "not unit length" in reader.manifest.extra["faiss"]["distance_decided_by"]
+    assert "not all vectors have unit length" in \
+        reader.manifest.extra["faiss"]["distance_decided_by"]
     assert reader.manifest.extra["faiss"]["metric"] == "inner_product"
 
 
@@ -144,7 +148,90 @@ def test_l1_is_manhattan_and_empty_index_reads_nothing(tmp_path):
     faiss.write_index(empty, str(tmp_path / "e.faiss"))
     _, _, _, reader, sizes = read_all(str(tmp_path / "e.faiss"))
     assert sizes == [] and reader.count() == 0
-    assert reader.manifest.extra["faiss"]["distance_decided_by"].endswith("nothing to sample")
+    assert reader.manifest.extra["faiss"]["distance_decided_by"].endswith("nothing to look at")
+
+
+def _ip_index_with_one_long_vector(tmp_path, n: int = 3000, at: int = 1) -> str:
+    """Unit vectors but one, at a position an evenly spread sample of 1,024 does not take."""
+    x = vectors(n=n, unit=True)
+    x[at] *= 2
+    index = faiss.IndexFlatIP(D)
+    index.add(x)
+    faiss.write_index(index, str(tmp_path / "ip.faiss"))
+    return str(tmp_path / "ip.faiss")
+
+
+def test_every_vector_is_looked_at_before_calling_an_index_cosine(tmp_path):
+    """One long vector makes it Dot: Cosine would have Qdrant normalize it, and search
+    otherwise than the index. A sample (the old way) missed it."""
+    path = _ip_index_with_one_long_vector(tmp_path)
+    reader = FaissReader(path, context=Context())
+    assert reader.manifest.vectors[0].distance == "Dot"
+    assert reader.manifest.extra["faiss"]["distance_decided_by"] == (
+        "inner product and not all vectors have unit length (vector id 1 has norm 2; all 3000 "
+        "looked at)")
+
+
+def test_a_sample_decides_past_the_size_limit_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(faiss_index, "NORM_CHECK_BYTES", 0)
+    reader = FaissReader(_ip_index_with_one_long_vector(tmp_path), context=Context())
+    assert reader.manifest.vectors[0].distance == "Cosine"
+    assert reader.manifest.extra["faiss"]["distance_decided_by"].startswith(
+        "inner product and a sample of 1024 of the 3000 vectors have unit length (max |norm-1| "
+        "= ")
+    assert reader.manifest.extra["faiss"]["distance_decided_by"].endswith(
+        "; pass --distance to decide")
+
+
+@pytest.mark.parametrize("wanted", ["Dot", "Cosine"])
+def test_distance_option_decides_for_an_inner_product_index(tmp_path, wanted):
+    reader = FaissReader(_ip_index_with_one_long_vector(tmp_path), context=Context(),
+                         distance=wanted)
+    assert reader.manifest.vectors[0].distance == wanted
+    assert reader.manifest.extra["faiss"]["distance_decided_by"] == (
+        f"inner product; {wanted} as --distance says")
+
+
+def test_distance_option_that_would_search_otherwise_is_refused(tmp_path):
+    ip = _ip_index_with_one_long_vector(tmp_path)
+    with pytest.raises(UsageError) as err:
+        FaissReader(ip, context=Context(), distance="Euclid")
+    assert str(err.value) == (
+        f"{ip}: --distance Euclid on an index that ranks by inner_product (Dot): the vectors "
+        "would be searched otherwise than the index searches them (drop --distance to keep "
+        "Dot)")
+    _, l2 = build(tmp_path / "l2.faiss", "Flat", with_ids=False, x=vectors(n=50))
+    with pytest.raises(UsageError) as err:
+        FaissReader(l2, context=Context(), distance="Cosine")
+    assert str(err.value).startswith(f"{l2}: --distance Cosine on an L2 index: vector id 0 has "
+                                     "norm ")
+    assert str(err.value).endswith(", so Cosine would rank the vectors otherwise than the index "
+                                   "does (drop --distance to keep Euclid)")
+    _, unit = build(tmp_path / "u.faiss", "Flat", with_ids=False, x=vectors(n=50, unit=True))
+    reader = FaissReader(unit, context=Context(), distance="Cosine")
+    assert reader.manifest.vectors[0].distance == "Cosine"
+    assert reader.manifest.extra["faiss"]["distance_decided_by"] == (
+        "metric L2 and all 50 vectors have unit length, so Cosine (as --distance says) ranks "
+        "them as L2 does")
+
+
+def test_cli_routes_distance_to_a_faiss_source(tmp_path):
+    ip = _ip_index_with_one_long_vector(tmp_path)
+    out = tmp_path / "o.faiss"
+    result = CliRunner().invoke(main, ["convert", ip, str(out), "--distance", "Cosine",
+                                       "--quiet"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "o.faiss.manifest.json").read_text())
+    assert manifest["vectors"][0]["distance"] == "Cosine"
+
+
+def test_distance_option_kept_from_a_source_that_records_one_says_so(tmp_path):
+    _, l2 = build(tmp_path / "l2.faiss", "Flat", with_ids=False, x=vectors(n=20))
+    convert(l2, str(tmp_path / "p.parquet"))
+    report = convert(str(tmp_path / "p.parquet"), str(tmp_path / "o.faiss"),
+                     writer_options={"distance": "Dot"})
+    assert ("--distance Dot is for vectors whose source records no distance; these keep the "
+            "source's: (unnamed) Euclid") in report["warnings"]
 
 
 # ----------------------------------------------------------------------------------- lossy

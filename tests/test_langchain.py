@@ -212,16 +212,28 @@ def test_broken_store_rejects_each_fault_and_the_fixed_lines_convert(tmp_path):
     assert again["written"] == 3
 
 
-def test_foreign_class_is_refused_by_name(tmp_path):
+def test_foreign_class_costs_its_document_not_the_store(tmp_path):
     folder = store(tmp_path, "foreign_class")
     with pytest.raises(InputError) as err:
         convert(str(folder), str(tmp_path / "o.jsonl"))
+    reason = (
+        "document {!r} holds a pathlib.PurePosixPath object at metadata.path, which vecferry "
+        "does not load from a pickle (loading a class runs its code); it loads str, numbers, "
+        "lists, dicts, datetime (with zoneinfo or pytz zones), Decimal, UUID, sets, numpy and "
+        "pandas values")
+    spelled = re.findall(UUID_RE, (folder / "index.pkl").read_bytes())
+    doc_id = spelled[0].decode()
     assert str(err.value) == (
-        f"{folder / 'index.pkl'}: the LangChain docstore holds a pathlib.PurePosixPath object, "
-        "which vecferry does not load from a pickle (loading a class runs its code); it loads "
-        "LangChain's docstore and documents with str, numbers, lists, dicts, datetime, Decimal, "
-        "UUID, sets and numpy values (make that metadata a plain value in LangChain, then save "
-        "the store again with FAISS.save_local)")
+        f"{folder / 'index.pkl'}, row 0, id {doc_id!r}: {reason.format(doc_id)} (fix the store "
+        "in LangChain and save it again, or use --on-error skip to write such points (with "
+        "their vectors) to the rejects file and carry on)")
+    rejects = tmp_path / "rejects.jsonl"
+    report = convert(str(folder), str(tmp_path / "o.jsonl"), on_error="skip",
+                     rejects=str(rejects))
+    assert (report["written"], report["rejected"]) == (0, 1)
+    (line,) = [json.loads(x) for x in rejects.read_text().splitlines()]
+    assert line["payload"] == {"page_content": "path",
+                               "metadata": {"path": "<pathlib.PurePosixPath object>"}}
 
 
 def _fake_langchain(monkeypatch) -> tuple[type, type]:
@@ -275,7 +287,8 @@ def test_a_class_that_would_run_code_is_never_run(tmp_path, monkeypatch):
     (folder / "index.pkl").write_bytes(pickle.dumps((docstore({"a": doc}), {0: "a"})))
     with pytest.raises(InputError) as err:
         convert(str(folder), str(tmp_path / "o.jsonl"))
-    assert f"the LangChain docstore holds a {os.system.__module__}.system object" in str(err.value)
+    assert f"document 'a' holds a {os.system.__module__}.system object at metadata.x" in \
+        str(err.value)
     assert not marker.exists()
     # plain pickle.load would have run it: the file is what the test says it is
     pickle.loads((folder / "index.pkl").read_bytes())
@@ -452,3 +465,115 @@ def test_fast_and_careful_payload_writing_agree():
     answered: list[int] = []
     check()
     assert len(answered) > 50  # the fast path was compared, not only skipped
+
+
+def _store_of(tmp_path, monkeypatch, metadata: dict, text: str = "t",
+              fakes: tuple[type, type] | None = None) -> Path:
+    docstore, document = fakes or _fake_langchain(monkeypatch)
+    folder = tmp_path / "store"
+    _one_vector_index(folder)
+    (folder / "index.pkl").write_bytes(pickle.dumps(
+        (docstore({"a": document(text, metadata)}), {0: "a"})))
+    return folder
+
+
+def test_values_only_a_pickle_holds(tmp_path, monkeypatch):
+    import datetime as dt
+    import zoneinfo
+
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
+    fakes = _fake_langchain(monkeypatch)
+    document = fakes[1]
+    metadata = {
+        "ns": np.datetime64("2024-01-01T12:00:00.123456789"),
+        "day": np.datetime64("2024-01-02"),
+        "nat": np.datetime64("NaT"),
+        "span": np.timedelta64(1500, "ms"),
+        "td": dt.timedelta(minutes=1),
+        "long": np.longdouble(0.5),
+        "clong": np.clongdouble(1 + 2j),
+        "mixed": {None, "b", "a", 3},
+        "zoned": dt.datetime(2024, 7, 1, 12, 0, tzinfo=berlin),
+        "parent": document("parent text", {"k": 1}),
+        None: "none key", True: "true key", 7: "int key",
+    }
+    folder = _store_of(tmp_path, monkeypatch, metadata, fakes=fakes)
+    _, points = read_points(str(folder))
+    got = points[0]["payload"]["metadata"]
+    assert got == {
+        "ns": "2024-01-01T12:00:00.123456789", "day": "2024-01-02", "nat": None, "span": 1.5,
+        "td": 60.0, "long": 0.5, "clong": [1.0, 2.0],
+        "mixed": sorted([None, "b", "a", 3], key=lambda v: (type(v).__name__, repr(v))),
+        "zoned": "2024-07-01T12:00:00+02:00",
+        "parent": {"page_content": "parent text", "metadata": {"k": 1}},
+        "null": "none key", "true": "true key", "7": "int key",
+    }
+    # the set's order does not depend on the process's string hashing
+    again = tmp_path / "again"
+    shutil.copytree(folder, again)
+    assert read_points(str(again))[1][0]["payload"] == points[0]["payload"]
+
+
+def test_pytz_zones_and_pandas_timestamps(tmp_path, monkeypatch):
+    """Pickled as pytz's and pandas' own functions, which neither package need be installed
+    for: built here from the opcodes those functions' pickles hold."""
+    folder = _store_of(tmp_path, monkeypatch, {"when": "x", "stamp": "y"})
+    data = (folder / "index.pkl").read_bytes()
+    # swap the two placeholder strings for pickled calls, as pytz and pandas write them
+    pytz_dt = (b"cdatetime\ndatetime\n(C\n\x07\xe8\x07\x01\x0c\x00\x00\x00\x00\x00"
+               b"cpytz\n_p\n(VEurope/Berlin\nI7200\nI3600\nVCEST\ntRtR")
+    stamp = (b"cpandas._libs.tslibs.timestamps\n_unpickle_timestamp\n"
+             b"(I1704110400123456789\nNNI10\ntR")
+    data = data.replace(b"\x8c\x01x\x94", pytz_dt, 1).replace(b"\x8c\x01y\x94", stamp, 1)
+    (folder / "index.pkl").write_bytes(data)
+    _, points = read_points(str(folder))
+    assert points[0]["payload"]["metadata"] == {
+        "when": "2024-07-01T12:00:00+02:00", "stamp": "2024-01-01T12:00:00.123456789"}
+
+
+def test_lone_surrogate_is_a_bad_record(tmp_path, monkeypatch):
+    folder = _store_of(tmp_path, monkeypatch, {"k": "ok"}, text="bad \udc80 text")
+    rejects = tmp_path / "rejects.jsonl"
+    report = convert(str(folder), str(tmp_path / "o.jsonl"), on_error="skip",
+                     rejects=str(rejects))
+    assert (report["written"], report["rejected"]) == (0, 1)
+    (line,) = [json.loads(x) for x in rejects.read_text().splitlines()]
+    assert line["_vecferry_reject"]["reason"] == (
+        "document 'a' holds text that is not valid Unicode at page_content (a lone surrogate, "
+        "which UTF-8 cannot encode)")
+    assert line["payload"]["page_content"] == "bad \\udc80 text"
+
+
+@pytest.mark.parametrize("damage", ["decimal digits", "half"])
+def test_damaged_pickle_values_are_a_clear_error(tmp_path, monkeypatch, damage):
+    import decimal
+
+    folder = _store_of(tmp_path, monkeypatch, {"price": decimal.Decimal("12.50")})
+    data = (folder / "index.pkl").read_bytes()
+    data = data.replace(b"12.50", b"1x.50") if damage == "decimal digits" else \
+        data[: len(data) // 2]
+    (folder / "index.pkl").write_bytes(data)
+    with pytest.raises(InputError) as err:
+        read_points(str(folder))
+    assert str(err.value).startswith(
+        f"{folder / 'index.pkl'}: cannot read the LangChain docstore, the file is truncated or "
+        "corrupt: ")
+
+
+def test_folder_warnings_and_inspect_counts_bad_records(tmp_path):
+    folder = store(tmp_path, "broken")
+    shutil.copy(folder / "index.faiss", folder / "other.faiss")
+    report = convert(str(folder), str(tmp_path / "o.jsonl"), on_error="skip")
+    assert (f"{folder}: read index.faiss; the folder also holds other.faiss (name the index "
+            "file to read another)") in report["warnings"]
+    result = CliRunner().invoke(main, ["inspect", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert ("bad:       5 bad record(s) among the first read (convert stops at the first; "
+            "--on-error skip writes them to a rejects file)") in result.output
+
+    (folder / "index.pkl").unlink()
+    (folder / "other.faiss").unlink()
+    report = convert(str(folder), str(tmp_path / "o2.jsonl"))
+    assert (f"{folder}: no index.pkl beside index.faiss, so the points get FAISS ids and no "
+            "payloads (LangChain's FAISS.save_local keeps the texts and metadata in that "
+            "file)") in report["warnings"]

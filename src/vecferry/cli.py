@@ -39,7 +39,8 @@ def _take_sigterm() -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 #: CLI option -> (stream side, formats that take it); the value goes to that reader / writer
-ROUTES: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
+ROUTES: dict[str, tuple[tuple[str, ...],
+                        tuple[str, ...] | dict[str, tuple[str, ...]] | None]] = {
     "ids": (("reader",), None),
     "payloads": (("reader",), None),
     "id_kind": (("reader",), None),
@@ -56,7 +57,8 @@ ROUTES: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
     "mode": (("writer",), None),
     "parallel": (("writer",), None),
     "max_retries": (("reader", "writer"), ("qdrant", "qdrant-edge")),
-    "distance": (("writer",), None),
+    # a FAISS source's inner-product index is Dot or Cosine: --distance says which
+    "distance": (("reader", "writer"), {"reader": ("faiss",)}),
     "bulk": (("writer",), None),
     "batch_bytes": (("writer",), None),
     "workers": (("reader", "writer"), ("jsonl",)),
@@ -93,7 +95,8 @@ def _route(options: dict[str, Any], src_fmt: str, dst_fmt: str
             continue                    # to ())
         sides, formats = ROUTES[key]
         for side, fmt, target in (("reader", src_fmt, reader), ("writer", dst_fmt, writer)):
-            if side in sides and (formats is None or fmt in formats):
+            allowed = formats.get(side) if isinstance(formats, dict) else formats
+            if side in sides and (allowed is None or fmt in allowed):
                 target[key] = value
     return reader, writer
 
@@ -261,7 +264,8 @@ def _common_convert_options(f: Callable) -> Callable:
                      help="Qdrant: index after the load, not during."),
         click.option("--distance", type=click.Choice(["Cosine", "Euclid", "Dot", "Manhattan"]),
                      help="Qdrant / FAISS target: distance when the source does not record "
-                     "one."),
+                     "one; for a FAISS source with an inner-product index, Dot or Cosine "
+                     "(else decided by the vectors' lengths)."),
         click.option("--batch-bytes", type=click.IntRange(min=1024), help="Qdrant: request "
                      "size limit in bytes."),
         click.option("--workers", type=click.IntRange(min=1), help="Processes (default: the "
@@ -634,6 +638,10 @@ def _print_inspect(info: dict[str, Any]) -> None:
     click.echo(f"payload keys (first {info['sampled']} points): "
                + (", ".join(f"{k} ({n})" for k, n in keys.items()) if keys else "none"))
     click.echo(f"first ids: {', '.join(repr(i) for i in info['first_ids'])}")
+    if info.get("rejected_in_sample"):
+        click.echo(f"bad:       {info['rejected_in_sample']} bad record(s) among the first "
+                   "read (convert stops at the first; --on-error skip writes them to a "
+                   "rejects file)")
     faiss_facts = (info.get("extra") or {}).get("faiss")
     if faiss_facts:
         click.echo(f"index:     {faiss_facts.get('index_type')}; distance: "

@@ -10,10 +10,12 @@ indexes) to a docstore id. Without that file an export holds vectors and nothing
 A pickle can name any callable to run while it loads, which is why LangChain asks for
 ``allow_dangerous_deserialization=True``. ``load`` never runs what a pickle names: its unpickler
 resolves LangChain's docstore and document classes (under any ``langchain*`` module, pydantic
-1 and 2 alike) to inert stand-ins, and value types to themselves: ``datetime``, ``Decimal``,
-``UUID``, sets, ``OrderedDict`` and numpy scalars and arrays. Any other class stops the load,
-before anything of it runs, with an ``InputError`` naming it. LangChain itself need not be
-installed.
+1 and 2 alike) to inert stand-ins; value types to themselves (``datetime``, ``Decimal``,
+``UUID``, sets, ``OrderedDict``, numpy scalars and arrays); time zones (``zoneinfo``, ``pytz``)
+and pandas timestamps to what they stand for, through small functions of its own; and any
+other class or function to an inert ``_Foreign`` that keeps nothing. A document holding one is a
+bad record naming the class and where it sits, so one odd value costs its document, not the
+store. LangChain itself need not be installed.
 
 Stream mapping (the shape ``langchain_qdrant.QdrantVectorStore`` reads by default, so a
 collection loaded from it is ready for LangChain):
@@ -21,11 +23,13 @@ collection loaded from it is ready for LangChain):
 * id: the docstore id; id kind ``uuid`` when every id is a UUID string (LangChain's own ids are
   ``uuid4``), else ``string`` (``mixed`` with integers);
 * payload: ``{"page_content": text, "metadata": {...}}``; metadata values as JSON holds them
-  (datetimes as ISO 8601 text, decimals as their digits, bytes as base64, sets and tuples as
-  lists, numpy values as numbers and lists).
+  (datetimes as ISO 8601 text, numpy's to the nanosecond; timedeltas as seconds; decimals as
+  their digits; bytes as base64; sets (in a fixed order), tuples and numpy arrays as lists; a
+  Document inside metadata as its own payload shape).
 
-Bad records (``problem``): a FAISS id with no entry in ``index_to_docstore_id``, a docstore id
-with no document, a document whose metadata holds NaN or infinity (JSON cannot). Documents no
+Bad records (``why``): a FAISS id with no entry in ``index_to_docstore_id``, a docstore id
+that cannot be a point id or has no document, a document holding a class vecferry does not
+load, NaN or infinity (JSON cannot), or text with a lone surrogate (UTF-8 cannot). Documents no
 FAISS id reaches come out of ``unused`` once the whole index was read.
 
 The pickle is read whole, as LangChain reads it, then kept as Arrow arrays (about the size of
@@ -76,7 +80,8 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
 }
 #: documents turned into Arrow text at a time
 _CHUNK = 65536
-_PLAIN_VALUES = ("str, numbers, lists, dicts, datetime, Decimal, UUID, sets and numpy values")
+_PLAIN_VALUES = ("str, numbers, lists, dicts, datetime (with zoneinfo or pytz zones), Decimal, "
+                 "UUID, sets, numpy and pandas values")
 
 
 class _Document:
@@ -99,15 +104,98 @@ class _Docstore:
     _dict: Any = None
 
 
-class _Refused(Exception):
-    def __init__(self, module: str, name: str):
-        super().__init__(f"{module}.{name}")
-        self.module, self.name = module, name
+class _Foreign:
+    """Stands in for any other class or function a pickle names. It takes whatever the pickle
+    hands it (arguments, state, items) and keeps none of it, so nothing of the named code runs;
+    a document holding one is a bad record naming it (``_plain``)."""
+
+    qualname = "?"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        pass
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Foreign:
+        return self  # a function the pickle reached through another (getattr(cls, name))
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+
+_FOREIGN: dict[str, type[_Foreign]] = {}
+
+
+def _foreign(qualname: str) -> type[_Foreign]:
+    if qualname not in _FOREIGN:
+        _FOREIGN[qualname] = type("_Foreign", (_Foreign,), {"qualname": qualname})
+    return _FOREIGN[qualname]
+
+
+class _ZoneInfo:
+    """Marks ``zoneinfo.ZoneInfo``, which pickles as ``getattr(ZoneInfo, "_unpickle")(key,
+    flag)``: ``_getattr`` answers that one lookup and nothing else."""
+
+
+def _getattr(obj: Any, name: str) -> Any:
+    """``builtins.getattr`` for a pickle: only ``ZoneInfo._unpickle`` (a zone built from the
+    system's time zone data by its key). Any other lookup would reach past the allowed
+    classes, so it gives an inert stand-in."""
+    if obj is _ZoneInfo and name == "_unpickle":
+        return _zone
+    return _foreign(f"getattr({getattr(obj, 'qualname', type(obj).__name__)}, {name!r})")()
+
+
+def _zone(key: Any, *flags: Any) -> Any:
+    import zoneinfo
+
+    try:
+        return zoneinfo.ZoneInfo(str(key))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return _foreign(f"zoneinfo.ZoneInfo({key!r}), unknown here")()
+
+
+def _pytz_zone(zone: Any, utcoffset: Any = None, dst: Any = None, tzname: Any = None) -> Any:
+    """``pytz._p``: a pytz zone, as the fixed offset it had (what ``isoformat`` writes)."""
+    if utcoffset is None:
+        return dt.timezone.utc if zone == "UTC" else _zone(zone)
+    return dt.timezone(dt.timedelta(seconds=int(utcoffset)), str(tzname) if tzname else None)
+
+
+def _pandas_timestamp(value: Any, freq: Any = None, tz: Any = None, reso: Any = 10) -> Any:
+    """``pandas.Timestamp`` (``_unpickle_timestamp``): its ISO 8601 text (the nanoseconds too),
+    which is what a datetime in the payload becomes."""
+    unit = {7: "s", 8: "ms", 9: "us", 10: "ns"}.get(int(reso) if isinstance(reso, int) else 10,
+                                                     "ns")
+    stamp = np.datetime64(int(value), unit)
+    if not isinstance(tz, dt.tzinfo):
+        return str(np.datetime_as_string(stamp, unit="auto"))
+    # the instant is stored in UTC: shown in its zone, to the microsecond datetime holds
+    utc = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(
+        microseconds=int(stamp.astype("datetime64[us]").astype(np.int64)))
+    return utc.astimezone(tz).isoformat()
+
+
+_CALLABLES: dict[tuple[str, str], Any] = {
+    ("builtins", "getattr"): _getattr,
+    ("zoneinfo", "ZoneInfo"): _ZoneInfo,
+    ("pytz", "_p"): _pytz_zone,
+    ("pytz", "_UTC"): lambda: dt.timezone.utc,
+    ("pandas._libs.tslibs.timestamps", "_unpickle_timestamp"): _pandas_timestamp,
+}
 
 
 class _Unpickler(pickle.Unpickler):
-    """Resolves only the stand-ins and value types above; ``langchain`` tells whether a
-    LangChain class came before a refused one (a docstore, not some other pickle)."""
+    """Resolves LangChain's docstore and document classes to stand-ins, value types to
+    themselves, and anything else to an inert ``_Foreign``; ``langchain`` tells whether a
+    LangChain class came up (a docstore, not some other pickle)."""
 
     def __init__(self, fh: IO[bytes]):
         super().__init__(fh)
@@ -121,15 +209,17 @@ class _Unpickler(pickle.Unpickler):
             if name == "Document":
                 self.langchain = True
                 return _Document
-        safe = _SAFE_GLOBALS.get((module, name))
-        if safe is not None:
-            return safe
+        if module == "__builtin__":  # Python 2's name, in protocol 0-2 pickles
+            module = "builtins"
+        found = _SAFE_GLOBALS.get((module, name)) or _CALLABLES.get((module, name))
+        if found is not None:
+            return found
         if module == "numpy" and name in ("dtype", "ndarray"):
             return getattr(np, name)
         if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in (
                 "scalar", "_reconstruct"):
             return getattr(_multiarray(), name)
-        raise _Refused(module, name)
+        return _foreign(f"{module}.{name}")
 
 
 def _multiarray() -> Any:
@@ -141,25 +231,90 @@ def _multiarray() -> Any:
         return importlib.import_module("numpy.core.multiarray")
 
 
-def _plain(value: Any) -> Any:
-    """Metadata as JSON holds it (``mapping.jsonable`` after the types only a pickle has)."""
+class _ForeignValue(Exception):
+    def __init__(self, qualname: str, path: str):
+        super().__init__(qualname)
+        self.qualname, self.path = qualname, path
+
+
+def _key(k: Any) -> str:
+    """A dict key as JSON writes it (``json.dumps``: None -> "null", True -> "true")."""
+    if isinstance(k, str):
+        return k
+    return "null" if k is None else "true" if k is True else "false" if k is False else str(k)
+
+
+def _order(value: Any) -> tuple[str, str]:
+    return type(value).__name__, repr(value)
+
+
+def _plain(value: Any, path: str = "", strict: bool = True) -> Any:
+    """Metadata as JSON holds it (``mapping.jsonable`` after the types only a pickle has).
+
+    A ``_Foreign`` raises ``_ForeignValue`` naming it and where it is; unless not ``strict``
+    (a rejects-file line), which shows it as ``"<name object>"`` text.
+    """
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {_key(k): _plain(v, f"{path}.{_key(k)}" if path else _key(k), strict)
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v, f"{path}[{j}]", strict) for j, v in enumerate(value)]
     if isinstance(value, (set, frozenset)):
-        items = [_plain(v) for v in value]
+        items = [_plain(v, f"{path}[]", strict) for v in value]
         try:
             return sorted(items)
-        except TypeError:
-            return items
+        except TypeError:  # mixed kinds (None among strings): an order that does not vary
+            return sorted(items, key=_order)
+    if isinstance(value, _Document):
+        return {CONTENT_KEY: _plain(value.page_content, f"{path}.{CONTENT_KEY}", strict),
+                METADATA_KEY: _plain(value.metadata, f"{path}.{METADATA_KEY}", strict)}
+    if isinstance(value, _Foreign) or (isinstance(value, type) and issubclass(value, _Foreign)):
+        if strict:
+            raise _ForeignValue(value.qualname, path)
+        return f"<{value.qualname} object>"
     if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
+        return _plain(value.tolist(), path, strict)
+    if isinstance(value, np.datetime64):
+        return None if np.isnat(value) else str(np.datetime_as_string(value, unit="auto"))
+    if isinstance(value, np.timedelta64):
+        return None if np.isnat(value) else float(value / np.timedelta64(1, "s"))
     if isinstance(value, np.generic):
-        return _plain(value.item())
+        item = value.item()
+        if isinstance(item, np.generic):  # long double: no Python type holds it exactly
+            item = complex(item) if np.iscomplexobj(item) else float(item)
+        return _plain(item, path, strict)
     if isinstance(value, complex):
         return [value.real, value.imag]
+    if isinstance(value, str) and not strict and _has_surrogate(value):
+        return value.encode("utf-8", "backslashreplace").decode()
     return jsonable(value, keep_non_finite=True)  # datetimes, Decimal, bytes, UUID
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _surrogate_at(value: Any, path: str = "") -> str | None:
+    """Path of the first text holding a lone surrogate (no UTF-8 for it), else None."""
+    if isinstance(value, str):
+        return path if _has_surrogate(value) else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and _has_surrogate(k):
+                return f"{path}.{k!r}" if path else repr(k)
+            found = _surrogate_at(v, f"{path}.{k}" if path else str(k))
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for j, v in enumerate(value):
+            found = _surrogate_at(v, f"{path}[{j}]")
+            if found is not None:
+                return found
+    return None
 
 
 class LangchainDocstore:
@@ -201,7 +356,7 @@ class LangchainDocstore:
                     reached.add(doc_id)
                 self._problems[fid] = (f"docstore id {doc_id!r} of FAISS id {fid} cannot be a "
                                        f"point id: {exc}", None,
-                                       None if doc is None else _payload(doc))
+                                       None if doc is None else _payload(doc, strict=False))
                 continue
             if doc_id not in docs:
                 self._problems[fid] = (f"the docstore has no document {doc_id!r} "
@@ -212,7 +367,8 @@ class LangchainDocstore:
         self.id_kind = merge_id_kinds(kinds)
         reached.update(doc_id for _, doc_id in good)
         # documents no entry of index_to_docstore_id names, kept for the rejects file
-        self._orphans = [(k, _payload(d)) for k, d in docs.items() if k not in reached]
+        self._orphans = [(k, _payload(d, strict=False)) for k, d in docs.items()
+                         if k not in reached]
         good.sort(key=lambda p: p[0])
         # Each document is dropped once its last FAISS id has its text, and the texts go to
         # Arrow a chunk at a time: the peak stays near the unpickled objects alone.
@@ -230,19 +386,17 @@ class LangchainDocstore:
                 del docs[doc_id]
             text = _dumps(doc)
             if text is None:
-                payload = _payload(doc)
-                bad = non_finite(payload)
-                if bad is not None:
-                    self._problems[fid] = (f"document {doc_id!r} holds {bad[0]} at {bad[1]}, "
-                                           "which JSON cannot express", doc_id, payload)
+                text, reason = _careful_text(doc)
+                if reason is not None:
+                    self._problems[fid] = (f"document {doc_id!r} {reason}", doc_id,
+                                           _payload(doc, strict=False))
                     continue
-                text = dumps_payload(payload)
             if mixed:
                 try:
                     doc_id = encode_id(doc_id, "mixed")
                 except ValueError as exc:  # "12" among integer ids: cannot be told apart
                     self._problems[fid] = (f"docstore id {doc_id!r} of FAISS id {fid} cannot be "
-                                           f"a point id: {exc}", None, _payload(doc))
+                                           f"a point id: {exc}", None, _payload(doc, strict=False))
                     continue
             ids.append(doc_id)  # the kinds were checked above: only "mixed" ids change
             fids.append(fid)
@@ -267,18 +421,10 @@ class LangchainDocstore:
         try:
             with gc_paused():  # millions of objects that stay alive: nothing for it to find
                 data = unpickler.load()
-        except _Refused as exc:
-            if not unpickler.langchain:
-                return None
-            raise InputError(
-                f"the LangChain docstore holds a {exc.module}.{exc.name} object, which vecferry "
-                "does not load from a pickle (loading a class runs its code); it loads "
-                f"LangChain's docstore and documents with {_PLAIN_VALUES}",
-                location=Location(source=location),
-                hint="make that metadata a plain value in LangChain, then save the store again "
-                     "with FAISS.save_local") from None
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-                IndexError, KeyError) as exc:
+                IndexError, KeyError, ArithmeticError, RecursionError) as exc:
+            # damaged bytes can reach any value's constructor: a Decimal's digits, a date's
+            # fields, nesting without end
             raise InputError(
                 f"cannot read the LangChain docstore, the file is truncated or corrupt: "
                 f"{type(exc).__name__}: {exc}", location=Location(source=location),
@@ -352,9 +498,10 @@ class LangchainDocstore:
 def _fallback(value: Any) -> Any:
     """What orjson meets and cannot write itself: done as ``_plain`` does it."""
     if isinstance(value, (set, frozenset, np.ndarray, np.generic, complex, decimal.Decimal,
-                          bytes, bytearray, dt.datetime, dt.date, dt.time, dt.timedelta)):
+                          bytes, bytearray, dt.datetime, dt.date, dt.time, dt.timedelta,
+                          _Document)):
         return _plain(value)
-    raise TypeError(type(value).__name__)
+    raise TypeError(type(value).__name__)  # a stand-in: the careful path names it
 
 
 def _dumps(doc: Any) -> str | None:
@@ -367,14 +514,35 @@ def _dumps(doc: Any) -> str | None:
     try:
         data = orjson.dumps({CONTENT_KEY: doc.page_content, METADATA_KEY: doc.metadata},
                             default=_fallback, option=orjson.OPT_PASSTHROUGH_DATETIME)
-    except (TypeError, orjson.JSONEncodeError):
+    except (TypeError, orjson.JSONEncodeError, _ForeignValue):
         return None
     if b"null" in data or b"NaN" in data or b"Infinity" in data:
         return None
     return data.decode()
 
 
-def _payload(doc: Any) -> dict[str, Any]:
+def _careful_text(doc: Any) -> tuple[str, str | None]:
+    """(payload text, None), or ("", why the document is a bad record): it holds a class
+    vecferry does not load, NaN or infinity, or text UTF-8 cannot encode."""
+    try:
+        payload = _payload(doc)
+    except _ForeignValue as exc:
+        return "", (f"holds a {exc.qualname} object at {exc.path}, which vecferry does not "
+                    f"load from a pickle (loading a class runs its code); it loads "
+                    f"{_PLAIN_VALUES}")
+    bad = non_finite(payload)
+    if bad is not None:
+        return "", f"holds {bad[0]} at {bad[1]}, which JSON cannot express"
+    text = dumps_payload(payload)
+    if _has_surrogate(text):
+        return "", (f"holds text that is not valid Unicode at {_surrogate_at(payload)} (a lone "
+                    "surrogate, which UTF-8 cannot encode)")
+    return text, None
+
+
+def _payload(doc: Any, strict: bool = True) -> dict[str, Any]:
+    """The payload of a document; see ``_plain`` for ``strict``."""
     if not isinstance(doc, _Document):
-        return {CONTENT_KEY: _plain(doc), METADATA_KEY: None}
-    return {CONTENT_KEY: _plain(doc.page_content), METADATA_KEY: _plain(doc.metadata)}
+        return {CONTENT_KEY: _plain(doc, CONTENT_KEY, strict), METADATA_KEY: None}
+    return {CONTENT_KEY: _plain(doc.page_content, CONTENT_KEY, strict),
+            METADATA_KEY: _plain(doc.metadata, METADATA_KEY, strict)}

@@ -444,6 +444,12 @@ def convert(
     try:
         schema = reader.schema
         manifest = manifest_of(schema)
+        asked = (writer_options or {}).get("distance")
+        kept = [f"{v.name or '(unnamed)'} {v.distance}" for v in manifest.vectors
+                if asked and v.distance and v.distance != asked]
+        if kept:
+            context.warn(f"--distance {asked} is for vectors whose source records no distance; "
+                         f"these keep the source's: {', '.join(kept)}")
         writer_cls = dst_spec.load("writer")
         chosen = scaleout.choose(
             reader, src=src, src_fmt=src_spec.name, reader_options=reader_options or {},

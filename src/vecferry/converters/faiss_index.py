@@ -127,8 +127,11 @@ from vecferry.stream import (
 
 #: a vector counts as unit length when its L2 norm is within this of 1
 UNIT_TOLERANCE = 1e-4
-#: vectors looked at to tell Cosine from Dot on an inner-product index
+#: vectors looked at to tell Cosine from Dot on an inner-product index too big to look at all
 DISTANCE_SAMPLE = 1024
+#: an inner-product index decoding to at most this many bytes has every vector's length
+#: checked: one vector off unit length makes it Dot (Cosine would normalize it in Qdrant)
+NORM_CHECK_BYTES = 8 << 30
 MANIFEST_SUFFIX = ".manifest.json"
 PAYLOADS_SUFFIX = ".payloads.parquet"
 
@@ -695,10 +698,11 @@ def _read_index(path: Path, location: str, binary: bool, flags: int) -> Any:
                               "pass --from for a file of another format") from exc
 
 
-def _index_in_folder(location: str, folder: Any) -> tuple[str, Any]:
-    """The index file a folder names: ``index.faiss`` (LangChain's ``save_local`` default),
-    else its only ``*.faiss`` file, else LlamaIndex's ``default__vector_store.json``; an
-    ``InputError`` listing them otherwise."""
+def _index_in_folder(location: str, folder: Any) -> tuple[str, Any, list[str]]:
+    """The index file a folder names (its location and path, and the other ``*.faiss`` files
+    there): ``index.faiss`` (LangChain's ``save_local`` default), else its only ``*.faiss``
+    file, else LlamaIndex's ``default__vector_store.json``; an ``InputError`` listing them
+    otherwise."""
     found = sorted(p.name for p in folder.glob("*.faiss"))
     name = "index.faiss" if "index.faiss" in found else found[0] if len(found) == 1 else None
     if name is None and not found and (folder / VECTOR_STORE_FILE).exists():
@@ -717,7 +721,7 @@ def _index_in_folder(location: str, folder: Any) -> tuple[str, Any]:
                          location=Location(source=location),
                          hint="name the index file; a LangChain store is FOLDER/NAME.faiss "
                               "with NAME.pkl beside it")
-    return f"{location.rstrip('/')}/{name}", folder / name
+    return f"{location.rstrip('/')}/{name}", folder / name, [f for f in found if f != name]
 
 
 def _check_trailing_id_map(path: Path, location: str, index: Any) -> None:
@@ -755,12 +759,19 @@ class FaissReader(ClosingReader):
     """
 
     def __init__(self, location: str, *, context: Context, payloads: str | None = None,
-                 allow_lossy: bool = False, mmap: bool = True, **options: Any):
+                 allow_lossy: bool = False, mmap: bool = True, distance: str | None = None,
+                 **options: Any):
         reject_unknown_options("faiss", options)
+        if distance is not None and distance not in ("Cosine", "Euclid", "Dot", "Manhattan"):
+            raise UsageError(f"unknown distance {distance!r}",
+                             hint="one of Cosine, Euclid, Dot, Manhattan")
+        wanted = distance
         self.context = context
         path = input_path(location)
-        if path.is_dir():
-            location, path = _index_in_folder(location, path)
+        folder = location if path.is_dir() else None
+        others: list[str] = []
+        if folder is not None:
+            location, path, others = _index_in_folder(location, path)
         self.location = location
         self._copy: LocalCopy | None = None
         if is_remote(path):
@@ -808,12 +819,23 @@ class FaissReader(ClosingReader):
         if plan.binary_bits:
             metric_name, distance, decided = "Hamming", None, "binary index (Hamming)"
         elif plan.metric == faiss.METRIC_INNER_PRODUCT:
-            distance, decided = self._cosine_or_dot()
+            distance, decided = self._cosine_or_dot(wanted)
+        if wanted is not None and wanted != distance:
+            distance, decided = self._asked_distance(wanted, distance, metric_name)
 
         self._stale_digest: dict[str, Any] | None = None
         self._sidecar_manifest = self._load_manifest_sidecar(path)
         self._sidecar = self._open_sidecar(path)
         self._docstore = self._open_docstore(payloads)
+        if others:
+            context.warn(f"{folder}: read {path.name}; the folder also holds "
+                         f"{', '.join(others)} (name the index file to read another)")
+        if (folder is not None and self._docstore is None and self._sidecar_manifest is None
+                and payloads is None):
+            stem = path.name.rpartition(".")[0]
+            context.warn(f"{folder}: no {stem}.pkl beside {path.name}, so the points get FAISS "
+                         "ids and no payloads (LangChain's FAISS.save_local keeps the texts and "
+                         "metadata in that file)")
         # Problems of the payloads file are reported by the read that reaches the end of the
         # index, with the payloads no vector took: in a partitioned run every worker loads
         # the file, and each problem must reach the rejects once. With on_error="fail" the
@@ -858,8 +880,8 @@ class FaissReader(ClosingReader):
             # The index came from FaissWriter: restore what FAISS itself cannot hold.
             prev = old.vectors[0]
             spec.name = prev.name
-            if prev.distance and (distance is None or prev.distance == "Cosine"
-                                  or distance == prev.distance):
+            if prev.distance and wanted is None and (distance is None or prev.distance == "Cosine"
+                                                     or distance == prev.distance):
                 spec.distance = prev.distance
             if prev.datatype == "float16" and not plan.lossy and not plan.binary_bits:
                 spec.datatype, self._restore_dtype = "float16", "float16"
@@ -884,24 +906,76 @@ class FaissReader(ClosingReader):
             raise InputError(f"FAISS index is corrupt: {exc}",
                              location=Location(source=self.location)) from exc
 
-    def _cosine_or_dot(self) -> tuple[str, str]:
+    def _norms(self) -> tuple[int, float, int | None, float]:
+        """(vectors looked at, the largest |norm - 1|, the id of the first vector off unit
+        length or None, its norm): every vector when the index decodes to at most
+        ``NORM_CHECK_BYTES``, else a sample of ``DISTANCE_SAMPLE`` spread over it."""
         storage = self.plan.storage
-        if isinstance(storage, _IvfStorage):
-            codes, listnos = storage.sample_codes(DISTANCE_SAMPLE)
-            parts = [self.plan.decode(codes[listnos == ln], int(ln))
-                     for ln in np.unique(listnos)]
-            sample = np.concatenate(parts) if parts else np.zeros((0, self.plan.dim))
+        seen, worst, first, first_norm = 0, 0.0, None, 1.0
+        if storage.ntotal * self.plan.dim * 4 > NORM_CHECK_BYTES:
+            if isinstance(storage, _IvfStorage):
+                codes, listnos = storage.sample_codes(DISTANCE_SAMPLE)
+                parts = [self.plan.decode(codes[listnos == ln], int(ln))
+                         for ln in np.unique(listnos)]
+                chunks = [(np.concatenate(parts), None)] if parts else []
+            else:
+                chunks = [(self.plan.decode(storage.sample_codes(DISTANCE_SAMPLE), None), None)]
         else:
-            sample = self.plan.decode(storage.sample_codes(DISTANCE_SAMPLE), None)
-        if len(sample) == 0:
-            return "Dot", "inner product; empty index, nothing to sample"
-        norms = np.linalg.norm(sample.astype(np.float64), axis=1)
-        worst = float(np.max(np.abs(norms - 1.0)))
-        if worst <= UNIT_TOLERANCE:
-            return "Cosine", (f"inner product and all {len(sample)} sampled vectors have unit "
-                              f"length (max |norm-1| = {worst:.2e} <= {UNIT_TOLERANCE})")
-        return "Dot", (f"inner product and sampled vectors are not unit length "
-                       f"(max |norm-1| = {worst:.2e} of {len(sample)})")
+            chunks = ((self.plan.decode(p.codes, p.listno), p)
+                      for p in storage.pieces(0, 1 << 16))
+        for vectors, piece in chunks:
+            if not len(vectors):
+                continue
+            v = np.asarray(vectors, dtype=np.float32)
+            norms = np.sqrt(np.einsum("ij,ij->i", v, v, dtype=np.float64))
+            off = np.abs(norms - 1.0)
+            seen += len(v)
+            worst = max(worst, float(off.max()))
+            if first is None and worst > UNIT_TOLERANCE:
+                row = int(np.argmax(off > UNIT_TOLERANCE))
+                first_norm = float(norms[row])
+                first = int(self._stream_ids(piece)[row]) if piece is not None else -1
+        return seen, worst, first, first_norm
+
+    def _cosine_or_dot(self, wanted: str | None) -> tuple[str, str]:
+        """Cosine when every vector has unit length (a sample of a very big index), else Dot;
+        ``wanted`` (``--distance``) decides instead when given."""
+        if wanted in ("Dot", "Cosine"):
+            return wanted, f"inner product; {wanted} as --distance says"
+        seen, worst, first, norm = self._norms()
+        total = self.plan.storage.ntotal
+        if seen == 0:
+            return "Dot", "inner product; empty index, nothing to look at"
+        which = f"all {seen}" if seen == total else f"a sample of {seen} of the {total}"
+        if first is None:
+            return "Cosine", (f"inner product and {which} vectors have unit length (max "
+                              f"|norm-1| = {worst:.2e} <= {UNIT_TOLERANCE})"
+                              + ("" if seen == total else "; pass --distance to decide"))
+        at = f"vector id {first}" if first >= 0 else "a sampled vector"
+        return "Dot", (f"inner product and not all vectors have unit length ({at} has norm "
+                       f"{norm:.6g}; {which} looked at)")
+
+    def _asked_distance(self, wanted: str, derived: str | None, metric: str
+                        ) -> tuple[str, str]:
+        """``--distance`` on an index whose metric gives ``derived``: taken where it ranks
+        the vectors as the index does, else a ``UsageError``."""
+        if derived == "Euclid" and wanted == "Cosine":
+            seen, _, first, norm = self._norms()
+            if first is None and seen == self.plan.storage.ntotal:
+                return "Cosine", (f"metric L2 and all {seen} vectors have unit length, so "
+                                  "Cosine (as --distance says) ranks them as L2 does")
+            off = (f"vector id {first} has norm {norm:.6g}" if first is not None and first >= 0
+                   else "the index is too big to check every vector")
+            raise UsageError(
+                f"--distance Cosine on an L2 index: {off}, so Cosine would rank the vectors "
+                "otherwise than the index does", location=Location(source=self.location),
+                hint="drop --distance to keep Euclid")
+        qdrant = derived or "no Qdrant distance"
+        raise UsageError(
+            f"--distance {wanted} on an index that ranks by {metric} ({qdrant}): the vectors "
+            "would be searched otherwise than the index searches them",
+            location=Location(source=self.location),
+            hint=f"drop --distance to keep {derived}" if derived else "drop --distance")
 
     def _load_manifest_sidecar(self, path: Path) -> Manifest | None:
         side = Path(str(path) + MANIFEST_SUFFIX)
