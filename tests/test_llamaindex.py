@@ -159,6 +159,16 @@ def test_nodes_of_other_indexes_are_counted_not_read(tmp_path):
     ("index_store.json",
      b'{"index_store/data": {"i1": {"__type__": "vector_store", "__data__": "{}"}}}',
      "index 'i1' has no readable nodes_dict: KeyError: 'nodes_dict'"),
+    ("index_store.json",
+     b'{"index_store/data": {"i1": {"__type__": "vector_store", '
+     b'"__data__": "{\\"nodes_dict\\": {\\"0\\": 7}}"}}}',
+     "index 'i1' has no readable nodes_dict: ValueError: FAISS id 0 names the node 7, which is "
+     "not a node id (non-empty text)"),
+    ("index_store.json",
+     b'{"index_store/data": {"i1": {"__type__": "vector_store", '
+     b'"__data__": {"nodes_dict": {"0": ""}}}}}',
+     "index 'i1' has no readable nodes_dict: ValueError: FAISS id 0 names the node '', which "
+     "is not a node id (non-empty text)"),
 ])
 def test_damaged_store_files(tmp_path, name, content, message):
     folder = folder_copy(tmp_path)

@@ -170,6 +170,11 @@ class LlamaIndexNodes:
                 struct = loads_exact(body.encode()) if isinstance(body, str) else body
                 nodes = struct["nodes_dict"]
                 for fid, node_id in nodes.items():
+                    if not isinstance(node_id, str) or not node_id:
+                        # LlamaIndex names nodes by text; anything else was edited by hand,
+                        # and an integer would read as another id kind than the docstore's keys
+                        raise ValueError(f"FAISS id {fid} names the node {node_id!r}, which "
+                                         "is not a node id (non-empty text)")
                     fids.append(int(fid))
                     node_ids.append(node_id)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
