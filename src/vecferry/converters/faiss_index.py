@@ -1112,8 +1112,9 @@ class FaissReader(ClosingReader):
 
     def partitions(self, target_bytes: int) -> list[dict[str, Any]]:
         """Storage ranges of about ``target_bytes`` of codes: flat and HNSW storage by
-        position, IVF by whole inverted lists (from the list sizes). None with a LangChain
-        docstore: every process would unpickle all of it, which costs more than the index."""
+        position, IVF by whole inverted lists (from the list sizes). None with a LangChain or
+        LlamaIndex docstore: every process would load all of it, which costs more than the
+        index."""
         if self._docstore is not None:
             return []
         storage = self.plan.storage
