@@ -263,9 +263,10 @@ def _common_convert_options(f: Callable) -> Callable:
         click.option("--bulk", is_flag=True, default=None,
                      help="Qdrant: index after the load, not during."),
         click.option("--distance", type=click.Choice(["Cosine", "Euclid", "Dot", "Manhattan"]),
-                     help="Qdrant / FAISS target: distance when the source does not record "
-                     "one; for a FAISS source with an inner-product index, Dot or Cosine "
-                     "(else decided by the vectors' lengths)."),
+                     help="Distance for vectors whose source records none: a Qdrant or FAISS "
+                     "target is created with it, a file target keeps it in its manifest; for "
+                     "a FAISS source with an inner-product index, Dot or Cosine (else decided "
+                     "by the vectors' lengths)."),
         click.option("--batch-bytes", type=click.IntRange(min=1024), help="Qdrant: request "
                      "size limit in bytes."),
         click.option("--workers", type=click.IntRange(min=1), help="Processes (default: the "

@@ -46,7 +46,7 @@ from vecferry.converters.base import AtomicPath, Context, fsync_path
 from vecferry.errors import Location, TargetError, UsageError, add_notice, writing_to
 from vecferry.parallel import check_workers, lost_worker_hint, script_rerunnable, worker_pool
 from vecferry.plan import Partition, Plan, read_partition
-from vecferry.stream import manifest_of, rebatch
+from vecferry.stream import manifest_of, rebatch, with_distance
 
 #: attempts of a partition whose worker process died before giving up the run
 MAX_ATTEMPTS = 3
@@ -184,7 +184,9 @@ def choose(reader: Any, *, src: str, src_fmt: str, reader_options: dict[str, Any
 
     plan.source_state = source_state(src, reader, reader_options)
     job = Job(src=src, src_fmt=src_fmt, reader_options=dict(reader_options), dst=dst,
-              dst_fmt=dst_fmt, writer_options=dict(writer_options), schema=plan.schema,
+              dst_fmt=dst_fmt, writer_options=dict(writer_options),
+              # the driver writes the output's manifest from this schema
+              schema=with_distance(plan.schema, writer_options.get("distance")),
               strategy=strategy, staging=str(staging_dir(dst)), batch_size=batch_size,
               on_error=on_error, check_duplicates=check_duplicates,
               ext=part_extension(strategy, dst, dst_fmt, writer_options))

@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from vecferry.errors import Location, RecordError, SchemaError
+from vecferry.errors import Location, RecordError, SchemaError, UsageError
 
 FORMAT_VERSION = 1
 MANIFEST_KEY = b"vecferry.manifest"
@@ -199,6 +199,26 @@ def with_manifest(schema: pa.Schema, manifest: Manifest) -> pa.Schema:
     meta = dict(schema.metadata or {})
     meta[MANIFEST_KEY] = manifest.to_json()
     return schema.with_metadata(meta)
+
+
+#: the distances a vector can record (Qdrant's names)
+DISTANCES = ("Cosine", "Euclid", "Dot", "Manhattan")
+
+
+def with_distance(schema: pa.Schema, distance: str | None) -> pa.Schema:
+    """``schema`` with ``distance`` (``--distance``) recorded for each dense or multi vector
+    whose source records none, so a file keeps it for a later load into Qdrant or FAISS; a
+    recorded distance stays (the pipeline warns), and sparse vectors have none. ``UsageError``
+    for a name that is not one of ``DISTANCES``."""
+    if distance is None:
+        return schema
+    if distance not in DISTANCES:
+        raise UsageError(f"unknown distance {distance!r}", hint=f"one of {', '.join(DISTANCES)}")
+    manifest = manifest_of(schema)
+    unset = [v for v in manifest.vectors if v.kind != "sparse" and not v.distance]
+    for v in unset:
+        v.distance = distance
+    return with_manifest(schema, manifest) if unset else schema
 
 
 # ----------------------------------------------------------------------------------------- ids

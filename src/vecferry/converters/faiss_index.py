@@ -762,9 +762,9 @@ class FaissReader(ClosingReader):
                  allow_lossy: bool = False, mmap: bool = True, distance: str | None = None,
                  **options: Any):
         reject_unknown_options("faiss", options)
-        if distance is not None and distance not in ("Cosine", "Euclid", "Dot", "Manhattan"):
+        if distance is not None and distance not in DISTANCES:
             raise UsageError(f"unknown distance {distance!r}",
-                             hint="one of Cosine, Euclid, Dot, Manhattan")
+                             hint=f"one of {', '.join(DISTANCES)}")
         wanted = distance
         self.context = context
         path = input_path(location)

@@ -78,6 +78,7 @@ from vecferry.stream import (
     encode_id,
     manifest_of,
     record_error,
+    with_distance,
 )
 
 PEEK_POINTS = 1000
@@ -639,10 +640,11 @@ class JsonlWriter(ClosingWriter):
     def __init__(self, location: str, schema: pa.Schema, *, context: Context,
                  overwrite: bool = False, workers: int | None = None,
                  max_part_size: int | str | None = None, part_compression: str | None = None,
-                 durable: bool = True, **options: Any):
+                 durable: bool = True, distance: str | None = None, **options: Any):
         from vecferry.storage import as_path
 
         reject_unknown_options("jsonl", options)
+        schema = with_distance(schema, distance)
         self.location = location
         # ``durable=False``: a partitioned run's staging part, copied into the output before
         # it counts, needs no fsync (the output gets one)

@@ -95,6 +95,7 @@ from vecferry.stream import (
     merge_id_kinds,
     rebatch,
     record_error,
+    with_distance,
 )
 
 MANIFEST_NAME = "manifest.json"
@@ -1027,8 +1028,9 @@ class NpyWriter(ClosingWriter):
     """
 
     def __init__(self, location: str, schema: pa.Schema, *, context: Context,
-                 overwrite: bool = False, **options: Any):
+                 overwrite: bool = False, distance: str | None = None, **options: Any):
         reject_unknown_options("npy", options)
+        schema = with_distance(schema, distance)
         if location.lower().endswith(".npz"):
             # Readers take ".npz" for a zip archive; a directory under that name would not read.
             raise UsageError(

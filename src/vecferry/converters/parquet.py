@@ -60,6 +60,7 @@ from vecferry.stream import (
     VectorSpec,
     manifest_of,
     vector_name,
+    with_distance,
 )
 
 ROW_GROUP_BYTES = 32 << 20
@@ -587,8 +588,10 @@ class ParquetWriter(ClosingWriter):
     def __init__(self, location: str, schema: pa.Schema, *, context: Context,
                  overwrite: bool = False, compression: str = "zstd",
                  compression_level: int | None = 1, row_group_bytes: int | None = None,
-                 max_part_size: int | str | None = None, **options: Any):
+                 max_part_size: int | str | None = None, distance: str | None = None,
+                 **options: Any):
         reject_unknown_options("parquet", options)
+        schema = with_distance(schema, distance)
         self.location = location
         self.context = context
         self.manifest = manifest_of(schema)

@@ -61,6 +61,7 @@ from vecferry.stream import (
     decode_ids,
     describe_vectors,
     manifest_of,
+    with_distance,
 )
 
 META_NAME = "VDF_META.json"
@@ -307,8 +308,10 @@ class VdfWriter(ClosingWriter):
     """
 
     def __init__(self, location: str, schema: pa.Schema, *, context: Context,
-                 overwrite: bool = False, vdf_index: str | None = None, **options: Any):
+                 overwrite: bool = False, vdf_index: str | None = None,
+                 distance: str | None = None, **options: Any):
         reject_unknown_options("vdf", options)
+        schema = with_distance(schema, distance)
         self.location = location
         self.context = context
         self.manifest = manifest_of(schema)
