@@ -1206,3 +1206,46 @@ def test_cli_distance_reaches_a_faiss_target_and_a_lossy_factory_is_refused(tmp_
         "vectors, not the vectors (pass --allow-lossy to write it anyway, or choose an exact "
         "index such as 'IDMap2,Flat', 'HNSW32' or 'IVF1024,Flat')\n")
     assert not lossy.exists()
+
+
+def test_partition_workers_take_the_drivers_distance_and_look_at_no_vector(tmp_path,
+                                                                          monkeypatch):
+    """Deciding Dot or Cosine can read every vector: done once by the driver, not again by
+    each worker (``worker_options``)."""
+    from vecferry import scaleout
+
+    path = _ip_index_with_one_long_vector(tmp_path)
+    reader = FaissReader(path, context=Context())
+    assert reader.worker_options() == {"distance": "Dot"}
+    try:
+        _, job, _ = scaleout.choose(
+            reader, src=path, src_fmt="faiss", reader_options={}, dst=str(tmp_path / "p") + "/",
+            dst_fmt="parquet", writer_options={}, workers=2, engine="local",
+            partition_size=4096, limit=None, batch_size=256, on_error="fail",
+            check_duplicates=False)
+    finally:
+        reader.close()
+    assert job.reader_options == {"distance": "Dot"}
+
+    def no_pass(self):
+        raise AssertionError("a worker looked at the vectors again")
+
+    monkeypatch.setattr(FaissReader, "_norms", no_pass)
+    worker_reader = scaleout._reader(job, Context())
+    try:
+        assert worker_reader.manifest.vectors[0].distance == "Dot"
+    finally:
+        scaleout._drop_reader(job)
+    monkeypatch.undo()
+    report = vecferry.convert(path, str(tmp_path / "p") + "/", to_format="parquet", workers=2,
+                              partition_size=4096)
+    assert report["written"] == 3000 and report.get("partitions", 0) > 1
+
+
+def test_an_l2_index_gives_workers_nothing_to_take(tmp_path):
+    path = str(tmp_path / "l2.faiss")
+    index = faiss.IndexFlatL2(4)
+    index.add(np.ones((3, 4), dtype=np.float32))
+    faiss.write_index(index, path)
+    with FaissReader(path, context=Context()) as reader:
+        assert reader.worker_options() == {}

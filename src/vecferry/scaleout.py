@@ -183,7 +183,9 @@ def choose(reader: Any, *, src: str, src_fmt: str, reader_options: dict[str, Any
     from vecferry.pipeline import source_state
 
     plan.source_state = source_state(src, reader, reader_options)
-    job = Job(src=src, src_fmt=src_fmt, reader_options=dict(reader_options), dst=dst,
+    # what the driver's reader decided (``worker_options``) the workers' readers take as given
+    opened_with = {**reader_options, **getattr(reader, "worker_options", dict)()}
+    job = Job(src=src, src_fmt=src_fmt, reader_options=opened_with, dst=dst,
               dst_fmt=dst_fmt, writer_options=dict(writer_options),
               # the driver writes the output's manifest from this schema
               schema=with_distance(plan.schema, writer_options.get("distance")),

@@ -1110,6 +1110,15 @@ class FaissReader(ClosingReader):
             ids = id_map[ids]
         return ids
 
+    def worker_options(self) -> dict[str, Any]:
+        """Options a partition worker opens this source with, so it does not decide again
+        what this reader decided: the Dot or Cosine of an inner-product index, which can
+        take a pass over every vector (``_norms``)."""
+        distance = self.manifest.vectors[0].distance
+        if self.plan.metric == faiss.METRIC_INNER_PRODUCT and distance in ("Dot", "Cosine"):
+            return {"distance": distance}
+        return {}
+
     def partitions(self, target_bytes: int) -> list[dict[str, Any]]:
         """Storage ranges of about ``target_bytes`` of codes: flat and HNSW storage by
         position, IVF by whole inverted lists (from the list sizes). None with a LangChain or
