@@ -298,6 +298,18 @@ def test_repeated_ids_into_a_collection_verify_by_their_last_record(
                                      "destination holds one point per id)")
         assert report["destination"]["count"] == 40
 
+    # a spot check samples ids, each with its last record, and counts the repeats
+    spot = verify(str(src), dst, queries=0, sample=40)
+    assert spot["ok"] is True, spot["problems"]
+    assert spot["sample"]["size"] == 40
+    if target != "parquet":
+        assert spot["source"]["duplicate_ids"] == 2
+        assert spot["verdict"] == ("spot check of 40 sampled points passed (the destination "
+                                   "holds one point per id: each sampled id's last record in "
+                                   "the source was compared)")
+        assert ("2 duplicate id(s) in the source (compared by their last record): 5, 9"
+                in spot["warnings"])
+
     # a collection holding an earlier record of a repeated id is a difference
     points[-1]["payload"] = {"n": "changed after the copy"}
     src.write_text("".join(json.dumps(p) + "\n" for p in points))
@@ -306,6 +318,8 @@ def test_repeated_ids_into_a_collection_verify_by_their_last_record(
     assert report["diff"]["examples"] == {"payload_differs": [5]}
     if target != "parquet":
         assert report["problems"][0] == "counts differ: source 43, destination 40"
+    spot = verify(str(src), dst, queries=0, sample=40)
+    assert spot["problems"] == ["1 of 40 sampled points payload differs: 5"]
 
 
 # -------------------------------------------------------------------------------- memory cap

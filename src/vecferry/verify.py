@@ -60,6 +60,7 @@ from vecferry.digest import (
 )
 from vecferry.errors import UsageError
 from vecferry.fileio import loads_reject_line
+from vecferry.ledger import IdLedger
 from vecferry.stream import ID_COLUMN, Manifest, VectorSpec, decode_ids, manifest_of
 
 DEFAULT_MIN_RECALL = 0.99
@@ -698,6 +699,11 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
                     shown = ", ".join(map(repr, spot["examples"].get(key, [])))
                     problems.append(f"{spot[key]} of {spot['size']} sampled points "
                                     f"{key.replace('_', ' ')}: {shown}")
+            # a collection holds one point per id (see below): the repeats were counted
+            one_per_id = (counts_differ is not None and b.format in KEYED_FORMATS
+                          and a.repeats > 0 and a.digest.count - a.repeats == b.digest.count)
+            if one_per_id:
+                problems.remove(counts_differ)
         elif not same:
             details = _compare_partitions(a, b, sa, sb, tolerance, diff, memory_rows)
             for key in ("missing_in_destination", "extra_in_destination", "vector_differs",
@@ -744,6 +750,9 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
     elif spot is not None:
         # only the sampled points were compared: "identical" would claim more than that
         verdict = f"spot check of {spot['size']} sampled points passed"
+        if one_per_id:
+            verdict += (" (the destination holds one point per id: each sampled id's last "
+                        "record in the source was compared)")
     elif one_per_id:
         verdict = ("identical to the source's last record of each id (the destination holds "
                    "one point per id)")
@@ -832,25 +841,45 @@ RETRIEVE_CHUNK = 1000
 def _spot_check(a: _Side, b: _Side, n: int, batch_size: int, on_batch: Any) -> dict[str, Any]:
     """Compare ``n`` source points, sampled uniformly (seeded), with the destination by id.
 
+    The sample is of ids, each with its last record in the source (what a collection keeps of
+    a repeated id): an id's place in the sample comes from a seeded hash of it, the same for
+    every record of it. When the destination is a collection, the source's repeated ids are
+    counted too (``IdLedger``, spilled to disk), so a count that differs by them alone is told
+    from a loss.
     The source is read once (its digest and count come along); the destination is asked for
     the sampled ids when its reader can fetch points by id (``retrieve``: Qdrant), so a spot
     check of a huge collection reads ``n`` points, not the collection; otherwise it is streamed
     keeping only the sampled ids. Memory is bounded by ``n``.
     """
-    rng = np.random.default_rng(SPOT_SEED)
-    pri = np.empty(0)
-    keys = hvs = hps = np.empty(0, dtype=np.uint64)
+    salt = _mix(np.array([SPOT_SEED], dtype=np.uint64))
+    pri = keys = hvs = hps = np.empty(0, dtype=np.uint64)
     ids: list[Any] = []
-    for batch in a.batches(batch_size):
-        hid, hv, hp = _digested(a, batch)
-        if on_batch is not None:
-            on_batch(batch)
-        pri = np.concatenate([pri, rng.random(batch.num_rows)])
-        keys, hvs, hps = (np.concatenate(x) for x in ((keys, hid), (hvs, hv), (hps, hp)))
-        ids += decode_ids(batch.column(ID_COLUMN), a.manifest.id_kind)
-        keep = np.argsort(pri, kind="stable")[:n]
-        pri, keys, hvs, hps = pri[keep], keys[keep], hvs[keep], hps[keep]
-        ids = [ids[i] for i in keep]
+    ledger = IdLedger(a.manifest.id_kind) if b.format in KEYED_FORMATS else None
+    try:
+        for batch in a.batches(batch_size):
+            hid, hv, hp = _digested(a, batch)
+            if on_batch is not None:
+                on_batch(batch)
+            if ledger is not None:
+                ledger.add(batch.column(ID_COLUMN))
+            pri, keys, hvs, hps = (np.concatenate(x) for x in (
+                (pri, _mix(hid ^ salt)), (keys, hid), (hvs, hv), (hps, hp)))
+            ids += decode_ids(batch.column(ID_COLUMN), a.manifest.id_kind)
+            # the last record of each id, then the n ids of lowest priority
+            _, first_from_end = np.unique(keys[::-1], return_index=True)
+            last = len(keys) - 1 - first_from_end
+            keep = last[np.argsort(pri[last], kind="stable")[:n]]
+            pri, keys, hvs, hps = pri[keep], keys[keep], hvs[keep], hps[keep]
+            ids = [ids[i] for i in keep]
+    except BaseException:
+        if ledger is not None:
+            ledger.discard()
+        raise
+    if ledger is not None:
+        repeated = ledger.finish()
+        a.duplicates, a.repeats = repeated["count"], repeated["repeats"]
+        for example in repeated["examples"]:
+            a._duplicate_examples.add(example)
     wanted = {int(k): i for i, k in enumerate(keys)}
     found: dict[int, tuple[int, int]] = {}
 
