@@ -213,3 +213,59 @@ def test_inspect_names_the_docstore(tmp_path):
     assert f"docstore:  {folder / 'docstore.json'} (LlamaIndex, 8 nodes; payload keys " \
            "<metadata>, _node_content, _node_type, document_id, doc_id, ref_doc_id)" \
            in result.output
+
+
+def _nan_metadata(folder: Path) -> tuple[str, str]:
+    """Give two indexed nodes NaN / -Infinity metadata, written as LlamaIndex's json.dump
+    writes them; returns their node ids."""
+    order = nodes_dict(folder)
+    first, second = order["1"], order["4"]
+
+    def change(nodes):
+        nodes[first]["__data__"]["metadata"]["score"] = float("nan")
+        nodes[second]["__data__"]["metadata"]["rank"] = [1, float("-inf")]
+
+    path = folder / "docstore.json"
+    data = json.loads(path.read_text())
+    change(data["docstore/data"])
+    path.write_text(json.dumps(data))  # allow_nan: NaN and -Infinity as bare words
+    assert "NaN" in path.read_text() and "-Infinity" in path.read_text()
+    return first, second
+
+
+def test_nan_metadata_makes_its_node_a_bad_record(tmp_path):
+    folder = folder_copy(tmp_path)
+    first, second = _nan_metadata(folder)
+    rejects = tmp_path / "rejects.jsonl"
+    report = convert(str(folder), str(tmp_path / "o.jsonl"), on_error="skip",
+                     rejects=str(rejects))
+    assert (report["written"], report["rejected"]) == (6, 2)
+    lines = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert sorted(r["_vecferry_reject"]["reason"] for r in lines) == sorted([
+        f"node {first!r} holds NaN at metadata.score, which JSON cannot express",
+        f"node {second!r} holds -Infinity at metadata.rank[1], which JSON cannot express"])
+    kept = {r["id"]: r for r in lines}
+    assert np.isnan(kept[first]["payload"]["score"])
+    assert kept[second]["payload"]["rank"] == [1, float("-inf")]
+    assert len(kept[first]["vector"]) == 8
+    with pytest.raises(InputError) as err:
+        convert(str(folder), str(tmp_path / "o2.jsonl"))
+    assert str(err.value) == (
+        f"{folder / 'docstore.json'}, row 1, id {first!r}: node {first!r} holds NaN at "
+        "metadata.score, which JSON cannot express (persist the index again with LlamaIndex "
+        "(index.storage_context.persist), or use --on-error skip to write such points (with "
+        "their vectors) to the rejects file and carry on)")
+
+
+def test_nan_in_a_streamed_docstore_is_a_clear_error(tmp_path, monkeypatch):
+    folder = folder_copy(tmp_path)
+    _nan_metadata(folder)
+    monkeypatch.setattr(llamaindex_store, "WHOLE_JSON_BYTES", 0)
+    with pytest.raises(InputError) as err:
+        read_points(str(folder))
+    assert str(err.value).startswith(
+        f"{folder / 'docstore.json'}: holds NaN or Infinity (LlamaIndex writes them for such "
+        "metadata values; JSON has no such values), which vecferry reads only in a "
+        "docstore.json of up to 0 MB (it streams bigger ones): lexical error")
+    assert "(replace NaN and infinite metadata values (with None) in LlamaIndex and persist " \
+           "the index again)" in str(err.value)

@@ -20,7 +20,10 @@ own: the node's metadata at the top level, ``_node_content`` (the node as JSON t
 embedding), ``_node_type`` (its class name) and ``document_id`` / ``doc_id`` / ``ref_doc_id``
 (its source document's id, ``"None"`` without one).
 
-Bad records: a FAISS id no ``nodes_dict`` names, and a node id ``docstore.json`` does not hold.
+Bad records: a FAISS id no ``nodes_dict`` names, a node id ``docstore.json`` does not hold,
+and a node whose metadata holds NaN or Infinity (LlamaIndex writes them, as Python's ``json``
+does; JSON cannot hold them, and a ``docstore.json`` holding them is read whole, up to
+``WHOLE_JSON_BYTES``, since the streaming parser refuses them).
 Nodes that ``nodes_dict`` names for FAISS ids the index does not hold come out of ``unused``.
 Nodes of the docstore that no ``nodes_dict`` names belong to no vector here (a docstore can
 serve several indexes); they are counted (``unindexed``), not read.
@@ -40,6 +43,7 @@ import pyarrow as pa
 
 from vecferry.errors import InputError, Location
 from vecferry.fileio import loads_exact, open_read, without_bom
+from vecferry.mapping import non_finite
 from vecferry.payloadjoin import PayloadTable
 from vecferry.points import dumps_payload
 from vecferry.storage import as_path, file_size
@@ -78,6 +82,10 @@ def is_llamaindex_index(location: str) -> bool:
 def node_payload(node: dict[str, Any]) -> str:
     """The payload text LlamaIndex's ``node_to_metadata_dict(node, remove_text=False)`` makes
     of a node as ``docstore.json`` holds it."""
+    return dumps_payload(_payload_of(node))
+
+
+def _payload_of(node: dict[str, Any]) -> dict[str, Any]:
     payload = dict(node.get("metadata") or {})
     content = dict(node)
     content["embedding"] = None
@@ -87,7 +95,7 @@ def node_payload(node: dict[str, Any]) -> str:
     source = (node.get("relationships") or {}).get(_SOURCE)
     ref = source.get("node_id") if isinstance(source, dict) else None
     payload["document_id"] = payload["doc_id"] = payload["ref_doc_id"] = ref or "None"
-    return dumps_payload(payload)
+    return payload
 
 
 class LlamaIndexNodes:
@@ -119,12 +127,22 @@ class LlamaIndexNodes:
         self.documents = 0
         self.unindexed = 0
         named = set(node_ids)
+        # node id -> (why, payload) of nodes holding what JSON cannot (a docstore.json read
+        # leniently: LlamaIndex writes it with json.dump, which writes NaN and Infinity)
+        self._bad: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._lenient = False
         pending: list[tuple[str, str]] = []
         for node_id, node in self._docstore_nodes():
             self.documents += 1
             if node_id not in named:
                 self.unindexed += 1
                 continue
+            if self._lenient:
+                found = non_finite(node.get("metadata"), "metadata")
+                if found is not None:
+                    self._bad[node_id] = (f"holds {found[0]} at {found[1]}, which JSON cannot "
+                                          "express", _payload_of(node))
+                    continue
             pending.append((node_id, node_payload(node)))
             if len(pending) == 4096:
                 self._table.add_many(pending)
@@ -143,16 +161,35 @@ class LlamaIndexNodes:
                                   [encode_id(n, self.id_kind) for n in node_ids],
                                   type=id_arrow_type(self.id_kind))
         self._used = np.zeros(len(node_ids), dtype=bool)
+        self._is_bad = np.array([n in self._bad for n in node_ids], dtype=bool) if self._bad \
+            else np.zeros(len(node_ids), dtype=bool)
 
     # -- loading ---------------------------------------------------------------------------
 
     def _read_json(self, location: str) -> Any:
+        """The file parsed whole. NaN and Infinity (which LlamaIndex's ``json.dump`` writes for
+        such floats) are read, and set ``_lenient``: the nodes holding them become bad records;
+        anything else that is not JSON raises ``InputError``."""
+        with open_read(location) as fh:
+            text = without_bom(fh.read())
         try:
-            with open_read(location) as fh:
-                return loads_exact(without_bom(fh.read()))
+            return loads_exact(text)
         except ValueError as exc:
-            raise InputError(f"not JSON: {exc}", location=Location(source=location),
-                             hint="persist the index again with LlamaIndex") from exc
+            constants: list[str] = []
+
+            def constant(name: str) -> float:
+                constants.append(name)
+                return float(name)
+
+            try:
+                data = json.loads(text, parse_constant=constant)
+            except ValueError:
+                data = None
+            if data is None or not constants:
+                raise InputError(f"not JSON: {exc}", location=Location(source=location),
+                                 hint="persist the index again with LlamaIndex") from exc
+            self._lenient = True
+            return data
 
     def _nodes_dict(self) -> tuple[np.ndarray, list[str]]:
         data = self._read_json(self._index_store)
@@ -212,6 +249,14 @@ class LlamaIndexNodes:
                 for node_id, entry in ijson.kvitems(fh, "docstore/data", use_float=True):
                     yield node_id, node_of(node_id, entry)
         except ijson.JSONError as exc:
+            if any(c in str(exc) for c in ("NaN", "Infinity")):
+                raise InputError(
+                    f"holds NaN or Infinity (LlamaIndex writes them for such metadata values; "
+                    f"JSON has no such values), which vecferry reads only in a {DOCSTORE_FILE} "
+                    f"of up to {WHOLE_JSON_BYTES >> 20} MB (it streams bigger ones): {exc}",
+                    location=Location(source=self.location),
+                    hint="replace NaN and infinite metadata values (with None) in LlamaIndex "
+                         "and persist the index again") from exc
             raise InputError(f"not JSON: {exc}", location=Location(source=self.location),
                              hint="persist the index again with LlamaIndex") from exc
 
@@ -230,12 +275,17 @@ class LlamaIndexNodes:
         return named & self._ok[pos] if len(self._ok) else named
 
     def why(self, fid: int) -> tuple[str, Any, Any]:
-        """(reason, the point's id for the rejects file, None) of a FAISS id ``known`` refused."""
+        """(reason, the point's id for the rejects file, its payload or None) of a FAISS id
+        ``known`` refused; a node that is a bad record counts as used."""
         pos, named = self._positions(np.array([fid], dtype=np.int64))
         if not named[0]:
             return (f"FAISS id {fid} is in no nodes_dict of {INDEX_STORE_FILE}, so it has no "
                     "node", fid, None)
         node_id = decode_ids(self._node_ids.slice(int(pos[0]), 1), self.id_kind)[0]
+        if node_id in self._bad:
+            self._used[int(pos[0])] = True  # rejected here: not again by ``unused``
+            why, payload = self._bad[node_id]
+            return f"node {node_id!r} {why}", node_id, payload
         return (f"{DOCSTORE_FILE} has no node {node_id!r} (nodes_dict names it for FAISS id "
                 f"{fid})", node_id, None)
 
@@ -260,10 +310,12 @@ class LlamaIndexNodes:
     def unused(self) -> Iterator[tuple[Any, dict[str, Any], str]]:
         """(node id, payload, why) of each node ``nodes_dict`` names for a FAISS id no read
         reached (the index does not hold it)."""
-        for row in np.flatnonzero(~self._used & self._ok):
+        for row in np.flatnonzero(~self._used & (self._ok | self._is_bad)):
             node_id = decode_ids(self._node_ids.slice(int(row), 1), self.id_kind)[0]
             text = self._table.take([str(node_id)])[0]
-            yield (node_id, loads_exact(text.encode()) if text else None,
+            payload = (loads_exact(text.encode()) if text else
+                       self._bad[node_id][1] if node_id in self._bad else None)
+            yield (node_id, payload,
                    f"nodes_dict names it for FAISS id {int(self._fid[row])}, which the index "
                    "does not hold")
 
