@@ -841,15 +841,16 @@ RETRIEVE_CHUNK = 1000
 def _spot_check(a: _Side, b: _Side, n: int, batch_size: int, on_batch: Any) -> dict[str, Any]:
     """Compare ``n`` source points, sampled uniformly (seeded), with the destination by id.
 
+    The source is read once (its digest and count come along); the destination is asked for
+    the sampled ids when its reader can fetch points by id (``retrieve``: Qdrant), so a spot
+    check of a huge collection reads ``n`` points, not the collection; otherwise it is streamed
+    keeping only the sampled ids. Memory is bounded by ``n``.
+
     The sample is of ids, each with its last record in the source (what a collection keeps of
     a repeated id): an id's place in the sample comes from a seeded hash of it, the same for
     every record of it. When the destination is a collection, the source's repeated ids are
     counted too (``IdLedger``, spilled to disk), so a count that differs by them alone is told
     from a loss.
-    The source is read once (its digest and count come along); the destination is asked for
-    the sampled ids when its reader can fetch points by id (``retrieve``: Qdrant), so a spot
-    check of a huge collection reads ``n`` points, not the collection; otherwise it is streamed
-    keeping only the sampled ids. Memory is bounded by ``n``.
     """
     salt = _mix(np.array([SPOT_SEED], dtype=np.uint64))
     pri = keys = hvs = hps = np.empty(0, dtype=np.uint64)
