@@ -48,6 +48,19 @@ def edit_nodes_dict(folder: Path, change) -> None:
     path.write_text(json.dumps(data))
 
 
+BAD_RECORD_HINT = ("(persist the index again with LlamaIndex (index.storage_context.persist), "
+                   "or use --on-error skip to write such points (with their vectors) to the "
+                   "rejects file and carry on)")
+
+
+def first_failure(folder: Path, tmp_path: Path) -> str:
+    """The message of a default (--on-error fail) conversion of ``folder``."""
+    with pytest.raises(InputError) as err:
+        convert(str(folder), str(tmp_path / "fails.jsonl"))
+    assert not (tmp_path / "fails.jsonl").exists()
+    return str(err.value)
+
+
 def edit_docstore(folder: Path, change) -> None:
     path = folder / "docstore.json"
     data = json.loads(path.read_text())
@@ -127,13 +140,9 @@ def test_faults_are_bad_records(tmp_path):
         "id 40, which the index does not hold",
     ])
     assert (report["written"], report["rejected"]) == (6, 3)
-    with pytest.raises(InputError) as err:
-        convert(str(folder), str(tmp_path / "o2.jsonl"))
-    assert str(err.value) == (
+    assert first_failure(folder, tmp_path) == (
         f"{folder / 'docstore.json'}, row 2, id {gone!r}: docstore.json has no node {gone!r} "
-        "(nodes_dict names it for FAISS id 2) (persist the index again with LlamaIndex "
-        "(index.storage_context.persist), or use --on-error skip to write such points (with "
-        "their vectors) to the rejects file and carry on)")
+        f"(nodes_dict names it for FAISS id 2) {BAD_RECORD_HINT}")
 
 
 def test_nodes_of_other_indexes_are_counted_not_read(tmp_path):
@@ -248,13 +257,9 @@ def test_nan_metadata_makes_its_node_a_bad_record(tmp_path):
     assert np.isnan(kept[first]["payload"]["score"])
     assert kept[second]["payload"]["rank"] == [1, float("-inf")]
     assert len(kept[first]["vector"]) == 8
-    with pytest.raises(InputError) as err:
-        convert(str(folder), str(tmp_path / "o2.jsonl"))
-    assert str(err.value) == (
+    assert first_failure(folder, tmp_path) == (
         f"{folder / 'docstore.json'}, row 1, id {first!r}: node {first!r} holds NaN at "
-        "metadata.score, which JSON cannot express (persist the index again with LlamaIndex "
-        "(index.storage_context.persist), or use --on-error skip to write such points (with "
-        "their vectors) to the rejects file and carry on)")
+        f"metadata.score, which JSON cannot express {BAD_RECORD_HINT}")
 
 
 def test_nan_in_a_streamed_docstore_is_a_clear_error(tmp_path, monkeypatch):
