@@ -724,5 +724,5 @@ def test_a_partitioned_run_that_did_no_part_leaves_no_staging(npy_src, tmp_path)
     out = str(tmp_path / "o.parquet")
     with pytest.raises(UsageError, match="does not take option"):
         convert(npy_src["jsonl"], out, workers=2, partition_size=SMALL,
-                writer_options={"distance": "Dot"})
+                writer_options={"bulk": True})
     assert not staging_dir(out).exists() and not Path(f"{staging_dir(out)}.lock").exists()

@@ -109,21 +109,22 @@ class IdLedger:
             w.close()
         self._writers = {}
 
-    def finish(self) -> dict[str, Any]:
-        """``count_sealed`` of this ledger's ids."""
+    def finish(self, repeats: bool = False) -> dict[str, Any]:
+        """{"count": ids occurring more than once, "examples": up to 10 of them}, and with
+        ``repeats`` their records past the first (``count_sealed``)."""
         try:
             self.seal()
-            return count_sealed([self._dir], self.id_kind, self.partitions)
+            return count_sealed([self._dir], self.id_kind, self.partitions, repeats)
         finally:
             self._remove()
 
 
-def count_sealed(directories: list[Path], id_kind: str, partitions: int = PARTITIONS
-                 ) -> dict[str, Any]:
+def count_sealed(directories: list[Path], id_kind: str, partitions: int = PARTITIONS,
+                 repeats: bool = False) -> dict[str, Any]:
     """Repeated ids over the sealed spills in ``directories``, one hash bucket at a time:
-    {"count": ids occurring more than once, "repeats": their records past the first,
-    "examples": up to 10 of them}."""
-    count = repeats = 0
+    {"count": ids occurring more than once, "examples": up to 10 of them}, and with
+    ``repeats`` {"repeats": their records past the first}."""
+    count = extra = 0
     examples: list[Any] = []
     for p in range(partitions):
         tables = [t for _, t in _bucket(directories, p)]
@@ -133,10 +134,13 @@ def count_sealed(directories: list[Path], id_kind: str, partitions: int = PARTIT
         counts = pc.value_counts(ids)
         dup = counts.filter(pc.greater(counts.field("counts"), 1))
         count += len(dup)
-        repeats += int(pc.sum(dup.field("counts")).as_py() or 0) - len(dup)
+        extra += int(pc.sum(dup.field("counts")).as_py() or 0) - len(dup)
         if len(examples) < EXAMPLES and len(dup):
             examples += decode_ids(dup.field("values")[: EXAMPLES - len(examples)], id_kind)
-    return {"count": count, "repeats": repeats, "examples": examples}
+    found: dict[str, Any] = {"count": count, "examples": examples}
+    if repeats:
+        found["repeats"] = extra
+    return found
 
 
 def last_holders(directories: list[Path], limit: int, partitions: int = PARTITIONS

@@ -877,7 +877,7 @@ def _spot_check(a: _Side, b: _Side, n: int, batch_size: int, on_batch: Any) -> d
             ledger.discard()
         raise
     if ledger is not None:
-        repeated = ledger.finish()
+        repeated = ledger.finish(repeats=True)
         a.duplicates, a.repeats = repeated["count"], repeated["repeats"]
         for example in repeated["examples"]:
             a._duplicate_examples.add(example)
