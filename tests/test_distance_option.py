@@ -80,3 +80,16 @@ def test_cli_then_load_into_local_qdrant(tmp_path, matrix):
     result = CliRunner().invoke(main, ["inspect", target, "--json"])
     assert result.exit_code == 0, result.output
     assert [v["distance"] for v in json.loads(result.output)["vectors"]] == ["Cosine"]
+
+
+def test_packed_bits_of_a_binary_index_get_no_distance(tmp_path):
+    faiss = pytest.importorskip("faiss")
+    index = faiss.IndexBinaryFlat(64)
+    index.add(np.random.default_rng(4).integers(0, 256, (50, 8), dtype=np.uint8))
+    src = str(tmp_path / "bits.faiss")
+    faiss.write_index_binary(index, src)
+    dst = str(tmp_path / "bits.parquet")
+    convert(src, dst, writer_options={"distance": "Cosine"})
+    manifest, points = read_points(dst)
+    assert [(v.datatype, v.distance) for v in manifest.vectors] == [("uint8", None)]
+    assert manifest.extra["faiss"]["binary_bits"] == 64 and len(points) == 50

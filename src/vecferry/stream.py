@@ -205,17 +205,27 @@ def with_manifest(schema: pa.Schema, manifest: Manifest) -> pa.Schema:
 DISTANCES = ("Cosine", "Euclid", "Dot", "Manhattan")
 
 
+def is_packed_bits(manifest: Manifest, spec: VectorSpec | None) -> bool:
+    """Whether ``spec`` holds the packed bits of a FAISS binary index: the FAISS reader marks
+    them (``extra["faiss"]["binary_bits"]``) and every copy keeps the mark."""
+    facts = manifest.extra.get("faiss")
+    bits = facts.get("binary_bits") if isinstance(facts, dict) else None
+    return (spec is not None and spec.kind == "dense" and spec.datatype == "uint8"
+            and isinstance(bits, int) and bits == 8 * (spec.size or 0))
+
+
 def with_distance(schema: pa.Schema, distance: str | None) -> pa.Schema:
     """``schema`` with ``distance`` (``--distance``) recorded for each dense or multi vector
     whose source records none, so a file keeps it for a later load into Qdrant or FAISS; a
-    recorded distance stays (the pipeline warns), and sparse vectors have none. ``UsageError``
-    for a name that is not one of ``DISTANCES``."""
+    recorded distance stays (the pipeline warns); sparse vectors and packed bits (compared by
+    Hamming distance) get none. ``UsageError`` for a name that is not one of ``DISTANCES``."""
     if distance is None:
         return schema
     if distance not in DISTANCES:
         raise UsageError(f"unknown distance {distance!r}", hint=f"one of {', '.join(DISTANCES)}")
     manifest = manifest_of(schema)
-    unset = [v for v in manifest.vectors if v.kind != "sparse" and not v.distance]
+    unset = [v for v in manifest.vectors if v.kind != "sparse" and not v.distance
+             and not is_packed_bits(manifest, v)]
     for v in unset:
         v.distance = distance
     return with_manifest(schema, manifest) if unset else schema

@@ -61,7 +61,14 @@ from vecferry.digest import (
 from vecferry.errors import UsageError
 from vecferry.fileio import loads_reject_line
 from vecferry.ledger import IdLedger
-from vecferry.stream import ID_COLUMN, Manifest, VectorSpec, decode_ids, manifest_of
+from vecferry.stream import (
+    ID_COLUMN,
+    Manifest,
+    VectorSpec,
+    decode_ids,
+    is_packed_bits,
+    manifest_of,
+)
 
 DEFAULT_MIN_RECALL = 0.99
 MEMORY_ROWS = 2_000_000
@@ -542,13 +549,7 @@ def _faiss_facts(side: _Side) -> dict[str, Any]:
     return facts if isinstance(facts, dict) else {}
 
 
-def _is_binary(manifest: Manifest, spec: VectorSpec | None) -> bool:
-    """Whether ``spec`` holds the packed bits of a FAISS binary index: the FAISS reader marks
-    them (``extra["faiss"]["binary_bits"]``) and every copy keeps the mark."""
-    facts = manifest.extra.get("faiss")
-    bits = facts.get("binary_bits") if isinstance(facts, dict) else None
-    return (spec is not None and spec.kind == "dense" and spec.datatype == "uint8"
-            and isinstance(bits, int) and bits == 8 * (spec.size or 0))
+_is_binary = is_packed_bits
 
 
 @contextlib.contextmanager
