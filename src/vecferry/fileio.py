@@ -220,16 +220,23 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def loads_with_constants(text: bytes) -> tuple[Any, list[str]]:
+    """``text`` parsed by the stdlib parser, which reads NaN / Infinity / -Infinity as floats,
+    and those of them it met, in order. Raises ``ValueError`` for anything else not JSON."""
+    found: list[str] = []
+
+    def note(name: str) -> float:
+        found.append(name)
+        return float(name)
+
+    return json.loads(text, parse_constant=note), found
+
+
 def nonstandard_constant(line: bytes) -> str | None:
     """The first of NaN / Infinity / -Infinity in ``line`` when they are all that keeps it from
     being JSON (the stdlib parser reads them; orjson, rightly, does not)."""
-    found: list[str] = []
-
-    def note(name: str) -> None:
-        found.append(name)
-
     try:
-        json.loads(line, parse_constant=note)
+        _, found = loads_with_constants(line)
     except ValueError:
         return None
     return found[0] if found else None

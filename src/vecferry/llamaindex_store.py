@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 
 from vecferry.errors import InputError, Location
-from vecferry.fileio import loads_exact, open_read, without_bom
+from vecferry.fileio import loads_exact, loads_with_constants, open_read, without_bom
 from vecferry.mapping import non_finite
 from vecferry.payloadjoin import PayloadTable
 from vecferry.points import dumps_payload
@@ -175,17 +175,11 @@ class LlamaIndexNodes:
         try:
             return loads_exact(text)
         except ValueError as exc:
-            constants: list[str] = []
-
-            def constant(name: str) -> float:
-                constants.append(name)
-                return float(name)
-
             try:
-                data = json.loads(text, parse_constant=constant)
+                data, constants = loads_with_constants(text)
             except ValueError:
-                data = None
-            if data is None or not constants:
+                constants = []
+            if not constants:
                 raise InputError(f"not JSON: {exc}", location=Location(source=location),
                                  hint="persist the index again with LlamaIndex") from exc
             self._lenient = True

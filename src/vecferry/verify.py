@@ -549,9 +549,6 @@ def _faiss_facts(side: _Side) -> dict[str, Any]:
     return facts if isinstance(facts, dict) else {}
 
 
-_is_binary = is_packed_bits
-
-
 @contextlib.contextmanager
 def _every_list(side: _Side) -> Iterator[int | None]:
     """An IVF index searching all its inverted lists for the duration (nprobe = nlist; yields
@@ -922,7 +919,7 @@ def _spot_check(a: _Side, b: _Side, n: int, batch_size: int, on_batch: Any) -> d
 
 
 def _metric(side: _Side, spec: VectorSpec | None) -> str | None:
-    if _is_binary(side.manifest, spec):
+    if is_packed_bits(side.manifest, spec):
         return "Hamming"  # the only metric of a binary index; bits have no other distance
     return spec.distance if spec is not None else None
 
