@@ -17,6 +17,13 @@ and ``corrupt`` (a download has one byte changed).
 Local mode keeps no payload indexes and ignores HNSW updates, so the stand-in records those
 itself and reports them in ``GET /collections/{name}`` the way a server would.
 
+Custom sharding (``"sharding_method": "custom"``), which local mode lacks, is played by a table
+of each point's shard key: create / list shard keys (``PUT`` / ``GET .../shards``; with
+``list_shard_keys_endpoint = False`` the listing is a 404, as on servers older than it, and
+the keys are in ``GET .../cluster``), upserts that need a known key, and scroll / count with
+``shard_key``. Records name their key, as a server's do. Unlike a server, a point id lives in
+one key only: upserting it under another key moves it.
+
 Usage::
 
     with QdrantStandIn() as server:
@@ -47,7 +54,8 @@ import orjson
 @dataclass
 class Fault:
     """One scripted fault for requests of ``op`` (upsert, scroll, count, query, get, exists,
-    create, index, update): ``kind`` is ``delay``, ``503``, ``429``, ``drop`` or ``400``.
+    create, index, update, retrieve, shard_create, shard_list, cluster): ``kind`` is
+    ``delay``, ``503``, ``429``, ``drop`` or ``400``.
 
     It fires ``times`` times (None: every time) on requests for which ``when(body)`` is true.
     ``seconds`` is the delay, or the ``Retry-After`` of a 429.
@@ -83,6 +91,10 @@ class QdrantStandIn:
         self.log: list[Logged] = []
         self.indexes: dict[str, dict[str, Any]] = {}
         self.hnsw_m: dict[str, int] = {}
+        #: custom-sharded collections: name -> shard keys, and name -> point id -> its key
+        self.shard_keys: dict[str, list[Any]] = {}
+        self.point_keys: dict[str, dict[str, Any]] = {}
+        self.list_shard_keys_endpoint = True
         self.hnsw_updates: list[int] = []
         # snapshots (see "Snapshots" at the end of this module)
         self.snapshot_dir = tempfile.mkdtemp(prefix="standin-snapshots-")
@@ -243,6 +255,8 @@ def _op(method: str, segs: list[str]) -> tuple[str | None, str | None]:
         ("PUT", ("points",)): "upsert", ("POST", ("points", "scroll")): "scroll",
         ("POST", ("points", "count")): "count", ("PUT", ("index",)): "index",
         ("POST", ("points", "query")): "query",
+        ("PUT", ("shards",)): "shard_create", ("GET", ("shards",)): "shard_list",
+        ("GET", ("cluster",)): "cluster", ("POST", ("points",)): "retrieve",
     }
     return table.get((method, tuple(rest))), name
 
@@ -259,6 +273,8 @@ def _execute(server: QdrantStandIn, models: Any, op: str, name: str, body: dict[
         info["payload_schema"] = server.indexes.get(name, {})
         if name in server.hnsw_m:
             info["config"]["hnsw_config"]["m"] = server.hnsw_m[name]
+        if name in server.shard_keys:
+            info["config"]["params"]["sharding_method"] = "custom"
         return info
     if op == "create":
         req = models.CreateCollection.model_validate(body)
@@ -269,10 +285,15 @@ def _execute(server: QdrantStandIn, models: Any, op: str, name: str, body: dict[
         if req.hnsw_config is not None and req.hnsw_config.m is not None:
             server.hnsw_m[name] = req.hnsw_config.m
         server.indexes[name] = {}
+        if req.sharding_method == models.ShardingMethod.CUSTOM:
+            server.shard_keys[name] = []
+            server.point_keys[name] = {}
         return True
     if op == "delete":
         server.indexes.pop(name, None)
         server.hnsw_m.pop(name, None)
+        server.shard_keys.pop(name, None)
+        server.point_keys.pop(name, None)
         return eng.delete_collection(name)
     if op == "update":
         req = models.UpdateCollection.model_validate(body)
@@ -282,17 +303,32 @@ def _execute(server: QdrantStandIn, models: Any, op: str, name: str, body: dict[
         return True
     if not eng.collection_exists(name):
         raise KeyError(f"Collection `{name}` doesn't exist!")
+    if op in ("shard_create", "shard_list", "cluster"):
+        return _sharding(server, models, op, name, body)
     if op == "upsert":
         req = models.PointsList.model_validate(body)
+        keys = server.point_keys.get(name)
+        if keys is not None:
+            if req.shard_key is None:
+                raise ValueError("Shard key not specified")
+            if req.shard_key not in server.shard_keys[name]:
+                raise ValueError(f"Shard key {req.shard_key} not found")
+        elif req.shard_key is not None:
+            raise ValueError("Shard key specified, but the collection uses automatic sharding")
         eng.upsert(name, points=req.points)
+        if keys is not None:
+            keys.update((str(p.id), req.shard_key) for p in req.points)
         return {"operation_id": len(server.log), "status": "completed"}
     if op == "scroll":
         req = models.ScrollRequest.model_validate(body)
-        records, nxt = eng.scroll(name, scroll_filter=req.filter, limit=req.limit or 10,
-                                  offset=req.offset, with_payload=req.with_payload,
-                                  with_vectors=req.with_vector)
-        return {"points": [r.model_dump(mode="json") for r in records],
-                "next_page_offset": nxt}
+        records, nxt = eng.scroll(name, scroll_filter=_of_key(server, models, name, req),
+                                  limit=req.limit or 10, offset=req.offset,
+                                  with_payload=req.with_payload, with_vectors=req.with_vector)
+        points = [r.model_dump(mode="json") for r in records]
+        keys = server.point_keys.get(name)
+        for p in points if keys is not None else []:
+            p["shard_key"] = keys.get(str(p["id"]))
+        return {"points": points, "next_page_offset": nxt}
     if op == "query":
         req = models.QueryRequest.model_validate(body)
         # a server returns neither payloads nor vectors unless asked
@@ -300,9 +336,19 @@ def _execute(server: QdrantStandIn, models: Any, op: str, name: str, body: dict[
                                limit=req.limit or 10, with_payload=req.with_payload or False,
                                with_vectors=req.with_vector or False)
         return res.model_dump(mode="json")
+    if op == "retrieve":
+        req = models.PointRequest.model_validate(body)
+        records = eng.retrieve(name, ids=req.ids, with_payload=req.with_payload,
+                               with_vectors=req.with_vector)
+        points = [r.model_dump(mode="json") for r in records]
+        keys = server.point_keys.get(name)
+        for p in points if keys is not None else []:
+            p["shard_key"] = keys.get(str(p["id"]))
+        return points
     if op == "count":
         req = models.CountRequest.model_validate(body)
-        return {"count": eng.count(name, count_filter=req.filter, exact=True).count}
+        return {"count": eng.count(name, count_filter=_of_key(server, models, name, req),
+                                   exact=True).count}
     if op == "index":
         req = models.CreateFieldIndex.model_validate(body)
         schema = req.field_schema
@@ -314,6 +360,41 @@ def _execute(server: QdrantStandIn, models: Any, op: str, name: str, body: dict[
         server.indexes.setdefault(name, {})[req.field_name] = entry
         return {"operation_id": 0, "status": "completed"}
     raise KeyError(op)
+
+
+def _of_key(server: QdrantStandIn, models: Any, name: str, req: Any) -> Any:
+    """``req.filter``, narrowed to the points of ``req.shard_key`` when it names one."""
+    if req.shard_key is None:
+        return req.filter
+    keys = server.point_keys.get(name)
+    if keys is None:
+        raise ValueError("Shard key specified, but the collection uses automatic sharding")
+    if req.shard_key not in server.shard_keys[name]:
+        raise ValueError(f"Shard key {req.shard_key} not found")
+    ids = [int(i) if i.isdigit() else i for i, k in keys.items() if k == req.shard_key]
+    only = models.HasIdCondition(has_id=ids)
+    return models.Filter(must=[only] if req.filter is None else [only, req.filter])
+
+
+def _sharding(server: QdrantStandIn, models: Any, op: str, name: str,
+              body: dict[str, Any]) -> Any:
+    keys = server.shard_keys.get(name)
+    if keys is None:
+        raise ValueError("the collection uses automatic sharding")
+    if op == "shard_create":
+        req = models.CreateShardingKey.model_validate(body)
+        if req.shard_key in keys:
+            raise ValueError(f"Shard key {req.shard_key} already exists")
+        keys.append(req.shard_key)
+        return True
+    if op == "shard_list":
+        if not server.list_shard_keys_endpoint:
+            raise KeyError("no route GET /collections/{name}/shards (an older server)")
+        return {"shard_keys": [{"key": k} for k in keys]}
+    return {"peer_id": 1, "shard_count": len(keys), "remote_shards": [],
+            "shard_transfers": [],
+            "local_shards": [{"shard_id": i, "shard_key": k, "points_count": 0,
+                              "state": "Active"} for i, k in enumerate(keys)]}
 
 
 # ------------------------------------------------------------------------------- snapshots
