@@ -275,7 +275,7 @@ def test_row_view_points_leave_rejects_to_the_general_path(tmp_path: Path) -> No
 
 
 def test_payload_parsing_matches_json_loads() -> None:
-    from vecferry.converters.qdrant import _loads
+    from vecferry.converters.qdrant import loads_payload
 
     for text in ['{"a":1,"a":2}', '{"x":1.0000000000000002,"y":1e-320,"z":-0.0}',
                  '{"n":123456789012345678901234567890,"m":-5}', '{"f":NaN}',
@@ -284,7 +284,7 @@ def test_payload_parsing_matches_json_loads() -> None:
                  '{"s":"\\ud800"}', '{"u":"\\u00e9\\ud83d\\ude00"}', '[]']:
         import json
 
-        got, want = _loads(text), json.loads(text)
+        got, want = loads_payload(text), json.loads(text)
         assert repr(got) == repr(want)
         assert [type(v) for v in (got.values() if isinstance(got, dict) else got)] == \
             [type(v) for v in (want.values() if isinstance(want, dict) else want)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ pytest.importorskip("qdrant_client")
 
 from qdrant_standin import Fault, QdrantStandIn
 from vecferry.converters import open_reader
-from vecferry.converters.qdrant import DEFAULT_ID_FIELD, id_order
+from vecferry.converters.qdrant import DEFAULT_ID_FIELD, SHARD_KEY_FIELD, id_order
 from vecferry.pipeline import convert
 from vecferry.verify import verify
 
@@ -176,27 +175,24 @@ def test_local_mode_is_one_partition(tmp_path: Path, server: QdrantStandIn) -> N
         reader.close()
 
 
-def test_one_partition_per_shard_key(server: QdrantStandIn) -> None:
-    """Custom sharding, played by the payload's ``lang`` (the stand-in's embedded engine has
-    no shard keys): one partition per key, read with that key's selector."""
-    from qdrant_client import models
+def test_one_partition_per_shard_key(server: QdrantStandIn, tmp_path: Path) -> None:
+    """A custom-sharded collection (the stand-in plays a server's custom sharding): one
+    partition per key, read with that key's selector, each point naming its key."""
+    from qdrant_client import QdrantClient, models
 
-    reader = open_reader(server.location("ints"))
-    backend = reader.backend
-    scroll, count = backend.scroll, backend.count
-    selected: list[Any] = []
-
-    def by_key(flt: Any, key: Any) -> Any:
-        if key is None:
-            return flt
-        selected.append(key)
-        return models.Filter(must=[models.FieldCondition(
-            key="lang", match=models.MatchValue(value=key))])
-
-    backend.shard_keys = lambda: ["en", "de", "fr"]
-    backend.count = lambda flt=None, shard_key=None: count(by_key(flt, shard_key))
-    backend.scroll = lambda off, lim, flt, vec, pay, shard_key=None: scroll(
-        off, lim, by_key(flt, shard_key), vec, pay)
+    c = QdrantClient(host="127.0.0.1", port=server.port, check_compatibility=False)
+    c.create_collection("tenants", vectors_config=models.VectorParams(size=DIM,
+                                                                      distance="Euclid"),
+                        sharding_method=models.ShardingMethod.CUSTOM)
+    c.close()
+    src = tmp_path / "tenants.jsonl"
+    with open(src, "w") as f:
+        for p in _points(list(range(N)), 3):
+            p["payload"][SHARD_KEY_FIELD] = p["payload"]["lang"]
+            f.write(json.dumps(p) + "\n")
+    report = convert(str(src), server.location("tenants"), workers=1)
+    assert report["shard_keys_created"] == ["en", "de", "fr"]
+    reader = open_reader(server.location("tenants"))
     try:
         parts = reader.partitions(SMALL)
         assert [p["spec"] for p in parts] == [{"shard_key": k} for k in ("en", "de", "fr")]
@@ -205,7 +201,9 @@ def test_one_partition_per_shard_key(server: QdrantStandIn) -> None:
         whole = _rows(reader.batches(100))
     finally:
         reader.close()
-    assert Counter(selected) >= Counter({"en": 2, "de": 2, "fr": 2})  # counted and scrolled
+    for key, piece in zip(("en", "de", "fr"), pieces, strict=True):
+        payloads = [json.loads(r["payload"]) for b in piece for r in b.to_pylist()]
+        assert {(p[SHARD_KEY_FIELD], p["lang"]) for p in payloads} == {(key, key)}
     ids = [pid for piece in pieces for pid in _ids(piece)]
     assert len(ids) == len(set(ids)) == N
     assert _rows(b for piece in pieces for b in piece) == whole

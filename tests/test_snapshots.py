@@ -397,14 +397,16 @@ def _collection_config() -> dict[str, Any]:
             "wal_config": {"wal_capacity_mb": 32}, "quantization_config": None}
 
 
-def _collection_archive(tmp: Path, shard_dirs: list[Path], **kw: Any) -> Path:
+def _collection_archive(tmp: Path, shard_dirs: list[Path], mapping: Any = None,
+                        **kw: Any) -> Path:
     stage = tmp / "coll"
     for i, shard in enumerate(shard_dirs):
         _stage_shard(shard, stage / str(i), **kw)
     (stage / "config.json").write_text(json.dumps(_collection_config()))
     (stage / "version.info").write_text("1.15.0")
     (stage / "payload_index.json").write_text(json.dumps({"schema": {"lang": "keyword"}}))
-    (stage / "shard_key_mapping.json").write_text("{}")
+    (stage / "shard_key_mapping.json").write_text(json.dumps({} if mapping is None
+                                                             else mapping))
     return _tar_dir(stage, tmp / "backup.snapshot", dense=kw.get("dense", False))
 
 
@@ -461,6 +463,48 @@ def test_collection_snapshot_two_shards(shards: dict[str, Any], tmp_path: Path) 
 
     info = inspect_location(str(archive), sample=10)
     assert info["format"] == "snapshot" and info["count"] == 37
+
+
+@pytest.mark.parametrize("mapping", [
+    [{"key": "en", "shard_ids": [0]}, {"key": 7, "shard_ids": [1]}],  # keeps integer keys
+    {"en": [0], "7": [1]},  # the older format: keys as text
+])
+def test_a_custom_sharded_snapshot_names_each_points_shard_key(
+        shards: dict[str, Any], tmp_path: Path, mapping: Any) -> None:
+    from vecferry.converters import open_reader
+    from vecferry.converters.qdrant import SHARD_KEY_FIELD
+
+    archive = _collection_archive(tmp_path, [shards["ints"], shards["uuids"]], mapping=mapping)
+    second = 7 if isinstance(mapping, list) else "7"
+    reader = open_reader(str(archive))
+    try:
+        assert reader.manifest.collection["sharding_method"] == "custom"
+        assert reader.manifest.collection["shard_keys"] == ["en", second]
+    finally:
+        reader.close()
+    out = tmp_path / "out.jsonl"
+    vecferry.convert(str(archive), str(out), batch_size=7)
+    want = source_points()
+    for p in want:
+        p["payload"] = {**p["payload"],
+                        SHARD_KEY_FIELD: "en" if isinstance(p["id"], int) else second}
+    assert dump_stream(str(out)) == normalize(want)
+    # a server collection restored from it gets the keys, each point in its own
+    with QdrantStandIn() as server:
+        report = vecferry.convert(str(out), server.location("docs"), workers=1)
+        assert report["shard_keys"] == ["en", second]
+        assert server.point_keys["docs"] == {
+            str(p["id"]): "en" if isinstance(p["id"], int) else second for p in want}
+
+
+def test_a_damaged_shard_key_mapping_is_named(shards: dict[str, Any], tmp_path: Path) -> None:
+    from vecferry.converters import open_reader
+
+    archive = _collection_archive(tmp_path, [shards["ints"]], mapping=[{"key": "en"}])
+    with pytest.raises(InputError) as info:
+        open_reader(str(archive))
+    assert str(info.value) == (f"{archive}: shard_key_mapping.json is not a shard key mapping "
+                               "('shard_ids') (the snapshot may be damaged; take it again)")
 
 
 def test_streamable_segments_and_full_snapshot(shards: dict[str, Any], tmp_path: Path) -> None:

@@ -93,6 +93,10 @@ from vecferry.stream import (
 #: (``uuid5(NAMESPACE_URL, "https://github.com/vecferry/vecferry/ids")``).
 ID_NAMESPACE = uuid.UUID("ca82d95a-9505-516b-a453-b0daee8359fe")
 DEFAULT_ID_FIELD = "_vecferry_id"
+#: Payload field that carries a point's shard key out of a collection with custom sharding
+#: (formats and collections without shard keys keep it there; a custom-sharded target takes
+#: it back out and writes the point to that key).
+SHARD_KEY_FIELD = "_vecferry_shard_key"
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
 DEFAULT_PAGE_SIZE = 256
@@ -152,7 +156,7 @@ def original_id(point_id: Any, payload: dict[str, Any] | None, id_field: str) ->
 _LONG_DIGITS = re.compile(r"[0-9]{19}")
 
 
-def _loads(text: str) -> Any:
+def loads_payload(text: str) -> Any:
     """``json.loads``, through orjson when that gives the same values: not when the text holds
     19 digits in a row (orjson reads integers past 64 bits as floats); the stdlib also reads
     what orjson refuses (NaN and infinite literals, lone surrogates)."""
@@ -425,7 +429,12 @@ class Backend:
     def config(self) -> dict[str, Any]: raise NotImplementedError
     def create(self, config: dict[str, Any]) -> None: raise NotImplementedError
     def drop(self) -> None: raise NotImplementedError
-    def upsert(self, points: list[dict[str, Any]]) -> None: raise NotImplementedError
+    def upsert(self, points: list[dict[str, Any]], shard_key: Any = None) -> None:
+        """Write ``points`` (to shard key ``shard_key`` of a custom-sharded collection)."""
+        raise NotImplementedError
+    def create_shard_key(self, key: Any) -> None:
+        """Add shard key ``key`` to a custom-sharded collection."""
+        raise NotImplementedError
     def count(self, flt: Any = None) -> int: raise NotImplementedError
     def scroll(self, offset: Any, limit: int, flt: Any, vectors: bool, payload: bool
                ) -> tuple[list[tuple[Any, dict[str, Any], dict[str, Any] | None]], Any]:
@@ -438,9 +447,6 @@ class Backend:
     def sample_ids(self, k: int, flt: Any) -> list[Any]:
         """Ids of up to ``k`` points of ``flt``'s subset picked at random by the engine."""
         raise NotImplementedError
-    def shard_keys(self) -> list[Any] | None:
-        """The shard keys of a collection with custom sharding; None for automatic sharding."""
-        return None
     def create_index(self, field: str, index: dict[str, Any]) -> bool: raise NotImplementedError
     def search(self, vector: list[float], using: str, k: int) -> list[tuple[Any, Any]]:
         """(id, payload) of the ``k`` nearest points to ``vector`` in vector ``using``."""
@@ -600,6 +606,7 @@ class ClientBackend(Backend):
         return bool(self._call(lambda: self.client.collection_exists(self.name)))
 
     def config(self) -> dict[str, Any]:
+        m = self.models
         info = self._call(lambda: self.client.get_collection(self.name))
         cfg = info.config
         params = cfg.params
@@ -630,7 +637,26 @@ class ClientBackend(Backend):
             },
             "points_count": info.points_count,
         }
+        if self.engine == "server" and params.sharding_method == m.ShardingMethod.CUSTOM:
+            out["sharding_method"] = "custom"
+            out["shard_keys"] = self._list_shard_keys()
         return out
+
+    def _list_shard_keys(self) -> list[Any]:
+        """The shard keys of a custom-sharded collection. Servers before the listing endpoint
+        (``GET /collections/{name}/shards``) name them in the collection's cluster info."""
+        try:
+            listed = self._call(lambda: self.client.list_shard_keys(self.name))
+            return [d.key for d in listed.shard_keys or []]
+        except Exception as exc:
+            if not _missing_endpoint(exc):
+                raise
+        info = self._call(lambda: self.client.collection_cluster_info(self.name))
+        keys: list[Any] = []
+        for shard in [*(info.local_shards or []), *(info.remote_shards or [])]:
+            if shard.shard_key is not None and shard.shard_key not in keys:
+                keys.append(shard.shard_key)
+        return keys
 
     def create(self, config: dict[str, Any]) -> None:
         m = self.models
@@ -652,10 +678,18 @@ class ClientBackend(Backend):
             "quantization_config": _quantization(m, config.get("quantization_config")),
             "on_disk_payload": config.get("on_disk_payload"),
         }
+        custom = self.engine == "server" and config.get("sharding_method") == "custom"
         if self.engine == "server":
             for key in ("shard_number", "replication_factor", "write_consistency_factor"):
                 kwargs[key] = config.get(key)
+            if custom:
+                kwargs["sharding_method"] = m.ShardingMethod.CUSTOM
         self._call(lambda: self.client.create_collection(self.name, **kwargs))
+        for key in config.get("shard_keys") or [] if custom else []:
+            self.create_shard_key(key)
+
+    def create_shard_key(self, key: Any) -> None:
+        self._call(lambda: self.client.create_shard_key(self.name, key))
 
     def _vector_params(self, p: dict[str, Any]) -> Any:
         m = self.models
@@ -690,9 +724,11 @@ class ClientBackend(Backend):
             out = vec.tolist()
         return m.PointStruct(id=p["id"], vector=out, payload=p.get("payload"))
 
-    def upsert(self, points: list[dict[str, Any]]) -> None:
+    def upsert(self, points: list[dict[str, Any]], shard_key: Any = None) -> None:
         structs = [self._struct(p) for p in points]
-        self._call(lambda: self.client.upsert(self.name, points=structs, wait=True))
+        # local mode knows no shard keys: the selector is only sent when there is one
+        kw = {} if shard_key is None else {"shard_key_selector": shard_key}
+        self._call(lambda: self.client.upsert(self.name, points=structs, wait=True, **kw))
         if self._wal is not None:
             self._sync_wal()
 
@@ -782,13 +818,6 @@ class ClientBackend(Backend):
             with_payload=False, with_vectors=False))
         return [p.id for p in res.points]
 
-    def shard_keys(self) -> list[Any] | None:
-        info = self._call(lambda: self.client.get_collection(self.name))
-        if info.config.params.sharding_method != self.models.ShardingMethod.CUSTOM:
-            return None
-        listed = self._call(lambda: self.client.list_shard_keys(self.name))
-        return [d.key for d in listed.shard_keys or []]
-
     def retrieve(self, ids: list[Any]) -> list[tuple[Any, dict[str, Any], Any]]:
         return self._records(self._call(lambda: self.client.retrieve(
             self.name, ids=ids, with_payload=True, with_vectors=True)))
@@ -805,7 +834,10 @@ class ClientBackend(Backend):
                       for k, v in vec.items()}
             else:
                 vd = {"": vec}
-            out.append((r.id, vd, r.payload))
+            payload = r.payload
+            if getattr(r, "shard_key", None) is not None:
+                payload = {**(payload or {}), SHARD_KEY_FIELD: r.shard_key}
+            out.append((r.id, vd, payload))
         return out
 
     def search(self, vector: list[float], using: str, k: int) -> list[tuple[Any, Any]]:
@@ -852,6 +884,23 @@ def open_backend(location: str, *, api_key_env: str | None, timeout: float | Non
     if timeout is not None and timeout <= 0:
         raise UsageError(f"--timeout must be a positive number of seconds, not {timeout:g}")
     return ClientBackend(loc, api_key=key, timeout=timeout, for_reading=for_reading)
+
+
+def _shard_key_problem(key: Any) -> str | None:
+    """Why ``key`` cannot be a Qdrant shard key (a string or an unsigned integer), or None."""
+    if key is None:
+        return f"the point has no shard key (payload field {SHARD_KEY_FIELD!r})"
+    if (isinstance(key, str) and key) or (type(key) is int and 0 <= key < 2**64):
+        return None
+    return (f"payload field {SHARD_KEY_FIELD!r} holds {key!r}, which is not a shard key "
+            "(a non-empty string or an unsigned integer)")
+
+
+def _missing_endpoint(exc: BaseException) -> bool:
+    """Whether ``exc`` says the server lacks the endpoint called (an older server)."""
+    failure = classify(exc)
+    return failure is not None and (failure.status in (404, 405)
+                                    or failure.message.startswith("gRPC UNIMPLEMENTED"))
 
 
 def _target_error(backend: Backend, what: str) -> Callable[[Failure, BaseException], Exception]:
@@ -1074,6 +1123,11 @@ class QdrantReader(ClosingReader):
         except Exception as exc:
             raise UsageError(f"--filter is not a valid Qdrant filter: {exc}") from exc
         self.filter_json = flt
+        #: the shard keys of a custom-sharded collection, read one key at a time so each point
+        #: carries its key (``SHARD_KEY_FIELD``); None under automatic sharding
+        self.shard_keys: list[Any] | None = (
+            list(self.collection.get("shard_keys") or [])
+            if self.collection.get("sharding_method") == "custom" else None)
         specs = specs_from_config(self.collection)
         self.manifest = Manifest(
             vectors=specs,
@@ -1106,13 +1160,15 @@ class QdrantReader(ClosingReader):
         flt = self.filter
         return int(self._rpc(lambda: self.backend.count(flt), "counting points"))
 
-    def _skip(self, start: int) -> tuple[Any, bool]:
-        """The scroll offset of point number ``start`` (ids only, no vectors fetched)."""
+    def _skip(self, start: int, shard_key: Any = None) -> tuple[Any, bool]:
+        """The scroll offset of point number ``start`` (of shard key ``shard_key`` when
+        given; ids only, no vectors fetched)."""
         b, offset, remaining = self.backend, None, start
+        kw = {} if shard_key is None else {"shard_key": shard_key}
         while remaining > 0:
             limit = min(remaining, 10_000) + 1
             recs, nxt = self._rpc(
-                lambda off=offset, lim=limit: b.scroll(off, lim, self.filter, False, False),
+                lambda off=offset, lim=limit: b.scroll(off, lim, self.filter, False, False, **kw),
                 "scrolling")
             if len(recs) > remaining:
                 return recs[remaining][0], False
@@ -1123,11 +1179,36 @@ class QdrantReader(ClosingReader):
         return offset, False
 
     def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
-        """Record batches of at most ``batch_size`` points, from point number ``start``."""
+        """Record batches of at most ``batch_size`` points, from point number ``start``.
+
+        A custom-sharded collection is read one shard key after another, in the order the
+        server lists them (a batch never spans two keys), each point's key in its payload.
+        """
+        if self.shard_keys is not None:
+            yield from self._sharded_batches(batch_size, start)
+            return
         offset, done = self._skip(start) if start else (None, False)
         if done:
             return
         yield from self._scroll_batches(batch_size, offset, row=start)
+
+    def _sharded_batches(self, batch_size: int, start: int) -> Iterator[pa.RecordBatch]:
+        row = 0
+        for key in self.shard_keys or []:
+            offset = None
+            if start > row:
+                n = int(self._rpc(lambda key=key: self.backend.count(self.filter, shard_key=key),
+                                  "counting points"))
+                if start >= row + n:
+                    row += n
+                    continue
+                offset, done = self._skip(start - row, shard_key=key)
+                row = start
+                if done:
+                    continue
+            for batch in self._scroll_batches(batch_size, offset, row=row, shard_key=key):
+                row += batch.num_rows
+                yield batch
 
     def partitions(self, target_bytes: int) -> list[dict[str, Any]] | None:
         """Pieces of a server collection of about ``target_bytes`` each, from metadata only.
@@ -1147,7 +1228,7 @@ class QdrantReader(ClosingReader):
         if b.engine != "server":
             return None
         point_bytes = _POINT_OVERHEAD + sum(4 * (v.size or 0) for v in self.manifest.vectors)
-        keys = self._shard_keys()
+        keys = self.shard_keys
         if keys:
             out = []
             for key in keys:
@@ -1177,15 +1258,6 @@ class QdrantReader(ClosingReader):
                         "rows": rows, "bytes": rows * point_bytes})
         return out
 
-    def _shard_keys(self) -> list[Any] | None:
-        """The shard keys under custom sharding; None when there are none to list, or the
-        server cannot list them (id ranges then cut the collection, as scroll spans all
-        shards)."""
-        try:
-            return self._rpc(self.backend.shard_keys, "listing shard keys")
-        except Exception:
-            return None
-
     def _sample(self, k: int) -> list[Any]:
         """About ``k`` distinct ids of the filter's subset, at random, in scroll order."""
         got: dict[tuple[int, int], Any] = {}
@@ -1210,8 +1282,9 @@ class QdrantReader(ClosingReader):
     def _scroll_batches(self, batch_size: int, offset: Any, *, row: int | None = None,
                         stop: Any = None, shard_key: Any = None) -> Iterator[pa.RecordBatch]:
         """Batches of the points scrolled from ``offset`` (a Qdrant id; None: the start) up to
-        the first with an id at or after ``stop`` (None: the end), of shard ``shard_key`` when
-        given; ``row`` numbers the first point for rejects (None: unnumbered)."""
+        the first with an id at or after ``stop`` (None: the end), of shard key ``shard_key``
+        when given (each point's payload then names it in ``SHARD_KEY_FIELD``); ``row``
+        numbers the first point for rejects (None: unnumbered)."""
         b = self.backend
         page = self.page_size or (DEFAULT_PAGE_SIZE if b.engine == "server"
                                   else max(1, min(batch_size, 4096)))
@@ -1241,6 +1314,8 @@ class QdrantReader(ClosingReader):
                     pid, mapped = original_id(pid, payload, id_field)
                     if mapped:
                         payload = {k: v for k, v in payload.items() if k != id_field}
+                if shard_key is not None:
+                    payload = {**(payload or {}), SHARD_KEY_FIELD: shard_key}
                 add({"id": pid, "vector": vectors, "payload": payload or None}, row=row)
                 if row is not None:
                     row += 1
@@ -1375,6 +1450,7 @@ class QdrantWriter(ClosingWriter):
         self._failure: BaseException | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
+        self._shard_keys: list[Any] | None = None
         try:
             self._prepare(bulk)
         except BaseException:
@@ -1404,6 +1480,7 @@ class QdrantWriter(ClosingWriter):
         where = Location(b.label)
         exists = self._rpc(b.exists, "checking the collection")
         self._drop_first = False
+        existing: dict[str, Any] = {}
         if exists and not self.resuming:
             if self.mode == "fail-if-exists":
                 raise OutputExistsError("collection exists", location=where,
@@ -1426,6 +1503,7 @@ class QdrantWriter(ClosingWriter):
                     hint="load into another collection, or check the source: without a "
                          "manifest, sizes come from its first points; --mode overwrite drops "
                          "the collection, its points with it, and creates it anew")
+        self._sharding(existing if exists else None)
         if not exists and not self.manifest.vectors and b.engine == "edge":
             raise UnsupportedError(
                 "the stream has no vectors (its points carry ids and payloads only); a Qdrant "
@@ -1437,6 +1515,53 @@ class QdrantWriter(ClosingWriter):
                               "collection uses Dot, which stores vectors exactly (pass "
                               "--distance to choose)")
         self._pending: tuple[bool, bool] | None = (not exists, bulk)
+
+    def _sharding(self, existing: dict[str, Any] | None) -> None:
+        """Decide where shard keys go: ``_shard_keys`` is the target's list of keys when it
+        is (or will be created) custom-sharded, else None; a custom-sharded source whose
+        target has no shard keys is told, before writing, that the keys stay in the payload.
+        """
+        b = self.backend
+        source = self.wanted.get("sharding_method") == "custom"
+        source_keys = list(self.wanted.get("shard_keys") or [])
+        if existing is not None:
+            custom = existing.get("sharding_method") == "custom"
+            self._shard_keys = list(existing.get("shard_keys") or []) if custom else None
+        elif source and b.engine == "server":
+            self._shard_keys = source_keys
+        else:
+            self._shard_keys = None
+            self.wanted.pop("sharding_method", None)
+            self.wanted.pop("shard_keys", None)
+        self.shard_keys_created: list[Any] = []
+        if source and self._shard_keys is None:
+            what = ("the target collection uses automatic sharding" if existing is not None
+                    else "a Qdrant Edge shard has no shard keys" if b.engine == "edge"
+                    else "local mode has no shard keys")
+            keys = ", ".join(repr(k) for k in source_keys[:_SHOW_IDS])
+            self.context.warn(
+                f"{self.location}: the source collection uses custom sharding (shard keys: "
+                f"{keys or 'none'}), and {what}: each point keeps its shard key in the "
+                f"payload field {SHARD_KEY_FIELD!r} (a custom-sharded collection loaded from "
+                "this one later takes it back out)")
+
+    def _ensure_shard_keys(self, items: list[tuple[dict[str, Any], Any]]) -> None:
+        """Create the shard keys of ``items`` the target lacks (another process of a
+        partitioned run may have just created one: the target's list is read again then)."""
+        assert self._shard_keys is not None
+        for key in dict.fromkeys(p["shard_key"] for p, _ in items):
+            if key in self._shard_keys:
+                continue
+            try:
+                self._rpc(lambda key=key: self.backend.create_shard_key(key),
+                          f"creating shard key {key!r}")
+            except TargetError:
+                have = self._rpc(self.backend.config, "reading the collection config")
+                if key not in (have.get("shard_keys") or []):
+                    raise
+            else:
+                self.shard_keys_created.append(key)
+            self._shard_keys.append(key)
 
     def ready(self) -> None:
         """Make the target ready for points: drop (``--mode overwrite``) and create the
@@ -1540,8 +1665,12 @@ class QdrantWriter(ClosingWriter):
         return batch.filter(pa.array(keep))
 
     def _points(self, batch: pa.RecordBatch) -> list[tuple[dict[str, Any], Any]]:
-        """(Qdrant point, original id) for every row that can be written; rejects the rest."""
-        if self.backend.row_views:
+        """(Qdrant point, original id) for every row that can be written; rejects the rest.
+
+        For a custom-sharded target each point's ``shard_key`` is taken out of its payload
+        (``SHARD_KEY_FIELD``); a point without a valid one is rejected."""
+        sharded = self._shard_keys is not None
+        if self.backend.row_views and not sharded:
             fast = self._row_view_points(batch)
             if fast is not None:
                 return fast
@@ -1558,6 +1687,20 @@ class QdrantWriter(ClosingWriter):
             original = point["id"]
             qid, mapped = qdrant_id(original)
             payload = point.get("payload")
+            if sharded:
+                key = (payload or {}).get(SHARD_KEY_FIELD)
+                problem = _shard_key_problem(key)
+                if problem:
+                    err = reject_from_row(
+                        batch, row, self.manifest,
+                        f"{problem}, and the collection uses custom sharding", self.location)
+                    err.hint = (f"give each point its shard key in the payload field "
+                                f"{SHARD_KEY_FIELD!r}, or load into a collection with "
+                                "automatic sharding")
+                    self.context.reject(err)
+                    continue
+                payload = {k: v for k, v in payload.items() if k != SHARD_KEY_FIELD} or None
+                point["shard_key"] = key
             if mapped:
                 if payload and self.id_field in payload and payload[self.id_field] != original:
                     self.context.reject(reject_from_row(
@@ -1608,7 +1751,7 @@ class QdrantWriter(ClosingWriter):
             else:
                 qid, mapped = qdrant_id(original)
             text = texts[i]
-            payload = None if text is None else _loads(text)
+            payload = None if text is None else loads_payload(text)
             if mapped:
                 if payload and self.id_field in payload:
                     return None
@@ -1641,15 +1784,21 @@ class QdrantWriter(ClosingWriter):
 
     def _requests(self, items: list[tuple[dict[str, Any], Any]]
                   ) -> Iterator[list[tuple[dict[str, Any], Any]]]:
+        """Requests of ``items``: within ``batch_bytes``, each of one shard key."""
         if not self.batch_bytes:
-            if items:
+            if self._shard_keys is not None:
+                for _, group in itertools.groupby(items, key=lambda it: it[0]["shard_key"]):
+                    yield list(group)
+            elif items:
                 yield items
             return
         chunk: list[tuple[dict[str, Any], Any]] = []
         size = 0
+        sharded = self._shard_keys is not None
         for item in items:
             n = self._size(item[0])
-            if chunk and size + n > self.batch_bytes:
+            if chunk and (size + n > self.batch_bytes
+                          or (sharded and item[0]["shard_key"] != chunk[0][0]["shard_key"])):
                 yield chunk
                 chunk, size = [], 0
             chunk.append(item)
@@ -1666,6 +1815,11 @@ class QdrantWriter(ClosingWriter):
             prepared = self.backend.prepare([p for p, _ in items])
             items = list(zip(prepared, (o for _, o in items), strict=True))
             self.ready()
+            if self._shard_keys is not None:
+                self._ensure_shard_keys(items)
+                # one request per key; the sort is stable, so each key's points keep order
+                order = {k: i for i, k in enumerate(self._shard_keys)}
+                items.sort(key=lambda item: order[item[0]["shard_key"]])
         ticket = _Ticket(rows=rows, futures=[])
         self._tickets.append(ticket)
         for chunk in self._requests(items):
@@ -1757,10 +1911,11 @@ class QdrantWriter(ClosingWriter):
     def _send_chunk(self, chunk: list[tuple[dict[str, Any], Any]], failed: list[Any],
                     reasons: list[str]) -> None:
         points = [p for p, _ in chunk]
+        kw = {} if self._shard_keys is None else {"shard_key": points[0]["shard_key"]}
         attempt = timeouts = 0
         while True:
             try:
-                self.backend.upsert(points)
+                self.backend.upsert(points, **kw)
                 return
             except Exception as exc:
                 failure = classify(exc)
@@ -1838,6 +1993,9 @@ class QdrantWriter(ClosingWriter):
             "halvings": self.halvings,
             "payload_indexes": indexes,
         }
+        if self._shard_keys is not None:
+            report["shard_keys"] = list(self._shard_keys)
+            report["shard_keys_created"] = self.shard_keys_created
         return report
 
     def _create_indexes(self) -> list[str]:

@@ -54,6 +54,7 @@ from vecferry.converters.base import (
     input_path,
     reject_unknown_options,
 )
+from vecferry.converters.qdrant import SHARD_KEY_FIELD, loads_payload
 from vecferry.errors import (
     InputError,
     Location,
@@ -63,8 +64,9 @@ from vecferry.errors import (
     UsageError,
     VecferryError,
 )
+from vecferry.points import dumps_payload
 from vecferry.storage import LocalCopy, is_remote
-from vecferry.stream import Manifest, describe_vectors
+from vecferry.stream import PAYLOAD_COLUMN, Manifest, describe_vectors
 
 CHUNK = 1 << 16
 _ZERO = bytes(CHUNK)
@@ -240,6 +242,8 @@ class SnapshotArchive:
         tops = {n.split("/", 1)[0] for n in names}
         self.config: dict[str, Any] | None = None
         self.payload_index: dict[str, Any] | None = None
+        #: shard id -> shard key, for a custom-sharded collection (empty otherwise)
+        self.shard_keys: dict[int, Any] = {}
         nested = sorted(n for n in names if "/" not in n and n.endswith(".snapshot"))
         if "segments" in tops:
             self.kind = "shard"
@@ -251,6 +255,8 @@ class SnapshotArchive:
             self.config = self._json("config.json")
             if "payload_index.json" in names:
                 self.payload_index = self._json("payload_index.json")
+            if "shard_key_mapping.json" in names:
+                self.shard_keys = self._shard_key_mapping(self._json("shard_key_mapping.json"))
             ids = sorted(int(t) for t in tops if t.isdigit()
                          and any(n.startswith(f"{t}/segments") for n in names))
             if not ids:
@@ -293,7 +299,31 @@ class SnapshotArchive:
         self.collection = pick
         self.config = self.inner.config
         self.payload_index = self.inner.payload_index
+        self.shard_keys = self.inner.shard_keys
         self.shards = self.inner.shards
+
+    def _shard_key_mapping(self, data: Any) -> dict[int, Any]:
+        """Shard id -> key from ``shard_key_mapping.json``, in either format Qdrant writes:
+        ``{"key": [shard ids]}`` (older; keys as text) or ``[{"key": k, "shard_ids": [...]}]``
+        (which keeps integer keys). ``InputError`` for anything else."""
+        out: dict[int, Any] = {}
+        try:
+            if isinstance(data, dict):
+                pairs = list(data.items())
+            elif isinstance(data, list):
+                pairs = [(entry["key"], entry["shard_ids"]) for entry in data]
+            else:
+                raise TypeError(type(data).__name__)
+            for key, ids in pairs:
+                if not isinstance(key, (str, int)) or isinstance(key, bool):
+                    raise TypeError(f"key {key!r}")
+                for sid in ids:
+                    out[int(sid)] = key
+        except (TypeError, KeyError, ValueError) as exc:
+            raise InputError(f"shard_key_mapping.json is not a shard key mapping ({exc})",
+                             location=Location(self.label),
+                             hint="the snapshot may be damaged; take it again") from exc
+        return out
 
     def _json(self, name: str, prefix: str = "") -> Any:
         member = dict(self.members).get(prefix + name)
@@ -483,6 +513,22 @@ def _server_collection(config: dict[str, Any] | None,
     return out
 
 
+_NO_KEY = object()
+
+
+def _with_shard_key(batch: pa.RecordBatch, key: Any) -> pa.RecordBatch:
+    """``batch`` with ``key`` in every payload's ``SHARD_KEY_FIELD``, as the Qdrant reader
+    names the shard key of each point of a custom-sharded collection."""
+    texts = batch.column(PAYLOAD_COLUMN).to_pylist()
+    out = []
+    for text in texts:
+        payload = {} if text is None else loads_payload(text)
+        payload[SHARD_KEY_FIELD] = key
+        out.append(dumps_payload(payload))
+    i = batch.schema.get_field_index(PAYLOAD_COLUMN)
+    return batch.set_column(i, batch.schema.field(i), pa.array(out, type=pa.string()))
+
+
 def _name(spec: Any) -> str:
     return spec.name
 
@@ -612,6 +658,10 @@ class SnapshotReader(ClosingReader):
                 self._close_shard()
         assert first is not None
         collection.update(_server_collection(self.archive.config, self.archive.payload_index))
+        mapping = self.archive.shard_keys
+        if mapping:
+            collection["sharding_method"] = "custom"
+            collection["shard_keys"] = list(dict.fromkeys(mapping[i] for i in sorted(mapping)))
         collection["engine"] = "snapshot"
         if self.archive.kind == "full":
             collection["name"] = self.archive.collection
@@ -639,7 +689,9 @@ class SnapshotReader(ClosingReader):
             reader = self._open_shard(i)
             reader.manifest = self.manifest
             reader.schema = self.schema
-            yield from reader.batches(batch_size, start=skip)
+            key = self.archive.shard_keys.get(self.archive.shards[i].id, _NO_KEY)
+            for batch in reader.batches(batch_size, start=skip):
+                yield batch if key is _NO_KEY else _with_shard_key(batch, key)
             skip = 0
             if len(self.counts) > 1:
                 self._close_shard()
