@@ -14,8 +14,8 @@ collection), NOT Qdrant's snapshot layout: they exercise the transport, not the 
 Extra fault kinds for the ``snapshot_*`` ops: ``403``, ``truncate`` (a download stops half way)
 and ``corrupt`` (a download has one byte changed).
 
-Local mode keeps no payload indexes and ignores HNSW updates, so the stand-in records those
-itself and reports them in ``GET /collections/{name}`` the way a server would.
+Local mode keeps no payload indexes or strict mode and ignores HNSW updates, so the stand-in
+records those itself and reports them in ``GET /collections/{name}`` the way a server would.
 
 Custom sharding (``"sharding_method": "custom"``), which local mode lacks, is played by a table
 of each point's shard key: create / list shard keys (``PUT`` / ``GET .../shards``; with
@@ -95,6 +95,9 @@ class QdrantStandIn:
         self.shard_keys: dict[str, list[Any]] = {}
         self.point_keys: dict[str, dict[str, Any]] = {}
         self.list_shard_keys_endpoint = True
+        #: strict mode configs (local mode keeps none), and the collections updated with one
+        self.strict_mode: dict[str, dict[str, Any]] = {}
+        self.strict_mode_updates: list[str] = []
         self.hnsw_updates: list[int] = []
         # snapshots (see "Snapshots" at the end of this module)
         self.snapshot_dir = tempfile.mkdtemp(prefix="standin-snapshots-")
@@ -275,13 +278,18 @@ def _execute(server: QdrantStandIn, models: Any, op: str, name: str, body: dict[
             info["config"]["hnsw_config"]["m"] = server.hnsw_m[name]
         if name in server.shard_keys:
             info["config"]["params"]["sharding_method"] = "custom"
+        if name in server.strict_mode:
+            info["config"]["strict_mode_config"] = server.strict_mode[name]
         return info
     if op == "create":
         req = models.CreateCollection.model_validate(body)
         eng.create_collection(
             name, vectors_config=req.vectors, sparse_vectors_config=req.sparse_vectors,
             hnsw_config=req.hnsw_config, optimizers_config=req.optimizers_config,
-            quantization_config=req.quantization_config, on_disk_payload=req.on_disk_payload)
+            quantization_config=req.quantization_config, on_disk_payload=req.on_disk_payload,
+            metadata=req.metadata)
+        if req.strict_mode_config is not None:
+            server.strict_mode[name] = req.strict_mode_config.model_dump(mode="json")
         if req.hnsw_config is not None and req.hnsw_config.m is not None:
             server.hnsw_m[name] = req.hnsw_config.m
         server.indexes[name] = {}
@@ -294,12 +302,18 @@ def _execute(server: QdrantStandIn, models: Any, op: str, name: str, body: dict[
         server.hnsw_m.pop(name, None)
         server.shard_keys.pop(name, None)
         server.point_keys.pop(name, None)
+        server.strict_mode.pop(name, None)
         return eng.delete_collection(name)
     if op == "update":
         req = models.UpdateCollection.model_validate(body)
         if req.hnsw_config is not None and req.hnsw_config.m is not None:
             server.hnsw_m[name] = req.hnsw_config.m
             server.hnsw_updates.append(req.hnsw_config.m)
+        if req.strict_mode_config is not None:
+            server.strict_mode[name] = req.strict_mode_config.model_dump(mode="json")
+            server.strict_mode_updates.append(name)
+        if req.metadata is not None:
+            eng.update_collection(name, metadata=req.metadata)
         return True
     if not eng.collection_exists(name):
         raise KeyError(f"Collection `{name}` doesn't exist!")

@@ -123,20 +123,46 @@ def test_bulk_switches_hnsw_off_and_restores_it(src: str, server: QdrantStandIn)
     assert server.hnsw_updates == [0, 16]
 
 
-def test_payload_indexes_and_config_travel_server_to_server(src: str, server: QdrantStandIn
-                                                            ) -> None:
-    from qdrant_client import QdrantClient
+def test_payload_indexes_and_config_travel_server_to_server(src: str, server: QdrantStandIn,
+                                                            tmp_path: Path) -> None:
+    from qdrant_client import QdrantClient, models
 
     vecferry.convert(src, server.location("a"))
     client = QdrantClient(url=f"http://127.0.0.1:{server.port}", check_compatibility=False)
     client.create_payload_index("a", "lang", "keyword")
     client.create_payload_index("a", "i", {"type": "integer", "lookup": True, "range": False})
+    # a strict mode whose limits would refuse the load's own requests if set first
+    strict = models.StrictModeConfig(enabled=True, upsert_max_batchsize=1, max_query_limit=50)
+    client.update_collection("a", metadata={"team": "search", "v": 2},
+                             strict_mode_config=strict)
     client.close()
     report = vecferry.convert(server.location("a"), server.location("b"),
-                              reader_options={"page_size": 5})
+                              reader_options={"page_size": 5}, batch_size=10)
     assert sorted(report["payload_indexes"]) == ["i", "lang"]
     assert server.indexes["b"]["i"]["params"]["range"] is False
     assert dump_stream(server.location("b")) == normalize(source_points())
+    client = QdrantClient(url=f"http://127.0.0.1:{server.port}", check_compatibility=False)
+    config = client.get_collection("b").config
+    client.close()
+    assert config.metadata == {"team": "search", "v": 2}
+    assert report["strict_mode_applied"] is True
+    assert (config.strict_mode_config.enabled, config.strict_mode_config.upsert_max_batchsize,
+            config.strict_mode_config.max_query_limit) == (True, 1, 50)
+    # set after the last upsert, in one update
+    last_upsert = max(i for i, e in enumerate(server.log) if e.op == "upsert")
+    updates = [i for i, e in enumerate(server.log) if e.op == "update"]
+    assert server.strict_mode_updates == ["a", "b"] and updates[-1] > last_upsert
+    # an existing collection keeps a strict mode of its own; local mode is told it has none
+    report = vecferry.convert(server.location("a"), server.location("b"),
+                              writer_options={"mode": "append"})
+    assert "strict_mode_applied" not in report and server.strict_mode_updates == ["a", "b"]
+    local = f"qdrant-local://{tmp_path / 'local'}/docs"
+    report = vecferry.convert(server.location("a"), local)
+    assert report["strict_mode_applied"] is False
+    assert "strict mode kept in the manifest only: local mode enforces none" in report["warnings"]
+    client = QdrantClient(path=str(tmp_path / "local"))
+    assert client.get_collection("docs").config.metadata == {"team": "search", "v": 2}
+    client.close()
 
 
 def test_retry_policy_backoff_is_full_jitter_and_capped() -> None:

@@ -456,6 +456,9 @@ class Backend:
         raise NotImplementedError
     def get_hnsw_m(self) -> int | None: return None
     def set_hnsw_m(self, m: int) -> bool: return False
+    def set_strict_mode(self, config: dict[str, Any]) -> bool:
+        """Apply a strict mode config; False when the engine has none."""
+        return False
     def begin_load(self) -> None: pass
     def end_load(self) -> None: pass
     def flush(self) -> None: pass
@@ -637,6 +640,11 @@ class ClientBackend(Backend):
             },
             "points_count": info.points_count,
         }
+        if cfg.metadata:
+            out["metadata"] = cfg.metadata
+        strict = _dump(cfg.strict_mode_config)
+        if strict and strict.get("enabled"):
+            out["strict_mode_config"] = strict
         if self.engine == "server" and params.sharding_method == m.ShardingMethod.CUSTOM:
             out["sharding_method"] = "custom"
             out["shard_keys"] = self._list_shard_keys()
@@ -678,6 +686,8 @@ class ClientBackend(Backend):
             "quantization_config": _quantization(m, config.get("quantization_config")),
             "on_disk_payload": config.get("on_disk_payload"),
         }
+        if config.get("metadata"):
+            kwargs["metadata"] = config["metadata"]
         custom = self.engine == "server" and config.get("sharding_method") == "custom"
         if self.engine == "server":
             for key in ("shard_number", "replication_factor", "write_consistency_factor"):
@@ -862,6 +872,13 @@ class ClientBackend(Backend):
     def get_hnsw_m(self) -> int | None:
         info = self._call(lambda: self.client.get_collection(self.name))
         return info.config.hnsw_config.m
+
+    def set_strict_mode(self, config: dict[str, Any]) -> bool:
+        if self.engine == "local":
+            return False  # local mode enforces no strict mode
+        model = self.models.StrictModeConfig.model_validate(config)
+        self._call(lambda: self.client.update_collection(self.name, strict_mode_config=model))
+        return True
 
     def set_hnsw_m(self, m_value: int) -> bool:
         if self.engine == "local":
@@ -1969,6 +1986,7 @@ class QdrantWriter(ClosingWriter):
             self._restore_bulk()
             b.end_load()
             indexes = self._create_indexes()
+            strict = self._apply_strict_mode()
             b.flush()
             count = self._rpc(lambda: b.count(None), "counting points")
         except BaseException:
@@ -1993,6 +2011,8 @@ class QdrantWriter(ClosingWriter):
             "halvings": self.halvings,
             "payload_indexes": indexes,
         }
+        if strict is not None:
+            report["strict_mode_applied"] = strict
         if self._shard_keys is not None:
             report["shard_keys"] = list(self._shard_keys)
             report["shard_keys_created"] = self.shard_keys_created
@@ -2025,6 +2045,28 @@ class QdrantWriter(ClosingWriter):
                 self.context.warn(f"payload index on {field!r} kept in the manifest only: "
                                   f"{self.backend.engine} mode keeps no payload indexes")
         return made
+
+    def _apply_strict_mode(self) -> bool | None:
+        """Give a collection this run created (or resumed) the source's strict mode, after
+        the load, as payload indexes are: its limits (rate, batch size, point count) could
+        refuse the load itself. A collection with a strict mode of its own keeps it. None when
+        the source has none; False when it could not be applied (with a warning)."""
+        wanted = (self.manifest.collection or {}).get("strict_mode_config")
+        if not wanted or not (self.created or self.resuming):
+            return None
+        try:
+            have = self._rpc(self.backend.config, "reading the collection config")
+            if have.get("strict_mode_config"):
+                return False
+            done = self._rpc(lambda: self.backend.set_strict_mode(wanted),
+                             "setting the strict mode")
+        except TargetError as exc:
+            self.context.warn(f"strict mode not set: {exc.message}")
+            return False
+        if not done:
+            self.context.warn(f"strict mode kept in the manifest only: {self.backend.engine} "
+                              "mode enforces none")
+        return done
 
     def abort(self) -> None:
         """Stop after a failure: cancel queued requests, restore indexing, keep the data.
