@@ -54,7 +54,8 @@ import orjson
 @dataclass
 class Fault:
     """One scripted fault for requests of ``op`` (upsert, scroll, count, query, get, exists,
-    create, index, update, retrieve, shard_create, shard_list, cluster): ``kind`` is
+    create, index, update, retrieve, shard_create, shard_list, cluster, aliases, aliases_all,
+    aliases_update): ``kind`` is
     ``delay``, ``503``, ``429``, ``drop`` or ``400``.
 
     It fires ``times`` times (None: every time) on requests for which ``when(body)`` is true.
@@ -248,6 +249,10 @@ def _make_handler(server: QdrantStandIn) -> type[BaseHTTPRequestHandler]:
 
 
 def _op(method: str, segs: list[str]) -> tuple[str | None, str | None]:
+    if (method, segs) == ("GET", ["aliases"]):
+        return "aliases_all", None
+    if (method, segs) == ("POST", ["collections", "aliases"]):
+        return "aliases_update", None
     if len(segs) < 2 or segs[0] != "collections":
         return None, None
     name = segs[1]
@@ -260,6 +265,7 @@ def _op(method: str, segs: list[str]) -> tuple[str | None, str | None]:
         ("POST", ("points", "query")): "query",
         ("PUT", ("shards",)): "shard_create", ("GET", ("shards",)): "shard_list",
         ("GET", ("cluster",)): "cluster", ("POST", ("points",)): "retrieve",
+        ("GET", ("aliases",)): "aliases",
     }
     return table.get((method, tuple(rest))), name
 
@@ -267,6 +273,13 @@ def _op(method: str, segs: list[str]) -> tuple[str | None, str | None]:
 def _execute(server: QdrantStandIn, models: Any, op: str, name: str, body: dict[str, Any],
              query: dict[str, list[str]]) -> Any:
     eng = server.engine
+    if op == "aliases_all":
+        return eng.get_aliases().model_dump(mode="json")
+    if op == "aliases_update":
+        req = models.ChangeAliasesOperation.model_validate(body)
+        return eng.update_collection_aliases(req.actions)
+    if op == "aliases":
+        return eng.get_collection_aliases(name).model_dump(mode="json")
     if op == "exists":
         return {"exists": eng.collection_exists(name)}
     if op == "get":

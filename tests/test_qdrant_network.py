@@ -4,6 +4,7 @@ halving, fail-fast on 4xx, API keys, and the exact final contents."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,49 @@ def test_payload_indexes_and_config_travel_server_to_server(src: str, server: Qd
     client = QdrantClient(path=str(tmp_path / "local"))
     assert client.get_collection("docs").config.metadata == {"team": "search", "v": 2}
     client.close()
+
+
+def test_aliases_travel_to_a_new_collection_and_taken_ones_stay(src: str, server: QdrantStandIn,
+                                                                tmp_path: Path) -> None:
+    from qdrant_client import QdrantClient, models
+
+    vecferry.convert(src, server.location("a"))
+    client = QdrantClient(url=f"http://127.0.0.1:{server.port}", check_compatibility=False)
+    client.update_collection_aliases([
+        models.CreateAliasOperation(create_alias=models.CreateAlias(
+            collection_name="a", alias_name=alias)) for alias in ("prod", "latest", "c")])
+    client.close()
+    with QdrantStandIn() as other:
+        other.engine.create_collection("c", vectors_config={})  # no alias may take its name
+        report = vecferry.convert(server.location("a"), other.location("b"))
+        assert report["aliases"] == ["latest", "prod"]
+        assert report["warnings"] == [
+            "alias 'c' not created: creating alias 'c': HTTP 400: Wrong input: Collection c "
+            "already exists"]
+        owners = {a.alias_name: a.collection_name for a in other.engine.get_aliases().aliases}
+        assert owners == {"latest": "b", "prod": "b"}
+        # a later append to the collection leaves aliases alone
+        report = vecferry.convert(server.location("a"), other.location("b"))
+        assert "aliases" not in report and report["warnings"] == []
+    # on the source's own server the aliases name the source: they stay there
+    report = vecferry.convert(server.location("a"), server.location("copy"))
+    assert report["aliases"] == []
+    assert report["warnings"] == [
+        f"alias {alias!r} names collection 'a' on the target and is left as it is (point it "
+        "at 'copy' when you switch over: POST /collections/aliases)"
+        for alias in ("c", "latest", "prod")]
+    assert {a.alias_name: a.collection_name for a in server.engine.get_aliases().aliases} == {
+        "prod": "a", "latest": "a", "c": "a"}
+    local = f"qdrant-local://{tmp_path / 'local'}/docs"
+    assert vecferry.convert(server.location("a"), local)["aliases"] == ["c", "latest", "prod"]
+    client = QdrantClient(path=str(tmp_path / "local"))
+    assert client.get_collection_aliases("docs").aliases[0].alias_name == "c"
+    client.close()
+    if importlib.util.find_spec("qdrant_edge") is not None:
+        report = vecferry.convert(server.location("a"), f"qdrant-edge://{tmp_path / 'edge'}")
+        assert report["aliases"] == [] and report["warnings"] == [
+            "aliases 'c', 'latest', 'prod' kept in the manifest only: a Qdrant Edge shard has "
+            "no aliases"]
 
 
 def test_retry_policy_backoff_is_full_jitter_and_capped() -> None:

@@ -479,7 +479,8 @@ def convert_cmd(src: str, dst: str, **kw: Any) -> None:
 @click.argument("dst")
 @_common_convert_options
 def copy_cmd(src: str, dst: str, **kw: Any) -> None:
-    """Copy a Qdrant collection to another Qdrant (config, indexes, points), then verify it.
+    """Copy a Qdrant collection to another Qdrant (config, payload indexes, strict mode,
+    aliases, shard keys, points), then verify it.
 
     The copy ends with `verify` (counts, digests, per-id diff, search parity): exit 4 when the
     collections differ.

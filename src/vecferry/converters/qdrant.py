@@ -459,6 +459,14 @@ class Backend:
     def set_strict_mode(self, config: dict[str, Any]) -> bool:
         """Apply a strict mode config; False when the engine has none."""
         return False
+    #: whether the engine has collection aliases (``alias_owners``, ``create_alias``)
+    has_aliases = False
+    def alias_owners(self) -> dict[str, str]:
+        """Every alias of the engine -> the collection it names."""
+        raise NotImplementedError
+    def create_alias(self, alias: str) -> None:
+        """Make ``alias`` name this collection."""
+        raise NotImplementedError
     def begin_load(self) -> None: pass
     def end_load(self) -> None: pass
     def flush(self) -> None: pass
@@ -550,6 +558,8 @@ _INDEX_PARAMS = {"keyword": "KeywordIndexParams", "integer": "IntegerIndexParams
 class ClientBackend(Backend):
     """A collection through qdrant-client: a server (REST/gRPC) or local mode."""
 
+    has_aliases = True
+
     def __init__(self, loc: QdrantLocation, *, api_key: str | None, timeout: float | None,
                  for_reading: bool):
         from qdrant_client import QdrantClient, models
@@ -640,6 +650,9 @@ class ClientBackend(Backend):
             },
             "points_count": info.points_count,
         }
+        aliases = self._aliases()
+        if aliases:
+            out["aliases"] = aliases
         if cfg.metadata:
             out["metadata"] = cfg.metadata
         strict = _dump(cfg.strict_mode_config)
@@ -649,6 +662,27 @@ class ClientBackend(Backend):
             out["sharding_method"] = "custom"
             out["shard_keys"] = self._list_shard_keys()
         return out
+
+    def _aliases(self) -> list[str]:
+        """The aliases naming this collection; none when the API key may not list them (a
+        key scoped to collections), as they only matter to a copy."""
+        try:
+            listed = self._call(lambda: self.client.get_collection_aliases(self.name))
+        except Exception as exc:
+            failure = classify(exc)
+            if failure is not None and failure.status in (401, 403):
+                return []
+            raise
+        return sorted(a.alias_name for a in listed.aliases or [])
+
+    def alias_owners(self) -> dict[str, str]:
+        listed = self._call(self.client.get_aliases)
+        return {a.alias_name: a.collection_name for a in listed.aliases or []}
+
+    def create_alias(self, alias: str) -> None:
+        m = self.models
+        self._call(lambda: self.client.update_collection_aliases([m.CreateAliasOperation(
+            create_alias=m.CreateAlias(collection_name=self.name, alias_name=alias))]))
 
     def _list_shard_keys(self) -> list[Any]:
         """The shard keys of a custom-sharded collection. Servers before the listing endpoint
@@ -1987,6 +2021,7 @@ class QdrantWriter(ClosingWriter):
             b.end_load()
             indexes = self._create_indexes()
             strict = self._apply_strict_mode()
+            aliases = self._create_aliases()
             b.flush()
             count = self._rpc(lambda: b.count(None), "counting points")
         except BaseException:
@@ -2013,6 +2048,8 @@ class QdrantWriter(ClosingWriter):
         }
         if strict is not None:
             report["strict_mode_applied"] = strict
+        if aliases is not None:
+            report["aliases"] = aliases
         if self._shard_keys is not None:
             report["shard_keys"] = list(self._shard_keys)
             report["shard_keys_created"] = self.shard_keys_created
@@ -2067,6 +2104,43 @@ class QdrantWriter(ClosingWriter):
             self.context.warn(f"strict mode kept in the manifest only: {self.backend.engine} "
                               "mode enforces none")
         return done
+
+    def _create_aliases(self) -> list[str] | None:
+        """Give a collection this run created (or resumed) the source collection's aliases,
+        so applications that query by alias find it; an alias the target already has for
+        another collection is left as it is, with a warning (moving it is the user's switch
+        over). The aliases that name the collection now; None when the source has none."""
+        wanted = (self.manifest.collection or {}).get("aliases")
+        if not wanted or not (self.created or self.resuming):
+            return None
+        b = self.backend
+        if not b.has_aliases:
+            self.context.warn(f"aliases {', '.join(map(repr, wanted))} kept in the manifest "
+                              "only: a Qdrant Edge shard has no aliases")
+            return []
+        try:
+            owners = self._rpc(b.alias_owners, "listing aliases")
+        except TargetError as exc:
+            self.context.warn(f"aliases not created: {exc.message}")
+            return []
+        made = []
+        for alias in wanted:
+            owner = owners.get(alias)
+            if owner is not None and owner != b.name:
+                self.context.warn(
+                    f"alias {alias!r} names collection {owner!r} on the target and is left as "
+                    f"it is (point it at {b.name!r} when you switch over: POST "
+                    "/collections/aliases)")
+                continue
+            if owner is None:
+                try:
+                    self._rpc(lambda alias=alias: b.create_alias(alias),
+                              f"creating alias {alias!r}")
+                except TargetError as exc:
+                    self.context.warn(f"alias {alias!r} not created: {exc.message}")
+                    continue
+            made.append(alias)
+        return made
 
     def abort(self) -> None:
         """Stop after a failure: cancel queued requests, restore indexing, keep the data.
