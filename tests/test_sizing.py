@@ -200,6 +200,20 @@ def test_config_warnings_from_the_pure_function():
     assert not any("is on disk" in w for w in small["warnings"])
 
 
+def test_the_shard_key_a_reader_names_needs_no_index():
+    """A custom-sharded collection's reader puts each point's shard key in its payload; the
+    collection does not store that field, so no index on it is advised."""
+    keys = ["lang", "_vecferry_shard_key"]
+    custom = {"sharding_method": "custom", "shard_keys": ["en"],
+              "payload_schema": {"lang": {"data_type": "keyword"}}}
+    assert estimate(big(custom), M1, PAYLOADS, payload_keys=keys)["warnings"] == []
+    # where the field is stored (a collection without shard keys), it is a field like others
+    stored = {"payload_schema": {"lang": {"data_type": "keyword"}}}
+    assert estimate(big(stored), M1, PAYLOADS, payload_keys=keys)["warnings"] == [
+        "payload fields without an index: _vecferry_shard_key; filters on them read every "
+        "payload"]
+
+
 def test_quantization_warning_and_product_quantization():
     q = {"scalar": {"type": "int8", "always_ram": True}}
     sz = estimate(big({"quantization_config": q}), M1, [], ram_budget=8 << 30)

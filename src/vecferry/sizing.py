@@ -54,6 +54,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vecferry.converters.qdrant import SHARD_KEY_FIELD
 from vecferry.errors import UsageError
 from vecferry.stream import PAYLOAD_COLUMN, Manifest
 
@@ -445,6 +446,9 @@ def _warnings(result: dict[str, Any], manifest: Manifest, keys: set[str]) -> lis
                        f"every search scans all {v['points']:,} vectors; if a bulk load left "
                        f"it, set m back ({DEFAULT_M} is Qdrant's default)")
     schema = collection.get("payload_schema") or {}
+    if collection.get("sharding_method") == "custom":
+        # each point's shard key, named by the reader: not a field the collection stores
+        keys = keys - {SHARD_KEY_FIELD}
     missing = sorted(k for k in keys if not _indexed(k, schema))
     if missing:
         local = (" (local mode keeps no payload indexes: create them on the server)"
