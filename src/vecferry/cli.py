@@ -60,6 +60,7 @@ ROUTES: dict[str, tuple[tuple[str, ...],
     # a FAISS source's inner-product index is Dot or Cosine: --distance says which
     "distance": (("reader", "writer"), {"reader": ("faiss",)}),
     "bulk": (("writer",), None),
+    "collection_config": (("writer",), None),
     "batch_bytes": (("writer",), None),
     "workers": (("reader", "writer"), ("jsonl",)),
     "id_column": (("reader",), ("parquet",)),
@@ -262,6 +263,11 @@ def _common_convert_options(f: Callable) -> Callable:
                      "transient failure."),
         click.option("--bulk", is_flag=True, default=None,
                      help="Qdrant: index after the load, not during."),
+        click.option("--collection-config", metavar="JSON", help="Qdrant: settings for a "
+                     "collection vecferry creates, over the source's (a JSON object, or @FILE): "
+                     "shard_number, replication_factor, hnsw_config, quantization_config, "
+                     "on_disk_payload, payload_schema, aliases, ...; per vector on_disk, "
+                     "hnsw_config, quantization_config; null drops a setting."),
         click.option("--distance", type=click.Choice(["Cosine", "Euclid", "Dot", "Manhattan"]),
                      help="Distance for vectors whose source records none: a Qdrant or FAISS "
                      "target is created with it, a file target keeps it in its manifest; for "

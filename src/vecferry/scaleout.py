@@ -298,6 +298,7 @@ def _part_writer(job: Job, name: str, context: Context) -> Any:
     if job.strategy == "shared":
         # the driver created (or checked) the collection and owns bulk mode and indexes
         opts.update(mode="append", bulk=False)
+        opts.pop("collection_config", None)
         return cls(job.dst, job.schema, context=context, **opts)
     return cls(str(job.root / "out" / name), job.schema, context=context, overwrite=True, **opts)
 

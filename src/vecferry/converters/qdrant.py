@@ -350,6 +350,88 @@ def config_from_manifest(manifest: Manifest, distance: str | None
     return base, guessed
 
 
+#: what ``--collection-config`` may set for a collection vecferry creates (the rest, and each
+#: vector's size, distance, datatype and kind, come from the source)
+CONFIG_OVERRIDES = ("aliases", "hnsw_config", "metadata", "on_disk_payload", "optimizer_config",
+                    "payload_schema", "quantization_config", "replication_factor",
+                    "shard_number", "sparse_vectors", "strict_mode_config", "vectors",
+                    "wal_config", "write_consistency_factor")
+_VECTOR_OVERRIDES = ("hnsw_config", "on_disk", "quantization_config")
+_SPARSE_OVERRIDES = ("index",)
+
+
+def parse_collection_config(value: Any) -> dict[str, Any]:
+    """``--collection-config``: a JSON object (text, ``@FILE``, or a dict from Python) of
+    settings over the source's, checked against ``CONFIG_OVERRIDES``. ``UsageError`` names a
+    setting that cannot be overridden and says why."""
+    if isinstance(value, dict):
+        data: Any = value
+    else:
+        text = str(value)
+        where = "--collection-config"
+        if text.startswith("@"):
+            where = text[1:]
+            try:
+                text = Path(where).read_text()
+            except OSError as exc:
+                raise UsageError(f"--collection-config: cannot read {where}: "
+                                 f"{exc.strerror or exc}") from exc
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"{where} is not JSON: {exc}",
+                             hint='e.g. --collection-config \'{"shard_number": 1}\'') from exc
+    if not isinstance(data, dict):
+        raise UsageError("--collection-config takes a JSON object of collection settings")
+    unknown = sorted(set(data) - set(CONFIG_OVERRIDES))
+    if unknown:
+        raise UsageError(f"--collection-config cannot set {', '.join(unknown)}",
+                         hint=f"it sets {', '.join(CONFIG_OVERRIDES)}; vector sizes, "
+                              "distances and datatypes come from the source")
+    for key, allowed in (("vectors", _VECTOR_OVERRIDES), ("sparse_vectors", _SPARSE_OVERRIDES)):
+        per_vector = data.get(key)
+        if per_vector is None:
+            continue
+        if not isinstance(per_vector, dict) or not all(
+                isinstance(v, dict) for v in per_vector.values()):
+            raise UsageError(f'--collection-config: "{key}" maps vector names to settings, '
+                             'e.g. {"' + key + '": {"NAME": {...}}}')
+        for name, params in per_vector.items():
+            bad = sorted(set(params) - set(allowed))
+            if bad:
+                label = "(unnamed)" if name == "" else repr(name)
+                raise UsageError(f"--collection-config cannot set {', '.join(bad)} of vector "
+                                 f"{label}", hint=f"it sets {', '.join(allowed)}; the rest "
+                                                  "comes from the source")
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into a copy of ``base`` (objects key by key; null drops a key)."""
+    out = dict(base)
+    for key, value in over.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_collection_config(wanted: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``wanted`` (``config_from_manifest``) with the checked ``over`` applied; a vector
+    ``over`` names must be one the stream has."""
+    for key in ("vectors", "sparse_vectors"):
+        missing = sorted(set(over.get(key) or {}) - set(wanted.get(key) or {}))
+        if missing:
+            have = ", ".join(repr(n) if n else "(unnamed)" for n in (wanted.get(key) or {}))
+            raise UsageError(f"--collection-config names {key.replace('_', ' ')} the source "
+                             f"does not have: {', '.join(map(repr, missing))}",
+                             hint=f"the source has: {have or 'none'}")
+    return _merge(wanted, over)
+
+
 _NARROWER = {("float32", "float16"), ("float32", "uint8"), ("float16", "uint8")}
 
 
@@ -1457,6 +1539,7 @@ class QdrantWriter(ClosingWriter):
                  parallel: int | None = None, max_retries: int | None = None,
                  id_field: str | None = None, bulk: bool = False,
                  batch_bytes: int | None = None, distance: str | None = None,
+                 collection_config: Any = None,
                  resume_note: dict[str, Any] | None = None, **options: Any):
         reject_unknown_options(self.format_name, options)
         if mode is None:
@@ -1478,6 +1561,10 @@ class QdrantWriter(ClosingWriter):
         self.id_field = id_field or DEFAULT_ID_FIELD
         self.manifest = manifest_of(schema)
         self.wanted, self._guessed = config_from_manifest(self.manifest, distance)
+        self._overrides = (parse_collection_config(collection_config)
+                           if collection_config is not None else None)
+        if self._overrides:
+            self.wanted = apply_collection_config(self.wanted, self._overrides)
         self.retry = RetryPolicy(max_retries=6 if max_retries is None else max_retries)
         self.halvings = 0
         self.retried_requests = 0
@@ -1540,6 +1627,10 @@ class QdrantWriter(ClosingWriter):
             if self.mode == "overwrite":
                 self._drop_first, exists = True, False
         if exists:
+            if self._overrides and not self.resuming:
+                self.context.warn(f"{self.location}: the collection exists, so "
+                                  "--collection-config is not applied (it sets up a "
+                                  "collection vecferry creates)")
             existing = self._rpc(b.config, "reading the collection config")
             have = existing.get("vectors") or {}
             for name in self._guessed:
@@ -2056,7 +2147,7 @@ class QdrantWriter(ClosingWriter):
         return report
 
     def _create_indexes(self) -> list[str]:
-        schema = (self.manifest.collection or {}).get("payload_schema") or {}
+        schema = self.wanted.get("payload_schema") or {}
         if not schema:
             return []
         made = []
@@ -2088,7 +2179,7 @@ class QdrantWriter(ClosingWriter):
         the load, as payload indexes are: its limits (rate, batch size, point count) could
         refuse the load itself. A collection with a strict mode of its own keeps it. None when
         the source has none; False when it could not be applied (with a warning)."""
-        wanted = (self.manifest.collection or {}).get("strict_mode_config")
+        wanted = self.wanted.get("strict_mode_config")
         if not wanted or not (self.created or self.resuming):
             return None
         try:
@@ -2110,7 +2201,7 @@ class QdrantWriter(ClosingWriter):
         so applications that query by alias find it; an alias the target already has for
         another collection is left as it is, with a warning (moving it is the user's switch
         over). The aliases that name the collection now; None when the source has none."""
-        wanted = (self.manifest.collection or {}).get("aliases")
+        wanted = self.wanted.get("aliases")
         if not wanted or not (self.created or self.resuming):
             return None
         b = self.backend
