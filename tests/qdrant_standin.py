@@ -88,6 +88,8 @@ class QdrantStandIn:
 
         self.engine = QdrantClient(":memory:")
         self.api_key = api_key
+        #: every api-key header value received (None: requests without one)
+        self.keys_seen: set[str | None] = set()
         self.faults: list[Fault] = []
         self.log: list[Logged] = []
         self.indexes: dict[str, dict[str, Any]] = {}
@@ -187,6 +189,8 @@ def _make_handler(server: QdrantStandIn) -> type[BaseHTTPRequestHandler]:
                 _serve_snapshot(server, self, method, segs, query)
                 return
             body = self._body()
+            with server.lock:
+                server.keys_seen.add(self.headers.get("api-key"))
             if server.api_key is not None and self.headers.get("api-key") != server.api_key:
                 self._send(401, {"status": {"error": "Must provide an API key"}})
                 return

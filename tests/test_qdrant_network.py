@@ -118,6 +118,39 @@ def test_api_key_from_environment_never_shown(src: str, tmp_path: Path,
                              writer_options={"api_key_env": "NOT_SET_VAR"})
 
 
+def test_two_servers_with_two_keys_each_get_only_their_own(
+        src: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from vecferry.cli import main
+
+    monkeypatch.setenv("CLOUD_KEY", "cl0ud-k3y")
+    monkeypatch.setenv("HOME_KEY", "h0me-k3y")
+    with QdrantStandIn(api_key="cl0ud-k3y") as cloud, QdrantStandIn(api_key="h0me-k3y") as home:
+        vecferry.convert(src, cloud.location("docs"), writer_options={"api_key_env": "CLOUD_KEY"})
+        result = CliRunner().invoke(main, [
+            "copy", cloud.location("docs"), home.location("docs"), "--api-key-env", "CLOUD_KEY",
+            "--dst-api-key-env", "HOME_KEY", "--quiet"])
+        assert result.exit_code == 0, result.output
+        assert "k3y" not in result.output
+        assert cloud.keys_seen == {"cl0ud-k3y"} and home.keys_seen == {"h0me-k3y"}
+        assert dump_stream(home.location("docs"), api_key_env="HOME_KEY") == normalize(
+            source_points())
+        result = CliRunner().invoke(main, [
+            "verify", cloud.location("docs"), home.location("docs"), "--api-key-env",
+            "CLOUD_KEY", "--dst-api-key-env", "HOME_KEY", "--quiet"])
+        assert result.exit_code == 0, result.output
+        assert cloud.keys_seen == {"cl0ud-k3y"} and home.keys_seen == {"h0me-k3y"}
+        # one key for both: the target refuses it, and says so without showing it
+        result = CliRunner().invoke(main, [
+            "copy", cloud.location("docs"), home.location("again"), "--api-key-env",
+            "CLOUD_KEY", "--quiet"])
+        assert result.exit_code == 1
+        assert result.output == (
+            f"error: {home.location('again')}: checking the collection: HTTP 401: Must provide "
+            "an API key\n")
+
+
 def test_bulk_switches_hnsw_off_and_restores_it(src: str, server: QdrantStandIn) -> None:
     report = vecferry.convert(src, server.location("docs"), writer_options={"bulk": True})
     assert report["points_in_collection"] == N

@@ -50,6 +50,8 @@ ROUTES: dict[str, tuple[tuple[str, ...],
     "train_rows": (("writer",), ("faiss",)),
     "mmap": (("reader",), ("faiss",)),
     "api_key_env": (("reader", "writer"), ("qdrant", "qdrant-edge")),
+    # the target's key, over --api-key-env (two servers, two keys: neither sees the other's)
+    "dst_api_key_env": (("writer",), ("qdrant", "qdrant-edge")),
     "timeout": (("reader", "writer"), ("qdrant", "qdrant-edge")),
     "id_field": (("reader", "writer"), ("qdrant", "qdrant-edge")),
     "page_size": (("reader",), None),
@@ -99,6 +101,8 @@ def _route(options: dict[str, Any], src_fmt: str, dst_fmt: str
             allowed = formats.get(side) if isinstance(formats, dict) else formats
             if side in sides and (allowed is None or fmt in allowed):
                 target[key] = value
+    if "dst_api_key_env" in writer:
+        writer["api_key_env"] = writer.pop("dst_api_key_env")
     return reader, writer
 
 
@@ -248,6 +252,9 @@ def _common_convert_options(f: Callable) -> Callable:
                      "the index into memory instead of memory-mapping it."),
         click.option("--api-key-env", metavar="NAME", help="Qdrant: environment variable "
                      "holding the API key (default QDRANT_API_KEY)."),
+        click.option("--dst-api-key-env", metavar="NAME", help="Qdrant: variable holding "
+                     "the target's API key, when it differs from the source's (default: the "
+                     "same as the source's)."),
         click.option("--timeout", type=float, metavar="SECONDS", help="Qdrant: request "
                      "timeout."),
         click.option("--page-size", type=click.IntRange(min=1), help="Qdrant: scroll page size."),
@@ -323,6 +330,9 @@ def _in_storage_scope(pairs: tuple[str, ...], body: Callable[[], int | None]) ->
 def _reader_side_options(routed: dict[str, Any], fmt: str, side: str) -> dict[str, Any]:
     """Options for re-reading one end of a conversion (for verification)."""
     reading = {k: v for k, v in routed.items() if v is not None}
+    dst_key = reading.pop("dst_api_key_env", None)
+    if side == "destination" and dst_key:
+        reading["api_key_env"] = dst_key
     if side == "destination":
         # The target is read back with its connection settings only, never the source's.
         reading = {k: v for k, v in reading.items() if k in ("api_key_env", "timeout",
@@ -533,6 +543,8 @@ def copy_cmd(src: str, dst: str, **kw: Any) -> None:
               "file: the points DST refused are left out of the comparison too.")
 @_source_reading
 @click.option("--api-key-env", metavar="NAME", help="Qdrant: variable holding the API key.")
+@click.option("--dst-api-key-env", metavar="NAME", help="Qdrant: variable holding DST's "
+              "API key (default: the same as SRC's).")
 @click.option("--timeout", type=float, metavar="SECONDS", help="Qdrant: request timeout.")
 @click.option("--id-field", metavar="NAME", help="Qdrant: payload field keeping original ids "
               "that are not unsigned ints or UUIDs (as given to convert).")
@@ -543,7 +555,8 @@ def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: st
                queries: int, k: int, min_recall: float, tolerance: float | None,
                diff_file: str | None, vector: str | None, sample: int | None,
                ids: str | None, payloads: str | None, on_error: str, rejects_file: str | None,
-               api_key_env: str | None, timeout: float | None, id_field: str | None,
+               api_key_env: str | None, dst_api_key_env: str | None,
+               timeout: float | None, id_field: str | None,
                quiet: bool, as_json: bool, storage_option: tuple[str, ...] = (),
                **mapping: Any) -> None:
     """Prove DST holds what SRC holds, or (one location) that a file is intact.
@@ -560,16 +573,17 @@ def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: st
         from vecferry.verify import verify
 
         skip_pandas_probe()
-        conn = {"api_key_env": api_key_env, "timeout": timeout, "id_field": id_field}
+        conn = {"timeout": timeout, "id_field": id_field}
         src_fmt = resolve(src, from_format).name
         # verify gives it to whichever side is a FAISS index (either may be lossy)
         allow_lossy = bool(mapping.pop("allow_lossy", None))
-        src_opts, _ = _route({**conn, "ids": ids, "payloads": payloads, **mapping}, src_fmt,
-                             src_fmt)
+        src_opts, _ = _route({**conn, "api_key_env": api_key_env, "ids": ids,
+                              "payloads": payloads, **mapping}, src_fmt, src_fmt)
         dst_opts: dict[str, Any] = {}
         if dst is not None:
             dst_fmt = resolve(dst, to_format).name
-            dst_opts, _ = _route(conn, dst_fmt, dst_fmt)
+            dst_opts, _ = _route({**conn, "api_key_env": dst_api_key_env or api_key_env},
+                                 dst_fmt, dst_fmt)
         result = verify(src, dst, from_format=from_format, to_format=to_format,
                         queries=queries, k=k, tolerance=tolerance, diff=diff_file, sample=sample,
                         min_recall=min_recall, vector=vector, allow_lossy=allow_lossy,
