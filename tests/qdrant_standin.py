@@ -55,7 +55,7 @@ import orjson
 class Fault:
     """One scripted fault for requests of ``op`` (upsert, scroll, count, query, get, exists,
     create, index, update, retrieve, shard_create, shard_list, cluster, aliases, aliases_all,
-    aliases_update): ``kind`` is
+    aliases_update, list): ``kind`` is
     ``delay``, ``503``, ``429``, ``drop`` or ``400``.
 
     It fires ``times`` times (None: every time) on requests for which ``when(body)`` is true.
@@ -255,6 +255,8 @@ def _make_handler(server: QdrantStandIn) -> type[BaseHTTPRequestHandler]:
 def _op(method: str, segs: list[str]) -> tuple[str | None, str | None]:
     if (method, segs) == ("GET", ["aliases"]):
         return "aliases_all", None
+    if (method, segs) == ("GET", ["collections"]):
+        return "list", None
     if (method, segs) == ("POST", ["collections", "aliases"]):
         return "aliases_update", None
     if len(segs) < 2 or segs[0] != "collections":
@@ -277,6 +279,8 @@ def _op(method: str, segs: list[str]) -> tuple[str | None, str | None]:
 def _execute(server: QdrantStandIn, models: Any, op: str, name: str, body: dict[str, Any],
              query: dict[str, list[str]]) -> Any:
     eng = server.engine
+    if op == "list":
+        return eng.get_collections().model_dump(mode="json")
     if op == "aliases_all":
         return eng.get_aliases().model_dump(mode="json")
     if op == "aliases_update":

@@ -343,6 +343,12 @@ def _reader_side_options(routed: dict[str, Any], fmt: str, side: str) -> dict[st
 
 
 def _convert(src: str, dst: str, kw: dict[str, Any], desc: str, verify: bool = False) -> int:
+    return _convert_report(src, dst, kw, desc, verify)[0]
+
+
+def _convert_report(src: str, dst: str, kw: dict[str, Any], desc: str, verify: bool = False
+                    ) -> tuple[int, dict[str, Any]]:
+    """Run one conversion for a command: its exit code and report (printed as asked)."""
     from vecferry.converters import resolve
     from vecferry.pipeline import convert
 
@@ -402,7 +408,53 @@ def _convert(src: str, dst: str, kw: dict[str, Any], desc: str, verify: bool = F
     _print_report(report, quiet)
     if "verify" in report:
         _print_verify(report["verify"], quiet)
-    return code
+    return code, report
+
+
+def _copy_all(src: str, dst: str, kw: dict[str, Any]) -> int:
+    """``vecferry copy`` of two servers: every collection of ``src`` to one of the same name
+    on ``dst``, one after another, each verified. A collection that fails is reported and the
+    rest go on; the exit code is the worst (1 failed, 4 differs, 3 rejects, 0)."""
+    from vecferry.converters.qdrant import collection_location, collection_names
+    from vecferry.errors import UsageError, VecferryError
+
+    if kw.get("state"):
+        raise UsageError("--state names one collection's state file; a copy of every "
+                         "collection keeps one per collection",
+                         hint="drop --state (--resume works without it)")
+    quiet, as_json = kw["quiet"], kw["as_json"]
+    names = collection_names(src, api_key_env=kw.get("api_key_env"), timeout=kw.get("timeout"),
+                             max_retries=kw.get("max_retries"))
+    results: dict[str, dict[str, Any]] = {}
+    codes = []
+    for name in names:
+        if not quiet and not as_json:
+            _err(f"collection {name}:")
+        one = {**kw, "as_json": False, "quiet": quiet or as_json}
+        try:
+            code, report = _convert_report(collection_location(src, name),
+                                           collection_location(dst, name), one,
+                                           f"copy {name}", verify=True)
+        except VecferryError as exc:
+            _err(f"error: {exc}")
+            results[name] = {"ok": False, **exc.as_dict()}
+            codes.append(EXIT_FAILED)
+            continue
+        results[name] = {"ok": code in (EXIT_OK, EXIT_REJECTS), **report}
+        codes.append(code)
+    failed = [n for n, r in results.items() if not r["ok"]]
+    if as_json:
+        _emit_json({"ok": not failed, "collections": results})
+    if not names:
+        _err(f"{src} holds no collections: nothing to copy")
+    elif not quiet or failed:
+        _err(f"{len(names) - len(failed)} of {len(names)} collection(s) copied and verified"
+             + (f"; not: {', '.join(failed)} (run the same command again with --resume)"
+                if failed else ""))
+    for worst in (EXIT_FAILED, EXIT_VERIFY, EXIT_REJECTS):
+        if worst in codes:
+            return worst
+    return EXIT_OK
 
 
 def _print_verify(result: dict[str, Any], quiet: bool) -> None:
@@ -499,13 +551,22 @@ def copy_cmd(src: str, dst: str, **kw: Any) -> None:
     aliases, shard keys, points), then verify it.
 
     The copy ends with `verify` (counts, digests, per-id diff, search parity): exit 4 when the
-    collections differ.
+    collections differ. Given two servers (qdrant://HOST[:PORT], no collection), every
+    collection of SRC is copied to one of the same name on DST, one after another.
     """
     from vecferry.errors import UsageError
 
     def body() -> int:
         from vecferry.converters import resolve
+        from vecferry.converters.qdrant import server_root
 
+        roots = server_root(src), server_root(dst)
+        if roots[0] and roots[1]:
+            return _copy_all(roots[0], roots[1], kw)
+        if roots[0] or roots[1]:
+            raise UsageError("copy takes two collections, or two servers (to copy every "
+                             "collection)", hint="e.g. qdrant://a:6333/docs qdrant://b/docs, "
+                             "or qdrant://a:6333 qdrant://b")
         for loc, role in ((src, "reader"), (dst, "writer")):
             if not resolve(loc, None, role=role).name.startswith("qdrant"):
                 raise UsageError(f"copy moves Qdrant collections; {loc} is not a Qdrant "

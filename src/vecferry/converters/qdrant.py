@@ -51,7 +51,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import numpy as np
 import orjson
@@ -263,6 +263,44 @@ def parse_location(location: str) -> QdrantLocation:
     if port is None:
         port = 6334 if grpc else 6333
     return QdrantLocation(scheme, collection, host=parts.hostname, port=port, grpc=grpc)
+
+
+def server_root(location: str) -> str | None:
+    """``scheme://host:port`` (``?grpc=1`` kept) when ``location`` names a Qdrant server and
+    no collection (``qdrant://HOST[:PORT][/]``), else None."""
+    scheme = location.partition("://")[0].lower()
+    if scheme not in ("qdrant", "qdrants"):
+        return None
+    parts = urlsplit(location)
+    if parts.path.strip("/") or not parts.hostname:
+        return None
+    probe = parse_location(urlunsplit(parts._replace(path="/_")))  # checks port, key, query
+    return f"{probe.scheme}://{probe.host}:{probe.port}" + ("?grpc=1" if probe.grpc else "")
+
+
+def collection_location(root: str, name: str) -> str:
+    """The location of collection ``name`` on the server ``root`` (see ``server_root``)."""
+    base, _, query = root.partition("?")
+    return f"{base}/{name}" + (f"?{query}" if query else "")
+
+
+def collection_names(root: str, *, api_key_env: str | None = None,
+                     timeout: float | None = None, max_retries: int | None = None) -> list[str]:
+    """The names of the collections on the server ``root``, sorted; the request is retried
+    as any other (``TargetError`` with the server's message when it is refused)."""
+    backend = open_backend(collection_location(root, "_"), api_key_env=api_key_env,
+                           timeout=timeout, for_reading=True)
+    try:
+        policy = RetryPolicy(max_retries=6 if max_retries is None else max_retries)
+        listed = policy.call(backend.client.get_collections, what="listing collections",
+                             on_terminal=lambda failure, exc: TargetError(
+                                 f"listing collections: {failure.message}",
+                                 location=Location(root)))
+    except TransientError as exc:
+        raise TargetError(exc.message, location=Location(root)) from exc
+    finally:
+        backend.close()
+    return sorted(c.name for c in listed.collections)
 
 
 def api_key_from_env(api_key_env: str | None) -> str | None:
