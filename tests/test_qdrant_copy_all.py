@@ -86,3 +86,14 @@ def test_an_empty_server_copies_nothing(servers: tuple[QdrantStandIn, ...]) -> N
     result = CliRunner().invoke(main, ["copy", root(b), root(a)])
     assert result.exit_code == 0
     assert result.stderr == f"{root(b)} holds no collections: nothing to copy\n"
+
+
+def test_a_dry_run_checks_every_collection_and_creates_none(
+        servers: tuple[QdrantStandIn, ...]) -> None:
+    a, b = servers
+    result = CliRunner().invoke(main, ["copy", root(a), root(b), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[-1] == "2 of 2 collection(s) checked (dry run)"
+    assert "collection 'news' would be created" in result.stderr
+    assert b.engine.get_collections().collections == []
+    assert not [e for e in b.log if e.op in ("create", "upsert")]

@@ -304,6 +304,9 @@ def _common_convert_options(f: Callable) -> Callable:
                      "own)."),
         click.option("--verify", "verify_after", is_flag=True, help="Verify the output against "
                      "the source when done (counts, digests, per-id diff, search parity)."),
+        click.option("--dry-run", is_flag=True, help="Open SRC and DST and run every check "
+                     "made before the first write, say what would be done (points; a "
+                     "collection created, with its config, or appended to), write nothing."),
         _STORAGE_OPTION,
         click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary."),
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on "
@@ -386,6 +389,11 @@ def _convert_report(src: str, dst: str, kw: dict[str, Any], desc: str, verify: b
                          workers=routed.get("workers"), **kw)
     finally:
         bar.close()
+    if report.get("dry_run"):
+        if as_json:
+            _emit_json({"ok": True, **report})
+        _print_dry_run(report, quiet)
+        return EXIT_OK, report
     code = EXIT_REJECTS if report["rejected"] else EXIT_OK
     if verify:
         from vecferry.verify import verify as run_verify
@@ -409,6 +417,24 @@ def _convert_report(src: str, dst: str, kw: dict[str, Any], desc: str, verify: b
     if "verify" in report:
         _print_verify(report["verify"], quiet)
     return code, report
+
+
+def _print_dry_run(report: dict[str, Any], quiet: bool) -> None:
+    for w in report.get("warnings", []):
+        _err(f"warning: {w}")
+    if quiet:
+        return
+    points = report["points"]
+    _err(f"dry run: {'?' if points is None else points} point(s) {report['from']} -> "
+         f"{report['to']}: {report['destination']}; nothing was written")
+    target = report.get("target")
+    if target:
+        what = {"create": "would be created", "drop and create": "would be dropped and "
+                "created anew", "append": "exists: points would be added or updated by id"}
+        _err(f"collection {target['collection']!r} {what[target['action']]}"
+             + (" (HNSW indexing off during the load)" if target.get("bulk") else ""))
+        if "config" in target:
+            _err("config: " + json.dumps(target["config"], sort_keys=True, default=str))
 
 
 def _copy_all(src: str, dst: str, kw: dict[str, Any]) -> int:
@@ -448,7 +474,8 @@ def _copy_all(src: str, dst: str, kw: dict[str, Any]) -> int:
     if not names:
         _err(f"{src} holds no collections: nothing to copy")
     elif not quiet or failed:
-        _err(f"{len(names) - len(failed)} of {len(names)} collection(s) copied and verified"
+        done = "checked (dry run)" if kw.get("dry_run") else "copied and verified"
+        _err(f"{len(names) - len(failed)} of {len(names)} collection(s) {done}"
              + (f"; not: {', '.join(failed)} (run the same command again with --resume)"
                 if failed else ""))
     for worst in (EXIT_FAILED, EXIT_VERIFY, EXIT_REJECTS):

@@ -397,8 +397,14 @@ def convert(
     engine: str = "local",
     ray_address: str | None = None,
     partition_size: int | str | None = None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Convert ``src`` into ``dst`` and return the run report.
+
+    ``dry_run`` opens the source and the target and runs every check made before the first
+    write (formats, options, what the target cannot hold, an existing output or collection,
+    its config), then stops: nothing is written, and the report says how many points would go
+    and, for a Qdrant target, what would be done to the collection (``target``).
 
     Raises a ``VecferryError`` subclass on failure, after removing any partial output (file
     targets write under a temporary name). With ``on_error="skip"`` bad records go to
@@ -451,6 +457,21 @@ def convert(
             context.warn(f"--distance {asked} is for vectors whose source records no distance; "
                          f"these keep the source's: {', '.join(kept)}")
         writer_cls = dst_spec.load("writer")
+        if dry_run:
+            with writing_to(dst):
+                writer = writer_cls(dst, schema, context=writer_context, overwrite=overwrite,
+                                    **(writer_options or {}))
+            plan = writer.plan() if hasattr(writer, "plan") else None
+            opened_writer, writer = writer, None
+            opened_writer.abort()  # nothing was written: this removes what opening made
+            report = _report(src, dst, src_spec.name, dst_spec.name, manifest, started, 0, 0,
+                             rejects_path, context.warnings)
+            report.update(dry_run=True, points=reader.count())
+            if limit is not None and report["points"] is not None:
+                report["points"] = min(report["points"], limit)
+            if plan is not None:
+                report["target"] = plan
+            return report
         chosen = scaleout.choose(
             reader, src=src, src_fmt=src_spec.name, reader_options=reader_options or {},
             dst=dst, dst_fmt=dst_spec.name, writer_options=writer_options or {},

@@ -40,6 +40,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import sqlite3
 import struct
 import threading
@@ -704,6 +705,9 @@ class ClientBackend(Backend):
             if not for_reading and not folder.parent.is_dir():
                 raise UsageError("the parent of the local-mode folder does not exist",
                                  location=Location(str(folder)), hint="create it first")
+            #: the folder, when this backend made it by opening it (qdrant-client creates it):
+            #: a run that creates no collection in it removes it again
+            self.made_folder = None if folder.exists() else str(folder)
             try:
                 self.client, self._lock = _open_local(str(folder))
             except RuntimeError as exc:
@@ -1743,6 +1747,25 @@ class QdrantWriter(ClosingWriter):
                 self.shard_keys_created.append(key)
             self._shard_keys.append(key)
 
+    def plan(self) -> dict[str, Any]:
+        """What a run would do to the target, for a dry run (before ``ready``): ``action``
+        (``create``, ``drop and create`` or ``append``), the ``config`` a created collection
+        gets, its ``shard_keys`` when custom-sharded, whether ``bulk`` indexing is used."""
+        create, bulk = self._pending or (False, False)
+        b = self.backend
+        out: dict[str, Any] = {
+            "collection": b.name, "engine": b.engine,
+            "action": ("drop and create" if self._drop_first else
+                       "create" if create else "append")}
+        if create:
+            out["config"] = {k: v for k, v in self.wanted.items()
+                             if k not in ("engine", "name", "points_count")}
+        if self._shard_keys is not None:
+            out["shard_keys"] = list(self._shard_keys)
+        if bulk:
+            out["bulk"] = True
+        return out
+
     def ready(self) -> None:
         """Make the target ready for points: drop (``--mode overwrite``) and create the
         collection, switch indexing off for ``--bulk``. Runs once, at the first batch that
@@ -2288,6 +2311,11 @@ class QdrantWriter(ClosingWriter):
         with contextlib.suppress(Exception):
             self.backend.flush()
         self.backend.close()
+        made = getattr(self.backend, "made_folder", None)
+        if made and not self.created:
+            # nothing was written: a dry run, or a run that failed before its first point,
+            # leaves no local-mode folder behind that it made
+            shutil.rmtree(made, ignore_errors=True)
 
 
 def count_points(location: str, *, api_key_env: str | None = None,
