@@ -97,3 +97,23 @@ def test_a_dry_run_checks_every_collection_and_creates_none(
     assert "collection 'news' would be created" in result.stderr
     assert b.engine.get_collections().collections == []
     assert not [e for e in b.log if e.op in ("create", "upsert")]
+
+
+def test_inspect_of_a_server_lists_its_collections(servers: tuple[QdrantStandIn, ...]) -> None:
+    from qdrant_client import models
+
+    a, _ = servers
+    a.engine.update_collection_aliases([models.CreateAliasOperation(
+        create_alias=models.CreateAlias(collection_name="news", alias_name="latest"))])
+    result = CliRunner().invoke(main, ["inspect", root(a)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"server:      {root(a)}",
+        "collections: 2",
+        "  docs: 37 points; vectors d (dense 8 Dot), mv (multi 3 Euclid), s (sparse)",
+        "  news: 10 points; vectors d (dense 8 Dot), mv (multi 3 Euclid), s (sparse); "
+        "aliases latest"]
+    result = CliRunner().invoke(main, ["inspect", root(a), "--json"])
+    listed = json.loads(result.stdout)
+    assert [(c["name"], c["points"], c["aliases"]) for c in listed["collections"]] == [
+        ("docs", 37, []), ("news", 10, ["latest"])]

@@ -708,7 +708,9 @@ def inspect_cmd(src: str, from_format: str | None, ids: str | None, payloads: st
                 sample: int, ram_budget: str, as_json: bool,
                 storage_option: tuple[str, ...] = (), **mapping: Any) -> None:
     """Describe SRC: format, count, vectors, id kind, payload keys, size, first ids, and the
-    RAM and disk a Qdrant collection of it needs (sizing), with a recommendation."""
+    RAM and disk a Qdrant collection of it needs (sizing), with a recommendation. Given a
+    server (qdrant://HOST[:PORT], no collection): its collections, with their points,
+    vectors, aliases and shard keys."""
 
     def body() -> int:
         from vecferry.converters import resolve
@@ -717,6 +719,18 @@ def inspect_cmd(src: str, from_format: str | None, ids: str | None, payloads: st
         from vecferry.stream import skip_pandas_probe
 
         skip_pandas_probe()
+        from vecferry.converters.qdrant import server_overview, server_root
+
+        root = server_root(src)
+        if root is not None:
+            collections = server_overview(root, api_key_env=mapping.get("api_key_env"),
+                                          timeout=mapping.get("timeout"),
+                                          max_retries=mapping.get("max_retries"))
+            if as_json:
+                _emit_json({"location": root, "collections": collections})
+            else:
+                _print_server(root, collections)
+            return EXIT_OK
         fmt = resolve(src, from_format).name
         options, _ = _route({"ids": ids, "payloads": payloads, **mapping}, fmt, fmt)
         info = inspect_location(src, from_format=from_format, sample=sample,
@@ -728,6 +742,24 @@ def inspect_cmd(src: str, from_format: str | None, ids: str | None, payloads: st
         return EXIT_OK
 
     _run(lambda: _in_storage_scope(storage_option, body), as_json)
+
+
+def _print_server(root: str, collections: list[dict[str, Any]]) -> None:
+    click.echo(f"server:      {root}")
+    click.echo(f"collections: {len(collections)}")
+    for c in collections:
+        vectors = ", ".join(
+            f"{v['name'] or '(unnamed)'} ({v['kind']}"
+            + (f" {v['size']}" if v["size"] else "") + (f" {v['distance']}" if v["distance"]
+                                                          else "") + ")"
+            for v in c["vectors"]) or "none"
+        points = "?" if c["points"] is None else f"{c['points']:,}"
+        line = f"  {c['name']}: {points} points; vectors {vectors}"
+        if c["aliases"]:
+            line += f"; aliases {', '.join(c['aliases'])}"
+        if "shard_keys" in c:
+            line += f"; shard keys {', '.join(map(repr, c['shard_keys']))}"
+        click.echo(line)
 
 
 def _print_inspect(info: dict[str, Any]) -> None:

@@ -304,6 +304,35 @@ def collection_names(root: str, *, api_key_env: str | None = None,
     return sorted(c.name for c in listed.collections)
 
 
+def server_overview(root: str, *, api_key_env: str | None = None,
+                    timeout: float | None = None, max_retries: int | None = None
+                    ) -> list[dict[str, Any]]:
+    """Every collection of the server ``root``: its name, point count, vectors (name, kind,
+    size, distance, datatype), aliases and shard keys (under custom sharding)."""
+    names = collection_names(root, api_key_env=api_key_env, timeout=timeout,
+                             max_retries=max_retries)
+    out = []
+    for name in names:
+        backend = open_backend(collection_location(root, name), api_key_env=api_key_env,
+                               timeout=timeout, for_reading=True)
+        try:
+            policy = RetryPolicy(max_retries=6 if max_retries is None else max_retries)
+            config = policy.call(backend.config, what="reading the collection config",
+                                 on_terminal=_target_error(backend, "reading the config"))
+        finally:
+            backend.close()
+        entry: dict[str, Any] = {
+            "name": name, "points": config.get("points_count"),
+            "vectors": [{"name": v.name, "kind": v.kind, "size": v.size,
+                         "datatype": v.datatype, "distance": v.distance}
+                        for v in specs_from_config(config)],
+            "aliases": config.get("aliases", [])}
+        if config.get("sharding_method") == "custom":
+            entry["shard_keys"] = config.get("shard_keys", [])
+        out.append(entry)
+    return out
+
+
 def api_key_from_env(api_key_env: str | None) -> str | None:
     """The API key from ``api_key_env`` (when given, it must be set) or ``QDRANT_API_KEY``."""
     if api_key_env:
