@@ -28,7 +28,8 @@ def root(server: QdrantStandIn) -> str:
 
 
 @pytest.fixture
-def servers(tmp_path: Path):
+def servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)  # --resume keeps its state files in the working directory
     src = make_local(tmp_path / "src_data")
     with QdrantStandIn() as a, QdrantStandIn() as b:
         vecferry.convert(src, a.location("docs"))
