@@ -45,7 +45,7 @@ def test_settings_override_the_source_config_when_creating(src: str, server: Qdr
     over = {"shard_number": 1, "replication_factor": 1, "hnsw_config": {"m": 32},
             "vectors": {"d": {"on_disk": False,
                               "quantization_config": {"scalar": {"type": "int8"}}}},
-            "payload_schema": {"lang": {"data_type": "keyword"}}, "aliases": ["docs"]}
+            "payload_schema": {"lang": "keyword"}, "aliases": ["docs"]}
     report = vecferry.convert(src, server.location("a"),
                               writer_options={"collection_config": json.dumps(over)})
     (body,) = bodies
@@ -93,6 +93,11 @@ def test_an_existing_collection_is_left_as_it_is(src: str, server: QdrantStandIn
     ('{"vectors": [1]}', '--collection-config: "vectors" maps vector names to settings, e.g. '
      '{"vectors": {"NAME": {...}}}'),
     ("[1, 2]", "--collection-config takes a JSON object of collection settings"),
+    ('{"aliases": "docs"}', '--collection-config: "aliases" is a list of alias names, e.g. '
+     '{"aliases": ["docs"]}'),
+    ('{"payload_schema": {"lang": 5}}', "--collection-config: the index of payload field "
+     "'lang' is a type name or an object with data_type (e.g. \"keyword\", or {\"data_type\": "
+     "\"integer\", \"params\": {\"type\": \"integer\", \"range\": true}})"),
     ("{shard_number: 1}", "--collection-config is not JSON: Expecting property name enclosed "
      "in double quotes: line 1 column 2 (char 1) (e.g. --collection-config "
      "'{\"shard_number\": 1}')"),

@@ -257,3 +257,13 @@ def test_older_servers_name_their_shard_keys_in_cluster_info(server: QdrantStand
     assert any(e.op == "shard_list" for e in server.log)
     assert any(e.op == "cluster" for e in server.log)
 
+
+
+def test_creating_a_shard_key_is_retried_on_its_own(server: QdrantStandIn) -> None:
+    src = make_sharded(server)
+    server.add_fault(Fault("shard_create", "503", times=2))
+    report = vecferry.convert(src, server.location("copy"), workers=1)
+    assert report["retries"] == 2 and server.shard_keys["copy"] == KEYS
+    assert [e.outcome for e in server.log if e.op == "create"][-1] == "ok"
+    assert len([e for e in server.log if e.op == "create"]) == 2  # src's and copy's, once
+    assert dump_stream(server.location("copy")) == with_keys()

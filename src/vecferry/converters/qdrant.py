@@ -471,6 +471,26 @@ def parse_collection_config(value: Any) -> dict[str, Any]:
                 raise UsageError(f"--collection-config cannot set {', '.join(bad)} of vector "
                                  f"{label}", hint=f"it sets {', '.join(allowed)}; the rest "
                                                   "comes from the source")
+    aliases = data.get("aliases")
+    if aliases is not None and (not isinstance(aliases, list) or not all(
+            isinstance(a, str) and a for a in aliases)):
+        raise UsageError('--collection-config: "aliases" is a list of alias names, e.g. '
+                         '{"aliases": ["docs"]}')
+    schema = data.get("payload_schema")
+    if schema is not None:
+        if not isinstance(schema, dict):
+            raise UsageError('--collection-config: "payload_schema" maps fields to indexes, '
+                             'e.g. {"payload_schema": {"lang": "keyword"}}')
+        data = dict(data, payload_schema={
+            field: ({"data_type": index} if isinstance(index, str) else index)
+            for field, index in schema.items()})
+        for field, index in data["payload_schema"].items():
+            if index is not None and not (isinstance(index, dict)
+                                          and isinstance(index.get("data_type"), str)):
+                raise UsageError(f"--collection-config: the index of payload field {field!r} "
+                                 "is a type name or an object with data_type",
+                                 hint='e.g. "keyword", or {"data_type": "integer", '
+                                      '"params": {"type": "integer", "range": true}}')
     return data
 
 
@@ -818,12 +838,14 @@ class ClientBackend(Backend):
 
     def _aliases(self) -> list[str]:
         """The aliases naming this collection; none when the API key may not list them (a
-        key scoped to collections), as they only matter to a copy."""
+        key scoped to collections) or the server cannot, as they only matter to a copy."""
         try:
             listed = self._call(lambda: self.client.get_collection_aliases(self.name))
         except Exception as exc:
             failure = classify(exc)
-            if failure is not None and failure.status in (401, 403):
+            if failure is not None and (failure.status in (401, 403, 404) or any(
+                    failure.message.startswith(f"gRPC {code}") for code in (
+                        "PERMISSION_DENIED", "UNAUTHENTICATED", "UNIMPLEMENTED"))):
                 return []
             raise
         return sorted(a.alias_name for a in listed.aliases or [])
@@ -882,8 +904,6 @@ class ClientBackend(Backend):
             if custom:
                 kwargs["sharding_method"] = m.ShardingMethod.CUSTOM
         self._call(lambda: self.client.create_collection(self.name, **kwargs))
-        for key in config.get("shard_keys") or [] if custom else []:
-            self.create_shard_key(key)
 
     def create_shard_key(self, key: Any) -> None:
         self._call(lambda: self.client.create_shard_key(self.name, key))
@@ -1758,11 +1778,13 @@ class QdrantWriter(ClosingWriter):
                 f"payload field {SHARD_KEY_FIELD!r} (a custom-sharded collection loaded from "
                 "this one later takes it back out)")
 
-    def _ensure_shard_keys(self, items: list[tuple[dict[str, Any], Any]]) -> None:
-        """Create the shard keys of ``items`` the target lacks (another process of a
-        partitioned run may have just created one: the target's list is read again then)."""
+    def _add_shard_keys(self, keys: Any, *, found: bool) -> None:
+        """Create the shard ``keys`` the target lacks, each request retried on its own
+        (another process of a partitioned run may have just created one: the target's list
+        is read again then). ``found``: keys met in the points, not listed by the source, go
+        to ``shard_keys_created``."""
         assert self._shard_keys is not None
-        for key in dict.fromkeys(p["shard_key"] for p, _ in items):
+        for key in dict.fromkeys(keys):
             if key in self._shard_keys:
                 continue
             try:
@@ -1773,7 +1795,8 @@ class QdrantWriter(ClosingWriter):
                 if key not in (have.get("shard_keys") or []):
                     raise
             else:
-                self.shard_keys_created.append(key)
+                if found:
+                    self.shard_keys_created.append(key)
             self._shard_keys.append(key)
 
     def plan(self) -> dict[str, Any]:
@@ -1818,6 +1841,9 @@ class QdrantWriter(ClosingWriter):
                 raise TargetError(f"cannot create the collection: {exc}", location=where
                                   ) from exc
             self.created = True
+            if self._shard_keys is not None:  # the source's keys, in its order
+                keys, self._shard_keys = self._shard_keys, []
+                self._add_shard_keys(keys, found=False)
         # the m an interrupted --bulk run switched off (its state recorded it): m=0 now is
         # that run's setting, restored at the end even by a run without --bulk
         noted = (self.resume_note or {}).get("hnsw_m") if self.resuming else None
@@ -2048,7 +2074,7 @@ class QdrantWriter(ClosingWriter):
             items = list(zip(prepared, (o for _, o in items), strict=True))
             self.ready()
             if self._shard_keys is not None:
-                self._ensure_shard_keys(items)
+                self._add_shard_keys((p["shard_key"] for p, _ in items), found=True)
                 # one request per key; the sort is stable, so each key's points keep order
                 order = {k: i for i, k in enumerate(self._shard_keys)}
                 items.sort(key=lambda item: order[item[0]["shard_key"]])
