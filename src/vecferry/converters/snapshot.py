@@ -526,7 +526,8 @@ def _with_shard_key(batch: pa.RecordBatch, key: Any) -> pa.RecordBatch:
         payload[SHARD_KEY_FIELD] = key
         out.append(dumps_payload(payload))
     i = batch.schema.get_field_index(PAYLOAD_COLUMN)
-    return batch.set_column(i, batch.schema.field(i), pa.array(out, type=pa.string()))
+    field = batch.schema.field(i)
+    return batch.set_column(i, field, pa.array(out, type=field.type))
 
 
 def _name(spec: Any) -> str:
