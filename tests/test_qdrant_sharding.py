@@ -128,31 +128,29 @@ def test_an_archive_restores_the_sharding(server: QdrantStandIn, tmp_path: Path,
 def test_a_target_without_shard_keys_is_told_and_keeps_them_in_the_payload(
         server: QdrantStandIn, tmp_path: Path) -> None:
     src = make_sharded(server)
+
+    def told(target: str, what: str) -> list[str]:
+        return [f"{target}: the source collection uses custom sharding (shard keys: 'en', 'de', "
+                f"7), and {what}: each point keeps its shard key in the payload field "
+                "'_vecferry_shard_key' (a custom-sharded collection loaded from this one later "
+                "takes it back out)"]
+
     local = f"qdrant-local://{tmp_path / 'local'}/docs"
     report = vecferry.convert(src, local, workers=1)
-    assert report["warnings"] == [
-        f"{local}: the source collection uses custom sharding (shard keys: 'en', 'de', 7), "
-        "and local mode has no shard keys: each point keeps its shard key in the payload "
-        "field '_vecferry_shard_key' (a custom-sharded collection loaded from this one later "
-        "takes it back out)"]
+    assert report["warnings"] == told(local, "local mode has no shard keys")
     assert dump_local(tmp_path / "local") == with_keys()
     if importlib.util.find_spec("qdrant_edge") is not None:
         edge = f"qdrant-edge://{tmp_path / 'shard'}"
         report = vecferry.convert(src, edge, workers=1)
-        assert report["warnings"] == [
-            f"{edge}: the source collection uses custom sharding (shard keys: 'en', 'de', 7), "
-            "and a Qdrant Edge shard has no shard keys: each point keeps its shard key in the "
-            "payload field '_vecferry_shard_key' (a custom-sharded collection loaded from this "
-            "one later takes it back out)"]
+        assert report["warnings"] == told(edge, "a Qdrant Edge shard has no shard keys")
         assert dump_stream(edge) == with_keys()
     # an existing collection with automatic sharding is told the same, before any point
     create(client(server), "auto", custom=False)
     server.add_fault(Fault("create", "400"))  # nothing may create it again
     report = vecferry.convert(src, server.location("auto"), workers=1,
                               writer_options={"mode": "append"}, on_error="fail")
-    assert report["warnings"][0].startswith(
-        f"{server.location('auto')}: the source collection uses custom sharding (shard keys: "
-        "'en', 'de', 7), and the target collection uses automatic sharding: each point keeps")
+    assert report["warnings"] == told(server.location("auto"),
+                                      "the target collection uses automatic sharding")
     assert "auto" not in server.shard_keys
     assert dump_stream(server.location("auto")) == with_keys()
 
