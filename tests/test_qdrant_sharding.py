@@ -265,3 +265,59 @@ def test_creating_a_shard_key_is_retried_on_its_own(server: QdrantStandIn) -> No
     assert [e.outcome for e in server.log if e.op == "create"][-1] == "ok"
     assert len([e for e in server.log if e.op == "create"]) == 2  # src's and copy's, once
     assert dump_stream(server.location("copy")) == with_keys()
+
+
+def test_shard_key_option_puts_every_point_under_one_key(server: QdrantStandIn,
+                                                        tmp_path: Path) -> None:
+    src = tmp_path / "tenant.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "vector": [float(i), 1.0], "payload": p}) + "\n"
+                           for i, p in enumerate([{"a": 1}, None,
+                                                  {SHARD_KEY_FIELD: "other", "b": 2}])))
+    report = vecferry.convert(str(src), server.location("tenants"),
+                              writer_options={"shard_key": "acme", "distance": "Dot"})
+    assert report["shard_keys_created"] == ["acme"] and server.shard_keys["tenants"] == ["acme"]
+    assert server.point_keys["tenants"] == {"0": "acme", "1": "acme", "2": "acme"}
+    c = client(server)
+    assert [r.payload for r in c.retrieve("tenants", [0, 1, 2])] == [{"a": 1}, {}, {"b": 2}]
+    c.close()
+    # 7 is the integer key, '"7"' the text one; both go into the existing collection
+    vecferry.convert(str(src), server.location("tenants"), writer_options={"shard_key": "7"})
+    vecferry.convert(str(src), server.location("tenants"),
+                     writer_options={"shard_key": '"7"'})
+    assert server.shard_keys["tenants"] == ["acme", 7, "7"]
+
+
+@pytest.mark.parametrize(("target", "key", "message"), [
+    ("local", "acme", "{loc}: --shard-key needs a Qdrant server: local mode and Edge have no "
+     "shard keys"),
+    ("auto", "acme", "{loc}: --shard-key needs a collection with custom sharding; this one "
+     "uses automatic sharding (drop --shard-key, or load into a new collection (created with "
+     "custom sharding))"),
+    ("new", "", "--shard-key '' is not a shard key (a non-empty string or an unsigned "
+     "integer)"),
+    ("new", "-1", "--shard-key '-1' is not a shard key (a non-empty string or an unsigned "
+     "integer)"),
+])
+def test_shard_key_option_refusals(server: QdrantStandIn, tmp_path: Path, target: str,
+                                   key: str, message: str) -> None:
+    from click.testing import CliRunner
+
+    from vecferry.cli import main
+
+    src = tmp_path / "p.jsonl"
+    src.write_text(json.dumps({"id": 1, "vector": [1.0, 2.0]}) + "\n")
+    if target == "auto":
+        client(server).create_collection("auto", vectors_config=models_params())
+    loc = {"local": f"qdrant-local://{tmp_path / 'qd'}/docs", "auto": server.location("auto"),
+           "new": server.location("new")}[target]
+    mark = len(server.log)
+    result = CliRunner().invoke(main, ["convert", str(src), loc, "--shard-key", key])
+    assert (result.exit_code, result.output) == (2, f"error: {message.format(loc=loc)}\n")
+    assert not [e for e in server.log[mark:] if e.op in ("create", "upsert")]
+    assert not (tmp_path / "qd").exists()  # nor is a local-mode folder left behind
+
+
+def models_params() -> Any:
+    from qdrant_client import models
+
+    return models.VectorParams(size=2, distance="Dot")

@@ -63,6 +63,7 @@ ROUTES: dict[str, tuple[tuple[str, ...],
     "distance": (("reader", "writer"), {"reader": ("faiss",)}),
     "bulk": (("writer",), None),
     "collection_config": (("writer",), None),
+    "shard_key": (("writer",), None),
     "batch_bytes": (("writer",), None),
     "workers": (("reader", "writer"), ("jsonl",)),
     "id_column": (("reader",), ("parquet",)),
@@ -275,6 +276,9 @@ def _common_convert_options(f: Callable) -> Callable:
                      "shard_number, replication_factor, hnsw_config, quantization_config, "
                      "on_disk_payload, payload_schema, aliases, ...; per vector on_disk, "
                      "hnsw_config, quantization_config; null drops a setting."),
+        click.option("--shard-key", metavar="KEY", help="Qdrant server: write every point to "
+                     "this shard key of a collection with custom sharding (created with it "
+                     "when missing); 7 is an integer key, '\"7\"' a text one."),
         click.option("--distance", type=click.Choice(["Cosine", "Euclid", "Dot", "Manhattan"]),
                      help="Distance for vectors whose source records none: a Qdrant or FAISS "
                      "target is created with it, a file target keeps it in its manifest; for "

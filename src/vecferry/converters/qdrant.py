@@ -1120,6 +1120,24 @@ def _shard_key_problem(key: Any) -> str | None:
             "(a non-empty string or an unsigned integer)")
 
 
+def parse_shard_key(value: Any) -> Any:
+    """``--shard-key``: an unsigned integer or a non-empty string, read as JSON when it is
+    (``7`` is the integer key, ``'"7"'`` the text one), else taken as text."""
+    key = value
+    if isinstance(value, str):
+        try:
+            key = json.loads(value)
+        except ValueError:
+            key = value
+        if not isinstance(key, (str, int)) or isinstance(key, bool):
+            key = value
+    problem = _shard_key_problem(key)
+    if problem:
+        raise UsageError(f"--shard-key {value!r} is not a shard key (a non-empty string or an "
+                         "unsigned integer)")
+    return key
+
+
 def _missing_endpoint(exc: BaseException) -> bool:
     """Whether ``exc`` says the server lacks the endpoint called (an older server)."""
     failure = classify(exc)
@@ -1630,7 +1648,7 @@ class QdrantWriter(ClosingWriter):
                  parallel: int | None = None, max_retries: int | None = None,
                  id_field: str | None = None, bulk: bool = False,
                  batch_bytes: int | None = None, distance: str | None = None,
-                 collection_config: Any = None,
+                 collection_config: Any = None, shard_key: Any = None,
                  resume_note: dict[str, Any] | None = None, **options: Any):
         reject_unknown_options(self.format_name, options)
         if mode is None:
@@ -1654,6 +1672,8 @@ class QdrantWriter(ClosingWriter):
         self.wanted, self._guessed = config_from_manifest(self.manifest, distance)
         self._overrides = (parse_collection_config(collection_config)
                            if collection_config is not None else None)
+        #: --shard-key: every point goes to this key of a custom-sharded collection
+        self.shard_key = parse_shard_key(shard_key) if shard_key is not None else None
         if self._overrides:
             self.wanted = apply_collection_config(self.wanted, self._overrides)
         self.retry = RetryPolicy(max_retries=6 if max_retries is None else max_retries)
@@ -1687,6 +1707,7 @@ class QdrantWriter(ClosingWriter):
             with contextlib.suppress(Exception):
                 b.end_load()
             b.close()
+            self._remove_made_folder()
             raise
         if self.parallel > 1 or b.overlap:
             self._executor = ThreadPoolExecutor(self.parallel, thread_name_prefix="vecferry-up")
@@ -1755,6 +1776,9 @@ class QdrantWriter(ClosingWriter):
         target has no shard keys is told, before writing, that the keys stay in the payload.
         """
         b = self.backend
+        if self.shard_key is not None:
+            self._one_shard_key(existing)
+            return
         source = self.wanted.get("sharding_method") == "custom"
         source_keys = list(self.wanted.get("shard_keys") or [])
         if existing is not None:
@@ -1777,6 +1801,25 @@ class QdrantWriter(ClosingWriter):
                 f"{keys or 'none'}), and {what}: each point keeps its shard key in the "
                 f"payload field {SHARD_KEY_FIELD!r} (a custom-sharded collection loaded from "
                 "this one later takes it back out)")
+
+    def _one_shard_key(self, existing: dict[str, Any] | None) -> None:
+        """``--shard-key``: the target is (or is created) custom-sharded, and every point
+        goes to that key, whatever shard key its payload names."""
+        where = Location(self.backend.label)
+        if self.backend.engine != "server":
+            raise UsageError("--shard-key needs a Qdrant server: local mode and Edge have no "
+                             "shard keys", location=where)
+        if existing is not None and existing.get("sharding_method") != "custom":
+            raise UsageError("--shard-key needs a collection with custom sharding; this one "
+                             "uses automatic sharding", location=where,
+                             hint="drop --shard-key, or load into a new collection (created "
+                                  "with custom sharding)")
+        if existing is not None:
+            self._shard_keys = list(existing.get("shard_keys") or [])
+        else:
+            self.wanted["sharding_method"] = "custom"
+            self._shard_keys = list(self.wanted.get("shard_keys") or [])
+        self.shard_keys_created = []
 
     def _add_shard_keys(self, keys: Any, *, found: bool) -> None:
         """Create the shard ``keys`` the target lacks, each request retried on its own
@@ -1946,7 +1989,8 @@ class QdrantWriter(ClosingWriter):
             qid, mapped = qdrant_id(original)
             payload = point.get("payload")
             if sharded:
-                key = (payload or {}).get(SHARD_KEY_FIELD)
+                key = (self.shard_key if self.shard_key is not None
+                       else (payload or {}).get(SHARD_KEY_FIELD))
                 problem = _shard_key_problem(key)
                 if problem:
                     err = reject_from_row(
@@ -1957,7 +2001,8 @@ class QdrantWriter(ClosingWriter):
                                 "automatic sharding")
                     self.context.reject(err)
                     continue
-                payload = {k: v for k, v in payload.items() if k != SHARD_KEY_FIELD} or None
+                payload = {k: v for k, v in (payload or {}).items()
+                           if k != SHARD_KEY_FIELD} or None
                 point["shard_key"] = key
             if mapped:
                 if payload and self.id_field in payload and payload[self.id_field] != original:
@@ -2366,10 +2411,13 @@ class QdrantWriter(ClosingWriter):
         with contextlib.suppress(Exception):
             self.backend.flush()
         self.backend.close()
+        self._remove_made_folder()
+
+    def _remove_made_folder(self) -> None:
+        """A dry run, or a run that failed before its first point, leaves no local-mode
+        folder behind that it made (opening one creates it)."""
         made = getattr(self.backend, "made_folder", None)
         if made and not self.created:
-            # nothing was written: a dry run, or a run that failed before its first point,
-            # leaves no local-mode folder behind that it made
             shutil.rmtree(made, ignore_errors=True)
 
 
