@@ -14,8 +14,9 @@ collection), NOT Qdrant's snapshot layout: they exercise the transport, not the 
 Extra fault kinds for the ``snapshot_*`` ops: ``403``, ``truncate`` (a download stops half way)
 and ``corrupt`` (a download has one byte changed).
 
-Local mode keeps no payload indexes or strict mode and ignores HNSW updates, so the stand-in
-records those itself and reports them in ``GET /collections/{name}`` the way a server would.
+Local mode keeps no payload indexes, strict mode or shard settings and ignores HNSW updates,
+so the stand-in records those itself and reports them in ``GET /collections/{name}`` the way a
+server would.
 
 Custom sharding (``"sharding_method": "custom"``), which local mode lacks, is played by a table
 of each point's shard key: create / list shard keys (``PUT`` / ``GET .../shards``; with
@@ -101,6 +102,9 @@ class QdrantStandIn:
         #: strict mode configs (local mode keeps none), and the collections updated with one
         self.strict_mode: dict[str, dict[str, Any]] = {}
         self.strict_mode_updates: list[str] = []
+        #: shard number, replication and write consistency asked at creation (local mode
+        #: has no such settings)
+        self.params: dict[str, dict[str, int]] = {}
         self.hnsw_updates: list[int] = []
         # snapshots (see "Snapshots" at the end of this module)
         self.snapshot_dir = tempfile.mkdtemp(prefix="standin-snapshots-")
@@ -301,6 +305,7 @@ def _execute(server: QdrantStandIn, models: Any, op: str, name: str, body: dict[
             info["config"]["params"]["sharding_method"] = "custom"
         if name in server.strict_mode:
             info["config"]["strict_mode_config"] = server.strict_mode[name]
+        info["config"]["params"].update(server.params.get(name, {}))
         return info
     if op == "create":
         req = models.CreateCollection.model_validate(body)
@@ -311,6 +316,9 @@ def _execute(server: QdrantStandIn, models: Any, op: str, name: str, body: dict[
             metadata=req.metadata)
         if req.strict_mode_config is not None:
             server.strict_mode[name] = req.strict_mode_config.model_dump(mode="json")
+        server.params[name] = {k: getattr(req, k) for k in (
+            "shard_number", "replication_factor", "write_consistency_factor")
+            if getattr(req, k) is not None}
         if req.hnsw_config is not None and req.hnsw_config.m is not None:
             server.hnsw_m[name] = req.hnsw_config.m
         server.indexes[name] = {}
@@ -324,6 +332,7 @@ def _execute(server: QdrantStandIn, models: Any, op: str, name: str, body: dict[
         server.shard_keys.pop(name, None)
         server.point_keys.pop(name, None)
         server.strict_mode.pop(name, None)
+        server.params.pop(name, None)
         return eng.delete_collection(name)
     if op == "update":
         req = models.UpdateCollection.model_validate(body)

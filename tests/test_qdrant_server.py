@@ -3,6 +3,7 @@ set, skips otherwise. Uses a collection name unique to the run and drops it afte
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -87,5 +88,39 @@ def test_server_copy_keeps_shard_keys_strict_mode_and_metadata(grpc: bool) -> No
         assert result["ok"] and result["verdict"] == "identical"
     finally:
         for name in (src, dst):
+            client.delete_collection(name)
+        client.close()
+
+
+def test_server_aliases_collection_config_and_shard_key_option(tmp_path: Path) -> None:
+    from qdrant_client import QdrantClient, models
+
+    import vecferry
+    from qdrant_helpers import make_local
+
+    tag = uuid.uuid4().hex[:8]
+    first, second, alias = (f"vecferry_test_{tag}_{s}" for s in ("a", "b", "alias"))
+    client = QdrantClient(url=URL, api_key=os.environ.get("QDRANT_API_KEY"))
+    src = make_local(tmp_path / "src")
+    try:
+        report = vecferry.convert(src, _location(first, False), writer_options={
+            "collection_config": {"shard_number": 1, "aliases": [alias],
+                                  "payload_schema": {"lang": "keyword"}}})
+        assert report["aliases"] == [alias] and report["payload_indexes"] == ["lang"]
+        info = client.get_collection(first)
+        assert info.config.params.shard_number == 1
+        assert {a.alias_name for a in client.get_collection_aliases(first).aliases} == {alias}
+        try:
+            report = vecferry.convert(src, _location(second, False),
+                                      writer_options={"shard_key": "acme"})
+        except Exception as exc:  # a server without custom sharding in this deployment
+            pytest.skip(f"the server takes no custom sharding here: {exc}")
+        assert report["shard_keys_created"] == ["acme"]
+        assert client.count(second, shard_key_selector="acme").count == report["written"]
+    finally:
+        with contextlib.suppress(Exception):
+            client.update_collection_aliases([models.DeleteAliasOperation(
+                delete_alias=models.DeleteAlias(alias_name=alias))])
+        for name in (first, second):
             client.delete_collection(name)
         client.close()
