@@ -511,6 +511,22 @@ def test_unknown_reader_option(samples):
     assert str(info.value) == "format 'jsonl' does not take option(s): bogus"
 
 
+def test_unknown_options_are_named_by_their_flags_on_the_command_line(samples, tmp_path):
+    from click.testing import CliRunner
+
+    from vecferry.cli import main
+
+    args = ["convert", str(samples / "points_rich.jsonl"), str(tmp_path / "out.jsonl"),
+            "--collection-config", "{}", "--shard-key", "7"]
+    message = "format 'jsonl' does not take --collection-config, --shard-key"
+    result = CliRunner().invoke(main, args)
+    assert (result.exit_code, result.output) == (2, f"error: {message}\n")
+    result = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["message"] == message
+    assert not list(tmp_path.iterdir())
+
+
 def test_unknown_id_kind(samples):
     with pytest.raises(SchemaError) as info:
         vecferry.open_reader(str(samples / "points_rich.jsonl"), id_kind="float")

@@ -117,4 +117,4 @@ def test_a_file_target_does_not_take_it(src: str, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["convert", src, str(tmp_path / "out.jsonl"),
                                        "--collection-config", "{}"])
     assert result.exit_code == 2
-    assert result.output == "error: format 'jsonl' does not take option(s): collection_config\n"
+    assert result.output == "error: format 'jsonl' does not take --collection-config\n"

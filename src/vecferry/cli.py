@@ -107,13 +107,22 @@ def _route(options: dict[str, Any], src_fmt: str, dst_fmt: str
     return reader, writer
 
 
+def _as_shown(exc: Any) -> Any:
+    """A library error as the command line shows it: options named by the flags the user
+    typed (``--collection-config``), not by their keyword names."""
+    from vecferry.errors import UnknownOptionsError
+
+    return exc.as_flags() if isinstance(exc, UnknownOptionsError) else exc
+
+
 def _run(fn: Callable[[], int | None], as_json: bool) -> None:
     """Run a command body, mapping vecferry errors to messages and exit codes."""
     from vecferry.errors import VecferryError
 
     try:
         code = fn() or EXIT_OK
-    except VecferryError as exc:
+    except VecferryError as err:
+        exc = _as_shown(err)
         if as_json:
             _emit_json({"ok": False, **exc.as_dict()})
         _err(f"error: {exc}")
@@ -465,7 +474,8 @@ def _copy_all(src: str, dst: str, kw: dict[str, Any]) -> int:
             code, report = _convert_report(collection_location(src, name),
                                            collection_location(dst, name), one,
                                            f"copy {name}", verify=True)
-        except VecferryError as exc:
+        except VecferryError as err:
+            exc = _as_shown(err)
             _err(f"error: {exc}")
             results[name] = {"ok": False, **exc.as_dict()}
             codes.append(EXIT_FAILED)

@@ -80,6 +80,22 @@ class UsageError(VecferryError):
     exit_code = 2
 
 
+class UnknownOptionsError(UsageError):
+    """A format was given options it does not use; ``options`` holds their keyword names, which
+    the CLI shows as the flags the user typed."""
+
+    def __init__(self, fmt: str, options: list[str]):
+        self.fmt = fmt
+        self.options = options
+        super().__init__(f"format {fmt!r} does not take option(s): {', '.join(options)}")
+
+    def as_flags(self) -> UsageError:
+        """The same error naming command-line flags (``--collection-config``)."""
+        flags = ", ".join("--" + o.replace("_", "-") for o in self.options)
+        return UsageError(f"format {self.fmt!r} does not take {flags}", location=self.location,
+                          hint=self.hint)
+
+
 class FormatNotFoundError(UsageError):
     """No format matches the name, URI scheme or extension given."""
 

@@ -38,7 +38,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
-from vecferry.errors import Location, OutputExistsError, RecordError, UsageError
+from vecferry.errors import (
+    Location,
+    OutputExistsError,
+    RecordError,
+    UnknownOptionsError,
+    UsageError,
+)
 
 #: key of a rejects-file line holding why and where the record was rejected; readers ignore it
 REJECT_KEY = "_vecferry_reject"
@@ -141,10 +147,11 @@ class ClosingWriter:
 
 
 def reject_unknown_options(fmt: str, options: dict[str, Any]) -> None:
-    """Raise a ``UsageError`` naming the options a format was given but does not use."""
+    """Raise an ``UnknownOptionsError`` naming the options a format was given but does not
+    use."""
     unknown = sorted(k for k, v in options.items() if v is not None)
     if unknown:
-        raise UsageError(f"format {fmt!r} does not take option(s): {', '.join(unknown)}")
+        raise UnknownOptionsError(fmt, unknown)
 
 
 class AtomicPath:
