@@ -135,3 +135,38 @@ def test_each_saved_state_finds_its_rejects_on_disk(tmp_path, monkeypatch):
                      writer_options={"distance": "Dot"})
     assert len(seen) > 3 and seen[-1] == (10, 10)
     assert all(on_disk >= counted for counted, on_disk in seen)
+
+
+@pytest.mark.parametrize("how", ["removed", "emptied"])
+def test_a_resumed_load_whose_collection_is_gone_or_empty_loads_everything_again(
+        tmp_path, monkeypatch, how):
+    """The state of a finished load said "300 written"; a collection deleted since (or
+    deleted and made again, empty) got none of them back with exit 0."""
+    pytest.importorskip("qdrant_client")
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "q"
+    dst = f"qdrant-local://{folder}/docs"
+    src = _jsonl(tmp_path / "day.jsonl", range(300))
+    assert vecferry.convert(src, dst, resume=True, batch_size=50)["written"] == 300
+    if how == "removed":
+        import shutil
+
+        shutil.rmtree(folder)
+    else:
+        from qdrant_client import QdrantClient, models
+
+        client = QdrantClient(path=str(folder))
+        client.delete_collection("docs")
+        client.create_collection("docs", vectors_config=models.VectorParams(
+            size=2, distance=models.Distance.DOT))
+        client.close()
+    report = vecferry.convert(src, dst, resume=True, batch_size=50)
+    assert (report["read"], report["written"]) == (300, 300)
+    assert "resumed_from" not in report
+    why = ("the collection it loaded no longer exists" if how == "removed"
+           else "the collection it loaded holds no points now")
+    state = _beside(dst, ".vecferry-state.json")
+    assert (f"{state} records 300 point(s) written to {dst}, but {why}: this run started "
+            "from the beginning") in report["warnings"]
+    _, points = read_points(dst)
+    assert sorted(p["id"] for p in points) == list(range(300))

@@ -526,6 +526,17 @@ def convert(
         with writing_to(dst):
             writer = writer_cls(dst, schema, context=writer_context, overwrite=overwrite,
                                 **wopts)
+        stale = getattr(writer, "stale_resume", None)
+        why = stale(written_before) if position and stale is not None else None
+        if why:
+            # continuing would skip the points that run wrote and that are gone with the
+            # collection: this run loads everything again
+            context.warn(f"{resume_state.path if resume_state else 'the state file'} records "
+                         f"{written_before} point(s) written to {dst}, but {why}: this run "
+                         "started from the beginning")
+            position = written_before = rejected_before = 0
+            note = None
+            sink.start_over()
         total = reader.count()
         if total is not None and limit is not None:
             total = min(total, limit)

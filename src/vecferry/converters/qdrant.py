@@ -1731,6 +1731,10 @@ class QdrantWriter(ClosingWriter):
         exists = self._rpc(b.exists, "checking the collection")
         self._drop_first = False
         existing: dict[str, Any] = {}
+        # what an earlier run's state is checked against (``stale_resume``)
+        self._found = exists
+        self._found_points = (self._rpc(b.count, "counting the points")
+                              if exists and self.resuming else None)
         if exists and not self.resuming:
             if self.mode == "fail-if-exists":
                 raise OutputExistsError("collection exists", location=where,
@@ -1769,6 +1773,22 @@ class QdrantWriter(ClosingWriter):
                               "collection uses Dot, which stores vectors exactly (pass "
                               "--distance to choose)")
         self._pending: tuple[bool, bool] | None = (not exists, bulk)
+
+    def stale_resume(self, written: int) -> str | None:
+        """Why the state of an earlier run that wrote ``written`` points cannot be continued
+        here: the collection it loaded is gone, or holds no points (deleted and made again).
+        None when it can. On a reason the writer forgets that run (its ``--bulk`` note too)
+        and loads as a fresh run, which the caller starts from the source's beginning."""
+        if not self.resuming or written <= 0:
+            return None
+        if not self._found:
+            why = "the collection it loaded no longer exists"
+        elif self._found_points == 0:
+            why = "the collection it loaded holds no points now"
+        else:
+            return None
+        self.resuming, self.resume_note = False, None
+        return why
 
     def _sharding(self, existing: dict[str, Any] | None) -> None:
         """Decide where shard keys go: ``_shard_keys`` is the target's list of keys when it
