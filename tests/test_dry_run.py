@@ -86,3 +86,13 @@ def test_a_collection_says_what_would_be_done(matrix: str, tmp_path: Path) -> No
         f"dry run: 10 point(s) npy -> qdrant: {new}; nothing was written",
         "collection 'docs' would be dropped and created anew",
         'config: {"sparse_vectors": {}, "vectors": {"": {"distance": "Dot", "size": 4}}}']
+
+
+def test_a_dry_run_into_an_existing_edge_shard_names_the_shard(matrix, tmp_path):
+    pytest.importorskip("qdrant_edge")
+    shard = f"qdrant-edge://{tmp_path / 'shard'}"
+    vecferry.convert(matrix, shard, writer_options={"distance": "Dot"})
+    result = CliRunner().invoke(main, ["convert", matrix, shard, "--dry-run"])
+    assert result.exit_code == 0
+    assert result.stderr.splitlines()[-1] == ("the shard exists: points would be added or "
+                                              "updated by id")

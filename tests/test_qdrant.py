@@ -22,6 +22,7 @@ from qdrant_helpers import (
     normalize,
     source_points,
 )
+from roundtrip import read_points
 from vecferry.converters import open_reader, open_writer
 from vecferry.converters.qdrant import (
     DEFAULT_ID_FIELD,
@@ -261,12 +262,13 @@ def test_modes_and_config_diff(tmp_path: Path, src: str, engine: str) -> None:
     with pytest.raises(UsageError):
         open_writer(dst, _schema(), context=Context(), mode="sideways")
     # a failed run's abort keeps the collection
-    w = open_writer(dst, _schema(), context=Context(), mode="append")
+    with open_reader(src) as r:
+        same = r.schema  # the source's vectors: a stream lacking some would be refused
+    w = open_writer(dst, same, context=Context(), mode="append")
     w.abort()
     assert count_points(dst) == N
     # resuming an overwrite continues: no drop
-    w = open_writer(dst, _schema(size=8, distance="Dot"), context=Context(),
-                    mode="append", resuming=True)
+    w = open_writer(dst, same, context=Context(), mode="append", resuming=True)
     assert w.close()["points_in_collection"] == N
     # append of the same points is idempotent
     report = vecferry.convert(src, dst, writer_options={"mode": "append"})
@@ -277,6 +279,37 @@ def test_modes_and_config_diff(tmp_path: Path, src: str, engine: str) -> None:
     report = vecferry.convert(src, dst, writer_options={"mode": "overwrite"}, limit=7,
                               resume=True, state=str(tmp_path / "st.json"))
     assert report["points_in_collection"] == 7
+
+
+@pytest.mark.parametrize("engine", ["local", "edge"])
+def test_a_source_lacking_named_vectors_of_a_filled_target_is_refused(tmp_path: Path,
+                                                                      engine: str) -> None:
+    """An upsert replaces the whole point: appending points that carry only some of the
+    target's named vectors silently deleted the others from every point it updated."""
+    rich = Path(__file__).resolve().parent.parent / "sample_data" / "points_rich.jsonl"
+    dst = (f"qdrant-edge://{tmp_path / 'shard'}" if engine == "edge"
+           else f"qdrant-local://{tmp_path / 'dst'}/docs")
+    vecferry.convert(str(rich), dst)
+    text_only = tmp_path / "text_only.jsonl"
+    with text_only.open("w") as out:
+        for line in rich.read_text().splitlines():
+            point = json.loads(line)
+            point["vector"] = {"text": point["vector"]["text"]}
+            out.write(json.dumps(point) + "\n")
+    with pytest.raises(TargetError) as err:
+        vecferry.convert(str(text_only), dst)
+    assert ("vector(s) 'colbert', 'keywords': in the target, not in the source; an upsert "
+            "replaces the whole point, so each point the source updates would lose them"
+            ) in str(err.value)
+    _, before = read_points(str(rich))
+    _, after = read_points(dst)
+    assert len(after) == len(before)
+    assert all(set(p["vector"]) == {"text", "keywords", "colbert"} for p in after)
+    # an empty collection has nothing to lose: the same source loads into it
+    empty = (f"qdrant-edge://{tmp_path / 'shard2'}" if engine == "edge"
+             else f"qdrant-local://{tmp_path / 'dst'}/empty")
+    vecferry.convert(str(rich), empty, limit=0)
+    assert vecferry.convert(str(text_only), empty)["written"] == len(before)
 
 
 def test_unsupported_streams_refused_before_writing(tmp_path: Path) -> None:

@@ -444,7 +444,10 @@ def _print_dry_run(report: dict[str, Any], quiet: bool) -> None:
     if target:
         what = {"create": "would be created", "drop and create": "would be dropped and "
                 "created anew", "append": "exists: points would be added or updated by id"}
-        _err(f"collection {target['collection']!r} {what[target['action']]}"
+        # an Edge shard is a folder, not a named collection
+        name = (f"collection {target['collection']!r}" if target.get("collection") is not None
+                else "the shard")
+        _err(f"{name} {what[target['action']]}"
              + (" (HNSW indexing off during the load)" if target.get("bulk") else ""))
         if "config" in target:
             _err("config: " + json.dumps(target["config"], sort_keys=True, default=str))

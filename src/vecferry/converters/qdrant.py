@@ -563,6 +563,14 @@ def config_diff(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
         # points anyway, leaving them unsearchable)
         diff.append("vector (unnamed): the target needs it on every point, and the source's "
                     "points have no vectors")
+    # An upsert replaces the whole point: a point of the target the source updates would lose
+    # the vectors the source does not have (an empty target has nothing to lose).
+    lacking = [repr(n) for n in have if n != "" and n not in (wanted.get("vectors") or {})]
+    lacking += [repr(n) for n in have_sparse if n not in (wanted.get("sparse_vectors") or {})]
+    if lacking and existing.get("points_count"):
+        diff.append(f"vector(s) {', '.join(lacking)}: in the target, not in the source; an "
+                    "upsert replaces the whole point, so each point the source updates would "
+                    "lose them")
     return diff
 
 

@@ -150,6 +150,7 @@ class EdgeBackend(Backend):
             "optimizer_config": raw.get("optimizers"),
             "on_disk_payload": raw.get("on_disk_payload"),
             "payload_schema": schema,
+            "points_count": self.count(),
         }
 
     def create(self, config: dict[str, Any]) -> None:
