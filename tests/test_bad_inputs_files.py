@@ -483,3 +483,21 @@ def test_resume_state_that_does_not_fit(tmp_path, kind):
     text = fails(cls, lambda: vecferry.convert(src, dst, resume=True, state=str(state),
                                                 workers=1))
     assert text == want
+
+
+def test_a_jsonl_point_with_keys_beside_id_vector_and_payload_is_refused(tmp_path: Path):
+    """Such keys were dropped without a word (and verify then called the copy identical)."""
+    src = tmp_path / "extra.jsonl"
+    src.write_text('{"id": 1, "vector": [1, 2], "text": "hello", "payload": {"a": 1}}\n'
+                   '{"id": 2, "vector": [1, 2], "shard_key": null, "order_value": null}\n')
+    with pytest.raises(RecordError) as info:
+        vecferry.convert(str(src), str(tmp_path / "out.parquet"))
+    assert str(info.value) == (
+        f"{src}, line 1, id 1: point has 'text' beside id, vector and payload, which a point "
+        'cannot hold (move them into "payload", or read the file as records with a mapping '
+        "(--id-key, --vector-key, --payload-key))")
+    # keys that are null hold nothing to lose (Qdrant's records carry some)
+    report = vecferry.convert(str(src), str(tmp_path / "out.parquet"), on_error="skip")
+    assert (report["written"], report["rejected"]) == (1, 1)
+    rejected = json.loads(Path(report["rejects_file"]).read_text())
+    assert rejected["text"] == "hello" and rejected["payload"] == {"a": 1}

@@ -485,11 +485,25 @@ def parse_chunk(chunk: list[tuple[int, bytes, bool]], manifest_json: bytes, sour
                                            "leave --id-key out to number the records"))
                 continue
             records[number], value = value, point
+        elif isinstance(value, dict):
+            extra = [k for k, v in value.items() if k not in _LINE_KEYS and v is not None]
+            if extra:
+                # a point holds nothing else: written on, these values would be lost unseen
+                errors.append(record_error(
+                    f"point has {', '.join(map(repr, extra))} beside id, vector and payload, "
+                    "which a point cannot hold", source=source, line=number, raw=value,
+                    point_id=value.get("id"),
+                    hint='move them into "payload", or read the file as records with a '
+                         "mapping (--id-key, --vector-key, --payload-key)"))
+                continue
         builder.add(value, line=number)
     return builder.flush(), errors
 
 
 _POINT_KEYS = frozenset(("id", "vector", "payload"))
+#: the keys a point's line may have ("vectors" as Qdrant's batch shape names them); others
+#: are refused unless null (Qdrant's records carry "shard_key": null, "order_value": null)
+_LINE_KEYS = _POINT_KEYS | {"vectors"}
 _simd = threading.local()
 
 
