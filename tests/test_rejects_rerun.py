@@ -252,7 +252,7 @@ def test_rejects_of_a_stream_without_vectors_run_again(tmp_path):
 
     line["payload"] = {"tag": "b"}
     _write_lines(rejects, [line])
-    assert not Path(f"{rejects}.manifest.json").exists()
+    assert Path(f"{rejects}.manifest.json").exists()  # the source's schema: no vectors
     again = tmp_path / "again.parquet"
     report = vecferry.convert(str(rejects), str(again))
     assert (report["read"], report["written"], report["rejected"]) == (1, 1, 0)
@@ -409,3 +409,29 @@ def test_a_rejects_file_holding_nan_is_replaced_and_resumed_like_any_other(tmp_p
         raw={k: v for k, v in line.items() if k != "_vecferry_reject"})
     assert RejectsFile(rejects, append=True)(error) is False
     assert len(rejects.read_text().splitlines()) == 1
+
+
+def test_a_rejects_file_keeps_the_sources_schema_for_its_rerun(tmp_path):
+    """Read without one, the schema came from the file's first line: an unfixed record of
+    the wrong size first in it was written, and the fixed record after it refused."""
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": 1, "vector": [1, 2, 3]}\n{"id": 3, "vector": [1, 2]}\n'
+                   '{"id": 4, "vector": ["1", 2, 3]}\n')
+    report = vecferry.convert(str(src), str(tmp_path / "out.parquet"), on_error="skip")
+    rejects = Path(report["rejects_file"])
+    side = Path(f"{rejects}.manifest.json")
+    kept = json.loads(side.read_text())
+    assert [(v["name"], v["size"]) for v in kept["vectors"]] == [("", 3)]
+    assert (kept["count"], kept["digest"]) == (None, None)
+    lines = _lines(rejects)
+    lines[1]["vector"] = [1, 2, 3]  # id 4 fixed, id 3 left as it was
+    _write_lines(rejects, lines)
+    again = vecferry.convert(str(rejects), str(tmp_path / "again.parquet"), on_error="skip")
+    assert (again["written"], again["rejected"]) == (1, 1)
+    (left,) = _lines(Path(again["rejects_file"]))
+    assert left["id"] == 3
+    assert left["_vecferry_reject"]["reason"] == "vector has 2 dimensions, expected 3"
+    # a clean run over the same output removes the stale rejects file and its manifest
+    src.write_text('{"id": 1, "vector": [1, 2, 3]}\n')
+    vecferry.convert(str(src), str(tmp_path / "out.parquet"), overwrite=True)
+    assert not rejects.exists() and not side.exists()
