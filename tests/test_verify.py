@@ -1334,6 +1334,11 @@ def test_cli_allow_lossy_reads_a_lossy_faiss_destination(tmp_path: Path) -> None
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     err = report["diff"]["max_abs_error"]
+    assert report["verdict"] == f"equal within tolerance 10.0 (largest error {err:.3g})"
+    # --json: the verdict is in the report; stderr keeps the lossy warning alone
+    assert [line.split(":")[0] for line in result.stderr.splitlines()] == ["warning"]
+    result = run("verify", src, lossy, "--allow-lossy", "--tolerance", "10", "--min-recall",
+                 "0")
     assert result.stderr.splitlines()[-1] == (
         f"verified: equal within tolerance 10.0 (largest error {err:.3g})")
     result = run("verify", src, str(tmp_path / "x.npy"), "--allow-lossy")

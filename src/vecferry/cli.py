@@ -696,7 +696,8 @@ def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: st
                         rejects=rejects_file)
         if as_json:
             _emit_json(result)
-        _print_verify(result, quiet)
+        # as convert --json: stdout is the summary; stderr keeps warnings and differences
+        _print_verify(result, quiet or as_json)
         return EXIT_OK if result["ok"] else EXIT_VERIFY
 
     _run(lambda: _in_storage_scope(storage_option, body), as_json)

@@ -9,8 +9,9 @@ a partition that outgrows ``memory_rows`` (the counts were unknown, or hashing w
 split again by another hash before it is loaded. The report (counts, examples) does not depend
 on how the ids were partitioned: examples are the lowest ids of each kind of difference.
 
-With ``tolerance`` dense vectors are compared by maximum absolute error; sparse and multi
-vectors, and which vectors a point has, are still compared exactly.
+With ``tolerance`` dense vectors, and multivectors under the Cosine distance, are compared by
+maximum absolute error; sparse and other multi vectors, which vectors a point has and how many
+sub-vectors a multivector has, are still compared exactly.
 
 ``verify(archive)`` with one location recomputes the digest a file writer recorded in the
 manifest and compares, proving a file intact without its source; it also counts duplicate ids.
@@ -77,8 +78,8 @@ KEYED_FORMATS = frozenset({"qdrant", "qdrant-edge", "snapshot"})
 EXAMPLES = 10
 #: how many times an oversized partition may be split again (each split at least halves it)
 MAX_SPLITS = 16
-#: key: id hash; hv / hp: vectors / payload hash; hx (tolerance only): hash of the sparse and
-#: multi vectors and of which dense vectors the point has; vec (tolerance only): dense float32
+#: key: id hash; hv / hp: vectors / payload hash; hx (tolerance only): hash of what is compared
+#: exactly (``_tolerance_parts``); vec (tolerance only): the float32 values compared with it
 _SPILL = pa.schema([("key", pa.uint64()), ("id", pa.string()), ("hv", pa.uint64()),
                     ("hp", pa.uint64()), ("hx", pa.uint64()), ("vec", pa.binary())])
 
@@ -285,20 +286,57 @@ class _Side:
                 "duplicate_examples": self.duplicate_examples}
 
 
+def _unit_rows(mat: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (a zero row stays zero), as float32."""
+    norms = np.linalg.norm(mat.astype(np.float64), axis=1, keepdims=True)
+    return (mat / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+
+
+def _cosine_multi(col: pa.Array, spec: VectorSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A Cosine multivector column as (hash of its shape, unit sub-vectors, row offsets).
+
+    Qdrant normalizes each sub-vector on its own, so its values can only be compared within
+    tolerance; the shape (present or not, how many sub-vectors) is still compared exactly.
+    """
+    n = len(col)
+    valid = col.is_valid().to_numpy(zero_copy_only=False)
+    if col.null_count:
+        col = col.fill_null(pa.scalar([], col.type))
+    offsets = col.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+    offsets = offsets - offsets[0]  # a sliced list array's offsets are absolute
+    subs = col.flatten()
+    mat = subs.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(
+        len(subs), spec.size)
+    salt = np.uint64(_bytes_hash(f"present\x00{spec.name}\x00multi".encode()))
+    with np.errstate(over="ignore"):
+        shape = _mix(salt + np.diff(offsets).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    return np.where(valid, shape, np.uint64(0)).reshape(n), _unit_rows(mat), offsets
+
+
 def _tolerance_parts(batch: pa.RecordBatch, manifest: Manifest,
                      cosine: frozenset[str] = frozenset()) -> tuple[np.ndarray, list[bytes]]:
-    """What tolerance compares: (hash of everything but the dense values, dense values).
+    """What tolerance compares: (hash of what is compared exactly, values within tolerance).
 
-    The hash covers the sparse and multi vectors and which dense vectors a point has, all
-    compared exactly; the bytes are each point's dense vectors as float32 (name order), a
+    The hash covers the sparse and other multi vectors and which dense vectors a point has,
+    all compared exactly; the bytes are each point's dense vectors as float32 (name order), a
     missing one as NaN. Vectors named in ``cosine`` are compared as unit vectors: Qdrant
-    normalizes what it stores under the Cosine distance, and only the direction counts.
+    normalizes what it stores under the Cosine distance, and only the direction counts. A
+    Cosine multivector is normalized sub-vector by sub-vector, as Qdrant does: its unit
+    sub-vectors follow the dense values and the hash covers only how many it has, which keeps
+    the bytes of both sides the same length wherever the hashes agree.
     """
     n = batch.num_rows
     exact = np.zeros(n, dtype=np.uint64)
     parts = []
+    multis: list[tuple[np.ndarray, np.ndarray]] = []
     for spec in sorted(manifest.vectors, key=lambda v: v.name):
         col = batch.column(spec.column)
+        if spec.kind == "multi" and spec.name in cosine:
+            shape, units, offsets = _cosine_multi(col, spec)
+            with np.errstate(over="ignore"):
+                exact += shape
+            multis.append((units, offsets))
+            continue
         if spec.kind != "dense":
             with np.errstate(over="ignore"):
                 exact += vector_hashes(col, spec)
@@ -313,14 +351,16 @@ def _tolerance_parts(batch: pa.RecordBatch, manifest: Manifest,
         mat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(
             n, spec.size)
         if spec.name in cosine:
-            norms = np.linalg.norm(mat.astype(np.float64), axis=1, keepdims=True)
-            mat = (mat / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+            mat = _unit_rows(mat)
         mat[~valid] = np.nan
         parts.append(mat)
-    if not parts:
+    if not parts and not multis:
         return exact, [b""] * n
-    full = np.concatenate(parts, axis=1)
-    return exact, [row.tobytes() for row in full]
+    dense = np.concatenate(parts, axis=1) if parts else np.empty((n, 0), np.float32)
+    if not multis:
+        return exact, [row.tobytes() for row in dense]
+    return exact, [dense[i].tobytes() + b"".join(units[o[i]:o[i + 1]].tobytes()
+                                                 for units, o in multis) for i in range(n)]
 
 
 def _max_abs_error(a: bytes, b: bytes) -> float:
@@ -676,8 +716,9 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
         name = picked if queries else None
         reservoir = _Reservoir(queries, a.manifest.vector(name).column) if name is not None \
             else None
+        # multivectors too: Qdrant normalizes each of their sub-vectors under Cosine
         cosine = frozenset(v.name for m in (a.manifest, b.manifest) for v in m.vectors
-                           if v.kind == "dense" and v.distance == "Cosine")
+                           if v.kind in ("dense", "multi") and v.distance == "Cosine")
         spot: dict[str, Any] | None = None
         if sample is not None:
             spot = _spot_check(a, b, sample, batch_size, reservoir)
