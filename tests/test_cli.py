@@ -507,3 +507,17 @@ def test_a_usage_error_click_finds_is_json_on_stdout_with_json(tmp_path):
     assert "No such option '--bogus'" in result.stderr
     plain = run("convert", "a.jsonl", "b.parquet", "--bogus")
     assert plain.exit_code == 2 and plain.stdout == ""
+
+
+def test_a_closed_stdout_pipe_ends_the_command_quietly():
+    """`vecferry inspect ... | head` printed "error: [Errno 32] Broken pipe"."""
+    import subprocess
+    import sys
+
+    code = ("from vecferry.cli import _run\n"
+            "def body():\n"
+            "    raise BrokenPipeError(32, 'Broken pipe')\n"
+            "_run(body, False)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stderr, done.stdout) == (1, "", "")

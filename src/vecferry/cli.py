@@ -8,6 +8,7 @@ format, output exists); 3 done, but some records were rejected (see the rejects 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -127,6 +128,11 @@ def _run(fn: Callable[[], int | None], as_json: bool) -> None:
             _emit_json({"ok": False, **exc.as_dict()})
         _err(f"error: {exc}")
         sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        # the reader of stdout left (`vecferry inspect ... | head`): nothing to tell it, and
+        # Python's own flush at exit must not fail on the closed pipe again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_FAILED)
     except OSError as exc:
         # vecferry names the file it was writing (TargetError); whatever the system refused
         # elsewhere still gets a message, not a traceback
