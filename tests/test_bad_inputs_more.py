@@ -587,3 +587,13 @@ def test_verify_memory_rows_must_be_positive(tmp_path, memory_rows):
     src = _points(tmp_path / "p.jsonl")
     text = fails(UsageError, lambda: verify(src, src, memory_rows=memory_rows))
     assert text == "memory_rows must be positive"
+
+
+def test_a_collection_setting_of_the_wrong_type_is_named_in_one_line(tmp_path):
+    pytest.importorskip("qdrant_client")
+    dst = f"qdrant-local://{tmp_path / 'q'}/docs"
+    text = fails(TargetError, lambda: vecferry.convert(
+        _points(tmp_path / "p.jsonl"), dst, workers=1,
+        writer_options={"collection_config": {"hnsw_config": {"m": "x"}}}))
+    assert text == (f"{dst}: cannot create the collection: HnswConfigDiff: m: Input should "
+                    "be a valid integer, unable to parse string as an integer")

@@ -700,3 +700,17 @@ def test_a_payload_key_spelled_with_escapes_is_still_refused(tmp_path):
     assert str(info.value) == (f"{out}: payload key 'id' has the name of the id or a vector "
                                f"column {VDF_CLASH_HINT}")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_mistyped_filter_condition_is_named_in_one_line(local_src):
+    """qdrant-client's models tried the condition as every kind it may be: 44 errors in 90
+    lines, most about kinds nobody meant."""
+    with pytest.raises(UsageError) as info:
+        vecferry.open_reader(local_src,
+                             filter='{"must": [{"key": "lang", "match": {"valu": "en"}}]}')
+    assert str(info.value) == (
+        "--filter is not a valid Qdrant filter: Filter: "
+        "must.0.FieldCondition.match.MatchValue.value: Field required; "
+        "must.0.FieldCondition.match.MatchValue.valu: Extra inputs are not permitted "
+        "(and 42 problem(s) of other readings of it) (see Qdrant's filtering docs; e.g. "
+        '{"must": [{"key": "lang", "match": {"value": "en"}}]})')

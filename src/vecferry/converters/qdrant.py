@@ -266,6 +266,26 @@ def parse_location(location: str) -> QdrantLocation:
     return QdrantLocation(scheme, collection, host=parts.hostname, port=port, grpc=grpc)
 
 
+def validation_summary(exc: BaseException) -> str:
+    """A pydantic validation error of qdrant-client's models in one line: the problems of the
+    reading that got furthest into the value (a union such as a filter condition is tried as
+    every kind it may be, dozens of errors, most about kinds the user never meant). Other
+    errors are their text."""
+    try:
+        errors = exc.errors()  # type: ignore[attr-defined]
+        deepest = max(len(e["loc"]) for e in errors)
+    except Exception:  # not a pydantic error, or one without locations
+        return str(exc)
+    chosen = [e for e in errors if len(e["loc"]) == deepest][:2]
+    shown = "; ".join(
+        ".".join(str(p) for p in e["loc"] if "[" not in str(p)) + f": {e['msg']}"
+        for e in chosen)
+    title = getattr(exc, "title", None)
+    more = len(errors) - len(chosen)
+    return ((f"{title}: " if title else "") + shown
+            + (f" (and {more} problem(s) of other readings of it)" if more else ""))
+
+
 def server_root(location: str) -> str | None:
     """``scheme://host:port`` (``?grpc=1`` kept) when ``location`` names a Qdrant server and
     no collection (``qdrant://HOST[:PORT][/]``), else None."""
@@ -1371,7 +1391,11 @@ class QdrantReader(ClosingReader):
         except VecferryError:
             raise
         except Exception as exc:
-            raise UsageError(f"--filter is not a valid Qdrant filter: {exc}") from exc
+            raise UsageError(f"--filter is not a valid Qdrant filter: "
+                             f"{validation_summary(exc)}",
+                             hint="see Qdrant's filtering docs; e.g. "
+                                  '{"must": [{"key": "lang", "match": {"value": "en"}}]}'
+                             ) from exc
         self.filter_json = flt
         #: the shard keys of a custom-sharded collection, read one key at a time so each point
         #: carries its key (``SHARD_KEY_FIELD``); None under automatic sharding
@@ -1909,8 +1933,8 @@ class QdrantWriter(ClosingWriter):
             except VecferryError:
                 raise
             except Exception as exc:
-                raise TargetError(f"cannot create the collection: {exc}", location=where
-                                  ) from exc
+                raise TargetError(f"cannot create the collection: {validation_summary(exc)}",
+                                  location=where) from exc
             self.created = True
             if self._shard_keys is not None:  # the source's keys, in its order
                 keys, self._shard_keys = self._shard_keys, []
