@@ -422,3 +422,35 @@ def test_a_repeated_id_keeps_its_last_record_with_requests_in_flight(
     assert report["duplicate_ids"]["count"] == 1
     stored = dump_stream(server.location("docs"))
     assert json.loads(stored[("int", 3)][1]) == {"n": "last"}
+
+
+def test_tls_to_a_plain_http_port_fails_at_once_naming_the_scheme():
+    """qdrants:// against a server speaking plain HTTP failed the same way seven times over
+    (the retries) before it said so, as a bare SSL error."""
+    import http.server
+    import threading
+
+    connections = []
+
+    class Plain(http.server.BaseHTTPRequestHandler):
+        def setup(self) -> None:
+            connections.append(1)
+            super().setup()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Plain)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    location = f"qdrants://127.0.0.1:{server.server_address[1]}/docs"
+    try:
+        with pytest.raises(TargetError) as info:
+            vecferry.open_reader(location, timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert str(info.value) == (
+        f"{location}: checking the collection: TLS handshake failed: the server does not "
+        "speak TLS there (is it plain HTTP? use qdrant:// instead of qdrants://) "
+        "(WRONG_VERSION_NUMBER)")
+    assert len(connections) == 1

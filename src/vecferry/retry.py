@@ -120,7 +120,35 @@ def classify(exc: BaseException) -> Failure | None:
     return _transport(exc)
 
 
+#: TLS failures no retry can mend: a plain-HTTP port asked for TLS (qdrants:// on 6333
+#: without TLS), a certificate the client does not trust, no protocol version in common
+_TLS_TERMINAL = {
+    "WRONG_VERSION_NUMBER": "the server does not speak TLS there (is it plain HTTP? use "
+                            "qdrant:// instead of qdrants://)",
+    "CERTIFICATE_VERIFY_FAILED": "the server's certificate is not trusted",
+    "UNSUPPORTED_PROTOCOL": "no TLS version in common with the server",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version in common with the server",
+}
+
+
+def _tls_terminal(exc: BaseException) -> Failure | None:
+    """A TLS handshake failure that will fail the same way again (see ``_TLS_TERMINAL``)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = f"{getattr(e, 'reason', '')} {e}"
+        for reason, why in _TLS_TERMINAL.items():
+            if reason in text:
+                return Failure(False, f"TLS handshake failed: {why} ({reason})")
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def _transport(exc: BaseException) -> Failure | None:
+    tls = _tls_terminal(exc)
+    if tls is not None:
+        return tls
     timeout = isinstance(exc, TimeoutError)
     try:
         import httpx
