@@ -501,3 +501,21 @@ def test_a_jsonl_point_with_keys_beside_id_vector_and_payload_is_refused(tmp_pat
     assert (report["written"], report["rejected"]) == (1, 1)
     rejected = json.loads(Path(report["rejects_file"]).read_text())
     assert rejected["text"] == "hello" and rejected["payload"] == {"a": 1}
+
+
+def test_a_numpy_output_of_no_points_reads_back(tmp_path: Path):
+    """A --limit 0 run (or an empty source) wrote a directory vecferry then refused to read:
+    "input is empty: the matrix has no rows"."""
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": 1, "vector": [1, 2]}\n')
+    out = tmp_path / "none"
+    vecferry.convert(str(src), str(out), to_format="npy", limit=0)
+    report = vecferry.convert(str(out), str(tmp_path / "back.jsonl"))
+    assert (report["read"], report["written"]) == (0, 0)
+    from vecferry.verify import verify
+
+    assert verify(str(out))["ok"]
+    # a bare matrix of no rows is still an empty input
+    np.save(tmp_path / "empty.npy", np.zeros((0, 2), dtype=np.float32))
+    with pytest.raises(InputError, match="input is empty: the matrix has no rows"):
+        vecferry.open_reader(str(tmp_path / "empty.npy"))

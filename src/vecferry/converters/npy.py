@@ -136,8 +136,9 @@ class _NpyHeader:
         self.offset = fh.tell()
 
 
-def _open_matrix(path: Path) -> np.ndarray:
-    """Memory-map an (N, D) ``.npy`` matrix, checking that the file holds all its bytes."""
+def _open_matrix(path: Path, empty_ok: bool = False) -> np.ndarray:
+    """Memory-map an (N, D) ``.npy`` matrix, checking that the file holds all its bytes. No
+    rows is an error unless ``empty_ok`` (a directory vecferry wrote of no points)."""
     where = str(path)
     with open_binary(path) as fh:
         h = _NpyHeader(fh, where)
@@ -154,6 +155,8 @@ def _open_matrix(path: Path) -> np.ndarray:
             f"({need - h.offset} bytes of data) but the file holds {have - h.offset}",
             location=Location(where), hint="re-create or re-copy the file")
     if h.shape[0] == 0:
+        if empty_ok:
+            return np.empty(h.shape, dtype=h.dtype)  # nothing to map
         raise InputError("input is empty: the matrix has no rows", location=Location(where))
     if is_remote(path):  # no memory map of an object: each batch is one ranged read
         return _remote_array(path, h, where)
@@ -293,7 +296,9 @@ class NpyReader(ClosingReader):
                              location=Location(str(path / MANIFEST_NAME))) from exc
         for spec in manifest.vectors:
             name = "vectors.npy" if spec.name == "" else f"vectors.{spec.name}.npy"
-            self.matrices[spec.name] = _open_matrix(input_path(str(path / name)))
+            # its manifest says how many points it holds: none is a valid output
+            self.matrices[spec.name] = _open_matrix(input_path(str(path / name)),
+                                                    empty_ok=manifest.count == 0)
         if self._ids_path is not None:
             self._ids = _open_ids(Path(self._ids_path))
         return manifest
