@@ -519,3 +519,21 @@ def test_a_numpy_output_of_no_points_reads_back(tmp_path: Path):
     np.save(tmp_path / "empty.npy", np.zeros((0, 2), dtype=np.float32))
     with pytest.raises(InputError, match="input is empty: the matrix has no rows"):
         vecferry.open_reader(str(tmp_path / "empty.npy"))
+
+
+def test_two_per_vector_files_naming_one_number_are_refused(tmp_path: Path):
+    """007.npy and 7.npy were read as two records of id 7, reported only as a duplicate."""
+    folder = tmp_path / "vecs"
+    folder.mkdir()
+    for stem in ("007", "7", "8"):
+        np.save(folder / f"{stem}.npy", np.ones(2, dtype=np.float32))
+    with pytest.raises(InputError) as info:
+        vecferry.open_reader(str(folder))
+    assert str(info.value) == (
+        f"{folder}: 007.npy and 7.npy both name id 7 (rename or remove one of them (file names "
+        "that are numbers are read as integer ids))")
+    (folder / "7.npy").unlink()
+    report = vecferry.convert(str(folder), str(tmp_path / "out.jsonl"))
+    assert report["written"] == 2
+    ids = [json.loads(line)["id"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert ids == [7, 8]

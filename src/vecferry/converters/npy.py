@@ -329,9 +329,18 @@ class NpyReader(ClosingReader):
         if not files:
             raise InputError("directory holds no .npy files", location=Location(str(path)))
         stems = [p.stem for p in files]
-        if all(s.isdigit() for s in stems):
+        if all(s.isascii() and s.isdigit() for s in stems):
             files.sort(key=lambda p: int(p.stem))
             kind = "int"
+            # zero-padded names (000123.npy) are the numbers they spell; two names of one
+            # number would be two files read as one id
+            for a, b in itertools.pairwise(files):
+                if int(a.stem) == int(b.stem):
+                    raise InputError(
+                        f"{a.name} and {b.name} both name id {int(a.stem)}",
+                        location=Location(str(path)),
+                        hint="rename or remove one of them (file names that are numbers are "
+                             "read as integer ids)")
         else:
             files.sort(key=lambda p: p.stem)
             kind = merge_id_kinds("uuid" if is_uuid(s) else "string" for s in stems)
