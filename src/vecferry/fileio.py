@@ -19,6 +19,8 @@ from vecferry.errors import InputError, Location, MissingDependencyError, Record
 #: what to do about NaN / Infinity in JSON text
 NAN_HINT = ("write null or a number instead; Python's json.dumps writes NaN and Infinity "
             "unless given allow_nan=False")
+#: what to do about NaN / infinity in a float column of a Parquet payloads file
+PARQUET_NAN_HINT = "write null for a missing value"
 #: the UTF-8 byte order mark Windows tools (Notepad, PowerShell) put at the start of text files
 UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -324,10 +326,14 @@ def iter_payload_chunks(path: str, start: int = 0, marks: list[tuple[int, int]] 
 
     JSONL: one JSON object (or ``null``) per line; blank lines are no rows. Parquet: a
     ``payload`` column of JSON text, or else every column of a row becomes the payload object.
-    Raises ``RecordError`` for a line that is not a JSON object, naming the file and line.
+    Raises ``RecordError`` for a line that is not a JSON object, naming the file and line, or
+    a Parquet row that cannot be one (see ``parquet_payload_rows``), naming the file and row.
     """
     if path.endswith((".parquet", ".pq")):
-        yield from _parquet_payload_chunks(path, start)
+        for texts, bad in parquet_payload_rows(path, start):
+            if bad:
+                raise bad[min(bad)]
+            yield texts
         return
     with open_read(path) as fh:
         row, number = seek_to_mark(fh, marks, start)
@@ -390,14 +396,29 @@ def payload_line_texts(lines: list[bytes], numbers: Sequence[int], path: str) ->
             for value, line in zip(values, lines, strict=True)]
 
 
-def _parquet_payload_chunks(path: str, start: int) -> Iterator[list[str | None]]:
+def parquet_payload_rows(path: str, start: int = 0
+                         ) -> Iterator[tuple[list[str | None], dict[int, RecordError]]]:
+    """Payload texts (None: no payload) of a Parquet payloads file aligned by row, from row
+    ``start``, a chunk at a time, with the errors of the chunk's bad rows by offset (their texts
+    None; each names the file and row, ``raw`` is the payload as read, NaN included).
+
+    A ``payload`` column alone holds JSON text: a cell that is not JSON, holds NaN or Infinity
+    or is not an object (or null) is bad. Otherwise every column of a row becomes the payload
+    object, and a row holding NaN or infinity in a float column (nested too) is bad: as null it
+    would read as a value, and JSON has no other way to write it.
+    """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from vecferry.mapping import jsonable
     from vecferry.points import dumps_payload
     from vecferry.storage import arrow_source
 
     pf = pq.ParquetFile(arrow_source(path))
-    has_text = pf.schema_arrow.names == ["payload"]
+    schema = pf.schema_arrow
+    has_text = schema.names == ["payload"] and (pa.types.is_string(schema.field(0).type)
+                                                or pa.types.is_large_string(schema.field(0).type))
+    floats = float_columns(schema)
     groups, first = [], 0
     for g in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(g).num_rows
@@ -406,9 +427,88 @@ def _parquet_payload_chunks(path: str, start: int) -> Iterator[list[str | None]]
             continue
         groups.append(g)
     for batch in pf.iter_batches(batch_size=PAYLOAD_CHUNK, row_groups=groups):
-        texts = (batch.column("payload").to_pylist() if has_text
-                 else list(map(dumps_payload, batch.to_pylist())))
-        skip = min(len(texts), max(0, start - first))
-        first += len(texts)
-        if skip < len(texts):
-            yield texts[skip:]
+        skip = min(batch.num_rows, max(0, start - first))
+        row0, first = first + skip, first + batch.num_rows
+        if skip == batch.num_rows:
+            continue
+        batch = batch.slice(skip)
+        bad: dict[int, RecordError] = {}
+        if has_text:
+            texts = _payload_cell_texts(batch.column("payload").to_pylist(), row0, path, bad)
+        else:
+            rows = batch.to_pylist()
+            texts = []
+            for i, row in enumerate(rows):
+                reason = non_finite_column(row, floats) if floats else None
+                if reason is None:
+                    texts.append(dumps_payload(row))
+                    continue
+                bad[i] = RecordError(reason, location=Location(source=path, row=row0 + i),
+                                     hint=PARQUET_NAN_HINT,
+                                     raw=jsonable(row, keep_non_finite=True))
+                texts.append(None)
+        yield texts, bad
+
+
+def _payload_cell_texts(cells: list[str | None], row0: int, path: str,
+                        bad: dict[int, RecordError]) -> list[str | None]:
+    """The payload texts of a ``payload`` column's JSON text ``cells`` (row ``row0`` on),
+    checked as ``payload_line_texts`` checks lines; bad cells go to ``bad`` by offset."""
+    values: list[Any] | None = None
+    if not has_long_number("\n".join(c for c in cells if c is not None)):
+        try:
+            values = [None if c is None else orjson.loads(c) for c in cells]
+        except orjson.JSONDecodeError:
+            values = None
+    texts: list[str | None] = []
+    for i, cell in enumerate(cells):
+        if cell is None:
+            texts.append(None)
+            continue
+        where = Location(source=path, row=row0 + i)
+        if values is not None:
+            value = values[i]
+        else:
+            try:
+                value = loads_exact(cell.encode())
+            except ValueError as exc:
+                constant = nonstandard_constant(cell.encode())
+                # the text as read: NaN made null would read as fixed
+                bad[i] = (RecordError(f"column 'payload' holds {constant}, which JSON cannot "
+                                      "hold", location=where, hint=NAN_HINT, raw=cell)
+                          if constant is not None else
+                          RecordError(f"column 'payload' is not JSON: {exc}", location=where,
+                                      hint="each cell must hold a JSON object or null",
+                                      raw=cell))
+                texts.append(None)
+                continue
+        if value is not None and type(value) is not dict:
+            bad[i] = RecordError(f"payload must be a JSON object, not {type(value).__name__}",
+                                 location=where, hint="each cell must hold a JSON object or null",
+                                 raw=value)
+            texts.append(None)
+            continue
+        texts.append(None if value is None else cell)
+    return texts
+
+
+def float_columns(schema: Any) -> list[str]:
+    """The columns of an Arrow ``schema`` whose values can hold a float, nested too."""
+    from vecferry.mapping import holds_floats
+
+    return [f.name for f in schema if holds_floats(f.type)]
+
+
+def non_finite_column(row: dict[str, Any], columns: Sequence[str]) -> str | None:
+    """Why a Parquet row read as a payload cannot be JSON: the first of ``columns`` holding NaN
+    or infinity, nested too, worded as the Parquet points reader words it; None when none
+    does."""
+    from vecferry.mapping import non_finite
+
+    for name in columns:
+        found = non_finite(row.get(name))
+        if found is not None:
+            what, at = found
+            return (f"column {name!r} holds {what}{f' at {at}' if at else ''}, which JSON "
+                    "cannot hold")
+    return None

@@ -549,7 +549,7 @@ def payload_texts(batch: pa.RecordBatch, columns: Sequence[str], json_columns: I
         return pa.nulls(batch.num_rows, pa.string())
     json_set = set(json_columns)
     # only columns with a float somewhere in their type are walked for NaN and infinity
-    floats = {c for c in columns if _holds_floats(batch.schema.field(c).type)}
+    floats = {c for c in columns if holds_floats(batch.schema.field(c).type)}
     rows = batch.select(list(columns)).to_pylist()
     texts: list[str | None] = []
     for i, row in enumerate(rows):
@@ -583,15 +583,15 @@ def payload_texts(batch: pa.RecordBatch, columns: Sequence[str], json_columns: I
     return pa.array(texts, type=pa.string())
 
 
-def _holds_floats(t: pa.DataType) -> bool:
+def holds_floats(t: pa.DataType) -> bool:
     """Whether values of type ``t`` can hold a float (at the top or nested)."""
     if pa.types.is_floating(t):
         return True
     if pa.types.is_dictionary(t):
-        return _holds_floats(t.value_type)
+        return holds_floats(t.value_type)
     if isinstance(t, pa.BaseExtensionType):
-        return _holds_floats(t.storage_type)
-    return any(_holds_floats(t.field(i).type) for i in range(t.num_fields))
+        return holds_floats(t.storage_type)
+    return any(holds_floats(t.field(i).type) for i in range(t.num_fields))
 
 
 def non_finite(value: Any, path: str = "") -> tuple[str, str] | None:

@@ -34,8 +34,10 @@ Stream mapping:
   ``Manifest.extra["faiss"]["binary_bits"] = d``; the writer rebuilds a binary index from that.
 * distance: L2 -> Euclid, L1 -> Manhattan, inner product -> Cosine when every vector of a sample
   has unit length (|norm - 1| <= 1e-4), Dot otherwise; ``extra["faiss"]["distance_decided_by"]``
-  says how. Other metrics keep no distance.
-* payloads: ``payloads=FILE`` joined by id (see ``load_payloads``), or the sidecar below, or
+  says how. An index of another metric (Linf, Lp, Canberra, ...) is an ``UnsupportedError`` at
+  open: no Qdrant distance ranks as it does.
+* payloads: ``payloads=FILE`` joined by id (see ``load_payloads``; a ``UsageError`` beside a
+  sidecar below that holds payloads, which it would replace), or the sidecar below, or
   LangChain's docstore (``<name>.pkl`` beside ``<name>.faiss``, see
   ``vecferry.langchain_docstore``) or LlamaIndex's stores (``docstore.json`` and
   ``index_store.json`` beside ``default__vector_store.json``, see
@@ -65,6 +67,7 @@ payloads.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -96,10 +99,16 @@ from vecferry.errors import (
     VecferryError,
 )
 from vecferry.fileio import (
+    NAN_HINT,
+    PARQUET_NAN_HINT,
     UTF8_BOM,
+    float_columns,
     has_long_number,
     iter_lines,
     loads_exact,
+    loads_reject_line,
+    non_finite_column,
+    nonstandard_constant,
     open_read,
     without_bom,
 )
@@ -136,7 +145,7 @@ MANIFEST_SUFFIX = ".manifest.json"
 PAYLOADS_SUFFIX = ".payloads.parquet"
 
 EXACT_TYPES = (
-    "IndexFlat (L2, IP, L1, ...)", "IndexIDMap", "IndexIDMap2", "IndexHNSWFlat", "IndexIVFFlat",
+    "IndexFlat (L2, IP, L1)", "IndexIDMap", "IndexIDMap2", "IndexHNSWFlat", "IndexIVFFlat",
     "IndexRefineFlat", "IndexBinaryFlat", "IndexBinaryIDMap", "IndexBinaryIDMap2",
     "IndexBinaryHNSW", "IndexBinaryIVF",
 )
@@ -154,6 +163,9 @@ _METRICS = {
     faiss.METRIC_INNER_PRODUCT: ("inner_product", "Dot"),
     faiss.METRIC_L1: ("L1", "Manhattan"),
 }
+#: FAISS's own names of its metrics (METRIC_Linf -> "Linf"), for naming the ones refused
+_METRIC_NAMES = {getattr(faiss, name): name.removeprefix("METRIC_")
+                 for name in dir(faiss) if name.startswith("METRIC_")}
 _MAX_INT64 = 2**63 - 1
 
 
@@ -385,13 +397,17 @@ def _id_key(value: Any) -> str | None:
 WHOLE_JSON_BYTES = 64 << 20
 
 
-def bad_payload_entry(text: str) -> tuple[str, Any, dict[str, Any]] | None:
-    """(reason, payload as read, line / row) of a payload table entry ``load_payloads`` kept
-    for a payload that is not a JSON object; None for a good entry (a JSON object's text)."""
+#: what to do about a payload that is not a JSON object
+NOT_OBJECT_HINT = "make the payload a JSON object"
+
+
+def bad_payload_entry(text: str) -> tuple[str, Any, dict[str, Any], str] | None:
+    """(reason, payload as read, line / row, hint) of a payload table entry ``load_payloads``
+    kept for a bad payload; None for a good entry (a JSON object's text)."""
     if text.startswith("{"):
         return None
-    reason, payload, where = loads_exact(text.encode())
-    return reason, payload, where
+    reason, payload, where, hint = loads_reject_line(text.encode())
+    return reason, payload, where, hint
 
 
 def load_payloads(path: str, context: Context, *, keep_bad: bool = False) -> PayloadTable:
@@ -404,26 +420,28 @@ def load_payloads(path: str, context: Context, *, keep_bad: bool = False) -> Pay
       column (vecferry's layout) the payload is that JSON text, a null cell none.
 
     A record's payload is its ``payload`` field when that is an object, else the record without
-    ``id``. Bad entries (no id, payload not an object, an id given twice) go to
-    ``context.reject``; an unreadable file is an ``InputError``. With ``keep_bad``, a payload
-    that is not a JSON object (or JSON text that does not parse) is kept in the table instead,
-    as an entry ``bad_payload_entry`` tells apart, for the reader to reject together with the
-    point of its id. The payloads go to an on-disk ``PayloadTable`` as the file is read
-    (integers of any size kept exact), so memory does not grow with the file; the caller
-    closes the table.
+    ``id``. Bad entries (no id, payload not an object, a Parquet row holding NaN or infinity,
+    an id given twice) go to ``context.reject``; an unreadable file is an ``InputError``. With
+    ``keep_bad``, a payload that is not a JSON object (or JSON text that does not parse, or a
+    row JSON cannot hold) is kept in the table instead, as an entry ``bad_payload_entry`` tells
+    apart, for the reader to reject together with the point of its id. The payloads go to an
+    on-disk ``PayloadTable`` as the file is read (integers of any size kept exact), so memory
+    does not grow with the file; the caller closes the table.
     """
     source = payloads_file(path)
     copy = LocalCopy(source) if is_remote(path) else None  # type: ignore[arg-type]
     p = copy.path if copy is not None else Path(source)
     suffix = p.suffix.lower()
     out = PayloadTable()
+    skipping = context.on_error == "skip"
 
     def bad(message: str, raw: Any, *, line: int | None = None, row: int | None = None,
-            point_id: Any = None) -> None:
+            point_id: Any = None, hint: str | None = None) -> None:
         context.reject(record_error(message, source=path, line=line, row=row,
-                                    point_id=point_id, raw=raw))
+                                    point_id=point_id, hint=hint, raw=raw))
 
-    def add(pid: Any, payload: Any, raw: Any, reason: str | None = None, **where: Any) -> None:
+    def add(pid: Any, payload: Any, raw: Any, reason: str | None = None,
+            hint: str | None = None, **where: Any) -> None:
         key = _id_key(pid)
         if key is None:
             bad(f"payload entry has no usable id ({pid!r}); ids are integers or strings",
@@ -435,16 +453,21 @@ def load_payloads(path: str, context: Context, *, keep_bad: bool = False) -> Pay
         else:
             reason = reason or f"payload for id {pid!r} is not a JSON object"
             if not keep_bad:
-                bad(reason, raw, point_id=pid, **where)
+                bad(reason, raw, point_id=pid, hint=hint, **where)
                 return
             # Rejected alone, the payload would leave its point written without it and a
-            # rejects line without a vector, which could not be converted once fixed.
-            text = dumps_payload([reason, payload, where])
+            # rejects line without a vector, which could not be converted once fixed. The
+            # stdlib encoder keeps a NaN as NaN: made null, it would read as fixed.
+            text = json.dumps([reason, payload, where, hint or NOT_OBJECT_HINT],
+                              ensure_ascii=False, separators=(",", ":"))
         if not out.add(key, text):
-            bad(f"payload id {pid!r} is given more than once; the first is kept", raw,
-                point_id=pid, **where)
+            # said as it happens: a failing run stops here, a skipping one joins the first
+            bad(f"payload id {pid!r} is given more than once"
+                + ("; the first is kept" if skipping else ""), raw, point_id=pid,
+                hint="keep one entry per id; with --on-error skip the first is joined and the "
+                     "others go to the rejects file", **where)
 
-    def record(rec: Any, **where: Any) -> None:
+    def record(rec: Any, reason: str | None = None, **where: Any) -> None:
         if not isinstance(rec, dict) or "id" not in rec:
             bad("payload record has no 'id' field", rec if isinstance(rec, dict)
                 else {"_raw": repr(rec)}, **where)
@@ -452,7 +475,11 @@ def load_payloads(path: str, context: Context, *, keep_bad: bool = False) -> Pay
         payload = rec.get("payload")
         if not isinstance(payload, dict):
             payload = {k: v for k, v in rec.items() if k != "id"}
-        add(rec["id"], payload, {"id": rec["id"], "payload": payload}, **where)
+        raw = {"id": rec["id"], "payload": payload}
+        if reason is None:
+            add(rec["id"], payload, raw, **where)
+        else:
+            add(rec["id"], payload, raw, reason=reason, hint=PARQUET_NAN_HINT, **where)
 
     def json_text(pid: Any, text: str | None, row: int) -> None:
         if text is None:
@@ -460,8 +487,12 @@ def load_payloads(path: str, context: Context, *, keep_bad: bool = False) -> Pay
         try:
             payload = loads_exact(text.encode())
         except ValueError as exc:
-            add(pid, text, {"id": pid, "payload": text}, row=row,
-                reason=f"payload for id {pid!r} is not valid JSON: {exc}")
+            constant = nonstandard_constant(text.encode())
+            reason = (f"payload for id {pid!r} holds {constant}, which JSON cannot hold"
+                      if constant is not None else
+                      f"payload for id {pid!r} is not valid JSON: {exc}")
+            add(pid, text, {"id": pid, "payload": text}, row=row, reason=reason,
+                hint=NAN_HINT if constant is not None else None)
             return
         add(pid, payload, {"id": pid, "payload": payload}, row=row)
 
@@ -496,13 +527,15 @@ def load_payloads(path: str, context: Context, *, keep_bad: bool = False) -> Pay
             # a JSON-text payload column, the vecferry layout
             texts = set(names) == {"id", "payload"} and (pa.types.is_string(ptype)
                                                           or pa.types.is_large_string(ptype))
+            floats = [] if texts else [c for c in float_columns(pf.schema_arrow) if c != "id"]
             row = 0
             for batch in pf.iter_batches(batch_size=4096):
                 for rec in batch.to_pylist():
                     if texts:
                         json_text(_json_safe(rec["id"]), rec["payload"], row)
                     else:
-                        record(_json_safe(rec), row=row)
+                        rec = _json_safe(rec)
+                        record(rec, non_finite_column(rec, floats) if floats else None, row=row)
                     row += 1
     except BaseException as exc:
         out.close()
@@ -543,9 +576,10 @@ def _json_entries(p: Path, path: str) -> tuple[str, Iterator[Any]]:
     except ImportError:
         ijson = None
     if size <= WHOLE_JSON_BYTES or ijson is None:
-        data = loads_exact(without_bom(p.read_bytes()))
-        if isinstance(data, dict):
-            return "object", iter(data.items())
+        text = without_bom(p.read_bytes())
+        if text.lstrip()[:1] == b"{":
+            return "object", iter(_object_pairs(text))
+        data = loads_exact(text)
         if isinstance(data, list):
             return "array", iter(data)
         raise InputError("payloads JSON must be an object keyed by id or an array of records",
@@ -572,6 +606,25 @@ def _json_entries(p: Path, path: str) -> tuple[str, Iterator[Any]]:
         return "array", stream("item", False)
     raise InputError("payloads JSON must be an object keyed by id or an array of records",
                      location=Location(source=path))
+
+
+def _object_pairs(text: bytes) -> list[tuple[str, Any]]:
+    """The (key, value) pairs of the JSON object ``text`` in file order, every key given twice
+    included: parsed into a dict (orjson), a metadata.json would keep the last payload of such
+    an id without a word, where the streamed parse of a bigger file sees both. The stdlib parser
+    keeps integers of any size exact and here refuses NaN and Infinity, as JSON does."""
+    top: list[tuple[str, Any]] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal top
+        top = items  # the outermost object closes last
+        return dict(items)
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
+    json.loads(text, object_pairs_hook=pairs, parse_constant=refuse)
+    return top
 
 
 def _has_long_number_file(p: Path) -> bool:
@@ -629,6 +682,25 @@ class _Sidecar:
         self._fid: np.ndarray | None = None
         self._memory: dict[str, pa.Array] = {}
         self._disk: Any = None
+
+    def has_payloads(self) -> bool:
+        """Whether a row has a payload (a sidecar of mapped ids has a row per point, payload
+        or not): from the footer's null counts, else from the column itself."""
+        if PAYLOAD_COLUMN not in self.columns:
+            return False
+        try:
+            meta = pq.ParquetFile(self.path).metadata
+            column = meta.schema.names.index(PAYLOAD_COLUMN)
+            nulls = 0
+            for g in range(meta.num_row_groups):
+                stats = meta.row_group(g).column(column).statistics
+                if stats is None or not stats.has_null_count:
+                    col = pq.read_table(self.path, columns=[PAYLOAD_COLUMN]).column(0)
+                    return col.null_count < len(col)
+                nulls += stats.null_count
+        except (OSError, pa.ArrowException) as exc:
+            raise self._unreadable(exc) from exc
+        return nulls < meta.num_rows
 
     def _unreadable(self, exc: BaseException) -> InputError:
         return InputError(f"cannot read the payload sidecar: {exc}",
@@ -804,6 +876,15 @@ class FaissReader(ClosingReader):
                 f"{plan.storage.ntotal}", location=Location(source=location),
                 hint="the file is corrupt")
         index_type = _describe(plan.chain)
+        if plan.metric not in _METRICS and not plan.binary_bits:
+            # Exported without a distance, the points would be searched by whatever a target
+            # defaults to (L2 for FAISS, Dot for Qdrant): another ranking, and nothing says so.
+            metric = _METRIC_NAMES.get(plan.metric, str(plan.metric))
+            raise UnsupportedError(
+                f"FAISS index {index_type} ranks by metric {metric}, which no Qdrant distance "
+                "matches: vecferry cannot keep its ranking", location=Location(source=location),
+                hint="supported metrics: L2 (Euclid), inner product (Dot or Cosine), L1 "
+                     "(Manhattan); rebuild the index with one of them to export it")
         if plan.lossy and not allow_lossy:
             raise UnsupportedError(
                 f"FAISS index {index_type} stores lossy codes ({', '.join(plan.lossy)}); "
@@ -826,6 +907,8 @@ class FaissReader(ClosingReader):
         self._stale_digest: dict[str, Any] | None = None
         self._sidecar_manifest = self._load_manifest_sidecar(path)
         self._sidecar = self._open_sidecar(path)
+        if payloads is not None and self._sidecar is not None and self._sidecar.has_payloads():
+            self._refuse_payloads_beside_sidecar(payloads)
         self._docstore = self._open_docstore(payloads)
         if others:
             context.warn(f"{folder}: read {path.name}; the folder also holds "
@@ -1051,6 +1134,24 @@ class FaissReader(ClosingReader):
                      "written with this index")
         return sidecar
 
+    def _refuse_payloads_beside_sidecar(self, payloads: str) -> None:
+        """``UsageError``: joined by id, ``payloads`` would replace every payload the sidecar
+        holds, without a word."""
+        side_name = self.location + PAYLOADS_SUFFIX
+        assert self._sidecar is not None
+        if self._sidecar.has_ids:
+            # moving the sidecar away is no way out here: the points would get ids 0..n-1
+            hint = ("the sidecar holds the original ids and the payloads vecferry wrote with "
+                    "the index; drop --payloads to keep those payloads, or convert without "
+                    "--payloads and change the payloads in that output")
+        else:
+            hint = (f"the sidecar holds the payloads vecferry wrote with the index; drop "
+                    f"--payloads to keep them, or, to join {payloads} by FAISS id instead, move "
+                    f"{side_name} and {self.location}{MANIFEST_SUFFIX} away")
+        raise UsageError(
+            f"--payloads {payloads} and the payload sidecar {side_name} would both give the "
+            "payloads", location=Location(source=self.location), hint=hint)
+
     def _open_docstore(self, payloads: str | None) -> LangchainDocstore | LlamaIndexNodes | None:
         """The documents a framework saved beside the index, or None: LlamaIndex's stores
         (``docstore.json`` and ``index_store.json`` beside ``default__vector_store.json``), or
@@ -1249,13 +1350,13 @@ class FaissReader(ClosingReader):
                 entry = None if text is None else bad_payload_entry(text)
                 if entry is None:
                     continue
-                reason, payload, where = entry
+                reason, payload, where, hint = entry
                 keep[row] = False
                 texts[row] = None
                 # the whole point, so the line converts once its payload is fixed
                 self.context.reject(record_error(
                     reason, source=self._payloads_path, point_id=pids[row],
-                    hint="make the payload a JSON object; the point is left out until then",
+                    hint=f"{hint}; the point is left out until then",
                     raw={"id": pids[row], "vector": vectors[row].tolist(), "payload": payload},
                     **where))
             payload_col = pa.array(texts, type=pa.string())
@@ -1313,7 +1414,7 @@ class FaissReader(ClosingReader):
                     "such entries to the rejects file and carry on")
             entry = bad_payload_entry(text)
             if entry is not None:
-                reason, payload, where = entry
+                reason, payload, where, _ = entry
                 self.context.reject(record_error(
                     f"{reason}, and has no vector in the FAISS index",
                     source=self._payloads_path, point_id=pid, hint=hint,

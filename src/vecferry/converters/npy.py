@@ -77,6 +77,7 @@ from vecferry.fileio import (
     loads_exact,
     nonstandard_constant,
     open_read,
+    parquet_payload_rows,
     payload_line_texts,
     payload_marks,
     seek_to_mark,
@@ -652,7 +653,11 @@ def _payload_rows(path: str, start: int, marks: list[tuple[int, int]] | None
     point, which ``on_error="skip"`` leaves out while the others are read. Its chunks are used
     until one holds a bad line (they are checked whole before one is handed out); from that
     chunk on the lines are read here and checked by ``fileio`` too, so the messages are its own.
+    A Parquet file has no lines to go back to: ``fileio`` checks it row by row as it goes.
     """
+    if path.endswith((".parquet", ".pq")):
+        yield from parquet_payload_rows(path, start)
+        return
     row = start
     try:
         for chunk in iter_payload_chunks(path, start, marks):
