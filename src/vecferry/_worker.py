@@ -18,13 +18,26 @@ WATCH_SECONDS = 1.0
 
 
 def die_with_run(run_pid: int) -> None:
-    """Worker initializer: end this worker when the run that started it is gone.
+    """Worker initializer: leave interrupts to the run, and end this worker when the run that
+    started it is gone.
+
+    Ctrl-C reaches every process of the terminal's process group. A worker must not end on it
+    by itself: one interrupted while reading the pool's task queue leaves the queue's lock
+    held, or half a message read, and the other workers wait on it for ever (and the run, on
+    them, as it exits). So SIGINT is ignored here (it was blocked since the forkserver started,
+    see ``parallel._start_forkserver``), and the run, interrupted, kills its workers itself
+    (``parallel.stop_pool``). SIGTERM keeps its default action: the pool ends a broken pool's
+    workers with it.
 
     A run killed with SIGKILL cannot stop its workers itself: they would live on, keep writing
     into the target and hold the caller's pipes open. Workers are forked from the forkserver,
     not from the run, so the kernel's parent-death signal (Linux) covers the forkserver going
     away, and a daemon thread checks the run's process every ``WATCH_SECONDS``.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # also drops one that came during start-up
+    if hasattr(signal, "pthread_sigmask"):
+        # ignored from now on; a process this worker starts should not inherit it blocked
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if sys.platform.startswith("linux"):
         try:
             import ctypes

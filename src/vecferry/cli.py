@@ -39,6 +39,18 @@ def _take_sigterm() -> None:
             and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL):
         signal.signal(signal.SIGTERM, _on_sigterm)
 
+
+def _release_sigterm() -> None:
+    """Give SIGTERM its default action back once the command is over: raised during the
+    interpreter's exit (multiprocessing's exit handlers), ``_Terminated`` is only an "Exception
+    ignored" traceback; there is nothing left to clean up that the default would skip."""
+    import signal
+    import threading
+
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is _on_sigterm):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
 #: CLI option -> (stream side, formats that take it); the value goes to that reader / writer
 ROUTES: dict[str, tuple[tuple[str, ...],
                         tuple[str, ...] | dict[str, tuple[str, ...]] | None]] = {
@@ -562,6 +574,8 @@ class _Cli(click.Group):
         except click.Abort:
             _err("Aborted!")
             sys.exit(EXIT_INTERRUPTED)
+        finally:
+            _release_sigterm()
         sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 

@@ -44,7 +44,14 @@ import pyarrow.compute as pc
 from vecferry.converters import get_format, open_reader
 from vecferry.converters.base import AtomicPath, Context, fsync_path
 from vecferry.errors import Location, TargetError, UsageError, add_notice, writing_to
-from vecferry.parallel import check_workers, lost_worker_hint, script_rerunnable, worker_pool
+from vecferry.parallel import (
+    check_workers,
+    lost_worker_hint,
+    owned_pool,
+    script_rerunnable,
+    submit,
+    worker_pool,
+)
 from vecferry.plan import Partition, Plan, read_partition
 from vecferry.stream import manifest_of, rebatch, with_distance
 
@@ -454,13 +461,13 @@ def run_local(job: Job, partitions: list[Partition], workers: int,
     todo = list(partitions)
     retried = 0
     while todo:
-        pool = worker_pool(min(workers, len(todo)), ["vecferry.scaleout"])
         lost: list[Partition] = []
-        try:
+        # interrupted, the workers are killed, not waited for: the parts done stay for --resume
+        with owned_pool(worker_pool(min(workers, len(todo)), ["vecferry.scaleout"])) as pool:
             futures = {}
             for p in todo:
                 try:
-                    futures[pool.submit(task, job, p)] = p
+                    futures[submit(pool, task, job, p)] = p
                 except BrokenProcessPool:  # a process died already: the pool takes no more
                     lost.append(p)
             for fut in as_completed(futures):
@@ -468,10 +475,6 @@ def run_local(job: Job, partitions: list[Partition], workers: int,
                     fut.result()
                 except BrokenProcessPool:
                     lost.append(futures[fut])
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
         for p in lost:
             attempts[p.index] += 1
             if attempts[p.index] >= MAX_ATTEMPTS:
