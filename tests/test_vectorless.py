@@ -106,12 +106,20 @@ def test_targets_without_room_for_vectorless_points_refuse_before_writing(tmp_pa
 
 def test_a_line_without_its_vector_key_is_not_taken_for_a_vectorless_point(tmp_path):
     # "vector": {} says a point has none; a line without the key more likely names its vector
-    # otherwise ("embedding"), and is refused with the line and id
+    # otherwise ("embedding"), and is refused with the line, id and the key it has instead
     ds = DATASETS["gaps"]()
     src, _ = FORMATS["jsonl"].make(ds, tmp_path, "src")
     path = Path(src)
     lines = path.read_bytes().splitlines()
     lines[2] = json.dumps({"id": 14, "embedding": [1.0, 2.0]}).encode()
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(RecordError) as info:
+        vecferry.convert(src, str(tmp_path / "out.parquet"))
+    assert str(info.value) == (
+        f"{src}, line 3, id 14: point has 'embedding' beside id, vector and payload, which a "
+        'point cannot hold (move them into "payload", or read the file as records with a '
+        "mapping (--id-key, --vector-key, --payload-key))")
+    lines[2] = json.dumps({"id": 14}).encode()  # nothing else: the vector is missing
     path.write_bytes(b"\n".join(lines) + b"\n")
     with pytest.raises(RecordError) as info:
         vecferry.convert(src, str(tmp_path / "out.parquet"))
