@@ -8,7 +8,7 @@ import gzip
 import io
 import itertools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -363,37 +363,77 @@ def iter_payload_chunks(path: str, start: int = 0, marks: list[tuple[int, int]] 
                 yield payload_line_texts(lines, numbers, path)
 
 
+#: how ``payload_texts`` words its errors for a sidecar's lines and for a Parquet ``payload``
+#: column's cells: (what holds the text, "which JSON cannot ...", hint for text that is not JSON,
+#: hint for a value that is not an object, whether the error keeps the text / value as ``raw``)
+PAYLOAD_TEXT_WORDS = {
+    "line": ("payload line", "express", "each line must be a JSON object or null", None, False),
+    "cell": ("column 'payload'", "hold", "each cell must hold a JSON object or null",
+             "each cell must hold a JSON object or null", True),
+}
+
+
 @gc_paused()
-def payload_line_texts(lines: list[bytes], numbers: Sequence[int], path: str) -> list[str | None]:
-    """The payload texts of sidecar ``lines`` (line ``numbers[i]`` each), checked."""
-    # One scan of the chunk for long integers and one C-level parse per line: the per-line
-    # exact parser (with its error naming the line) runs only for a chunk that needs it.
+def payload_texts(texts: Sequence[bytes | None], locate: Callable[[int], Location], unit: str
+                   ) -> tuple[list[str | None], dict[int, RecordError], dict[int, RecordError]]:
+    """Payload texts checked: each JSON text must be an object or null (a None text is no
+    payload). Returns the texts to keep (None: no payload, or bad), and the bad ones by offset:
+    those that are not JSON (NaN and Infinity named), then those whose value is not an object.
+    ``locate`` gives an offset's location, ``unit`` the wording (``PAYLOAD_TEXT_WORDS``)."""
+    holder, verb, not_json_hint, not_object_hint, keep_raw = PAYLOAD_TEXT_WORDS[unit]
+    # One scan of the chunk for long integers and one C-level parse per text: the per-text
+    # exact parser (with its error naming the place) runs only for a chunk that needs it.
+    whole = None not in texts  # a sidecar's lines: map() keeps the parse loop in C
+    present = texts if whole else [t for t in texts if t is not None]
     values: list[Any] | None = None
-    if not has_long_number(b"\n".join(lines)):
+    if not has_long_number(b"\n".join(present)):  # type: ignore[arg-type]
         try:
-            values = list(map(orjson.loads, lines))
+            values = (list(map(orjson.loads, texts)) if whole else
+                      [None if t is None else orjson.loads(t) for t in texts])
         except orjson.JSONDecodeError:
             values = None
+    unparsed: dict[int, RecordError] = {}
     if values is None:
         values = []
-        for number, line in zip(numbers, lines, strict=True):
+        for i, text in enumerate(texts):
+            if text is None:
+                values.append(None)
+                continue
             try:
-                values.append(loads_exact(line))
+                values.append(loads_exact(text))
             except ValueError as exc:
-                if (constant := nonstandard_constant(line)) is not None:
-                    raise RecordError(
-                        f"payload line holds {constant}, which JSON cannot express",
-                        location=Location(source=path, line=number), hint=NAN_HINT) from exc
-                raise RecordError(f"payload line is not JSON: {exc}",
-                                  location=Location(source=path, line=number),
-                                  hint="each line must be a JSON object or null") from exc
-    for number, value in zip(numbers, values, strict=True):
-        if value is not None and type(value) is not dict:
-            raise RecordError(f"payload must be a JSON object, not {type(value).__name__}",
-                              location=Location(source=path, line=number))
-    # Each line is valid JSON for exactly its object: keep it, not a re-encoding.
-    return [None if value is None else line.decode()
-            for value, line in zip(values, lines, strict=True)]
+                constant = nonstandard_constant(text)
+                raw = text.decode("utf-8", "replace") if keep_raw else None
+                err = (RecordError(f"{holder} holds {constant}, which JSON cannot {verb}",
+                                   location=locate(i), hint=NAN_HINT, raw=raw)
+                       if constant is not None else
+                       RecordError(f"{holder} is not JSON: {exc}", location=locate(i),
+                                   hint=not_json_hint, raw=raw))
+                err.__cause__ = exc
+                unparsed[i] = err
+                values.append(None)
+    not_object = {
+        i: RecordError(f"payload must be a JSON object, not {type(value).__name__}",
+                       location=locate(i), hint=not_object_hint,
+                       raw=value if keep_raw else None)
+        for i, value in enumerate(values)
+        if i not in unparsed and value is not None and type(value) is not dict}
+    # Each text is valid JSON for exactly its object: keep it, not a re-encoding.
+    kept = [None if value is None or i in not_object or text is None else text.decode()
+            for i, (value, text) in enumerate(zip(values, texts, strict=True))]
+    return kept, unparsed, not_object
+
+
+def payload_line_texts(lines: list[bytes], numbers: Sequence[int], path: str) -> list[str | None]:
+    """The payload texts of sidecar ``lines`` (line ``numbers[i]`` each), checked: a
+    ``RecordError`` names the first line that is not JSON, else the first that is not an
+    object."""
+    texts, unparsed, not_object = payload_texts(
+        lines, lambda i: Location(source=path, line=numbers[i]), "line")
+    for bad in (unparsed, not_object):
+        if bad:
+            raise bad[min(bad)]
+    return texts
 
 
 def parquet_payload_rows(path: str, start: int = 0
@@ -434,7 +474,11 @@ def parquet_payload_rows(path: str, start: int = 0
         batch = batch.slice(skip)
         bad: dict[int, RecordError] = {}
         if has_text:
-            texts = _payload_cell_texts(batch.column("payload").to_pylist(), row0, path, bad)
+            cells = [None if c is None else c.encode()
+                     for c in batch.column("payload").to_pylist()]
+            texts, unparsed, not_object = payload_texts(
+                cells, lambda i, row0=row0: Location(source=path, row=row0 + i), "cell")
+            bad = {**unparsed, **not_object}
         else:
             rows = batch.to_pylist()
             texts = []
@@ -448,48 +492,6 @@ def parquet_payload_rows(path: str, start: int = 0
                                      raw=jsonable(row, keep_non_finite=True))
                 texts.append(None)
         yield texts, bad
-
-
-def _payload_cell_texts(cells: list[str | None], row0: int, path: str,
-                        bad: dict[int, RecordError]) -> list[str | None]:
-    """The payload texts of a ``payload`` column's JSON text ``cells`` (row ``row0`` on),
-    checked as ``payload_line_texts`` checks lines; bad cells go to ``bad`` by offset."""
-    values: list[Any] | None = None
-    if not has_long_number("\n".join(c for c in cells if c is not None)):
-        try:
-            values = [None if c is None else orjson.loads(c) for c in cells]
-        except orjson.JSONDecodeError:
-            values = None
-    texts: list[str | None] = []
-    for i, cell in enumerate(cells):
-        if cell is None:
-            texts.append(None)
-            continue
-        where = Location(source=path, row=row0 + i)
-        if values is not None:
-            value = values[i]
-        else:
-            try:
-                value = loads_exact(cell.encode())
-            except ValueError as exc:
-                constant = nonstandard_constant(cell.encode())
-                # the text as read: NaN made null would read as fixed
-                bad[i] = (RecordError(f"column 'payload' holds {constant}, which JSON cannot "
-                                      "hold", location=where, hint=NAN_HINT, raw=cell)
-                          if constant is not None else
-                          RecordError(f"column 'payload' is not JSON: {exc}", location=where,
-                                      hint="each cell must hold a JSON object or null",
-                                      raw=cell))
-                texts.append(None)
-                continue
-        if value is not None and type(value) is not dict:
-            bad[i] = RecordError(f"payload must be a JSON object, not {type(value).__name__}",
-                                 location=where, hint="each cell must hold a JSON object or null",
-                                 raw=value)
-            texts.append(None)
-            continue
-        texts.append(None if value is None else cell)
-    return texts
 
 
 def float_columns(schema: Any) -> list[str]:

@@ -78,8 +78,8 @@ from vecferry.fileio import (
     nonstandard_constant,
     open_read,
     parquet_payload_rows,
-    payload_line_texts,
     payload_marks,
+    payload_texts,
     seek_to_mark,
     without_bom,
 )
@@ -674,20 +674,11 @@ def _payload_rows(path: str, start: int, marks: list[tuple[int, int]] | None
         while chunk := list(itertools.islice(lines, PAYLOAD_CHUNK)):
             numbers = [n for n, _, _ in chunk]
             texts = [line for _, line, _ in chunk]
-            try:
-                yield payload_line_texts(texts, numbers, path), {}
-                continue
-            except RecordError:
-                pass
-            good: list[str | None] = []
-            bad: dict[int, RecordError] = {}
-            for i, (n, line) in enumerate(zip(numbers, texts, strict=True)):
-                try:
-                    good += payload_line_texts([line], [n], path)
-                except RecordError as err:
-                    err.raw = _line_value(line)
-                    bad[i] = err
-                    good.append(None)
+            good, unparsed, not_object = payload_texts(
+                texts, lambda i, numbers=numbers: Location(source=path, line=numbers[i]), "line")
+            bad = {**unparsed, **not_object}
+            for i, err in bad.items():
+                err.raw = _line_value(texts[i])
             yield good, bad
 
 
