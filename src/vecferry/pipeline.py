@@ -195,28 +195,26 @@ def _is_rejects_file(path: Path) -> bool:
     return isinstance(record, dict) and REJECT_KEY in record
 
 
-def drop_stale_rejects(path: str | os.PathLike[str], rejected: int, appended: bool) -> None:
-    """After a successful run that rejected nothing, remove the rejects file an earlier run
-    left at ``path`` (and its manifest): beside a fresh output it would read as this run's
-    rejects. Kept when the run added to it (a resumed run whose earlier part rejected
-    records)."""
+def settle_rejects(path: str | os.PathLike[str], rejected: int, appended: bool,
+                   manifest: Any) -> None:
+    """After a successful run, leave the rejects file at ``path`` as this run's.
+
+    A run that rejected nothing removes the file an earlier run left (and its manifest):
+    beside a fresh output it would read as this run's rejects; kept when the run added to it
+    (a resumed run whose earlier part rejected records). A run that rejected records gives the
+    file the source's schema as its manifest sidecar, so a re-run reads its lines against the
+    source's vectors and id kind: inferred from the lines instead, an unfixed record (a vector
+    of the wrong size, first in the file) set the schema, and the fixed records after it were
+    refused. No count or digest: the user edits the file."""
+    side = Path(f"{path}.manifest.json")
     if rejected == 0 and not appended:
-        for stale in (Path(path), Path(f"{path}.manifest.json")):
+        for stale in (Path(path), side):
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 stale.unlink()
+    elif rejected and Path(path).is_file():
+        import dataclasses
 
-
-def describe_rejects(path: str | os.PathLike[str], rejected: int, manifest: Any) -> None:
-    """Give a rejects file the source's schema as its manifest sidecar, so a re-run reads its
-    lines against the source's vectors and id kind: inferred from the lines instead, an
-    unfixed record (a vector of the wrong size, first in the file) set the schema, and the
-    fixed records after it were refused. No count or digest: the user edits the file."""
-    if not rejected or not Path(path).is_file():
-        return
-    import dataclasses
-
-    side = Path(f"{path}.manifest.json")
-    side.write_bytes(dataclasses.replace(manifest, count=None, digest=None).to_json())
+        side.write_bytes(dataclasses.replace(manifest, count=None, digest=None).to_json())
 
 
 def _stdlib_line(record: dict[str, Any]) -> bytes:
@@ -508,9 +506,8 @@ def convert(
                                    if w not in report["warnings"]]
             report.update(part_report)
             duplicate_warning(report, order_lost=bool(report.pop("order_not_restored", False)))
-            drop_stale_rejects(rejects_path, report["rejected"],
-                               appended=bool(report.get("resumed_partitions")))
-            describe_rejects(rejects_path, report["rejected"], manifest)
+            settle_rejects(rejects_path, report["rejected"],
+                           appended=bool(report.get("resumed_partitions")), manifest=manifest)
             return report
         resumable = bool(getattr(writer_cls, "resumable", False))
         if resume and not resumable:
@@ -635,8 +632,7 @@ def convert(
         report["duplicate_ids"] = duplicates
         duplicate_warning(report)
     report.update(writer_report)
-    drop_stale_rejects(rejects_path, report["rejected"], appended=position > 0)
-    describe_rejects(rejects_path, report["rejected"], manifest)
+    settle_rejects(rejects_path, report["rejected"], appended=position > 0, manifest=manifest)
     if limit is None:
         # parts an earlier partitioned run of this output left for --resume: the output is
         # whole now (a --limit trial run leaves them, for the full run to resume)
