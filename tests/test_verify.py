@@ -933,6 +933,13 @@ def test_cosine_copy_normalized_by_qdrant_passes_with_tolerance(tmp_path):
     close = verify(src, dst, queries=0, tolerance=1e-6)
     assert close["ok"], close["problems"]
     assert close["diff"]["max_abs_error"] <= 1e-6
+    # a spot check fetched by id compares the same way: exactly it fails, within tolerance not
+    spot_exact = verify(src, dst, queries=0, sample=10)
+    assert spot_exact["sample"]["vector_differs"] == 10 and spot_exact["sample"]["fetched_by_id"]
+    spot = verify(src, dst, queries=0, sample=10, tolerance=1e-6)
+    assert spot["ok"], spot["problems"]
+    assert 0 <= spot["sample"]["max_abs_error"] <= 1e-6
+    assert spot["verdict"].startswith("spot check of 10 sampled points passed, within tolerance")
 
 
 def test_spot_check_compares_sampled_points_by_id(tmp_path: Path) -> None:
@@ -954,12 +961,40 @@ def test_spot_check_compares_sampled_points_by_id(tmp_path: Path) -> None:
     assert again["sample"]["examples"] == bad["sample"]["examples"]  # seeded: reruns agree
 
 
-def test_spot_check_refuses_tolerance_and_one_location(tmp_path: Path) -> None:
+def test_spot_check_refuses_one_location(tmp_path: Path) -> None:
     src, dst = pair(tmp_path, full())
-    with pytest.raises(UsageError, match="--sample takes a positive number, two locations"):
-        verify(src, dst, sample=3, tolerance=0.1)
-    with pytest.raises(UsageError, match="--sample takes a positive number, two locations"):
+    with pytest.raises(UsageError, match="--sample takes a positive number and two locations"):
         verify(src, None, sample=3)
+    with pytest.raises(UsageError, match="--sample takes a positive number and two locations"):
+        verify(src, dst, sample=0)
+
+
+def test_spot_check_within_tolerance(tmp_path: Path) -> None:
+    """--sample with --tolerance compares the sampled vectors as the full comparison does."""
+    ds = full(dense_only=True)
+    src = write(ds, f"{tmp_path}/src.parquet")
+    dst = write(_float16_copy(ds), f"{tmp_path}/half.jsonl")
+    strict = verify(src, dst, sample=8, queries=0)
+    assert strict["sample"]["vector_differs"] >= 6 and not strict["ok"]
+    loose = verify(src, dst, sample=8, queries=0, tolerance=0.01)
+    assert loose["ok"], loose["problems"]
+    err = loose["sample"]["max_abs_error"]
+    assert 0 < err <= 0.01
+    assert loose["verdict"] == (f"spot check of 8 sampled points passed, within tolerance 0.01 "
+                                f"(largest error {err:.3g})")
+    tight = verify(src, dst, sample=8, queries=0, tolerance=err / 2)
+    assert not tight["ok"] and tight["sample"]["vector_differs"] >= 1
+    assert tight["sample"]["max_abs_error"] == err
+    # a point whose vector is gone on one side is a difference whatever the tolerance
+    gone = changed(_float16_copy(ds), edit={i: lambda p: p.update(vector={})
+                                            for i in range(len(ds.points))})
+    none = write(gone, f"{tmp_path}/none.jsonl")
+    report = verify(src, none, sample=8, queries=0, tolerance=1e9)
+    assert report["sample"]["vector_differs"] == 8
+    result = run("verify", src, dst, "--sample", "8", "--tolerance", "0.01", "--json",
+                 "--queries", "0")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["sample"]["max_abs_error"] == err
 
 
 def test_spot_check_fetches_a_qdrant_sample_by_id(tmp_path: Path) -> None:

@@ -668,9 +668,10 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
     """
     if k <= 0 or queries < 0:
         raise UsageError("k must be positive and queries not negative")
-    if sample is not None and (sample <= 0 or tolerance is not None or dst is None):
-        raise UsageError("--sample takes a positive number, two locations and no --tolerance",
-                         hint="a spot check compares sampled points exactly, by id")
+    if sample is not None and (sample <= 0 or dst is None):
+        raise UsageError("--sample takes a positive number and two locations",
+                         hint="a spot check compares sampled source points with the "
+                              "destination, by id")
     if memory_rows <= 0:
         raise UsageError("memory_rows must be positive")
     src_options, dst_options = dict(src_options or {}), dict(dst_options or {})
@@ -721,7 +722,7 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
                            if v.kind in ("dense", "multi") and v.distance == "Cosine")
         spot: dict[str, Any] | None = None
         if sample is not None:
-            spot = _spot_check(a, b, sample, batch_size, reservoir)
+            spot = _spot_check(a, b, sample, batch_size, reservoir, tolerance, cosine)
         else:
             _scan(a, sa, batch_size, tolerance, reservoir, cosine)
             _scan(b, sb, batch_size, tolerance, cosine=cosine)
@@ -789,6 +790,9 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
     elif spot is not None:
         # only the sampled points were compared: "identical" would claim more than that
         verdict = f"spot check of {spot['size']} sampled points passed"
+        if tolerance is not None:
+            verdict += (f", within tolerance {tolerance} (largest error "
+                        f"{spot['max_abs_error']:.3g})")
         if one_per_id:
             verdict += (" (the destination holds one point per id: each sampled id's last "
                         "record in the source was compared)")
@@ -877,7 +881,9 @@ SPOT_SEED = 20261123
 RETRIEVE_CHUNK = 1000
 
 
-def _spot_check(a: _Side, b: _Side, n: int, batch_size: int, on_batch: Any) -> dict[str, Any]:
+def _spot_check(a: _Side, b: _Side, n: int, batch_size: int, on_batch: Any,
+                tolerance: float | None = None,
+                cosine: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Compare ``n`` source points, sampled uniformly (seeded), with the destination by id.
 
     The source is read once (its digest and count come along); the destination is asked for
@@ -890,10 +896,15 @@ def _spot_check(a: _Side, b: _Side, n: int, batch_size: int, on_batch: Any) -> d
     every record of it. When the destination is a collection, the source's repeated ids are
     counted too (``IdLedger``, spilled to disk), so a count that differs by them alone is told
     from a loss.
+
+    With ``tolerance``, vectors are compared as the full comparison compares them
+    (``_tolerance_parts``): dense values, and Cosine multivectors' unit sub-vectors, within
+    ``tolerance``; the rest exactly. The report then carries ``max_abs_error``.
     """
     salt = _mix(np.array([SPOT_SEED], dtype=np.uint64))
-    pri = keys = hvs = hps = np.empty(0, dtype=np.uint64)
+    pri = keys = hvs = hps = hxs = np.empty(0, dtype=np.uint64)
     ids: list[Any] = []
+    vecs: list[bytes] = []
     ledger = IdLedger(a.manifest.id_kind) if b.format in KEYED_FORMATS else None
     try:
         for batch in a.batches(batch_size):
@@ -902,6 +913,10 @@ def _spot_check(a: _Side, b: _Side, n: int, batch_size: int, on_batch: Any) -> d
                 on_batch(batch)
             if ledger is not None:
                 ledger.add(batch.column(ID_COLUMN))
+            if tolerance is not None:
+                hx, vx = _tolerance_parts(batch, a.manifest, cosine)
+                hxs = np.concatenate((hxs, hx))
+                vecs += vx
             pri, keys, hvs, hps = (np.concatenate(x) for x in (
                 (pri, _mix(hid ^ salt)), (keys, hid), (hvs, hv), (hps, hp)))
             ids += decode_ids(batch.column(ID_COLUMN), a.manifest.id_kind)
@@ -911,6 +926,8 @@ def _spot_check(a: _Side, b: _Side, n: int, batch_size: int, on_batch: Any) -> d
             keep = last[np.argsort(pri[last], kind="stable")[:n]]
             pri, keys, hvs, hps = pri[keep], keys[keep], hvs[keep], hps[keep]
             ids = [ids[i] for i in keep]
+            if tolerance is not None:
+                hxs, vecs = hxs[keep], [vecs[i] for i in keep]
     except BaseException:
         if ledger is not None:
             ledger.discard()
@@ -922,12 +939,20 @@ def _spot_check(a: _Side, b: _Side, n: int, batch_size: int, on_batch: Any) -> d
             a._duplicate_examples.add(example)
     wanted = {int(k): i for i, k in enumerate(keys)}
     found: dict[int, tuple[int, int]] = {}
+    near: dict[int, tuple[int, bytes]] = {}  # tolerance only: what _tolerance_parts gives
 
     def record(batch: pa.RecordBatch) -> None:
         hid, hv, hp = point_parts(batch, b.manifest)
-        for k, v, p in zip(hid.tolist(), hv.tolist(), hp.tolist(), strict=True):
-            if k in wanted:
-                found[k] = (v, p)
+        rows = [(r, k) for r, k in enumerate(hid.tolist()) if k in wanted]
+        if not rows:
+            return
+        hv_list, hp_list = hv.tolist(), hp.tolist()
+        for r, k in rows:
+            found[k] = (hv_list[r], hp_list[r])
+        if tolerance is not None:
+            hx, vx = _tolerance_parts(batch.take([r for r, _ in rows]), b.manifest, cosine)
+            for (_, k), x, v in zip(rows, hx.tolist(), vx, strict=True):
+                near[k] = (x, v)
 
     retrieve = getattr(b.reader, "retrieve", None)
     if retrieve is not None:
@@ -941,6 +966,7 @@ def _spot_check(a: _Side, b: _Side, n: int, batch_size: int, on_batch: Any) -> d
             record(batch)
     missing, vector, payload = _Examples(), _Examples(), _Examples()
     counts = {"missing_in_destination": 0, "vector_differs": 0, "payload_differs": 0}
+    max_err = 0.0
     for k, i in wanted.items():
         got = found.get(k)
         if got is None:
@@ -948,15 +974,21 @@ def _spot_check(a: _Side, b: _Side, n: int, batch_size: int, on_batch: Any) -> d
             missing.add(ids[i])
             continue
         if got[0] != int(hvs[i]):
-            counts["vector_differs"] += 1
-            vector.add(ids[i])
+            err = (_max_abs_error(vecs[i], near[k][1])
+                   if tolerance is not None and near[k][0] == int(hxs[i]) else math.inf)
+            if math.isfinite(err):
+                max_err = max(max_err, err)
+            if tolerance is None or err > tolerance:
+                counts["vector_differs"] += 1
+                vector.add(ids[i])
         if got[1] != int(hps[i]):
             counts["payload_differs"] += 1
             payload.add(ids[i])
     examples = {"missing_in_destination": missing.result(), "vector_differs": vector.result(),
                 "payload_differs": payload.result()}
     return {"size": len(wanted), "fetched_by_id": retrieve is not None, **counts,
-            "examples": {k: v for k, v in examples.items() if v}}
+            "examples": {k: v for k, v in examples.items() if v},
+            **({"max_abs_error": max_err} if tolerance is not None else {})}
 
 
 def _metric(side: _Side, spec: VectorSpec | None) -> str | None:
