@@ -391,26 +391,26 @@ def test_parquet_data_that_cannot_be_decoded(tmp_path, mapped):
 def _parquet_parts(tmp_path: Path) -> Path:
     out = tmp_path / "parts"
     vecferry.convert(_jsonl(tmp_path / "src.jsonl"), str(out) + "/", to_format="parquet")
-    assert (out / "manifest.json").exists()
+    assert (out / "_manifest.json").exists()
     return out
 
 
 def test_part_directory_manifest_not_an_object(tmp_path):
     d = _parquet_parts(tmp_path)
-    (d / "manifest.json").write_text("[1, 2]")
+    (d / "_manifest.json").write_text("[1, 2]")
     text = fails(InputError, lambda: vecferry.open_reader(str(d), format="parquet"))
-    assert text == (f"{d / 'manifest.json'}: directory manifest is not valid: not a JSON object "
-                    "(fix or delete manifest.json)")
+    assert text == (f"{d / '_manifest.json'}: directory manifest is not valid: not a JSON object "
+                    "(fix or delete _manifest.json)")
 
 
 @pytest.mark.parametrize("name", ["../escape.parquet", ".."])
 def test_part_directory_manifest_names_an_invalid_part(tmp_path, name):
     d = _parquet_parts(tmp_path)
-    manifest = json.loads((d / "manifest.json").read_text())
+    manifest = json.loads((d / "_manifest.json").read_text())
     manifest["parts"][0]["name"] = name
-    (d / "manifest.json").write_text(json.dumps(manifest))
+    (d / "_manifest.json").write_text(json.dumps(manifest))
     text = fails(InputError, lambda: vecferry.open_reader(str(d), format="parquet"))
-    assert text == f"{d / 'manifest.json'}: directory manifest names an invalid part {name!r}"
+    assert text == f"{d / '_manifest.json'}: directory manifest names an invalid part {name!r}"
 
 
 def test_part_directory_with_an_unlisted_part(tmp_path):
@@ -418,8 +418,8 @@ def test_part_directory_with_an_unlisted_part(tmp_path):
     first = sorted(d.glob("part-*.parquet"))[0]
     shutil.copy(first, d / "part-00099.parquet")
     text = fails(InputError, lambda: vecferry.open_reader(str(d), format="parquet"))
-    assert text == (f"{d}: part file(s) not listed in manifest.json: part-00099.parquet "
-                    "(remove them, or delete manifest.json to read every part)")
+    assert text == (f"{d}: part file(s) not listed in _manifest.json: part-00099.parquet "
+                    "(remove them, or delete _manifest.json to read every part)")
 
 
 # ---------------------------------------------------------------------------------- JSONL

@@ -306,12 +306,12 @@ def test_a_key_mapping_naming_a_missing_key(tmp_path, options, flag, key):
 def test_part_directory_manifest_with_a_bad_part_list(tmp_path, parts):
     d = tmp_path / "parts"
     vecferry.convert(_points(tmp_path / "src.jsonl"), str(d) + "/", to_format="parquet")
-    manifest = json.loads((d / "manifest.json").read_text())
+    manifest = json.loads((d / "_manifest.json").read_text())
     manifest["parts"] = parts
-    (d / "manifest.json").write_text(json.dumps(manifest))
+    (d / "_manifest.json").write_text(json.dumps(manifest))
     text = fails(InputError, lambda: vecferry.open_reader(str(d), format="parquet"))
-    assert text == (f"{d / 'manifest.json'}: directory manifest is not valid: 'parts' must be a "
-                    "list of {name, count, digest, bytes} (fix or delete manifest.json)")
+    assert text == (f"{d / '_manifest.json'}: directory manifest is not valid: 'parts' must be a "
+                    "list of {name, count, digest, bytes} (fix or delete _manifest.json)")
 
 
 # the first column's page is the one broken: the payload's is read with the batches; the id's

@@ -38,7 +38,7 @@ def test_partitioned_run_records_it_in_the_directory_manifest(tmp_path, matrix):
     report = convert(str(matrix), str(dst) + "/", to_format="parquet", workers=2,
                      partition_size=2048, writer_options={"distance": "Manhattan"})
     assert report.get("partitions", 0) > 1
-    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest = json.loads((dst / "_manifest.json").read_text())
     assert [v["distance"] for v in manifest["vectors"]] == ["Manhattan"]
     read, _ = read_points(str(dst))
     assert [v.distance for v in read.vectors] == ["Manhattan"]

@@ -73,8 +73,8 @@ def test_local_directory_of_parts(tmp_path: Path, source: tuple[Dataset, str], f
     out = tmp_path / "out"
     report = convert(src, f"{out}/", to_format=fmt, writer_options=options, batch_size=32)
     assert report["written"] == N and report["parts"] >= 3
-    names = sorted(p.name for p in out.iterdir() if p.name != "manifest.json")
-    man = _manifest((out / "manifest.json").read_bytes())
+    names = sorted(p.name for p in out.iterdir() if p.name != "_manifest.json")
+    man = _manifest((out / "_manifest.json").read_bytes())
     _check_manifest(man, names, suffix)
     # 8kB / 20kB (binary multiples); compressed JSONL parts count uncompressed bytes
     limit = {".parquet": 8192, ".jsonl": 20_480}.get(suffix)
@@ -171,10 +171,10 @@ def test_single_part_directories_still_read(tmp_path: Path, source: tuple[Datase
     assert_same_points(got, manifest, ds)
     assert manifest.digest and manifest.digest["count"] == N
     assert verify(str(out))["ok"]
-    # without --max-part-size a directory target is one part plus manifest.json
+    # without --max-part-size a directory target is one part plus _manifest.json
     convert(str(out), f"{tmp_path}/one/", to_format="parquet")
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == [
-        "manifest.json", "part-00000.parquet"]
+        "_manifest.json", "part-00000.parquet"]
     assert verify(f"{tmp_path}/one")["ok"]
 
 
@@ -225,9 +225,9 @@ def test_s3_directory_of_parts(tmp_path: Path, source: tuple[Dataset, str], opts
                      storage_options=opts)
     assert report["parts"] >= 3
     found = bucket_keys(s3, bucket)
-    names = [k.rsplit("/", 1)[1] for k in found if not k.endswith("manifest.json")]
+    names = [k.rsplit("/", 1)[1] for k in found if not k.endswith("_manifest.json")]
     assert all(k.startswith("exports/points/") for k in found)  # no temporary prefix left
-    man = _manifest(s3.cat_file(f"{bucket}/exports/points/manifest.json"))
+    man = _manifest(s3.cat_file(f"{bucket}/exports/points/_manifest.json"))
     _check_manifest(man, names, suffix)
     with storage.using(opts):
         manifest, got = read_points(remote)

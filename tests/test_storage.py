@@ -70,7 +70,7 @@ def test_parquet_directory_round_trip(tmp_path, opts, s3, bucket):
     ds, (manifest, got) = via_bucket(tmp_path, opts, "dense_int", "points.parquet", remote,
                                      "back.parquet", to_format="parquet")
     assert_same_points(got, manifest, ds)
-    assert keys(s3, bucket) == ["dir/points/manifest.json", "dir/points/part-00000.parquet"]
+    assert keys(s3, bucket) == ["dir/points/_manifest.json", "dir/points/part-00000.parquet"]
     # a directory of parts is recognised by its contents
     ds2, (manifest, got) = via_bucket(tmp_path, opts, "dense_int", "p2.parquet",
                                       f"s3://{bucket}/dir/points", "back2.jsonl",

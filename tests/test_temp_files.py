@@ -311,7 +311,7 @@ def test_overwrite_takes_folder_markers_and_an_index_folder(tmp_path, opts, s3, 
     report = vecferry.convert(_points(tmp_path / "b.jsonl", 7), remote, to_format="parquet",
                               overwrite=True, storage_options=opts)
     assert report["written"] == 7
-    assert _keys(s3, bucket) == ["out/manifest.json", "out/part-00000.parquet"]
+    assert _keys(s3, bucket) == ["out/_manifest.json", "out/part-00000.parquet"]
 
 
 def test_a_file_output_does_not_go_over_a_prefix(opts, s3, bucket):

@@ -327,7 +327,7 @@ def _common_convert_options(f: Callable) -> Callable:
                      "aims at (default 64MB; 512MB, 1GiB, bytes)."),
         click.option("--max-part-size", metavar="SIZE", help="Parquet / JSONL directory "
                      "target (location ending in /): start a new part-NNNNN file once a part "
-                     "reaches SIZE (512MB, 1GiB, bytes; binary multiples); one manifest.json "
+                     "reaches SIZE (512MB, 1GiB, bytes; binary multiples); one _manifest.json "
                      "for all parts."),
         click.option("--jsonl-compression", "part_compression",
                      type=click.Choice(["none", "gzip", "zstd"]), help="JSONL directory target: "

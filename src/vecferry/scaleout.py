@@ -4,7 +4,7 @@ Every partition is read and written by one task into the staging directory next 
 output (``.<name>.vfparts/``); the driver makes the output from the parts, by strategy:
 
 * ``parts``: a Parquet / JSONL directory target; each partition is a part file
-  (``part-00007.parquet``), and ``manifest.json`` lists them with the combined digest;
+  (``part-00007.parquet``), and ``_manifest.json`` lists them with the combined digest;
 * ``concat``: a plain or gzip JSONL file; the parts are appended in order as they finish
   (gzip members concatenate into one valid stream);
 * ``shared``: a Qdrant server; partitions upsert into the collection the driver prepared
@@ -655,7 +655,7 @@ class _Assembled:
 
 
 def _commit_parts(job: Job, done: list[dict[str, Any]], overwrite: bool) -> dict[str, Any]:
-    """A ``parts`` run's output: the part files and ``manifest.json``, renamed into place."""
+    """A ``parts`` run's output: the part files and ``_manifest.json``, renamed into place."""
     from vecferry.converters.parts import DIR_MANIFEST, PartLog
 
     out = job.root / "out"

@@ -500,7 +500,7 @@ class ScratchDir:
 
 
 #: what vecferry's writers put in a directory output (parts, manifests, numpy files, VDF)
-_OWN_FILES = re.compile(r"(manifest\.json|VDF_META\.json|part-\d+\.(parquet|jsonl(\.gz|\.zst)?)"
+_OWN_FILES = re.compile(r"(_?manifest\.json|VDF_META\.json|part-\d+\.(parquet|jsonl(\.gz|\.zst)?)"
                         r"|vectors(\..+)?\.npy|ids\.npy|payloads\.jsonl"
                         r"|\..+\.vftmp-\w+(\.lock)?)\Z")
 

@@ -1,7 +1,7 @@
-"""Directories of part files (Parquet, JSONL) with one ``manifest.json`` for all parts.
+"""Directories of part files (Parquet, JSONL) with one ``_manifest.json`` for all parts.
 
 A directory output of ``ParquetWriter`` or ``JsonlWriter`` holds ``part-00000.<ext>``,
-``part-00001.<ext>``, ... and ``manifest.json``: the stream manifest of the whole directory
+``part-00001.<ext>``, ... and ``_manifest.json``: the stream manifest of the whole directory
 (``count`` and ``digest`` of all parts; digests are sums mod 2^64, so the directory's is the sum
 of its parts') plus ``parts``, the list of part files in reading order, each with its ``count``,
 ``digest`` and ``bytes``. With ``max_part_size`` the writers start a new part once the current
@@ -20,7 +20,21 @@ from vecferry.digest import ALGORITHM
 from vecferry.errors import InputError, Location, SchemaError, UsageError
 from vecferry.stream import Manifest
 
-DIR_MANIFEST = "manifest.json"
+#: The leading underscore is what makes the directory a dataset other tools read as it is:
+#: pyarrow (so pandas) and Spark skip files whose names start with ``_`` or ``.`` when they
+#: list a directory, and fail on any other file that is not Parquet.
+DIR_MANIFEST = "_manifest.json"
+#: the name directories written before had; still read
+OLD_DIR_MANIFEST = "manifest.json"
+
+
+def directory_manifest_path(directory: Any) -> Any:
+    """The manifest file of a directory of parts: ``_manifest.json``, or ``manifest.json`` in
+    a directory written before the rename (the new name when neither exists)."""
+    path = directory / DIR_MANIFEST
+    if not path.exists() and (directory / OLD_DIR_MANIFEST).exists():
+        return directory / OLD_DIR_MANIFEST
+    return path
 
 
 def parse_part_size(value: Any, flag: str = "--max-part-size") -> int | None:
@@ -76,7 +90,7 @@ class PartLog:
         return {"algorithm": ALGORITHM, "value": f"{self.total:016x}", "count": self.count}
 
     def manifest_json(self, manifest: Manifest) -> bytes:
-        """``manifest.json`` of the directory: ``manifest`` with the totals, and the parts."""
+        """``_manifest.json`` of the directory: ``manifest`` with the totals, and the parts."""
         manifest.count = self.count
         manifest.digest = self.digest()
         d = manifest.to_dict()
@@ -85,8 +99,9 @@ class PartLog:
 
 
 def read_directory_manifest(directory: Any) -> tuple[Manifest, list[dict[str, Any]]] | None:
-    """The manifest and part list of a directory's ``manifest.json``; None when it has none."""
-    path = directory / DIR_MANIFEST
+    """The manifest and part list of a directory's ``_manifest.json`` (``manifest.json``
+    before); None when it has none."""
+    path = directory_manifest_path(directory)
     if not path.exists():
         return None
     where = Location(str(path))
@@ -103,7 +118,7 @@ def read_directory_manifest(directory: Any) -> tuple[Manifest, list[dict[str, An
             raise TypeError("'parts' must be a list of {name, count, digest, bytes}")
     except (orjson.JSONDecodeError, TypeError, ValueError, SchemaError) as exc:
         raise InputError(f"directory manifest is not valid: {exc}", location=where,
-                         hint="fix or delete manifest.json") from exc
+                         hint=f"fix or delete {path.name}") from exc
     for p in parts:
         if "/" in p["name"] or p["name"] in ("", ".", ".."):
             raise InputError(f"directory manifest names an invalid part {p['name']!r}",
@@ -112,22 +127,23 @@ def read_directory_manifest(directory: Any) -> tuple[Manifest, list[dict[str, An
 
 
 def listed_parts(directory: Any, parts: list[dict[str, Any]], found: Iterable[Any]) -> list[Any]:
-    """The paths of the parts ``manifest.json`` lists, in its order; ``InputError`` when one
+    """The paths of the parts ``_manifest.json`` lists, in its order; ``InputError`` when one
     is missing or a part file (``found``) is not listed."""
     names = [p["name"] for p in parts]
+    manifest = directory_manifest_path(directory).name
     present = {p.name for p in found}
     where = Location(str(directory))
     missing = [n for n in names if n not in present and not (directory / n).exists()]
     if missing:
-        raise InputError(f"part(s) listed in manifest.json are missing: {', '.join(missing)}",
+        raise InputError(f"part(s) listed in {manifest} are missing: {', '.join(missing)}",
                          location=where,
                          hint="the directory is incomplete: copy the missing parts back or "
                               "write it again")
     extra = sorted(present - set(names))
     if extra:
-        raise InputError(f"part file(s) not listed in manifest.json: {', '.join(extra)}",
+        raise InputError(f"part file(s) not listed in {manifest}: {', '.join(extra)}",
                          location=where,
-                         hint="remove them, or delete manifest.json to read every part")
+                         hint=f"remove them, or delete {manifest} to read every part")
     return [directory / n for n in names]
 
 
