@@ -698,10 +698,15 @@ def test_an_archive_with_an_earlier_digest_algorithm_says_what_to_do(tmp_path: P
     manifest = orjson.loads(side.read_bytes())
     manifest["digest"]["algorithm"] = "vecferry-sum64-v1"
     side.write_bytes(orjson.dumps(manifest))
-    problems = verify(loc)["problems"]
-    assert problems == ["the file records a digest of an earlier vecferry (vecferry-sum64-v1), "
-                        "which this version does not compute; compare it with its source: "
-                        "vecferry verify SRC DST"]
+    with pytest.raises(UsageError) as err:
+        verify(loc)
+    assert str(err.value) == (f"{loc}: the file records a digest of an earlier vecferry "
+                              "(vecferry-sum64-v1), which this version does not compute "
+                              "(compare it with its source: vecferry verify SRC DST)")
+    manifest["digest"]["algorithm"] = "vecferry-sum128-v9"
+    side.write_bytes(orjson.dumps(manifest))
+    with pytest.raises(UsageError, match="unknown algorithm 'vecferry-sum128-v9'"):
+        verify(loc)
 
 
 @pytest.mark.parametrize("texts", [
@@ -759,17 +764,19 @@ def test_duplicate_ids_in_an_archive_are_warnings(tmp_path: Path) -> None:
     assert (capped["ok"], capped["warnings"]) == (True, report["warnings"])
 
 
-def test_a_file_without_a_digest_fails_with_what_to_do(tmp_path: Path) -> None:
+def test_a_file_without_a_digest_is_a_usage_error_with_what_to_do(tmp_path: Path) -> None:
+    """Nothing differs, so not exit 4: there is nothing to compare the file with."""
     loc, _ = make_jsonl_without_sidecar(full(), tmp_path / "other")
-    report = verify(loc)
-    assert report["ok"] is False and report["recorded_digest"] is None
-    assert report["problems"] == [
-        "the file records no digest (it was not written by vecferry >= 0.1); compare it with "
-        "its source: vecferry verify SRC DST"]
-    result = run("verify", loc, "--json")
-    assert result.exit_code == 4
-    assert json.loads(result.stdout)["ok"] is False
-    assert "compare it with its source: vecferry verify SRC DST" in result.stderr
+    expected = (f"{loc}: the file records no digest (vecferry did not write it, or wrote it "
+                "before digests were recorded), so it cannot be verified on its own (compare "
+                "it with its source: vecferry verify SRC DST)")
+    with pytest.raises(UsageError) as err:
+        verify(loc)
+    assert str(err.value) == expected
+    result = run("verify", loc)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == f"error: {expected}\n"
+    assert "None" not in result.stderr
 
 
 # --------------------------------------------------------------------------------------- CLI

@@ -537,7 +537,7 @@ def _print_verify(result: dict[str, Any], quiet: bool) -> None:
         else:
             line += f"; destination {dst['count']} points, digest {dst['digest']}"
     else:
-        rec = result.get("recorded_digest") or {}
+        rec = result["recorded_digest"]
         line += f"; recorded {rec.get('count')} points, digest {rec.get('value')}"
     _err(line)
     search = result.get("search")

@@ -59,7 +59,7 @@ from vecferry.digest import (
     point_parts,
     vector_hashes,
 )
-from vecferry.errors import UsageError
+from vecferry.errors import Location, UsageError
 from vecferry.fileio import loads_reject_line
 from vecferry.ledger import IdLedger
 from vecferry.stream import (
@@ -1167,9 +1167,27 @@ def _parity(a: _Side, b: _Side, queries: np.ndarray, k: int, vector: str, min_re
 
 def _verify_archive(location: str, fmt: str | None, batch_size: int,
                     options: dict[str, Any], memory_rows: int) -> dict[str, Any]:
+    """A file read whole against the count and digest its manifest records; ``UsageError``
+    (before reading) when it records none this version computes."""
     started = time.perf_counter()
     side = _Side(location, fmt, options)
     recorded = side.manifest.digest
+    # Checked before the file is read: without a digest this version computes there is
+    # nothing to compare with, which is a question for the user, not a difference (exit 4).
+    unusable = None
+    if recorded is None:
+        unusable = ("the file records no digest (vecferry did not write it, or wrote it "
+                    "before digests were recorded), so it cannot be verified on its own")
+    elif recorded.get("algorithm") in EARLIER_ALGORITHMS:
+        unusable = (f"the file records a digest of an earlier vecferry "
+                    f"({recorded.get('algorithm')}), which this version does not compute")
+    elif recorded.get("algorithm") != ALGORITHM:
+        unusable = (f"the file records a digest of an unknown algorithm "
+                    f"{recorded.get('algorithm')!r} (written by a later vecferry?)")
+    if unusable is not None:
+        side.close()
+        raise UsageError(unusable, location=Location(location),
+                         hint="compare it with its source: vecferry verify SRC DST")
     try:
         scratch = ScratchDir("verify")
     except BaseException:
@@ -1186,22 +1204,12 @@ def _verify_archive(location: str, fmt: str | None, batch_size: int,
     finally:
         side.close()
         scratch.remove()
-    if recorded is None:
-        problems.append("the file records no digest (it was not written by vecferry >= 0.1); "
-                        "compare it with its source: vecferry verify SRC DST")
-    elif recorded.get("algorithm") in EARLIER_ALGORITHMS:
-        problems.append(f"the file records a digest of an earlier vecferry "
-                        f"({recorded.get('algorithm')}), which this version does not compute; "
-                        "compare it with its source: vecferry verify SRC DST")
-    elif recorded.get("algorithm") != ALGORITHM:
-        problems.append(f"unknown digest algorithm {recorded.get('algorithm')!r}")
-    else:
-        if recorded.get("count") != side.digest.count:
-            problems.append(f"count differs: manifest says {recorded.get('count')}, file holds "
-                            f"{side.digest.count}")
-        if recorded.get("value") != side.digest.as_dict()["value"]:
-            problems.append(f"digest differs: manifest says {recorded.get('value')}, data gives "
-                            f"{side.digest.as_dict()['value']} (the file was changed or damaged)")
+    if recorded.get("count") != side.digest.count:
+        problems.append(f"count differs: manifest says {recorded.get('count')}, file holds "
+                        f"{side.digest.count}")
+    if recorded.get("value") != side.digest.as_dict()["value"]:
+        problems.append(f"digest differs: manifest says {recorded.get('value')}, data gives "
+                        f"{side.digest.as_dict()['value']} (the file was changed or damaged)")
     warnings = [f"{side.duplicates} duplicate id(s): "
                 + ", ".join(map(repr, side.duplicate_examples))] if side.duplicates else []
     warnings += side.context.warnings
