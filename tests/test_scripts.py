@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -54,8 +55,12 @@ CALLS = {
 def test_an_unguarded_script_is_told_to_add_the_main_guard(sources, tmp_path, call):
     for f in ("p.jsonl", "v.npy"):
         (tmp_path / f).symlink_to(sources / f)
-    run = _run(tmp_path, f"print({CALLS[call]}['written'])\n")
+    run = _run(tmp_path, "open('runs.txt', 'a').write('x')\n"
+                         f"print({CALLS[call]}['written'])\n")
     assert run.returncode == 1
+    # the script ran once, then once in each of the two workers: the run stopped at the first
+    # worker lost that way instead of starting new ones (which would run it again)
+    assert 2 <= len((tmp_path / "runs.txt").read_text()) <= 3
     # each worker refuses to convert while it starts, instead of converting again. Two workers
     # print their tracebacks at once, in pieces that interleave (seen: "UsageError" + the
     # other's line + ": ..."); the message itself is one write, so it is checked alone.
@@ -63,8 +68,12 @@ def test_an_unguarded_script_is_told_to_add_the_main_guard(sources, tmp_path, ca
     assert "UsageError" in run.stderr
     assert (f"vecferry.{what} was called while a vecferry worker process was starting, which "
             f"runs the calling script again ({GUARD}") in run.stderr, run.stderr
-    # ... and the script's own call fails naming the fix
-    assert GUARD in run.stderr.strip().splitlines()[-1]
+    # ... and the script's own call fails saying what happened and naming the fix
+    last = run.stderr.strip().splitlines()[-1]
+    assert GUARD in last
+    assert (f"vecferry.{what} runs at the calling script's top level, so each vecferry worker "
+            "process ran it again as it started, and the run stopped") in last
+    assert not list(Path(tempfile.gettempdir()).glob("vecferry-script-rerun-*"))
     assert not (tmp_path / "out.parquet").exists() and not (tmp_path / "parts").exists()
     assert not list(tmp_path.glob("*vftmp*")) and not list(tmp_path.glob(".*vftmp*"))
 

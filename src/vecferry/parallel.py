@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -50,15 +51,48 @@ def refuse_while_bootstrapping(what: str) -> None:
 
     A new worker process imports the calling script again (as multiprocessing does for
     ``forkserver`` and ``spawn``); a call at the script's top level would convert again, write
-    outputs, and start workers of its own, before the worker could run its first task.
+    outputs, and start workers of its own, before the worker could run its first task. The
+    worker leaves a mark for the run (``_guard_mark``), which then stops at once
+    (``raise_if_script_reran``) instead of starting new workers that would do the same.
     """
     from multiprocessing import process
 
     from vecferry.errors import UsageError
 
     if getattr(process.current_process(), "_inheriting", False):
+        with contextlib.suppress(OSError):
+            _guard_mark().write_text(what, encoding="utf-8")
         raise UsageError(f"{what} was called while a vecferry worker process was starting, "
                          "which runs the calling script again", hint=MAIN_GUARD)
+
+
+def _guard_mark() -> Path:
+    """Where a starting worker tells its run that it ran the calling script again: a file
+    named after the run's multiprocessing authkey, which a worker receives before it imports
+    the script (and which no other run has)."""
+    import hashlib
+    import tempfile
+    from multiprocessing import process
+
+    key = hashlib.sha256(bytes(process.current_process().authkey)).hexdigest()[:20]
+    return Path(tempfile.gettempdir()) / f"vecferry-script-rerun-{key}"
+
+
+def raise_if_script_reran() -> None:
+    """``UsageError`` when a worker process of this run was lost because it ran the calling
+    script's vecferry call again (``refuse_while_bootstrapping``): running the work again
+    would only start more such workers."""
+    mark = _guard_mark()
+    try:
+        what = mark.read_text(encoding="utf-8")
+    except OSError:
+        return
+    mark.unlink(missing_ok=True)
+    from vecferry.errors import UsageError
+
+    raise UsageError(f"{what} runs at the calling script's top level, so each vecferry worker "
+                     "process ran it again as it started, and the run stopped",
+                     hint=MAIN_GUARD)
 
 
 @contextlib.contextmanager
@@ -70,6 +104,7 @@ def _lost_workers() -> Iterator[None]:
     try:
         yield
     except BrokenProcessPool as exc:
+        raise_if_script_reran()
         raise VecferryError("a vecferry worker process stopped without finishing its work",
                             hint=lost_worker_hint("a killed process is often out of memory: "
                                                   "check memory limits")) from exc

@@ -48,6 +48,7 @@ from vecferry.parallel import (
     check_workers,
     lost_worker_hint,
     owned_pool,
+    raise_if_script_reran,
     script_rerunnable,
     submit,
     worker_pool,
@@ -475,6 +476,8 @@ def run_local(job: Job, partitions: list[Partition], workers: int,
                     fut.result()
                 except BrokenProcessPool:
                     lost.append(futures[fut])
+        if lost:
+            raise_if_script_reran()  # each new worker would run the script's call again
         for p in lost:
             attempts[p.index] += 1
             if attempts[p.index] >= MAX_ATTEMPTS:
