@@ -81,9 +81,27 @@ def test_unknown_extension_lists_the_known_formats():
     text = str(info.value)
     assert text.startswith("data.csv: cannot tell the format of 'data.csv' (pass --to FORMAT; "
                            "known: jsonl (.jsonl .ndjson .jsonl.gz")
-    assert "parquet (.parquet .pq)" in text and "qdrant (qdrant qdrants qdrant-local)" in text
-    with pytest.raises(FormatNotFoundError, match=r"\(pass --from FORMAT; known: "):
+    assert "parquet (.parquet .pq)" in text
+    assert "qdrant (qdrant:// qdrants:// qdrant-local://)" in text
+    assert text.endswith(", vdf (a directory holding VDF_META.json))")
+    assert "snapshot" not in text  # read only: no output can be one
+    with pytest.raises(FormatNotFoundError, match=r"\(pass --from FORMAT; known: ") as info:
         resolve("data.csv")
+    assert "snapshot (.snapshot)" in str(info.value)
+
+
+def test_the_formats_table_lines_up_whatever_a_format_is_recognised_by():
+    from click.testing import CliRunner
+
+    from vecferry.cli import main
+
+    lines = CliRunner().invoke(main, ["formats"]).output.splitlines()
+    header = lines[0]
+    start = header.index("description")
+    rows = [line for line in lines[1:] if not line.startswith(" ")]
+    assert len(rows) >= 8
+    for line in rows:
+        assert line[start - 1] == " " and line[start] != " ", line
 
 
 def test_unknown_scheme():

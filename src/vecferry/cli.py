@@ -1158,12 +1158,13 @@ def formats_cmd(as_json: bool) -> None:
     if as_json:
         _emit_json(rows)
         return
-    click.echo(f"{'format':12} {'rw':3} {'installed':10} {'recognised by':42} description")
-    for r in rows:
+    recognised = [" ".join(r["extensions"] + r["schemes"]) for r in rows]
+    width = max([len("recognised by"), *map(len, recognised)])  # third-party formats too
+    click.echo(f"{'format':12} {'rw':3} {'installed':10} {'recognised by':{width}} description")
+    for r, by in zip(rows, recognised, strict=True):
         rw = ("r" if r["read"] else "-") + ("w" if r["write"] else "-")
         installed = "yes" if r["installed"] else "no"
-        by = " ".join(r["extensions"] + r["schemes"])
-        click.echo(f"{r['name']:12} {rw:3} {installed:10} {by:42} {r['description']}")
+        click.echo(f"{r['name']:12} {rw:3} {installed:10} {by:{width}} {r['description']}")
         if r["install"]:
             click.echo(f"{'':27}install: {r['install']}")
 

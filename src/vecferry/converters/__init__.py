@@ -217,8 +217,14 @@ def resolve(location: str, explicit: str | None = None, *, role: str = "reader")
         for spec in sorted(formats, key=lambda f: f.directory_priority):
             if any(next(p.glob(m), None) is not None for m in spec.directory_markers):
                 return spec
-    known = ", ".join(f"{s.name} ({' '.join(s.extensions) or ' '.join(s.schemes)})"
-                      for s in formats)
+    # only the formats that can play the part asked for, each with how it is recognised
+    usable = [f for f in formats if (f.reader if role == "reader" else f.writer) is not None]
+    known = ", ".join(
+        f.name + (f" ({' '.join(f.extensions)})" if f.extensions else
+                  f" ({' '.join(s + '://' for s in f.schemes)})" if f.schemes else
+                  f" (a directory holding {f.directory_markers[0]})" if f.directory_markers
+                  else "")
+        for f in usable)
     raise FormatNotFoundError(
         f"cannot tell the format of {location!r}",
         location=Location(source=location),
