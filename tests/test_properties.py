@@ -10,6 +10,7 @@ from unittest import mock
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -102,7 +103,9 @@ def test_encode_id_then_decode_ids_is_identity(case):
 @SETTINGS
 @given(st.text(alphabet="0123456789abcdef-", min_size=1, max_size=40))
 def test_mixed_stream_refuses_only_canonical_decimal_strings(text):
-    canonical_decimal = text.isdigit() and (text == "0" or not text.startswith("0"))
+    # past 2^64 - 1 a decimal cannot be an integer id, so it is a string id like any other
+    canonical_decimal = (text.isdigit() and (text == "0" or not text.startswith("0"))
+                         and int(text) < 2**64)
     try:
         stored = encode_id(text, "mixed")
     except ValueError as exc:
@@ -111,6 +114,12 @@ def test_mixed_stream_refuses_only_canonical_decimal_strings(text):
     else:
         assert not canonical_decimal
         assert decode_ids(pa.array([stored]), "mixed") == [text]
+
+
+@pytest.mark.parametrize("text", ["18446744073709551616", "12345678901234567890123"])
+def test_a_decimal_past_64_bits_is_a_string_id_in_a_mixed_stream(text):
+    assert decode_ids(pa.array([encode_id(text, "mixed"), encode_id(2**64 - 1, "mixed")]),
+                      "mixed") == [text, 2**64 - 1]
 
 
 def test_uuid_starting_with_zero_in_a_mixed_stream():

@@ -299,7 +299,7 @@ def encode_id(value: Any, id_kind: str) -> Any:
     if id_kind == "mixed":
         if kind == "int":
             return str(value)
-        if _DECIMAL.match(value):
+        if _int_text(value):
             raise ValueError(
                 f"string id {value!r} looks like an integer and cannot be told apart from one "
                 "in a stream that mixes integer and string ids"
@@ -316,8 +316,15 @@ def decode_ids(column: pa.Array, id_kind: str) -> list[Any]:
     """Python ids (int or str) from an ``id`` column, restoring integers in a mixed stream."""
     values = column.to_pylist()
     if id_kind == "mixed":
-        return [int(v) if _DECIMAL.match(v) else v for v in values]
+        return [int(v) if _int_text(v) else v for v in values]
     return values
+
+
+def _int_text(value: str) -> bool:
+    """Whether an id text of a mixed stream stands for an integer id: a decimal of at most
+    2^64 - 1. A longer one cannot be an integer id, so it is told apart as a string id."""
+    return _DECIMAL.match(value) is not None and (
+        len(value) < 20 or (len(value) == 20 and int(value) < 2**64))
 
 
 # ------------------------------------------------------------------------------------ batches
