@@ -58,7 +58,9 @@ reader has no path for is refused before writing; one the reader reads as lossy 
   ``faiss_id`` = 0, 1, 2, ... in stream order).
 
 The reader applies both when they are present and describe the same number of points, so
-FAISS -> anything -> FAISS -> anything restores ids, payloads, distance and names. A payload
+FAISS -> anything -> FAISS -> anything restores ids, payloads, distance and names, and the
+float16 or uint8 datatype of exact indexes (the index stores float32: a uint8 vector that is
+not whole numbers 0..255 is a bad point, and vectors normalized for Cosine stay float32). A payload
 sidecar the manifest says exists but is missing, short, or without the original ids, or one
 without its manifest, is an ``InputError`` at open: read on, it would give ids 0..n-1 and no
 payloads.
@@ -69,7 +71,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,7 +124,7 @@ from vecferry.llamaindex_store import (
 )
 from vecferry.payloadjoin import PayloadTable
 from vecferry.plan import pack, row_blocks
-from vecferry.points import dumps_payload, non_finite_rows, reject_from_row
+from vecferry.points import dumps_payload, non_finite_rows, point_from_row, reject_from_row
 from vecferry.storage import LocalCopy, as_path, is_remote
 from vecferry.stream import (
     ID_COLUMN,
@@ -553,6 +555,47 @@ def load_payloads(path: str, context: Context, *, keep_bad: bool = False) -> Pay
     return out
 
 
+def _entry_places(path: str) -> Generator[tuple[str, dict[str, int]], None, None]:
+    """(id key, {"line": n} or {"row": i}) of each entry of payloads file ``path`` that has
+    an id, in file order, as ``load_payloads`` reads them; nothing for a JSON object keyed
+    by id (its entries have no line the parser tells) or a file in object storage (read
+    again, it would be downloaded again). Read only to name an entry in an error."""
+    if is_remote(path):
+        return
+    p = Path(payloads_file(path))
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".json":
+            kind, entries = _json_entries(p, path)
+            if kind == "array":
+                for i, rec in enumerate(entries):
+                    if isinstance(rec, dict) and "id" in rec:
+                        key = _id_key(rec["id"])
+                        if key is not None:
+                            yield key, {"row": i}
+        elif suffix in (".jsonl", ".ndjson"):
+            with open(p, "rb") as fh:
+                for n, line, _ in iter_lines(fh, path):
+                    try:
+                        rec = loads_exact(line)
+                    except ValueError:
+                        continue
+                    if isinstance(rec, dict) and "id" in rec:
+                        key = _id_key(rec["id"])
+                        if key is not None:
+                            yield key, {"line": n}
+        else:
+            row = 0
+            for batch in pq.ParquetFile(p).iter_batches(batch_size=4096, columns=["id"]):
+                for value in batch.column(0).to_pylist():
+                    key = _id_key(_json_safe(value))
+                    if key is not None:
+                        yield key, {"row": row}
+                    row += 1
+    except (ValueError, OSError, pa.ArrowException, VecferryError):
+        return  # it was read once already; a place is a courtesy, not worth failing for
+
+
 #: the kinds of files ``payloads=`` takes, by extension
 PAYLOAD_SUFFIXES = (".json", ".jsonl", ".ndjson", ".parquet", ".pq")
 
@@ -966,8 +1009,17 @@ class FaissReader(ClosingReader):
             if prev.distance and wanted is None and (distance is None or prev.distance == "Cosine"
                                                      or distance == prev.distance):
                 spec.distance = prev.distance
+            normalized = (old.extra.get("faiss_writer") or {}).get("normalized_rows") or 0
             if prev.datatype == "float16" and not plan.lossy and not plan.binary_bits:
                 spec.datatype, self._restore_dtype = "float16", "float16"
+            elif prev.datatype == "uint8" and not plan.lossy and not plan.binary_bits:
+                if normalized:
+                    # scaled to unit length for Cosine, they are floats no uint8 holds
+                    context.warn(f"{location}: vectors read as float32, not as the uint8 "
+                                 f"{location}{MANIFEST_SUFFIX} records: {normalized} of them "
+                                 "were normalized for the Cosine distance when written")
+                else:
+                    spec.datatype, self._restore_dtype = "uint8", "uint8"
             spec.extra = dict(prev.extra)
             if self._sidecar is not None and self._sidecar.has_ids:
                 manifest.id_kind = old.id_kind
@@ -1327,12 +1379,21 @@ class FaissReader(ClosingReader):
                     reason, source=self._docstore.location, row=first_row + int(row),
                     point_id=pid, raw=raw, hint=self._docstore.hint))
             bad |= lost
+        at = np.arange(len(ids))  # each row's place in the batch read, which errors name
         if bad.any():
             keep = ~bad
-            ids, vectors = ids[keep], vectors[keep]
+            ids, vectors, at = ids[keep], vectors[keep], at[keep]
             if len(ids) == 0:
                 return None
-        if self._restore_dtype:
+        floats = vectors  # as the index holds them, for the rejects file
+        misfit = np.zeros(len(ids), dtype=bool)
+        if self._restore_dtype == "uint8":
+            # the index stores floats: only whole numbers 0..255 are the uint8 values written
+            with np.errstate(invalid="ignore"):
+                fits = (vectors >= 0) & (vectors <= 255) & (vectors == np.rint(vectors))
+            misfit = ~fits.all(axis=1)
+            vectors = np.where(misfit[:, None], 0, vectors).astype(np.uint8)
+        elif self._restore_dtype:
             vectors = vectors.astype(np.float16)
         spec = self.manifest.vectors[0]
         values = pa.array(vectors.reshape(-1), type=pa.from_numpy_dtype(vectors.dtype))
@@ -1341,11 +1402,11 @@ class FaissReader(ClosingReader):
         payload_col = side.get(PAYLOAD_COLUMN)
         if payload_col is None:
             payload_col = pa.nulls(len(ids), type=pa.string())
+        keep = np.ones(len(ids), dtype=bool)
         table = self._payloads()
         if table is not None:
             pids = decode_ids(id_col, self.manifest.id_kind)
             texts = table.take([str(i) for i in pids])
-            keep = np.ones(len(texts), dtype=bool)
             for row, text in enumerate(texts):
                 entry = None if text is None else bad_payload_entry(text)
                 if entry is None:
@@ -1357,15 +1418,34 @@ class FaissReader(ClosingReader):
                 self.context.reject(record_error(
                     reason, source=self._payloads_path, point_id=pids[row],
                     hint=f"{hint}; the point is left out until then",
-                    raw={"id": pids[row], "vector": vectors[row].tolist(), "payload": payload},
+                    raw={"id": pids[row], "vector": floats[row].tolist(), "payload": payload},
                     **where))
             payload_col = pa.array(texts, type=pa.string())
-            if not keep.all():
-                batch = pa.RecordBatch.from_arrays([id_col, vec_col, payload_col],
-                                                   schema=self.schema)
-                batch = batch.filter(pa.array(keep))
-                return batch if batch.num_rows else None
-        return pa.RecordBatch.from_arrays([id_col, vec_col, payload_col], schema=self.schema)
+        batch = pa.RecordBatch.from_arrays([id_col, vec_col, payload_col], schema=self.schema)
+        for row in np.flatnonzero(misfit & keep):
+            keep[row] = False
+            self._reject_misfit(batch, int(row), first_row + int(at[row]), floats[row])
+        if not keep.all():
+            batch = batch.filter(pa.array(keep))
+            return batch if batch.num_rows else None
+        return batch
+
+    def _reject_misfit(self, batch: pa.RecordBatch, row: int, index_row: int,
+                       values: np.ndarray) -> None:
+        """Reject the point of ``batch``'s ``row`` (``index_row`` of the index), whose vector
+        (``values``, as the index holds them) is not the uint8 vector the manifest sidecar
+        says it is."""
+        point = point_from_row(batch, row, self.manifest)
+        point["vector"] = [float(v) if np.isfinite(v) else None for v in values.tolist()]
+        odd = next(float(v) for v in values.tolist()
+                   if not (0 <= v <= 255 and float(v).is_integer()))
+        manifest = self.location + MANIFEST_SUFFIX
+        self.context.reject(record_error(
+            f"vector holds {odd!r}, not an integer in 0..255, but {manifest} records uint8 "
+            "vectors", source=self.location, row=index_row, point_id=point["id"],
+            hint="the index was changed after vecferry wrote it: write it again from its "
+                 "source, or use --on-error skip to keep such points in the rejects file",
+            raw=point))
 
     def _id_column(self, ids: np.ndarray) -> tuple[pa.Array, dict[str, pa.Array]]:
         """The stream id column for FAISS ids, and the sidecar's columns for them (if any)."""
@@ -1408,22 +1488,40 @@ class FaissReader(ClosingReader):
         if table is None or self._unmatched_reported:
             return
         self._unmatched_reported = True
-        for key, text in table.unused():
-            pid: Any = int(key) if key.isdigit() else key
-            hint = ("check the payloads belong to this index; use --on-error skip to write "
-                    "such entries to the rejects file and carry on")
-            entry = bad_payload_entry(text)
-            if entry is not None:
-                reason, payload, where, _ = entry
+        places: Generator[tuple[str, dict[str, int]], None, None] | None = None
+
+        def place(key: str) -> dict[str, int]:
+            """The line or row of ``key``'s entry: the table keeps none, so the file is read
+            again, once, in step with ``unused`` (both in file order, the first entry of an
+            id being the one kept)."""
+            nonlocal places
+            if places is None:
+                places = _entry_places(self._payloads_path)
+            for k, where in places:
+                if k == key:
+                    return where
+            return {}
+
+        try:
+            for key, text in table.unused():
+                pid: Any = int(key) if key.isdigit() else key
+                hint = ("check the payloads belong to this index; use --on-error skip to write "
+                        "such entries to the rejects file and carry on")
+                entry = bad_payload_entry(text)
+                if entry is not None:
+                    reason, payload, where, _ = entry
+                    self.context.reject(record_error(
+                        f"{reason}, and has no vector in the FAISS index",
+                        source=self._payloads_path, point_id=pid, hint=hint,
+                        raw={"id": pid, "payload": payload}, **where))
+                    continue
                 self.context.reject(record_error(
-                    f"{reason}, and has no vector in the FAISS index",
+                    f"payload for id {pid!r} has no vector in the FAISS index",
                     source=self._payloads_path, point_id=pid, hint=hint,
-                    raw={"id": pid, "payload": payload}, **where))
-                continue
-            self.context.reject(record_error(
-                f"payload for id {pid!r} has no vector in the FAISS index",
-                source=self.location, point_id=pid, hint=hint,
-                raw={"id": pid, "payload": loads_exact(text)}))
+                    raw={"id": pid, "payload": loads_exact(text)}, **place(key)))
+        finally:
+            if places is not None:
+                places.close()
 
     @contextlib.contextmanager
     def every_list_searched(self) -> Iterator[int | None]:
@@ -1588,7 +1686,7 @@ class FaissWriter(ClosingWriter):
                 names = ", ".join(f"{v.name or '(unnamed)'} ({v.kind})" for v in others)
                 raise UnsupportedError(
                     f"a FAISS index cannot hold these vectors: {names}",
-                    hint="choose one dense vector with vector=NAME (--vector NAME)"
+                    hint="choose one dense vector with --vector NAME (vector=NAME in Python)"
                     if dense else "convert to Parquet or JSONL instead")
             if not manifest.vectors:
                 raise UnsupportedError("the stream has no vectors (its points carry ids and "
@@ -1599,7 +1697,7 @@ class FaissWriter(ClosingWriter):
                 raise UnsupportedError(
                     f"the stream has {len(dense)} dense vectors "
                     f"({', '.join(label(v) for v in dense)}); a FAISS index holds one",
-                    hint="choose one with vector=NAME (--vector NAME)")
+                    hint="choose one with --vector NAME (vector=NAME in Python)")
             spec = dense[0]
         self.spec = spec
         # What the index holds as read back: this one vector, under the stream's id kind.
@@ -1622,7 +1720,7 @@ class FaissWriter(ClosingWriter):
         metric = _METRIC_OF.get(self.distance or "Euclid", faiss.METRIC_L2)
         if self.distance is None and not self.binary_bits:
             context.warn(f"{location}: the stream has no distance; the index uses L2 (Euclid); "
-                         "pass distance=NAME (--distance) to choose")
+                         "pass --distance NAME (distance=NAME in Python) to choose")
         assert spec.size is not None
         self.factory = index_factory or ("IDMap2,BFlat" if self.binary_bits else "IDMap2,Flat")
         try:

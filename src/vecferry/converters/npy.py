@@ -5,7 +5,8 @@ Format: https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html
 Sources:
 
 * ``vectors.npy``: an (N, D) matrix of float32 (float16 and uint8 kept as they are; float64 is
-  narrowed to float32 with a warning counting the values that changed). Optional ``ids`` (an
+  narrowed to float32 with a warning counting the values that changed, and a point holding a
+  value float32 cannot hold, which would become infinity, is a bad point). Optional ``ids`` (an
   ``.npy`` of N unsigned integers or strings) and ``payloads`` (JSONL of one object per line, or
   Parquet, aligned by row). The matrix is memory-mapped and read one batch at a time.
 * ``.npz``: arrays ``vectors`` and optional ``ids``, streamed from the archive member (stored or
@@ -21,21 +22,25 @@ Sources:
   ids, the ids are row numbers across the shards. A directory is read as shards when, among
   its first 16 name prefixes, one names a 2-D matrix of more than one row.
 * any other directory: one vector per ``<id>.npy`` file, with an optional ``<id>.json`` payload
-  sidecar; the id is the file stem (an integer when every stem is one).
+  sidecar; the id is the file stem (an integer when every stem is one; a number past 2^64-1
+  is then a bad point, not an id).
 
 Bad points: a negative id, a payload line (or ``<id>.json`` sidecar) that is not a JSON
-object, a per-vector file that cannot be read or holds another size or dtype than the first
-readable one. Each is one ``RecordError`` through ``context.reject`` naming the file and row:
-the run fails there, or, with ``on_error="skip"``, the point goes to the rejects file (its id,
-vector when readable and payload as the input holds them) and the others are written. Whatever
-concerns every point (shape, dtype, row counts) fails the run when the source is opened.
+object, a float64 value beyond float32's range, a per-vector file that cannot be read, holds
+another size or dtype than the first readable one or is named by a number past 2^64-1.
+Each is one ``RecordError`` through ``context.reject`` naming the file and row: the run fails
+there, or, with ``on_error="skip"``, the point goes to the rejects file (its id, vector when
+readable and payload as the input holds them) and the others are written. Whatever concerns
+every point (shape, dtype, row counts) fails the run when the source is opened.
 
 The writer produces the directory layout above; a numpy matrix cannot hold sparse or multi
-vectors, and that is said before anything is written.
+vectors, and a vector name that cannot name its file (``/``, NUL, too long, or differing from
+another only in letter case) cannot be kept: both are said before anything is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import mmap
@@ -103,6 +108,12 @@ MANIFEST_NAME = "manifest.json"
 HEADER_BYTES = 128  # fixed .npy header length, so the final shape can be patched in place
 _SUPPORTED = {"<f4": "float32", "<f2": "float16", "|u1": "uint8", "<f8": "float32"}
 ID_HINT = "ids must be unsigned integers, UUIDs or strings"
+MAX_UINT64 = 2**64 - 1
+BIG_STEM_HINT = ("rename the file to a number below 2^64; file names that are all numbers are "
+                 "read as integer ids, names that are not make every id of the directory a "
+                 "string")
+OVERFLOW_HINT = ("vectors are stored as float32: fix the value, or scale the vectors to "
+                 "magnitudes below about 3.4e38")
 PAYLOAD_LINE_HINT = "each line must be a JSON object or null"
 SIDECAR_HINT = "make the file one JSON object (or null), or delete it"
 
@@ -224,6 +235,8 @@ class NpyReader(ClosingReader):
         self._zip: zipfile.ZipFile | None = None
         self._ids: np.ndarray | _ZipMatrix | None = None
         self._narrowed = 0
+        #: the file each vector's matrix is read from, where it is not ``location`` itself
+        self._files: dict[str, str] = {}
         manifest: Manifest | None = None
         self.matrices: dict[str, Any] = {}
         written_by_us = path.is_dir() and (path / MANIFEST_NAME).exists()
@@ -274,8 +287,9 @@ class NpyReader(ClosingReader):
                                  location=Location(payloads),
                                  hint="payloads are matched to vectors by row: one per vector")
         for spec in manifest.vectors:
-            if spec.datatype == "float32" and self.matrices.get(spec.name) is not None and \
-                    self.matrices[spec.name].dtype == np.float64:
+            matrix = self.matrices.get(spec.name)
+            if spec.datatype == "float32" and matrix is not None and \
+                    matrix.dtype.kind == "f" and matrix.dtype.itemsize == 8:
                 context.warn("float64 vectors are narrowed to float32 (Qdrant, FAISS and the "
                              "stream store float32); the report counts values that changed")
         manifest.count = self._rows
@@ -296,7 +310,15 @@ class NpyReader(ClosingReader):
             raise InputError(f"manifest is not valid: {exc}",
                              location=Location(str(path / MANIFEST_NAME))) from exc
         for spec in manifest.vectors:
+            why = _unfit_name(spec.name)
+            if why is not None:
+                # such a name would have it read a file outside the layout (or none)
+                raise InputError(f"manifest names vector {spec.name!r}, which {why}",
+                                 location=Location(str(path / MANIFEST_NAME)),
+                                 hint="the numpy writer never writes such a name; fix the "
+                                      "manifest's vector names")
             name = "vectors.npy" if spec.name == "" else f"vectors.{spec.name}.npy"
+            self._files[spec.name] = str(path / name)
             # its manifest says how many points it holds: none is a valid output
             self.matrices[spec.name] = _open_matrix(input_path(str(path / name)),
                                                     empty_ok=manifest.count == 0)
@@ -410,33 +432,46 @@ class NpyReader(ClosingReader):
         id_blocks = self._ids.blocks(batch_size, start) if isinstance(self._ids, _ZipMatrix) \
             else None
         id_source = self._ids_path or self.location
-        for lo in range(start, stop, batch_size):
-            hi = min(lo + batch_size, stop)
-            n = hi - lo
-            columns: dict[str, pa.Array] = {}
-            for spec in self.manifest.vectors:
-                it = blocks[spec.name]
-                data = next(it)[:n] if it is not None else _rows(self.matrices[spec.name], lo, hi)
-                columns[spec.column] = self._vector_column(spec, data)
-            if self._ids is None:
-                ids = np.arange(lo, hi, dtype=np.uint64)
-            else:
-                ids = np.asarray(next(id_blocks)[:n] if id_blocks is not None
-                                 else _rows(self._ids, lo, hi))
-            columns[ID_COLUMN] = self._id_column(ids)
-            bad = _negative_ids(ids, id_source, lo)
-            texts: list[str | None] = [None] * n
-            if payloads is not None:
-                texts, bad_lines = next(payloads)
-                texts = texts[:n]
-                for i, err in bad_lines.items():
-                    if i < n:
-                        bad.setdefault(i, _payload_line_error(err, lo + i, self._id_of(ids[i])))
-            columns[PAYLOAD_COLUMN] = pa.array(texts, type=pa.string())
-            batch = self._without(pa.RecordBatch.from_arrays(
-                [columns[f.name] for f in self.schema], schema=self.schema), bad)
-            if batch is not None:
-                yield batch
+        # an archive member's stream, left open by a failed read, would keep the archive's
+        # file open after ``close``
+        streams = [it for it in (*blocks.values(), id_blocks) if it is not None]
+        try:
+            for lo in range(start, stop, batch_size):
+                hi = min(lo + batch_size, stop)
+                n = hi - lo
+                columns: dict[str, pa.Array] = {}
+                over: dict[int, dict[str, tuple[str, float, list[Any]]]] = {}
+                for spec in self.manifest.vectors:
+                    it = blocks[spec.name]
+                    data = (next(it)[:n] if it is not None
+                            else _rows(self.matrices[spec.name], lo, hi))
+                    columns[spec.column], rows = self._vector_column(spec, data)
+                    where = self._files.get(spec.name, self.location)
+                    for i, (value, values) in rows.items():
+                        over.setdefault(i, {})[spec.name] = (where, value, values)
+                if self._ids is None:
+                    ids = np.arange(lo, hi, dtype=np.uint64)
+                else:
+                    ids = np.asarray(next(id_blocks)[:n] if id_blocks is not None
+                                     else _rows(self._ids, lo, hi))
+                columns[ID_COLUMN] = self._id_column(ids)
+                bad = _negative_ids(ids, id_source, lo)
+                texts: list[str | None] = [None] * n
+                if payloads is not None:
+                    texts, bad_lines = next(payloads)
+                    texts = texts[:n]
+                    for i, err in bad_lines.items():
+                        if i < n:
+                            bad.setdefault(i, _payload_line_error(err, lo + i, self._id_of(ids[i])))
+                self._overflow_errors(bad, over, lo, ids)
+                columns[PAYLOAD_COLUMN] = pa.array(texts, type=pa.string())
+                batch = self._without(pa.RecordBatch.from_arrays(
+                    [columns[f.name] for f in self.schema], schema=self.schema), bad)
+                if batch is not None:
+                    yield batch
+        finally:
+            for it in streams:
+                it.close()
         self._report_narrowing()
 
     def _shard_batches(self, batch_size: int, start: int, stop: int
@@ -461,8 +496,13 @@ class NpyReader(ClosingReader):
         for lo in range(begin, end, batch_size):
             hi = min(lo + batch_size, end)
             columns: dict[str, pa.Array] = {}
+            over: dict[int, dict[str, tuple[str, float, list[Any]]]] = {}
             for spec in self.manifest.vectors:
-                columns[spec.column] = self._vector_column(spec, _rows(mats[spec.name], lo, hi))
+                columns[spec.column], rows = self._vector_column(spec,
+                                                                 _rows(mats[spec.name], lo, hi))
+                for i, (value, values) in rows.items():
+                    over.setdefault(i, {})[spec.name] = (str(sh.vectors[spec.name][num]),
+                                                         value, values)
             block = (np.arange(number + lo, number + hi, dtype=np.uint64) if ids is None
                      else np.asarray(ids[lo:hi]))
             columns[ID_COLUMN] = self._id_column(block)
@@ -482,6 +522,7 @@ class NpyReader(ClosingReader):
                     point_id=self._id_of(block[i]),
                     hint="write null for a missing value in the metadata file",
                     raw={"payload": meta_raw[i]}))
+            self._overflow_errors(bad, over, lo, block)
             batch = self._without(pa.RecordBatch.from_arrays(
                 [columns[f.name] for f in self.schema], schema=self.schema), bad)
             if batch is not None:
@@ -498,23 +539,49 @@ class NpyReader(ClosingReader):
         for i in sorted(bad):
             err = bad[i]
             if not whole:
-                err.raw = {**point_from_row(batch, i, self.manifest), **(err.raw or {})}
+                point, extra = point_from_row(batch, i, self.manifest), err.raw or {}
+                if isinstance(point.get("vector"), dict) and isinstance(extra.get("vector"),
+                                                                        dict):
+                    # the error's vectors replace those the row cannot hold, not the others
+                    extra = {**extra, "vector": {**point["vector"], **extra["vector"]}}
+                err.raw = {**point, **extra}
             self.context.reject(err)
         keep = np.ones(batch.num_rows, dtype=bool)
         keep[list(bad)] = False
         out = batch.filter(pa.array(keep))
         return out if out.num_rows else None
 
-    def _vector_column(self, spec: VectorSpec, data: np.ndarray) -> pa.Array:
+    def _vector_column(self, spec: VectorSpec, data: np.ndarray
+                       ) -> tuple[pa.Array, dict[int, tuple[float, list[Any]]]]:
+        """The stream column of ``spec`` for a block of rows, and {offset: (the value, the
+        row's values)} of the rows holding a finite float64 value too big for float32."""
         data = np.ascontiguousarray(data)
-        if data.dtype == np.float64:
-            narrowed = data.astype(np.float32)
-            self._narrowed += int(np.count_nonzero(narrowed.astype(np.float64) != data))
-            data = narrowed
+        over: dict[int, tuple[float, list[Any]]] = {}
+        if data.dtype.kind == "f" and data.dtype.itemsize == 8:
+            data, over, changed = _narrow(data)
+            self._narrowed += changed
         elif data.dtype.byteorder == ">":
             data = data.astype(data.dtype.newbyteorder("<"))
         flat = pa.array(data.reshape(-1))
-        return pa.FixedSizeListArray.from_arrays(flat, spec.size)
+        return pa.FixedSizeListArray.from_arrays(flat, spec.size), over
+
+    def _overflow_errors(self, bad: dict[int, RecordError],
+                         over: dict[int, dict[str, tuple[str, float, list[Any]]]],
+                         lo: int, ids: Any) -> None:
+        """Add to ``bad`` (errors by offset in a block from row ``lo``) one error per row
+        of ``over`` ({offset: {vector name: (file, value, values)}}); a row rejected for
+        another reason keeps that reason. Each error's ``raw`` holds the float64 values as the
+        file has them: narrowed, the value would read back as infinity, not as the input."""
+        named = [v.name for v in self.manifest.vectors] != [""]
+        for i, vectors in sorted(over.items()):
+            raw = {"vector": {n: v[2] for n, v in vectors.items()} if named
+                   else vectors[""][2]}
+            if i in bad:
+                err = bad[i]
+                err.raw = {**(err.raw or {}), **raw}
+                continue
+            name, (source, value, _) = next(iter(vectors.items()))
+            bad[i] = _overflow_error(name, value, source, lo + i, self._id_of(ids[i]), raw)
 
     def _id_column(self, ids: np.ndarray) -> pa.Array:
         if self.manifest.id_kind == "int":
@@ -563,6 +630,16 @@ class NpyReader(ClosingReader):
                 vector, error = _load_vector(f, lo + i)
                 if error is None:
                     error = self._misfit(vector, f, lo + i)
+                if error is None and vector.dtype.kind == "f" and vector.dtype.itemsize == 8:
+                    _, over, _ = _narrow(vector.reshape(1, -1))
+                    if over:
+                        value, _ = over[0]
+                        error = _overflow_error("", value, str(f), lo + i, ids[i], None)
+                if int_ids and ids[i] > MAX_UINT64:
+                    error = record_error(
+                        f"id {ids[i]} (the file name) is outside 0..2^64-1; integer ids must "
+                        "be unsigned 64-bit (as in Qdrant and FAISS)", source=str(f), row=lo + i,
+                        point_id=ids[i], hint=BIG_STEM_HINT)
                 text, payload, side_error = _sidecar(f, lo + i)
                 error = error or side_error
                 if error is None:
@@ -578,9 +655,13 @@ class NpyReader(ClosingReader):
                 error.raw = point
                 bad[i] = error
                 texts.append(None)
+            if int_ids:
+                # the column cannot hold an id past 2^64-1; its row is rejected above
+                ids = [0 if i in bad else pid for i, pid in enumerate(ids)]
             id_col = pa.array(ids, type=self.schema.field(ID_COLUMN).type)
+            vec_col, _ = self._vector_column(spec, mat)  # overflows were rejected above
             batch = self._without(pa.RecordBatch.from_arrays(
-                [id_col, self._vector_column(spec, mat), pa.array(texts, type=pa.string())],
+                [id_col, vec_col, pa.array(texts, type=pa.string())],
                 schema=self.schema), bad, whole=True)
             if batch is not None:
                 yield batch
@@ -750,6 +831,31 @@ def _sidecar(f: Path, row: int) -> tuple[str | None, Any, RecordError | None]:
             f"payload sidecar must hold a JSON object, not {type(value).__name__}",
             source=str(side), row=row, hint=SIDECAR_HINT)
     return (None if value is None else dumps_payload(value)), value, None
+
+
+def _narrow(data: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[float, list[Any]]], int]:
+    """A float64 (N, D) block as float32; {row: (the value, the row's values)} of the rows
+    holding a finite value float32 cannot hold; the number of values of the other rows the
+    narrowing changed."""
+    with np.errstate(over="ignore"):  # an overflow is a bad point, rejected by the caller
+        narrowed = data.astype(np.float32)
+    overflow = np.isinf(narrowed) & np.isfinite(data)
+    rows = np.flatnonzero(overflow.any(axis=1))
+    over = {int(r): (float(data[r][overflow[r]][0]), _json_values(data[r])) for r in rows}
+    # a NaN stays a NaN: not a value the narrowing changed
+    changed = (narrowed.astype(np.float64) != data) & ~np.isnan(data)
+    changed[rows] = False  # those points are rejected, not written changed
+    return narrowed, over, int(np.count_nonzero(changed))
+
+
+def _overflow_error(name: str, value: float, source: str, row: int, point_id: Any,
+                    raw: Any) -> RecordError:
+    """The error of a point whose float64 vector ``name`` holds ``value``, which float32
+    cannot hold (narrowed, it would be infinity)."""
+    label = f"vector {name!r}" if name else "vector"
+    return record_error(f"{label} holds {value!r}, outside float32 range (float64 vectors are "
+                        "narrowed to float32, where it would become infinity)", source=source,
+                        row=row, point_id=point_id, hint=OVERFLOW_HINT, raw=raw)
 
 
 def _json_values(v: np.ndarray) -> list[Any] | None:
@@ -1029,6 +1135,42 @@ class _NpyStream:
         fsync_path(self.path)
 
 
+#: the longest file name, in bytes, of the usual file systems (ext4, XFS, APFS: NAME_MAX)
+NAME_MAX = 255
+NAME_HINT = ("the numpy layout keeps each named vector in a file vectors.<name>.npy; write "
+             "Parquet or JSONL instead, which keep any vector name")
+
+
+def _unfit_name(name: str) -> str | None:
+    """Why vector ``name`` cannot name its file ``vectors.<name>.npy``, or None."""
+    if "/" in name:
+        return "holds '/', a path separator"
+    if "\0" in name:
+        return "holds a NUL character"
+    size = len(f"vectors.{name}.npy".encode("utf-8", "surrogateescape"))
+    if size > NAME_MAX:
+        return f"makes a file name of {size} bytes (vectors.<name>.npy), over {NAME_MAX}"
+    return None
+
+
+def _check_names(vectors: list[VectorSpec], location: str) -> None:
+    """Refuse, before anything is written, vector names that cannot be file names or that
+    differ only in letter case: on a file system that ignores case (macOS's, Windows') two such
+    vectors would be written into one file."""
+    seen: dict[str, str] = {}
+    for v in vectors:
+        why = _unfit_name(v.name)
+        if why is not None:
+            raise UnsupportedError(f"vector name {v.name!r} {why}, so it cannot name a file",
+                                   location=Location(location), hint=NAME_HINT)
+        other = seen.setdefault(v.name.casefold(), v.name)
+        if other != v.name:
+            raise UnsupportedError(
+                f"vector names {other!r} and {v.name!r} differ only in letter case: where file "
+                "names ignore case (macOS, Windows) their files would be one",
+                location=Location(location), hint=NAME_HINT)
+
+
 class NpyWriter(ClosingWriter):
     """Writes the numpy directory layout: one matrix per dense vector, ids, payloads, manifest.
 
@@ -1061,21 +1203,31 @@ class NpyWriter(ClosingWriter):
             raise UnsupportedError(f"a numpy matrix cannot hold these vectors: {names}",
                                    location=Location(location),
                                    hint="write Parquet or JSONL instead, which hold every kind")
+        _check_names(self.manifest.vectors, location)
+        self.int_ids = self.manifest.id_kind == "int"
+        self._max_id_len = 1
+        self.digest = StreamDigest(self.manifest)
+        self.count = 0
+        self.vectors: dict[str, _NpyStream] = {}
+        self.ids: _NpyStream | None = None
+        self._str_ids: IO[bytes] | None = None
+        self.payloads: IO[bytes] | None = None
         # staged: a remote target is written locally (headers are patched) and uploaded
         self.out = AtomicPath(location, overwrite=overwrite, directory=True, staged=True)
         d = self.out.temp
-        self.vectors = {
-            v.name: _NpyStream(d / ("vectors.npy" if v.name == "" else f"vectors.{v.name}.npy"),
-                               np.dtype(v.datatype), (v.size,))
-            for v in self.manifest.vectors
-        }
-        self.int_ids = self.manifest.id_kind == "int"
-        self.ids = _NpyStream(d / "ids.npy", np.dtype(np.uint64), ()) if self.int_ids else None
-        self._str_ids = None if self.int_ids else open(d / ".ids.tmp", "wb")  # noqa: SIM115
-        self._max_id_len = 1
-        self.payloads = open(d / "payloads.jsonl", "wb", buffering=1 << 20)  # noqa: SIM115
-        self.digest = StreamDigest(self.manifest)
-        self.count = 0
+        try:
+            for v in self.manifest.vectors:
+                name = "vectors.npy" if v.name == "" else f"vectors.{v.name}.npy"
+                self.vectors[v.name] = _NpyStream(d / name, np.dtype(v.datatype), (v.size,))
+            if self.int_ids:
+                self.ids = _NpyStream(d / "ids.npy", np.dtype(np.uint64), ())
+            else:
+                self._str_ids = open(d / ".ids.tmp", "wb")  # noqa: SIM115 - closed in close()
+            self.payloads = open(d / "payloads.jsonl", "wb", buffering=1 << 20)  # noqa: SIM115
+        except BaseException:
+            # the caller gets no writer to abort: the temporary directory and its lock go here
+            self.abort()
+            raise
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         missing = np.zeros(batch.num_rows, dtype=bool)
@@ -1139,22 +1291,29 @@ class NpyWriter(ClosingWriter):
         dtype = np.dtype(f"<U{self._max_id_len}")
         out = _NpyStream(d / "ids.npy", dtype, ())
         spill = d / ".ids.tmp"
-        with open(spill, "rb") as fh:
-            block: list[str] = []
-            for line in fh:
-                block.append(orjson.loads(line))
-                if len(block) == 65536:
+        try:
+            with open(spill, "rb") as fh:
+                block: list[str] = []
+                for line in fh:
+                    block.append(orjson.loads(line))
+                    if len(block) == 65536:
+                        out.append(np.array(block, dtype=dtype))
+                        block = []
+                if block:
                     out.append(np.array(block, dtype=dtype))
-                    block = []
-            if block:
-                out.append(np.array(block, dtype=dtype))
-        out.close()
+            out.close()
+        finally:
+            out.fh.close()  # closed already unless this failed; abort then removes the file
         os.unlink(spill)
 
     def abort(self) -> None:
-        for s in self.vectors.values():
-            s.fh.close()
-        for fh in (self.ids.fh if self.ids else self._str_ids, self.payloads):
-            fh.close()
+        """Remove the temporary directory (and its lock), whatever was opened or closed
+        before: also after a failed open or close."""
+        handles = [s.fh for s in self.vectors.values()]
+        handles += [self.ids.fh if self.ids else self._str_ids, self.payloads]
+        for fh in handles:
+            if fh is not None:
+                with contextlib.suppress(OSError):  # a full disk fails the flush; it goes anyway
+                    fh.close()
         self.out.abort()
 
