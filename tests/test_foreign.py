@@ -300,20 +300,22 @@ def test_shards_with_mismatched_schemas_name_both_files(tmp_path):
 # ------------------------------------------------------------------------------------- JSONL
 
 
-def _foreign_jsonl(path, n=N):
+def _foreign_jsonl(path, n=N, lang="en"):
     rng = _rng()
     vec = rng.standard_normal((n, 4)).astype(np.float32)
     with open(path, "w") as fh:
         for i in range(n):
             fh.write(json.dumps({"doc_id": f"d{i}", "embedding": [float(x) for x in vec[i]],
                                  "metadata": {"k": i, "big": 2**70 + i, "none": None},
-                                 "lang": "en"}) + "\n")
+                                 "lang": lang}) + "\n")
     return vec
 
 
 def test_jsonl_keys_mapping(tmp_path):
     src = tmp_path / "f.jsonl"
-    vec = _foreign_jsonl(src)
+    # --payload-key takes the metadata object alone: a null beside it loses nothing (a value
+    # is refused, tests/test_mapping_checks.py)
+    vec = _foreign_jsonl(src, lang=None)
     manifest, points = read_points(str(src), batch_size=7, id_key="doc_id",
                                    vector_key=["embedding"], payload_key="metadata")
     assert manifest.id_kind == "string"

@@ -13,7 +13,10 @@ Rules, the same wherever a mapping is used:
   every id in the first batch is a UUID, else ``string``; a later id that is not a UUID is rejected
   with a hint to pass ``--id-kind string`` (``--id-kind`` forces the kind up front). A
   dictionary-encoded column (a pandas categorical) is read as its values. A
-  ``fixed_size_binary(16)`` or Arrow ``uuid`` column gives ``uuid`` ids in canonical text.
+  ``fixed_size_binary(16)`` or Arrow ``uuid`` column gives ``uuid`` ids in canonical text, and
+  so does a ``binary`` column whose values are 16 bytes (another length is a rejected record).
+  ``suggest_table`` takes such a column for the ids, whatever its name, when no column is
+  named like ids.
 * vectors: ``--vector-column [NAME=]COLUMN``, repeatable. One vector without a name is the unnamed
   default vector; when several are mapped, an unnamed one is named after its column. A column may
   be ``list``, ``large_list`` or ``fixed_size_list`` of numbers, or raw little-endian float32
@@ -26,8 +29,12 @@ Rules, the same wherever a mapping is used:
   null cell leaves its key out of the payload, and a row with no values has no payload; a float
   NaN or infinity (also inside a list or struct) is a rejected record, as JSON cannot hold it;
   ``--json-columns`` names string columns holding JSON text, parsed into their values.
-  Values JSON cannot hold are written as text: timestamps and dates in ISO 8601, decimals as their
-  exact digits, bytes as base64.
+  Values JSON cannot hold are written as text: timestamps, dates and times in ISO 8601 at the
+  column's full precision (computed by Arrow, not Python's ``datetime``, which holds neither
+  nanoseconds nor years past 9999), decimals as their exact digits, bytes as base64; durations
+  are seconds. A map is an object when its keys are strings (a key given twice is a rejected
+  record: an object would keep one value), else a list of ``[key, value]`` pairs
+  (``column_values``).
 """
 
 from __future__ import annotations
@@ -235,12 +242,27 @@ def id_type_kind(t: pa.DataType) -> str | None:
     return None
 
 
+def _is_bytes_type(t: pa.DataType) -> bool:
+    """``binary`` / ``large_binary``: as an id column, UUIDs of 16 bytes each (pandas and Polars
+    write a column of ``uuid.bytes`` so)."""
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+
+def _all_sixteen_bytes(col: pa.Array) -> bool:
+    """Whether a binary column holds a value, and each of its values is 16 bytes long."""
+    lengths = pc.binary_length(col).drop_null()
+    return len(lengths) > 0 and pc.all(pc.equal(lengths, 16)).as_py()
+
+
 def _id_values(col: pa.Array) -> list[Any]:
-    """The ids of a column as Python values; UUID columns as canonical UUID text."""
+    """The ids of a column as Python values; UUID columns as canonical UUID text. A binary
+    value that is not 16 bytes long (refused by ``TableMapper._ids``) is its base64 text, as
+    a rejects line and a message can show it."""
     values = col.to_pylist()
     t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
-    if _is_uuid_type(t):
-        return [None if v is None else str(v if isinstance(v, uuid.UUID) else uuid.UUID(bytes=v))
+    if _is_uuid_type(t) or _is_bytes_type(col.type):
+        return [None if v is None else str(v) if isinstance(v, uuid.UUID)
+                else str(uuid.UUID(bytes=v)) if len(v) == 16 else base64.b64encode(v).decode()
                 for v in values]
     return values
 
@@ -330,6 +352,20 @@ class TableMapper:
                                  location=Location(self.source))
             return "int"
         what = id_type_kind(t)
+        if what is None and _is_bytes_type(t):
+            # The column was named for the ids: UUID bytes unless none of the first values
+            # has their length (one that has another is a rejected record, by its row)
+            lengths = ([] if first is None else
+                       pc.binary_length(first.column(self.mapping.id_column)).drop_null()
+                       .to_pylist())
+            if lengths and 16 not in lengths:
+                shown = ", ".join(map(str, sorted(set(lengths))))
+                raise SchemaError(
+                    f"id column {self.mapping.id_column!r} has type {t}, and none of its first "
+                    f"values is 16 bytes long (lengths: {shown}); binary ids are read as "
+                    "16-byte UUIDs", location=Location(self.source),
+                    hint="map another id column, or leave --id-column out to number rows")
+            what = "uuid"
         if what == "int":
             return forced or "int"
         if what == "uuid":
@@ -404,7 +440,8 @@ class TableMapper:
         not be read back as a vector. NaN and infinities are written as they are (``NaN``,
         ``Infinity``), so a re-run left unfixed names them instead of taking null for them.
         """
-        row = batch.slice(i, 1).to_pylist()[0]
+        one = batch.slice(i, 1)
+        row = {name: column_values(one.column(name))[0] for name in one.schema.names}
         binary = {d.column for d in self.dense if d.binary}
         out: dict[str, Any] = {}
         for key, value in row.items():
@@ -427,11 +464,19 @@ class TableMapper:
             return pa.array(numbers), range(number0, number0 + n)
         col = batch.column(self.mapping.id_column)
         values = _id_values(col)
+        lengths = (pc.binary_length(col).to_pylist() if _is_bytes_type(col.type)
+                   else [16] * n)
         out: list[Any] = []
         for i, v in enumerate(values):
             if v is None:
                 bad[i] = (f"id column {self.mapping.id_column!r} is null", None)
                 out.append(0 if kind == "int" else "")
+                continue
+            if lengths[i] != 16:
+                bad[i] = (f"id column {self.mapping.id_column!r} holds {lengths[i]} bytes, not "
+                          "a 16-byte UUID", "binary ids are read as UUIDs: fix the value, or "
+                          "map another id column")
+                out.append("")
                 continue
             try:
                 got = kind_of_id(v)
@@ -548,15 +593,28 @@ def payload_texts(batch: pa.RecordBatch, columns: Sequence[str], json_columns: I
     if not columns:
         return pa.nulls(batch.num_rows, pa.string())
     json_set = set(json_columns)
-    # only columns with a float somewhere in their type are walked for NaN and infinity
+    # only columns with a float somewhere in their type are walked for NaN and infinity, and
+    # only those with a string-keyed map for a key given twice
     floats = {c for c in columns if holds_floats(batch.schema.field(c).type)}
-    rows = batch.select(list(columns)).to_pylist()
+    maps = {c for c in columns if _holds(batch.schema.field(c).type, _is_text_map)}
+    names = list(columns)
+    cells = [column_values(batch.column(c)) for c in names]
     texts: list[str | None] = []
-    for i, row in enumerate(rows):
+    for i, values in enumerate(zip(*cells, strict=True)):
         payload: dict[str, Any] = {}
-        for key, value in row.items():
+        for key, value in zip(names, values, strict=True):
             if value is None:
                 continue
+            if key in maps:
+                found = repeated_key(value, "")
+                if found is not None and bad is not None:
+                    name, path = found
+                    at = f" at {path}" if path else ""
+                    bad.setdefault(i, (f"column {key!r} holds a map with the key {name!r} more "
+                                       f"than once{at}, which a JSON object cannot hold",
+                                       f"keep each key once in the map, or leave {key!r} out "
+                                       "with --payload-columns"))
+                    continue
             if key in floats:
                 found = non_finite(value, "")
                 if found is not None and bad is not None:
@@ -617,6 +675,194 @@ def non_finite(value: Any, path: str = "") -> tuple[str, str] | None:
     return None
 
 
+class RepeatedKeys(list):  # type: ignore[type-arg]
+    """A string-keyed Arrow map that holds a key more than once, as its ``[key, value]`` pairs
+    (all of them: merged into an object, the later value would replace the earlier unseen);
+    ``key`` is the first key met again. A payload refuses it (``repeated_key``), a rejects line
+    keeps it as the pairs."""
+
+    def __init__(self, pairs: list[list[Any]], key: str):
+        super().__init__(pairs)
+        self.key = key
+
+
+def repeated_key(value: Any, path: str = "") -> tuple[str, str] | None:
+    """(the key, its map's path such as ``a.b[2]``) of the first map in ``value`` holding a key
+    twice (a ``RepeatedKeys`` from ``column_values``); None when there is none."""
+    if isinstance(value, RepeatedKeys):
+        return value.key, path
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = repeated_key(v, f"{path}.{k}" if path else str(k))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for j, v in enumerate(value):
+            found = repeated_key(v, f"{path}[{j}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _holds(t: pa.DataType, test: Any) -> bool:
+    """Whether ``test`` holds for ``t`` or a type nested in it."""
+    if test(t):
+        return True
+    if pa.types.is_dictionary(t):
+        return _holds(t.value_type, test)
+    if isinstance(t, pa.BaseExtensionType):
+        return _holds(t.storage_type, test)
+    return any(_holds(t.field(i).type, test) for i in range(t.num_fields))
+
+
+def _is_text_map(t: pa.DataType) -> bool:
+    return pa.types.is_map(t) and (pa.types.is_string(t.key_type)
+                                   or pa.types.is_large_string(t.key_type))
+
+
+def _needs_walk(t: pa.DataType) -> bool:
+    # Python's datetime holds neither nanoseconds nor years past 9999 (pyarrow then raises, or
+    # imports pandas), and a map comes out of ``to_pylist`` as pairs whose shape depends on
+    # its keys: such values are converted from Arrow, everything else by ``to_pylist``
+    return pa.types.is_temporal(t) or pa.types.is_map(t)
+
+
+def column_values(arr: pa.Array) -> list[Any]:
+    """The values of ``arr`` as Python values JSON can hold (``jsonable`` finishes bytes,
+    decimals and UUIDs), read from Arrow without Python's ``datetime``.
+
+    * timestamps, dates and times: ISO 8601 text at the column's full precision
+      (``2020-01-01T00:00:00.123456789``); the fraction is left out when it is zero, a zoned
+      timestamp carries its offset (``+05:30``, UTC ``+00:00``), and a year past 9999 its sign
+      (``+10000-01-01``). Beyond the years -32767..32767 a zoned timestamp is written in UTC.
+    * durations: seconds, a number (the nearest double of the exact count).
+    * maps: an object when the keys are strings (an empty map ``{}``); a map holding a string
+      key twice is a ``RepeatedKeys`` (see there). Maps with other keys (numbers, ...) are
+      lists of ``[key, value]`` pairs, empty or not, as JSON objects have string keys only.
+    """
+    t = arr.type
+    if not _holds(t, _needs_walk):
+        return arr.to_pylist()
+    if pa.types.is_dictionary(t):
+        return column_values(arr.dictionary_decode())
+    if isinstance(t, pa.BaseExtensionType):
+        return column_values(arr.storage)
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return _instant_texts(arr)
+    if pa.types.is_time(t):
+        return _texts(arr.cast(pa.string()))
+    if pa.types.is_duration(t):
+        per = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[t.unit]
+        # Python divides integers to the nearest double: the count itself is exact
+        return [None if v is None else v / per for v in arr.cast(pa.int64()).to_pylist()]
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    if pa.types.is_struct(t):
+        names = [t.field(i).name for i in range(t.num_fields)]
+        fields = [column_values(arr.field(i)) for i in range(t.num_fields)]
+        return [dict(zip(names, row, strict=True)) if ok else None
+                for ok, row in zip(valid, zip(*fields, strict=True), strict=True)] \
+            if fields else [{} if ok else None for ok in valid]
+    if pa.types.is_fixed_size_list(t):
+        size = t.list_size
+        values = column_values(arr.values.slice(arr.offset * size, len(arr) * size))
+        return [values[i * size:(i + 1) * size] if ok else None for i, ok in enumerate(valid)]
+    if pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+        arr = arr.cast(pa.large_list(t.value_field))
+    # list, large_list and map share the layout: offsets into one child array
+    offsets = arr.offsets.to_numpy(zero_copy_only=False)
+    lo = int(offsets[0]) if len(offsets) else 0
+    child = arr.values.slice(lo, int(offsets[-1]) - lo if len(offsets) else 0)
+    bounds = (offsets - lo).tolist()
+    if not pa.types.is_map(t):
+        values = column_values(child)
+        return [values[bounds[i]:bounds[i + 1]] if ok else None for i, ok in enumerate(valid)]
+    keys, items = column_values(child.field(0)), column_values(child.field(1))
+    out: list[Any] = []
+    for i, ok in enumerate(valid):
+        if not ok:
+            out.append(None)
+            continue
+        pairs = [[k, v] for k, v in zip(keys[bounds[i]:bounds[i + 1]],
+                                        items[bounds[i]:bounds[i + 1]], strict=True)]
+        if not _is_text_map(t):
+            out.append(pairs)
+            continue
+        obj = dict(pairs)
+        if len(obj) == len(pairs):
+            out.append(obj)
+        else:
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    break
+                seen.add(key)
+            out.append(RepeatedKeys(pairs, key))
+    return out
+
+
+#: the years Arrow's formatting of timestamps and dates is right for
+_FORMATTED_YEARS = (-32767, 32767)
+
+
+def _instant_texts(arr: pa.Array) -> list[str | None]:
+    """Timestamps and dates as ISO 8601 text (see ``column_values``)."""
+    t = arr.type
+    if pa.types.is_date32(t):
+        unit, counts = "D", arr.cast(pa.int32()).cast(pa.int64())
+    elif pa.types.is_date64(t):
+        unit, counts = "ms", arr.cast(pa.int64())
+    else:
+        unit, counts = t.unit, arr.cast(pa.int64())
+    # A day inside the bounds on each side: a zone's offset moves the local date by one.
+    lo, hi = (np.datetime64(f"{_FORMATTED_YEARS[0]:+06d}-01-02", "D"),
+              np.datetime64(f"{_FORMATTED_YEARS[1]:+06d}-12-30", "D"))
+    lo_n, hi_n = (int(lo.astype(np.int64)), int(hi.astype(np.int64)))
+    scale = {"D": 1, "s": 86400, "ms": 86400 * 10**3, "us": 86400 * 10**6,
+             "ns": 86400 * 10**9}[unit]
+    lo_n, hi_n = max(lo_n * scale, -(2**63)), min(hi_n * scale, 2**63 - 1)
+    n = counts.fill_null(0).to_numpy(zero_copy_only=False)
+    far = (n < lo_n) | (n > hi_n)
+    near = arr.filter(pa.array(~far)) if far.any() else arr
+    texts = near.cast(pa.string())
+    zoned = pa.types.is_timestamp(t) and t.tz is not None
+    if pa.types.is_timestamp(t):
+        texts = pc.replace_substring_regex(texts, r"^(-?\d+-\d\d-\d\d) ", r"\1T")
+        if zoned:
+            texts = pc.replace_substring_regex(texts, r"Z$", "+00:00")
+            texts = pc.replace_substring_regex(texts, r"([+-]\d\d)(\d\d)$", r"\1:\2")
+    out = _texts(texts)
+    if not far.any():
+        return out
+    # Past the years Arrow formats: numpy's text, in UTC for a zoned timestamp
+    values = iter(out)
+    whole: list[str | None] = []
+    day = pa.types.is_date(t)
+    for i, is_far in enumerate(far):
+        if not is_far:
+            whole.append(next(values))
+            continue
+        text = str(np.datetime_as_string(np.datetime64(int(n[i]) // scale, "D") if day
+                                         else np.datetime64(int(n[i]), unit)))
+        whole.append(_expanded_year(_no_zero_fraction(text + ("+00:00" if zoned else ""))))
+    return whole
+
+
+def _no_zero_fraction(text: str) -> str:
+    return re.sub(r"\.0+(?=$|[+-]\d\d:\d\d$)", "", text)
+
+
+def _expanded_year(text: str) -> str:
+    # ISO 8601 writes a year past 9999 with its sign, as one before year 0 has it
+    return "+" + text if re.match(r"\d{5}", text) else text
+
+
+def _texts(texts: pa.Array) -> list[str | None]:
+    """Arrow's text of times and instants, without a zero fraction, years past 9999 signed."""
+    texts = pc.replace_substring_regex(texts, r"\.0+($|[+-]\d\d:\d\d$)", r"\1")
+    texts = pc.replace_substring_regex(texts, r"^(\d{5})", r"+\1")
+    return texts.to_pylist()
+
+
 def jsonable(value: Any, *, keep_non_finite: bool = False) -> Any:
     """A value read from Arrow as JSON can hold it (see the module docstring).
 
@@ -627,7 +873,10 @@ def jsonable(value: Any, *, keep_non_finite: bool = False) -> Any:
         return {str(k): jsonable(v, keep_non_finite=keep_non_finite) for k, v in value.items()}
     if isinstance(value, list):
         if value and all(isinstance(x, tuple) and len(x) == 2 for x in value):
-            if all(isinstance(k, str) for k, _ in value):  # an Arrow map
+            # an Arrow map as ``to_pylist`` gives it (``column_values`` gives the map's own
+            # shape, an empty one included): the same rule, no pair merged away
+            keys = [k for k, _ in value]
+            if all(isinstance(k, str) for k in keys) and len(set(keys)) == len(keys):
                 return {k: jsonable(v, keep_non_finite=keep_non_finite) for k, v in value}
             return [[jsonable(k, keep_non_finite=keep_non_finite),
                      jsonable(v, keep_non_finite=keep_non_finite)] for k, v in value]
@@ -682,6 +931,16 @@ def check_same_schema(schema: pa.Schema, where: str, first: pa.Schema, first_whe
 # ----------------------------------------------------------------------------------- records
 
 
+class UnmappedRecord(ValueError):
+    """A record a ``KeyMapping`` makes no point of: the message says why, ``hint`` what to do,
+    ``point_id`` is the id when the record has one. The reader adds file and line."""
+
+    def __init__(self, message: str, *, hint: str | None = None, point_id: Any = None):
+        super().__init__(message)
+        self.hint = hint
+        self.point_id = point_id
+
+
 @dataclass(frozen=True)
 class KeyMapping:
     """Which keys of a JSON record are the id, the vectors and the payload (JSONL)."""
@@ -727,11 +986,13 @@ class KeyMapping:
         """A Qdrant REST point from ``record`` (the ``number``-th record, 0-based).
 
         Without an id key the id is ``number``, or, for a rejects-file line, the ``point_id``
-        its ``note`` (``_vecferry_reject``) keeps. Raises ``ValueError`` when the id key is
-        missing; anything else wrong is left for the point's own validation
-        (``BatchBuilder``). The default payload (every key not mapped) never takes
-        ``_vecferry_reject``, nor the ``_raw`` beside it: on a rejects-file line they are
-        vecferry's notes, not the record's data.
+        its ``note`` (``_vecferry_reject``) keeps. Raises ``UnmappedRecord`` (a ``ValueError``)
+        when the id key is missing, when no mapped vector key holds a value, and, with a
+        payload key, when another key holds one (the payload takes that key's object alone:
+        the value would be lost unseen; a null is nothing to lose); anything else wrong is left
+        for the point's own validation (``BatchBuilder``). The default payload (every key not
+        mapped) never takes ``_vecferry_reject``, nor the ``_raw`` beside it: on a rejects-file
+        line they are vecferry's notes, not the record's data.
         """
         if not isinstance(record, dict):
             return record
@@ -743,24 +1004,52 @@ class KeyMapping:
         elif self.id_key in record:
             pid = record[self.id_key]
         else:
-            raise ValueError(f"record has no key {self.id_key!r} (--id-key; keys: "
-                             f"{', '.join(record)})")
+            raise UnmappedRecord(f"record has no key {self.id_key!r} (--id-key; keys: "
+                                 f"{', '.join(record)})",
+                                 hint="every record needs an id under that key, or leave "
+                                      "--id-key out to number the records")
         vectors = {name: record[key] for name, key in pairs if record.get(key) is not None}
+        if not vectors:
+            raise self._no_vector(record, pid, pairs)
         point: dict[str, Any] = {"id": pid}
         if [n for n, _ in pairs] == [""]:
-            if "" in vectors:
-                point["vector"] = vectors[""]
-        elif vectors:
+            point["vector"] = vectors[""]
+        else:
             point["vector"] = vectors
+        notes = {REJECT_KEY, "_raw"} if REJECT_KEY in record or note is not None else set()
+        used = {self.id_key} | {k for _, k in pairs} | notes
         if self.payload_key is not None:
+            extra = [k for k, v in record.items()
+                     if k not in used and k != self.payload_key and v is not None]
+            if extra:
+                raise UnmappedRecord(
+                    f"record has {', '.join(map(repr, extra))} beside the payload key "
+                    f"{self.payload_key!r} (--payload-key), which takes that key's object "
+                    "alone", point_id=pid,
+                    hint=f"leave --payload-key out to keep every other key as the payload "
+                         f"({self.payload_key!r} nested in it), or drop "
+                         f"{'that key' if len(extra) == 1 else 'those keys'} from the records")
             point["payload"] = record.get(self.payload_key)
         else:
-            used = {self.id_key, REJECT_KEY} | {k for _, k in pairs}
-            if REJECT_KEY in record:
-                used.add("_raw")
             rest = {k: v for k, v in record.items() if k not in used}
             point["payload"] = rest or None
         return point
+
+    def _no_vector(self, record: dict[str, Any], pid: Any, pairs: list[tuple[str, str]]
+                   ) -> UnmappedRecord:
+        keys = [k for _, k in pairs]
+        if len(keys) == 1:
+            key = keys[0]
+            why = (f"its key {key!r} is null" if key in record else
+                   f"the record has no key {key!r} (keys: {', '.join(record) or 'none'})")
+            flag = "--sparse-key" if self.sparse_keys else "--vector-key"
+            return UnmappedRecord(f"point has no vector: {why}", point_id=pid,
+                                  hint=f"give the record its vector under {key!r} ({flag}), "
+                                       "or map the key that holds it")
+        return UnmappedRecord(
+            f"point has no vector: keys {', '.join(map(repr, keys))} are missing or null",
+            point_id=pid, hint="give the record at least one of its vectors under those keys "
+                               "(--vector-key, --sparse-key)")
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -776,6 +1065,13 @@ def _id_rank(name: str) -> int:
     if re.search(r"(^|[_\-. ])id$", low):
         return len(ID_NAMES)
     return -1
+
+
+def _distinct(col: pa.Array) -> bool:
+    """Whether a column holds values, none null and none twice."""
+    if isinstance(col.type, pa.BaseExtensionType):
+        col = col.storage
+    return len(col) > 0 and col.null_count == 0 and pc.count_distinct(col).as_py() == len(col)
 
 
 def _looks_like_json(values: list[Any]) -> bool:
@@ -818,10 +1114,23 @@ def suggest_table(schema: pa.Schema, first: pa.RecordBatch | None) -> dict[str, 
             lengths = [n for n in pc.binary_length(first.column(f.name)).to_pylist() if n]
             if lengths and all(n == lengths[0] and n % 4 == 0 for n in lengths):
                 vectors.append(f.name)
+    def uuid_bytes(f: pa.Field) -> bool:
+        if _is_uuid_type(_undictionary(f.type)):
+            return True
+        return _is_bytes_type(f.type) and first is not None \
+            and _all_sixteen_bytes(first.column(f.name))
+
     candidates = sorted(
         (f for f in schema if _id_rank(f.name) >= 0 and f.name not in vectors
-         and id_type_kind(f.type) is not None),
+         and (id_type_kind(f.type) is not None or uuid_bytes(f))),
         key=lambda f: _id_rank(f.name))
+    if not candidates:
+        # A column of 16-byte UUIDs is the ids whatever its name (``uid``, ``key_bytes``)
+        # when its first values are distinct; left out, its ids would be base64 payload text
+        # and the points numbered.
+        candidates = [f for f in schema if f.name not in vectors and f.name not in sparse
+                      and uuid_bytes(f) and first is not None
+                      and _distinct(first.column(f.name))]
     id_column = candidates[0].name if candidates else None
     used = set(vectors) | set(sparse) | {id_column}
     payload = [n for n in schema.names if n not in used]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import shlex
 import threading
 from collections.abc import Iterator
 from functools import lru_cache
@@ -42,6 +43,7 @@ from vecferry.converters.base import (
 from vecferry.converters.parts import (
     DIR_MANIFEST,
     PartLog,
+    directory_manifest_path,
     directory_only,
     listed_parts,
     parse_part_size,
@@ -59,7 +61,7 @@ from vecferry.fileio import (
     open_write,
     without_bom,
 )
-from vecferry.mapping import KeyMapping, suggest_records
+from vecferry.mapping import KeyMapping, UnmappedRecord, suggest_records
 from vecferry.parallel import WorkerGate
 from vecferry.points import (
     BatchBuilder,
@@ -82,6 +84,7 @@ from vecferry.stream import (
 )
 
 PEEK_POINTS = 1000
+_SUGGEST = "`vecferry inspect FILE` suggests a mapping"
 #: text a parse chunk holds at most: with a few chunks in flight to the parsing workers, this
 #: (not the line count) bounds the reader's memory when lines are long (768-dim lines are ~9 kB)
 CHUNK_BYTES = 4 << 20
@@ -121,27 +124,29 @@ class JsonlReader(ClosingReader):
         self.location = location
         self.context = context
         self.path = input_path(location)
-        # a directory of parts (``part-*.jsonl[.gz|.zst]``, ``manifest.json``) reads as one
+        # a directory of parts (``part-*.jsonl[.gz|.zst]``, ``_manifest.json``) reads as one
         self.files, dir_manifest = _jsonl_parts(self.path, location)
         if id_kind is not None and id_kind not in ID_KINDS:
             raise SchemaError(f"unknown id kind {id_kind!r}", hint=f"one of {', '.join(ID_KINDS)}")
-        # Foreign records (keys other than id / vector / payload) are read by a key mapping;
-        # it ignores a sidecar, which describes vecferry's own shape.
+        # Foreign records (keys other than id / vector / payload) are read by a key mapping.
         self.mapping = KeyMapping.from_options(id_key=id_key, vector_key=vector_key,
                                                sparse_key=sparse_key, payload_key=payload_key)
-        if self.mapping:
-            manifest = None
-        elif self.files == [self.path]:
+        if self.files == [self.path]:
             manifest = read_manifest_sidecar(self.path)
+            self._manifest_at = str(manifest_path(self.path))
         else:
             manifest = dir_manifest
+            self._manifest_at = str(directory_manifest_path(self.path))
         self._sidecar_count = manifest.count if manifest else None
         self._fh: Any = open_read(self.files[0])  # fails fast (missing codec, unreadable)
         self._lines = self._all_lines()
         self._peeked: list[tuple[str, int, bytes, bool]] = []
         self._mapping_json: bytes | None = None
-        if manifest is None:
-            manifest = self._infer()
+        if manifest is None or self.mapping is not None:
+            # A mapped file's manifest (a foreign source's rejects file has one) still gives
+            # the vectors and id kind, once the mapping is resolved against the records: taken
+            # from the lines instead, an unfixed record first in the file set the shape.
+            manifest = self._infer(manifest)
         if id_kind:
             manifest.id_kind = id_kind
         manifest.source = {"format": "jsonl", "location": location}
@@ -165,16 +170,21 @@ class JsonlReader(ClosingReader):
                 self._fh.close()
                 self._fh = None
 
-    def _infer(self) -> Manifest:
+    def _infer(self, known: Manifest | None = None) -> Manifest:
         """Vectors and id kind from the first points; the lines are kept to be read again.
 
         A stream without vectors is inferred only when every sampled point says it has none
         (``"vector": {}``, as Qdrant shows such a point; a rejects file of a collection without
         vectors has no manifest sidecar). Raises ``InputError`` ("no point has a vector") when
         the sampled points lack the vector key: foreign records more likely keep their vector
-        under another key, which the hint names when it finds one.
+        under another key, which the hint names when it finds one. Mapped records lacking
+        their vectors raise the ``RecordError`` of the first of them (line, id, the key).
+
+        With a mapping, the mapping is resolved against the sampled records; a ``known``
+        manifest (the file's own) then gives the vectors and id kind (``_mapped_manifest``).
         """
         points = []
+        lines: list[int] = []  # the line of each point, for a message about it
         unparsed: RecordError | None = None
         for item in self._lines:
             self._peeked.append(item)
@@ -194,6 +204,7 @@ class JsonlReader(ClosingReader):
                 value = {k: v for k, v in value.items() if k != REJECT_KEY}
             if isinstance(value, dict):
                 points.append(value)
+                lines.append(item[1])
             if len(points) >= PEEK_POINTS:
                 break
         if not points:
@@ -210,21 +221,38 @@ class JsonlReader(ClosingReader):
             raise InputError("no valid point to infer the schema from",
                              location=Location(self.location),
                              hint="fix the lines reported, or add a manifest sidecar")
+        first_bad: RecordError | None = None
         if self.mapping is not None:
             self.mapping = self.mapping.resolve(points, self.location)
             self._mapping_json = orjson.dumps(self.mapping.as_dict())
+            if known is not None:
+                return self._mapped_manifest(known)
             pairs = self.mapping.pairs()
             mapped = []
             for i, p in enumerate(points):
                 try:
                     mapped.append(self.mapping.to_point(p, i, pairs))
-                except ValueError:
-                    continue
+                except UnmappedRecord as exc:
+                    # reported with its line when the batches are read, unless no record
+                    # makes a point to tell the vectors from: then the first refused says why
+                    if first_bad is None and exc.point_id is not None:
+                        first_bad = record_error(str(exc), source=self.location, line=lines[i],
+                                                 point_id=exc.point_id, hint=exc.hint, raw=p)
+                        first_bad.__cause__ = exc
             points = mapped
         manifest = infer_manifest(points)
         if not manifest.vectors and self.mapping is None and all(
                 p.get("vector", p.get("vectors")) == {} for p in points):
             return manifest
+        if not manifest.vectors and self.mapping is not None:
+            if first_bad is not None:
+                raise first_bad
+            keys = ", ".join(repr(k) for _, k in self.mapping.pairs())
+            raise InputError(f"no record holds a vector under {keys}",
+                             location=Location(self.location),
+                             hint="vectors are lists of numbers (sparse ones "
+                                  '{"indices": [...], "values": [...]}); check the '
+                                  f"--vector-key / --sparse-key given; {_SUGGEST}")
         if not manifest.vectors:
             hint = 'each line needs "vector": [...] or {"name": [...]}'
             if self.mapping is None:
@@ -234,6 +262,40 @@ class JsonlReader(ClosingReader):
             raise InputError("no point has a vector", location=Location(self.location),
                              hint=hint)
         return manifest
+
+    def _mapped_manifest(self, known: Manifest) -> Manifest:
+        """The vectors and id kind of ``known`` (the file's manifest) for the resolved mapping,
+        whose vector names must be the manifest's: the same flags as the run that wrote the
+        file (a foreign source's rejects) name them so. ``UsageError`` otherwise, with the
+        flags that match when the manifest keeps the source's mapping."""
+        assert self.mapping is not None
+        specs = {v.name: v for v in known.vectors}
+        mapped = {name: key for name, key in self.mapping.pairs()}
+        sparse = {spec.split("=", 1)[0] for spec in self.mapping.sparse_keys}
+        problems = []
+        if set(mapped) != set(specs):
+            shown = [f"{n!r} (key {k!r})" if n else f"the unnamed vector (key {k!r})"
+                     for n, k in mapped.items()]
+            held = [repr(n) if n else "the unnamed vector" for n in specs]
+            problems.append(f"the mapping gives {', '.join(shown)}, but the manifest holds "
+                            f"{', '.join(held) or 'no vector'}")
+        else:
+            for name, key in mapped.items():
+                if (specs[name].kind == "sparse") != (name in sparse):
+                    flag = "--sparse-key" if name in sparse else "--vector-key"
+                    problems.append(f"{flag} maps key {key!r} to vector {name!r}, which the "
+                                    f"manifest holds as {specs[name].kind}")
+        if problems:
+            flags = _source_flags(known.source.get("mapping"))
+            hint = (f"map the keys as the source was mapped: {flags}" if flags else
+                    "map the keys to the manifest's vectors")
+            raise UsageError(
+                f"the records do not fit the file's manifest ({self._manifest_at}, the shape "
+                f"of the source it came from): {'; '.join(problems)}",
+                location=Location(self.location),
+                hint=f"{hint}; or delete the manifest to take the shape from the lines")
+        return dataclasses.replace(known, vectors=list(known.vectors),
+                                   source=dict(known.source))
 
     def count(self) -> int | None:
         return self._sidecar_count
@@ -360,6 +422,24 @@ class JsonlReader(ClosingReader):
             self._fh.close()
 
 
+def _source_flags(mapping: Any) -> str | None:
+    """The key-mapping flags that read the records a mapped source's rejects file holds: its
+    columns (``--id-column`` ...) or keys (``--id-key`` ...) are the records' keys."""
+    if not isinstance(mapping, dict):
+        return None
+    flags: list[str] = []
+    id_key = mapping.get("id_column", mapping.get("id_key"))
+    if id_key:
+        flags += ["--id-key", str(id_key)]
+    for option, flag in (("vector", "--vector-key"), ("sparse", "--sparse-key")):
+        for spec in mapping.get(f"{option}_columns", mapping.get(f"{option}_keys")) or ():
+            # a resolved key mapping writes an unnamed vector as "=key"
+            flags += [flag, str(spec)[1:] if str(spec).startswith("=") else str(spec)]
+    if mapping.get("payload_key"):
+        flags += ["--payload-key", str(mapping["payload_key"])]
+    return shlex.join(flags) if "--vector-key" in flags or "--sparse-key" in flags else None
+
+
 def _lines_before(path: Path, offset: int) -> int:
     """Newlines in the first ``offset`` bytes of a plain file."""
     count = 0
@@ -379,7 +459,7 @@ DIRECTORY_PATTERNS = tuple(f"*{ext}" for ext in (
 
 
 def _jsonl_parts(path: Any, location: str) -> tuple[list[Any], Manifest | None]:
-    """The files of a JSONL location: itself, or a directory's files (as its ``manifest.json``
+    """The files of a JSONL location: itself, or a directory's files (as its ``_manifest.json``
     lists them, else every ``*.jsonl`` / ``*.ndjson`` (plain, ``.gz``, ``.zst``) in natural
     name order, hidden and ``_``-prefixed files left out, as Spark and Hadoop mark theirs),
     with the directory's manifest."""
@@ -394,7 +474,7 @@ def _jsonl_parts(path: Any, location: str) -> tuple[list[Any], Manifest | None]:
         return listed_parts(path, listed[1], found), listed[0]
     if not found:
         raise InputError("is a directory, not a JSONL file", location=Location(location),
-                         hint="a JSONL directory holds part-00000.jsonl, ... (and manifest.json)"
+                         hint="a JSONL directory holds part-00000.jsonl, ... (and _manifest.json)"
                          if listed is not None else None)
     return found, listed[0] if listed is not None else None
 
@@ -479,10 +559,11 @@ def parse_chunk(chunk: list[tuple[int, bytes, bool]], manifest_json: bytes, sour
         if mapping is not None:
             try:
                 point = mapping[0].to_point(value, first + offset, mapping[1], note)
-            except ValueError as exc:
-                errors.append(record_error(str(exc), source=source, line=number, raw=value,
-                                           hint="every record needs an id under that key, or "
-                                           "leave --id-key out to number the records"))
+            except UnmappedRecord as exc:
+                error = record_error(str(exc), source=source, line=number, raw=value,
+                                     point_id=exc.point_id, hint=exc.hint)
+                error.__cause__ = exc
+                errors.append(error)
                 continue
             records[number], value = value, point
         elif isinstance(value, dict):
@@ -644,7 +725,7 @@ class JsonlWriter(ClosingWriter):
     A location ending in ``/`` or naming an existing directory is written as a directory of
     parts, ``part-00000.jsonl``, ... (``part_compression`` ``none`` (default), ``gzip`` or
     ``zstd`` adds ``.gz`` / ``.zst``; a file's own extension picks its compression), with one
-    ``manifest.json`` for all parts (``converters.parts``) and no sidecar. With
+    ``_manifest.json`` for all parts (``converters.parts``) and no sidecar. With
     ``max_part_size`` (bytes or a size text such as ``512MB``) a new part starts before a line
     would take the current one past the size, counted in uncompressed bytes (a compressed
     part is smaller); a single line longer than the size gets a part of its own. The
