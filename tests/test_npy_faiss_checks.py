@@ -399,3 +399,27 @@ def test_payloads_without_a_vector_are_found_at_their_lines_past_bad_ones(tmp_pa
     # the first entry of id 998 is the one kept, so the one named
     assert unmatched == [(998, 1), (999, 6), ("s", 8)]
     assert {r["_vecferry_reject"]["source"] for r in rejects} == {str(path)}
+
+
+def test_a_rejected_shard_metadata_row_keeps_its_timestamps_exactly(tmp_path: Path) -> None:
+    """The rejects line of a metadata row holding NaN is read as the payload is, so a
+    timestamp in nanoseconds (or past year 9999) neither crashes it nor loses digits."""
+    d = tmp_path / "sh"
+    d.mkdir()
+    np.save(d / "emb_0.npy", np.arange(6, dtype=np.float32).reshape(3, 2))
+    stamps = pa.array([1577836800123456789, 1577836800000000001, 1577836800000000002],
+                      pa.timestamp("ns"))
+    far = pa.array([253402300800000000] * 3, pa.timestamp("us"))  # 10000-01-01
+    pq.write_table(pa.table({"t": stamps, "far": far, "score": [1.0, float("nan"), 3.0]}),
+                   d / "metadata_0.parquet")
+    out, rejects = tmp_path / "o.jsonl", tmp_path / "bad.jsonl"
+    report = vecferry.convert(str(d), str(out), from_format="npy", on_error="skip",
+                              rejects=str(rejects))
+    assert report["written"] == 2
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [p["payload"]["t"] for p in lines] == ["2020-01-01T00:00:00.123456789",
+                                                  "2020-01-01T00:00:00.000000002"]
+    (bad,) = [json.loads(x) for x in rejects.read_text().splitlines()]  # json reads NaN
+    assert bad["id"] == 1 and bad["payload"]["t"] == "2020-01-01T00:00:00.000000001"
+    assert bad["payload"]["far"] == lines[0]["payload"]["far"] == "+10000-01-01T00:00:00"
+    assert np.isnan(bad["payload"]["score"])

@@ -1035,7 +1035,7 @@ class _Shards:
         rows' payloads as read, NaN included, as {offset: payload}."""
         if self.metadata is None:
             return None
-        from vecferry.mapping import jsonable, payload_texts
+        from vecferry.mapping import payload_texts
 
         path = self.metadata[num]
 
@@ -1055,14 +1055,23 @@ class _Shards:
                 for block in rebatch(from_start(pf), batch_size):
                     bad: dict[int, tuple[str, str | None]] = {}
                     texts = payload_texts(block, block.schema.names, (), bad)
-                    raw = {i: {k: jsonable(v, keep_non_finite=True)
-                               for k, v in block.slice(i, 1).to_pylist()[0].items()
-                               if v is not None} for i in bad}
+                    raw = {i: _raw_row(block, i) for i in bad}
                     yield texts, bad, raw
             finally:
                 pf.close()
 
         return gen()
+
+
+def _raw_row(block: pa.RecordBatch, i: int) -> dict[str, Any]:
+    """Row ``i`` of a metadata block as a rejects file keeps it: its non-null cells as JSON
+    can hold them, read as ``payload_texts`` reads them (``to_pylist`` fails on a timestamp
+    in nanoseconds or past year 9999), NaN kept so that a re-run names it again."""
+    from vecferry.mapping import column_values, jsonable
+
+    row = {name: column_values(block.column(j).slice(i, 1))[0]
+           for j, name in enumerate(block.schema.names)}
+    return {k: jsonable(v, keep_non_finite=True) for k, v in row.items() if v is not None}
 
 
 def _ids_kind(ids: Any, where: str, negative_ok: bool = False) -> str:
