@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -454,6 +455,21 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
     assert proc.returncode == 143, err.decode()
     assert err.decode().startswith("terminated: an unfinished output file was removed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.npy"]
+
+
+@pytest.mark.parametrize("terminated", [True, False])
+def test_a_signal_while_click_parses_exits_as_that_signal(monkeypatch, capsys, terminated):
+    """click turns an interrupt during its parsing into Abort; SIGTERM's still exits 143."""
+    from vecferry import cli
+
+    def parse_args(self, ctx, args):
+        raise cli._Terminated if terminated else KeyboardInterrupt
+
+    monkeypatch.setattr(click.Command, "parse_args", parse_args)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["formats"])
+    assert stop.value.code == (143 if terminated else 130)
+    assert capsys.readouterr().err.strip() == ("terminated" if terminated else "Aborted!")
 
 
 def test_the_python_api_takes_paths_and_with_blocks(tmp_path):

@@ -571,7 +571,11 @@ class _Cli(click.Group):
                             "hint": None, "location": {}})
             exc.show()
             sys.exit(exc.exit_code)
-        except click.Abort:
+        except click.Abort as exc:
+            # click turns an interrupt during its own parsing into Abort, SIGTERM's included
+            if isinstance(exc.__context__, _Terminated):
+                _err("terminated")
+                sys.exit(EXIT_TERMINATED)
             _err("Aborted!")
             sys.exit(EXIT_INTERRUPTED)
         finally:
