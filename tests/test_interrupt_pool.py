@@ -178,3 +178,34 @@ def test_an_interrupt_while_held_is_raised_after_the_block() -> None:
         reached = True
     assert reached
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_workers_of_a_killed_run_end_though_its_caller_has_not_reaped_it(
+        source: Path, tmp_path: Path) -> None:
+    """SIGKILL (the out-of-memory killer, ``kill -9``) to the run alone: its workers must end
+    by themselves, and the caller reading the run's pipes must see them close. Until the caller
+    waits for it, the run is a zombie, which still answers ``kill(pid, 0)``."""
+    out = f"{tmp_path}/out/"
+    stage = tmp_path / ".out.vfparts"
+    proc = subprocess.Popen(_convert_args(source, out), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        done = stage / "done"
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if done.is_dir() and list(done.glob("part-*.json")):
+                break  # the workers are running
+            time.sleep(0.005)
+        if proc.poll() is not None:
+            pytest.skip("the run ended before it could be killed")
+        os.kill(proc.pid, signal.SIGKILL)  # the run only, not its process group
+        proc.communicate(timeout=PROMPT)  # reads to EOF before it waits: the run stays a zombie
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"the killed run's workers still held its pipes {PROMPT} s later")
+    assert proc.returncode == -signal.SIGKILL
+    again = subprocess.run([*_convert_args(source, out), "--resume"], capture_output=True,
+                           timeout=120)
+    assert again.returncode == 0, again.stderr.decode()
+    assert _digest(out) == _digest(str(source))

@@ -55,5 +55,24 @@ def die_with_run(run_pid: int) -> None:
                 os._exit(1)
             except PermissionError:  # alive, under another user
                 pass
+            if _zombie(run_pid):
+                os._exit(1)
 
     threading.Thread(target=watch, name="vecferry-watch-run", daemon=True).start()
+
+
+def _zombie(pid: int) -> bool:
+    """Whether process ``pid`` has ended but not been reaped yet (Linux; False elsewhere).
+
+    A killed run stays a zombie until its caller waits for it, and a zombie still answers
+    ``kill(pid, 0)``; a caller reading the run's output pipes to their end before waiting
+    (``subprocess.communicate``) would wait for ever on workers holding them open.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    # the state follows the command name, which is in parentheses and may hold any byte
+    state = stat[stat.rfind(b")") + 2:][:1]
+    return state in (b"Z", b"X")
