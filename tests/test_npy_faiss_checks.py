@@ -423,3 +423,36 @@ def test_a_rejected_shard_metadata_row_keeps_its_timestamps_exactly(tmp_path: Pa
     assert bad["id"] == 1 and bad["payload"]["t"] == "2020-01-01T00:00:00.000000001"
     assert bad["payload"]["far"] == lines[0]["payload"]["far"] == "+10000-01-01T00:00:00"
     assert np.isnan(bad["payload"]["score"])
+
+
+def test_an_index_cut_anywhere_in_its_first_bytes_is_an_input_error(tmp_path: Path) -> None:
+    """faiss crashed the process (SIGSEGV) mapping an IDMap2 file cut inside its inner index's
+    header (26-30 and 62-68 bytes): every cut must be a message, so the cuts run in a child
+    process, where a crash shows as its exit status instead of ending the test run."""
+    import subprocess
+    import sys
+
+    import faiss
+
+    index = faiss.IndexIDMap2(faiss.IndexFlatL2(4))
+    index.add_with_ids(np.arange(20, dtype=np.float32).reshape(5, 4), np.arange(5) + 10)
+    whole = tmp_path / "whole.faiss"
+    faiss.write_index(index, str(whole))
+    code = f"""
+import pathlib, vecferry
+from vecferry.errors import InputError
+data = pathlib.Path({str(whole)!r}).read_bytes()
+cut = pathlib.Path({str(tmp_path / 'cut.faiss')!r})
+for n in range(4, 160):
+    cut.write_bytes(data[:n])
+    try:
+        vecferry.open_reader(str(cut)).close()
+    except InputError as exc:
+        assert "truncated" in str(exc) or "not a FAISS index" in str(exc), (n, str(exc))
+    else:
+        raise SystemExit(f"a file cut at {{n}} bytes was read")
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]

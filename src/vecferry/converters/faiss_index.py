@@ -797,6 +797,9 @@ class _Sidecar:
 
 # ------------------------------------------------------------------------------------- reader
 
+#: index files smaller than this are read whole once before they are mapped (see FaissReader)
+CHECK_WHOLE_BELOW = 1 << 20
+
 
 def _read_index(path: Path, location: str, binary: bool, flags: int) -> Any:
     reader = faiss.read_index_binary if binary else faiss.read_index
@@ -900,6 +903,11 @@ class FaissReader(ClosingReader):
                              location=Location(source=location),
                              hint="check the file was written completely by faiss.write_index")
         self.binary = head[:2] == b"IB"
+        if mmap and path.stat().st_size < CHECK_WHOLE_BELOW:
+            # faiss crashes the process (SIGSEGV) mapping some files cut inside their
+            # headers; read whole, where it checks each read and raises, such a file is an
+            # error (a file cut there is small, and a small file is quick to read twice)
+            _read_index(path, location, self.binary, 0)
         flags = faiss.IO_FLAG_MMAP_IFC if mmap else 0
         self._index = _read_index(path, location, self.binary, flags)
         self.plan = self._make_plan()
