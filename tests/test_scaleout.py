@@ -568,6 +568,30 @@ def test_resume_of_a_single_process_file_run_starts_over_and_says_so(npy_src, tm
     assert not stale.exists()  # not this run's rejects, and it had none
 
 
+@pytest.mark.parametrize("name,workers", [("one.parquet", "1"), ("parts/", "2")])
+def test_resume_of_a_finished_file_output_says_its_run_finished(npy_src, tmp_path, name,
+                                                                workers) -> None:
+    """A resume never replaces an output: one whose run finished (no staging directory left)
+    stops the run with exit 2, saying why and how to check it."""
+    from click.testing import CliRunner
+
+    from vecferry.cli import main
+
+    out = f"{tmp_path}/{name}"
+    args = ["convert", npy_src["jsonl"], out, "--to", "parquet", "--workers", workers,
+            "--partition-size", "64kB", "--quiet"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    before = _digest(out)
+    result = CliRunner().invoke(main, [*args, "--resume"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: {out}: output exists and no interrupted run of it is left to resume: its run "
+        f"finished, or another wrote it (check it with: vecferry verify {npy_src['jsonl']} "
+        f"{out}; pass --overwrite to write it again)\n")
+    assert _digest(out) == before
+    assert CliRunner().invoke(main, [*args, "--resume", "--overwrite"]).exit_code == 0
+
+
 def test_a_single_process_run_removes_the_parts_an_earlier_partitioned_run_left(
         npy_src, tmp_path) -> None:
     from vecferry.scaleout import staging_dir

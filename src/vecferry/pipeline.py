@@ -27,6 +27,7 @@ from vecferry.converters.base import REJECT_KEY, Context
 from vecferry.errors import (
     InputError,
     Location,
+    OutputExistsError,
     RecordError,
     UsageError,
     add_notice,
@@ -36,7 +37,7 @@ from vecferry.fileio import loads_reject_line
 from vecferry.ledger import IdLedger
 from vecferry.mapping import non_finite
 from vecferry.plan import take_rows
-from vecferry.storage import with_storage_options
+from vecferry.storage import is_remote, with_storage_options
 from vecferry.stream import manifest_of, rebatch
 
 DEFAULT_BATCH_SIZE = 2048
@@ -317,6 +318,23 @@ def _file_state(location: Any) -> list[Any] | None:
     return None
 
 
+def _refuse_resuming_a_finished_output(src: str, dst: str, dst_spec: Any) -> None:
+    """``OutputExistsError`` saying so when ``--resume`` names a file output that exists with
+    no interrupted run of it left (no staging directory): its run finished, or another wrote
+    it. A resume does not replace an output, and cannot tell this one whole from here."""
+    from vecferry.scaleout import staging_dir
+
+    if getattr(dst_spec.load("writer"), "resumable", False) or is_remote(dst):
+        return
+    target = Path(dst)
+    if not (target.exists() or target.is_symlink()) or staging_dir(dst).exists():
+        return
+    raise OutputExistsError(
+        "output exists and no interrupted run of it is left to resume: its run finished, or "
+        "another wrote it", location=Location(source=dst),
+        hint=f"check it with: vecferry verify {src} {dst}; pass --overwrite to write it again")
+
+
 def source_state(src: str, reader: Any, reader_options: dict[str, Any]) -> str:
     """A digest of what a source holds now: its files' sizes and modification times (with
     the ``--ids`` / ``--payloads`` files it reads), or, for a collection, its point count.
@@ -447,6 +465,8 @@ def convert(
     dst_spec = resolve(dst, to_format, role="writer")
     _refuse_dropping_the_source(src, dst, src_spec.name, dst_spec.name,
                                 overwrite or (writer_options or {}).get("mode") == "overwrite")
+    if resume and not overwrite:
+        _refuse_resuming_a_finished_output(src, dst, dst_spec)
     rejects_path = rejects or default_rejects_path(dst)
     _check_rejects_path(rejects_path, src, dst)
     sink = RejectsFile(rejects_path, append=resume)
