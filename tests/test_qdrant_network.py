@@ -266,8 +266,11 @@ def test_a_server_that_stays_unavailable_is_named_after_the_retries(
     server.add_fault(Fault("exists", "503", times=None))
     with pytest.raises(TargetError) as err:
         vecferry.convert(src, server.location("docs"), writer_options={"max_retries": 2})
+    kept_failing = ("the server kept failing: check its health and logs, then run again; "
+                    "--max-retries N keeps trying longer")
     assert str(err.value) == (f"{server.location('docs')}: checking the collection failed after "
-                              "3 attempt(s): HTTP 503: Service Unavailable (stand-in)")
+                              "3 attempt(s): HTTP 503: Service Unavailable (stand-in) "
+                              f"({kept_failing})")
     server.faults.clear()
     vecferry.convert(src, server.location("docs"))
     server.add_fault(Fault("get", "503", times=None))
@@ -275,7 +278,8 @@ def test_a_server_that_stays_unavailable_is_named_after_the_retries(
         vecferry.convert(server.location("docs"), str(tmp_path / "o.parquet"),
                          reader_options={"max_retries": 2})
     assert str(err.value) == (f"{server.location('docs')}: reading the collection config failed "
-                              "after 3 attempt(s): HTTP 503: Service Unavailable (stand-in)")
+                              "after 3 attempt(s): HTTP 503: Service Unavailable (stand-in) "
+                              f"({kept_failing})")
 
 
 def test_bulk_says_when_it_cannot_switch_indexing_back_on(src: str, server: QdrantStandIn,

@@ -18,6 +18,7 @@ used by ``vecferry-sum64-v1``, took ten times as long and was no stronger in a 6
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -49,21 +50,49 @@ _bytes_hash = xxhash.xxh3_64_intdigest
 
 
 def canonical_payload(text: str | None) -> bytes:
-    """Canonical JSON of a payload: sorted keys, compact; no payload is ``{}``."""
+    """Canonical JSON of a payload: sorted keys, compact; no payload is ``{}``.
+
+    A payload holding NaN or infinity (text only Python's json reads, such as ``NaN`` or
+    ``1e400``) keeps them as ``NaN`` / ``Infinity`` / ``-Infinity``, so it never hashes like
+    one holding null; readers refuse such payloads, this is for text that got past them.
+    Raises ``ValueError`` for text that is not JSON even to Python's json.
+    """
     if text is None:
         return _EMPTY_PAYLOAD
     # orjson is several times faster; integers of 19+ digits may not fit its 64 bits.
+    stdlib = has_long_number(text)
     try:
-        value = json.loads(text) if has_long_number(text) else orjson.loads(text)
+        value = json.loads(text) if stdlib else orjson.loads(text)
     except orjson.JSONDecodeError:  # NaN, Infinity, a lone surrogate: only json reads them
-        value = json.loads(text)
+        value, stdlib = json.loads(text), True
     if not value:
         return _EMPTY_PAYLOAD
     try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:  # integers past 64 bits, lone surrogates
-        return json.dumps(value, sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False).encode("utf-8", "surrogatepass")
+        return _stdlib_sorted(value)
+    # orjson writes NaN and infinity as null. Only Python's json reads them (orjson refuses
+    # even 1e400), and only where the output holds a null is one looked for; the stdlib
+    # encoder writes them as they are.
+    if stdlib and b"null" in out and _holds_non_finite(value):
+        return _stdlib_sorted(value)
+    return out
+
+
+def _stdlib_sorted(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+def _holds_non_finite(value: Any) -> bool:
+    """Whether a parsed JSON value holds a float that is NaN or infinite."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(map(_holds_non_finite, value.values()))
+    if isinstance(value, list):
+        return any(map(_holds_non_finite, value))
+    return False
 
 
 def _float_rows(values: pa.Array, size: int) -> np.ndarray:
@@ -153,6 +182,8 @@ def payload_hashes(column: pa.Array) -> np.ndarray:
 
 
 def _dumps_sorted(value: Any) -> bytes:
+    # Only values ``_parse_all`` got from orjson come here: orjson reads no NaN or infinity
+    # (not even ``1e400``), so its writing them as null never makes two payloads alike.
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 

@@ -237,11 +237,29 @@ def loads_with_constants(text: bytes) -> tuple[Any, list[str]]:
 def nonstandard_constant(line: bytes) -> str | None:
     """The first of NaN / Infinity / -Infinity in ``line`` when they are all that keeps it from
     being JSON (the stdlib parser reads them; orjson, rightly, does not)."""
+    found = constant_and_id(line, None)
+    return found[0] if found else None
+
+
+def constant_and_id(line: bytes, id_key: str | None = "id") -> tuple[str, Any] | None:
+    """(the first of NaN / Infinity / -Infinity in ``line``, the record's id) when those
+    constants are all that keeps ``line`` from being JSON, else None.
+
+    The id is the integer or string under ``id_key`` of the object the line holds (None when
+    there is none, or ``id_key`` is None): the stdlib parser that reads the constants reads the
+    rest of the line too, so a line refused for NaN can still be named by its id. Integers of
+    any size stay exact.
+    """
     try:
-        _, found = loads_with_constants(line)
+        value, found = loads_with_constants(line)
     except ValueError:
         return None
-    return found[0] if found else None
+    if not found:
+        return None
+    pid = value.get(id_key) if id_key is not None and isinstance(value, dict) else None
+    if isinstance(pid, bool) or not isinstance(pid, (int, str)):
+        pid = None  # not an id (a NaN id among them): the line is named by its number alone
+    return found[0], pid
 
 
 def iter_lines(fh: IO[bytes], source: str, number: int = 0

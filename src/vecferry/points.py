@@ -36,12 +36,57 @@ from vecferry.stream import (
 _NP = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
 
 
+#: what to do about a payload value JSON cannot express (NaN, infinity)
+PAYLOAD_NAN_HINT = "store null or a number there instead"
+
+
+class NonFinitePayloadError(RecordError, ValueError):
+    """A payload holds NaN or infinity, which JSON cannot express (``dumps_payload``).
+
+    Raised without a location: ``dumps_payload`` sees only the payload, so its caller names the
+    record (``BatchBuilder`` rejects the point by line or row and id). ``constant`` is ``NaN``,
+    ``Infinity`` or ``-Infinity``, ``path`` where it sits (``a.b[2]``). A ``ValueError`` too,
+    so a caller that already refuses values it cannot encode refuses this one.
+    """
+
+    def __init__(self, constant: str, path: str):
+        super().__init__(f"payload holds {constant} at {path}, which JSON cannot express",
+                         hint=PAYLOAD_NAN_HINT)
+        self.constant = constant
+        self.path = path
+
+
 def dumps_payload(payload: Any) -> str:
-    """Payload as JSON text; integers past 64 bits go through the stdlib encoder (exact)."""
+    """Payload as JSON text; integers past 64 bits go through the stdlib encoder (exact).
+
+    Raises ``NonFinitePayloadError`` for a payload holding NaN or infinity: orjson would write
+    null for them, which reads back as a value, so the payload would change unnoticed (and the
+    digest would call it equal to one holding null).
+    """
     try:
-        return orjson.dumps(payload).decode()
+        text = orjson.dumps(payload)
     except orjson.JSONEncodeError:
-        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        try:
+            return json.dumps(payload, ensure_ascii=False, separators=(",", ":"),
+                              allow_nan=False)
+        except ValueError as exc:  # "Out of range float values are not JSON compliant"
+            found = _non_finite(payload)
+            if found is None:
+                raise
+            raise NonFinitePayloadError(*found) from exc
+    # orjson writes NaN and infinity as null: only a payload whose text holds a null can hold
+    # one, and only such a payload pays for the walk
+    if b"null" in text:
+        found = _non_finite(payload)
+        if found is not None:
+            raise NonFinitePayloadError(*found)
+    return text.decode()
+
+
+def _non_finite(payload: Any) -> tuple[str, str] | None:
+    from vecferry.mapping import non_finite  # mapping imports this module
+
+    return non_finite(payload)
 
 
 def huge_int_path(payload_text: str | None) -> str | None:
@@ -150,9 +195,11 @@ class BatchBuilder:
         return "every point needs the unnamed vector"
 
     def _fail(self, message: str, where: dict[str, Any], point: Any, hint: str | None = None,
-              point_id: Any = None) -> None:
-        self.context.reject(record_error(message, source=self.source, point_id=point_id,
-                                         hint=hint, raw=point, **where))
+              point_id: Any = None, cause: BaseException | None = None) -> None:
+        err = record_error(message, source=self.source, point_id=point_id, hint=hint,
+                           raw=point, **where)
+        err.__cause__ = cause
+        self.context.reject(err)
 
     def add(self, point: Any, *, line: int | None = None, row: int | None = None) -> bool:
         """Add one point; returns False when it was rejected (and skipping is on)."""
@@ -202,8 +249,15 @@ class BatchBuilder:
             self._fail(f"payload must be a JSON object, not {type(payload).__name__}", where,
                        point, point_id=pid, hint=hint)
             return False
+        try:
+            text = None if payload is None else dumps_payload(payload)
+        except NonFinitePayloadError as exc:
+            # ``raw`` keeps the NaN: a rejects file writes it as NaN, so a re-run of the
+            # unfixed line is refused again rather than taking null for it
+            self._fail(exc.message, where, point, point_id=pid, hint=exc.hint, cause=exc)
+            return False
         self.ids.append(sid)
-        self.payloads.append(None if payload is None else dumps_payload(payload))
+        self.payloads.append(text)
         self.where.append(where)
         self.points.append(point)
         for name, acc in self.vectors.items():
@@ -484,16 +538,17 @@ def non_finite_rows(batch: pa.RecordBatch, manifest: Manifest) -> dict[int, str]
 
 
 def point_from_row(batch: pa.RecordBatch, row: int, manifest: Manifest) -> dict[str, Any]:
-    """One row as a JSON-safe point (vectors as lists) for rejects files and messages."""
+    """One row as a point of Python values (vectors as lists of floats) for rejects files and
+    messages. NaN and infinity in a vector stay floats, not null: the rejects file writes them
+    as ``NaN`` / ``Infinity``, so a re-run of the unfixed line is refused naming them, where
+    null would be read as a value (or refused as one)."""
     point = next(iter_points(batch.slice(row, 1), manifest))
     return _jsonable(point)
 
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
-        if value.dtype.kind in "iu":
-            return value.tolist()
-        return [None if not math.isfinite(x) else x for x in value.astype(float).tolist()]
+        return value.tolist() if value.dtype.kind in "iu" else value.astype(float).tolist()
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list):

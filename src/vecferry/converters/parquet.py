@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import re
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vecferry.converters.base import (
@@ -42,7 +46,15 @@ from vecferry.converters.parts import (
     read_directory_manifest,
 )
 from vecferry.digest import StreamDigest
-from vecferry.errors import InputError, Location, SchemaError, UsageError, VecferryError
+from vecferry.errors import (
+    InputError,
+    Location,
+    RecordError,
+    SchemaError,
+    UsageError,
+    VecferryError,
+)
+from vecferry.fileio import PAYLOAD_TEXT_WORDS, loads_with_constants, payload_texts
 from vecferry.mapping import (
     NARROWING_WARNING,
     Mapping,
@@ -50,7 +62,8 @@ from vecferry.mapping import (
     check_same_schema,
     suggest_table,
 )
-from vecferry.plan import pack, take_rows
+from vecferry.plan import pack
+from vecferry.points import point_from_row
 from vecferry.storage import arrow_sink, arrow_source, as_path
 from vecferry.stream import (
     ID_COLUMN,
@@ -58,12 +71,15 @@ from vecferry.stream import (
     PAYLOAD_COLUMN,
     Manifest,
     VectorSpec,
+    decode_ids,
     manifest_of,
     vector_name,
     with_distance,
 )
 
 ROW_GROUP_BYTES = 32 << 20
+#: what to do about a payload cell that is not a JSON object
+CELL_HINT = PAYLOAD_TEXT_WORDS["cell"][3]
 PART_NAME = "part-{:05d}.parquet"
 
 
@@ -252,8 +268,9 @@ def _has_stream_names(schema: pa.Schema) -> bool:
 def layout_problem(schema: pa.Schema) -> str | None:
     """Why a file without a manifest is not in vecferry's stream layout; None when it is.
 
-    The stream layout is read column for column, without per-row checks, and only its own
-    columns are read: so it must be exactly vecferry's columns with vecferry's types. Anything
+    The stream layout is read column for column (only the payload texts are checked, a batch
+    at a time), and only its own columns are read: so it must be exactly vecferry's columns
+    with vecferry's types. Anything
     else (a column more, a ``list<float>`` or float64 vector as pandas writes it, a dictionary
     id) is another tool's file and is read through a mapping, which keeps every column and
     checks every row.
@@ -320,6 +337,66 @@ def foreign_error(pf: pq.ParquetFile, path: Path, problem: str) -> VecferryError
                       f"(columns: {', '.join(names)})", location=Location(str(path)), hint=hint)
 
 
+_simd = threading.local()
+
+
+def _all_objects(texts: list[str | None], column: pa.Array) -> bool:
+    """Whether every text of a payload ``column`` (``texts``: its values) is one JSON object,
+    or None: the cheap test every batch of a stream-layout file takes.
+
+    simdjson parses each text completely (RFC 8259: no NaN, no trailing text) without building
+    Python values, several times faster than orjson, which builds them. Each text is parsed on
+    its own: one parse of the texts joined into an array can take two bad cells as one good
+    value (``{"a":[{}`` and ``{}]}``). False (for a bad text, but also a JSON ``null`` text,
+    an integer past 64 bits, a lone surrogate escape, a byte order mark simdjson would skip)
+    sends the batch to the exact per-cell checks of ``fileio.payload_texts``.
+    """
+    found = getattr(_simd, "parser", None)
+    if found is None:
+        try:
+            import simdjson
+        except ImportError:  # a speed-up only: orjson gives the same answer
+            found = ()
+        else:
+            # one parser per thread: a parser takes one document at a time
+            found = (simdjson.Parser().parse, simdjson.Object)
+        _simd.parser = found
+    try:
+        if not found:
+            return all(type(orjson.loads(t)) is dict for t in texts if t is not None)
+        parse, obj = found
+        # a document's proxy must be gone before the parser takes the next: type() drops it
+        if not all(type(parse(t)) is obj for t in texts if t is not None):
+            return False
+    except (ValueError, RuntimeError):  # orjson's and simdjson's parse errors
+        return False
+    return not pc.any(pc.starts_with(column, "\ufeff")).as_py()
+
+
+def _take(stored: Iterator[tuple[pa.RecordBatch, Path, int]], rows: int
+          ) -> Iterator[tuple[pa.RecordBatch, Path, int]]:
+    """``plan.take_rows`` for ``ParquetReader._stored``: its first ``rows`` rows."""
+    left = rows
+    if left <= 0:
+        return
+    for batch, part, row0 in stored:
+        if batch.num_rows > left:
+            batch = batch.slice(0, left)
+        left -= batch.num_rows
+        yield batch, part, row0
+        if left <= 0:
+            return  # the next batch is not even read
+
+
+def _as_read(text: str) -> Any:
+    """A refused payload cell as a rejects line holds it: its value where Python's json reads
+    it (NaN and Infinity stay floats, written as such), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 class ParquetReader(ClosingReader):
     """Streams row groups of one file or a directory of parts; memory bounded by a row group.
 
@@ -329,7 +406,9 @@ class ParquetReader(ClosingReader):
     ``vecferry.mapping``) any table is read, shards of a directory in natural name order
     (``2.parquet`` before ``10.parquet``). ``InputError`` when a file is missing, not Parquet,
     not vecferry's and given no mapping (the message says why it is not, the hint suggests a
-    mapping), or when parts disagree on their schema (naming both files).
+    mapping), or when parts disagree on their schema (naming both files). A row whose payload
+    cell is not a JSON object or null (NaN, Infinity, text that is not JSON, a list) is a bad
+    record, rejected through the context by file, row and id.
     """
 
     def __init__(self, location: str, *, context: Context, id_column: str | None = None,
@@ -468,20 +547,35 @@ class ParquetReader(ClosingReader):
             return mapped_batches(self.mapper, self.parts[lo:hi], self._files[lo:hi],
                                   batch_size, 0, self.context, number=int(spec["start"]),
                                   last=hi == len(self._files))
-        return take_rows(self.batches(batch_size, int(spec["start"])),
-                         int(spec["stop"]) - int(spec["start"]))
+        # rows are counted before the payload check: a rejected row is still one of the
+        # partition's, which ends at a row-group boundary of the file
+        return self._checked(_take(self._stored(batch_size, int(spec["start"])),
+                                   int(spec["stop"]) - int(spec["start"])))
 
     def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
+        """Batches of the stream from stored row ``start``; a row whose payload cell is not a
+        JSON object (or null) is rejected through the context (``RecordError`` naming the
+        file, row and id), see ``_check_payloads``."""
         if self.mapper is not None:
             yield from mapped_batches(self.mapper, self.parts, self._files, batch_size, start,
                                       self.context)
             return
+        yield from self._checked(self._stored(batch_size, start))
+
+    def _stored(self, batch_size: int, start: int
+                ) -> Iterator[tuple[pa.RecordBatch, Path, int]]:
+        """(batch, its file, its first row in that file) of the stored rows from ``start`` on,
+        conformed to the stream schema but not checked."""
         for part, pf in zip(self.parts, self._files, strict=True):
-            groups = []
+            groups: list[int] = []
+            row = 0
             for g in range(pf.metadata.num_row_groups):
                 n = pf.metadata.row_group(g).num_rows
-                if start >= n:
-                    start -= n  # whole row group already written by an earlier run
+                if not groups and start >= n:
+                    # whole row group already written by an earlier run; only those before
+                    # the first one read: a later, smaller group is not before the start
+                    start -= n
+                    row += n
                     continue
                 groups.append(g)
             if not groups:
@@ -491,15 +585,81 @@ class ParquetReader(ClosingReader):
                 for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups,
                                              columns=columns):
                     if start:
-                        if batch.num_rows <= start:
-                            start -= batch.num_rows
+                        skip = min(start, batch.num_rows)
+                        batch, start, row = batch.slice(skip), start - skip, row + skip
+                        if batch.num_rows == 0:
                             continue
-                        batch = batch.slice(start)
-                        start = 0
-                    yield self._conform(batch, part)
+                    yield self._conform(batch, part), part, row
+                    row += batch.num_rows
             except (pa.ArrowInvalid, OSError) as exc:
                 raise InputError(f"cannot decode Parquet data: {exc}", location=Location(
                     str(part)), hint="the file may be truncated or corrupt") from exc
+
+    def _checked(self, stored: Iterator[tuple[pa.RecordBatch, Path, int]]
+                 ) -> Iterator[pa.RecordBatch]:
+        for batch, part, row0 in stored:
+            batch = self._check_payloads(batch, part, row0)
+            if batch.num_rows:
+                yield batch
+
+    def _check_payloads(self, batch: pa.RecordBatch, part: Path, row0: int
+                        ) -> pa.RecordBatch:
+        """``batch`` (rows ``row0``... of ``part``) without the rows whose payload cell is not
+        a JSON object or null, each rejected through the context as a ``RecordError`` naming
+        the file, row and id (the text holds NaN or Infinity, is not JSON, or is another JSON
+        value); its ``raw`` is the point with the payload as the cell holds it (parsed where
+        Python's json reads it, NaN kept, else the text), so a rejects line runs again once
+        fixed and is refused again, naming what is wrong, while it is not.
+
+        A file from another tool can hold any text there: written on, it would make a broken
+        JSONL line or a payload Qdrant refuses, and ``null`` for NaN would read as a value.
+        """
+        column = batch.column(PAYLOAD_COLUMN)
+        if column.null_count == len(column):
+            return batch
+        texts = column.to_pylist()
+        if _all_objects(texts, column):
+            return batch
+        where = str(part)
+
+        def locate(i: int) -> Location:
+            return Location(source=where, row=row0 + i, point_id=decode_ids(
+                batch.column(ID_COLUMN).slice(i, 1), self.manifest.id_kind)[0])
+
+        kept, unparsed, not_object = payload_texts(
+            [None if t is None else t.encode() for t in texts], locate, "cell")
+        for i in list(unparsed):
+            # Text only Python's json reads, bar NaN and Infinity (a lone surrogate escape),
+            # was always taken here, as the digest takes it: still a payload if an object.
+            try:
+                value, constants = loads_with_constants(texts[i].encode())
+            except ValueError:
+                continue
+            if constants:
+                continue
+            del unparsed[i]
+            if type(value) is dict:
+                kept[i] = texts[i]
+            elif value is not None:
+                not_object[i] = RecordError(
+                    f"payload must be a JSON object, not {type(value).__name__}",
+                    location=locate(i), hint=CELL_HINT)
+        index = batch.schema.get_field_index(PAYLOAD_COLUMN)
+        field = batch.schema.field(index)
+        # a ``null`` text is no payload, as a null cell is
+        checked = batch.set_column(index, field, pa.array(kept, type=field.type))
+        bad = {**unparsed, **not_object}
+        if not bad:
+            return checked
+        bare = batch.set_column(index, field, pa.nulls(batch.num_rows, field.type))
+        for i in sorted(bad):
+            error = bad[i]
+            point = point_from_row(bare, i, self.manifest)
+            point["payload"] = _as_read(texts[i])
+            error.raw = point
+            self.context.reject(error)
+        keep = [i not in bad for i in range(batch.num_rows)]
+        return checked.filter(pa.array(keep))
 
     def _conform(self, batch: pa.RecordBatch, part: Path) -> pa.RecordBatch:
         """Cast to the stream schema (e.g. int64 ids to uint64, missing payload to nulls)."""

@@ -58,11 +58,18 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from vecferry.converters.base import ClosingReader, ClosingWriter, Context, reject_unknown_options
+from vecferry.converters.base import (
+    ClosingReader,
+    ClosingWriter,
+    Context,
+    listing,
+    reject_unknown_options,
+)
 from vecferry.errors import (
     InputError,
     Location,
     OutputExistsError,
+    RecordError,
     TargetError,
     TransientError,
     UnsupportedError,
@@ -88,6 +95,7 @@ from vecferry.stream import (
     encode_id,
     manifest_of,
     merge_id_kinds,
+    record_error,
 )
 
 #: Fixed namespace of the UUIDv5 ids vecferry gives ids Qdrant cannot hold
@@ -167,6 +175,87 @@ def loads_payload(text: str) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+
+
+# ---------------------------------------------------------------- payloads read from Qdrant
+
+#: a lone surrogate: local mode keeps any Python string, but JSON text, Arrow and Parquet hold
+#: UTF-8 only
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _surrogate_path(value: Any, path: str = "") -> str | None:
+    """Path (``a.b[2]``) of the first string or key of a payload holding a lone surrogate."""
+    if isinstance(value, str):
+        return path if _SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and _SURROGATE.search(key):
+                return sub
+            found = _surrogate_path(item, sub)
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _surrogate_path(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _payload_refusal(payload: dict[str, Any], exc: BaseException | None
+                     ) -> tuple[str, str | None, Any]:
+    """(message, hint, payload as a rejects file can keep it) for a payload of a point read
+    from Qdrant that JSON text cannot hold: ``exc`` is what ``dumps_payload`` raised, None
+    when it returned text holding a lone surrogate."""
+    path = _surrogate_path(payload)
+    if path is not None:
+        # the rejects file is UTF-8 too: it keeps the payload as JSON text, surrogate escaped
+        return (f"payload field {path!r} holds a lone surrogate (half of a UTF-16 pair), "
+                "which is not text: JSON, Arrow and Parquet cannot hold it",
+                "fix the string in the collection, or pass --on-error skip to export the "
+                "other points (the rejects file keeps this payload as JSON text, the "
+                "surrogate escaped)",
+                json.dumps(payload, ensure_ascii=True))
+    if isinstance(exc, VecferryError):
+        return exc.message, exc.hint, payload
+    return (f"payload cannot be written as JSON: {exc}",
+            "fix the value in the collection, or pass --on-error skip to leave the point out",
+            payload)
+
+
+def _json_safe_vectors(vectors: Any) -> Any:
+    """A scrolled point's vectors as a rejects file writes them (numpy rows as lists)."""
+    if isinstance(vectors, np.ndarray):
+        return vectors.tolist()
+    if isinstance(vectors, dict):
+        return {k: _json_safe_vectors(v) for k, v in vectors.items()}
+    if isinstance(vectors, list):
+        return [_json_safe_vectors(v) for v in vectors]
+    return vectors
+
+
+def _unwritable_payload(source: str, point: dict[str, Any], row: int | None,
+                        exc: BaseException | None) -> RecordError:
+    """The reject of a point read from Qdrant whose payload JSON text cannot hold."""
+    message, hint, payload = _payload_refusal(point.get("payload") or {}, exc)
+    vectors = point.get("vector")
+    if isinstance(vectors, dict) and list(vectors) == [""]:
+        vectors = vectors[""]  # an unnamed vector, as a JSONL point holds it
+    raw = {"id": point.get("id"), "vector": _json_safe_vectors(vectors), "payload": payload}
+    return record_error(message, source=source, row=row, point_id=point.get("id"), hint=hint,
+                        raw=raw)
+
+
+def _payload_text(payload: dict[str, Any]) -> str:
+    """``dumps_payload`` of a payload read from Qdrant, raising ``ValueError`` when the text
+    cannot be written (a lone surrogate; whatever ``dumps_payload`` refuses). A text of ASCII
+    only (the usual case) is accepted at the cost of a flag test."""
+    text = dumps_payload(payload)
+    if not text.isascii() and _SURROGATE.search(text):
+        raise ValueError("lone surrogate")
+    return text
 
 
 # ------------------------------------------------------------------------------ locations
@@ -318,7 +407,8 @@ def collection_names(root: str, *, api_key_env: str | None = None,
                                  f"listing collections: {failure.message}",
                                  location=Location(root)))
     except TransientError as exc:
-        raise TargetError(exc.message, location=Location(root)) from exc
+        raise TargetError(exc.message, location=Location(root),
+                          hint=retry_hint(exc.message)) from exc
     finally:
         backend.close()
     return sorted(c.name for c in listed.collections)
@@ -1173,6 +1263,39 @@ def _missing_endpoint(exc: BaseException) -> bool:
                                     or failure.message.startswith("gRPC UNIMPLEMENTED"))
 
 
+def retry_hint(message: str) -> str:
+    """What to do about a request that kept failing with ``message`` (a ``Failure``'s)."""
+    if "timed out" in message or "DEADLINE_EXCEEDED" in message:
+        return ("the server did not answer in time: check that it is up and not overloaded, "
+                "then run again, with a longer --timeout or more --max-retries")
+    if "connection error" in message or "gRPC UNAVAILABLE" in message:
+        return ("check that the Qdrant server is running and reachable at that host and port "
+                "(REST listens on 6333 by default, gRPC on 6334 with ?grpc=1; qdrants:// is "
+                "for HTTPS), then run again; --max-retries N keeps trying longer")
+    return ("the server kept failing: check its health and logs, then run again; "
+            "--max-retries N keeps trying longer")
+
+
+def missing_collection_hint(backend: Backend) -> str:
+    """What to do about a collection ``backend`` does not find: the collections a local-mode
+    folder holds, or the command that lists a server's."""
+    if isinstance(backend, ClientBackend) and backend.engine == "local":
+        try:
+            listed = backend._call(backend.client.get_collections)
+            names = sorted(c.name for c in listed.collections)
+        except Exception:  # the listing is a courtesy: the error is the missing collection
+            return "check the collection name and the folder"
+        if not names:
+            return "check the path: this local-mode folder holds no collection"
+        return (f"check the collection name; this local-mode folder holds "
+                f"{listing(names, most=10)}")
+    loc = getattr(backend, "loc", None)
+    if isinstance(loc, QdrantLocation) and loc.engine == "server":
+        root = f"{loc.scheme}://{loc.host}:{loc.port}" + ("?grpc=1" if loc.grpc else "")
+        return f"check the collection name; `vecferry inspect {root}` lists the server's"
+    return "check the collection name"
+
+
 def _target_error(backend: Backend, what: str) -> Callable[[Failure, BaseException], Exception]:
     def make(failure: Failure, exc: BaseException) -> Exception:
         return TargetError(f"{what}: {failure.message}", location=Location(backend.label))
@@ -1200,6 +1323,35 @@ def _parse_filter_json(flt: Any) -> dict[str, Any] | None:
 
 class _Irregular(Exception):
     """A point the column-wise path does not take; ``BatchBuilder`` decides what it is."""
+
+
+class ReadBuilder(BatchBuilder):
+    """``BatchBuilder`` for points read from a collection: a point whose payload JSON text
+    cannot hold (a lone surrogate, which local mode keeps; a value ``dumps_payload`` refuses)
+    is rejected, named by collection and id, rather than failing the whole batch."""
+
+    def add(self, point: Any, *, line: int | None = None, row: int | None = None) -> bool:
+        n = len(self)
+        try:
+            if not super().add(point, line=line, row=row):
+                return False
+        except (ValueError, RecordError) as exc:
+            if isinstance(exc, RecordError) and exc.location.source is not None:
+                raise  # a reject the builder made itself (on_error="fail")
+            self._truncate(n)
+            self.context.reject(_unwritable_payload(self.source, point, row, exc))
+            return False
+        text = self.payloads[-1]
+        if text is None or text.isascii() or not _SURROGATE.search(text):
+            return True
+        self._truncate(n)
+        self.context.reject(_unwritable_payload(self.source, point, row, None))
+        return False
+
+    def _truncate(self, n: int) -> None:
+        """Forget what ``add`` appended past the first ``n`` points."""
+        for acc in (self.ids, self.payloads, self.where, self.points, *self.vectors.values()):
+            del acc[n:]
 
 
 class DenseColumns:
@@ -1256,9 +1408,14 @@ class DenseColumns:
                 except (struct.error, OverflowError):
                     pass
                 else:
+                    try:
+                        text = None if payload is None else _payload_text(payload)
+                    except (ValueError, RecordError) as exc:
+                        self.context.reject(_unwritable_payload(self.source, point, row, exc))
+                        return False
                     self.pids.append(pid)
                     self.ids.append(pid)
-                    self.payloads.append(None if payload is None else dumps_payload(payload))
+                    self.payloads.append(text)
                     self.rows.append(row)
                     self.vectors[""].append(packed)
                     return True
@@ -1279,9 +1436,14 @@ class DenseColumns:
             self._hand_over()
             assert self._builder is not None
             return self._builder.add(point, row=row)
+        try:
+            text = None if payload is None else _payload_text(payload)
+        except (ValueError, RecordError) as exc:
+            self.context.reject(_unwritable_payload(self.source, point, row, exc))
+            return False
         self.pids.append(pid)
         self.ids.append(sid)
-        self.payloads.append(None if payload is None else dumps_payload(payload))
+        self.payloads.append(text)
         self.rows.append(row)
         for name, acc in self.vectors.items():
             acc.append(packed.get(name))
@@ -1290,7 +1452,7 @@ class DenseColumns:
     def _hand_over(self) -> None:
         """Replay the pending points into a ``BatchBuilder`` (vectors as the floats they were:
         float32 bytes widen back exactly)."""
-        builder = BatchBuilder(self.manifest, self.context, source=self.source)
+        builder = ReadBuilder(self.manifest, self.context, source=self.source)
         for i, pid in enumerate(self.pids):
             vecs = {}
             for name, acc in self.vectors.items():
@@ -1377,14 +1539,14 @@ class QdrantReader(ClosingReader):
             return self.retry.call(fn, what=what,
                                    on_terminal=_target_error(self.backend, what))
         except TransientError as exc:
-            raise TargetError(exc.message, location=Location(self.backend.label)) from exc
+            raise TargetError(exc.message, location=Location(self.backend.label),
+                              hint=retry_hint(exc.message)) from exc
 
     def _setup(self, flt: dict[str, Any] | None) -> None:
         b = self.backend
         if not self._rpc(b.exists, "checking the collection"):
             raise InputError("collection not found", location=Location(b.label),
-                             hint="check the collection name; list them with the Qdrant "
-                                  "dashboard or client.get_collections()")
+                             hint=missing_collection_hint(b))
         self.collection = self._rpc(b.config, "reading the collection config")
         try:
             self.filter = b.parse_filter(flt) if flt is not None else None
@@ -1574,7 +1736,7 @@ class QdrantReader(ClosingReader):
         if DenseColumns.fits(self.manifest):
             builder = DenseColumns(self.manifest, self.context, source=b.label)
         else:
-            builder = BatchBuilder(self.manifest, self.context, source=b.label)
+            builder = ReadBuilder(self.manifest, self.context, source=b.label)
         while True:
             recs, nxt = self._rpc(lambda off=offset: fetch(off), "scrolling")
             id_field = self.id_field
@@ -1588,6 +1750,11 @@ class QdrantReader(ClosingReader):
                     pid, mapped = original_id(pid, payload, id_field)
                     if mapped:
                         payload = {k: v for k, v in payload.items() if k != id_field}
+                        if self.manifest.id_kind == "mixed" and not self._fits_mixed(
+                                pid, vectors, payload, row):
+                            if row is not None:
+                                row += 1
+                            continue
                 if shard_key is not None:
                     payload = {**(payload or {}), SHARD_KEY_FIELD: shard_key}
                 add({"id": pid, "vector": vectors, "payload": payload or None}, row=row)
@@ -1605,6 +1772,26 @@ class QdrantReader(ClosingReader):
         batch = builder.flush()
         if batch is not None:
             yield batch
+
+    def _fits_mixed(self, pid: str, vectors: Any, payload: dict[str, Any], row: int | None
+                    ) -> bool:
+        """Whether the original string id ``pid`` of a collection holding integer ids too can
+        travel as a string id; rejects its point (saying what to do) when it cannot: a
+        stream mixing integer and string ids cannot tell the string ``'2'`` from ``2``."""
+        try:
+            encode_id(pid, "mixed")
+        except ValueError as exc:
+            self.context.reject(record_error(
+                f"{exc}: the collection holds integer ids too, and keeps this point's "
+                f"original id in the payload field {self.id_field!r}",
+                source=self.backend.label, row=row, point_id=pid,
+                hint=f"read with --id-field OTHER to export such points under their Qdrant "
+                     f"UUIDs, the original ids kept in the payload field {self.id_field!r}; "
+                     "or pass --on-error skip to leave them out",
+                raw={"id": pid, "vector": _json_safe_vectors(vectors),
+                     "payload": payload or None}))
+            return False
+        return True
 
     def search(self, queries: np.ndarray, k: int, vector: str) -> list[list[Any]]:
         """Ids of the ``k`` nearest points to each query, best first, original ids restored.
@@ -1625,11 +1812,14 @@ class QdrantReader(ClosingReader):
         """
         wanted = [qdrant_id(i)[0] for i in ids]
         records = self._rpc(lambda: self.backend.retrieve(wanted), "retrieving points")
-        builder = BatchBuilder(self.manifest, self.context, source=self.backend.label)
+        builder = ReadBuilder(self.manifest, self.context, source=self.backend.label)
         for row, (pid, vectors, payload) in enumerate(records):
             pid, mapped = original_id(pid, payload, self.id_field)
             if mapped:
                 payload = {k: v for k, v in payload.items() if k != self.id_field}
+                if self.manifest.id_kind == "mixed" and not self._fits_mixed(
+                        pid, vectors, payload, row):
+                    continue
             builder.add({"id": pid, "vector": vectors, "payload": payload or None}, row=row)
         batch = builder.flush()
         if batch is None:  # none of the ids is in the collection
@@ -1642,6 +1832,68 @@ class QdrantReader(ClosingReader):
 
 
 # --------------------------------------------------------------------------------- writer
+
+DISTANCE_GUESSED = ("the source does not say which distance its vectors use; the collection "
+                    "uses Dot, which stores vectors exactly (pass --distance to choose)")
+
+#: characters a Qdrant vector (or collection) name cannot hold: the server's rule, which
+#: qdrant-client's local mode applies too (``_validate_new_vector_name``)
+_NAME_CHARS = ("<", ">", ":", '"', "/", "\\", "|", "?", "*", "\0", "\x1f")
+_NAME_CHARS_SHOWN = ("<", ">", ":", '"', "/", "\\", "|", "?", "*", "NUL", "0x1F")
+#: bytes of UTF-8 a vector name may take
+MAX_VECTOR_NAME_BYTES = 200
+
+
+def vector_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a Qdrant vector name (None when it can; '' is the unnamed
+    vector): the rules Qdrant and qdrant-client's local mode apply when a collection is
+    created. Edge checks less, and fails half-way (``../x``) or on the file system."""
+    if name in (".", ".."):
+        return "is a directory name"
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_VECTOR_NAME_BYTES:
+        return f"is {size} bytes long (at most {MAX_VECTOR_NAME_BYTES})"
+    for char, shown in zip(_NAME_CHARS, _NAME_CHARS_SHOWN, strict=True):
+        if char in name:
+            return f"holds {shown!r}" if len(shown) == 1 else f"holds {shown}"
+    return None
+
+
+def _overflowing_lengths(column: pa.Array, spec: VectorSpec) -> dict[int, str]:
+    """{row: what} for rows of a float32 dense or multivector column holding a finite vector
+    whose sum of squares overflows float32 (as Qdrant sums them for the Cosine distance)."""
+    size = spec.size or 0
+    label = "vector" if spec.name == "" else f"vector {spec.name!r}"
+    n = len(column)
+    if not n or not size:
+        return {}
+    if spec.kind == "multi":
+        counts = column.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+        subs = column.flatten()
+        mat = subs.flatten().to_numpy(zero_copy_only=False).reshape(len(subs), size)
+        owner = np.repeat(np.arange(n), counts)
+        first = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    else:
+        if column.null_count:
+            column = column.fill_null(pa.scalar([0.0] * size, column.type))
+        mat = column.flatten().to_numpy(zero_copy_only=False).reshape(n, size)
+        owner = first = None
+    with np.errstate(over="ignore", invalid="ignore"):
+        squares = np.einsum("ij,ij->i", mat, mat, dtype=np.float32)
+    over = ~np.isfinite(squares)
+    if not over.any():
+        return {}
+    over &= np.isfinite(mat).all(axis=1)  # NaN and infinity are refused as such elsewhere
+    out: dict[int, str] = {}
+    for i in np.flatnonzero(over):
+        length = float(np.linalg.norm(mat[i].astype(np.float64)))
+        if owner is None or first is None:
+            out.setdefault(int(i), f"{label} has length {length:.4g}, which is")
+        else:
+            row = int(owner[i])
+            out.setdefault(row, f"{label} has a sub-vector (number {int(i - first[row]) + 1}) "
+                                f"of length {length:.4g}, which is")
+    return out
 
 
 @dataclass
@@ -1751,7 +2003,8 @@ class QdrantWriter(ClosingWriter):
         try:
             return self.retry.call(fn, what=what, on_terminal=_target_error(self.backend, what))
         except TransientError as exc:
-            raise TargetError(exc.message, location=Location(self.backend.label)) from exc
+            raise TargetError(exc.message, location=Location(self.backend.label),
+                              hint=retry_hint(exc.message)) from exc
 
     # -- before the first write
 
@@ -1800,11 +2053,28 @@ class QdrantWriter(ClosingWriter):
                 "Edge shard needs at least one vector", location=where,
                 hint="load it into a Qdrant server or a qdrant-local:// folder, "
                      "or write Parquet or JSONL")
-        if not exists and self._guessed:
-            self.context.warn("the source does not say which distance its vectors use; the "
-                              "collection uses Dot, which stores vectors exactly (pass "
-                              "--distance to choose)")
+        if not exists:
+            self._refuse_bad_vector_names()
+        #: the collection gets Dot for vectors whose distance the source does not say: the
+        #: warning comes with the first point that has such a vector (none may, as in a
+        #: stream of points without vectors), or with a dry run's plan
+        self._distance_unsaid = not exists and bool(self._guessed)
         self._pending: tuple[bool, bool] | None = (not exists, bulk)
+
+    def _refuse_bad_vector_names(self) -> None:
+        """Refuse, before anything is created, a vector name Qdrant cannot hold (Qdrant keeps
+        a vector's files in a directory named after it; Edge would leave a shard it cannot
+        open again)."""
+        for key, kind in (("vectors", "vector"), ("sparse_vectors", "sparse vector")):
+            for name in self.wanted.get(key) or {}:
+                problem = vector_name_problem(name)
+                if problem:
+                    raise UnsupportedError(
+                        f"{kind} name {name!r} {problem}, which Qdrant does not allow",
+                        location=Location(self.backend.label),
+                        hint="rename the vector in the source: a Qdrant vector name is at "
+                             "most 200 bytes, is not '.' or '..', and has none of "
+                             + " ".join(_NAME_CHARS_SHOWN))
 
     def stale_resume(self, written: int) -> str | None:
         """Why the state of an earlier run that wrote ``written`` points cannot be continued
@@ -1898,6 +2168,8 @@ class QdrantWriter(ClosingWriter):
         """What a run would do to the target, for a dry run (before ``ready``): ``action``
         (``create``, ``drop and create`` or ``append``), the ``config`` a created collection
         gets, its ``shard_keys`` when custom-sharded, whether ``bulk`` indexing is used."""
+        if self._distance_unsaid:  # the config shown holds the guess
+            self.context.warn(DISTANCE_GUESSED)
         create, bulk = self._pending or (False, False)
         b = self.backend
         out: dict[str, Any] = {
@@ -2017,6 +2289,49 @@ class QdrantWriter(ClosingWriter):
             self.context.reject(err)
         return batch.filter(pa.array(keep))
 
+    def _check_payloads(self, batch: pa.RecordBatch) -> None:
+        """Warn of payload values the engine would change (Edge overrides it)."""
+
+    def _has_unsaid_vectors(self, batch: pa.RecordBatch) -> bool:
+        """Whether a point of ``batch`` has a vector whose distance vecferry chose."""
+        return any(batch.column(self.manifest.vector(name).column).null_count < batch.num_rows
+                   for name in self._guessed)
+
+    def _refuse_cosine_overflow(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """``batch`` without the points holding a Cosine vector Qdrant would store as zeros.
+
+        Under the Cosine distance Qdrant's engine (servers, Edge) stores a vector divided by
+        its length, the sum of squares taken in float32: a vector whose sum overflows float32
+        (a value past about 1.8e19) comes back as all zeros. Such a point is refused, named by
+        id and vector. A zero vector, or one too short to divide, is stored as it is and
+        passes; so does every vector in local mode, whose files keep vectors as given (it
+        divides them in memory only).
+        """
+        if self.backend.engine == "local":
+            return batch
+        cosine = [spec for spec in self.manifest.vectors
+                  if spec.kind in ("dense", "multi") and spec.datatype == "float32"
+                  and ((self.wanted.get("vectors") or {}).get(spec.name) or {}).get(
+                      "distance") == "Cosine"]
+        bad: dict[int, str] = {}
+        for spec in cosine:
+            for row, what in _overflowing_lengths(batch.column(spec.column), spec).items():
+                bad.setdefault(row, what)
+        if not bad:
+            return batch
+        keep = np.ones(batch.num_rows, dtype=bool)
+        for row, what in sorted(bad.items()):
+            keep[row] = False
+            err = reject_from_row(
+                batch, row, self.manifest,
+                f"{what} too long for the Cosine distance: Qdrant stores such a vector divided "
+                "by its length, whose square overflows float32, so it would be stored as all "
+                "zeros", self.location)
+            err.hint = ("scale the vector down (Cosine does not depend on a vector's "
+                        "length), or load it into a collection with another distance")
+            self.context.reject(err)
+        return batch.filter(pa.array(keep))
+
     def _points(self, batch: pa.RecordBatch) -> list[tuple[dict[str, Any], Any]]:
         """(Qdrant point, original id) for every row that can be written; rejects the rest.
 
@@ -2057,17 +2372,27 @@ class QdrantWriter(ClosingWriter):
                            if k != SHARD_KEY_FIELD} or None
                 point["shard_key"] = key
             if mapped:
-                if payload and self.id_field in payload and payload[self.id_field] != original:
-                    self.context.reject(reject_from_row(
-                        batch, row, self.manifest,
-                        f"payload field {self.id_field!r} is taken; vecferry keeps the "
-                        "original id there", self.location))
+                if payload and self.id_field in payload:
+                    self.context.reject(self._id_field_taken(batch, row, original))
                     continue
                 payload = {**(payload or {}), self.id_field: str(original)}
             point["id"] = qid
             point["payload"] = payload
             out.append((point, original))
         return out
+
+    def _id_field_taken(self, batch: pa.RecordBatch, row: int, original: Any) -> RecordError:
+        """The reject of a point whose id Qdrant cannot hold (so vecferry keeps it in the
+        payload field ``id_field``) and whose payload already has that field: reading the
+        collection back would take the field for vecferry's own and drop it."""
+        err = reject_from_row(
+            batch, row, self.manifest,
+            f"payload field {self.id_field!r} is taken: Qdrant cannot hold the id "
+            f"{original!r}, so vecferry keeps it in that field, and an export would take the "
+            "field for its own and drop it", self.location)
+        err.hint = ("pass --id-field with a name no payload uses, and the same --id-field "
+                    "when reading the collection back")
+        return err
 
     def _row_view_points(self, batch: pa.RecordBatch
                          ) -> list[tuple[dict[str, Any], Any]] | None:
@@ -2165,7 +2490,12 @@ class QdrantWriter(ClosingWriter):
         """Queue one batch; raises the failure of any earlier request first."""
         self._raise_failure()
         rows = batch.num_rows  # acknowledged in stream rows, refused ones included
-        items = self._points(self._refuse_huge_ints(batch))
+        batch = self._refuse_cosine_overflow(self._refuse_huge_ints(batch))
+        self._check_payloads(batch)
+        if self._distance_unsaid and self._has_unsaid_vectors(batch):
+            self._distance_unsaid = False
+            self.context.warn(DISTANCE_GUESSED)
+        items = self._points(batch)
         if items:
             prepared = self.backend.prepare([p for p, _ in items])
             items = list(zip(prepared, (o for _, o in items), strict=True))
@@ -2489,10 +2819,14 @@ def count_points(location: str, *, api_key_env: str | None = None,
     else:
         backend = open_backend(location, api_key_env=api_key_env, timeout=timeout,
                                for_reading=True)
+    where = Location(backend.label)
     try:
         policy = RetryPolicy()
         if not policy.call(backend.exists, what="checking the collection"):
-            raise InputError("collection not found", location=Location(backend.label))
+            raise InputError("collection not found", location=where,
+                             hint=missing_collection_hint(backend))
         return int(policy.call(lambda: backend.count(None), what="counting points"))
+    except TransientError as exc:
+        raise TargetError(exc.message, location=where, hint=retry_hint(exc.message)) from exc
     finally:
         backend.close()

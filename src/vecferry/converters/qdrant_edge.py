@@ -25,17 +25,22 @@ and writer; another process holding it is reported as a ``TargetError`` / ``Inpu
 
 from __future__ import annotations
 
+import math
 import shutil
 import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from vecferry.converters.base import listing, reject_unknown_options
-from vecferry.converters.qdrant import Backend, QdrantReader, QdrantWriter
+from vecferry.converters.qdrant import Backend, QdrantReader, QdrantWriter, loads_payload
 from vecferry.errors import InputError, Location, TargetError, UsageError
+from vecferry.stream import ID_COLUMN, PAYLOAD_COLUMN, decode_ids
 
 CONFIG_FILE = "edge_config.json"
 #: what Qdrant Edge (and a shard snapshot unpacked into it) keeps in a shard directory; only a
@@ -91,8 +96,16 @@ class EdgeBackend(Backend):
                              location=Location(self.label), hint="create it first")
         if not for_reading and not self.exists():
             self._refuse_foreign_directory()
+        #: why a shard that is there cannot be opened, for a writer: ``--overwrite`` still
+        #: replaces it; anything that needs its points or config raises this
+        self.broken: TargetError | None = None
         if self.exists():
-            self._attach(lambda: qe.EdgeShard.load(str(self.path)), for_reading)
+            try:
+                self._attach(lambda: qe.EdgeShard.load(str(self.path)), for_reading)
+            except TargetError as exc:
+                if "WouldBlock" in str(exc.__cause__):
+                    raise
+                self.broken = exc
 
     # -- shard handles shared within the process
 
@@ -110,7 +123,9 @@ class EdgeBackend(Backend):
                     raise cls(f"cannot open the shard: {exc}", location=Location(self.label),
                               hint="another process has it open; Edge allows one at a time"
                               if locked else "the shard's files are damaged or incomplete; "
-                              "restore it from a copy or a snapshot") from exc
+                              "restore it from a copy or a snapshot"
+                              + ("" if for_reading else
+                                 ", or run again with --overwrite to replace it")) from exc
                 entry = [shard, 0]
                 _SHARDS[self.key] = entry
             entry[1] += 1
@@ -134,7 +149,12 @@ class EdgeBackend(Backend):
     def exists(self) -> bool:
         return (self.path / CONFIG_FILE).is_file()
 
+    def _opened(self) -> None:
+        if self.shard is None and self.broken is not None:
+            raise self.broken
+
     def config(self) -> dict[str, Any]:
+        self._opened()
         raw = orjson.loads((self.path / CONFIG_FILE).read_bytes())
         schema = {}
         for field, info in self.shard.info().payload_schema.items():
@@ -170,7 +190,34 @@ class EdgeBackend(Backend):
             hnsw_config=self._hnsw(config.get("hnsw_config")),
             quantization_config=self._quantization(config.get("quantization_config")),
         )
-        self._attach(lambda: qe.EdgeShard.create(str(self.path), cfg), for_reading=False)
+        existed = self.path.is_dir()  # then empty: see _refuse_foreign_directory
+        with _SHARDS_LOCK:
+            try:
+                shard = qe.EdgeShard.create(str(self.path), cfg)
+            except Exception as exc:
+                # Edge may fail half-way, leaving a config and segments it cannot load again
+                # (which a later run would take for a damaged shard): nothing is kept
+                self._clear(existed)
+                raise TargetError(f"cannot create the shard: {exc}",
+                                  location=Location(self.label),
+                                  hint="nothing was left in its place; check that the "
+                                       "directory is writable and has room, then run again"
+                                  ) from exc
+            _SHARDS[self.key] = [shard, 1]
+        self.shard = shard
+        self.broken = None
+
+    def _clear(self, keep_directory: bool) -> None:
+        """Remove what a failed ``EdgeShard.create`` left (the directory too, unless it was
+        there before)."""
+        if not keep_directory:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for entry in self.path.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
     def _vector_params(self, p: dict[str, Any]) -> Any:
         qe = self.qe
@@ -272,6 +319,7 @@ class EdgeBackend(Backend):
             [p if isinstance(p, point_cls) else self._point(p) for p in points]))
 
     def count(self, flt: Any = None) -> int:
+        self._opened()
         return int(self.shard.count(self.qe.CountRequest(exact=True, filter=flt)))
 
     def scroll(self, offset: Any, limit: int, flt: Any, vectors: bool, payload: bool):
@@ -567,11 +615,82 @@ class EdgeReader(QdrantReader):
         return open_edge_backend(location, for_reading=True)
 
 
+# ------------------------------------------------------------------------ payload floats
+
+#: powers of ten as serde_json's table holds them (Rust literals: correctly rounded)
+_POW10 = tuple(float(f"1e{i}") for i in range(309))
+#: integers from here on are not all exactly doubles
+_EXACT_INTEGERS = 2**53
+#: in a payload's JSON text, a number Edge may give back changed (see ``edge_float``): one in
+#: exponent form, or with 16 digits or more. Others always come back exactly
+_MAYBE_CHANGED = r"[:,\[]\s*-?(?:[0-9][0-9.]*[eE]|[0-9.]{17})"
+
+
+def edge_float(x: float) -> float:
+    """The float Qdrant Edge gives back for a payload float ``x``.
+
+    Edge keeps a payload as JSON text: it writes a float with the shortest digits that read
+    back as it (Ryu; as Python's ``repr``, in full up to 16 integer digits: ``1200.0``) and
+    reads it with serde_json's fast parser, not its exact one (the ``float_roundtrip``
+    feature): the digits as an integer (rounded to a double once they pass 2^53), then
+    multiplied or divided by a power of ten (inexact past 1e22). Where both steps are exact
+    the result is ``x``; else it may be one unit in the last place off: about one in five
+    floats of 17 digits (``3.8000000000000003`` comes back as ``3.8``). Checked against
+    Edge (qdrant-edge-py 0.9) on 85,000 floats, subnormals and extremes among them.
+    """
+    if x == 0.0 or not math.isfinite(x):
+        return x
+    mantissa, _, exp = repr(abs(x)).partition("e")
+    whole, _, frac = mantissa.partition(".")
+    frac = frac.rstrip("0")
+    digits = (whole + frac).lstrip("0")
+    k = (int(exp) if exp else 0) - len(frac)
+    shortest = digits.rstrip("0")
+    k += len(digits) - len(shortest)
+    if k >= 0 and len(shortest) + k <= 16:
+        # written in full with ".0": read as all its digits, the zeros and the ".0" too
+        significand, e = int(shortest) * 10 ** (k + 1), -1
+    else:
+        significand, e = int(shortest), k
+    if significand < _EXACT_INTEGERS and -22 <= e <= 22:
+        return x  # one correctly rounded operation on exact numbers
+    f = float(significand)
+    while e < -308:
+        if f == 0.0:
+            break
+        f /= 1e308
+        e += 308
+    else:
+        f = f * _POW10[e] if e >= 0 else f / _POW10[-e]
+    return math.copysign(f, x)
+
+
+def changed_float(value: Any, path: str = "") -> tuple[str, float, float] | None:
+    """(path, float, what Edge gives back) of the first float of a payload Edge would give
+    back changed, else None."""
+    if type(value) is float:
+        back = edge_float(value)
+        return None if back == value else (path, value, back)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = changed_float(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = changed_float(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
 class EdgeWriter(QdrantWriter):
     """Load a stream into an Edge shard (see ``QdrantWriter``), creating it when missing.
 
     ``mode="overwrite"`` deletes the shard directory and creates it again; ``--bulk`` is
-    accepted and does nothing (Edge indexes only in ``optimize()``).
+    accepted and does nothing (Edge indexes only in ``optimize()``). Payload floats Edge
+    would give back changed (see ``edge_float``) are named, before they are written, in one
+    warning counting the points that hold them.
     """
 
     format_name = "qdrant-edge"
@@ -581,7 +700,53 @@ class EdgeWriter(QdrantWriter):
                  batch_bytes: int | None = None, **options: Any):
         reject_unknown_options(self.format_name,
                                {"api_key_env": api_key_env, "timeout": timeout})
+        #: points whose payload floats Edge changes, the first of them, and the warning
+        self._changed_points = 0
+        self._first_changed: tuple[Any, str, float, float] | None = None
+        self._float_warning: str | None = None
         super().__init__(location, schema, context=context, batch_bytes=batch_bytes, **options)
 
     def _open(self, location: str, **kw: Any) -> Backend:
         return open_edge_backend(location, for_reading=False)
+
+    def _check_payloads(self, batch: pa.RecordBatch) -> None:
+        """Count the points of ``batch`` holding a payload float Edge would change, and keep
+        the warning saying so up to date. Only the payloads whose text holds a number that
+        may change (``_MAYBE_CHANGED``, tested by Arrow on the whole column) are parsed."""
+        texts = batch.column(PAYLOAD_COLUMN)
+        if not batch.num_rows or texts.null_count == batch.num_rows:
+            return
+        maybe = pc.match_substring_regex(texts, _MAYBE_CHANGED).fill_null(False)
+        rows = np.flatnonzero(maybe.to_numpy(zero_copy_only=False))
+        if not len(rows):
+            return
+        picked = pa.array(rows)
+        found = 0
+        for row, text in zip(rows, texts.take(picked).to_pylist(), strict=True):
+            change = changed_float(loads_payload(text))
+            if change is None:
+                continue
+            found += 1
+            if self._first_changed is None:
+                pid = decode_ids(batch.column(ID_COLUMN).slice(int(row), 1),
+                                 self.manifest.id_kind)[0]
+                self._first_changed = (pid, *change)
+        if found:
+            self._changed_points += found
+            self._warn_changed_floats()
+
+    def _warn_changed_floats(self) -> None:
+        assert self._first_changed is not None
+        pid, path, value, back = self._first_changed
+        n = self._changed_points
+        text = (f"{self.location}: {n} point(s) hold payload floats that Qdrant Edge gives "
+                f"back one unit in the last place off (it reads them back without exact "
+                f"rounding), the first id {pid!r}, whose payload field {path!r} holds "
+                f"{value!r}, given back as {back!r}: keep numbers that must stay exact as "
+                "strings in the payload (qdrant-local:// keeps floats exactly)")
+        warnings = self.context.warnings
+        if self._float_warning in warnings:
+            warnings[warnings.index(self._float_warning)] = text
+        else:
+            self.context.warn(text)
+        self._float_warning = text
