@@ -264,7 +264,7 @@ def test_nan_or_infinity_in_a_line_is_named(tmp_path, constant):
     with pytest.raises(RecordError) as info:
         vecferry.convert(str(src), str(tmp_path / "out.parquet"))
     assert str(info.value) == (
-        f"{src}, line 2: line holds {constant}, which JSON cannot express (write null or a "
+        f"{src}, line 2, id 2: line holds {constant}, which JSON cannot express (write null or a "
         "number instead; Python's json.dumps writes NaN and Infinity unless given "
         "allow_nan=False)")
 

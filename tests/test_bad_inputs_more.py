@@ -37,7 +37,7 @@ from vecferry.errors import (
     UsageError,
     VecferryError,
 )
-from vecferry.parallel import MAIN_GUARD
+from vecferry.parallel import MAIN_GUARD, _guard_mark
 from vecferry.stream import Manifest, VectorSpec
 
 
@@ -80,7 +80,7 @@ FIRST_LINE_BROKEN = {
                   "line 1: the last line is cut short (file truncated?) (the file may still be "
                   "downloading or was cut; re-create it)"),
     "nan": (b'{"id": 1, "vector": [NaN, 1.0]}\n',
-            f"line 1: line holds NaN, which JSON cannot express ({NAN_HINT})"),
+            f"line 1, id 1: line holds NaN, which JSON cannot express ({NAN_HINT})"),
 }
 
 
@@ -104,7 +104,7 @@ def test_nan_in_a_line_read_exactly_for_its_long_integer(tmp_path):
                    '"s": NaN}}\n{"id": 2, "vector": [1.0]}\n')
     with pytest.raises(RecordError) as info:
         vecferry.convert(str(src), str(tmp_path / "o.parquet"))
-    assert str(info.value) == f"{src}, line 1: line holds NaN, which JSON cannot express " \
+    assert str(info.value) == f"{src}, line 1, id 1: line holds NaN, which JSON cannot express " \
                               f"({NAN_HINT})"
     assert type(info.value.__cause__) is ValueError
     assert _names(tmp_path) == ["p.jsonl"]
@@ -560,6 +560,10 @@ def test_a_call_while_a_worker_process_starts_is_refused(tmp_path, monkeypatch, 
     assert text == (f"vecferry.{call} was called while a vecferry worker process was starting, "
                     f"which runs the calling script again ({MAIN_GUARD})")
     assert _names(tmp_path) == ["p.jsonl"]
+    # the worker leaves its run a mark, by which the run stops at once (test_scripts.py)
+    mark = _guard_mark()
+    assert mark.read_text() == f"vecferry.{call}"
+    mark.unlink()
 
 
 def test_a_worker_process_that_dies_is_named(tmp_path):

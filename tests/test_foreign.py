@@ -457,8 +457,8 @@ def test_npy_shard_metadata_nan_is_a_bad_record_not_a_dropped_value(tmp_path):
     assert math.isnan(line["payload"]["w"])
     with pytest.raises(InputError) as again:
         vecferry.convert(str(rejects), str(tmp_path / "again.jsonl"))
-    assert str(again.value).startswith(f"{rejects}, line 1: line holds NaN, which JSON cannot "
-                                       "express (write null or a number instead")
+    assert str(again.value).startswith(f"{rejects}, line 1, id 140: line holds NaN, which JSON "
+                                       "cannot express (write null or a number instead")
     assert np.array(line["vector"], np.float32).tobytes() == vec[14].tobytes()
     assert line["_vecferry_reject"]["row"] == 4
 

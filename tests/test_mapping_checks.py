@@ -155,7 +155,8 @@ def test_an_unfixed_mapped_rejects_file_names_each_line(tmp_path):
     options = {"id_key": "doc", "vector_key": ["emb"]}
     text = fails(RecordError, lambda: vecferry.convert(str(rejects), str(tmp_path / "a.jsonl"),
                                                        reader_options=options))
-    assert text == f"{rejects}, line 1: line holds NaN, which JSON cannot express ({NAN_HINT})"
+    assert text == (f"{rejects}, line 1, id 'k2': line holds NaN, which JSON cannot express "
+                    f"({NAN_HINT})")
     report = vecferry.convert(str(rejects), str(tmp_path / "a.jsonl"), on_error="skip",
                               reader_options=options, rejects=str(tmp_path / "again.jsonl"))
     assert (report["written"], report["rejected"]) == (0, 2)

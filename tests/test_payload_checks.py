@@ -447,8 +447,6 @@ def test_constant_and_id(line: bytes, id_key: str | None, found: Any) -> None:
     assert constant_and_id(line, id_key) == found
 
 
-@pytest.mark.xfail(strict=True, reason="converters/jsonl.py _line_error must name the id that "
-                   "fileio.constant_and_id finds (see the report)")
 def test_a_jsonl_line_holding_nan_is_refused_with_its_id(tmp_path: Path) -> None:
     src = tmp_path / "n.jsonl"
     src.write_text('{"id":1,"vector":[NaN,1,2,3]}\n')
@@ -456,3 +454,15 @@ def test_a_jsonl_line_holding_nan_is_refused_with_its_id(tmp_path: Path) -> None
         vecferry.convert(str(src), str(tmp_path / "n.parquet"))
     assert str(info.value) == (f"{src}, line 1, id 1: line holds NaN, which JSON cannot "
                                f"express ({NAN_HINT})")
+    # past the first line too (parse_chunk), and under a mapped id key
+    src.write_text('{"id":1,"vector":[0,1,2,3]}\n{"id":"b","vector":[Infinity,1,2,3]}\n')
+    report = vecferry.convert(str(src), str(tmp_path / "m.parquet"), on_error="skip",
+                              rejects=str(tmp_path / "r.jsonl"))
+    assert report["rejected"] == 1
+    note = json.loads((tmp_path / "r.jsonl").read_text())["_vecferry_reject"]
+    assert (note["line"], note["point_id"]) == (2, "b")
+    keyed = tmp_path / "k.jsonl"
+    keyed.write_text('{"doc":"a","emb":[0,1]}\n{"doc":"z","emb":[NaN,1]}\n')
+    with pytest.raises(RecordError, match=r"line 2, id 'z': line holds NaN"):
+        vecferry.convert(str(keyed), str(tmp_path / "k.parquet"),
+                         reader_options={"id_key": "doc", "vector_key": ["emb"]})

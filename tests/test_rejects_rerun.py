@@ -109,8 +109,9 @@ def test_nan_in_a_mapped_parquet_row_is_kept_so_an_unfixed_rerun_names_it(tmp_pa
         vecferry.convert(str(rejects), str(tmp_path / "again.jsonl"),
                          reader_options={"id_key": "doc_id", "vector_key": ["emb"]})
     assert str(info.value) == (
-        f"{rejects}, line 1: line holds NaN, which JSON cannot express (write null or a number "
-        "instead; Python's json.dumps writes NaN and Infinity unless given allow_nan=False)")
+        f"{rejects}, line 1, id 2: line holds NaN, which JSON cannot express (write null or a "
+        "number instead; Python's json.dumps writes NaN and Infinity unless given "
+        "allow_nan=False)")
 
     fixed = tmp_path / "fixed.jsonl"
     rows = _lines(rejects)

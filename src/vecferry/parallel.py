@@ -144,6 +144,8 @@ def worker_pool(workers: int, preload: list[str]) -> ProcessPoolExecutor:
     run is interrupted."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["vecferry._worker", *preload])
+    # a mark this process left before (a run in it stopped on one) is not this pool's
+    _guard_mark().unlink(missing_ok=True)
     _start_forkserver()
     from vecferry._worker import die_with_run
 

@@ -53,10 +53,10 @@ from vecferry.digest import StreamDigest, point_hashes, point_parts
 from vecferry.errors import InputError, Location, RecordError, SchemaError, UsageError
 from vecferry.fileio import (
     NAN_HINT,
+    constant_and_id,
     gc_paused,
     iter_lines,
     loads_exact,
-    nonstandard_constant,
     open_read,
     open_write,
     without_bom,
@@ -215,7 +215,8 @@ class JsonlReader(ClosingReader):
             try:
                 loads_exact(first[2])
             except ValueError as exc:
-                raise _line_error(*first, exc) from exc
+                raise _line_error(*first, exc, self.mapping.id_key if self.mapping else "id",
+                                  0) from exc
             if unparsed is not None:
                 raise unparsed
             raise InputError("no valid point to infer the schema from",
@@ -479,17 +480,19 @@ def _jsonl_parts(path: Any, location: str) -> tuple[list[Any], Manifest | None]:
     return found, listed[0] if listed is not None else None
 
 
-def _line_error(source: str, number: int, line: bytes, newline: bool, exc: Exception
-                ) -> RecordError:
+def _line_error(source: str, number: int, line: bytes, newline: bool, exc: Exception,
+                id_key: str | None = "id", numbered: int | None = None) -> RecordError:
+    """The error of a line that is not JSON; one that is JSON but for NaN / Infinity is named
+    by its id too: the record's ``id_key``, or ``numbered`` when records are numbered."""
     text = line.decode("utf-8", "replace")
     if not newline:
         err = record_error("the last line is cut short (file truncated?)", source=source,
                            line=number, raw=text,
                            hint="the file may still be downloading or was cut; re-create it")
-    elif (constant := nonstandard_constant(line)) is not None:
-        err = record_error(f"line holds {constant}, which JSON cannot express", source=source,
-                           line=number, raw=text,
-                           hint=NAN_HINT)
+    elif (found := constant_and_id(line, id_key)) is not None:
+        err = record_error(f"line holds {found[0]}, which JSON cannot express", source=source,
+                           line=number, raw=text, hint=NAN_HINT,
+                           point_id=found[1] if id_key is not None else numbered)
     else:
         err = record_error(f"line is not valid JSON: {exc}", source=source, line=number,
                            raw=text, hint="fix or remove the line")
@@ -543,7 +546,9 @@ def parse_chunk(chunk: list[tuple[int, bytes, bool]], manifest_json: bytes, sour
             # Mapped records may hold them under any key.
             value = loads_exact(line, 0 if mapping else line.find(b'"payload"'))
         except ValueError as exc:
-            errors.append(_line_error(source, number, line, newline, exc))
+            id_key = mapping[0].id_key if mapping is not None else "id"
+            errors.append(_line_error(source, number, line, newline, exc, id_key,
+                                      first + offset))
             continue
         # A rejects-file line is read as the record it holds, mapped or not.
         note = None
