@@ -1461,3 +1461,31 @@ def test_points_a_faiss_source_rejected_are_not_searched_for(tmp_path: Path) -> 
                     rejects=str(rejects), src_options={"payloads": str(tmp_path / "meta.json")})
     assert result["ok"] is True, result["problems"]
     assert (result["source_rejected"], result["search"]["recall"]) == (9, 1.0)
+
+
+@needs_faiss
+def test_sides_searching_by_different_distances_are_not_a_search_difference(
+        tmp_path: Path) -> None:
+    """A FAISS index (L2 by default) and a collection (Dot by default) loaded from one source
+    without a distance hold the same points; their neighbours differ by the distance alone,
+    which verify says instead of failing on recall."""
+    pytest.importorskip("qdrant_client")
+    mat = (np.random.default_rng(9).standard_normal((200, 8)) * [1, 2, 3, 4, 5, 6, 7, 8]
+           ).astype(np.float32)
+    src = _matrix_parquet(tmp_path, "m", mat)
+    index, coll = str(tmp_path / "m.faiss"), f"qdrant-local://{tmp_path}/q/m"
+    vecferry.convert(src, index)
+    vecferry.convert(src, coll)
+    report = verify(index, coll, queries=10)
+    assert report["ok"] is True, report["problems"]
+    assert report["digests_match"] is True
+    assert report["search"]["ok"] is None and report["search"]["recall"] < 0.99
+    assert report["search"]["distances_differ"] == ("the source searches by Euclid and the "
+                                                    "destination by Dot")
+    assert [w for w in report["warnings"] if w.startswith("search parity not compared")] == [
+        f"search parity not compared: recall@10 {report['search']['recall']:.4f}, but the "
+        "source searches by Euclid and the destination by Dot, so their neighbours differ "
+        "whatever the data (the digests compare the data)"]
+    # the same distance on both sides is compared as before
+    same = verify(index, src, queries=10)
+    assert same["ok"] is True and same["search"]["ok"] is True
