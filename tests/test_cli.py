@@ -172,6 +172,30 @@ def test_inspect_json(samples, tmp_path):
     assert info["first_ids"] == [int(i) for i in ids[:5]]
 
 
+def test_inspect_says_a_jsonl_count_is_recorded_and_a_cut_line(samples, tmp_path):
+    """A JSONL file's count is its manifest sidecar's: a file cut short after it was written
+    shows it unchanged, so inspect says where it comes from, and warns of a cut last line."""
+    whole = str(tmp_path / "whole.jsonl")
+    vecferry.convert(str(samples / "vectors.npy"), whole)
+    lines = run("inspect", whole).stdout.splitlines()
+    assert lines[2] == (f"points:    200 (as its manifest records; vecferry verify {whole} "
+                        "reads them all)")
+    info = json.loads(run("inspect", whole, "--json").stdout)
+    assert (info["count"], info["count_recorded"], info["warnings"]) == (200, True, [])
+    cut = tmp_path / "cut.jsonl"
+    cut.write_bytes(Path(whole).read_bytes()[:5000])
+    Path(f"{cut}.manifest.json").write_bytes(Path(f"{whole}.manifest.json").read_bytes())
+    result = run("inspect", str(cut))
+    assert result.exit_code == 0
+    assert result.stderr == (f"warning: the file does not end with a newline: its last line "
+                             f"may be cut short (vecferry verify {cut} reads it whole)\n")
+    assert run("verify", str(cut)).exit_code != 0  # which says what is wrong
+    # a count read from the file itself (Parquet's footer) is shown as it is
+    parquet = str(tmp_path / "p.parquet")
+    vecferry.convert(whole, parquet)
+    assert run("inspect", parquet).stdout.splitlines()[2] == "points:    200"
+
+
 def test_inspect_missing_file_exit_1(tmp_path):
     path = str(tmp_path / "none.jsonl")
     result = run("inspect", path)

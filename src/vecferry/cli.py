@@ -808,7 +808,13 @@ def _print_inspect(info: dict[str, Any]) -> None:
     click.echo(f"location:  {info['location']}")
     click.echo(f"format:    {info['format']}")
     count = info["count"]
-    click.echo(f"points:    {count if count is not None else 'unknown (not counted cheaply)'}")
+    if count is None:
+        click.echo("points:    unknown (not counted cheaply)")
+    elif info.get("count_recorded"):
+        click.echo(f"points:    {count} (as its manifest records; vecferry verify "
+                   f"{info['location']} reads them all)")
+    else:
+        click.echo(f"points:    {count}")
     click.echo(f"id kind:   {info['id_kind']}")
     if info.get("size_bytes") is not None:
         click.echo(f"size:      {info['size_bytes']:,} bytes")
@@ -845,6 +851,8 @@ def _print_inspect(info: dict[str, Any]) -> None:
 
         for line in text_lines(info["sizing"]):
             click.echo(line)
+    for warning in info.get("warnings", []):
+        _err(f"warning: {warning}")
 
 
 # ---------------------------------------------------------------------------------- snapshots

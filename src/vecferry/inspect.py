@@ -66,12 +66,20 @@ def inspect_location(location: str, *, from_format: str | None = None, sample: i
             if seen >= sample:
                 break
         count = reader.count()
+        recorded = bool(getattr(reader, "count_recorded", False))
     finally:
         reader.close()
+    warnings = []
+    if spec.name == "jsonl" and _cut_mid_line(location):
+        warnings.append("the file does not end with a newline: its last line may be cut short "
+                        f"(vecferry verify {location} reads it whole)")
     return {
         "location": location,
         "format": spec.name,
         "count": count,
+        # recorded, not counted: a file cut short after it was written shows it unchanged
+        "count_recorded": recorded,
+        "warnings": warnings,
         "id_kind": manifest.id_kind,
         "vectors": [{"name": v.name, "kind": v.kind, "size": v.size, "datatype": v.datatype,
                      "distance": v.distance, **({"extra": v.extra} if v.extra else {})}
@@ -90,3 +98,20 @@ def inspect_location(location: str, *, from_format: str | None = None, sample: i
                            ram_budget=ram_budget),
         **({"suggested_mapping": suggested} if suggested is not None else {}),
     }
+
+
+def _cut_mid_line(location: str) -> bool:
+    """Whether a local, uncompressed JSONL file ends without a newline (every line vecferry
+    writes ends with one; a file cut short rarely does). Compressed files and directories are
+    not looked at: their ends say nothing without reading them whole."""
+    if "://" in location or not location.endswith((".jsonl", ".ndjson")):
+        return False
+    try:
+        with open(location, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) != b"\n"
+    except OSError:
+        return False

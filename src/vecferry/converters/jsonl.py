@@ -301,6 +301,12 @@ class JsonlReader(ClosingReader):
     def count(self) -> int | None:
         return self._sidecar_count
 
+    @property
+    def count_recorded(self) -> bool:
+        """Whether ``count`` is what the manifest sidecar records rather than a count of the
+        lines: a file cut short after it was written still shows the recorded number."""
+        return self._sidecar_count is not None
+
     def _chunks(self, size: int
                 ) -> Iterator[tuple[int, str, list[tuple[int, bytes, bool]]]]:
         """(number of the chunk's first record, its file, its lines); numbers count non-blank
