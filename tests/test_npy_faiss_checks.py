@@ -456,3 +456,26 @@ print("ok")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]
+
+
+def test_a_parquet_payloads_file_takes_any_column_type(tmp_path: Path) -> None:
+    """--payloads FILE.parquet beside a matrix: cells are read column by column as a mapped
+    Parquet source reads them (timestamps at full precision, past year 9999 too, decimals,
+    bytes), where a row read whole crashed or could not be written as JSON."""
+    import decimal
+
+    np.save(tmp_path / "v.npy", np.arange(6, dtype=np.float32).reshape(3, 2))
+    pq.write_table(pa.table({
+        "t": pa.array([1577836800123456789] * 3, pa.timestamp("ns")),
+        "far": pa.array([253402300800000000] * 3, pa.timestamp("us")),
+        "d": pa.array([decimal.Decimal("1.25")] * 3, pa.decimal128(5, 2)),
+        "b": pa.array([b"\x00\x01"] * 3),
+        "n": pa.array([None, 1, 2], pa.int64()),
+    }), tmp_path / "pay.parquet")
+    out = tmp_path / "o.jsonl"
+    vecferry.convert(str(tmp_path / "v.npy"), str(out),
+                     reader_options={"payloads": str(tmp_path / "pay.parquet")})
+    payloads = [json.loads(x)["payload"] for x in out.read_text().splitlines()]
+    assert payloads[0] == {"t": "2020-01-01T00:00:00.123456789", "far": "+10000-01-01T00:00:00",
+                           "d": "1.25", "b": "AAE=", "n": None}
+    assert [p["n"] for p in payloads] == [None, 1, 2]

@@ -468,7 +468,7 @@ def parquet_payload_rows(path: str, start: int = 0
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from vecferry.mapping import jsonable
+    from vecferry.mapping import column_values, jsonable
     from vecferry.points import dumps_payload
     from vecferry.storage import arrow_source
 
@@ -498,12 +498,17 @@ def parquet_payload_rows(path: str, start: int = 0
                 cells, lambda i, row0=row0: Location(source=path, row=row0 + i), "cell")
             bad = {**unparsed, **not_object}
         else:
-            rows = batch.to_pylist()
+            # column by column as a mapped Parquet source reads them: to_pylist fails on a
+            # timestamp in nanoseconds or past year 9999, and gives decimals and bytes that
+            # JSON has no words for
+            names = batch.schema.names
+            rows = [dict(zip(names, values, strict=True)) for values in zip(
+                *(column_values(batch.column(c)) for c in names), strict=True)]
             texts = []
             for i, row in enumerate(rows):
                 reason = non_finite_column(row, floats) if floats else None
                 if reason is None:
-                    texts.append(dumps_payload(row))
+                    texts.append(dumps_payload(jsonable(row)))
                     continue
                 bad[i] = RecordError(reason, location=Location(source=path, row=row0 + i),
                                      hint=PARQUET_NAN_HINT,
