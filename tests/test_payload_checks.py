@@ -466,3 +466,20 @@ def test_a_jsonl_line_holding_nan_is_refused_with_its_id(tmp_path: Path) -> None
     with pytest.raises(RecordError, match=r"line 2, id 'z': line holds NaN"):
         vecferry.convert(str(keyed), str(tmp_path / "k.parquet"),
                          reader_options={"id_key": "doc", "vector_key": ["emb"]})
+
+
+def test_a_decimal_string_id_among_integer_ids_says_what_to_do(tmp_path: Path) -> None:
+    src = tmp_path / "ids.jsonl"
+    src.write_text('{"id":1,"vector":[1.0]}\n{"id":"2","vector":[2.0]}\n')
+    with pytest.raises(RecordError) as info:
+        vecferry.convert(str(src), str(tmp_path / "o.parquet"))
+    assert str(info.value) == (
+        f"{src}, line 2, id '2': string id '2' looks like an integer and cannot be told apart "
+        "from one in a stream that mixes integer and string ids (write it as the number 2 if "
+        'that is the id, or make every id of the source a string ("1", not 1) to keep it as '
+        "text)")
+    # the second way out works: string ids only keep their text
+    src.write_text('{"id":"1","vector":[1.0]}\n{"id":"2","vector":[2.0]}\n')
+    vecferry.convert(str(src), str(tmp_path / "s.jsonl"))
+    assert [json.loads(x)["id"] for x in (tmp_path / "s.jsonl").read_text().splitlines()] == [
+        "1", "2"]

@@ -219,6 +219,9 @@ class BatchBuilder:
                 hint = "pass --id-kind string (or mixed) to read UUIDs and other strings together"
             elif "before it" in str(exc):
                 hint = "pass --id-kind mixed to read integer and string ids together"
+            elif "looks like an integer" in str(exc):
+                hint = (f"write it as the number {pid} if that is the id, or make every id of "
+                        "the source a string (\"1\", not 1) to keep it as text")
             self._fail(str(exc), where, point, hint=hint, point_id=pid)
             return False
         vecs = vectors_of(point)
