@@ -54,7 +54,7 @@ import pyarrow as pa
 
 from vecferry.errors import InputError, Location
 from vecferry.fileio import gc_paused, loads_exact
-from vecferry.mapping import jsonable, non_finite
+from vecferry.mapping import find_first, jsonable, non_finite
 from vecferry.points import dumps_payload
 from vecferry.stream import decode_ids, encode_id, id_arrow_type, kind_of_id, merge_id_kinds
 
@@ -299,22 +299,12 @@ def _has_surrogate(text: str) -> bool:
 
 
 def _surrogate_at(value: Any, path: str = "") -> str | None:
-    """Path of the first text holding a lone surrogate (no UTF-8 for it), else None."""
-    if isinstance(value, str):
-        return path if _has_surrogate(value) else None
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if isinstance(k, str) and _has_surrogate(k):
-                return f"{path}.{k!r}" if path else repr(k)
-            found = _surrogate_at(v, f"{path}.{k}" if path else str(k))
-            if found is not None:
-                return found
-    if isinstance(value, list):
-        for j, v in enumerate(value):
-            found = _surrogate_at(v, f"{path}[{j}]")
-            if found is not None:
-                return found
-    return None
+    """Path of the first text holding a lone surrogate (no UTF-8 for it), else None; a key
+    holding one is shown as its repr, which shows the surrogate."""
+    return find_first(
+        value, lambda v, at: at if isinstance(v, str) and _has_surrogate(v) else None, path,
+        key=lambda k, at: at[:len(at) - len(k)] + repr(k)
+        if isinstance(k, str) and _has_surrogate(k) else None)
 
 
 class LangchainDocstore:

@@ -47,9 +47,9 @@ import math
 import re
 import shlex
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -652,25 +652,46 @@ def holds_floats(t: pa.DataType) -> bool:
     return any(holds_floats(t.field(i).type) for i in range(t.num_fields))
 
 
+T = TypeVar("T")
+
+
+def find_first(value: Any, found: Callable[[Any, str], T | None], path: str = "",
+               key: Callable[[str, str], T | None] | None = None) -> T | None:
+    """The first answer of ``found(item, its path)`` that is not None, asked of ``value`` and,
+    depth first in order, of every item of its objects and lists (a container before its
+    items); ``key``, when given, is asked of each object key with the path it names. Paths
+    read ``a.b[2]``. None when nothing answers."""
+    hit = found(value, path)
+    if hit is not None:
+        return hit
+    if isinstance(value, dict):
+        for k, v in value.items():
+            sub = f"{path}.{k}" if path else str(k)
+            if key is not None and (hit := key(k, sub)) is not None:
+                return hit
+            if (hit := find_first(v, found, sub, key)) is not None:
+                return hit
+    elif isinstance(value, (list, tuple)):
+        for j, v in enumerate(value):
+            if (hit := find_first(v, found, f"{path}[{j}]", key)) is not None:
+                return hit
+    return None
+
+
 def non_finite(value: Any, path: str = "") -> tuple[str, str] | None:
     """(``NaN`` / ``Infinity`` / ``-Infinity``, its path such as ``a.b[2]``) for the first float
     in ``value`` JSON cannot hold (numpy values and arrays included); None when there is
     none."""
+    return find_first(value, _non_finite_here, path)
+
+
+def _non_finite_here(value: Any, path: str) -> tuple[str, str] | None:
     if isinstance(value, float):
         if math.isfinite(value):
             return None
         return ("NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"), path
-    if isinstance(value, dict):
-        for k, v in value.items():
-            found = non_finite(v, f"{path}.{k}" if path else str(k))
-            if found is not None:
-                return found
-    elif isinstance(value, (list, tuple)):
-        for j, v in enumerate(value):
-            found = non_finite(v, f"{path}[{j}]")
-            if found is not None:
-                return found
-    elif getattr(getattr(value, "dtype", None), "kind", "") in ("f", "c", "O"):
+    if not isinstance(value, (dict, list, tuple)) and getattr(
+            getattr(value, "dtype", None), "kind", "") in ("f", "c", "O"):
         return non_finite(value.tolist(), path)  # numpy, as the values JSON would get
     return None
 
@@ -689,19 +710,8 @@ class RepeatedKeys(list):  # type: ignore[type-arg]
 def repeated_key(value: Any, path: str = "") -> tuple[str, str] | None:
     """(the key, its map's path such as ``a.b[2]``) of the first map in ``value`` holding a key
     twice (a ``RepeatedKeys`` from ``column_values``); None when there is none."""
-    if isinstance(value, RepeatedKeys):
-        return value.key, path
-    if isinstance(value, dict):
-        for k, v in value.items():
-            found = repeated_key(v, f"{path}.{k}" if path else str(k))
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for j, v in enumerate(value):
-            found = repeated_key(v, f"{path}[{j}]")
-            if found is not None:
-                return found
-    return None
+    return find_first(value, lambda v, p: (v.key, p) if isinstance(v, RepeatedKeys) else None,
+                      path)
 
 
 def _holds(t: pa.DataType, test: Any) -> bool:

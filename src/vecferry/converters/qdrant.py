@@ -186,22 +186,11 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 def _surrogate_path(value: Any, path: str = "") -> str | None:
     """Path (``a.b[2]``) of the first string or key of a payload holding a lone surrogate."""
-    if isinstance(value, str):
-        return path if _SURROGATE.search(value) else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            sub = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and _SURROGATE.search(key):
-                return sub
-            found = _surrogate_path(item, sub)
-            if found is not None:
-                return found
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            found = _surrogate_path(item, f"{path}[{i}]")
-            if found is not None:
-                return found
-    return None
+    from vecferry.mapping import find_first
+
+    return find_first(
+        value, lambda v, at: at if isinstance(v, str) and _SURROGATE.search(v) else None, path,
+        key=lambda k, at: at if isinstance(k, str) and _SURROGATE.search(k) else None)
 
 
 def _payload_refusal(payload: dict[str, Any], exc: BaseException | None

@@ -668,20 +668,15 @@ def edge_float(x: float) -> float:
 def changed_float(value: Any, path: str = "") -> tuple[str, float, float] | None:
     """(path, float, what Edge gives back) of the first float of a payload Edge would give
     back changed, else None."""
-    if type(value) is float:
-        back = edge_float(value)
-        return None if back == value else (path, value, back)
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found = changed_float(item, f"{path}.{key}" if path else str(key))
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            found = changed_float(item, f"{path}[{i}]")
-            if found is not None:
-                return found
-    return None
+    from vecferry.mapping import find_first
+
+    def changed(item: Any, at: str) -> tuple[str, float, float] | None:
+        if type(item) is not float:
+            return None
+        back = edge_float(item)
+        return None if back == item else (at, item, back)
+
+    return find_first(value, changed, path)
 
 
 class EdgeWriter(QdrantWriter):
