@@ -1489,3 +1489,33 @@ def test_sides_searching_by_different_distances_are_not_a_search_difference(
     # the same distance on both sides is compared as before
     same = verify(index, src, queries=10)
     assert same["ok"] is True and same["search"]["ok"] is True
+
+
+@needs_faiss
+def test_a_vector_one_side_lacks_is_one_problem_and_a_chosen_one_is_compared_alone(
+        tmp_path: Path) -> None:
+    """A FAISS index holds one vector: converting a named dense + sparse + multi source with
+    --vector d and --verify compares by d (the others named as not compared); verifying
+    the two alone names the vectors the index lacks once, not each point as differing."""
+    from click.testing import CliRunner
+
+    from vecferry.cli import main
+
+    ds = full()
+    src = write(ds, f"{tmp_path}/src.parquet")
+    index = f"{tmp_path}/one.faiss"
+    result = CliRunner().invoke(main, ["convert", src, index, "--vector", "d", "--verify",
+                                       "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    checked = json.loads(result.stdout)["verify"]
+    assert checked["ok"] is True and checked["verdict"] == "identical"
+    others = [v.name for v in ds.vectors if v.name != "d"]
+    assert f"not compared: vector(s) {', '.join(map(repr, others))}" in checked["warnings"]
+    alone = verify(src, index, queries=0)
+    kinds = {v.name: v.kind for v in ds.vectors}
+    assert alone["problems"] == ["the destination holds no vector " + ", ".join(
+        f"{n!r} ({kinds[n]})" for n in others)]
+    assert "diff" not in alone or not alone["diff"]["vector_differs"]
+    assert verify(src, index, queries=0, only_vectors=["d"])["ok"] is True
+    with pytest.raises(UsageError, match="not held by both sides: 's'"):
+        verify(src, index, only_vectors=["s"])

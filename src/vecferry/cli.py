@@ -438,7 +438,10 @@ def _convert_report(src: str, dst: str, kw: dict[str, Any], desc: str, verify: b
                             src_options=_reader_side_options(routed, src_fmt, "source"),
                             dst_options=_reader_side_options(routed, dst_fmt, "destination"),
                             on_error="skip" if skipped else "fail",
-                            rejects=report.get("rejects_file") if skipped else None)
+                            rejects=report.get("rejects_file") if skipped else None,
+                            # a FAISS target kept the one vector chosen: compared by it alone
+                            only_vectors=[writer_opts["vector"]]
+                            if writer_opts.get("vector") is not None else None)
         report["verify"] = result
         if not result["ok"]:
             code = EXIT_VERIFY

@@ -33,12 +33,13 @@ sizes on the two sides are a difference, and cannot be searched with the same qu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import inspect
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,8 @@ class _Side:
         self.reader = open_reader(location, format=self.format, context=self.context,
                                   **options)
         self.manifest: Manifest = manifest_of(self.reader.schema)
+        #: the manifest before ``narrow``
+        self.full_manifest = self.manifest
         self.digest = StreamDigest(self.manifest)
         self.duplicates = 0
         #: records past the first of each repeated id (what a keyed target does not hold)
@@ -233,6 +236,13 @@ class _Side:
 
     def close(self) -> None:
         self.reader.close()
+
+    def narrow(self, names: set[str]) -> None:
+        """Compare this side by the vectors ``names`` only (the columns of others are read but
+        left out of every hash and search)."""
+        if any(v.name not in names for v in self.manifest.vectors):
+            self.manifest = dataclasses.replace(
+                self.manifest, vectors=[v for v in self.manifest.vectors if v.name in names])
 
     def _left_out(self, error: Any) -> None:
         # a point the reader rejects is not compared, but an index side's own search would
@@ -649,7 +659,8 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
            sample: int | None = None, allow_lossy: bool = False,
            src_options: dict[str, Any] | None = None,
            dst_options: dict[str, Any] | None = None, on_error: str = "fail",
-           rejects: str | None = None) -> dict[str, Any]:
+           rejects: str | None = None,
+           only_vectors: Sequence[str] | None = None) -> dict[str, Any]:
     """Compare ``src`` with ``dst`` (or ``src`` with its recorded digest); return a report.
 
     ``report["ok"]`` is True only when everything matches; ``report["problems"]`` says what
@@ -665,6 +676,11 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
     source's bad records are left out, as the conversion left them out; ``rejects`` (its
     rejects file) also leaves out the points the target refused. The report counts both
     (``source_rejected``, ``source_excluded``), so "identical" is said of what was written.
+
+    A vector one side holds and the other has no column for is one problem naming it (not a
+    difference of every point); points are compared by the vectors both sides hold.
+    ``only_vectors`` compares those vectors alone, the others named in a warning: a conversion
+    that kept one vector on purpose (a FAISS target's ``--vector``) is verified by it.
     """
     if k <= 0 or queries < 0:
         raise UsageError("k must be positive and queries not negative")
@@ -698,6 +714,7 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
     problems: list[str] = []
     one_per_id = False
     try:
+        not_compared = _common_vectors(a, b, only_vectors, problems)
         if diff:
             # Truncated now: a diff file left by an earlier run must not outlive "identical".
             Path(diff).write_text("", encoding="utf-8")
@@ -706,6 +723,8 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
         partitions = max(1, math.ceil(max(counts, default=memory_rows * 8) / memory_rows))
         sa, sb = _Spill(tmp, "src", partitions), _Spill(tmp, "dst", partitions)
         # checked even without queries: a wrong --vector is a mistake either way
+        if vector is not None:  # names the side that lacks it, before narrowing hides it
+            _pick_vector(a.full_manifest, b.full_manifest, vector)
         picked = _pick_vector(a.manifest, b.manifest, vector)
         sizes = _size_differences(a.manifest, b.manifest)
         search_skipped = None
@@ -792,6 +811,8 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
                         "destination)")
     if search_skipped:
         warnings.append(f"search parity skipped: {search_skipped}")
+    if not_compared:
+        warnings.append(f"not compared: {not_compared}")
     if search is not None and search["ok"] is None:
         warnings.append(f"search parity not compared: recall@{k} {search['recall']:.4f}, but "
                         f"{search_apart}, so their neighbours differ whatever the data (the "
@@ -856,6 +877,41 @@ def _refused_ids(path: str, dst: str) -> set[str]:
 def _label(name: str) -> str:
     """A vector's name for a message: nothing for the unnamed one, else quoted and a space."""
     return f"{name!r} " if name else ""
+
+
+def _common_vectors(a: _Side, b: _Side, only: Sequence[str] | None,
+                    problems: list[str]) -> str | None:
+    """Narrow both sides' manifests to the vectors they are compared by: ``only`` (each must
+    be on both sides, else ``UsageError``), else those both hold, each vector held by one side
+    alone added to ``problems`` once. Returns the vectors ``only`` leaves out, for a warning."""
+    mine = {v.name: v for v in a.manifest.vectors}
+    theirs = {v.name: v for v in b.manifest.vectors}
+    if only is not None:
+        missing = [n for n in only if n not in mine or n not in theirs]
+        if missing:
+            raise UsageError(f"vector(s) to compare not held by both sides: "
+                             f"{', '.join(map(repr, missing))}",
+                             hint=f"source vectors: {sorted(mine)}; destination vectors: "
+                                  f"{sorted(theirs)}")
+        keep = set(only)
+    else:
+        keep = set(mine) & set(theirs)
+        for side, names in (("destination", [n for n in mine if n not in theirs]),
+                            ("source", [n for n in theirs if n not in mine])):
+            if names:
+                held = mine if side == "destination" else theirs
+                problems.append(f"the {side} holds no vector "
+                                + ", ".join(f"{_shown(n)} ({held[n].kind})" for n in names))
+    left = [n for n in {**mine, **theirs} if n not in keep]
+    for side in (a, b):
+        side.narrow(keep)
+    if only is None or not left:
+        return None
+    return "vector(s) " + ", ".join(_shown(n) for n in left)
+
+
+def _shown(name: str) -> str:
+    return repr(name) if name else "(unnamed)"
 
 
 def _distances_apart(a: _Side, b: _Side, name: str) -> str | None:
