@@ -750,3 +750,46 @@ def test_a_partitioned_run_that_did_no_part_leaves_no_staging(npy_src, tmp_path)
         convert(npy_src["jsonl"], out, workers=2, partition_size=SMALL,
                 writer_options={"bulk": True})
     assert not staging_dir(out).exists() and not Path(f"{staging_dir(out)}.lock").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("faiss") is None, reason="needs faiss")
+def test_target_rejects_of_a_repeated_id_are_each_kept_in_a_partitioned_run(tmp_path) -> None:
+    """Two records of one id the target refuses for one reason are two rejects: the driver's
+    rejects file, appended to, took the second for the first written again (its note names
+    only the id), leaving it out of the file and counting it as written."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "v.npy", rng.standard_normal((4000, 8)).astype(np.float32))
+    ids = np.arange(4000, dtype=np.uint64)
+    ids[5] = ids[3900] = 2**63 + 1  # past FAISS's int64 ids: the index refuses both
+    np.save(tmp_path / "ids.npy", ids)
+    reports = {}
+    for workers in (1, 2):
+        rejects = tmp_path / f"rej{workers}.jsonl"
+        reports[workers] = convert(str(tmp_path / "v.npy"), str(tmp_path / f"o{workers}.faiss"),
+                                   reader_options={"ids": str(tmp_path / "ids.npy")},
+                                   workers=workers, partition_size="16KB", on_error="skip",
+                                   rejects=str(rejects))
+        lines = [json.loads(x) for x in rejects.read_text().splitlines()]
+        assert [x["id"] for x in lines] == [2**63 + 1, 2**63 + 1]
+        assert lines[0]["vector"] != lines[1]["vector"]
+    assert reports[2].get("partitions", 2) >= 2
+    for r in reports.values():
+        assert (r["written"], r["rejected"]) == (3998, 2)
+
+
+def test_a_rejects_line_holding_a_lone_surrogate_is_written_escaped(tmp_path) -> None:
+    """A payload key or text with a lone surrogate has no UTF-8: the rejects line escapes it
+    (it crashed with UnicodeEncodeError), and reading the line back gives the same string."""
+    from vecferry.errors import Location, RecordError
+    from vecferry.fileio import loads_reject_line
+    from vecferry.pipeline import RejectsFile
+
+    path = tmp_path / "r.jsonl"
+    sink = RejectsFile(path)
+    sink(RecordError("payload key holds a lone surrogate", location=Location("s.pkl", row=3),
+                     raw={"id": 7, "payload": {"\ud800key": float("nan"), "t": "a\udc00b"}}))
+    sink.close()
+    (line,) = path.read_bytes().splitlines()
+    assert b"\\ud800key" in line and b"NaN" in line
+    back = loads_reject_line(line)
+    assert list(back["payload"]) == ["\ud800key", "t"] and back["payload"]["t"] == "a\udc00b"

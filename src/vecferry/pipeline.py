@@ -86,20 +86,11 @@ class RejectsFile:
                 with contextlib.suppress(ValueError):
                     record = loads_reject_line(line)
                     if isinstance(record, dict) and isinstance(record.get(REJECT_KEY), dict):
-                        seen.add(_note_key(record[REJECT_KEY]))
+                        seen.add(_reject_key(record))
         return seen
 
     def _write(self, error: RecordError) -> bool:
         note = {"reason": error.message, **error.location.as_dict()}
-        if self.append:
-            if self._seen is None:
-                self._seen = self._earlier()
-            key = _note_key(note)
-            if key in self._seen:
-                return False
-            self._seen.add(key)
-        if self._fh is None:
-            self._fh = open(self.path, "ab" if self.append else "wb")  # noqa: SIM115
         raw = error.raw
         record: dict[str, Any]
         if isinstance(raw, dict):
@@ -107,6 +98,15 @@ class RejectsFile:
         else:
             record = {"_raw": raw if isinstance(raw, str) else repr(raw)}
         record[REJECT_KEY] = note
+        if self.append:
+            if self._seen is None:
+                self._seen = self._earlier()
+            key = _reject_key(record)
+            if key in self._seen:
+                return False
+            self._seen.add(key)
+        if self._fh is None:
+            self._fh = open(self.path, "ab" if self.append else "wb")  # noqa: SIM115
         if non_finite(record) is not None:
             # orjson writes NaN and infinity as null, and a re-run left unfixed would then
             # take null for them; written as they are (NaN, Infinity), the re-run names them
@@ -138,8 +138,15 @@ class RejectsFile:
             self._fh = None
 
 
-def _note_key(note: dict[str, Any]) -> bytes:
-    return json.dumps(note, sort_keys=True, default=str).encode()
+def _reject_key(record: dict[str, Any]) -> bytes:
+    """What tells one reject from another: its note, when the note names a line or row (a
+    record read again names the same one); else the whole record too, since a target's note
+    names only the id, and two records of a repeated id refused for one reason are two
+    rejects, not one written twice."""
+    note = record[REJECT_KEY]
+    if isinstance(note, dict) and ("line" in note or "row" in note):
+        record = note
+    return json.dumps(record, sort_keys=True, default=_plain).encode("utf-8", "surrogatepass")
 
 
 def _check_rejects_path(path: str, src: str, dst: str) -> None:
@@ -219,7 +226,14 @@ def settle_rejects(path: str | os.PathLike[str], rejected: int, appended: bool,
 
 
 def _stdlib_line(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_plain).encode()
+    try:
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":"),
+                          default=_plain).encode()
+    except UnicodeEncodeError:
+        # a lone surrogate (in a key or value) has no UTF-8: escaped, the line stays JSON and
+        # a re-run reads the same string back, to be refused again until it is fixed
+        return json.dumps(record, ensure_ascii=True, separators=(",", ":"),
+                          default=_plain).encode()
 
 
 def _plain(value: Any) -> Any:
