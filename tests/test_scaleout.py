@@ -793,3 +793,34 @@ def test_a_rejects_line_holding_a_lone_surrogate_is_written_escaped(tmp_path) ->
     assert b"\\ud800key" in line and b"NaN" in line
     back = loads_reject_line(line)
     assert list(back["payload"]) == ["\ud800key", "t"] and back["payload"]["t"] == "a\udc00b"
+
+
+@pytest.mark.parametrize("kind", ["npy", "mapped-parquet"])
+def test_a_partitioned_run_counts_narrowed_float64_values_once(tmp_path, kind) -> None:
+    """Each partition counts the values it narrowed (a worker's reader, kept for its next
+    partition, counted on and warned each time: dozens of running totals); the run reports
+    one sum, the single-process count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    mat = np.random.default_rng(0).standard_normal((20000, 8))
+    mat[::7] = np.round(mat[::7])  # whole numbers narrow exactly: not every value changes
+    if kind == "npy":
+        src = str(tmp_path / "f64.npy")
+        np.save(src, mat)
+        opts: dict = {}
+    else:
+        src = str(tmp_path / "shards")  # another tool's files: partitioned file by file
+        Path(src).mkdir()
+        for i in range(4):
+            pq.write_table(pa.table({"emb": list(mat[i * 5000:(i + 1) * 5000])}),
+                           f"{src}/{i}.parquet")
+        opts = {"vector_column": ["emb"]}
+    changed = int(np.count_nonzero(mat.astype(np.float32).astype(np.float64) != mat))
+    want = f"{changed} float64 value(s) changed when narrowed to float32"
+    for workers in (1, 2):
+        report = convert(src, f"{tmp_path}/o{workers}/", to_format="parquet",
+                         workers=workers, partition_size="32KB", reader_options=opts)
+        counts = [w for w in report["warnings"] if "changed when narrowed" in w]
+        assert counts == [want], (workers, report["warnings"])
+    assert report["partitions"] > 2

@@ -78,6 +78,30 @@ PAYLOAD_NAMES = ("payload", "metadata", "meta", "attributes", "properties", "fie
 NARROWING_WARNING = ("float64 vectors are narrowed to float32 (Qdrant, FAISS and the stream store "
                      "float32); the report counts values that changed")
 _SUGGEST_HINT = "`vecferry inspect FILE` suggests a mapping"
+_NARROWED = " float64 value(s) changed when narrowed to float32"
+
+
+def narrowed_warning(count: int) -> str:
+    """The warning counting float64 values that narrowing to float32 changed."""
+    return f"{count}{_NARROWED}"
+
+
+def merge_narrowed(warnings: list[str]) -> list[str]:
+    """``warnings`` with their ``narrowed_warning`` counts summed into one, where the first
+    was: a partitioned run gathers one from each partition."""
+    counts = [w for w in warnings if w.endswith(_NARROWED) and w[:-len(_NARROWED)].isdigit()]
+    if len(counts) < 2:
+        return warnings
+    total = narrowed_warning(sum(int(w[:-len(_NARROWED)]) for w in counts))
+    out, placed = [], False
+    for w in warnings:
+        if w in counts:
+            if not placed:
+                out.append(total)
+                placed = True
+            continue
+        out.append(w)
+    return out
 
 
 def _split_list(value: str | Sequence[str] | None) -> tuple[str, ...] | None:

@@ -44,6 +44,7 @@ import pyarrow.compute as pc
 from vecferry.converters import get_format, open_reader
 from vecferry.converters.base import AtomicPath, Context, fsync_path
 from vecferry.errors import Location, TargetError, UsageError, add_notice, writing_to
+from vecferry.mapping import merge_narrowed
 from vecferry.parallel import (
     check_workers,
     lost_worker_hint,
@@ -914,9 +915,10 @@ def _convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str,
         report["resent_for_order"] = resent
     elif resent is None:
         report["order_not_restored"] = True
-    report["warnings"] = list(dict.fromkeys(
+    # every partition counts the float64 values it narrowed: the run reports their sum
+    report["warnings"] = list(dict.fromkeys(merge_narrowed(
         ([changed] if changed else []) + [w for p in done for w in p.get("warnings", [])]
-        + read_warnings + context.warnings))
+        + read_warnings + context.warnings)))
     report.update(writer_report)
     return report
 

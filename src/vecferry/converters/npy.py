@@ -677,9 +677,14 @@ class NpyReader(ClosingReader):
             hint="every file must hold one vector of the same size and dtype")
 
     def _report_narrowing(self) -> None:
+        """Warn of the values narrowing changed in the read just ended, counted from zero
+        again: a reader kept for the next partition (``scaleout``) or read twice reports each
+        read's own count."""
         if self._narrowed:
-            self.context.warn(f"{self._narrowed} float64 value(s) changed when narrowed to "
-                              "float32")
+            from vecferry.mapping import narrowed_warning
+
+            self.context.warn(narrowed_warning(self._narrowed))
+            self._narrowed = 0
 
     def close(self) -> None:
         if self._zip is not None:

@@ -60,6 +60,7 @@ from vecferry.mapping import (
     Mapping,
     TableMapper,
     check_same_schema,
+    narrowed_warning,
     suggest_table,
 )
 from vecferry.plan import pack
@@ -545,8 +546,7 @@ class ParquetReader(ClosingReader):
         if self.mapper is not None:
             lo, hi = spec["files"]
             return mapped_batches(self.mapper, self.parts[lo:hi], self._files[lo:hi],
-                                  batch_size, 0, self.context, number=int(spec["start"]),
-                                  last=hi == len(self._files))
+                                  batch_size, 0, self.context, number=int(spec["start"]))
         # rows are counted before the payload check: a rejected row is still one of the
         # partition's, which ends at a row-group boundary of the file
         return self._checked(_take(self._stored(batch_size, int(spec["start"])),
@@ -687,12 +687,12 @@ class ParquetReader(ClosingReader):
 
 def mapped_batches(mapper: TableMapper, parts: list[Path], files: list[pq.ParquetFile],
                    batch_size: int, start: int, context: Context, number: int = 0,
-                   last: bool = True) -> Iterator[pa.RecordBatch]:
+                   ) -> Iterator[pa.RecordBatch]:
     """Stream batches of foreign files through ``mapper``, skipping the first ``start`` rows.
 
     Rows are numbered across the files in order from ``number`` (ids when there is no id
-    column); messages name the file and the row within it. The ``last`` files of a source end
-    by warning how many float64 values narrowing changed.
+    column); messages name the file and the row within it. The read ends by warning how many
+    float64 values narrowing changed in it.
     """
     for part, pf in zip(parts, files, strict=True):
         total = pf.metadata.num_rows
@@ -727,8 +727,11 @@ def mapped_batches(mapper: TableMapper, parts: list[Path], files: list[pq.Parque
             raise InputError(f"cannot decode Parquet data: {exc}", location=Location(
                 str(part)), hint="the file may be truncated or corrupt") from exc
         number += total
-    if last and mapper.narrowed:
-        context.warn(f"{mapper.narrowed} float64 value(s) changed when narrowed to float32")
+    if mapper.narrowed:
+        # each read (a partition, on a mapper kept for the next) its own count: a partitioned
+        # run sums them (``mapping.merge_narrowed``)
+        context.warn(narrowed_warning(mapper.narrowed))
+        mapper.narrowed = 0
 
 
 class ParquetWriter(ClosingWriter):

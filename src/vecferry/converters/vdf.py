@@ -53,7 +53,7 @@ from vecferry.converters.parquet import _open, natural_key
 from vecferry.digest import StreamDigest
 from vecferry.errors import InputError, Location, UnsupportedError, UsageError
 from vecferry.fileio import loads_exact
-from vecferry.mapping import NARROWING_WARNING, Mapping, TableMapper
+from vecferry.mapping import NARROWING_WARNING, Mapping, TableMapper, narrowed_warning
 from vecferry.stream import (
     ID_COLUMN,
     PAYLOAD_COLUMN,
@@ -264,7 +264,7 @@ class VdfReader(ClosingReader):
             mapper.narrowed = 0
             number += total
         if narrowed:
-            self.context.warn(f"{narrowed} float64 value(s) changed when narrowed to float32")
+            self.context.warn(narrowed_warning(narrowed))
 
     def close(self) -> None:
         for pf in self._files:
