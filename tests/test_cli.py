@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -561,3 +562,27 @@ def test_a_closed_stdout_pipe_ends_the_command_quietly():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert (done.returncode, done.stderr, done.stdout) == (1, "", "")
+
+
+@pytest.mark.parametrize("workers", [0, -3, "2", 1.5, True])
+def test_the_library_refuses_a_worker_count_the_cli_refuses(tmp_path, workers):
+    import numpy as np
+
+    from vecferry.errors import UsageError
+
+    np.save(tmp_path / "v.npy", np.arange(6, dtype=np.float32).reshape(3, 2))
+    with pytest.raises(UsageError, match=f"workers must be a positive integer or None, not "
+                                         f"{re.escape(repr(workers))}"):
+        vecferry.convert(tmp_path / "v.npy", tmp_path / "o.parquet", workers=workers)
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_open_writer_refuses_what_is_not_a_stream_schema(tmp_path):
+    import pyarrow as pa
+
+    from vecferry.errors import UsageError
+
+    for schema in ("notaschema", pa.schema([("id", pa.uint64())])):
+        with pytest.raises(UsageError, match="open_writer takes a stream schema, not "):
+            vecferry.open_writer(tmp_path / "o.parquet", schema)
+    assert list(tmp_path.iterdir()) == []

@@ -57,4 +57,13 @@ def open_writer(location: str | os.PathLike[str], schema: Any, **options: Any):
     from vecferry.parallel import refuse_while_bootstrapping
 
     refuse_while_bootstrapping("vecferry.open_writer")
+    import pyarrow as pa
+
+    from vecferry.stream import MANIFEST_KEY
+
+    if not isinstance(schema, pa.Schema) or MANIFEST_KEY not in (schema.metadata or {}):
+        from vecferry.errors import UsageError
+
+        raise UsageError(f"open_writer takes a stream schema, not {type(schema).__name__}",
+                         hint="pass a reader's .schema, or Manifest(...).schema()")
     return _open(os.fspath(location), schema, **options)

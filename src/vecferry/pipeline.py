@@ -466,6 +466,11 @@ def convert(
     """
     if batch_size <= 0:
         raise UsageError("batch size must be a positive integer")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        # 0 ran on every core and -3 in one process: a count the CLI refuses
+        raise UsageError(f"workers must be a positive integer or None, not {workers!r}",
+                         hint="None (the default) uses the cores there are")
     if limit is not None and limit < 0:
         raise UsageError("limit must not be negative")
     for role, location in (("input", src), ("output", dst)):
