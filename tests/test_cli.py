@@ -582,7 +582,33 @@ def test_open_writer_refuses_what_is_not_a_stream_schema(tmp_path):
 
     from vecferry.errors import UsageError
 
-    for schema in ("notaschema", pa.schema([("id", pa.uint64())])):
+    for schema in ("notaschema", [("id", pa.uint64())]):
         with pytest.raises(UsageError, match="open_writer takes a stream schema, not "):
             vecferry.open_writer(tmp_path / "o.parquet", schema)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz", ".parquet", "_dir", ".faiss"])
+def test_a_closed_reader_refuses_to_read(tmp_path, suffix):
+    """Closed, readers gave every answer: no rows (JSONL, as if the source had ended), all
+    the rows again (numpy), an error calling the file corrupt (Parquet), AttributeError
+    (FAISS). Each now says it is closed, for a new iterator and for one begun before."""
+    import numpy as np
+
+    from vecferry.errors import UsageError
+
+    if suffix == ".faiss":
+        pytest.importorskip("faiss")
+    np.save(tmp_path / "v.npy", np.random.default_rng(1).standard_normal((5000, 4))
+            .astype(np.float32))
+    loc = tmp_path / f"src{suffix}"
+    vecferry.convert(tmp_path / "v.npy", f"{loc}/" if suffix == "_dir" else loc,
+                     to_format="npy" if suffix == "_dir" else None)
+    reader = vecferry.open_reader(loc)
+    begun = reader.batches(1000)
+    assert next(begun).num_rows == 1000
+    reader.close()
+    for read in (lambda: next(begun), lambda: reader.batches(1000)):
+        with pytest.raises(UsageError, match="the reader is closed"):
+            read()
+    reader.close()  # closing again is harmless

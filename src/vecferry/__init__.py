@@ -59,9 +59,7 @@ def open_writer(location: str | os.PathLike[str], schema: Any, **options: Any):
     refuse_while_bootstrapping("vecferry.open_writer")
     import pyarrow as pa
 
-    from vecferry.stream import MANIFEST_KEY
-
-    if not isinstance(schema, pa.Schema) or MANIFEST_KEY not in (schema.metadata or {}):
+    if not isinstance(schema, pa.Schema):  # one without a manifest: the writer's SchemaError
         from vecferry.errors import UsageError
 
         raise UsageError(f"open_writer takes a stream schema, not {type(schema).__name__}",

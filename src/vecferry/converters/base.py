@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import re
 import shutil
@@ -114,7 +115,25 @@ class Writer(Protocol):
 
 class ClosingReader:
     """Lets a reader be used in a ``with`` block, which closes it (its files, a local-mode
-    folder's lock) however the block ends."""
+    folder's lock) however the block ends.
+
+    A closed reader refuses to read: ``batches`` and ``read_partition`` called after ``close``,
+    or a batch iterator still read after it, raise ``UsageError``. (Closed files gave every
+    answer before: no rows, as if the source were empty, all of them again, or an error
+    calling the file corrupt.) Subclasses get this by defining those methods and ``close``.
+    """
+
+    _closed = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("batches", "read_partition"):
+            method = cls.__dict__.get(name)
+            if method is not None:
+                setattr(cls, name, _reads_while_open(method))
+        close = cls.__dict__.get("close")
+        if close is not None:
+            cls.close = _marks_closed(close)  # type: ignore[method-assign]
 
     def close(self) -> None:  # each reader has its own
         raise NotImplementedError
@@ -124,6 +143,52 @@ class ClosingReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _closed_error(reader: Any) -> UsageError:
+    where = getattr(reader, "location", None)
+    return UsageError("the reader is closed", location=Location(str(where)) if where else None,
+                      hint="open a new reader to read again")
+
+
+def _marks_closed(close: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(close)
+    def marking(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return close(self, *args, **kwargs)
+        finally:
+            self._closed = True
+
+    return marking
+
+
+def _reads_while_open(read: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(read)
+    def reading(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        if self._closed:
+            raise _closed_error(self)
+        return _while_open(self, read(self, *args, **kwargs))
+
+    return reading
+
+
+def _while_open(reader: Any, batches: Iterator[Any]) -> Iterator[Any]:
+    """``batches`` until the reader is closed: then ``UsageError``, whatever its closed files
+    answered (an end, as if the source had no more rows, or an error)."""
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            if reader._closed:
+                raise _closed_error(reader) from None
+            return
+        except Exception as exc:
+            if reader._closed:
+                raise _closed_error(reader) from exc
+            raise
+        if reader._closed:
+            raise _closed_error(reader)
+        yield batch
 
 
 class ClosingWriter:
