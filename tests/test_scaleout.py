@@ -824,3 +824,18 @@ def test_a_partitioned_run_counts_narrowed_float64_values_once(tmp_path, kind) -
         counts = [w for w in report["warnings"] if "changed when narrowed" in w]
         assert counts == [want], (workers, report["warnings"])
     assert report["partitions"] > 2
+
+
+def test_a_failed_partitioned_run_says_its_parts_are_kept_for_resume(npy_src, tmp_path) -> None:
+    from vecferry.scaleout import staging_dir
+
+    out = str(tmp_path / "out") + "/"
+    bad = tmp_path / "bad.jsonl"
+    lines = Path(npy_src["jsonl"]).read_text().splitlines()
+    bad.write_text("\n".join([*lines[:N - 10], "{not json", *lines[N - 10:]]) + "\n")
+    with pytest.raises(RecordError) as info:
+        convert(str(bad), out, to_format="parquet", workers=2, partition_size=SMALL)
+    assert str(info.value).endswith(
+        f"; the finished parts are kept in {staging_dir(out)}: once the cause is fixed, run "
+        "again with --resume to do only the rest)")
+    assert "line is not valid JSON" in str(info.value)

@@ -888,6 +888,13 @@ def _convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str,
         if target is not None:
             target.abort()
             add_notice(exc, getattr(target, "abort_notice", None))
+        kept = False
+        with contextlib.suppress(Exception):  # the notice is a courtesy to the error
+            kept = not isinstance(exc, KeyboardInterrupt) and bool(_done(job))
+        if kept:
+            # the parts done are kept: the user should know a rerun need not redo them
+            add_notice(exc, f"the finished parts are kept in {root}: once the cause is fixed, "
+                            "run again with --resume to do only the rest")
         late.close()
         raise
     late.close()
