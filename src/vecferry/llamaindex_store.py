@@ -21,9 +21,12 @@ embedding), ``_node_type`` (its class name) and ``document_id`` / ``doc_id`` / `
 (its source document's id, ``"None"`` without one).
 
 Bad records: a FAISS id no ``nodes_dict`` names, a node id ``docstore.json`` does not hold,
-and a node whose metadata holds NaN or Infinity (LlamaIndex writes them, as Python's ``json``
-does; JSON cannot hold them, and a ``docstore.json`` holding them is read whole, up to
-``WHOLE_JSON_BYTES``, since the streaming parser refuses them).
+a node whose metadata holds NaN or Infinity (LlamaIndex writes them, as Python's ``json``
+does; JSON cannot hold them), and a node holding text with a lone surrogate (``json.dump``
+writes half of a UTF-16 pair as ``\\udXXX``; UTF-8 cannot encode it). A ``docstore.json``
+holding either is read whole, up to ``WHOLE_JSON_BYTES``: a bigger one, which is streamed, is
+an ``InputError`` (the streaming parser refuses NaN, and its C backend turns a lone surrogate
+into ``?`` or fails on it).
 Nodes that ``nodes_dict`` names for FAISS ids the index does not hold come out of ``unused``.
 Nodes of the docstore that no ``nodes_dict`` names belong to no vector here (a docstore can
 serve several indexes); they are counted (``unindexed``), not read.
@@ -35,15 +38,16 @@ Memory: the node payloads go to a scratch SQLite table (``payloadjoin.PayloadTab
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
 
 from vecferry.errors import InputError, Location
 from vecferry.fileio import loads_exact, loads_with_constants, open_read, without_bom
-from vecferry.mapping import non_finite
+from vecferry.mapping import find_first, non_finite
 from vecferry.payloadjoin import PayloadTable
 from vecferry.points import dumps_payload
 from vecferry.storage import as_path, file_size
@@ -59,6 +63,13 @@ _SOURCE = "1"
 HINT = ("persist the index again with LlamaIndex (index.storage_context.persist), or use "
          "--on-error skip to write such points (with their vectors) to the rejects file and "
          "carry on")
+#: a surrogate escape (``\\udXXX``) in JSON text, with the backslashes before its ``u``: an
+#: even number of them is an escaped backslash and the letters, no escape
+_SURROGATE_ESCAPE = re.compile(rb"(\\+)u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_LOW_ESCAPE = re.compile(rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+#: bytes of a block a streamed read looks at again with the next one: enough for a high
+#: half's escape and the low half after it, which a block boundary may cut
+_ESCAPE_SPAN = 12
 
 
 def sibling(location: str, name: str) -> str:
@@ -70,6 +81,47 @@ def vector_store_kind(head: bytes) -> str:
     """``"faiss"`` or ``"simple"`` (LlamaIndex's JSON ``SimpleVectorStore``) from a vector
     store file's first bytes."""
     return "simple" if without_bom(head).lstrip()[:1] == b"{" else "faiss"
+
+
+def _has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate, which has no UTF-8 (SQLite, Arrow and the
+    output files all need UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _lone_surrogate(text: bytes, stop: int, paired: int = -1) -> tuple[int | None, int]:
+    """(offset of the first lone surrogate escape in JSON ``text`` among the escapes whose
+    backslashes start before ``stop``, or None; offset of the low half paired with the last
+    high half looked at, or -1). A pair (``json.dump`` escapes any character past U+FFFF as
+    one) is text like any other; ``paired`` is the offset of a low half a high one before
+    ``text`` pairs."""
+    for m in _SURROGATE_ESCAPE.finditer(text):
+        if m.start() >= stop:
+            break
+        if len(m.group(1)) % 2 == 0:
+            continue
+        at = m.end(1) - 1  # the escape's own backslash
+        if m.group()[-3:-2] in b"89abAB":  # a high half
+            if _LOW_ESCAPE.match(text, m.end()):
+                paired = m.end()
+                continue
+            return at, paired
+        if at != paired:
+            return at, paired
+    return None, paired
+
+
+def _surrogate_at(value: Any) -> str | None:
+    """Path (``text``, ``metadata.a[2]``) of the first text or key in ``value`` holding a lone
+    surrogate; a key is shown as its repr, which shows the surrogate."""
+    return find_first(
+        value, lambda v, at: at if isinstance(v, str) and _has_surrogate(v) else None,
+        key=lambda k, at: at[:len(at) - len(k)] + repr(k)
+        if isinstance(k, str) and _has_surrogate(k) else None)
 
 
 def is_llamaindex_index(location: str) -> bool:
@@ -96,6 +148,40 @@ def _payload_of(node: dict[str, Any]) -> dict[str, Any]:
     ref = source.get("node_id") if isinstance(source, dict) else None
     payload["document_id"] = payload["doc_id"] = payload["ref_doc_id"] = ref or "None"
     return payload
+
+
+class _LoneSurrogate(ValueError):
+    """A lone surrogate escape met in a streamed ``docstore.json``."""
+
+
+class _SurrogateGuard:
+    """A binary file whose ``read`` raises ``_LoneSurrogate`` at the first block holding a lone
+    surrogate escape, before the parser reading it gets to it: the nodes already parsed came
+    from earlier bytes, and hold none. The last ``_ESCAPE_SPAN`` bytes of a block (and a run
+    of backslashes ending there) are looked at with the next block, which completes an escape
+    or pair the boundary cuts."""
+
+    def __init__(self, fh: IO[bytes]):
+        self._fh = fh
+        self._tail = b""
+        self._base = 0      # file offset of the tail's first byte
+        self._paired = -1   # file offset of a low half a high half already looked at pairs
+
+    def read(self, size: int = -1) -> bytes:
+        block = self._fh.read(size)
+        if size == 0:
+            return block  # a parser asking what kind of file it is, not the end of it
+        seen = self._tail + block
+        cut = max(0, len(seen) - _ESCAPE_SPAN) if block else len(seen)
+        while 0 < cut < len(seen) and seen[cut - 1:cut] == b"\\":
+            cut -= 1  # a run of backslashes decides what follows: kept whole for the next
+        at, paired = _lone_surrogate(seen, cut, self._paired - self._base)
+        if at is not None:
+            raise _LoneSurrogate(f"{seen[at:at + 6].decode()} at byte {self._base + at}")
+        self._paired = paired + self._base if paired >= 0 else -1
+        self._base += cut
+        self._tail = seen[cut:]
+        return block
 
 
 class LlamaIndexNodes:
@@ -143,7 +229,16 @@ class LlamaIndexNodes:
                     self._bad[node_id] = (f"holds {found[0]} at {found[1]}, which JSON cannot "
                                           "express", _payload_of(node))
                     continue
-            pending.append((node_id, node_payload(node)))
+            text = node_payload(node)
+            # Checked whatever parsed the file: the stdlib parser (NaN beside it, integers past
+            # 64 bits) reads a lone surrogate escape into the text, and SQLite, like every
+            # output, takes UTF-8 only. Refused here, the node is a bad record by itself.
+            if _has_surrogate(text):
+                self._bad[node_id] = (
+                    f"holds text that is not valid Unicode at {_surrogate_at(node)} (a lone "
+                    "surrogate, which UTF-8 cannot encode)", _payload_of(node))
+                continue
+            pending.append((node_id, text))
             if len(pending) == 4096:
                 self._table.add_many(pending)
                 pending.clear()
@@ -169,7 +264,8 @@ class LlamaIndexNodes:
     def _read_json(self, location: str) -> Any:
         """The file parsed whole. NaN and Infinity (which LlamaIndex's ``json.dump`` writes for
         such floats) are read, and set ``_lenient``: the nodes holding them become bad records;
-        anything else that is not JSON raises ``InputError``."""
+        so are nodes whose text holds a lone surrogate escape, which ``json.dump`` writes too.
+        Anything else that is not JSON raises ``InputError``."""
         with open_read(location) as fh:
             text = without_bom(fh.read())
         try:
@@ -178,11 +274,12 @@ class LlamaIndexNodes:
             try:
                 data, constants = loads_with_constants(text)
             except ValueError:
-                constants = []
-            if not constants:
+                data, constants = None, []
+            if not constants and (data is None or _lone_surrogate(text, len(text))[0] is None):
                 raise InputError(f"not JSON: {exc}", location=Location(source=location),
                                  hint="persist the index again with LlamaIndex") from exc
-            self._lenient = True
+            if constants:
+                self._lenient = True
             return data
 
     def _nodes_dict(self) -> tuple[np.ndarray, list[str]]:
@@ -206,6 +303,10 @@ class LlamaIndexNodes:
                         # and an integer would read as another id kind than the docstore's keys
                         raise ValueError(f"FAISS id {fid} names the node {node_id!r}, which "
                                          "is not a node id (non-empty text)")
+                    if _has_surrogate(node_id):
+                        # no id column, rejects line or Qdrant point could name it
+                        raise ValueError(f"FAISS id {fid} names the node {node_id!r}, which is "
+                                         "not valid Unicode (a lone surrogate)")
                     fids.append(int(fid))
                     node_ids.append(node_id)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -240,8 +341,19 @@ class LlamaIndexNodes:
 
         try:
             with open_read(self.location) as fh:
-                for node_id, entry in ijson.kvitems(fh, "docstore/data", use_float=True):
+                for node_id, entry in ijson.kvitems(_SurrogateGuard(fh), "docstore/data",
+                                                    use_float=True):
                     yield node_id, node_of(node_id, entry)
+        except _LoneSurrogate as exc:
+            # ijson's C backend reads a lone high surrogate escape as "?" (the node would be
+            # changed without a word) and fails on a low one: refused whole, as NaN is
+            raise InputError(
+                f"holds text with a lone surrogate escape (half of a UTF-16 pair, which UTF-8 "
+                f"cannot encode; LlamaIndex's json.dump writes it for such text), which "
+                f"vecferry reads only in a {DOCSTORE_FILE} of up to {WHOLE_JSON_BYTES >> 20} MB "
+                f"(it streams bigger ones): {exc}", location=Location(source=self.location),
+                hint="remove the lone surrogates from the nodes' text in LlamaIndex and "
+                     "persist the index again") from exc
         except ijson.JSONError as exc:
             if any(c in str(exc) for c in ("NaN", "Infinity")):
                 raise InputError(

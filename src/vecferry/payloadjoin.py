@@ -112,19 +112,31 @@ class PayloadTable(_ScratchTables):
 
 class RowsById(_ScratchTables):
     """Rows of text columns by integer key, in a scratch SQLite table: the on-disk side of a
-    lookup too large to hold in memory. The first row of a key stays; ``take`` returns rows
-    in the order of the keys asked for. Same threading rules as ``PayloadTable``."""
+    lookup too large to hold in memory. The first row of a key stays, and the later ones are
+    counted (``repeats``); ``take`` returns rows in the order of the keys asked for. Same
+    threading rules as ``PayloadTable``."""
 
     def __init__(self, columns: Sequence[str]):
         self.columns = list(columns)
         names = ", ".join(f"c{i} TEXT" for i in range(len(self.columns)))
-        super().__init__(f"CREATE TABLE r (k INTEGER PRIMARY KEY, {names})")
-        self._insert = f"INSERT OR IGNORE INTO r VALUES (?{', ?' * len(self.columns)})"
+        super().__init__(f"CREATE TABLE r (k INTEGER PRIMARY KEY, {names}, "
+                         "n INTEGER NOT NULL DEFAULT 0)")
         self._select = ", ".join(f"c{i}" for i in range(len(self.columns)))
+        # a later row of a key only counts: dropped without a count, its loss could not be told
+        self._insert = (f"INSERT INTO r (k{', ' if self.columns else ''}{self._select}) "
+                        f"VALUES (?{', ?' * len(self.columns)}) "
+                        "ON CONFLICT (k) DO UPDATE SET n = n + 1")
 
     def add_many(self, rows: Iterator[tuple[int | str | None, ...]]) -> None:
         """Add (key, *column values) rows."""
         self._db.executemany(self._insert, rows)
+
+    def repeats(self) -> tuple[int, int | None]:
+        """(rows whose key an earlier row had, the smallest such key or None)."""
+        self._done_filling()
+        count, first = self._db.execute(
+            "SELECT COALESCE(SUM(n), 0), MIN(CASE WHEN n > 0 THEN k END) FROM r").fetchone()
+        return int(count), first
 
     def take(self, keys: Sequence[int]) -> list[tuple[str | None, ...] | None]:
         """The columns of each key's row (None for a key with no row)."""

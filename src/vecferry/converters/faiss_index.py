@@ -55,7 +55,19 @@ reader has no path for is refused before writing; one the reader reads as lossy 
   source, Qdrant collection config) plus what the writer did (``extra["faiss_writer"]``);
 * ``<index>.payloads.parquet``: columns ``faiss_id`` (int64), ``payload`` (JSON text) and, when
   ids were not unsigned integers below 2^63, ``id`` (the original id as text; the mapping is
-  ``faiss_id`` = 0, 1, 2, ... in stream order).
+  ``faiss_id`` = 0, 1, 2, ... in stream order), else ``position`` (int64: the point's place in
+  the order points were added, 0, 1, 2, ...; one row per point with a payload).
+
+Integer ids are the FAISS ids, and an id may be given to several points (duplicate ids are
+data): the reader joins the sidecar on ``position`` wherever its read tells it (flat storage,
+also under HNSW or Refine, holds the points in the order added; an id map's storage holds
+positions into it), so each point gets its own payload. Bare inverted lists (``IVF...``, not
+inside an ``IDMap``) are read list by list, where only the id tells points apart: writing one,
+a later point of an id already written is a bad record (``context.reject``) when it or the
+written point has a payload; points without one on either side are written. A sidecar without
+``position`` (written before it was recorded) is joined by FAISS id, the first row of an id
+counting, with a warning when an id has several rows; a row at a position that names another
+FAISS id than the index holds there is an ``InputError``.
 
 The reader applies both when they are present and describe the same number of points, so
 FAISS -> anything -> FAISS -> anything restores ids, payloads, distance and names, and the
@@ -145,6 +157,9 @@ DISTANCE_SAMPLE = 1024
 NORM_CHECK_BYTES = 8 << 30
 MANIFEST_SUFFIX = ".manifest.json"
 PAYLOADS_SUFFIX = ".payloads.parquet"
+#: the payload sidecar's column of each point's place in the order points were added to the
+#: index (0, 1, 2, ...): written for integer ids, where an id may be given to several points
+POSITION_COLUMN = "position"
 
 EXACT_TYPES = (
     "IndexFlat (L2, IP, L1)", "IndexIDMap", "IndexIDMap2", "IndexHNSWFlat", "IndexIVFFlat",
@@ -702,14 +717,18 @@ SIDECAR_MEMORY_BYTES = 64 << 20
 
 
 class _Sidecar:
-    """``<index>.payloads.parquet``, looked up by FAISS id a batch at a time.
+    """``<index>.payloads.parquet``, looked up a batch at a time: by the points' positions in
+    the order they were added (its ``position`` column) for a read in that order, else by
+    FAISS id.
 
     Only the footer is read when opened (a partitioned run's driver never reads more); the
-    rows are loaded on the first lookup. Where an id occurs twice, its first row counts.
+    rows are loaded on the first lookup. Looked up by FAISS id, where an id has two rows (a
+    sidecar written before positions were recorded), its first row counts.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, name: str | None = None):
         self.path = path
+        self.name = name or str(path)  # as the user named it (``path`` may be a local copy)
         try:
             meta = pq.ParquetFile(path).metadata
         except (OSError, pa.ArrowException) as exc:
@@ -717,14 +736,19 @@ class _Sidecar:
         names = set(meta.schema.names)
         if "faiss_id" not in names:
             raise InputError("payload sidecar has no 'faiss_id' column",
-                             location=Location(source=str(path)))
+                             location=Location(source=self.name))
         self.columns = [c for c in ("id", PAYLOAD_COLUMN) if c in names]
         self.has_ids = "id" in names
+        self.has_positions = POSITION_COLUMN in names
         self.rows = meta.num_rows
         self._bytes = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-        self._fid: np.ndarray | None = None
+        self._by: str | None = None           # the key loaded: "faiss_id" or POSITION_COLUMN
+        self._fid: np.ndarray | None = None   # FAISS ids: the sorted keys, or each row's id
+        self._pos: np.ndarray | None = None   # sorted positions (looked up by position)
         self._memory: dict[str, pa.Array] = {}
         self._disk: Any = None
+        #: (rows whose key an earlier row has, the smallest such key), once loaded by FAISS id
+        self.repeats: tuple[int, int | None] = (0, None)
 
     def has_payloads(self) -> bool:
         """Whether a row has a payload (a sidecar of mapped ids has a row per point, payload
@@ -747,52 +771,102 @@ class _Sidecar:
 
     def _unreadable(self, exc: BaseException) -> InputError:
         return InputError(f"cannot read the payload sidecar: {exc}",
-                          location=Location(source=str(self.path)),
+                          location=Location(source=self.name),
                           hint="delete or fix it; it was written next to the index")
 
-    def _load(self) -> None:
+    def _load(self, by: str) -> None:
+        """Load the rows keyed by ``by`` (``faiss_id``, or ``position`` with the FAISS id of
+        each row kept to check against the index)."""
+        self.close()
+        extra = ["faiss_id"] if by == POSITION_COLUMN else []
+        columns = [by, *extra, *self.columns]
         try:
             if self._bytes <= SIDECAR_MEMORY_BYTES:
-                table = pq.read_table(self.path, columns=["faiss_id", *self.columns])
-                fid = table.column("faiss_id").to_numpy()
-                order = np.argsort(fid, kind="stable")
+                table = pq.read_table(self.path, columns=columns)
+                keys = table.column(by).to_numpy()
+                order = np.argsort(keys, kind="stable")
                 take = pa.array(order)
                 self._memory = {c: table.column(c).combine_chunks().take(take)
                                 for c in self.columns}
-                self._fid = fid[order]
-                return
-            from vecferry.payloadjoin import RowsById
+                if by == POSITION_COLUMN:
+                    self._pos = keys[order]
+                    self._fid = table.column("faiss_id").to_numpy()[order]
+                else:
+                    self._fid = keys[order]
+                    again = np.flatnonzero(np.diff(self._fid) == 0)
+                    self.repeats = (len(again), int(self._fid[again[0]]) if len(again) else None)
+            else:
+                from vecferry.payloadjoin import RowsById
 
-            self._disk = RowsById(self.columns)
-            for batch in pq.ParquetFile(self.path).iter_batches(
-                    batch_size=65536, columns=["faiss_id", *self.columns]):
-                self._disk.add_many(zip(*(batch.column(i).to_pylist()
-                                          for i in range(batch.num_columns)), strict=True))
+                self._disk = RowsById([*extra, *self.columns])
+                for batch in pq.ParquetFile(self.path).iter_batches(batch_size=65536,
+                                                                    columns=columns):
+                    self._disk.add_many(zip(*(batch.column(i).to_pylist()
+                                              for i in range(batch.num_columns)), strict=True))
+                if by == "faiss_id":
+                    self.repeats = self._disk.repeats()
         except (OSError, pa.ArrowException) as exc:
+            self.close()
             raise self._unreadable(exc) from exc
+        self._by = by
 
-    def lookup(self, faiss_ids: np.ndarray) -> tuple[dict[str, pa.Array], np.ndarray]:
-        """The sidecar's columns (``id``, ``payload``: those it has) for each FAISS id, null
-        where it has no row, and whether it has one."""
-        if self._fid is None and self._disk is None:
-            self._load()
+    def lookup(self, faiss_ids: np.ndarray, positions: np.ndarray | None = None
+               ) -> tuple[dict[str, pa.Array], np.ndarray]:
+        """The sidecar's columns (``id``, ``payload``: those it has) for each point, null where
+        it has no row, and whether it has one. The points are found by ``positions`` (their
+        places in the order they were added) when given and the sidecar records them: a
+        FAISS id given to several points has one row for each, and only the position tells
+        them apart. Else by FAISS id. A row at a point's position that names another FAISS
+        id than the point's is an ``InputError``: the index is not the one written with it."""
+        by = POSITION_COLUMN if positions is not None and self.has_positions else "faiss_id"
+        if self._by != by:
+            self._load(by)
+        keys = positions if by == POSITION_COLUMN else faiss_ids
+        assert keys is not None
         if self._disk is not None:
-            rows = self._disk.take(faiss_ids.tolist())
+            rows = self._disk.take(keys.tolist())
             found = np.fromiter((r is not None for r in rows), dtype=bool, count=len(rows))
+            if by == POSITION_COLUMN:
+                # RowsById keeps text: the FAISS id column comes back as its digits
+                held = np.array([int(r[0]) if r is not None else -1 for r in rows],
+                                dtype=np.int64)
+                self._check(keys, faiss_ids, held, found)
+                rows = [r[1:] if r is not None else None for r in rows]
             cols = {c: pa.array([r[i] if r is not None else None for r in rows], pa.string())
                     for i, c in enumerate(self.columns)}
             return cols, found
-        fid = self._fid
-        assert fid is not None
-        pos = np.minimum(np.searchsorted(fid, faiss_ids), max(len(fid) - 1, 0))
-        found = (fid[pos] == faiss_ids) if len(fid) else np.zeros(len(faiss_ids), bool)
+        sorted_keys = self._pos if by == POSITION_COLUMN else self._fid
+        assert sorted_keys is not None and self._fid is not None
+        pos = np.minimum(np.searchsorted(sorted_keys, keys), max(len(sorted_keys) - 1, 0))
+        found = (sorted_keys[pos] == keys) if len(sorted_keys) else np.zeros(len(keys), bool)
+        if by == POSITION_COLUMN and len(sorted_keys):
+            self._check(keys, faiss_ids, self._fid[pos], found)
         take = pa.array(pos, mask=~found)
         return {c: a.take(take) for c, a in self._memory.items()}, found
+
+    def _check(self, positions: np.ndarray, faiss_ids: np.ndarray, held: np.ndarray,
+               found: np.ndarray) -> None:
+        """``InputError`` for the first point whose row (``found``) names another FAISS id
+        (``held``) than the index holds at its position: its payload is another point's."""
+        wrong = np.flatnonzero(found & (held != faiss_ids))
+        if len(wrong):
+            row = int(wrong[0])
+            raise InputError(
+                f"payload sidecar has the row of FAISS id {int(held[row])} for the point at "
+                f"position {int(positions[row])} of the index, which holds FAISS id "
+                f"{int(faiss_ids[row])} there", location=Location(source=self.name),
+                hint="the index changed after vecferry wrote it: write it again from its "
+                     "source, or move the sidecars away to read it with its FAISS ids and no "
+                     "payloads")
 
     def close(self) -> None:
         if self._disk is not None:
             self._disk.close()
             self._disk = None
+        self._fid = self._pos = None
+        self._memory = {}
+        self._by = None
+        self.repeats = (0, None)
 
 
 # ------------------------------------------------------------------------------------- reader
@@ -958,6 +1032,7 @@ class FaissReader(ClosingReader):
         self._stale_digest: dict[str, Any] | None = None
         self._sidecar_manifest = self._load_manifest_sidecar(path)
         self._sidecar = self._open_sidecar(path)
+        self._repeats_told = False
         if payloads is not None and self._sidecar is not None and self._sidecar.has_payloads():
             self._refuse_payloads_beside_sidecar(payloads)
         self._docstore = self._open_docstore(payloads)
@@ -1178,7 +1253,7 @@ class FaissReader(ClosingReader):
                 hint=f"put {side_name} back beside the index, as vecferry wrote it; if it is "
                      f"lost, moving {manifest_name} away reads the index without them, with its "
                      "FAISS ids")
-        sidecar = _Sidecar(side)
+        sidecar = _Sidecar(side, side_name)
         if mapped and not sidecar.has_ids:
             raise InputError(
                 "payload sidecar has no 'id' column, but the index's manifest sidecar says the "
@@ -1262,6 +1337,15 @@ class FaissReader(ClosingReader):
     def count(self) -> int | None:
         return self._count
 
+    def _added_positions(self, piece: _Piece) -> np.ndarray | None:
+        """Each row's place in the order the points were added to the index, where the read
+        tells it: flat storage (also under HNSW, Refine) holds the points in that order, and
+        the storage of an id map holds positions into it, which the id map holds in that
+        order. None for bare inverted lists, read list by list, whose ids are the only key."""
+        if piece.ids is None:
+            return np.arange(piece.position, piece.position + len(piece.codes), dtype=np.int64)
+        return piece.ids if self.plan.id_maps else None
+
     def _stream_ids(self, piece: _Piece) -> np.ndarray:
         n = len(piece.codes)
         ids = piece.ids if piece.ids is not None else np.arange(
@@ -1326,9 +1410,9 @@ class FaissReader(ClosingReader):
                 if self._docstore is not None:
                     self._docstore.mark(ids)
                     continue
-                id_col, _ = self._id_column(ids)
+                id_col, _ = self._id_column(ids, payloads=False)
                 table.mark([str(i) for i in decode_ids(id_col, self.manifest.id_kind)])
-        pending: list[tuple[np.ndarray, np.ndarray]] = []
+        pending: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
         rows = 0
         end = self.plan.storage.ntotal if stop is None else min(stop, self.plan.storage.ntotal)
         pos = start
@@ -1336,14 +1420,17 @@ class FaissReader(ClosingReader):
             if pos >= end:
                 break
             ids = self._stream_ids(piece)
+            added = self._added_positions(piece)
             vectors = self.plan.decode(piece.codes, piece.listno)
             if pos + len(ids) > end:
                 ids, vectors = ids[:end - pos], vectors[:end - pos]
+                added = added[:end - pos] if added is not None else None
             pos += len(ids)
             offset = 0
             while offset < len(ids):
                 take = min(batch_size - rows, len(ids) - offset)
-                pending.append((ids[offset:offset + take], vectors[offset:offset + take]))
+                pending.append((ids[offset:offset + take], vectors[offset:offset + take],
+                                added[offset:offset + take] if added is not None else None))
                 rows += take
                 offset += take
                 if rows == batch_size:
@@ -1361,12 +1448,14 @@ class FaissReader(ClosingReader):
                 self.context.reject(problem)
             self._reject_unmatched_payloads()
 
-    def _batch(self, parts: list[tuple[np.ndarray, np.ndarray]],
+    def _batch(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
                first_row: int) -> pa.RecordBatch | None:
         ids = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0].copy()
         # One copy out of the (memory-mapped) index per batch; nothing keeps pointing into it.
         vectors = np.concatenate([p[1] for p in parts]) if len(parts) > 1 \
             else np.array(parts[0][1], copy=True)
+        # the pieces of one index all have positions or none do
+        added = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
         bad = ids < 0
         if bad.any():
             for row in np.flatnonzero(bad):
@@ -1391,6 +1480,7 @@ class FaissReader(ClosingReader):
         if bad.any():
             keep = ~bad
             ids, vectors, at = ids[keep], vectors[keep], at[keep]
+            added = added[keep] if added is not None else None
             if len(ids) == 0:
                 return None
         floats = vectors  # as the index holds them, for the rejects file
@@ -1406,7 +1496,7 @@ class FaissReader(ClosingReader):
         spec = self.manifest.vectors[0]
         values = pa.array(vectors.reshape(-1), type=pa.from_numpy_dtype(vectors.dtype))
         vec_col = pa.FixedSizeListArray.from_arrays(values, spec.size)
-        id_col, side = self._id_column(ids)
+        id_col, side = self._id_column(ids, added)
         payload_col = side.get(PAYLOAD_COLUMN)
         if payload_col is None:
             payload_col = pa.nulls(len(ids), type=pa.string())
@@ -1455,15 +1545,28 @@ class FaissReader(ClosingReader):
                  "source, or use --on-error skip to keep such points in the rejects file",
             raw=point))
 
-    def _id_column(self, ids: np.ndarray) -> tuple[pa.Array, dict[str, pa.Array]]:
-        """The stream id column for FAISS ids, and the sidecar's columns for them (if any)."""
+    def _id_column(self, ids: np.ndarray, added: np.ndarray | None = None, *,
+                   payloads: bool = True) -> tuple[pa.Array, dict[str, pa.Array]]:
+        """The stream id column for FAISS ids, and the sidecar's columns for them (if any):
+        found by the points' ``added`` positions where the read knows them (see
+        ``_added_positions``), else by FAISS id. Without ``payloads``, only the ids are
+        wanted: a sidecar that holds no original ids is not read."""
         if self._docstore is not None:
             side, _ = self._docstore.lookup(ids)  # every id known: ``_batch`` rejected the rest
             return side["id"], side
         plain = pa.array(ids.view(np.uint64), type=pa.uint64())
-        if self._sidecar is None:
+        if self._sidecar is None or not (payloads or self._sidecar.has_ids):
             return plain, {}
-        side, found = self._sidecar.lookup(ids)
+        side, found = self._sidecar.lookup(ids, added)
+        if self._sidecar.repeats[0] and not self._repeats_told:
+            self._repeats_told = True
+            count, first = self._sidecar.repeats
+            self.context.warn(
+                f"{self.location}{PAYLOADS_SUFFIX}: {count} of its rows give a FAISS id an "
+                f"earlier row gives (FAISS id {first} among them), and it records no positions "
+                "to tell the points of such an id apart (an older vecferry wrote it): each of "
+                "them is read with the first row's payload, and the later rows' payloads are "
+                "not read; write the index again from its source to keep them")
         if not self._sidecar.has_ids:
             return plain, side
         if not found.all():
@@ -1567,7 +1670,7 @@ class FaissReader(ClosingReader):
             found = row[row >= 0]
             if self._docstore is not None:
                 found = found[self._docstore.known(found)]
-            ids, _ = self._id_column(found)
+            ids, _ = self._id_column(found, payloads=False)
             out.append(decode_ids(ids, self.manifest.id_kind))
         return out
 
@@ -1640,6 +1743,34 @@ def _walk(index: Any) -> Iterator[Any]:
             except (TypeError, AttributeError, RuntimeError):
                 return
 
+
+class _IdSet:
+    """A set of int64 ids, as sorted runs: a new run is merged into the one before it while
+    it is at least half that one's size, so there are O(log n) runs, adding n ids costs
+    O(n log n) and looking one up O(log^2 n). 8 bytes an id: the writer's index keeps at least
+    that for each id in memory anyway (FAISS builds it there)."""
+
+    def __init__(self) -> None:
+        self._runs: list[np.ndarray] = []
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(ids), dtype=bool)
+        for run in self._runs:
+            at = np.minimum(np.searchsorted(run, ids), len(run) - 1)
+            out |= run[at] == ids
+        return out
+
+    def add(self, ids: np.ndarray) -> None:
+        """Add ``ids``, none of them in the set already."""
+        if not len(ids):
+            return
+        self._runs.append(np.sort(ids))
+        while len(self._runs) > 1 and 2 * len(self._runs[-1]) >= len(self._runs[-2]):
+            last = self._runs.pop()
+            # a stable sort of two sorted runs is one merge pass
+            self._runs[-1] = np.sort(np.concatenate([self._runs[-1], last]), kind="stable")
+
+
 #: what ``distance=`` may name, with the metric it gives (Cosine: normalized vectors, IP)
 DISTANCES = tuple(_METRIC_OF)
 
@@ -1651,8 +1782,9 @@ class FaissWriter(ClosingWriter):
     (sparse or multi vectors, several dense vectors and no ``vector=NAME``), when the index
     factory builds an index ``FaissReader`` cannot read back, or a lossy one without
     ``allow_lossy``; ``UsageError`` for an index factory string FAISS rejects or an unknown
-    ``distance``. Points without the vector, with NaN/inf, or with an integer id past 2^63-1 go
-    to ``context.reject``.
+    ``distance``. Points without the vector, with NaN/inf, with an integer id past 2^63-1, or
+    (bare inverted lists only, see the module docstring) repeating an id already written where
+    a payload is involved go to ``context.reject``.
 
     ``distance`` (Cosine, Euclid, Dot, Manhattan) is used when the stream's vector has none.
     """
@@ -1759,6 +1891,9 @@ class FaissWriter(ClosingWriter):
                 hint=f"choose another --index-factory; {exc.hint}") from exc
         self.index_type = _describe(probe.chain)
         self.lossy = probe.lossy
+        # Bare inverted lists are read back list by list, where only the ids tell points
+        # apart; every other storage is read in the order the points were added (positions).
+        by_list = isinstance(probe.storage, _IvfStorage) and not probe.id_maps
         self.metric_name = ("Hamming" if self.binary_bits
                             else _METRICS.get(probe.metric, (f"metric {probe.metric}",))[0])
         del probe  # it holds views into the index
@@ -1778,6 +1913,11 @@ class FaissWriter(ClosingWriter):
         self.digest = None if self.lossy else StreamDigest(self._held)
         self.index = index
         self.map_ids = manifest.id_kind != "int"
+        # Read back by id alone, two points of one id cannot be told apart, nor which of them
+        # a payload belongs to: the later ones are refused where that matters (``_repeated``).
+        # Mapped ids are 0..n-1, each given once.
+        self._ids_seen = _IdSet() if by_list and not self.map_ids else None
+        self._ids_paid = _IdSet() if self._ids_seen is not None else None
         self.needs_training = not index.is_trained
         cap = max(1, TRAIN_BYTES // max(1, 4 * int(spec.size)))
         self.train_target = train_rows or min(_train_rows_needed(index), max(cap, 1000))
@@ -1786,6 +1926,7 @@ class FaissWriter(ClosingWriter):
         self.trained_on = 0
         self.normalized = 0
         self.next_faiss_id = 0
+        self.next_position = 0  # the next point's place in the order points are added
         self.added = 0
 
         side_manifest = as_path(location + MANIFEST_SUFFIX)
@@ -1803,9 +1944,12 @@ class FaissWriter(ClosingWriter):
         self._out_manifest = AtomicPath(side_manifest, overwrite=True, staged=True)
         self._out_payloads = AtomicPath(side_payloads, overwrite=True, staged=True)
         self._stale_payloads = side_payloads if side_payloads.exists() else None
+        # Integer ids are the FAISS ids, and one may be given to several points: each row
+        # records its point's position too, which the reader joins on wherever its read gives
+        # positions. Mapped ids are positions already.
         self._sidecar_schema = pa.schema(
             [("faiss_id", pa.int64())]
-            + ([("id", pa.string())] if self.map_ids else [])
+            + ([("id", pa.string())] if self.map_ids else [(POSITION_COLUMN, pa.int64())])
             + [(PAYLOAD_COLUMN, pa.string())])
         self._sidecar_writer: pq.ParquetWriter | None = None
         self._payload_rows = 0
@@ -1836,6 +1980,8 @@ class FaissWriter(ClosingWriter):
                 keep[row] = False
                 self._reject(batch, int(row), f"id {int(raw_ids[row])} does not fit FAISS's "
                                               "int64 ids (max 2^63-1)")
+            if self._ids_seen is not None:
+                self._repeated(batch, raw_ids.view(np.int64), keep)
         if not keep.all():
             batch = batch.filter(pa.array(keep))
             col = batch.column(self.spec.column)
@@ -1855,7 +2001,10 @@ class FaissWriter(ClosingWriter):
             self.next_faiss_id += n
         else:
             fids = ids_col.to_numpy(zero_copy_only=False).astype(np.int64)
-        self._write_sidecar(fids, batch)
+        # every point written here is added, in this order (after training, if buffered)
+        positions = np.arange(self.next_position, self.next_position + n, dtype=np.int64)
+        self.next_position += n
+        self._write_sidecar(fids, batch, positions)
         if self.digest is not None:
             held = col
             if x.dtype == np.float32 and self.spec.datatype == "float32":
@@ -1869,6 +2018,54 @@ class FaissWriter(ClosingWriter):
                 self._train_and_flush()
             return
         self._add(x, fids)
+
+    def _repeated(self, batch: pa.RecordBatch, ids: np.ndarray, keep: np.ndarray) -> None:
+        """Reject (and clear in ``keep``) the points of ``batch`` that repeat an id already
+        written where a payload is involved: read back list by list, by id alone, an index of
+        inverted lists would give an id's payload to each of its points, or to the wrong one.
+        Points of a repeated id that have no payload, after one without a payload, stay: they
+        read back as written. The first point of an id is always written."""
+        rows = np.flatnonzero(keep)
+        if not len(rows):
+            return
+        assert self._ids_seen is not None and self._ids_paid is not None
+        pids = ids[rows]
+        paid = batch.column(PAYLOAD_COLUMN).is_valid().to_numpy(zero_copy_only=False)[rows]
+        seen = self._ids_seen.contains(pids)
+        _, first, counts = np.unique(pids, return_index=True, return_counts=True)
+        alone = np.zeros(len(rows), dtype=bool)
+        alone[first[counts == 1]] = True
+        # the usual case, an id met for the first time and once in the batch, is decided at
+        # once; the others in order, each knowing what the ones before it did
+        simple = alone & ~seen
+        new_ids, new_paid = [pids[simple]], [pids[simple & paid]]
+        state: dict[int, bool] = {}  # id -> whether its written point has a payload
+        for i in np.flatnonzero(~simple):
+            pid = int(pids[i])
+            if pid not in state:
+                if not seen[i]:
+                    state[pid] = bool(paid[i])  # the id's first point: written
+                    new_ids.append(pids[i:i + 1])
+                    if paid[i]:
+                        new_paid.append(pids[i:i + 1])
+                    continue
+                state[pid] = bool(self._ids_paid.contains(pids[i:i + 1])[0])
+            if not (state[pid] or paid[i]):
+                continue  # no payload on either side: nothing to tell apart
+            row = int(rows[i])
+            keep[row] = False
+            point = point_from_row(batch, row, self.in_manifest)
+            self.context.reject(record_error(
+                f"id {pid} was given to an earlier point too, and {self.index_type} is read "
+                "back list by list, where the points of one id cannot be told apart: their "
+                "payloads would be mixed up", source=self.location, point_id=point["id"],
+                raw=point,
+                hint="keep one point per id (the first is written), or choose an index read "
+                     "back in the order written, which keeps each point of an id with its own "
+                     "payload: 'IDMap2,Flat' (the default), 'HNSW32', or the IVF inside an "
+                     "IDMap2 ('IDMap2,IVF1024,Flat')"))
+        self._ids_seen.add(np.concatenate(new_ids))
+        self._ids_paid.add(np.concatenate(new_paid))
 
     def _normalize(self, x: np.ndarray) -> np.ndarray:
         """Unit-length rows for Cosine; rows already unit length are kept bit for bit."""
@@ -1886,18 +2083,22 @@ class FaissWriter(ClosingWriter):
         self.context.reject(reject_from_row(batch, row, self.in_manifest, message,
                                             self.location))
 
-    def _write_sidecar(self, fids: np.ndarray, batch: pa.RecordBatch) -> None:
+    def _write_sidecar(self, fids: np.ndarray, batch: pa.RecordBatch,
+                       positions: np.ndarray) -> None:
         payloads = batch.column(PAYLOAD_COLUMN)
         if not self.map_ids:
             if payloads.null_count == len(payloads):
                 return
             mask = payloads.is_valid()
-            fids = fids[mask.to_numpy(zero_copy_only=False)]
+            has = mask.to_numpy(zero_copy_only=False)
+            fids, positions = fids[has], positions[has]
             batch = batch.filter(mask)
             payloads = batch.column(PAYLOAD_COLUMN)
         cols: list[pa.Array] = [pa.array(fids, type=pa.int64())]
         if self.map_ids:
             cols.append(batch.column(ID_COLUMN).cast(pa.string()))
+        else:
+            cols.append(pa.array(positions, type=pa.int64()))
         cols.append(payloads)
         if self._sidecar_writer is None:
             self._sidecar_writer = pq.ParquetWriter(self._out_payloads.temp,
