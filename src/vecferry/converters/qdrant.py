@@ -619,6 +619,44 @@ def apply_collection_config(wanted: dict[str, Any], over: dict[str, Any]) -> dic
     return _merge(wanted, over)
 
 
+#: Qdrant's HNSW defaults (a server's and Edge's, and what local mode reports for every
+#: collection): settings at these lose nothing in local mode, which keeps none
+_HNSW_DEFAULTS = {"m": 16, "ef_construct": 100, "full_scan_threshold": 10000,
+                  "max_indexing_threads": 0}
+
+
+def local_mode_losses(config: dict[str, Any], overrides: dict[str, Any] | None = None
+                      ) -> list[str]:
+    """The collection-wide settings of ``config`` a qdrant-client local-mode collection does
+    not keep, each as a phrase; only those a copy out of it would not get back as Qdrant's
+    defaults.
+
+    Local mode keeps vectors (with their own HNSW and quantization settings), sparse vectors
+    and metadata from ``create_collection``, ignores the rest, and reports Qdrant's defaults
+    for it (HNSW m 16, ef_construct 100, no quantization, ``on_disk_payload`` unset, which a
+    server and Edge take as true). Optimizer and WAL settings are named only when
+    ``overrides`` (``--collection-config``) set them: a server reports its own either way,
+    which cannot be told from one chosen for this collection."""
+    lost = []
+    hnsw = config.get("hnsw_config")
+    if isinstance(hnsw, dict):
+        # an unknown setting counts as set unless it is off (None, False, 0)
+        changed = [f"{k} {orjson.dumps(v).decode()}" for k, v in hnsw.items()
+                   if v is not None and v != _HNSW_DEFAULTS.get(k, False)]
+        if changed:
+            lost.append(f"HNSW config ({', '.join(changed)})")
+    quantization = config.get("quantization_config")
+    if quantization:
+        kinds = ", ".join(quantization) if isinstance(quantization, dict) else quantization
+        lost.append(f"quantization config ({kinds})")
+    if config.get("on_disk_payload") is False:
+        lost.append("on_disk_payload false")
+    for key in ("optimizer_config", "wal_config"):
+        if (overrides or {}).get(key):
+            lost.append(f"{key} (from --collection-config)")
+    return lost
+
+
 _NARROWER = {("float32", "float16"), ("float32", "uint8"), ("float16", "uint8")}
 
 
@@ -2168,6 +2206,7 @@ class QdrantWriter(ClosingWriter):
         if create:
             out["config"] = {k: v for k, v in self.wanted.items()
                              if k not in ("engine", "name", "points_count")}
+            self._warn_local_losses()
         if self._shard_keys is not None:
             out["shard_keys"] = list(self._shard_keys)
         if bulk:
@@ -2197,6 +2236,7 @@ class QdrantWriter(ClosingWriter):
                 raise TargetError(f"cannot create the collection: {validation_summary(exc)}",
                                   location=where) from exc
             self.created = True
+            self._warn_local_losses()
             if self._shard_keys is not None:  # the source's keys, in its order
                 keys, self._shard_keys = self._shard_keys, []
                 self._add_shard_keys(keys, found=False)
@@ -2219,6 +2259,20 @@ class QdrantWriter(ClosingWriter):
                 self._bulk_restore = current
                 self.resume_note = {"hnsw_m": current}
         b.begin_load()
+
+    def _warn_local_losses(self) -> None:
+        """Say which settings of a local-mode collection this run creates are lost (see
+        ``local_mode_losses``): as with payload indexes and strict mode, the collection is
+        created without them, and a copy out of it would silently get Qdrant's defaults."""
+        if self.backend.engine != "local":
+            return
+        lost = local_mode_losses(self.wanted, self._overrides)
+        if lost:
+            self.context.warn(
+                f"{self.location}: {', '.join(lost)} kept in the manifest only: local mode "
+                "keeps no HNSW, quantization or storage settings (it searches by scanning "
+                "every point), so a copy out of this collection gets Qdrant's defaults; give "
+                "them again with --collection-config when copying it out")
 
     def _restore_bulk(self, quiet: bool = False) -> None:
         """Switch HNSW indexing back on after ``--bulk``. When that fails the collection is

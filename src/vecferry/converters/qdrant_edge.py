@@ -21,6 +21,12 @@ The reader and writer are the Qdrant ones (``vecferry.converters.qdrant``) over 
 
 Edge takes a lock on the shard: one ``EdgeShard`` per path per process, shared here by reader
 and writer; another process holding it is reported as a ``TargetError`` / ``InputError``.
+
+Damaged shard files make Edge fail with an error, or panic (an assertion or ``unwrap`` in the
+engine): every call into Edge goes through ``EdgeBackend._engine``, which turns both into an
+``InputError`` (reading) or ``TargetError`` (writing), chained to Edge's exception
+(``engine_failure`` tells it). Rust's panic hook prints the panic to stderr before Python sees
+it; no Edge API silences it.
 """
 
 from __future__ import annotations
@@ -50,6 +56,29 @@ SHARD_ENTRIES = frozenset({CONFIG_FILE, "segments", "wal", "shard_config.json",
 
 _SHARDS: dict[str, list[Any]] = {}
 _SHARDS_LOCK = threading.Lock()
+
+
+def is_panic(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Rust panic raised through PyO3 (``pyo3_runtime.PanicException``).
+
+    It derives from ``BaseException``, so ``except Exception`` lets it through, and it cannot
+    be imported by name: PyO3 makes the ``pyo3_runtime`` module at run time. So it is told by
+    its class's name and module, along the class's bases (a subclass is one too)."""
+    return any(cls.__name__ == "PanicException" and cls.__module__ == "pyo3_runtime"
+               for cls in type(exc).__mro__)
+
+
+def engine_failure(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is Edge saying it could not do what it was asked: a panic, or the bare
+    ``Exception`` the binding raises for the engine's errors. Anything else (a ``TypeError``
+    of a wrong argument, ``KeyboardInterrupt``, ``SystemExit``) is not its to explain."""
+    return type(exc) is Exception or is_panic(exc)
+
+
+def engine_text(exc: BaseException) -> str:
+    """What Edge said, with the panic named as one (its message alone reads like an error of
+    the data, e.g. "assertion failed: byte_offset < page_size_bytes")."""
+    return f"Qdrant Edge panicked: {exc}" if is_panic(exc) else str(exc)
 
 
 def edge_path(location: str) -> str:
@@ -86,6 +115,8 @@ class EdgeBackend(Backend):
         self.label = f"qdrant-edge://{path}"
         self.name = None
         self.shard: Any = None
+        #: whether a failure of the engine is the input's (InputError) or the target's
+        self.for_reading = for_reading
         if for_reading and not self.exists():
             what = ("no such directory" if not self.path.exists()
                     else f"not a Qdrant Edge shard (no {CONFIG_FILE})")
@@ -115,12 +146,15 @@ class EdgeBackend(Backend):
             if entry is None:
                 try:
                     shard = opener()
-                except Exception as exc:
+                except BaseException as exc:
+                    if not (isinstance(exc, Exception) or is_panic(exc)):
+                        raise
                     # Edge locks a shard's WAL: WouldBlock means another process has it open;
-                    # anything else is a file of the shard it cannot read
+                    # anything else (a panic too) is a file of the shard it cannot read
                     locked = "WouldBlock" in str(exc)
                     cls = InputError if for_reading else TargetError
-                    raise cls(f"cannot open the shard: {exc}", location=Location(self.label),
+                    raise cls(f"cannot open the shard: {engine_text(exc)}",
+                              location=Location(self.label),
                               hint="another process has it open; Edge allows one at a time"
                               if locked else "the shard's files are damaged or incomplete; "
                               "restore it from a copy or a snapshot"
@@ -142,7 +176,33 @@ class EdgeBackend(Backend):
             entry[1] -= 1
             if entry[1] <= 0:
                 del _SHARDS[self.key]
-                entry[0].close()
+                self._engine(entry[0].close, "closing the shard")
+
+    def _engine(self, fn: Any, what: str) -> Any:
+        """``fn()``, a call into Edge, with its failures (``engine_failure``) raised as a
+        ``InputError`` when reading, a ``TargetError`` when writing, naming the shard.
+        A panic is what a damaged file makes of most calls, and it is a ``BaseException``
+        that ``except Exception`` (the retry loop, the callers) would let through as a
+        traceback."""
+        try:
+            return fn()
+        except BaseException as exc:
+            if not engine_failure(exc):
+                raise
+            raise self._failed(exc, what) from exc
+
+    def _failed(self, exc: BaseException, what: str) -> InputError | TargetError:
+        """The error for Edge's failure ``exc`` while ``what``."""
+        message = f"Qdrant Edge {'panicked' if is_panic(exc) else 'failed'} while {what}: {exc}"
+        if self.for_reading:
+            return InputError(
+                f"the shard's data is damaged or unreadable: {message}",
+                location=Location(self.label),
+                hint="restore the shard from a copy or a snapshot")
+        return TargetError(
+            message, location=Location(self.label),
+            hint="the shard's files may be damaged; run again with --overwrite to write it "
+                 "anew, or restore it from a copy or a snapshot")
 
     # -- Backend
 
@@ -157,7 +217,8 @@ class EdgeBackend(Backend):
         self._opened()
         raw = orjson.loads((self.path / CONFIG_FILE).read_bytes())
         schema = {}
-        for field, info in self.shard.info().payload_schema.items():
+        info_ = self._engine(self.shard.info, "reading the shard's info")
+        for field, info in info_.payload_schema.items():
             schema[field] = {"data_type": _enum_name(info.data_type).lower(),
                              "params": _index_params(info.params)}
         return {
@@ -194,11 +255,13 @@ class EdgeBackend(Backend):
         with _SHARDS_LOCK:
             try:
                 shard = qe.EdgeShard.create(str(self.path), cfg)
-            except Exception as exc:
+            except BaseException as exc:
+                if not (isinstance(exc, Exception) or is_panic(exc)):
+                    raise
                 # Edge may fail half-way, leaving a config and segments it cannot load again
                 # (which a later run would take for a damaged shard): nothing is kept
                 self._clear(existed)
-                raise TargetError(f"cannot create the shard: {exc}",
+                raise TargetError(f"cannot create the shard: {engine_text(exc)}",
                                   location=Location(self.label),
                                   hint="nothing was left in its place; check that the "
                                        "directory is writable and has room, then run again"
@@ -315,26 +378,40 @@ class EdgeBackend(Backend):
 
     def upsert(self, points: list[Any]) -> None:
         point_cls = self.qe.Point
-        self.shard.update(self.qe.UpdateOperation.upsert_points(
-            [p if isinstance(p, point_cls) else self._point(p) for p in points]))
+        op = self.qe.UpdateOperation.upsert_points(
+            [p if isinstance(p, point_cls) else self._point(p) for p in points])
+        try:
+            self.shard.update(op)
+        except BaseException as exc:
+            # Edge's errors are the writer's to report (with the ids it sent); a panic is a
+            # BaseException the writer's retry loop would let through
+            if not is_panic(exc):
+                raise
+            raise self._failed(exc, "writing points") from exc
 
     def count(self, flt: Any = None) -> int:
         self._opened()
-        return int(self.shard.count(self.qe.CountRequest(exact=True, filter=flt)))
+        request = self.qe.CountRequest(exact=True, filter=flt)
+        return int(self._engine(lambda: self.shard.count(request), "counting points"))
 
     def scroll(self, offset: Any, limit: int, flt: Any, vectors: bool, payload: bool):
         qe = self.qe
         if isinstance(offset, str):
             offset = uuid.UUID(offset)
-        records, nxt = self.shard.scroll(qe.ScrollRequest(
-            offset=offset, limit=limit, filter=flt, with_payload=payload, with_vector=vectors))
-        return ([self._record(r, vectors, payload) for r in records],
+        request = qe.ScrollRequest(offset=offset, limit=limit, filter=flt,
+                                   with_payload=payload, with_vector=vectors)
+        records, nxt = self._engine(lambda: self.shard.scroll(request), "scrolling points")
+        return (self._engine(lambda: [self._record(r, vectors, payload) for r in records],
+                             "reading points"),
                 str(nxt) if isinstance(nxt, uuid.UUID) else nxt)
 
     def retrieve(self, ids: list[Any]) -> list[tuple[Any, dict[str, Any], Any]]:
-        records = self.shard.retrieve([uuid.UUID(i) if isinstance(i, str) else i for i in ids],
-                                      with_payload=True, with_vector=True)
-        return [self._record(r, True, True) for r in records]
+        wanted = [uuid.UUID(i) if isinstance(i, str) else i for i in ids]
+        records = self._engine(lambda: self.shard.retrieve(wanted, with_payload=True,
+                                                           with_vector=True),
+                               "retrieving points")
+        return self._engine(lambda: [self._record(r, True, True) for r in records],
+                            "reading points")
 
     def scroll_page(self, offset: Any, limit: int, flt: Any) -> tuple[Any, Any]:
         """A page converted one record at a time as it is iterated: the engine hands each
@@ -343,8 +420,9 @@ class EdgeBackend(Backend):
         qe = self.qe
         if isinstance(offset, str):
             offset = uuid.UUID(offset)
-        records, nxt = self.shard.scroll(qe.ScrollRequest(
-            offset=offset, limit=limit, filter=flt, with_payload=True, with_vector=True))
+        request = qe.ScrollRequest(offset=offset, limit=limit, filter=flt, with_payload=True,
+                                   with_vector=True)
+        records, nxt = self._engine(lambda: self.shard.scroll(request), "scrolling points")
         return _Page(records, self), (str(nxt) if isinstance(nxt, uuid.UUID) else nxt)
 
     def _record(self, r: Any, vectors: bool, payload: bool, vec: Any = None
@@ -376,9 +454,11 @@ class EdgeBackend(Backend):
 
     def search(self, vector: list[float], using: str, k: int) -> list[tuple[Any, Any]]:
         qe = self.qe
-        hits = self.shard.query(qe.QueryRequest(
-            limit=k, query=qe.Query.Nearest(vector, using=using or None), with_payload=True))
-        return [(str(h.id) if isinstance(h.id, uuid.UUID) else h.id, h.payload) for h in hits]
+        request = qe.QueryRequest(limit=k, query=qe.Query.Nearest(vector, using=using or None),
+                                  with_payload=True)
+        return self._engine(lambda: [
+            (str(h.id) if isinstance(h.id, uuid.UUID) else h.id, h.payload)
+            for h in self.shard.query(request)], "searching")
 
     def create_index(self, field: str, index: dict[str, Any]) -> bool:
         qe = self.qe
@@ -393,12 +473,13 @@ class EdgeBackend(Backend):
             kwargs = {k: v for k, v in params.items()
                       if k in allowed and isinstance(v, (bool, int, str))}
             schema = getattr(qe, cls_name)(**kwargs)
-        self.shard.update(qe.UpdateOperation.create_field_index(field, schema))
+        op = qe.UpdateOperation.create_field_index(field, schema)
+        self._engine(lambda: self.shard.update(op), f"creating the payload index on {field!r}")
         return True
 
     def flush(self) -> None:
         if self.shard is not None:
-            self.shard.flush()
+            self._engine(self.shard.flush, "flushing the shard")
 
     def close(self) -> None:
         self._detach()
@@ -588,12 +669,18 @@ class _Page:
 
     def __iter__(self) -> Any:
         record = self.backend._record
-        for r in self.records:
-            pid, vec = r.id, r.vector
-            if type(pid) is int and type(vec) is list:  # the common case, inline
-                yield pid, {"": vec}, r.payload
-            else:
-                yield record(r, True, True, vec)
+        try:
+            for r in self.records:
+                # each attribute read converts the engine's value anew
+                pid, vec = r.id, r.vector
+                if type(pid) is int and type(vec) is list:  # the common case, inline
+                    yield pid, {"": vec}, r.payload
+                else:
+                    yield record(r, True, True, vec)
+        except BaseException as exc:
+            if not engine_failure(exc):
+                raise
+            raise self.backend._failed(exc, "reading points") from exc
 
 
 def open_edge_backend(location: str, *, for_reading: bool) -> EdgeBackend:

@@ -35,6 +35,8 @@ are skipped with ``seek`` so sparse files (Qdrant preallocates its mmap files) s
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import os
 import posixpath
 import shutil
@@ -55,6 +57,7 @@ from vecferry.converters.base import (
     reject_unknown_options,
 )
 from vecferry.converters.qdrant import SHARD_KEY_FIELD, loads_payload
+from vecferry.converters.qdrant_edge import engine_failure, engine_text, is_panic
 from vecferry.errors import (
     InputError,
     Location,
@@ -473,6 +476,28 @@ class SnapshotArchive:
         self.tar.close()
 
 
+#: what to do about a snapshot whose shard Qdrant Edge found damaged; the archive holds no
+#: checksum of its own (Qdrant keeps the SHA-256 beside it, NAME.snapshot.checksum, and lists it)
+DAMAGED_HINT = ("the snapshot file is damaged: download it again (`vecferry snapshot download` "
+                "checks it against the SHA-256 checksum Qdrant lists for it), or compare its "
+                "SHA-256 with that checksum; Qdrant Edge's own report of the failure may be "
+                "printed above")
+
+
+def _damaged(exc: VecferryError) -> bool:
+    """Whether the Edge reader's ``exc`` is Edge failing on the shard's files (its cause is
+    Edge's own exception, or a panic): then the snapshot file is what is damaged."""
+    return isinstance(exc, InputError) and engine_failure(exc.__cause__)
+
+
+def _scrub(text: str, dest: Path) -> str:
+    """``text`` (Edge's message) with the shard directory vecferry extracted to left out:
+    its files named as in the shard (``segments/...``)."""
+    for d in dict.fromkeys((str(dest.resolve()), str(dest))):
+        text = text.replace(d + "/", "").replace(d, "the shard")
+    return text
+
+
 _ROCKS_HINT = ("recover the snapshot into a Qdrant server and convert from there "
                "(vecferry convert qdrant://HOST/COLLECTION ...), or let a recent Qdrant "
                "migrate the collection to mmap storage and take a new snapshot")
@@ -606,11 +631,22 @@ class SnapshotReader(ClosingReader):
             # Load once to let Edge derive and persist the shard config (edge_config.json)
             # from the segments, as its documentation describes for unpacked snapshots.
             qe.EdgeShard.load(str(dest)).close()
-        except Exception as exc:
+        except BaseException as exc:
+            # a panic (pyo3's PanicException) is a BaseException: a damaged file in a segment
+            # makes Edge's loader panic as often as fail
+            if is_panic(exc):
+                raise InputError(
+                    f"Qdrant Edge cannot load this shard: {_scrub(engine_text(exc), dest)}",
+                    location=where, hint=DAMAGED_HINT) from exc
+            if not isinstance(exc, Exception):
+                raise
+            # Edge's message alone cannot tell a damaged file from a format it does not read
             raise UnsupportedError(
-                f"Qdrant Edge cannot load this shard: {exc}", location=where,
-                hint="the snapshot may use a storage format Edge does not read (RocksDB-backed "
-                     "segments of older servers) or come from a newer Qdrant; " + _ROCKS_HINT
+                f"Qdrant Edge cannot load this shard: {_scrub(str(exc), dest)}", location=where,
+                hint="the snapshot file may be damaged: download it again (`vecferry snapshot "
+                     "download` checks it against the SHA-256 checksum Qdrant lists for it); "
+                     "or it uses a storage format Edge does not read (RocksDB-backed segments "
+                     "of older servers) or comes from a newer Qdrant: " + _ROCKS_HINT
             ) from exc
         try:
             reader = EdgeReader(f"qdrant-edge://{dest}", context=self.context,
@@ -618,10 +654,42 @@ class SnapshotReader(ClosingReader):
         except VecferryError as exc:
             if isinstance(exc, UsageError):
                 raise
-            raise InputError(f"cannot read the shard: {exc.message}", location=where,
-                             hint=exc.hint) from exc
+            raise InputError(f"cannot read the shard: {_scrub(exc.message, dest)}",
+                             location=where,
+                             hint=DAMAGED_HINT if _damaged(exc) else exc.hint) from exc
         self._open = (i, reader)
         return reader
+
+    @contextlib.contextmanager
+    def _told_of_snapshot(self, i: int) -> Iterator[None]:
+        """Errors of the Edge reader of shard ``i`` naming the snapshot file, not the
+        directory it was extracted to (vecferry's own, gone once the run ends)."""
+        try:
+            yield
+        except VecferryError as exc:
+            told = self._relabel(exc, i)
+            if told is exc:
+                raise
+            raise told from exc
+
+    def _relabel(self, exc: VecferryError, i: int) -> VecferryError:
+        """``exc`` of the Edge reader of shard ``i`` located at the snapshot (``exc`` itself
+        when it names nothing of the extracted shard); a damaged shard gets the snapshot's
+        hint (download it again), not the shard directory's (restore it)."""
+        dest = self.tmp / f"shard-{i}"
+        source = str(exc.location.source or "")
+        ours = source.startswith(f"qdrant-edge://{dest}")
+        message = _scrub(exc.message, dest)
+        if not ours and message == exc.message:
+            return exc
+        told = copy.copy(exc)  # VecferryError.__reduce__: the same class, its fields kept
+        told.message = message
+        if ours:
+            told.location = dataclasses.replace(exc.location, source=self._shard_label(i))
+        if _damaged(exc):
+            told.hint = DAMAGED_HINT
+        Exception.__init__(told, str(told))
+        return told
 
     def _close_shard(self) -> None:
         if self._open is None:
@@ -691,8 +759,9 @@ class SnapshotReader(ClosingReader):
             reader.manifest = self.manifest
             reader.schema = self.schema
             key = self.archive.shard_keys.get(self.archive.shards[i].id, _NO_KEY)
-            for batch in reader.batches(batch_size, start=skip):
-                yield batch if key is _NO_KEY else _with_shard_key(batch, key)
+            with self._told_of_snapshot(i):
+                for batch in reader.batches(batch_size, start=skip):
+                    yield batch if key is _NO_KEY else _with_shard_key(batch, key)
             skip = 0
             if len(self.counts) > 1:
                 self._close_shard()
@@ -703,7 +772,9 @@ class SnapshotReader(ClosingReader):
             raise UnsupportedError("search over a multi-shard snapshot is not supported",
                                    location=Location(self.location),
                                    hint="run verify with --queries 0")
-        return self._open_shard(0).search(queries, k, vector)
+        reader = self._open_shard(0)
+        with self._told_of_snapshot(0):
+            return reader.search(queries, k, vector)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
