@@ -7,10 +7,11 @@ that answers the few ``pathlib`` questions they ask (``exists``, ``is_dir``, ``g
 
 * reading is streamed with ranged requests (``open_input``, ``RangedArray`` for numpy rows);
 * writing goes through an atomic ``RemoteOutput``: a single object is one multipart upload to
-  the target key that is completed only on commit and aborted otherwise (memory bounded by
-  one part), a directory is written under a hidden temporary prefix and moved on commit, and
-  libraries that must seek back into their output (numpy header patching, FAISS) write a
-  local staging copy that is uploaded on commit.
+  the target key that is completed only on commit and aborted (or, completed, deleted)
+  otherwise (memory bounded by one part), a directory is written under a hidden temporary
+  prefix and moved into place on commit, manifest last, and libraries that must seek back
+  into their output (numpy header patching, FAISS) write a local staging copy that is
+  streamed up on commit. ``RemoteOutput`` says what an interrupted run leaves.
 
 Credentials come from each provider's usual environment variables and config files (boto's
 ``AWS_*`` / ``~/.aws``, Google's application default credentials, Azure's ``AZURE_STORAGE_*``),
@@ -24,6 +25,9 @@ too. fsspec and the provider packages are an extra: ``pip install 'vecferry[s3]'
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
+import inspect
 import io
 import os
 import posixpath
@@ -247,7 +251,11 @@ def _check_location(url: str) -> None:
 
 
 def filesystem(url: str) -> tuple[Any, str]:
-    """The fsspec filesystem and in-filesystem path of ``url``, with the active options."""
+    """The fsspec filesystem and in-filesystem path of ``url``, with the active options.
+
+    An option the provider's filesystem does not take is a ``UsageError`` naming it and the
+    ones it takes, here rather than as a ``TypeError`` from deep inside the first request.
+    """
     _check_location(url)
     provider = _provider(url)
     options = {} if provider == "http" else current_options()
@@ -259,6 +267,8 @@ def filesystem(url: str) -> tuple[Any, str]:
             location=Location(redact(url)),
             hint=f"pip install 'vecferry[{_EXTRA[provider]}]'") from exc
     try:
+        if options:
+            _check_options(fsspec.get_filesystem_class(scheme(url)), options, url)
         return fsspec.core.url_to_fs(url, **options)
     except ImportError as exc:
         raise MissingDependencyError(
@@ -269,6 +279,66 @@ def filesystem(url: str) -> tuple[Any, str]:
         raise UsageError(f"bad storage options for {scheme(url)}://: {scrub(str(exc))}",
                          location=Location(redact(url)),
                          hint="check the --storage-option keys") from exc
+
+
+#: settings fsspec itself takes for every filesystem (its instance and listings caches)
+_FSSPEC_SETTINGS = frozenset({"skip_instance_cache", "use_listings_cache",
+                              "listings_expiry_time", "max_paths"})
+#: where a filesystem hands the settings it does not name itself: s3fs gives them to
+#: botocore's session (``profile``, ...), so they are settings of s3:// too
+_FORWARDED = {"s3fs.core.S3FileSystem": ("aiobotocore.session", "AioSession")}
+#: settings for Python callers (objects, not text), left out of the hint
+_PYTHON_ONLY = frozenset({"loop", "asynchronous", "session", "kwargs"})
+
+
+def _keywords(fn: Any) -> tuple[set[str], bool]:
+    """The keyword parameter names of ``fn``, and whether it takes ``**kwargs`` too."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return set(), True  # not introspectable: take it on trust
+    names = {p.name for p in params if p.name != "self"
+             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+@functools.cache
+def accepted_options(cls: type) -> frozenset[str]:
+    """The top-level storage options filesystem class ``cls`` takes: its own parameters and
+    its base classes' (while each passes the rest on), fsspec's, and those it forwards."""
+    names = set(_FSSPEC_SETTINGS)
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        own, more = _keywords(init)
+        names |= own
+        if not more:
+            break  # nothing beyond these reaches its base classes
+    forward = _FORWARDED.get(f"{cls.__module__}.{cls.__qualname__}")
+    if forward is not None:
+        with contextlib.suppress(ImportError, AttributeError):
+            target = getattr(importlib.import_module(forward[0]), forward[1])
+            names |= _keywords(target.__init__)[0]
+    return frozenset(names)
+
+
+def _check_options(cls: type, options: dict[str, Any], url: str) -> None:
+    """Refuse top-level options ``cls`` does not take (nested ones, such as
+    ``client_kwargs.region_name``, are the provider client's: see ``translate``)."""
+    accepted = accepted_options(cls)
+    unknown = sorted(k for k in options if k not in accepted)
+    if not unknown:
+        return
+    flags = ", ".join(f"--storage-option {k}" for k in unknown)
+    verb = "is not a setting" if len(unknown) == 1 else "are not settings"
+    shown = sorted(accepted - SECRET_KEYS - _PYTHON_ONLY - {"username"})
+    package = _PACKAGE[_provider(url)]
+    raise UsageError(f"{flags} {verb} of {scheme(url)}:// locations",
+                     location=Location(redact(url)),
+                     hint=f"{package} takes {', '.join(shown)} (see its documentation; a "
+                          "nested setting is written like client_kwargs.region_name=VALUE, "
+                          "storage_options in Python)")
 
 
 def _names(exc: BaseException) -> set[str]:
@@ -293,6 +363,13 @@ def translate(exc: BaseException, url: str, *, writing: bool) -> VecferryError:
         return cls(f"{_PROVIDER[provider]} refused access: the credentials are missing, wrong, "
                    f"or not allowed to {'write' if writing else 'read'} here ({detail})",
                    location=where, hint=CREDENTIALS_HINT[provider])
+    if isinstance(exc, TypeError) and "unexpected keyword argument" in str(exc):
+        # the provider passes storage options on to its client at the first request (a nested
+        # one such as client_kwargs.x=...): a wrong call, not a failed transfer
+        return UsageError(f"a storage option is not taken by {_PACKAGE[provider]}: {detail}",
+                          location=where,
+                          hint="check the --storage-option keys (see the provider's "
+                               "documentation)")
     if isinstance(exc, FileNotFoundError) or status == 404:
         if writing:
             return TargetError("the bucket or container does not exist", location=where,
@@ -317,12 +394,17 @@ def _translated(url: str, *, writing: bool = False) -> Iterator[None]:
 
 
 class StoragePath:
-    """A remote file or prefix answering the ``pathlib`` questions the formats ask."""
+    """A remote file or prefix answering the ``pathlib`` questions the formats ask.
 
-    __slots__ = ("_output", "fs", "path", "scheme", "url")
+    A destination (``writing``: from ``output_path``, or a path of an output being written)
+    reports a refused question as a ``TargetError`` about writing there; any other location
+    as an ``InputError`` about reading it.
+    """
+
+    __slots__ = ("_output", "_writing", "fs", "path", "scheme", "url")
 
     def __init__(self, url: str, *, fs: Any = None, path: str | None = None,
-                 output: RemoteOutput | None = None):
+                 output: RemoteOutput | None = None, writing: bool = False):
         url = url_of(url)
         self.url = url
         self.scheme = scheme(url)
@@ -331,11 +413,17 @@ class StoragePath:
         self.fs = fs
         self.path = path if path is not None else url
         self._output = output
+        self._writing = writing
+
+    @property
+    def writing(self) -> bool:
+        """Whether this is a destination (its failures are ``TargetError``)."""
+        return self._writing or self._output is not None
 
     # -- naming ----------------------------------------------------------------------
     def _make(self, path: str, output: RemoteOutput | None = None) -> StoragePath:
         url = path if self.scheme in READ_ONLY else f"{self.scheme}://{path}"
-        return StoragePath(url, fs=self.fs, path=path, output=output)
+        return StoragePath(url, fs=self.fs, path=path, output=output, writing=self._writing)
 
     def __str__(self) -> str:
         return self.url
@@ -381,7 +469,7 @@ class StoragePath:
     # -- questions -------------------------------------------------------------------
     def info(self) -> dict[str, Any] | None:
         """The object's metadata, None when nothing is there."""
-        with _translated(self.url):
+        with _translated(self.url, writing=self.writing):
             try:
                 return self.fs.info(self.path)
             except FileNotFoundError:
@@ -405,7 +493,7 @@ class StoragePath:
         return SimpleNamespace(st_size=int(info.get("size") or 0))
 
     def iterdir(self) -> Iterator[StoragePath]:
-        with _translated(self.url):
+        with _translated(self.url, writing=self.writing):
             names = self.fs.ls(self.path, detail=False)
         own = self.path.rstrip("/")
         for n in sorted(names):
@@ -413,7 +501,7 @@ class StoragePath:
                 yield self._make(n.rstrip("/"))
 
     def glob(self, pattern: str) -> Iterator[StoragePath]:
-        with _translated(self.url):
+        with _translated(self.url, writing=self.writing):
             found = self.fs.glob(f"{self.path.rstrip('/')}/{pattern}")
         for n in sorted(found):
             yield self._make(n)
@@ -469,6 +557,19 @@ def as_path(location: Any) -> Path | StoragePath:
         return location
     if is_remote(location):
         return StoragePath(url_of(location))
+    return Path(location)
+
+
+def output_path(location: Any) -> Path | StoragePath:
+    """``as_path`` for a destination: a remote one's questions (``exists``, ``is_dir``) that
+    the store refuses are a ``TargetError`` saying it may not be written, not an
+    ``InputError`` about reading a source. Writers ask through this before they open their
+    output."""
+    if isinstance(location, StoragePath):
+        return StoragePath(location.url, fs=location.fs, path=location.path,
+                           output=location._output, writing=True)
+    if is_remote(location):
+        return StoragePath(url_of(location), writing=True)
     return Path(location)
 
 
@@ -609,20 +710,37 @@ class RangedArray:
 # ------------------------------------------------------------------------------- outputs
 
 
+#: the manifest of a directory output (parts' ``_manifest.json``, numpy's ``manifest.json``,
+#: VDF's ``VDF_META.json``), by its name relative to the prefix: moved into place last
+_MANIFESTS = re.compile(r"(_?manifest\.json|VDF_META\.json)\Z")
+#: bytes of a staged local file read per write into its upload (which sends whole parts)
+_STREAM_CHUNK = 8 << 20
+
+
+def _direct(fn: Any, *args: Any) -> Any:
+    return fn(*args)
+
+
 class Upload:
     """A streamed upload (multipart past one block); finished by its output's commit.
 
     ``close()`` of a single-object output only marks the stream done: the object appears when
     the output commits, and an aborted output aborts the multipart upload, so no truncated
     object ever sits at the target key. Failures come out as ``TargetError``.
+
+    ``completed`` turns true once the request that makes the object appear (the one-shot PUT
+    or the completion of the multipart upload) has been answered; ``call`` runs that request
+    (``RemoteOutput._call``: an interrupt stops the waiting, not the request).
     """
 
     mode = "wb"
 
-    def __init__(self, fh: Any, url: str, *, defer: bool):
+    def __init__(self, fh: Any, url: str, *, defer: bool, call: Any = None):
         self._fh, self.url, self._defer = fh, url, defer
+        self._call = call or _direct
         self._closed = False
         self._finished = False
+        self.completed = False
 
     def write(self, data: Any) -> int:
         if self._closed:
@@ -643,17 +761,22 @@ class Upload:
         if not self._defer:
             self.finish()
 
+    def _complete(self) -> None:
+        self._fh.close()
+        self.completed = True  # set by the thread that saw the answer, even after an interrupt
+
     def finish(self) -> None:
         """Upload what is buffered and complete the object (idempotent)."""
         if self._finished:
             return
         self._closed = self._finished = True
         with _translated(self.url, writing=True):
-            self._fh.close()
+            self._call(self._complete)
 
     def discard(self) -> None:
-        """Abort the multipart upload: nothing appears at the key."""
-        if self._finished:
+        """Abort the multipart upload: nothing appears at the key. A completed object is left
+        to its output (``RemoteOutput.abort`` removes it)."""
+        if self.completed:
             return
         self._closed = self._finished = True
         with contextlib.suppress(Exception):
@@ -689,12 +812,42 @@ class RemoteOutput:
 
     * one object (default): ``temp`` is the target itself; its upload completes on commit.
     * ``directory``: files go under ``.<name>.vftmp-<random>/`` next to the target and are
-      copied into place on commit (the temporary prefix is removed either way).
+      moved into place on commit (below).
     * ``staged``: ``temp`` is a local file or directory (for writers that seek back into
-      their output); commit uploads it, streamed from disk in parts.
+      their output); commit streams it up in parts: one object into the target's upload, a
+      directory's files under the hidden prefix, then moved into place as above.
 
     ``overwrite`` replaces what the local rules allow (``base._check_replaceable``): checked
     when the output is opened and again, on a fresh listing, before anything is deleted.
+
+    What an interrupted or failed run leaves. An interrupt (Ctrl-C, SIGTERM as the command
+    line raises it) stops only the waiting for a request: the request has been sent and may
+    still succeed, so ``abort`` first waits for the answer of each request that makes,
+    copies or deletes an object, then cleans up after what it did.
+
+    * One object: it appears when its upload completes on commit (a store replaces an
+      object whole), and only then. A run that does not finish after that (its sidecar, a
+      separate output committed next, was refused or interrupted) has ``abort`` delete it:
+      readers take a JSONL or FAISS file without its manifest sidecar for a foreign one.
+      Under ``overwrite`` the object it replaced is gone with it (a store keeps no old
+      version); the old sidecar, which the run did not replace, stays.
+    * A directory: nothing at the target changes until every file is uploaded under the
+      hidden prefix (an interrupt or failure until then leaves the old output as it was, and
+      ``abort`` removes the prefix). Then the move: an old manifest is deleted first, the new
+      data objects copied in (server side), old objects the new output lacks deleted, the new
+      manifest copied in last, the prefix removed. A store has no atomic rename of a prefix,
+      so while the move runs a reader finds the prefix without a manifest (never an old
+      manifest beside new data, nor a new manifest before its data). An interrupt or failure
+      during the move has ``abort`` finish it from the prefix when an old output was being
+      replaced (its manifest is already gone: the new output is the whole one left; the run
+      still ends with its error or interrupt), or delete what was copied in when nothing was
+      there. What ``abort`` cannot repair (a second interrupt, a store refusing the copies
+      again) leaves the prefix without a manifest, data without the record of what it should
+      hold; ``abort_notice`` then says so.
+    * A SIGKILL skips ``abort``: an upload never completed is an unfinished multipart upload
+      (invisible), and the hidden prefix stays; one killed during a move leaves the prefix
+      without a manifest as above, one killed between completing a single object and its
+      sidecar leaves the object without it (a window of one small PUT).
     """
 
     def __init__(self, target: Any, *, overwrite: bool = False, directory: bool = False,
@@ -704,11 +857,17 @@ class RemoteOutput:
             raise UsageError(f"{scheme(url)}:// locations are read-only",
                              location=Location(redact(url)),
                              hint="write to s3://, gs:// or az://, or to a local file")
-        self.target = StoragePath(url)
+        # a destination: a refused probe says the credentials may not write here
+        self.target = StoragePath(url, writing=True)
         self.fs = self.target.fs
-        self.directory, self.staged = directory, staged
+        self.directory, self.staged, self.overwrite = directory, staged, overwrite
         self.block_size = block_size
+        #: what ``abort`` could not put right, for the run's error message (None: nothing)
+        self.abort_notice: str | None = None
         self._uploads: list[Upload] = []
+        self._inflight: list[threading.Event] = []
+        self._state = "writing"  # then "moving" (directory), "done" or "aborted"
+        self._move: SimpleNamespace | None = None
         info = self.target.info()
         if info is not None:
             if not overwrite:
@@ -718,6 +877,11 @@ class RemoteOutput:
             self._check_replaceable(info)
         self._check_bucket()
         self._local: Any = None  # a ScratchDir while staged output is being written
+        self._prefix: StoragePath | None = None
+        if directory:
+            self._prefix = self.target.with_name(
+                f".{self.target.name}.vftmp-{uuid.uuid4().hex[:8]}")
+            self._prefix._output = self
         if staged:
             from vecferry.converters.base import ScratchDir
 
@@ -726,9 +890,7 @@ class RemoteOutput:
             if directory:
                 self.temp.mkdir()
         elif directory:
-            temp = f".{self.target.name}.vftmp-{uuid.uuid4().hex[:8]}"
-            self.temp = self.target.with_name(temp)
-            self.temp._output = self
+            self.temp = self._prefix
         else:
             self.temp = StoragePath(self.target.url, fs=self.fs, path=self.target.path,
                                     output=self)
@@ -743,25 +905,72 @@ class RemoteOutput:
                                   location=Location(redact(self.target.url)),
                                   hint="create it first, or check the name") from None
 
+    # -- requests --------------------------------------------------------------------
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, a request that makes, copies or deletes an object, run in
+        a helper thread this one waits for. fsspec runs requests in its event loop thread,
+        and an interrupt of the waiting thread does not stop them: a PUT sent may land after
+        the run has cleaned up. Here the request stays known until ``_settle`` saw it end."""
+        box: dict[str, Any] = {}
+        # An event, not Thread.join: a join cut short by an interrupt marks the thread as
+        # stopped (CPython 3.11, bpo-45274), and joining it again returns at once.
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                box["value"] = fn(*args, **kwargs)
+            except BaseException as exc:  # handed to the waiting thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        self._inflight.append(done)
+        threading.Thread(target=run, name="vecferry-storage", daemon=True).start()
+        done.wait()  # an interrupt here leaves ``done`` in _inflight for abort()
+        self._inflight.remove(done)
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def _settle(self) -> None:
+        """Wait for the requests an interrupt left without an answer (a second interrupt stops
+        the waiting: what they do is then not cleaned up)."""
+        while self._inflight:
+            self._inflight[0].wait()
+            self._inflight.pop(0)
+
+    def _url(self, path: str) -> str:
+        return self.target._make(path).url
+
     def open(self, path: StoragePath) -> Upload:
+        return self._open(path.path, path.url, defer=not self.directory)
+
+    def _open(self, path: str, url: str, *, defer: bool) -> Upload:
         kw = {"block_size": self.block_size} if self.block_size else {}
-        with _translated(path.url, writing=True):
-            fh = self.fs.open(path.path, "wb", **kw)
-        up = Upload(fh, path.url, defer=not self.directory)
+        with _translated(url, writing=True):
+            fh = self.fs.open(path, "wb", **kw)
+        up = Upload(fh, url, defer=defer, call=self._call)
         self._uploads.append(up)
         return up
 
+    # -- commit ----------------------------------------------------------------------
     def commit(self) -> None:
+        if self._state != "writing":
+            return
         try:
-            for up in self._uploads:
-                up.finish()
             if self.staged:
                 self._upload_staged()
-            elif self.directory:
-                self._move_prefix()
+            for up in list(self._uploads):
+                up.finish()  # one object: this is where it appears
+            if self.directory:
+                self._publish()
+            self._state = "done"
         except BaseException:
             self.abort()
             raise
+        if self._local is not None:
+            self._local.remove()
+            self._local = None
 
     def _check_replaceable(self, info: dict[str, Any]) -> None:
         """What ``--overwrite`` may replace, as for a local output (``base._check_replaceable``):
@@ -798,50 +1007,130 @@ class RemoteOutput:
                                   "or empty directory, or move those files out first")
         return found
 
-    def _replace_target(self) -> None:
-        keys = self._replaceable_keys()
-        objects = [k for k in keys if not k.endswith("/")]
-        if objects:
-            with _translated(self.target.url, writing=True):
-                self.fs.rm(objects)
-        for marker in (k for k in keys if k.endswith("/")):
+    def _upload_staged(self) -> None:
+        """Stream the local staging copy up: one object into the target's (deferred) upload,
+        a directory's files under the hidden prefix. Parts go one at a time, so an interrupt
+        leaves at most one in flight, of an upload never completed."""
+        local = Path(self.temp)
+        if not self.directory:
+            self._stream(local, self.target.path, defer=True)
+            return
+        assert self._prefix is not None
+        for f in sorted(local.rglob("*")):
+            if f.is_file():
+                rel = f.relative_to(local).as_posix()
+                self._stream(f, f"{self._prefix.path}/{rel}", defer=False)
+
+    def _stream(self, local: Path, path: str, *, defer: bool) -> None:
+        up = self._open(path, self._url(path), defer=defer)
+        with open(local, "rb") as fh:
+            while chunk := fh.read(_STREAM_CHUNK):
+                up.write(chunk)
+        up.close()
+
+    def _publish(self) -> None:
+        """Move the hidden prefix's objects into place (see the class docstring)."""
+        assert self._prefix is not None
+        src = self._prefix.path.rstrip("/")
+        dst = self.target.path.rstrip("/")
+        with _translated(self.target.url, writing=True):
+            self.fs.invalidate_cache(src)
+            new = sorted(k[len(src) + 1:] for k in self.fs.find(src)
+                         if k.startswith(src + "/") and not k.endswith("/"))
+        old = self._replaceable_keys()  # refuses objects put there meanwhile that are not ours
+        old_objects = [k for k in old if not k.endswith("/")]
+        if old_objects and not self.overwrite:
+            # another run wrote the same output while this one ran: it is not replaced
+            raise OutputExistsError(
+                "output appeared while this run was writing it (another run to the same "
+                "place?); it is left as it is", location=Location(redact(self.target.url)),
+                hint="pass --overwrite to replace it, or choose another output")
+        rel_old = {k[len(dst) + 1:]: k for k in old_objects if k.startswith(dst + "/")}
+        manifests = [r for r in new if _MANIFESTS.match(r)]
+        self._move = SimpleNamespace(
+            src=src, dst=dst, new=new,
+            data=[r for r in new if r not in manifests],
+            manifests=manifests,
+            old_manifests=[k for r, k in rel_old.items() if _MANIFESTS.match(r)],
+            stale=[k for r, k in rel_old.items() if r not in new and not _MANIFESTS.match(r)]
+            + [k for k in old_objects if k == dst],  # an object at the key itself
+            markers=[k for k in old if k.endswith("/")],
+            replacing=bool(old_objects))
+        self._state = "moving"
+        self._move_in()
+        self._state = "done"
+        with contextlib.suppress(Exception):
+            # the output is whole: a prefix left over here is hidden and harms nothing
+            self._call(self.fs.rm, src, recursive=True)
+
+    def _move_in(self) -> None:
+        """The move itself; run again by ``abort`` to finish one that was cut short, so each
+        step may find its work done already."""
+        m = self._move
+        assert m is not None
+        with _translated(self.target.url, writing=True):
+            # the old manifest first: from here until the new one is in, a reader finds none,
+            # never the old manifest describing new data
+            self._remove(m.old_manifests)
+            for rel in m.data:
+                self._call(self.fs.cp_file, f"{m.src}/{rel}", f"{m.dst}/{rel}")
+            self._remove(m.stale)
+            # last: a manifest is only ever there with all of its data
+            for rel in m.manifests:
+                self._call(self.fs.cp_file, f"{m.src}/{rel}", f"{m.dst}/{rel}")
+        for marker in m.markers:
             # s3fs's rm drops a folder marker's trailing slash (so misses it); rm_file takes
             # the key as it is. A marker is empty: one a provider keeps does no harm.
             with contextlib.suppress(Exception):
-                self.fs.rm_file(marker)
+                self._call(self.fs.rm_file, marker)
 
-    def _upload_staged(self) -> None:
-        assert self._local is not None
-        local = Path(self.temp)
-        with _translated(self.target.url, writing=True):
-            if self.directory:
-                self._replace_target()
-                for f in sorted(local.rglob("*")):
-                    if f.is_file():
-                        rel = f.relative_to(local).as_posix()
-                        self.fs.put_file(str(f), f"{self.target.path}/{rel}")
-            else:
-                self.fs.put_file(str(local), self.target.path)
-        self._local.remove()
-        self._local = None
+    def _remove(self, keys: list[str]) -> None:
+        if keys:
+            with contextlib.suppress(FileNotFoundError):  # gone already
+                self._call(self.fs.rm, keys)
 
-    def _move_prefix(self) -> None:
-        src = self.temp.path.rstrip("/")
-        with _translated(self.target.url, writing=True):
-            found = self.fs.find(src)
-            self._replace_target()
-            for key in found:
-                self.fs.copy(key, f"{self.target.path}/{key[len(src) + 1:]}")
-            self.fs.rm(src, recursive=True)
-
+    # -- abort -----------------------------------------------------------------------
     def abort(self) -> None:
+        """Undo what the run wrote (see the class docstring); idempotent, and a second call
+        (after an interrupt of the first) does nothing more."""
+        if self._state == "aborted":
+            return
+        state, self._state = self._state, "aborted"
+        self._settle()
         for up in self._uploads:
             up.discard()
         if self._local is not None:
             self._local.remove()
             self._local = None
-        if self.directory and not self.staged:
+        if self.directory:
+            if state == "moving":
+                self._finish_or_undo_move()
+            if self._prefix is not None:
+                with contextlib.suppress(Exception):
+                    self._call(self.fs.rm, self._prefix.path, recursive=True)
+        elif any(up.completed for up in self._uploads):
+            # the object is complete but the run is not (its sidecar is missing): remove it
             with contextlib.suppress(Exception):
-                self.fs.rm(self.temp.path, recursive=True)
+                self._call(self.fs.rm_file, self.target.path)
         with contextlib.suppress(Exception):
             self.fs.invalidate_cache()
+
+    def _finish_or_undo_move(self) -> None:
+        m = self._move
+        assert m is not None
+        where = redact(self.target.url)
+        if not m.replacing:
+            # nothing was there: take back what was copied in, and the run leaves nothing
+            try:
+                self._remove([f"{m.dst}/{rel}" for rel in m.new])
+            except Exception as exc:
+                self.abort_notice = (f"{where} holds part of this run's output, without its "
+                                     f"manifest ({scrub(str(exc))[:200]}); remove it, or run "
+                                     "again with --overwrite")
+            return
+        try:
+            # the old output lost its manifest first: the whole one left is the new one
+            self._move_in()
+        except Exception as exc:
+            self.abort_notice = (f"{where} was being replaced and is left without a manifest "
+                                 f"({scrub(str(exc))[:200]}); run again with --overwrite")

@@ -208,9 +208,9 @@ def resolve(location: str, explicit: str | None = None, *, role: str = "reader")
         if name.endswith(ext):
             return spec
     if storage_scheme:
-        from vecferry.storage import StoragePath
+        from vecferry.storage import StoragePath, output_path
 
-        p: Any = StoragePath(location)
+        p: Any = StoragePath(location) if role == "reader" else output_path(location)
     else:
         p = Path(path)
     if p.is_dir():

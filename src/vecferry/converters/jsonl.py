@@ -70,7 +70,7 @@ from vecferry.points import (
     non_finite_rows,
     reject_from_row,
 )
-from vecferry.storage import is_remote
+from vecferry.storage import is_remote, output_path
 from vecferry.stream import (
     ID_COLUMN,
     ID_KINDS,
@@ -747,7 +747,6 @@ class JsonlWriter(ClosingWriter):
                  overwrite: bool = False, workers: int | None = None,
                  max_part_size: int | str | None = None, part_compression: str | None = None,
                  durable: bool = True, distance: str | None = None, **options: Any):
-        from vecferry.storage import as_path
 
         reject_unknown_options("jsonl", options)
         schema = with_distance(schema, distance)
@@ -758,7 +757,7 @@ class JsonlWriter(ClosingWriter):
         self.context = context
         self.manifest = manifest_of(schema)
         self._manifest_json = self.manifest.to_json()
-        self.directory = location.endswith("/") or as_path(location).is_dir()
+        self.directory = location.endswith("/") or output_path(location).is_dir()
         self.max_part_size = parse_part_size(max_part_size)
         if self.max_part_size and not self.directory:
             raise directory_only("JSONL", location)

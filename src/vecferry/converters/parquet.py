@@ -65,7 +65,7 @@ from vecferry.mapping import (
 )
 from vecferry.plan import pack
 from vecferry.points import point_from_row
-from vecferry.storage import arrow_sink, arrow_source, as_path
+from vecferry.storage import arrow_sink, arrow_source, output_path
 from vecferry.stream import (
     ID_COLUMN,
     MANIFEST_KEY,
@@ -759,7 +759,7 @@ class ParquetWriter(ClosingWriter):
         self.context = context
         self.manifest = manifest_of(schema)
         self.schema = schema
-        directory = location.endswith("/") or as_path(location).is_dir()
+        directory = location.endswith("/") or output_path(location).is_dir()
         self.max_part_size = parse_part_size(max_part_size)
         if self.max_part_size and not directory:
             raise directory_only("Parquet", location)
