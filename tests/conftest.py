@@ -101,3 +101,16 @@ def bucket_keys(s3: Any, bucket: str) -> list[str]:
 def open_uploads(s3: Any, bucket: str) -> list[Any]:
     """The multipart uploads begun in ``bucket`` and neither completed nor aborted."""
     return s3.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", [])
+
+
+@pytest.fixture
+def enforce_auth():
+    """Make moto check credentials: the fake keys are then unknown, i.e. wrong."""
+    from moto import settings
+
+    old = settings.INITIAL_NO_AUTH_ACTION_COUNT
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+    try:
+        yield
+    finally:
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = old

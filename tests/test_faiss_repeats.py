@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -331,12 +332,7 @@ def test_a_sidecar_without_positions_reads_as_before_and_says_what_it_cannot_tel
             writer_options={"distance": "Euclid"})
     _without_positions(index)
     warnings: list[str] = []
-    reader = faiss_index.FaissReader(index, context=Context(warnings=warnings))
-    try:
-        got = [(p["id"], json.loads(p["payload"])) for b in reader.batches(2)
-               for p in b.to_pylist()]
-    finally:
-        reader.close()
+    got = _ids_and_payloads(index, warnings, 2)
     assert got == [(7, {"a": 1}), (7, {"a": 1}), (9, {"a": 3}), (9, {"a": 3}), (9, {"a": 3})]
     assert warnings == [
         f"{index}.payloads.parquet: 3 of its rows give a FAISS id an earlier row gives (FAISS "
@@ -353,12 +349,7 @@ def test_a_sidecar_without_positions_and_no_repeats_reads_without_a_word(tmp_pat
             writer_options={"distance": "Euclid"})
     _without_positions(index)
     warnings: list[str] = []
-    reader = faiss_index.FaissReader(index, context=Context(warnings=warnings))
-    try:
-        got = [(p["id"], json.loads(p["payload"])) for b in reader.batches(6)
-               for p in b.to_pylist()]
-    finally:
-        reader.close()
+    got = _ids_and_payloads(index, warnings, 6)
     assert got == [(p["id"], p["payload"]) for p in points] and warnings == []
 
 
@@ -598,3 +589,13 @@ def test_a_node_id_with_a_lone_surrogate_in_nodes_dict_is_named(tmp_path):
     assert text == (f"{path}: index {index_id!r} has no readable nodes_dict: ValueError: FAISS "
                     "id 2 names the node 'node-\\ud800', which is not valid Unicode (a lone "
                     "surrogate) (persist the index again with LlamaIndex)")
+
+
+def _ids_and_payloads(index: str, warnings: list[str], batch: int) -> list[tuple[Any, Any]]:
+    """(id, payload) of each point an index reads back, its warnings added to ``warnings``."""
+    reader = faiss_index.FaissReader(index, context=Context(warnings=warnings))
+    try:
+        return [(p["id"], json.loads(p["payload"])) for b in reader.batches(batch)
+                for p in b.to_pylist()]
+    finally:
+        reader.close()

@@ -185,18 +185,6 @@ def test_missing_bucket_and_object(tmp_path, opts):
 # --------------------------------------------------------------------------- credentials
 
 
-@pytest.fixture
-def enforce_auth():
-    """Make moto check credentials: the fake keys are then unknown, i.e. wrong."""
-    from moto import settings
-
-    old = settings.INITIAL_NO_AUTH_ACTION_COUNT
-    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
-    try:
-        yield
-    finally:
-        settings.INITIAL_NO_AUTH_ACTION_COUNT = old
-
 
 @pytest.mark.parametrize("direction", ["read", "write"])
 def test_wrong_credentials_clear_error(tmp_path, s3_endpoint, bucket, direction,

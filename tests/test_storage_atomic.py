@@ -308,18 +308,6 @@ def test_an_output_written_meanwhile_is_not_replaced(tmp_path, opts, s3, bucket)
 # ------------------------------------------------------------- the destination's errors
 
 
-@pytest.fixture
-def enforce_auth():
-    """Make moto check credentials: the fake keys are then unknown, i.e. wrong."""
-    from moto import settings
-
-    old = settings.INITIAL_NO_AUTH_ACTION_COUNT
-    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
-    try:
-        yield
-    finally:
-        settings.INITIAL_NO_AUTH_ACTION_COUNT = old
-
 
 def _cli_json(args: list[str], endpoint: str) -> tuple[int, dict[str, Any], str]:
     result = CliRunner().invoke(main, ["convert", *args, "--json", "--storage-option",
