@@ -63,6 +63,14 @@ def test_sigkill_then_resume_has_no_gaps_and_no_duplicates(tmp_path: Path, seed:
     finished = subprocess.run([sys.executable, "-m", "vecferry", "convert", *args],
                               capture_output=True, timeout=120,
                               env={**os.environ, "VECFERRY_RETRY_BASE_DELAY": "0.01"})
+    meta = tmp_path / "dst" / "meta.json"
+    if not target_edge and meta.exists() and not _parses(meta):
+        # the kill landed while qdrant-client rewrote meta.json, which it does in place:
+        # nothing can resume that folder, and the run says so instead of a traceback
+        assert finished.returncode == 1
+        assert "the local-mode folder's meta.json is not valid JSON" in finished.stderr.decode()
+        assert "Traceback" not in finished.stderr.decode()
+        return
     assert finished.returncode == 0, finished.stderr.decode()[-2000:]
     report = json.loads(finished.stdout)
     assert report.get("resumed_from", 0) == killed_at
@@ -80,3 +88,35 @@ def test_resume_without_state_starts_from_the_beginning(tmp_path: Path) -> None:
                               resume=True, state=str(tmp_path / "none-yet.json"))
     assert "resumed_from" not in report and report["points_in_collection"] == N_POINTS
     assert dump_edge(tmp_path / "dst") == want
+
+
+def _parses(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except ValueError:
+        return False
+    return True
+
+
+def test_a_local_mode_folder_with_a_cut_meta_json_is_named(tmp_path: Path) -> None:
+    import vecferry
+    from vecferry.errors import InputError, TargetError
+
+    folder = tmp_path / "q"
+    src = tmp_path / "p.jsonl"
+    src.write_text('{"id": 1, "vector": [1.0, 2.0]}\n')
+    vecferry.convert(str(src), f"qdrant-local://{folder}/docs",
+                     writer_options={"distance": "Dot"})
+    (folder / "meta.json").write_text('{"collections": {"docs": {"vectors"')
+    for err, call in ((TargetError, lambda: vecferry.convert(
+            str(src), f"qdrant-local://{folder}/docs", writer_options={"distance": "Dot"})),
+                      (InputError, lambda: vecferry.open_reader(
+                          f"qdrant-local://{folder}/docs"))):
+        with pytest.raises(err) as info:
+            call()
+        assert str(info.value).startswith(
+            f"{folder}: the local-mode folder's meta.json is not valid JSON (")
+        assert str(info.value).endswith(
+            "it was cut short, most likely by a process killed while qdrant-client rewrote it "
+            "(qdrant-client cannot open the folder so: restore meta.json from a copy, or "
+            "delete the folder and load it again)")

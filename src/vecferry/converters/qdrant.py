@@ -908,6 +908,15 @@ class ClientBackend(Backend):
                 raise (InputError if for_reading else TargetError)(
                     f"cannot open the local-mode folder: {exc}", location=Location(str(folder)),
                     hint="another process has it open; local mode allows one") from exc
+            except json.JSONDecodeError as exc:
+                # qdrant-client rewrites meta.json in place: a process killed meanwhile (a
+                # collection being created) leaves it cut short, and the folder unreadable
+                raise (InputError if for_reading else TargetError)(
+                    f"the local-mode folder's meta.json is not valid JSON ({exc}): it was cut "
+                    "short, most likely by a process killed while qdrant-client rewrote it",
+                    location=Location(str(folder)),
+                    hint="qdrant-client cannot open the folder so: restore meta.json from a "
+                         "copy, or delete the folder and load it again") from exc
             self._folder = str(folder)
             self.max_parallel = 1
         else:
