@@ -349,9 +349,7 @@ def test_output_path_probes_as_a_destination(opts, bucket, enforce_auth):
             InputError, storage.as_path(f"s3://{bucket}/x.jsonl").exists)
 
 
-@pytest.mark.parametrize("name", ["x.jsonl", "x.parquet", pytest.param("x.faiss", marks=(
-    pytest.mark.xfail(strict=True, reason="the FAISS writer still checks its remote "
-                      "destination as a source before it opens its output")))])
+@pytest.mark.parametrize("name", ["x.jsonl", "x.parquet", "x.faiss"])
 def test_a_refused_file_destination_is_a_target_error(tmp_path, s3_endpoint, bucket,
                                                       enforce_auth, name):
     if name.endswith(".faiss"):

@@ -137,7 +137,7 @@ from vecferry.llamaindex_store import (
 from vecferry.payloadjoin import PayloadTable
 from vecferry.plan import pack, row_blocks
 from vecferry.points import dumps_payload, non_finite_rows, point_from_row, reject_from_row
-from vecferry.storage import LocalCopy, as_path, is_remote
+from vecferry.storage import LocalCopy, as_path, is_remote, output_path
 from vecferry.stream import (
     ID_COLUMN,
     PAYLOAD_COLUMN,
@@ -1929,8 +1929,9 @@ class FaissWriter(ClosingWriter):
         self.next_position = 0  # the next point's place in the order points are added
         self.added = 0
 
-        side_manifest = as_path(location + MANIFEST_SUFFIX)
-        side_payloads = as_path(location + PAYLOADS_SUFFIX)
+        # asked as a destination's: a store refusing the question refuses writing there
+        side_manifest = output_path(location + MANIFEST_SUFFIX)
+        side_payloads = output_path(location + PAYLOADS_SUFFIX)
         if not overwrite:
             for p in (side_manifest, side_payloads):
                 if p.exists():
