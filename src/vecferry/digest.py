@@ -18,7 +18,6 @@ used by ``vecferry-sum64-v1``, took ten times as long and was no stronger in a 6
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import numpy as np
@@ -74,25 +73,17 @@ def canonical_payload(text: str | None) -> bytes:
     # orjson writes NaN and infinity as null. Only Python's json reads them (orjson refuses
     # even 1e400), and only where the output holds a null is one looked for; the stdlib
     # encoder writes them as they are.
-    if stdlib and b"null" in out and _holds_non_finite(value):
-        return _stdlib_sorted(value)
+    if stdlib and b"null" in out:
+        from vecferry.mapping import non_finite  # mapping imports the modules this one does
+
+        if non_finite(value) is not None:
+            return _stdlib_sorted(value)
     return out
 
 
 def _stdlib_sorted(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"),
                       ensure_ascii=False).encode("utf-8", "surrogatepass")
-
-
-def _holds_non_finite(value: Any) -> bool:
-    """Whether a parsed JSON value holds a float that is NaN or infinite."""
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(map(_holds_non_finite, value.values()))
-    if isinstance(value, list):
-        return any(map(_holds_non_finite, value))
-    return False
 
 
 def _float_rows(values: pa.Array, size: int) -> np.ndarray:

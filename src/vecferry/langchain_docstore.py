@@ -54,7 +54,7 @@ import pyarrow as pa
 
 from vecferry.errors import InputError, Location
 from vecferry.fileio import gc_paused, loads_exact
-from vecferry.mapping import find_first, jsonable, non_finite
+from vecferry.mapping import has_surrogate, jsonable, non_finite, surrogate_at
 from vecferry.points import dumps_payload
 from vecferry.stream import decode_ids, encode_id, id_arrow_type, kind_of_id, merge_id_kinds
 
@@ -285,26 +285,9 @@ def _plain(value: Any, path: str = "", strict: bool = True) -> Any:
         return _plain(item, path, strict)
     if isinstance(value, complex):
         return [value.real, value.imag]
-    if isinstance(value, str) and not strict and _has_surrogate(value):
+    if isinstance(value, str) and not strict and has_surrogate(value):
         return value.encode("utf-8", "backslashreplace").decode()
     return jsonable(value, keep_non_finite=True)  # datetimes, Decimal, bytes, UUID
-
-
-def _has_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _surrogate_at(value: Any, path: str = "") -> str | None:
-    """Path of the first text holding a lone surrogate (no UTF-8 for it), else None; a key
-    holding one is shown as its repr, which shows the surrogate."""
-    return find_first(
-        value, lambda v, at: at if isinstance(v, str) and _has_surrogate(v) else None, path,
-        key=lambda k, at: at[:len(at) - len(k)] + repr(k)
-        if isinstance(k, str) and _has_surrogate(k) else None)
 
 
 class LangchainDocstore:
@@ -524,8 +507,8 @@ def _careful_text(doc: Any) -> tuple[str, str | None]:
     if bad is not None:
         return "", f"holds {bad[0]} at {bad[1]}, which JSON cannot express"
     text = dumps_payload(payload)
-    if _has_surrogate(text):
-        return "", (f"holds text that is not valid Unicode at {_surrogate_at(payload)} (a lone "
+    if has_surrogate(text):
+        return "", (f"holds text that is not valid Unicode at {surrogate_at(payload)} (a lone "
                     "surrogate, which UTF-8 cannot encode)")
     return text, None
 

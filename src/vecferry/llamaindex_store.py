@@ -47,7 +47,7 @@ import pyarrow as pa
 
 from vecferry.errors import InputError, Location
 from vecferry.fileio import loads_exact, loads_with_constants, open_read, without_bom
-from vecferry.mapping import find_first, non_finite
+from vecferry.mapping import has_surrogate, non_finite, surrogate_at
 from vecferry.payloadjoin import PayloadTable
 from vecferry.points import dumps_payload
 from vecferry.storage import as_path, file_size
@@ -83,16 +83,6 @@ def vector_store_kind(head: bytes) -> str:
     return "simple" if without_bom(head).lstrip()[:1] == b"{" else "faiss"
 
 
-def _has_surrogate(text: str) -> bool:
-    """Whether ``text`` holds a lone surrogate, which has no UTF-8 (SQLite, Arrow and the
-    output files all need UTF-8)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 def _lone_surrogate(text: bytes, stop: int, paired: int = -1) -> tuple[int | None, int]:
     """(offset of the first lone surrogate escape in JSON ``text`` among the escapes whose
     backslashes start before ``stop``, or None; offset of the low half paired with the last
@@ -113,15 +103,6 @@ def _lone_surrogate(text: bytes, stop: int, paired: int = -1) -> tuple[int | Non
         if at != paired:
             return at, paired
     return None, paired
-
-
-def _surrogate_at(value: Any) -> str | None:
-    """Path (``text``, ``metadata.a[2]``) of the first text or key in ``value`` holding a lone
-    surrogate; a key is shown as its repr, which shows the surrogate."""
-    return find_first(
-        value, lambda v, at: at if isinstance(v, str) and _has_surrogate(v) else None,
-        key=lambda k, at: at[:len(at) - len(k)] + repr(k)
-        if isinstance(k, str) and _has_surrogate(k) else None)
 
 
 def is_llamaindex_index(location: str) -> bool:
@@ -233,9 +214,9 @@ class LlamaIndexNodes:
             # Checked whatever parsed the file: the stdlib parser (NaN beside it, integers past
             # 64 bits) reads a lone surrogate escape into the text, and SQLite, like every
             # output, takes UTF-8 only. Refused here, the node is a bad record by itself.
-            if _has_surrogate(text):
+            if has_surrogate(text):
                 self._bad[node_id] = (
-                    f"holds text that is not valid Unicode at {_surrogate_at(node)} (a lone "
+                    f"holds text that is not valid Unicode at {surrogate_at(node)} (a lone "
                     "surrogate, which UTF-8 cannot encode)", _payload_of(node))
                 continue
             pending.append((node_id, text))
@@ -303,7 +284,7 @@ class LlamaIndexNodes:
                         # and an integer would read as another id kind than the docstore's keys
                         raise ValueError(f"FAISS id {fid} names the node {node_id!r}, which "
                                          "is not a node id (non-empty text)")
-                    if _has_surrogate(node_id):
+                    if has_surrogate(node_id):
                         # no id column, rejects line or Qdrant point could name it
                         raise ValueError(f"FAISS id {fid} names the node {node_id!r}, which is "
                                          "not valid Unicode (a lone surrogate)")

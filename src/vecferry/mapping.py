@@ -702,6 +702,26 @@ def find_first(value: Any, found: Callable[[Any, str], T | None], path: str = ""
     return None
 
 
+def has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (half of a UTF-16 pair), which has no UTF-8:
+    SQLite, Arrow and the output files all need UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def surrogate_at(value: Any, path: str = "", *, key_repr: bool = True) -> str | None:
+    """Path (``text``, ``metadata.a[2]``) of the first text or key in ``value`` holding a lone
+    surrogate, else None; a key is shown as its repr, which shows the surrogate (the path
+    through it with ``key_repr=False``)."""
+    return find_first(
+        value, lambda v, at: at if isinstance(v, str) and has_surrogate(v) else None, path,
+        key=lambda k, at: (at[:len(at) - len(k)] + repr(k) if key_repr else at)
+        if isinstance(k, str) and has_surrogate(k) else None)
+
+
 def non_finite(value: Any, path: str = "") -> tuple[str, str] | None:
     """(``NaN`` / ``Infinity`` / ``-Infinity``, its path such as ``a.b[2]``) for the first float
     in ``value`` JSON cannot hold (numpy values and arrays included); None when there is

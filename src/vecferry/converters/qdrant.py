@@ -184,21 +184,14 @@ def loads_payload(text: str) -> Any:
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
-def _surrogate_path(value: Any, path: str = "") -> str | None:
-    """Path (``a.b[2]``) of the first string or key of a payload holding a lone surrogate."""
-    from vecferry.mapping import find_first
-
-    return find_first(
-        value, lambda v, at: at if isinstance(v, str) and _SURROGATE.search(v) else None, path,
-        key=lambda k, at: at if isinstance(k, str) and _SURROGATE.search(k) else None)
-
-
 def _payload_refusal(payload: dict[str, Any], exc: BaseException | None
                      ) -> tuple[str, str | None, Any]:
     """(message, hint, payload as a rejects file can keep it) for a payload of a point read
     from Qdrant that JSON text cannot hold: ``exc`` is what ``dumps_payload`` raised, None
     when it returned text holding a lone surrogate."""
-    path = _surrogate_path(payload)
+    from vecferry.mapping import surrogate_at
+
+    path = surrogate_at(payload, key_repr=False)
     if path is not None:
         # the rejects file is UTF-8 too: it keeps the payload as JSON text, surrogate escaped
         return (f"payload field {path!r} holds a lone surrogate (half of a UTF-16 pair), "
