@@ -380,7 +380,7 @@ EDGE_CONFIG = {"hnsw_config": {"m": 24, "ef_construct": 77},
 
 
 def _lost(loc: str, what: str) -> str:
-    return (f"{loc}: {what} kept in the manifest only: local mode keeps no HNSW, quantization "
+    return (f"{loc}: {what} not kept: local mode keeps no HNSW, quantization "
             "or storage settings (it searches by scanning every point), so a copy out of this "
             "collection gets Qdrant's defaults; give them again with --collection-config when "
             "copying it out")

@@ -381,11 +381,16 @@ def test_payload_indexes_recreated_on_edge(tmp_path: Path, src: str) -> None:
         assert reader.manifest.collection["hnsw_config"]["m"] == 24
     finally:
         reader.close()
-    # local mode keeps no payload indexes: said in the warnings, kept in the manifest
+    # local mode keeps no payload indexes: each is named in the warnings, with how to get
+    # it back when copying the collection out
     report = vecferry.convert(f"qdrant-edge://{tmp_path / 'b'}",
                               f"qdrant-local://{tmp_path / 'q'}/docs")
     assert report["payload_indexes"] == []
-    assert any("keeps no payload indexes" in w for w in report["warnings"])
+    for field in ("i", "lang"):
+        assert (f"payload index on {field!r} not created: local mode keeps no payload indexes "
+                "(it filters by scanning every point); give it again with --collection-config "
+                "'{\"payload_schema\": ...}' when copying this collection out"
+                ) in report["warnings"]
 
 
 def test_edge_reader_rejects_network_options(tmp_path: Path, src: str) -> None:

@@ -589,3 +589,36 @@ def test_a_refused_connection_says_what_to_do(tmp_path: Path) -> None:
                                                           max_retries=0))
     assert message.startswith("qdrant://127.0.0.1:1: listing collections failed after 1 ")
     assert message.endswith(f" ({UNREACHABLE})")
+
+
+@pytest.mark.parametrize("src_idf,dst_idf", [(True, False), (False, True), (True, True)])
+def test_a_target_scoring_a_sparse_vector_with_another_modifier_is_warned_of(
+        tmp_path: Path, src_idf: bool, dst_idf: bool) -> None:
+    """IDF or none acts at query time, so the points load the same and verify cannot see the
+    difference: the load says so before writing."""
+    from qdrant_client import QdrantClient, models
+
+    def make(path: Path, idf: bool) -> None:
+        client = QdrantClient(path=str(path))
+        client.create_collection("c", vectors_config={}, sparse_vectors_config={
+            "kw": models.SparseVectorParams(modifier=models.Modifier.IDF if idf else None)})
+        client.close()
+
+    make(tmp_path / "src", src_idf)
+    client = QdrantClient(path=str(tmp_path / "src"))
+    client.upsert("c", [models.PointStruct(id=i, payload={"i": i}, vector={
+        "kw": models.SparseVector(indices=[i, 7], values=[1.0, 0.5])}) for i in range(4)])
+    client.close()
+    vecferry.convert(f"qdrant-local://{tmp_path / 'src'}/c", str(tmp_path / "s.parquet"))
+    make(tmp_path / "dst", dst_idf)
+    report = vecferry.convert(str(tmp_path / "s.parquet"), f"qdrant-local://{tmp_path / 'dst'}/c")
+    assert report["written"] == 4
+    said = [w for w in report["warnings"] if "modifier" in w]
+    if src_idf == dst_idf:
+        assert said == []
+    else:
+        have, want = ("idf", "none") if dst_idf else ("none", "idf")
+        assert said == [
+            f"qdrant-local://{tmp_path / 'dst'}/c: sparse vector 'kw': modifier {have} in the "
+            f"target, {want} in the source, so searches there score these vectors "
+            "differently (load into a new collection to keep the source's)"]

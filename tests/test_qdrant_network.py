@@ -193,7 +193,7 @@ def test_payload_indexes_and_config_travel_server_to_server(src: str, server: Qd
     local = f"qdrant-local://{tmp_path / 'local'}/docs"
     report = vecferry.convert(server.location("a"), local)
     assert report["strict_mode_applied"] is False
-    assert "strict mode kept in the manifest only: local mode enforces none" in report["warnings"]
+    assert "strict mode not kept: local mode enforces none" in report["warnings"]
     client = QdrantClient(path=str(tmp_path / "local"))
     assert client.get_collection("docs").config.metadata == {"team": "search", "v": 2}
     client.close()
@@ -238,7 +238,7 @@ def test_aliases_travel_to_a_new_collection_and_taken_ones_stay(src: str, server
     if importlib.util.find_spec("qdrant_edge") is not None:
         report = vecferry.convert(server.location("a"), f"qdrant-edge://{tmp_path / 'edge'}")
         assert report["aliases"] == [] and report["warnings"] == [
-            "aliases 'c', 'latest', 'prod' kept in the manifest only: a Qdrant Edge shard has "
+            "aliases 'c', 'latest', 'prod' not kept: a Qdrant Edge shard has "
             "no aliases"]
 
 

@@ -704,6 +704,24 @@ def config_diff(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     return diff
 
 
+def modifier_diff(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Sparse vectors the target scores with another modifier (IDF or none) than the source.
+    The points load the same either way (the modifier acts at query time), so this warns
+    rather than refuses; ``verify`` compares points and cannot see it."""
+    have = existing.get("sparse_vectors") or {}
+    lines = []
+    for name, params in (wanted.get("sparse_vectors") or {}).items():
+        if not isinstance(have.get(name), dict):
+            continue
+        src = str((params or {}).get("modifier") or "none").lower()
+        dst = str(have[name].get("modifier") or "none").lower()
+        if src != dst:
+            lines.append(f"sparse vector {name!r}: modifier {dst} in the target, {src} in the "
+                         "source, so searches there score these vectors differently (load "
+                         "into a new collection to keep the source's)")
+    return lines
+
+
 # -------------------------------------------------------------------------------- backends
 
 
@@ -2075,6 +2093,8 @@ class QdrantWriter(ClosingWriter):
                     hint="load into another collection, or check the source: without a "
                          "manifest, sizes come from its first points; --mode overwrite drops "
                          "the collection, its points with it, and creates it anew")
+            for line in modifier_diff(existing, self.wanted):
+                self.context.warn(f"{self.location}: {line}")
         self._sharding(existing if exists else None)
         if not exists and not self.manifest.vectors and b.engine == "edge":
             raise UnsupportedError(
@@ -2271,7 +2291,7 @@ class QdrantWriter(ClosingWriter):
         lost = local_mode_losses(self.wanted, self._overrides)
         if lost:
             self.context.warn(
-                f"{self.location}: {', '.join(lost)} kept in the manifest only: local mode "
+                f"{self.location}: {', '.join(lost)} not kept: local mode "
                 "keeps no HNSW, quantization or storage settings (it searches by scanning "
                 "every point), so a copy out of this collection gets Qdrant's defaults; give "
                 "them again with --collection-config when copying it out")
@@ -2758,8 +2778,12 @@ class QdrantWriter(ClosingWriter):
             if done:
                 made.append(field)
             else:
-                self.context.warn(f"payload index on {field!r} kept in the manifest only: "
-                                  f"{self.backend.engine} mode keeps no payload indexes")
+                # nothing keeps it: a copy out of this collection has no such index
+                self.context.warn(f"payload index on {field!r} not created: "
+                                  f"{self.backend.engine} mode keeps no payload indexes (it "
+                                  "filters by scanning every point); give it again with "
+                                  "--collection-config '{\"payload_schema\": ...}' when "
+                                  "copying this collection out")
         return made
 
     def _apply_strict_mode(self) -> bool | None:
@@ -2780,7 +2804,7 @@ class QdrantWriter(ClosingWriter):
             self.context.warn(f"strict mode not set: {exc.message}")
             return False
         if not done:
-            self.context.warn(f"strict mode kept in the manifest only: {self.backend.engine} "
+            self.context.warn(f"strict mode not kept: {self.backend.engine} "
                               "mode enforces none")
         return done
 
@@ -2794,8 +2818,8 @@ class QdrantWriter(ClosingWriter):
             return None
         b = self.backend
         if not b.has_aliases:
-            self.context.warn(f"aliases {', '.join(map(repr, wanted))} kept in the manifest "
-                              "only: a Qdrant Edge shard has no aliases")
+            self.context.warn(f"aliases {', '.join(map(repr, wanted))} not kept: a Qdrant "
+                              "Edge shard has no aliases")
             return []
         try:
             owners = self._rpc(b.alias_owners, "listing aliases")
