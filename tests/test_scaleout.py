@@ -548,6 +548,67 @@ def test_engine_usage_errors(npy_src, tmp_path) -> None:
         convert(npy_src["jsonl"], "s3://bucket/out/", to_format="parquet", engine="ray")
 
 
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray extra not installed")
+def test_ray_cluster_that_cannot_be_reached_is_named_at_once(npy_src, tmp_path) -> None:
+    """Ray retries an address that refuses connections for many minutes without a word; the
+    run stops at once naming the address (the timeout turns a hang into a failure here)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    run = subprocess.run([sys.executable, "-m", "vecferry", "convert", npy_src["jsonl"],
+                          f"{tmp_path}/o/", "--to", "parquet", "--engine", "ray",
+                          "--ray-address", f"127.0.0.1:{port}", "--workers", "2",
+                          "--partition-size", "64KB", "--quiet"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 1
+    assert run.stderr == (
+        f"error: 127.0.0.1:{port}: cannot reach the Ray cluster: Connection refused (check "
+        "--ray-address (or RAY_ADDRESS) and that the cluster is up: `ray status` on its head "
+        "node)\n")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray extra not installed")
+@pytest.mark.parametrize("mode", [None, "token"])
+def test_ray_cluster_that_refuses_the_driver_says_what_token_it_needs(
+        npy_src, tmp_path, monkeypatch, mode) -> None:
+    """A cluster with token authentication refuses a driver without its token: Ray's
+    ConnectionError says only that it failed; the error says what to set."""
+    import socket
+
+    import ray
+
+    from vecferry.errors import EngineError
+
+    def refused(**_: object) -> None:  # what ray.init raises when the GCS refuses the token
+        raise ConnectionError("Failed to connect to Ray cluster at 127.0.0.1")
+
+    monkeypatch.setattr(ray, "init", refused)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    if mode:
+        monkeypatch.setenv("RAY_AUTH_MODE", mode)
+    else:
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with socket.socket() as listener:  # the port answers: the refusal comes after
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        with pytest.raises(EngineError) as err:
+            convert(npy_src["jsonl"], f"{tmp_path}/o/", to_format="parquet", engine="ray",
+                    ray_address=address, workers=2, partition_size=SMALL)
+    assert err.value.location.source == address
+    assert err.value.message == "the Ray cluster did not accept this driver"
+    assert err.value.hint == (
+        "check the token: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token must hold "
+        "the cluster's" if mode else
+        "a cluster with token authentication (Ray 2.59 and later turn it on for a cluster "
+        "started with `ray start`) needs RAY_AUTH_MODE=token here, and its token in "
+        "RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
+    assert isinstance(err.value.__cause__, ConnectionError)
+
+
 def test_resume_of_a_single_process_file_run_starts_over_and_says_so(npy_src, tmp_path) -> None:
     from click.testing import CliRunner
 

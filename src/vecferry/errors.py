@@ -137,6 +137,11 @@ class TargetError(VecferryError):
     """The destination refused the data (incompatible collection, server 4xx, disk full)."""
 
 
+class EngineError(VecferryError):
+    """The engine that runs the partitions (a Ray cluster) cannot be reached or refused the
+    run; ``location.source`` is its address."""
+
+
 class TransientError(VecferryError):
     """A failure worth retrying (timeout, connection reset, 5xx, 429). Carries ``retry_after``."""
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
+import socket
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
 
-from vecferry.errors import MissingDependencyError, VecferryError
+from vecferry.errors import EngineError, Location, MissingDependencyError, VecferryError
 from vecferry.plan import Partition
 from vecferry.scaleout import Job, partition_batches, write_part
 
@@ -108,10 +110,9 @@ def run_ray(job: Job, partitions: list[Partition], *, workers: int,
     if not partitions:
         return
     if not ray.is_initialized():
-        import os
-
-        if address or os.environ.get("RAY_ADDRESS"):
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        address = address or os.environ.get("RAY_ADDRESS")
+        if address:
+            _connect(address)
         else:
             with _quiet_logger("ray._private.authentication.authentication_token_setup"):
                 ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
@@ -128,6 +129,40 @@ def run_ray(job: Job, partitions: list[Partition], *, workers: int,
         if own is None:
             raise
         raise own from exc
+
+
+#: seconds to wait for a Ray cluster's port to answer before calling it unreachable
+CONNECT_TIMEOUT = 10.0
+
+
+def _connect(address: str) -> None:
+    """Join the Ray cluster at ``address``; ``EngineError`` naming it when it cannot be reached
+    or refuses the driver.
+
+    Ray itself retries an address that refuses connections for many minutes without a word,
+    so the port is tried first (``auto`` is left to Ray, which finds it from a local head)."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if address != "auto" and host and port.isdigit():
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+        except OSError as exc:
+            raise EngineError(
+                f"cannot reach the Ray cluster: {exc.strerror or exc}",
+                location=Location(source=address),
+                hint="check --ray-address (or RAY_ADDRESS) and that the cluster is up: "
+                     "`ray status` on its head node") from exc
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except ConnectionError as exc:
+        token = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+        raise EngineError(
+            "the Ray cluster did not accept this driver", location=Location(source=address),
+            hint="check the token: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token "
+                 "must hold the cluster's" if token else
+                 "a cluster with token authentication (Ray 2.59 and later turn it on for a "
+                 "cluster started with `ray start`) needs RAY_AUTH_MODE=token here, and its "
+                 "token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token") from exc
 
 
 @contextlib.contextmanager
