@@ -21,9 +21,15 @@ its own fast path, in stream order:
   OPQ, ...) around any supported index. Codes are decoded per batch with ``sa_decode`` (IVF codes
   get their list number prepended, the standalone code layout) and the transforms reversed.
 
-Files are memory-mapped: flat codes with ``IO_FLAG_MMAP_IFC`` (zero-copy views), inverted lists
-with ``IO_FLAG_MMAP`` (which also checks every list lies inside the file). Only one batch is ever
-copied out at a time.
+Files are memory-mapped, read-only: flat codes with ``IO_FLAG_MMAP_IFC`` (zero-copy views),
+inverted lists with ``IO_FLAG_MMAP`` (which also checks every list lies inside the file). Inverted
+lists already on disk (``OnDiskInvertedLists``: faiss's ``merge_ondisk`` and its ``.ivfdata``
+file, at the path the index records, a relative one opened from the working directory) are
+mapped by faiss as it reads the index, and checked here to lie inside that file; one that cannot
+be found or is too short is an ``InputError``. Only one batch is ever copied out at a time.
+
+An ``IDMap`` / ``IDMap2`` around an IVF index whose lists hold a position past its id map, or one
+position twice (faiss's ``remove_ids`` there leaves the index so), is an ``InputError`` when read.
 
 Stream mapping:
 
@@ -47,7 +53,8 @@ Stream mapping:
 
 Writing (``FaissWriter``) builds ``index_factory`` (default ``IDMap2,Flat``; an index that cannot
 take ids is wrapped in ``IDMap2``), training it on a bounded sample first when it needs training.
-The metric follows the stream's distance, or ``distance=`` when the stream has none. An index the
+The metric follows the stream's distance, or ``distance=`` when the stream has none, else L2
+(Euclid, with a warning); the manifest sidecar records the distance used. An index the
 reader has no path for is refused before writing; one the reader reads as lossy needs
 ``allow_lossy=True`` (a warning, and ``lossy`` in the manifest). Sidecars next to ``<index>``:
 
@@ -68,6 +75,11 @@ written point has a payload; points without one on either side are written. A si
 ``position`` (written before it was recorded) is joined by FAISS id, the first row of an id
 counting, with a warning when an id has several rows; a row at a position that names another
 FAISS id than the index holds there is an ``InputError``.
+
+A manifest sidecar that describes another number of points (or dimensions) than the index holds
+(the index changed after vecferry wrote it) is ignored with a warning where nothing else goes
+with it; where a payload sidecar is there, or the manifest records one or mapped ids, it is an
+``InputError``: read on, the points would get FAISS ids and no payloads.
 
 The reader applies both when they are present and describe the same number of points, so
 FAISS -> anything -> FAISS -> anything restores ids, payloads, distance and names, and the
@@ -240,20 +252,95 @@ class _FlatStorage:
         return self.codes[rows]
 
 
+class _Positions:
+    """Positions into an id map met so far, a bit each: an IVF index inside an IDMap holds
+    each point's position in its lists, and one met twice is two vectors given one id."""
+
+    def __init__(self, n: int):
+        self.bits = np.zeros((n + 7) // 8, dtype=np.uint8)
+
+    def add(self, positions: np.ndarray) -> int | None:
+        """Mark ``positions`` (each in 0..n-1); the first met before or twice here, else None."""
+        byte = positions >> 3
+        bit = np.left_shift(1, positions & 7).astype(np.uint8)
+        met = (self.bits[byte] & bit) != 0
+        if met.any():
+            return int(positions[np.argmax(met)])
+        values, counts = np.unique(positions, return_counts=True)
+        if (counts > 1).any():
+            return int(values[np.argmax(counts > 1)])
+        np.bitwise_or.at(self.bits, byte, bit)
+        return None
+
+
 class _IvfStorage:
-    """Inverted lists, walked once in list order; list sizes give random access for ``start``."""
+    """Inverted lists, walked once in list order; list sizes give random access for ``start``.
+
+    ``OnDiskInvertedLists`` (faiss's ``merge_ondisk``: the lists in a separate ``.ivfdata``
+    file the index names) are checked when opened: mapped (not skipped, as
+    ``IO_FLAG_SKIP_IVF_DATA`` leaves them), their file at least as long as the index says, and
+    each list inside it; an ``InputError`` otherwise, since faiss hands out pointers past the
+    mapping (or NULL) without a word, and reading one crashes the process.
+    """
 
     def __init__(self, invlists: Any, nlist: int, code_size: int):
         self.invlists = invlists
         self.code_size = code_size
-        self.sizes = np.array([invlists.list_size(i) for i in range(nlist)], dtype=np.int64)
+        #: the index file, for errors (set by the reader; ``_plan`` does not know it)
+        self.source: str | None = None
+        if type(invlists).__name__ == "OnDiskInvertedLists":
+            self.sizes = self._check_on_disk(invlists, nlist, code_size)
+        else:
+            self.sizes = np.array([invlists.list_size(i) for i in range(nlist)], dtype=np.int64)
         self.ends = np.cumsum(self.sizes)
         self.ntotal = int(self.ends[-1]) if nlist else 0
 
+    @staticmethod
+    def _check_on_disk(invlists: Any, nlist: int, code_size: int) -> np.ndarray:
+        """The list sizes of on-disk lists, after checking they can be read (see the class)."""
+        lists = [invlists.lists.at(i) for i in range(nlist)]
+        sizes = np.array([one.size for one in lists], dtype=np.int64)
+        if not sizes.any():
+            return sizes
+        data = str(invlists.filename)
+        if invlists.ptr is None:
+            raise InputError(
+                "cannot read FAISS index: its inverted lists were not opened (read with "
+                "faiss.IO_FLAG_SKIP_IVF_DATA)", hint="read the index without that flag")
+        if not data:
+            return sizes  # the index file itself, mapped by IO_FLAG_MMAP, which checked it
+        hint = f"put back, whole, the {data} that faiss's merge_ondisk wrote with the index"
+        totsize = int(invlists.totsize)
+        try:
+            have = Path(data).stat().st_size  # relative: from the working directory, as faiss
+        except OSError as exc:
+            raise InputError(f"cannot read FAISS index: its inverted-list data file {data} "
+                             f"cannot be read: {exc.strerror}", hint=hint) from exc
+        if have < totsize:
+            raise InputError(
+                f"cannot read FAISS index: its inverted-list data file {data} holds {have} "
+                f"bytes, the index says {totsize}: the file is truncated or not this index's",
+                hint=hint)
+        for listno, one in enumerate(lists):
+            end = int(one.offset) + int(one.capacity) * (code_size + 8)
+            if one.size > one.capacity or end > totsize:
+                raise InputError(
+                    f"cannot read FAISS index: inverted list {listno} ({one.size} entries at "
+                    f"byte {one.offset}) lies outside its data file {data} ({totsize} bytes)",
+                    hint=hint)
+        return sizes
+
     def _list(self, listno: int) -> tuple[np.ndarray, np.ndarray]:
         n = int(self.sizes[listno])
-        codes = faiss.rev_swig_ptr(self.invlists.get_codes(listno), n * self.code_size)
-        ids = faiss.rev_swig_ptr(self.invlists.get_ids(listno), n)
+        codes_ptr = self.invlists.get_codes(listno)
+        ids_ptr = self.invlists.get_ids(listno)
+        if codes_ptr is None or ids_ptr is None:
+            # wrapped, a NULL pointer is a view of address 0: reading it kills the process
+            raise InputError(f"cannot read FAISS index: FAISS gives no data for inverted list "
+                             f"{listno} of {n} entries", location=Location(source=self.source),
+                             hint="the file is corrupt")
+        codes = faiss.rev_swig_ptr(codes_ptr, n * self.code_size)
+        ids = faiss.rev_swig_ptr(ids_ptr, n)
         return codes.reshape(n, self.code_size), ids
 
     def pieces(self, start: int, size: int) -> Iterator[_Piece]:
@@ -876,11 +963,27 @@ CHECK_WHOLE_BELOW = 1 << 20
 
 
 def _read_index(path: Path, location: str, binary: bool, flags: int) -> Any:
+    """The index read with ``flags``; ``InputError`` for a file faiss cannot read.
+
+    Always read-only: faiss otherwise maps the ``.ivfdata`` file of on-disk inverted lists
+    writable (and fails on a read-only one)."""
     reader = faiss.read_index_binary if binary else faiss.read_index
     try:
-        return reader(str(path), flags)
+        return reader(str(path), flags | faiss.IO_FLAG_READ_ONLY)
     except RuntimeError as exc:
         msg = _faiss_message(exc)
+        opened = re.match(r"could not open (.*) in mode \S+: (.*)$", msg)
+        if opened and "OnDiskInvertedLists" in str(exc):
+            data, why = opened.groups()
+            relative = "" if Path(data).is_absolute() else (
+                f"; a relative path is opened from the working directory, {Path.cwd()}")
+            found = "was not found" if "No such file" in why else f"cannot be opened: {why}"
+            raise InputError(
+                f"cannot read FAISS index: its inverted-list data file {data} (the path the "
+                f"index records{relative}) {found}", location=Location(source=location),
+                hint="the index keeps its inverted lists in that file, as faiss's "
+                     "merge_ondisk writes them: run vecferry from the directory the path is "
+                     "relative to, or put the file at that path") from exc
         if "not recognized" in msg:
             text = f"not a FAISS index this faiss ({faiss.__version__}) can read: {msg}"
         else:
@@ -987,9 +1090,12 @@ class FaissReader(ClosingReader):
         self.plan = self._make_plan()
         if mmap:
             _check_trailing_id_map(path, location, self._index)
-        if mmap and isinstance(self.plan.storage, _IvfStorage):
+        if (mmap and isinstance(self.plan.storage, _IvfStorage)
+                and type(self.plan.storage.invlists).__name__ != "OnDiskInvertedLists"):
             # IO_FLAG_MMAP maps inverted lists and checks each lies inside the file; the
-            # zero-copy flag misses a last list cut short by less than one id.
+            # zero-copy flag misses a last list cut short by less than one id. Not for lists
+            # already on disk (merge_ondisk's .ivfdata, mapped by faiss and checked by
+            # _IvfStorage): the flag includes IO_FLAG_SKIP_IVF_DATA, which leaves them unopened.
             self._index = _read_index(path, location, self.binary, faiss.IO_FLAG_MMAP)
             self.plan = self._make_plan()
         plan = self.plan
@@ -1116,13 +1222,16 @@ class FaissReader(ClosingReader):
 
     def _make_plan(self) -> _Plan:
         try:
-            return _plan(self._index, _Plan())
-        except UnsupportedError as exc:
+            plan = _plan(self._index, _Plan())
+        except (UnsupportedError, InputError) as exc:
             exc.location = Location(source=self.location)  # _plan knows the index, not its file
             raise
         except ValueError as exc:
             raise InputError(f"FAISS index is corrupt: {exc}",
                              location=Location(source=self.location)) from exc
+        if isinstance(plan.storage, _IvfStorage):
+            plan.storage.source = self.location
+        return plan
 
     def _norms(self) -> tuple[int, float, int | None, float]:
         """(vectors looked at, the largest |norm - 1|, the id of the first vector off unit
@@ -1196,6 +1305,10 @@ class FaissReader(ClosingReader):
             hint=f"drop --distance to keep {derived}" if derived else "drop --distance")
 
     def _load_manifest_sidecar(self, path: Path) -> Manifest | None:
+        """The manifest sidecar, or None: absent, not a manifest, or describing other points
+        than the index holds (a warning). The last is an ``InputError`` where a payload
+        sidecar is there or recorded: read without it, the points would get FAISS ids (0..n-1
+        for mapped ids) and no payloads, the whole export looking complete."""
         side = Path(str(path) + MANIFEST_SUFFIX)
         if not side.exists():
             return None
@@ -1206,9 +1319,34 @@ class FaissReader(ClosingReader):
             return None
         if (old.count != self._count or len(old.vectors) != 1
                 or old.vectors[0].size != self.plan.dim):
+            size = old.vectors[0].size if len(old.vectors) == 1 else None
+            described = (f"{old.count} points" if size == self.plan.dim else
+                         f"{old.count} points of {size if size is not None else 'other'} "
+                         f"dimensions (the index: {self.plan.dim})")
+            payloads = Path(str(path) + PAYLOADS_SUFFIX)
+            recorded = (old.extra.get("faiss_writer") or {}).get("payload_sidecar_rows")
+            if payloads.exists() or old.id_kind != "int" or recorded:
+                manifest_name = self.location + MANIFEST_SUFFIX
+                side_name = self.location + PAYLOADS_SUFFIX
+                what = (f"their original {old.id_kind} ids and payloads"
+                        if old.id_kind != "int" else "their payloads")
+                there = payloads.exists()
+                sidecar = (f"the payload sidecar {side_name} written with them holds {what} "
+                           "and no longer fits the index" if there else
+                           f"the payload sidecar {side_name} written with them, which held "
+                           f"{what}, is missing")
+                move = f"{manifest_name} and {side_name}" if there else manifest_name
+                raise InputError(
+                    f"the index changed after vecferry wrote it: it holds {self._count} points, "
+                    f"but its manifest sidecar {manifest_name} describes the {described} "
+                    f"vecferry wrote, and {sidecar}: read on, the points would get FAISS ids "
+                    "and no payloads", location=Location(source=self.location),
+                    hint="write the index again with vecferry from its source, the points "
+                         "added since included; to read the index as it is, with its FAISS ids "
+                         f"and no payloads, move {move} away")
             # What was written stays the proof: verify compares the index with it.
             self._stale_digest = old.digest
-            self.context.warn(f"{side}: ignored, it describes {old.count} points but the index "
+            self.context.warn(f"{side}: ignored, it describes {described} but the index "
                               f"holds {self._count} (the index changed after vecferry wrote it)")
             return None
         return old
@@ -1225,14 +1363,20 @@ class FaissReader(ClosingReader):
         manifest_name = self.location + MANIFEST_SUFFIX
         old = self._sidecar_manifest
         if old is None:
-            if side.exists() and not Path(str(path) + MANIFEST_SUFFIX).exists():
+            if side.exists():
                 # the id kind of the ids it holds is in the manifest; without it neither the
-                # ids nor the payloads can be applied
+                # ids nor the payloads can be applied (one that describes other points than
+                # the index holds stopped the read already)
+                missing = not Path(str(path) + MANIFEST_SUFFIX).exists()
                 raise InputError(
                     f"payload sidecar {side_name} has no manifest sidecar {manifest_name} "
-                    "beside it: the payloads (and any original ids) it holds cannot be "
-                    "applied without it", location=Location(source=self.location),
-                    hint=f"put {manifest_name} back beside the index, as vecferry wrote it")
+                    "beside it: the payloads (and any original ids) it holds cannot be applied "
+                    "without it" if missing else f"the manifest sidecar {manifest_name} is not "
+                    f"a vecferry manifest: the payloads (and any original ids) in {side_name} "
+                    "cannot be applied without it", location=Location(source=self.location),
+                    hint=f"put {manifest_name} back beside the index, as vecferry wrote it"
+                    + ("" if missing else f"; to read the index with its FAISS ids and no "
+                       f"payloads, move {manifest_name} and {side_name} away"))
             return None
         writer = old.extra.get("faiss_writer") or {}
         mapped = old.id_kind != "int"  # FaissWriter maps every id kind but "int" to 0..n-1
@@ -1347,13 +1491,33 @@ class FaissReader(ClosingReader):
         return piece.ids if self.plan.id_maps else None
 
     def _stream_ids(self, piece: _Piece) -> np.ndarray:
+        """The FAISS ids of ``piece``'s rows; ``InputError`` for a position past the id map
+        (see ``_inconsistent``)."""
         n = len(piece.codes)
         ids = piece.ids if piece.ids is not None else np.arange(
             piece.position, piece.position + n, dtype=np.int64)
         for id_map in reversed(self.plan.id_maps):
-            # the storage's ids are positions into the innermost id map, and so on outwards
+            # the storage's ids are positions into the innermost id map, and so on outwards;
+            # indexed with one past its end numpy raises, with a negative one it counts back
+            outside = (ids < 0) | (ids >= len(id_map))
+            if outside.any():
+                raise self._inconsistent(f"position {int(ids[np.argmax(outside)])} into "
+                                         f"its id map of {len(id_map)} entries")
             ids = id_map[ids]
         return ids
+
+    def _inconsistent(self, held: str) -> InputError:
+        """The error of an id map the inverted lists under it disagree with (they ``held``
+        that position): the lists hold positions into it, and faiss's ``remove_ids`` on an
+        ``IDMap`` / ``IDMap2`` around an IVF index compacts the map but leaves the lists'
+        positions as they were."""
+        return InputError(
+            f"FAISS index {_describe(self.plan.chain)} is inconsistent: its inverted lists hold "
+            f"{held}: the id map and the lists disagree, as faiss's remove_ids on an IDMap or "
+            "IDMap2 around an IVF index leaves them", location=Location(source=self.location),
+            hint="which id each vector has is lost: build the index again from its source; to "
+                 "remove ids later, use the IVF index without the IDMap, whose lists keep the "
+                 "ids themselves")
 
     def worker_options(self) -> dict[str, Any]:
         """Options a partition worker opens this source with, so it does not decide again
@@ -1416,6 +1580,19 @@ class FaissReader(ClosingReader):
         rows = 0
         end = self.plan.storage.ntotal if stop is None else min(stop, self.plan.storage.ntotal)
         pos = start
+        # bounds are checked per piece (``_stream_ids``); a position given twice only shows
+        # over the read (of this range: a partition sees its own), checked a batch at a time
+        # (an IVF's pieces can be a few rows each)
+        met = (_Positions(len(self.plan.id_maps[-1]))
+               if self.plan.id_maps and isinstance(self.plan.storage, _IvfStorage) else None)
+
+        def check(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> None:
+            if met is not None:
+                # ``added`` are the positions into the innermost id map (``_added_positions``)
+                again = met.add(np.concatenate([p[2] for p in parts if p[2] is not None]))
+                if again is not None:
+                    raise self._inconsistent(f"position {again} into its id map for two "
+                                             "vectors")
         for piece in self.plan.storage.pieces(start, batch_size):
             if pos >= end:
                 break
@@ -1434,12 +1611,14 @@ class FaissReader(ClosingReader):
                 rows += take
                 offset += take
                 if rows == batch_size:
+                    check(pending)
                     batch = self._batch(pending, start)
                     start += rows
                     pending, rows = [], 0
                     if batch is not None:
                         yield batch
         if rows:
+            check(pending)
             batch = self._batch(pending, start)
             if batch is not None:
                 yield batch
@@ -1771,6 +1950,11 @@ class _IdSet:
             self._runs[-1] = np.sort(np.concatenate([self._runs[-1], last]), kind="stable")
 
 
+#: what to do about an integer id FAISS's int64 labels cannot hold
+BIG_ID_HINT = ("read a JSONL, mapped Parquet or VDF source with --id-kind mixed (id_kind="
+               "\"mixed\" in Python): its ids are then stored as 0..n-1 in the index, with the "
+               "originals in its payload sidecar, and read back as they were; or use --on-error "
+               "skip to leave such points in the rejects file")
 #: what ``distance=`` may name, with the metric it gives (Cosine: normalized vectors, IP)
 DISTANCES = tuple(_METRIC_OF)
 
@@ -1786,7 +1970,8 @@ class FaissWriter(ClosingWriter):
     (bare inverted lists only, see the module docstring) repeating an id already written where
     a payload is involved go to ``context.reject``.
 
-    ``distance`` (Cosine, Euclid, Dot, Manhattan) is used when the stream's vector has none.
+    ``distance`` (Cosine, Euclid, Dot, Manhattan) is used when the stream's vector has none;
+    without either the index is L2 and the manifest sidecar records Euclid.
     """
 
     def __init__(self, location: str, schema: pa.Schema, *, context: Context,
@@ -1858,9 +2043,12 @@ class FaissWriter(ClosingWriter):
                          f"records {spec.distance}")
         self.cosine = self.distance == "Cosine" and not self.binary_bits
         metric = _METRIC_OF.get(self.distance or "Euclid", faiss.METRIC_L2)
-        if self.distance is None and not self.binary_bits:
+        self.distance_default = self.distance is None and not self.binary_bits
+        if self.distance_default:
             context.warn(f"{location}: the stream has no distance; the index uses L2 (Euclid); "
                          "pass --distance NAME (distance=NAME in Python) to choose")
+            # the manifest records what the index uses, as for a distance given
+            self.distance = "Euclid"
         assert spec.size is not None
         self.factory = index_factory or ("IDMap2,BFlat" if self.binary_bits else "IDMap2,Flat")
         try:
@@ -1875,10 +2063,7 @@ class FaissWriter(ClosingWriter):
                     index = faiss.index_factory(int(spec.size), "IDMap2," + self.factory,
                                                 metric)
         except RuntimeError as exc:
-            raise UsageError(f"FAISS cannot build index factory {self.factory!r}: "
-                             f"{_faiss_message(exc)}",
-                             hint="see https://github.com/facebookresearch/faiss/wiki/"
-                                  "The-index-factory") from exc
+            raise self._factory_error(exc, int(spec.size)) from exc
         # The reader's own plan of the (empty) index: what it cannot read back is refused,
         # and what it reads as lossy is lossy here, so writer and reader always agree.
         probe = _Plan()
@@ -1955,6 +2140,32 @@ class FaissWriter(ClosingWriter):
         self._sidecar_writer: pq.ParquetWriter | None = None
         self._payload_rows = 0
 
+    def _factory_error(self, exc: RuntimeError, size: int) -> UsageError:
+        """The error of a factory string FAISS refused: where it builds the other kind of
+        index (binary ``B...`` for float vectors, or the reverse), FAISS's own message says
+        only that it cannot parse it, so this one says which kind the stream needs."""
+        see = "see https://github.com/facebookresearch/faiss/wiki/The-index-factory"
+        other = (faiss.index_factory, size * 8) if self.binary_bits else (
+            faiss.index_binary_factory, 8 * size)
+        try:
+            other[0](other[1], self.factory)
+        except RuntimeError:
+            return UsageError(f"FAISS cannot build index factory {self.factory!r}: "
+                              f"{_faiss_message(exc)}", location=Location(source=self.location),
+                              hint=see)
+        if self.binary_bits:
+            return UsageError(
+                f"index factory {self.factory!r} builds a float index, but the stream holds "
+                f"packed bits (uint8[{size}], the {self.binary_bits} bits of a binary FAISS "
+                "index's vectors)", location=Location(source=self.location),
+                hint="use a binary factory, whose names start with B: 'IDMap2,BFlat' (the "
+                     f"default), 'BHNSW32', 'BIVF1024', ...; {see}")
+        return UsageError(
+            f"index factory {self.factory!r} builds a binary index, but the stream holds float "
+            f"vectors (float32[{size}])", location=Location(source=self.location),
+            hint=f"use a float factory: 'IDMap2,Flat' (the default), 'HNSW32', 'IVF1024,Flat', "
+                 f"...; {see}")
+
     # -- per batch
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
@@ -1980,7 +2191,7 @@ class FaissWriter(ClosingWriter):
             for row in np.flatnonzero(too_big & keep):
                 keep[row] = False
                 self._reject(batch, int(row), f"id {int(raw_ids[row])} does not fit FAISS's "
-                                              "int64 ids (max 2^63-1)")
+                                              "int64 ids (max 2^63-1)", hint=BIG_ID_HINT)
             if self._ids_seen is not None:
                 self._repeated(batch, raw_ids.view(np.int64), keep)
         if not keep.all():
@@ -2080,9 +2291,15 @@ class FaissWriter(ClosingWriter):
             self.normalized += int(off.sum())
         return x
 
-    def _reject(self, batch: pa.RecordBatch, row: int, message: str) -> None:
-        self.context.reject(reject_from_row(batch, row, self.in_manifest, message,
-                                            self.location))
+    def _reject(self, batch: pa.RecordBatch, row: int, message: str,
+                hint: str | None = None) -> None:
+        if hint is None:
+            self.context.reject(reject_from_row(batch, row, self.in_manifest, message,
+                                                self.location))
+            return
+        point = point_from_row(batch, row, self.in_manifest)
+        self.context.reject(record_error(message, source=self.location, point_id=point["id"],
+                                         raw=point, hint=hint))
 
     def _write_sidecar(self, fids: np.ndarray, batch: pa.RecordBatch,
                        positions: np.ndarray) -> None:
@@ -2155,6 +2372,8 @@ class FaissWriter(ClosingWriter):
             writer_facts["trained_on"] = self.trained_on
         if self.distance_given:
             writer_facts["distance"] = f"{self.distance}, given as an option (the stream had none)"
+        elif self.distance_default:
+            writer_facts["distance"] = "Euclid, the default (the stream had none)"
         # the reader checks the sidecar against this: a lost or cut one must not read as "no
         # payloads"
         writer_facts["payload_sidecar_rows"] = self._payload_rows
