@@ -13,11 +13,18 @@ The reader and writer are the Qdrant ones (``vecferry.converters.qdrant``) over 
   (the engine call is the work; threads gain nothing);
 * Edge builds HNSW graphs only when ``optimize()`` is called, never behind a load, so ``--bulk``
   has nothing to switch off; the writer flushes at the end and leaves optimizing to the user;
-* payload indexes are recreated with their type and the parameters Edge exposes;
+* payload indexes are recreated with their type and every parameter Edge's classes hold (a
+  text index's tokenizer, case, token lengths, stopwords, stemmer, ...), read back in
+  Qdrant's REST shape; a parameter Edge cannot hold, or an index type it lacks, is named in a
+  warning before writing. A shard keeps no collection metadata: a load that creates one
+  warns of it, as local mode warns of the settings it drops;
+* ``edge_config.json`` keeps a sparse vector's index settings beside its modifier: they are
+  read into Qdrant's shape (``{"index": {...}, "modifier": "idf"}``);
 * a filter (``--filter``) is translated from Qdrant's JSON filter into Edge's classes; the
   conditions Edge has (match value/text/any/except/phrase/text_any/prefix/substring, range,
   values_count, is_empty, is_null, has_id, has_vector, nested, min_should) are supported,
-  geo conditions are refused with a ``UsageError``.
+  geo conditions are refused with a ``UsageError``, and so are booleans in ``any`` /
+  ``except`` (as Qdrant refuses them).
 
 Edge takes a lock on the shard: one ``EdgeShard`` per path per process, shared here by reader
 and writer; another process holding it is reported as a ``TargetError`` / ``InputError``.
@@ -225,7 +232,8 @@ class EdgeBackend(Backend):
             "engine": "edge",
             "name": None,
             "vectors": raw.get("vectors") or {},
-            "sparse_vectors": raw.get("sparse_vectors") or {},
+            "sparse_vectors": {name: _sparse_params(params) for name, params
+                               in (raw.get("sparse_vectors") or {}).items()},
             "hnsw_config": raw.get("hnsw_config"),
             "quantization_config": raw.get("quantization_config"),
             "optimizer_config": raw.get("optimizers"),
@@ -241,10 +249,13 @@ class EdgeBackend(Backend):
         for n, p in (config.get("sparse_vectors") or {}).items():
             modifier = (p or {}).get("modifier")
             index = (p or {}).get("index") or {}
+            # a value Edge has no member for was named before writing (sparse_losses)
             sparse[n] = qe.EdgeSparseVectorParams(
                 full_scan_threshold=index.get("full_scan_threshold"),
                 on_disk=index.get("on_disk"),
-                modifier=qe.Modifier.Idf if modifier == "idf" else None)
+                modifier=qe.Modifier.Idf if modifier == "idf" else None,
+                datatype=_member(qe.VectorStorageDatatype, index.get("datatype")),
+                memory=_member(qe.Memory, index.get("memory")))
         cfg = qe.EdgeConfig(
             vectors=vectors or None, sparse_vectors=sparse or None,
             on_disk_payload=config.get("on_disk_payload"),
@@ -461,19 +472,17 @@ class EdgeBackend(Backend):
             for h in self.shard.query(request)], "searching")
 
     def create_index(self, field: str, index: dict[str, Any]) -> bool:
-        qe = self.qe
-        dtype = str(index.get("data_type") or "keyword")
-        schema: Any = getattr(qe.PayloadSchemaType, dtype.capitalize())
-        params = index.get("params") or {}
-        cls_name = {"keyword": "KeywordIndexParams", "integer": "IntegerIndexParams",
-                    "float": "FloatIndexParams", "bool": "BoolIndexParams",
-                    "datetime": "DatetimeIndexParams", "uuid": "UuidIndexParams"}.get(dtype)
-        if params and cls_name:
-            allowed = _PARAM_ATTRS.get(cls_name, ())
-            kwargs = {k: v for k, v in params.items()
-                      if k in allowed and isinstance(v, (bool, int, str))}
-            schema = getattr(qe, cls_name)(**kwargs)
-        op = qe.UpdateOperation.create_field_index(field, schema)
+        """Create the payload index ``index`` (REST-shaped, as in a manifest) on ``field``,
+        with every parameter Edge holds; the others were named before writing
+        (``EdgeWriter._warn_index_losses``). ``TargetError`` for a type Edge has no index
+        of (the writer leaves such an index out, with a warning, before writing)."""
+        schema, _ = edge_index(self.qe, index)
+        if schema is None:
+            raise TargetError(f"payload index on {field!r} not created: Qdrant Edge has no "
+                              f"{index.get('data_type')!r} index",
+                              location=Location(self.label),
+                              hint=f"Edge's payload indexes: {', '.join(INDEX_TYPES)}")
+        op = self.qe.UpdateOperation.create_field_index(field, schema)
         self._engine(lambda: self.shard.update(op), f"creating the payload index on {field!r}")
         return True
 
@@ -485,34 +494,219 @@ class EdgeBackend(Backend):
         self._detach()
 
 
+#: Qdrant's payload index types (REST ``type``) -> Edge's class of their parameters
+INDEX_TYPES = {"keyword": "KeywordIndexParams", "integer": "IntegerIndexParams",
+               "float": "FloatIndexParams", "bool": "BoolIndexParams", "geo": "GeoIndexParams",
+               "text": "TextIndexParams", "datetime": "DatetimeIndexParams",
+               "uuid": "UuidIndexParams"}
+_COMMON_PARAMS = ("on_disk", "enable_hnsw", "memory", "nested")
+#: the REST parameters of each index type that Edge's class holds, by the same names
 _PARAM_ATTRS = {
-    "KeywordIndexParams": ("is_tenant", "on_disk", "enable_hnsw", "prefix"),
-    "IntegerIndexParams": ("lookup", "range", "is_principal", "on_disk", "enable_hnsw"),
-    "FloatIndexParams": ("is_principal", "on_disk", "enable_hnsw"),
-    "BoolIndexParams": ("on_disk", "enable_hnsw"),
-    "DatetimeIndexParams": ("is_principal", "on_disk", "enable_hnsw"),
-    "UuidIndexParams": ("is_tenant", "on_disk", "enable_hnsw"),
+    "keyword": ("is_tenant", "prefix", *_COMMON_PARAMS),
+    "integer": ("lookup", "range", "is_principal", *_COMMON_PARAMS),
+    "float": ("is_principal", *_COMMON_PARAMS),
+    "bool": _COMMON_PARAMS,
+    "geo": _COMMON_PARAMS,
+    "text": ("tokenizer", "min_token_len", "max_token_len", "lowercase", "ascii_folding",
+             "phrase_matching", "stopwords", "stemmer", "scoring", *_COMMON_PARAMS),
+    "datetime": ("is_principal", *_COMMON_PARAMS),
+    "uuid": ("is_tenant", *_COMMON_PARAMS),
 }
+_FLAG_PARAMS = frozenset({"on_disk", "enable_hnsw", "is_tenant", "prefix", "lookup", "range",
+                          "is_principal", "lowercase", "ascii_folding", "phrase_matching"})
+
+
+class _Unkept(ValueError):
+    """A REST index parameter value Edge has no counterpart for."""
+
+
+def _member(enum: Any, value: Any) -> Any:
+    """The member of the Edge enum ``enum`` that Qdrant's REST API names ``value``
+    (``"cached"`` -> ``Memory.Cached``); None when it has none (Edge enums cannot be
+    iterated, so their attributes are searched)."""
+    if not isinstance(value, str):
+        return None
+    for name in dir(enum):
+        if name.lower() == value.lower() and isinstance(getattr(enum, name), enum):
+            return getattr(enum, name)
+    return None
+
+
+def _edge_member(enum: Any, value: Any) -> Any:
+    member = _member(enum, value)
+    if member is None:
+        raise _Unkept(value)
+    return member
+
+
+def _edge_value(qe: Any, attr: str, value: Any) -> Any:
+    """Edge's value for the REST index parameter ``attr``; ``_Unkept`` when it has none."""
+    if attr in _FLAG_PARAMS:
+        if type(value) is not bool:
+            raise _Unkept(value)
+        return value
+    if attr in ("min_token_len", "max_token_len"):
+        if type(value) is not int or not 0 <= value < 2**64:
+            raise _Unkept(value)
+        return value
+    if attr == "nested":
+        if not isinstance(value, str) or not value:
+            raise _Unkept(value)
+        return value
+    if attr == "memory":
+        return _edge_member(qe.Memory, value)
+    if attr == "tokenizer":
+        return _edge_member(qe.TokenizerType, value)
+    if attr == "stopwords":
+        # a language's list, or {"languages": [...], "custom": [...]}
+        if isinstance(value, str):
+            return _edge_member(qe.Language, value)
+        if (not isinstance(value, dict) or set(value) - {"languages", "custom"}
+                or not all(v is None or (isinstance(v, list)
+                                         and all(isinstance(x, str) for x in v))
+                           for v in value.values())):
+            raise _Unkept(value)
+        languages, custom = value.get("languages"), value.get("custom")
+        return qe.StopwordsSet(
+            languages=None if languages is None
+            else {_edge_member(qe.Language, x) for x in languages},
+            custom=None if custom is None else set(custom))
+    if attr == "stemmer":
+        if value == {"type": "none"}:
+            return qe.DisabledStemmer()
+        if (isinstance(value, dict) and set(value) == {"type", "language"}
+                and value["type"] == "snowball"):
+            return qe.SnowballParams(_edge_member(qe.SnowballLanguage, value["language"]))
+        raise _Unkept(value)
+    if attr == "scoring":
+        if type(value) is bool:
+            return value
+        if isinstance(value, dict) and set(value) == {"type"}:
+            return qe.TextScoringParams(type=_edge_member(qe.TextScoringType, value["type"]))
+        raise _Unkept(value)
+    raise _Unkept(value)
+
+
+def _shown(key: str, value: Any) -> str:
+    return f"{key} {orjson.dumps(value, default=str).decode()}"
+
+
+def edge_index(qe: Any, index: dict[str, Any]) -> tuple[Any, list[str]]:
+    """Edge's schema for the REST-shaped payload index ``index`` (``{"data_type": "text",
+    "params": {"type": "text", "tokenizer": "word", ...}}``), a ``PayloadSchemaType`` when it
+    has no parameters; and the parameters Edge cannot hold, each as ``name value`` (left out
+    of the schema). The schema is None when Edge has no index of that type."""
+    dtype = str(index.get("data_type") or "keyword").lower()
+    if dtype not in INDEX_TYPES:
+        return None, []
+    params = index.get("params")
+    if params is None:
+        params = {}
+    elif not isinstance(params, dict):
+        return getattr(qe.PayloadSchemaType, dtype.capitalize()), [_shown("params", params)]
+    allowed = _PARAM_ATTRS[dtype]
+    kwargs: dict[str, Any] = {}
+    lost: list[str] = []
+    for key, value in params.items():
+        if value is None or (key == "type" and value == dtype):
+            continue
+        if key not in allowed:
+            lost.append(_shown(key, value))
+            continue
+        try:
+            kwargs[key] = _edge_value(qe, key, value)
+        except _Unkept:
+            lost.append(_shown(key, value))
+    if not kwargs:
+        return getattr(qe.PayloadSchemaType, dtype.capitalize()), lost
+    return getattr(qe, INDEX_TYPES[dtype])(**kwargs), lost
+
+
+def _rest_value(attr: str, value: Any) -> Any:
+    """The REST form of an Edge index parameter's value; None for one it has not set."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, str):
+        # Edge gives a nested index's array back as "offers[]"; Qdrant's REST API names it
+        # "offers" (and Edge takes either)
+        return value.removesuffix("[]") if attr == "nested" else value
+    kind = type(value).__name__
+    if kind == "StopwordsSet":
+        out: dict[str, Any] = {}
+        if value.languages is not None:
+            out["languages"] = sorted(_enum_name(x).lower() for x in value.languages)
+        if value.custom is not None:
+            out["custom"] = sorted(value.custom)
+        return out
+    if kind == "SnowballParams":
+        return {"type": "snowball", "language": _enum_name(value.language).lower()}
+    if kind == "DisabledStemmer":
+        return {"type": "none"}
+    if kind == "TextScoringParams":
+        return {"type": _enum_name(value.type).lower()}
+    return _enum_name(value).lower()  # Memory, TokenizerType, Language
 
 
 def _index_params(params: Any) -> dict[str, Any] | None:
-    """Edge index parameters as REST-shaped JSON (plain values only)."""
+    """Edge index parameters as REST-shaped JSON (``{"type": "text", "tokenizer":
+    "whitespace", "lowercase": false, ...}``, as a server reports them); None when none is
+    set."""
     if params is None:
         return None
     cls = type(params).__name__
-    out: dict[str, Any] = {}
-    for attr in _PARAM_ATTRS.get(cls, ()):
-        value = getattr(params, attr, None)
-        if isinstance(value, (bool, int, str)):
-            out[attr] = value
-    if not out:
+    rest = next((t for t, c in INDEX_TYPES.items() if c == cls), None)
+    if rest is None:
         return None
-    rest = {"KeywordIndexParams": "keyword", "IntegerIndexParams": "integer",
-            "FloatIndexParams": "float", "BoolIndexParams": "bool",
-            "DatetimeIndexParams": "datetime", "UuidIndexParams": "uuid"}.get(cls)
-    if rest:
-        out["type"] = rest
+    out: dict[str, Any] = {}
+    for attr in _PARAM_ATTRS[rest]:
+        value = _rest_value(attr, getattr(params, attr, None))
+        if value is not None:
+            out[attr] = value
+    return {"type": rest, **out} if out else None
+
+
+#: where Edge keeps a sparse vector's index settings in ``edge_config.json``, all beside the
+#: modifier; Qdrant's REST shape has them under ``index``
+_SPARSE_INDEX_KEYS = ("full_scan_threshold", "on_disk", "memory", "datatype")
+
+
+def _sparse_params(params: Any) -> dict[str, Any]:
+    """A sparse vector's config from ``edge_config.json`` (``{"full_scan_threshold": 500,
+    "on_disk": true, "modifier": "idf"}``) in Qdrant's REST shape (``{"index":
+    {"full_scan_threshold": 500, "on_disk": true}, "modifier": "idf"}``), which
+    ``EdgeBackend.create`` and the server writer read. One already in that shape is kept as
+    it is; a key of neither stays where it is."""
+    if not isinstance(params, dict):
+        return {}
+    out = {k: v for k, v in params.items() if k not in _SPARSE_INDEX_KEYS and v is not None}
+    index = dict(params["index"]) if isinstance(params.get("index"), dict) else {}
+    index.update({k: params[k] for k in _SPARSE_INDEX_KEYS if params.get(k) is not None})
+    if index:
+        out["index"] = index
     return out
+
+
+def sparse_losses(qe: Any, sparse: dict[str, Any]) -> list[str]:
+    """The settings of the REST-shaped sparse vector configs ``sparse`` an Edge shard
+    cannot hold, each as ``sparse vector 'NAME' setting value``."""
+    lost = []
+    for name, params in sparse.items():
+        if not isinstance(params, dict):
+            continue
+        for key, value in params.items():
+            if key == "modifier":
+                if str(value).lower() not in ("idf", "none"):
+                    lost.append(f"sparse vector {name!r} {_shown(key, value)}")
+            elif key == "index" and isinstance(value, dict):
+                for k, v in value.items():
+                    ok = (v is None or (k in ("full_scan_threshold", "on_disk")) or
+                          (k == "memory" and _member(qe.Memory, v) is not None) or
+                          (k == "datatype" and _member(qe.VectorStorageDatatype, v) is not None))
+                    if not ok:
+                        lost.append(f"sparse vector {name!r} index {_shown(k, v)}")
+            elif value is not None:
+                lost.append(f"sparse vector {name!r} {_shown(key, value)}")
+    return lost
 
 
 _EDGE_CONDITIONS = ("match (value, text, text_any, phrase, prefix, substring, any, except), "
@@ -603,6 +797,17 @@ class EdgeFilter:
         if not isinstance(m, dict) or len(m) != 1 or next(iter(m)) not in table:
             raise _refuse("match not supported by Qdrant Edge", m)
         key, value = next(iter(m.items()))
+        if key == "value" and type(value) is bool:
+            # the binding tries an integer before a boolean, and a Python bool is an int:
+            # True would match the integer 1, never true. numpy's bool is no int, so it
+            # reaches the boolean (as qdrant-client matches it)
+            return qe.MatchValue(np.bool_(value))
+        if key in ("any", "except") and isinstance(value, list) and any(
+                type(v) is bool for v in value):
+            # Edge would take the booleans as the integers 1 and 0; Qdrant refuses them
+            raise _refuse(f"match {key} takes a list of strings or of integers, not booleans "
+                          '(as in Qdrant); match a boolean with {"value": true} or '
+                          '{"value": false}, several with "should"', m)
         try:
             return table[key](value)
         except TypeError as exc:  # the binding's message lists its Rust variants
@@ -790,6 +995,65 @@ class EdgeWriter(QdrantWriter):
 
     def _open(self, location: str, **kw: Any) -> Backend:
         return open_edge_backend(location, for_reading=False)
+
+    def _prepare(self, bulk: bool) -> None:
+        super()._prepare(bulk)
+        self._warn_index_losses()
+
+    def _warn_index_losses(self) -> None:
+        """Name, before writing, what of the payload indexes this run will create a shard
+        cannot hold: a parameter Edge has no counterpart for (the index is created without
+        it), or a whole index of a type Edge lacks (left out of ``wanted``, so none is
+        tried). Indexes the shard already has are left as they are, so are not named."""
+        schema = self.wanted.get("payload_schema") or {}
+        if not schema:
+            return
+        creating = bool(self._pending and self._pending[0])
+        have = {} if creating else (self._rpc(self.backend.config, "reading the collection "
+                                              "config").get("payload_schema") or {})
+        qe = self.backend.qe
+        kept = {}
+        for field, index in schema.items():
+            if field in have or not isinstance(index, dict):
+                kept[field] = index
+                continue
+            made, lost = edge_index(qe, index)
+            if made is None:
+                self.context.warn(
+                    f"{self.location}: payload index on {field!r} not created: Qdrant Edge "
+                    f"has no {index.get('data_type')!r} index (it has "
+                    f"{', '.join(INDEX_TYPES)}), so filters on {field!r} scan every point; "
+                    "give it again with --collection-config '{\"payload_schema\": ...}' when "
+                    "copying this shard out")
+                continue
+            kept[field] = index
+            if lost:
+                self.context.warn(
+                    f"{self.location}: payload index on {field!r}: {', '.join(lost)} not "
+                    f"kept: Qdrant Edge's {index.get('data_type') or 'keyword'} index has no "
+                    "such setting, so the index gets Edge's defaults for them (filters on it "
+                    "may match other points than the source's), as does a copy out of this "
+                    "shard; give them again with --collection-config '{\"payload_schema\": "
+                    "...}' when copying it out")
+        if len(kept) != len(schema):
+            self.wanted["payload_schema"] = kept  # a new dict: the manifest's stays whole
+
+    def _warn_local_losses(self) -> None:
+        """Edge's counterpart of local mode's warning (``QdrantWriter._warn_local_losses``,
+        at the same points: a dry run's plan, and a shard this run created): the settings
+        of the new shard Edge cannot hold, which a copy out of it would silently lack."""
+        metadata = self.wanted.get("metadata")
+        if metadata:
+            self.context.warn(
+                f"{self.location}: {_shown('metadata', metadata)} not kept: a Qdrant Edge "
+                "shard keeps no collection metadata, so a copy out of this shard has none; "
+                "give it again with --collection-config when copying it out")
+        lost = sparse_losses(self.backend.qe, self.wanted.get("sparse_vectors") or {})
+        if lost:
+            self.context.warn(
+                f"{self.location}: {', '.join(lost)} not kept: Qdrant Edge has no such "
+                "sparse vector setting, so the shard gets Edge's default, and so does a copy "
+                "out of it; give them again with --collection-config when copying it out")
 
     def _check_payloads(self, batch: pa.RecordBatch) -> None:
         """Count the points of ``batch`` holding a payload float Edge would change, and keep
