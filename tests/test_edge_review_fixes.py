@@ -83,12 +83,17 @@ def make_shard(path: Path) -> str:
     return f"qdrant-edge://{path}"
 
 
-def payload_schema(location: str) -> dict[str, Any]:
+def collection_config(location: str, key: str) -> Any:
+    """One part of the collection config the reader of ``location`` gives in its manifest."""
     reader = open_reader(location)
     try:
-        return reader.manifest.collection["payload_schema"]
+        return reader.manifest.collection[key]
     finally:
         reader.close()
+
+
+def payload_schema(location: str) -> dict[str, Any]:
+    return collection_config(location, "payload_schema")
 
 
 def matching(location: str, flt: dict[str, Any]) -> list[Any]:
@@ -316,11 +321,7 @@ def _sparse_shard(path: Path) -> str:
 
 
 def sparse_config(location: str) -> dict[str, Any]:
-    reader = open_reader(location)
-    try:
-        return reader.manifest.collection["sparse_vectors"]
-    finally:
-        reader.close()
+    return collection_config(location, "sparse_vectors")
 
 
 def test_sparse_settings_leave_edge_in_qdrant_shape(tmp_path: Path) -> None:
