@@ -56,6 +56,10 @@ from vecferry.errors import InputError, Location, TargetError, UsageError
 from vecferry.stream import ID_COLUMN, PAYLOAD_COLUMN, decode_ids
 
 CONFIG_FILE = "edge_config.json"
+#: The optimizer settings of Qdrant's ``optimizer_config`` an Edge shard keeps (it has no
+#: flush interval, optimization threads or memmap threshold: those are a server's).
+EDGE_OPTIMIZER_KEYS = ("deleted_threshold", "vacuum_min_vector_number", "default_segment_number",
+                       "max_segment_size", "indexing_threshold", "prevent_unoptimized")
 #: what Qdrant Edge (and a shard snapshot unpacked into it) keeps in a shard directory; only a
 #: directory holding nothing else is deleted by ``--overwrite``
 SHARD_ENTRIES = frozenset({CONFIG_FILE, "segments", "wal", "shard_config.json",
@@ -236,7 +240,8 @@ class EdgeBackend(Backend):
                                in (raw.get("sparse_vectors") or {}).items()},
             "hnsw_config": raw.get("hnsw_config"),
             "quantization_config": raw.get("quantization_config"),
-            "optimizer_config": raw.get("optimizers"),
+            "optimizer_config": {k: v for k, v in (raw.get("optimizers") or {}).items()
+                                 if v is not None} or None,
             "on_disk_payload": raw.get("on_disk_payload"),
             "payload_schema": schema,
             "points_count": self.count(),
@@ -261,6 +266,7 @@ class EdgeBackend(Backend):
             on_disk_payload=config.get("on_disk_payload"),
             hnsw_config=self._hnsw(config.get("hnsw_config")),
             quantization_config=self._quantization(config.get("quantization_config")),
+            optimizers=self._optimizers(config.get("optimizer_config")),
         )
         existed = self.path.is_dir()  # then empty: see _refuse_foreign_directory
         with _SHARDS_LOCK:
@@ -306,6 +312,11 @@ class EdgeBackend(Backend):
             on_disk=p.get("on_disk"), multivector_config=multi, datatype=datatype,
             quantization_config=self._quantization(p.get("quantization_config")),
             hnsw_config=self._hnsw(p.get("hnsw_config")))
+
+    def _optimizers(self, o: dict[str, Any] | None) -> Any:
+        # the settings Edge has no member for are named before writing (_warn_local_losses)
+        kept = {k: o[k] for k in EDGE_OPTIMIZER_KEYS if (o or {}).get(k) is not None}
+        return self.qe.EdgeOptimizersConfig(**kept) if kept else None
 
     def _hnsw(self, h: dict[str, Any] | None) -> Any:
         if not h:
@@ -1054,6 +1065,18 @@ class EdgeWriter(QdrantWriter):
                 f"{self.location}: {', '.join(lost)} not kept: Qdrant Edge has no such "
                 "sparse vector setting, so the shard gets Edge's default, and so does a copy "
                 "out of it; give them again with --collection-config when copying it out")
+        # only settings given with --collection-config are named: a server reports its own
+        # optimizer settings for every collection, which were not chosen for this one
+        optimizers = (self._overrides or {}).get("optimizer_config") or {}
+        lost = [_shown(k, v) for k, v in optimizers.items()
+                if k not in EDGE_OPTIMIZER_KEYS and v is not None]
+        if (self._overrides or {}).get("wal_config"):
+            lost.append("wal_config")
+        if lost:
+            self.context.warn(
+                f"{self.location}: {', '.join(lost)} (from --collection-config) not kept: a "
+                f"Qdrant Edge shard keeps only the optimizer settings "
+                f"{', '.join(EDGE_OPTIMIZER_KEYS)}")
 
     def _check_payloads(self, batch: pa.RecordBatch) -> None:
         """Count the points of ``batch`` holding a payload float Edge would change, and keep
