@@ -813,7 +813,7 @@ def test_writer_refuses_what_faiss_cannot_hold(tmp_path):
         FaissWriter(out, two.schema(), context=Context())
     assert err.value.message == ("the stream has 2 dense vectors ('a', 'b'); a FAISS index "
                                  "holds one")
-    assert "vector=NAME" in err.value.hint
+    assert 'writer_options={"vector": NAME}' in err.value.hint
     context = Context()
     writer = FaissWriter(out, two.schema(), context=context, vector="b")
     writer.write_batch(_stream(two.schema()))
@@ -887,7 +887,7 @@ def test_failed_run_leaves_nothing_behind(tmp_path):
 
 @pytest.mark.parametrize("factory", [None, "IVF2,Flat"])
 def test_written_index_proves_itself_and_a_changed_one_fails(tmp_path, factory):
-    from vecferry.verify import verify
+    from vecferry.verification import verify
 
     rng = np.random.default_rng(5)
     src = tmp_path / "src.npy"

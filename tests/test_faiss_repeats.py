@@ -26,7 +26,7 @@ from vecferry.converters import faiss_index
 from vecferry.converters.base import Context
 from vecferry.errors import InputError, RecordError
 from vecferry.pipeline import convert
-from vecferry.verify import verify
+from vecferry.verification import verify
 
 faiss = pytest.importorskip("faiss")
 

@@ -394,7 +394,7 @@ def test_the_default_distance_is_recorded_in_the_manifest(tmp_path: Path) -> Non
     report = vecferry.convert(_stream(tmp_path), out)
     assert report["warnings"] == [
         f"{out}: the stream has no distance; the index uses L2 (Euclid); pass --distance NAME "
-        "(distance=NAME in Python) to choose"]
+        '(in Python: writer_options={"distance": NAME}) to choose']
     written = json.loads(Path(out + ".manifest.json").read_text())
     assert written["vectors"][0]["distance"] == "Euclid"
     assert written["extra"]["faiss_writer"]["distance"] == (
@@ -414,10 +414,10 @@ def test_an_id_past_int64_says_how_to_keep_it(tmp_path: Path) -> None:
         f"{out}, id {big}: id {big} does not fit FAISS's int64 ids (max 2^63-1) "
         f"({BIG_ID_HINT})")
     assert BIG_ID_HINT == (
-        'read a JSONL, mapped Parquet or VDF source with --id-kind mixed (id_kind="mixed" in '
-        "Python): its ids are then stored as 0..n-1 in the index, with the originals in its "
-        "payload sidecar, and read back as they were; or use --on-error skip to leave such "
-        "points in the rejects file")
+        "read a JSONL, mapped Parquet or VDF source with --id-kind mixed (in Python: "
+        'reader_options={"id_kind": "mixed"}): its ids are then stored as 0..n-1 in the index, '
+        "with the originals in its payload sidecar, and read back as they were; or use "
+        '--on-error skip (on_error="skip") to leave such points in the rejects file')
     # what the hint says works
     vecferry.convert(str(src), out, reader_options={"id_kind": "mixed"})
     back = tmp_path / "back.jsonl"

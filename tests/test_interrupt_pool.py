@@ -20,7 +20,7 @@ import pytest
 
 from vecferry.parallel import _interrupts_held, stop_pool, worker_pool
 from vecferry.pipeline import convert
-from vecferry.verify import verify
+from vecferry.verification import verify
 
 N, DIM = 30000, 16
 #: partitions of about 100 kB: some 75 of them, so a run is still working when signalled

@@ -19,7 +19,7 @@ from roundtrip import read_points
 from vecferry import llamaindex_store
 from vecferry.errors import InputError, UsageError
 from vecferry.pipeline import convert
-from vecferry.verify import verify
+from vecferry.verification import verify
 
 faiss = pytest.importorskip("faiss")
 

@@ -144,7 +144,7 @@ def test_a_directory_of_parts_reads_as_one_dataset_by_its_path(tmp_path: Path) -
 def test_a_directory_written_with_the_old_manifest_name_still_reads(tmp_path: Path) -> None:
     from roundtrip import read_points
     from vecferry.errors import InputError
-    from vecferry.verify import verify
+    from vecferry.verification import verify
 
     ds = dense_int()
     location = Path(_written(tmp_path, ds, "parts"))

@@ -17,7 +17,7 @@ from vecferry.cli import main
 from vecferry.errors import InputError, UsageError
 from vecferry.pipeline import convert
 from vecferry.stream import VectorSpec
-from vecferry.verify import verify
+from vecferry.verification import verify
 
 N, DIM = 300, 8
 

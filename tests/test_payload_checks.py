@@ -345,7 +345,7 @@ def test_a_bad_cell_in_a_later_batch_is_named_by_its_row(tmp_path: Path) -> None
 
 
 def test_verify_no_longer_calls_a_nan_payload_equal_to_null(tmp_path: Path) -> None:
-    from vecferry.verify import verify
+    from vecferry.verification import verify
 
     src = _stream_parquet(tmp_path / "nan.parquet", ['{"a": NaN}'], ids=[1])
     other = tmp_path / "null.jsonl"

@@ -51,7 +51,7 @@ def test_server_copy_keeps_shard_keys_strict_mode_and_metadata(grpc: bool) -> No
 
     import vecferry
     from qdrant_helpers import DIM, source_points
-    from vecferry.verify import verify
+    from vecferry.verification import verify
 
     keys = ["en", "de", 7]
     tag = uuid.uuid4().hex[:8]

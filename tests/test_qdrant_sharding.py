@@ -21,7 +21,7 @@ from qdrant_standin import Fault, QdrantStandIn
 from vecferry.converters import open_reader
 from vecferry.converters.qdrant import SHARD_KEY_FIELD
 from vecferry.errors import TargetError
-from vecferry.verify import verify
+from vecferry.verification import verify
 
 KEYS = ["en", "de", 7]
 

@@ -18,7 +18,7 @@ from qdrant_standin import Fault, QdrantStandIn
 from vecferry.converters import open_reader
 from vecferry.converters.qdrant import DEFAULT_ID_FIELD, SHARD_KEY_FIELD, id_order
 from vecferry.pipeline import convert
-from vecferry.verify import verify
+from vecferry.verification import verify
 
 N, DIM = 1500, 16
 #: partition size that cuts N points of DIM floats (about 400 kB estimated) into several

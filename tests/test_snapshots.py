@@ -778,7 +778,7 @@ def test_damaged_or_empty_snapshots_are_named(shards: dict[str, Any], tmp_path: 
 
 def test_search_parity_over_several_shards_is_refused(shards: dict[str, Any],
                                                       tmp_path: Path) -> None:
-    from vecferry.verify import verify
+    from vecferry.verification import verify
 
     two = _collection_archive(tmp_path, [shards["ints"], shards["uuids"]])
     with pytest.raises(UnsupportedError) as info:

@@ -28,7 +28,7 @@ from vecferry import storage
 from vecferry.converters import base
 from vecferry.converters.base import AtomicPath, foreign_keys, sweep_stale_temps
 from vecferry.errors import UsageError
-from vecferry.verify import verify
+from vecferry.verification import verify
 
 # A writer in its own process: writes one batch, says so, then waits for a line on stdin
 # ("commit" finishes the output, anything else aborts it); a SIGKILL ends it mid-write.

@@ -18,7 +18,7 @@ import vecferry
 from roundtrip import DATASETS, FORMATS, leftovers
 from vecferry.cli import main
 from vecferry.errors import RecordError, TargetError, UnsupportedError
-from vecferry.verify import verify
+from vecferry.verification import verify
 
 
 def _client_collections(folder):

@@ -28,7 +28,7 @@ from vecferry.converters.base import Context
 from vecferry.digest import StreamDigest, canonical_payload
 from vecferry.errors import InputError, UsageError
 from vecferry.stream import MANIFEST_KEY, VectorSpec, manifest_of, rebatch
-from vecferry.verify import iter_diff, verify
+from vecferry.verification import iter_diff, verify
 
 N, DIM, MDIM = 37, 8, 3
 KINDS = ("missing_in_destination", "extra_in_destination", "vector_differs", "payload_differs")
@@ -1229,7 +1229,7 @@ def test_only_a_tie_at_the_other_sides_kth_distance_is_found() -> None:
     """The tie rule itself: an id one float32 step from the other side's k-th one ties with
     it; one a thousandth nearer or further does not (missed, or should not have been
     returned); a short list (all a side holds) has no k-th to tie with."""
-    from vecferry.verify import _exact_scores, _found
+    from vecferry.verification import _exact_scores, _found
 
     q = np.full(DIM, 0.5)
     kth = q + np.eye(DIM)[0]

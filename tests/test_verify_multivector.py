@@ -22,7 +22,7 @@ import vecferry
 from roundtrip import Dataset, write_points
 from vecferry.cli import main
 from vecferry.stream import VectorSpec
-from vecferry.verify import iter_diff, verify
+from vecferry.verification import iter_diff, verify
 
 N, DIM, MDIM = 23, 6, 4
 

@@ -157,6 +157,14 @@ class VerificationError(VecferryError):
     exit_code = 4
 
 
+class VecferryWarning(UserWarning):
+    """What a run did that the caller should know, though it succeeded (a distance not used,
+    float64 values narrowed, settings a target does not keep). ``vecferry.convert`` and
+    ``vecferry.verify`` issue each warning of their report as one of these, through Python's
+    ``warnings`` module; the report's ``warnings`` list holds the same texts. Silence them
+    with ``warnings.simplefilter("ignore", VecferryWarning)``."""
+
+
 def _restore(cls: type[VecferryError], state: dict[str, Any]) -> VecferryError:
     err = cls.__new__(cls)
     err.__dict__.update(state)

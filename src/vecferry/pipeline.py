@@ -37,7 +37,7 @@ from vecferry.fileio import loads_reject_line
 from vecferry.ledger import IdLedger
 from vecferry.mapping import non_finite
 from vecferry.plan import take_rows
-from vecferry.storage import is_remote, with_storage_options
+from vecferry.storage import in_this_context, is_remote, with_storage_options
 from vecferry.stream import manifest_of, rebatch
 
 DEFAULT_BATCH_SIZE = 2048
@@ -277,7 +277,9 @@ def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
         except BaseException as exc:  # handed to the consumer and re-raised there
             put(_Failure(exc))
 
-    worker = threading.Thread(target=run, name="vecferry-reader", daemon=True)
+    # in a copy of the caller's context: a reader opening a file as it goes must use the
+    # caller's storage options (``storage.using``), which a new thread would not see
+    worker = threading.Thread(target=in_this_context(run), name="vecferry-reader", daemon=True)
     worker.start()
     try:
         while True:
@@ -464,15 +466,14 @@ def convert(
     into several and the target takes parts (see ``vecferry.scaleout``); ``resume`` then skips
     the partitions an earlier run completed.
     """
-    if batch_size <= 0:
-        raise UsageError("batch size must be a positive integer")
+    _check_arguments(batch_size=batch_size, limit=limit, overwrite=overwrite, resume=resume,
+                     check_duplicates=check_duplicates, dry_run=dry_run,
+                     reader_options=reader_options, writer_options=writer_options)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                 or workers < 1):
         # 0 ran on every core and -3 in one process: a count the CLI refuses
         raise UsageError(f"workers must be a positive integer or None, not {workers!r}",
                          hint="None (the default) uses the cores there are")
-    if limit is not None and limit < 0:
-        raise UsageError("limit must not be negative")
     for role, location in (("input", src), ("output", dst)):
         if location == "-":
             # not a file named "-": a script meaning stdin or stdout would get one
@@ -677,6 +678,41 @@ def convert(
         # whole now (a --limit trial run leaves them, for the full run to resume)
         scaleout.remove_staging(dst)
     return report
+
+
+def _check_arguments(*, batch_size: Any, limit: Any, overwrite: Any, resume: Any,
+                     check_duplicates: Any, dry_run: Any, reader_options: Any,
+                     writer_options: Any) -> None:
+    """``UsageError`` naming the argument of ``convert`` that has the wrong type or value,
+    what it was given and what it takes, before anything is opened.
+
+    A flag must be a real bool: ``overwrite="no"`` is a true value, and overwrote. A count
+    must be an int (not a bool, a float or a digit string), which otherwise failed deep
+    inside with a bare ``TypeError``, or did something else (``batch_size=2.5``)."""
+    for name, value in (("overwrite", overwrite), ("resume", resume),
+                        ("check_duplicates", check_duplicates), ("dry_run", dry_run)):
+        if not isinstance(value, bool):
+            raise UsageError(f"{name} must be True or False, not {value!r}",
+                             hint=f"pass {name}=True or {name}=False")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise UsageError(f"batch_size must be a positive integer, not {batch_size!r}",
+                         hint=f"the default is {DEFAULT_BATCH_SIZE}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or limit < 0):
+        raise UsageError(f"limit must be a non-negative integer or None, not {limit!r}",
+                         hint="None (the default) converts every point")
+    for name, value in (("reader_options", reader_options),
+                        ("writer_options", writer_options)):
+        if value is not None and not isinstance(value, dict):
+            raise UsageError(f"{name} must be a dict of option names to values, or None, not "
+                             f"{type(value).__name__}",
+                             hint=f'e.g. {name}={{"id_kind": "mixed"}}'
+                             if name == "reader_options" else
+                             f'e.g. {name}={{"distance": "Cosine"}}')
+        bad = [k for k in value or {} if not isinstance(k, str)]
+        if bad:
+            raise UsageError(f"{name} keys are option names (text), not {bad[0]!r}",
+                             hint=f'e.g. {name}={{"distance": "Cosine"}}')
 
 
 def _report(src: str, dst: str, src_fmt: str, dst_fmt: str, manifest: Any, started: float,

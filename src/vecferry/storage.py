@@ -17,14 +17,15 @@ Credentials come from each provider's usual environment variables and config fil
 ``AWS_*`` / ``~/.aws``, Google's application default credentials, Azure's ``AZURE_STORAGE_*``),
 never from the location, and no error message carries a secret. Settings such as an endpoint
 URL are ``storage_options`` (``--storage-option KEY=VALUE`` on the command line), active for
-the duration of a ``using(...)`` block; fsspec's own ``FSSPEC_<PROTOCOL>_<KEY>`` variables work
-too. fsspec and the provider packages are an extra: ``pip install 'vecferry[s3]'`` (``gcs``,
-``azure``).
+the duration of a ``using(...)`` block, in the thread that entered it; fsspec's own
+``FSSPEC_<PROTOCOL>_<KEY>`` variables work too. fsspec and the provider packages are an extra:
+``pip install 'vecferry[s3]'`` (``gcs``, ``azure``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import importlib
 import inspect
@@ -34,9 +35,9 @@ import posixpath
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from types import SimpleNamespace
+from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 from vecferry.errors import (
@@ -94,33 +95,47 @@ _COLLAPSED = re.compile(r"\A([a-z][a-z0-9+.-]*):/(?!/)")
 
 # ---------------------------------------------------------------------------------- options
 
-_lock = threading.Lock()
-_scopes: list[dict[str, Any]] = []
+#: the ``storage_options`` scopes active in this context, outermost first. A context
+#: variable, not a process-wide list: two threads converting with different options (two S3
+#: endpoints) each see their own, and the threads a run starts for itself are started in a copy
+#: of its context (``in_this_context``). Each scope is a read-only mapping in an immutable tuple,
+#: so a copied context shares nothing that can change under it.
+_SCOPES: contextvars.ContextVar[tuple[Mapping[str, Any], ...]] = contextvars.ContextVar(
+    "vecferry_storage_options", default=())
 
 
 @contextlib.contextmanager
-def using(options: dict[str, Any] | None) -> Iterator[None]:
+def using(options: Mapping[str, Any] | None) -> Iterator[None]:
     """Make ``options`` the storage options of every remote location opened inside the block.
 
-    They are process-wide while the block runs (the reader's prefetch thread opens files too);
-    nested blocks add to the outer ones.
+    They hold in the calling thread (its ``contextvars`` context) and in the threads vecferry
+    starts for the run (``in_this_context``), not in other threads; nested blocks add to the
+    outer ones. ``UsageError`` when ``options`` is not a mapping of option names to values.
     """
-    with _lock:
-        _scopes.append(dict(options or {}))
+    if options is not None and not isinstance(options, Mapping):
+        raise UsageError(f"storage_options must be a dict of option names to values, not "
+                         f"{type(options).__name__}",
+                         hint='e.g. storage_options={"endpoint_url": "http://127.0.0.1:9000"}')
+    outer = _SCOPES.get()
+    token = _SCOPES.set((*outer, MappingProxyType(dict(options or {}))))
     try:
         yield
     finally:
-        with _lock:
-            _scopes.pop()
+        try:
+            _SCOPES.reset(token)
+        except ValueError:
+            # left in another context than it was entered in (a generator closed elsewhere):
+            # what this context saw before the block is still what it should see after it
+            _SCOPES.set(outer)
 
 
 def with_storage_options(fn: Any) -> Any:
     """Give ``fn`` a ``storage_options`` keyword: the options of its remote locations."""
-    import functools
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, storage_options: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-        if not storage_options:
+    def wrapper(*args: Any, storage_options: Mapping[str, Any] | None = None,
+                **kwargs: Any) -> Any:
+        if storage_options is None:
             return fn(*args, **kwargs)
         with using(storage_options):
             return fn(*args, **kwargs)
@@ -129,11 +144,18 @@ def with_storage_options(fn: Any) -> Any:
 
 
 def current_options() -> dict[str, Any]:
+    """The storage options in force here: the active scopes merged, inner ones winning."""
     merged: dict[str, Any] = {}
-    with _lock:
-        for scope in _scopes:
-            merged.update(scope)
+    for scope in _SCOPES.get():
+        merged.update(scope)
     return merged
+
+
+def in_this_context(target: Callable[..., Any]) -> Callable[..., Any]:
+    """``target`` bound to a copy of the calling thread's context, for a thread to run: a
+    new thread starts with an empty one, and would open remote locations without the
+    caller's storage options."""
+    return functools.partial(contextvars.copy_context().run, target)
 
 
 def _value(text: str) -> Any:
@@ -925,7 +947,8 @@ class RemoteOutput:
                 done.set()
 
         self._inflight.append(done)
-        threading.Thread(target=run, name="vecferry-storage", daemon=True).start()
+        threading.Thread(target=in_this_context(run), name="vecferry-storage",
+                         daemon=True).start()
         done.wait()  # an interrupt here leaves ``done`` in _inflight for abort()
         self._inflight.remove(done)
         if "error" in box:

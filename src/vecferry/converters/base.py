@@ -12,9 +12,10 @@ A format module holds one ``...Reader`` and/or one ``...Writer`` class:
 * ``Writer(location, schema, *, context, overwrite=False, **options)`` checks, before anything
   is written, that the target can hold every column of ``schema`` (``UnsupportedError``
   otherwise) and that it may write there (``OutputExistsError``). ``write_batch(batch)`` writes
-  one batch; ``close()`` makes the output visible (atomic rename, final flush, last
-  acknowledgement) and returns a dict merged into the run report; ``abort()`` removes whatever
-  a failed run left behind.
+  one batch of ``schema`` (``ClosingWriter`` refuses any other); ``close()`` makes the output
+  visible (atomic rename, final flush, last acknowledgement) and returns a dict merged into the
+  run report; ``abort()`` removes whatever a failed run left behind. ``ClosingWriter`` makes
+  both run once, and refuses batches after either.
 
 Options a format does not understand are an error (``reject_unknown_options``), so a typo in a
 script never silently changes nothing.
@@ -43,6 +44,7 @@ from vecferry.errors import (
     Location,
     OutputExistsError,
     RecordError,
+    SchemaError,
     UnknownOptionsError,
     UsageError,
 )
@@ -193,7 +195,43 @@ def _while_open(reader: Any, batches: Iterator[Any]) -> Iterator[Any]:
 
 class ClosingWriter:
     """Lets a writer be used in a ``with`` block: the output is closed (completed) when the
-    block ends normally, aborted (nothing that looks complete left) when it raises."""
+    block ends normally, aborted (nothing that looks complete left) when it raises, or when
+    closing it fails.
+
+    Every subclass also gets, around its own methods (wrapped in ``__init_subclass__``, as
+    ``ClosingReader`` wraps its readers):
+
+    * ``write_batch`` checks the batch against the stream schema the writer was opened with
+      (its ``schema`` argument): ``SchemaError`` naming the column when the batch's columns
+      differ from the schema's in name, order or type (schema metadata and nullability aside),
+      ``RecordError`` naming the row when an id is null, ``UsageError`` for what is not a
+      ``pyarrow.RecordBatch``. A batch of the schema is passed on as it is; one that differs
+      only in nullability or metadata, relabelled with the schema (the same arrays). The check
+      costs a comparison of the few fields and the id column's null count, not a pass over the
+      rows.
+    * ``close`` runs once: called again it returns the first call's summary, so a ``close()``
+      inside a ``with`` block is not run a second time at its end. ``abort`` after ``close``,
+      or a second ``abort``, does nothing (an output once completed is never removed by it).
+    * ``write_batch`` after ``close`` or ``abort`` is a ``UsageError`` ("the writer is
+      closed"), not a batch silently lost; ``close`` after ``abort`` is one too.
+
+    A ``close`` that raises leaves the writer to be aborted: it takes no more batches and
+    is not closed again.
+    """
+
+    #: "open", then "closed" (close returned), "failed" (close raised) or "aborted"
+    _lifecycle = "open"
+    _summary: dict[str, Any] | None = None
+    #: the ``schema`` the writer was opened with: what ``write_batch`` must be given
+    _stream_schema: pa.Schema | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, wrap in (("__init__", _keeps_schema), ("write_batch", _checks_batches),
+                           ("close", _closes_once), ("abort", _aborts_once)):
+            method = cls.__dict__.get(name)
+            if method is not None:
+                setattr(cls, name, wrap(method))
 
     def close(self) -> dict[str, Any]:  # each writer has its own
         raise NotImplementedError
@@ -205,10 +243,137 @@ class ClosingWriter:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
-        if kind is None:
-            self.close()
-        else:
+        if kind is not None:
             self.abort()
+            return
+        try:
+            self.close()
+        except BaseException:
+            # the block's output is not complete: nothing that looks complete may stay
+            self.abort()
+            raise
+
+
+def _keeps_schema(init: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(init)
+    def keeping(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        # ``Writer(location, schema, ...)``; a subclass's ``__init__`` calling its base's
+        # returns last, so the schema its caller gave is the one kept
+        schema = args[1] if len(args) > 1 else kwargs.get("schema")
+        if isinstance(schema, pa.Schema):
+            self._stream_schema = schema
+
+    return keeping
+
+
+def _writer_closed(writer: Any) -> UsageError:
+    where = getattr(writer, "location", None)
+    hint = {"aborted": "abort() removed what it wrote; open a new writer to write again",
+            "failed": "closing it failed, and what it wrote is not complete; abort() it and "
+                      "write again with a new writer"}.get(
+        writer._lifecycle, "close() completed its output; open a new writer to write more, "
+                           "with overwrite=True to replace it")
+    return UsageError("the writer is closed", location=Location(str(where)) if where else None,
+                      hint=hint)
+
+
+def _checks_batches(write: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(write)
+    def checking(self: Any, batch: Any, *args: Any, **kwargs: Any) -> None:
+        if self._lifecycle != "open":
+            raise _writer_closed(self)
+        if self._stream_schema is not None:
+            batch = check_batch(batch, self._stream_schema, getattr(self, "location", None))
+        return write(self, batch, *args, **kwargs)
+
+    return checking
+
+
+def _closes_once(close: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    @functools.wraps(close)
+    def closing(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if self._lifecycle == "closed":
+            # a copy: a caller adding to the first summary does not change the later ones
+            return None if self._summary is None else dict(self._summary)
+        if self._lifecycle != "open":
+            error = _writer_closed(self)
+            if self._lifecycle == "aborted":
+                error.hint = "abort() removed what it wrote: there is nothing to close"
+            raise error
+        try:
+            summary = close(self, *args, **kwargs)
+        except BaseException:
+            if self._lifecycle == "open":  # not when it aborted itself
+                self._lifecycle = "failed"
+            raise
+        self._lifecycle, self._summary = "closed", dict(summary) if summary else summary
+        return summary
+
+    return closing
+
+
+def _aborts_once(abort: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(abort)
+    def aborting(self: Any, *args: Any, **kwargs: Any) -> None:
+        if self._lifecycle in ("closed", "aborted"):
+            return
+        try:
+            abort(self, *args, **kwargs)
+        finally:
+            self._lifecycle = "aborted"
+
+    return aborting
+
+
+def check_batch(batch: Any, schema: pa.Schema, location: str | None = None) -> pa.RecordBatch:
+    """``batch`` as a batch of ``schema``, or an error: ``SchemaError`` naming the first column
+    missing, extra, out of place or of another type (expected and given type); ``RecordError``
+    naming the first row whose id is null; ``UsageError`` for what is not a record batch.
+
+    Metadata and nullability are not compared: a batch built with ``pa.record_batch`` has
+    nullable fields and none of the manifest, and is the same stream. Such a batch is
+    returned relabelled with ``schema`` (the same arrays, not copied), as writers build tables
+    of their schema from it; a batch of ``schema`` itself is returned as it is."""
+    where = Location(str(location)) if location else None
+    hint = ("write batches of the schema the writer was opened with: a reader's batches, or "
+            "pa.record_batch(arrays, schema=schema)")
+    if not isinstance(batch, pa.RecordBatch):
+        raise UsageError(f"write_batch takes a pyarrow.RecordBatch, not "
+                         f"{type(batch).__module__}.{type(batch).__qualname__}", location=where,
+                         hint="a table's batches are table.to_batches()"
+                         if isinstance(batch, pa.Table) else hint)
+    given = batch.schema
+    if given.names != schema.names:
+        wanted = ", ".join(schema.names)
+        missing = [n for n in schema.names if n not in given.names]
+        extra = [n for n in given.names if n not in schema.names]
+        if missing:
+            text = f"the batch has no column {missing[0]!r}"
+        elif extra:
+            text = f"the batch has a column {extra[0]!r} the stream schema does not"
+        else:
+            text = f"the batch's columns are in another order ({', '.join(given.names)})"
+        raise SchemaError(f"{text}; the stream's columns are {wanted}", location=where,
+                          hint=hint)
+    for field, want in zip(given, schema, strict=True):
+        if not field.type.equals(want.type):
+            raise SchemaError(f"column {field.name!r} is {field.type}, but the stream schema "
+                              f"says {want.type}", location=where, hint=hint)
+    from vecferry.stream import ID_COLUMN
+
+    if ID_COLUMN in given.names:
+        ids = batch.column(ID_COLUMN)
+        if ids.null_count:
+            import pyarrow.compute as pc
+
+            row = pc.index(ids.is_null(), True).as_py()
+            raise RecordError(f"the id of row {row} of the batch is null "
+                              f"({ids.null_count} null id(s) in {batch.num_rows} rows)",
+                              location=where, hint="every point needs an id")
+    if given.equals(schema, check_metadata=True):
+        return batch
+    return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
 
 
 def reject_unknown_options(fmt: str, options: dict[str, Any]) -> None:

@@ -1951,10 +1951,11 @@ class _IdSet:
 
 
 #: what to do about an integer id FAISS's int64 labels cannot hold
-BIG_ID_HINT = ("read a JSONL, mapped Parquet or VDF source with --id-kind mixed (id_kind="
-               "\"mixed\" in Python): its ids are then stored as 0..n-1 in the index, with the "
-               "originals in its payload sidecar, and read back as they were; or use --on-error "
-               "skip to leave such points in the rejects file")
+BIG_ID_HINT = ("read a JSONL, mapped Parquet or VDF source with --id-kind mixed (in Python: "
+               "reader_options={\"id_kind\": \"mixed\"}): its ids are then stored as 0..n-1 in "
+               "the index, with the originals in its payload sidecar, and read back as they "
+               "were; or use --on-error skip (on_error=\"skip\") to leave such points in the "
+               "rejects file")
 #: what ``distance=`` may name, with the metric it gives (Cosine: normalized vectors, IP)
 DISTANCES = tuple(_METRIC_OF)
 
@@ -2011,7 +2012,8 @@ class FaissWriter(ClosingWriter):
                 names = ", ".join(f"{v.name or '(unnamed)'} ({v.kind})" for v in others)
                 raise UnsupportedError(
                     f"a FAISS index cannot hold these vectors: {names}",
-                    hint="choose one dense vector with --vector NAME (vector=NAME in Python)"
+                    hint="choose one dense vector with --vector NAME (in Python: "
+                         "writer_options={\"vector\": NAME})"
                     if dense else "convert to Parquet or JSONL instead")
             if not manifest.vectors:
                 raise UnsupportedError("the stream has no vectors (its points carry ids and "
@@ -2022,7 +2024,8 @@ class FaissWriter(ClosingWriter):
                 raise UnsupportedError(
                     f"the stream has {len(dense)} dense vectors "
                     f"({', '.join(label(v) for v in dense)}); a FAISS index holds one",
-                    hint="choose one with --vector NAME (vector=NAME in Python)")
+                    hint="choose one with --vector NAME (in Python: writer_options={\"vector\": "
+                         "NAME})")
             spec = dense[0]
         self.spec = spec
         # What the index holds as read back: this one vector, under the stream's id kind.
@@ -2046,7 +2049,8 @@ class FaissWriter(ClosingWriter):
         self.distance_default = self.distance is None and not self.binary_bits
         if self.distance_default:
             context.warn(f"{location}: the stream has no distance; the index uses L2 (Euclid); "
-                         "pass --distance NAME (distance=NAME in Python) to choose")
+                         "pass --distance NAME (in Python: writer_options={\"distance\": NAME}) to "
+                         "choose")
             # the manifest records what the index uses, as for a distance given
             self.distance = "Euclid"
         assert spec.size is not None

@@ -38,6 +38,7 @@ import heapq
 import inspect
 import json
 import math
+import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -651,17 +652,20 @@ def _pick_vector(src: Manifest, dst: Manifest | None, name: str | None) -> str |
     return None
 
 
-def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
+def verify(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = None, *,
+           from_format: str | None = None,
            to_format: str | None = None, queries: int = 10, k: int = 10,
-           tolerance: float | None = None, diff: str | None = None,
+           tolerance: float | None = None, diff: str | os.PathLike[str] | None = None,
            min_recall: float = DEFAULT_MIN_RECALL, vector: str | None = None,
            memory_rows: int = MEMORY_ROWS, batch_size: int = 4096,
            sample: int | None = None, allow_lossy: bool = False,
            src_options: dict[str, Any] | None = None,
            dst_options: dict[str, Any] | None = None, on_error: str = "fail",
-           rejects: str | None = None,
+           rejects: str | os.PathLike[str] | None = None,
            only_vectors: Sequence[str] | None = None) -> dict[str, Any]:
     """Compare ``src`` with ``dst`` (or ``src`` with its recorded digest); return a report.
+    Locations and files (``diff``, ``rejects``, paths in the options) may be ``pathlib``
+    paths.
 
     ``report["ok"]`` is True only when everything matches; ``report["problems"]`` says what
     does not, ``report["verdict"]`` what was proven when it is ok (``"identical"``, equal
@@ -682,6 +686,12 @@ def verify(src: str, dst: str | None = None, *, from_format: str | None = None,
     ``only_vectors`` compares those vectors alone, the others named in a warning: a conversion
     that kept one vector on purpose (a FAISS target's ``--vector``) is verified by it.
     """
+    # pathlib paths, as convert takes them: the library works with location text
+    src, dst, diff, rejects = (os.fspath(p) if isinstance(p, os.PathLike) else p
+                               for p in (src, dst, diff, rejects))
+    src_options, dst_options = (
+        {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in o.items()}
+        if isinstance(o, dict) else o for o in (src_options, dst_options))
     if k <= 0 or queries < 0:
         raise UsageError("k must be positive and queries not negative")
     if sample is not None and (sample <= 0 or dst is None):
