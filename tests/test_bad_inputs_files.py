@@ -428,9 +428,9 @@ def test_part_directory_with_an_unlisted_part(tmp_path):
 def test_jsonl_without_a_single_object_line(tmp_path):
     p = tmp_path / "lists.jsonl"
     p.write_text("[1, 2]\n[3, 4]\n")
-    text = fails(InputError, lambda: vecferry.open_reader(str(p)))
-    assert text == (f"{p}: no valid point to infer the schema from "
-                    "(fix the lines reported, or add a manifest sidecar)")
+    text = fails(RecordError, lambda: vecferry.open_reader(str(p)))
+    assert text == (f"{p}, line 1: a point must be a JSON object, not list (each line is one "
+                    'point: {"id": ..., "vector": [...], "payload": {...}})')
 
 
 def test_jsonl_writer_unknown_part_compression(tmp_path):
@@ -447,9 +447,10 @@ def test_jsonl_writer_unknown_part_compression(tmp_path):
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"batch_size": 0}, "batch size must be a positive integer"),
-    ({"batch_size": -5}, "batch size must be a positive integer"),
-    ({"limit": -1}, "limit must not be negative"),
+    ({"batch_size": 0}, "batch_size must be a positive integer, not 0 (the default is 2048)"),
+    ({"batch_size": -5}, "batch_size must be a positive integer, not -5 (the default is 2048)"),
+    ({"limit": -1}, "limit must be a non-negative integer or None, not -1 (None (the default) "
+                    "converts every point)"),
     ({"on_error": "ignore"}, "on_error must be 'fail' or 'skip', not 'ignore'"),
 ])
 def test_convert_refuses_bad_options(tmp_path, options, message):
@@ -512,7 +513,7 @@ def test_a_numpy_output_of_no_points_reads_back(tmp_path: Path):
     vecferry.convert(str(src), str(out), to_format="npy", limit=0)
     report = vecferry.convert(str(out), str(tmp_path / "back.jsonl"))
     assert (report["read"], report["written"]) == (0, 0)
-    from vecferry.verify import verify
+    from vecferry.verification import verify
 
     assert verify(str(out))["ok"]
     # a bare matrix of no rows is still an empty input

@@ -84,17 +84,28 @@ FIRST_LINE_BROKEN = {
 }
 
 
-@pytest.mark.parametrize("on_error", ["fail", "skip"])
 @pytest.mark.parametrize("case", sorted(FIRST_LINE_BROKEN))
-def test_jsonl_without_a_valid_point_names_its_first_line(tmp_path, case, on_error):
+def test_jsonl_without_a_valid_point_names_its_first_line(tmp_path, case):
     # no line parses as a point, so there is no schema: the first line's problem is the error
     content, message = FIRST_LINE_BROKEN[case]
     src = tmp_path / "p.jsonl"
     src.write_bytes(content)
-    text = fails(RecordError, lambda: vecferry.convert(str(src), str(tmp_path / "o.parquet"),
-                                                        on_error=on_error))
+    text = fails(RecordError, lambda: vecferry.convert(str(src), str(tmp_path / "o.parquet")))
     assert text == f"{src}, {message}"
     assert _names(tmp_path) == ["p.jsonl"]
+
+
+@pytest.mark.parametrize(("case", "lines"), [("not_json", 2), ("cut_short", 1), ("nan", 1)])
+def test_jsonl_without_a_valid_point_skipped_rejects_every_line(tmp_path, case, lines):
+    # skipping, each line is a rejected record like any other: read == written + rejected
+    content = FIRST_LINE_BROKEN[case][0]
+    src = tmp_path / "p.jsonl"
+    src.write_bytes(content)
+    report = vecferry.convert(str(src), str(tmp_path / "o.parquet"), on_error="skip")
+    assert (report["read"], report["written"], report["rejected"]) == (lines, 0, lines)
+    rejects = [json.loads(line) for line in
+               Path(report["rejects_file"]).read_text().splitlines()]
+    assert len(rejects) == lines
 
 
 def test_nan_in_a_line_read_exactly_for_its_long_integer(tmp_path):
@@ -115,8 +126,9 @@ def test_nan_in_a_line_read_exactly_for_its_long_integer(tmp_path):
      ", line 1, id 1: vector has 0 dimensions, expected 2"),
     ('{"id": 1, "vector": "abc"}\n{"id": 2, "vector": [1.0, 2.0]}\n', RecordError,
      ", line 1, id 1: vector must be a list of numbers"),
-    ('{"id": 1, "vector": []}\n', InputError,
-     ': no point has a vector (each line needs "vector": [...] or {"name": [...]})'),
+    ('{"id": 1, "vector": []}\n', RecordError,
+     ', line 1, id 1: vector is empty (a vector holds numbers: [0.1, 0.2, ...] (sparse: '
+     '{"indices": [...], "values": [...]}, multi: [[...], [...]]))'),
 ], ids=["empty_then_sized", "string_then_sized", "only_empty"])
 def test_a_vector_that_tells_no_size_is_passed_over_when_inferring(tmp_path, content, cls,
                                                                     message):
@@ -586,7 +598,7 @@ def test_a_worker_process_that_dies_is_named(tmp_path):
 
 @pytest.mark.parametrize("memory_rows", [0, -1])
 def test_verify_memory_rows_must_be_positive(tmp_path, memory_rows):
-    from vecferry.verify import verify
+    from vecferry.verification import verify
 
     src = _points(tmp_path / "p.jsonl")
     text = fails(UsageError, lambda: verify(src, src, memory_rows=memory_rows))

@@ -20,7 +20,7 @@ import vecferry
 from qdrant_helpers import make_local, source_points
 from vecferry.errors import InputError, SchemaError, TargetError, UnsupportedError, UsageError
 from vecferry.stream import MANIFEST_KEY, Manifest, VectorSpec, manifest_of
-from vecferry.verify import verify
+from vecferry.verification import verify
 
 DIM = 4
 
@@ -379,7 +379,8 @@ def test_a_list_column_of_non_numbers(tmp_path, col, vt):
     with pytest.raises(SchemaError) as info:
         _open_mapped(path, vector_column="emb")
     assert str(info.value) == (f"{path}: column 'emb' holds lists of {vt}, not numbers (vector "
-                               "columns hold lists of numbers or float32 bytes)")
+                               "columns hold lists of numbers or float32 bytes, multivectors "
+                               "lists of fixed_size_list of numbers)")
 
 
 @pytest.mark.parametrize("col", [
@@ -387,12 +388,15 @@ def test_a_list_column_of_non_numbers(tmp_path, col, vt):
     pa.array([[], None, []], pa.list_(pa.float32())),
     pa.array([None, b"", None], pa.binary()),
 ])
-def test_no_value_in_the_first_rows_to_tell_the_size(tmp_path, col):
+def test_no_vector_in_any_row_to_tell_the_size(tmp_path, col):
     path = _parquet(tmp_path / "t.parquet", emb=col)
     with pytest.raises(InputError) as info:
         _open_mapped(path, vector_column="emb")
-    assert str(info.value) == (f"{path}: column 'emb' has no value in the first rows to tell "
-                               "the vector size (check that the column holds vectors)")
+    assert str(info.value) == (f"{path}: column 'emb' holds no vector in any row (every cell is "
+                               "null or empty), so its vector size is unknown (write the column "
+                               "as fixed_size_list<float32>[size] (its type then gives the "
+                               "size), or leave it out of --vector-column if it holds no "
+                               "vectors)")
 
 
 def test_a_mapping_without_a_vector_column(tmp_path):

@@ -25,7 +25,7 @@ from vecferry.converters import open_reader
 from vecferry.errors import RecordError
 from vecferry.pipeline import convert
 from vecferry.plan import make_plan, read_partition
-from vecferry.verify import verify
+from vecferry.verification import verify
 
 N, DIM = 6000, 16
 SMALL = 64 << 10  # partition size that cuts the test sources into several pieces

@@ -134,8 +134,11 @@ def test_several_namespaces_need_a_choice(tmp_path):
     with pytest.raises(UsageError) as info:
         vecferry.open_reader(str(tmp_path))
     assert str(info.value) == (f"{tmp_path}: VDF_META.json holds 2 index namespaces "
-                               "(my_collection, my_collection/ns2); one is read per run (pick "
-                               "one with --vdf-index NAME or NAME/NAMESPACE)")
+                               "(my_collection, my_collection/ns2), and vecferry reads one per "
+                               "run (name one with --vdf-index INDEX/NAMESPACE, e.g. --vdf-index "
+                               'my_collection (in Python: reader_options={"vdf_index": '
+                               '"my_collection"}); an index\'s unnamed namespace, or its only '
+                               "one, is named by the index's name alone)")
     reader = vecferry.open_reader(str(tmp_path), vdf_index="my_collection/ns2")
     assert reader.count() == N
     reader.close()

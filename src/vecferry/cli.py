@@ -83,6 +83,7 @@ ROUTES: dict[str, tuple[tuple[str, ...],
     "vector_column": (("reader",), ("parquet",)),
     "sparse_column": (("reader",), ("parquet",)),
     "payload_columns": (("reader",), ("parquet",)),
+    "payload_column": (("reader",), ("parquet",)),
     "json_columns": (("reader",), ("parquet",)),
     "id_key": (("reader",), ("jsonl",)),
     "vector_key": (("reader",), ("jsonl",)),
@@ -223,6 +224,9 @@ _MAPPING_OPTIONS = [
                  "(struct of indices and values)."),
     click.option("--payload-columns", metavar="A,B,C", help="Parquet not written by "
                  "vecferry: payload columns (default: every other column)."),
+    click.option("--payload-column", metavar="COLUMN", help="Parquet not written by "
+                 "vecferry: a column of objects (struct, map or JSON text) that is the "
+                 "payload itself, not a key of it."),
     click.option("--json-columns", metavar="A,B", help="Parquet not written by vecferry: "
                  "string columns holding JSON, parsed into the payload."),
     click.option("--id-key", metavar="KEY", help="JSONL of other tools: the id key "
@@ -427,7 +431,7 @@ def _convert_report(src: str, dst: str, kw: dict[str, Any], desc: str, verify: b
         return EXIT_OK, report
     code = EXIT_REJECTS if report["rejected"] else EXIT_OK
     if verify:
-        from vecferry.verify import verify as run_verify
+        from vecferry.verification import verify as run_verify
 
         if not quiet:
             _err("verifying ...")
@@ -702,7 +706,7 @@ def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: st
     def body() -> int:
         from vecferry.converters import resolve
         from vecferry.stream import skip_pandas_probe
-        from vecferry.verify import verify
+        from vecferry.verification import verify
 
         skip_pandas_probe()
         conn = {"timeout": timeout, "id_field": id_field}

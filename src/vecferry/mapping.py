@@ -19,13 +19,19 @@ Rules, the same wherever a mapping is used:
   named like ids.
 * vectors: ``--vector-column [NAME=]COLUMN``, repeatable. One vector without a name is the unnamed
   default vector; when several are mapped, an unnamed one is named after its column. A column may
-  be ``list``, ``large_list`` or ``fixed_size_list`` of numbers, or raw little-endian float32
-  bytes (``binary``; 4 bytes per value). float64 (and integer) values are narrowed to float32 and
-  the values that changed are counted in a warning; float16 and uint8 stay as they are. The size
-  comes from the type, or from the first value. A row of another size, or holding NaN, infinity or
-  a null, is a rejected record; a null cell means the point has no such vector.
+  be ``list``, ``large_list`` or ``fixed_size_list`` of numbers (view types read as these), or
+  raw little-endian float32 bytes (``binary``; 4 bytes per value); a list of
+  ``fixed_size_list`` of numbers is a multivector. float64 (and integer) values are narrowed to
+  float32 and the values that changed are counted in a warning naming the source type; float16
+  and uint8 stay as they are. The size comes from the type, or from the first value that is
+  neither null nor empty (a reader may scan the column for it). A row of another size, or
+  holding NaN, infinity or a null, is a rejected record; a null cell means the point has no
+  such vector.
 * sparse vectors: ``--sparse-column NAME=COLUMN``, a struct with ``indices`` and ``values`` lists.
-* payload: ``--payload-columns a,b,c``, or by default every column not used above. In Parquet a
+* payload: ``--payload-columns a,b,c``, or by default every column not used above (for a
+  Parquet file, less pandas' unnamed index, and a lone payload-named column of objects is the
+  payload itself: ``TableMapper``'s ``tidy``); ``payload_column`` names a column whose object
+  is the payload, as JSONL's ``--payload-key`` names a key. In Parquet a
   null cell leaves its key out of the payload, and a row with no values has no payload; a float
   NaN or infinity (also inside a list or struct) is a rejected record, as JSON cannot hold it;
   ``--json-columns`` names string columns holding JSON text, parsed into their values.
@@ -43,6 +49,7 @@ import base64
 import contextlib
 import datetime as dt
 import decimal
+import json
 import math
 import re
 import shlex
@@ -75,33 +82,94 @@ ID_NAMES = ("id", "_id", "doc_id", "docid", "document_id", "doc-id", "corpus_id"
             "point_id", "uuid", "pk", "key")
 #: keys of a JSON object taken for its payload by ``suggest_records``
 PAYLOAD_NAMES = ("payload", "metadata", "meta", "attributes", "properties", "fields")
-NARROWING_WARNING = ("float64 vectors are narrowed to float32 (Qdrant, FAISS and the stream store "
-                     "float32); the report counts values that changed")
 _SUGGEST_HINT = "`vecferry inspect FILE` suggests a mapping"
-_NARROWED = " float64 value(s) changed when narrowed to float32"
+_NARROWED = " value(s) changed when narrowed to float32"
+_NARROWED_RE = re.compile(r"(\d+) (.+)" + re.escape(_NARROWED))
 
 
-def narrowed_warning(count: int) -> str:
-    """The warning counting float64 values that narrowing to float32 changed."""
-    return f"{count}{_NARROWED}"
+def narrowing_warning(source_type: str = "float64") -> str:
+    """The warning that vectors of ``source_type`` (``float64``, ``int64``, ``float64 and
+    int64``) are narrowed to float32."""
+    return (f"{source_type} vectors are narrowed to float32 (Qdrant, FAISS and the stream store "
+            "float32); the report counts values that changed")
+
+
+def narrowed_warning(count: int, source_type: str = "float64") -> str:
+    """The warning counting values of ``source_type`` that narrowing to float32 changed."""
+    return f"{count} {source_type}{_NARROWED}"
 
 
 def merge_narrowed(warnings: list[str]) -> list[str]:
-    """``warnings`` with their ``narrowed_warning`` counts summed into one, where the first
-    was: a partitioned run gathers one from each partition."""
-    counts = [w for w in warnings if w.endswith(_NARROWED) and w[:-len(_NARROWED)].isdigit()]
-    if len(counts) < 2:
-        return warnings
-    total = narrowed_warning(sum(int(w[:-len(_NARROWED)]) for w in counts))
-    out, placed = [], False
-    for w in warnings:
-        if w in counts:
-            if not placed:
-                out.append(total)
-                placed = True
-            continue
-        out.append(w)
+    """``warnings`` with their ``narrowed_warning`` counts of one source type summed into one,
+    where the first was: a partitioned run gathers one from each partition (two of them may
+    say the same count, so each is counted, not each text)."""
+    matches = [_NARROWED_RE.fullmatch(w) for w in warnings]
+    totals: dict[str, int] = {}
+    for m in matches:
+        if m:
+            totals[m[2]] = totals.get(m[2], 0) + int(m[1])
+    out = []
+    for w, m in zip(warnings, matches, strict=True):
+        if m is None:
+            out.append(w)
+        elif m[2] in totals:
+            out.append(narrowed_warning(totals.pop(m[2]), m[2]))
     return out
+
+
+def _type_name(t: pa.DataType) -> str:
+    """A value type as the warnings name it (Arrow calls float64 ``double``)."""
+    return {pa.float64(): "float64", pa.float32(): "float32", pa.float16(): "float16"}.get(
+        t, str(t))
+
+
+def _plain_type(t: pa.DataType) -> pa.DataType:
+    """The type a view type (``string_view``, ``binary_view``, ``list_view``,
+    ``large_list_view``: Arrow's newer layouts, which polars and DuckDB hand over) is read as:
+    its plain counterpart, which the id, vector and payload code takes. Other types as they
+    are."""
+    if pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_binary_view(t):
+        return pa.binary()
+    if pa.types.is_list_view(t):
+        return pa.list_(t.value_field)
+    if pa.types.is_large_list_view(t):
+        return pa.large_list(t.value_field)
+    return t
+
+
+def plain_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with its view types plain (``_plain_type``)."""
+    fields = [f.with_type(_plain_type(f.type)) for f in schema]
+    if all(f.type == g.type for f, g in zip(fields, schema, strict=True)):
+        return schema
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def plain_array(arr: pa.Array) -> pa.Array:
+    """``arr`` in its plain type (``_plain_type``)."""
+    t = _plain_type(arr.type)
+    if t == arr.type:
+        return arr
+    if not (pa.types.is_list_view(arr.type) or pa.types.is_large_list_view(arr.type)):
+        return arr.cast(t)
+    # pyarrow's cast of a list view to a list makes an offsets buffer one entry short (an
+    # invalid array): the list is built from the view's lengths and values instead
+    lengths = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(
+        np.int64 if pa.types.is_large_list(t) else np.int32)
+    kind = pa.LargeListArray if pa.types.is_large_list(t) else pa.ListArray
+    return kind.from_arrays(pa.array(offsets), arr.flatten(), type=t,
+                            mask=pc.invert(arr.is_valid()))
+
+
+def plain_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` with its view-typed columns in their plain types (``_plain_type``)."""
+    schema = plain_schema(batch.schema)
+    if schema is batch.schema:
+        return batch
+    return pa.RecordBatch.from_arrays([plain_array(c) for c in batch.columns], schema=schema)
 
 
 def _split_list(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
@@ -173,24 +241,38 @@ class Mapping:
     sparse_columns: tuple[str, ...] = ()
     payload_columns: tuple[str, ...] | None = None
     json_columns: tuple[str, ...] = ()
+    #: the column whose object (struct, map with string keys, or JSON text) is the payload
+    #: itself, as JSONL's ``--payload-key`` takes a key's object; the other columns are not
+    #: read
+    payload_column: str | None = None
 
     @classmethod
     def from_options(cls, *, id_column: str | None = None,
                      vector_column: str | Sequence[str] | None = None,
                      sparse_column: str | Sequence[str] | None = None,
                      payload_columns: str | Sequence[str] | None = None,
-                     json_columns: str | Sequence[str] | None = None) -> Mapping | None:
-        """The mapping the options give, or None when none was given."""
+                     json_columns: str | Sequence[str] | None = None,
+                     payload_column: str | None = None) -> Mapping | None:
+        """The mapping the options give, or None when none was given. ``UsageError`` for
+        ``payload_column`` beside ``payload_columns`` (the payload is one or the other)."""
         m = cls(id_column=id_column or None, vector_columns=_tuple(vector_column),
                 sparse_columns=_tuple(sparse_column),
                 payload_columns=_split_list(payload_columns),
-                json_columns=_split_list(json_columns) or ())
+                json_columns=_split_list(json_columns) or (),
+                payload_column=payload_column or None)
         if m == cls():
             return None
+        if m.payload_column is not None and m.payload_columns is not None:
+            raise UsageError("payload_column and payload_columns both name the payload",
+                             hint="pass payload_column for a column whose object is the "
+                                  "payload, or payload_columns for columns that are its keys")
         return m
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        if out["payload_column"] is None:
+            del out["payload_column"]  # the mapping as recorded before there was one
+        return out
 
 
 @dataclass
@@ -199,17 +281,30 @@ class _Dense:
     column: str
     binary: bool
     narrow: bool  # values are not float32 / float16 / uint8 and are cast to float32
+    source_type: str = "float32"  # the column's value type, as the narrowing warning names it
+
+    @property
+    def multi(self) -> bool:
+        return self.spec.kind == "multi"
+
+
+#: further values of a column past a first batch (a reader's bounded scan; ``_first_len``)
+MoreValues = Callable[[str], Iterable[pa.Array]]
 
 
 _NP_TYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
 
 
 def _dense_layout(name: str, column: str, field: pa.Field, first: pa.RecordBatch | None,
-                  source: str) -> _Dense:
+                  source: str, more: MoreValues | None = None) -> _Dense:
+    """How column ``column`` holds vector ``name``: dense (a list of numbers, or float32
+    bytes) or, for a list of ``fixed_size_list`` of numbers (polars' ``List(Array(Float32,
+    n))``), multi. The size comes from a fixed-size type, else from the first value
+    (``_first_len``)."""
     t = field.type
     if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
         size = (t.byte_width if pa.types.is_fixed_size_binary(t)
-                else _first_len(column, first, source, binary=True))
+                else _first_len(column, first, source, more, binary=True))
         if size % 4:
             raise SchemaError(f"column {column!r} holds {size} bytes per row, not a whole number "
                               "of float32 values", location=Location(source),
@@ -220,26 +315,47 @@ def _dense_layout(name: str, column: str, field: pa.Field, first: pa.RecordBatch
                           location=Location(source),
                           hint="vector columns hold lists of numbers or float32 bytes")
     vt = t.value_type
+    kind = "dense"
+    if pa.types.is_fixed_size_list(vt) and not pa.types.is_fixed_size_list(t):
+        kind, size, vt = "multi", vt.list_size, vt.value_type
     if not (pa.types.is_floating(vt) or pa.types.is_integer(vt)):
         raise SchemaError(f"column {column!r} holds lists of {vt}, not numbers",
                           location=Location(source),
-                          hint="vector columns hold lists of numbers or float32 bytes")
-    size = t.list_size if pa.types.is_fixed_size_list(t) else _first_len(column, first, source)
+                          hint="vector columns hold lists of numbers or float32 bytes, "
+                               "multivectors lists of fixed_size_list of numbers")
+    if kind == "dense":
+        size = (t.list_size if pa.types.is_fixed_size_list(t)
+                else _first_len(column, first, source, more))
     datatype = {pa.float16(): "float16", pa.uint8(): "uint8"}.get(vt, "float32")
-    return _Dense(VectorSpec(name, "dense", size, datatype), column, False,
-                  datatype == "float32" and vt != pa.float32())
+    return _Dense(VectorSpec(name, kind, size, datatype), column, False,
+                  datatype == "float32" and vt != pa.float32(), _type_name(vt))
 
 
-def _first_len(column: str, first: pa.RecordBatch | None, source: str, binary: bool = False
-               ) -> int:
-    if first is not None:
-        col = first.column(column)
-        lengths = pc.binary_length(col) if binary else pc.list_value_length(col)
-        for n in lengths.to_pylist():
-            if n:
-                return n
-    raise InputError(f"column {column!r} has no value in the first rows to tell the vector size",
-                     location=Location(source), hint="check that the column holds vectors")
+def _first_len(column: str, first: pa.RecordBatch | None, source: str,
+               more: MoreValues | None = None, binary: bool = False) -> int:
+    """The length of the first value of ``column`` that is neither null nor empty: in the
+    ``first`` batch, else in the values ``more`` hands over (a reader's scan of the rest of
+    the column, a batch at a time, so memory stays bounded; it stops at the first value).
+    ``InputError`` when there is none: a variable-length column gives its size only by a
+    value."""
+    def arrays() -> Iterable[pa.Array]:
+        if first is not None:
+            yield first.column(column)
+        if more is not None:
+            yield from more(column)
+
+    for col in arrays():
+        col = plain_array(col)
+        lengths = (pc.binary_length(col) if binary else pc.list_value_length(col)).fill_null(0)
+        hit = pc.index(pc.greater(lengths, 0), True).as_py()
+        if hit >= 0:
+            return int(lengths[hit].as_py())
+    rows = "any row" if more is not None else "the first rows"
+    raise InputError(f"column {column!r} holds no vector in {rows} (every cell is null or "
+                     "empty), so its vector size is unknown", location=Location(source),
+                     hint="write the column as fixed_size_list<float32>[size] (its type then "
+                          "gives the size), or leave it out of --vector-column if it holds no "
+                          "vectors")
 
 
 def _is_uuid_type(t: pa.DataType) -> bool:
@@ -304,18 +420,33 @@ class TableMapper:
 
     Built from the first file's schema and first batch (vector sizes, id kind); ``convert`` takes
     a batch of any file with the same columns. Bad rows go to ``context.reject`` with file, row
-    and column, and are left out of the batch.
+    and column, and are left out of the batch. View types (``string_view``, ``list_view``, ...)
+    are read as their plain types.
+
+    ``more`` hands over further values of a vector column whose first batch holds none, to
+    size it (``_first_len``). ``tidy`` (a foreign Parquet file; not a VDF export, whose
+    columns are the payload keys an exporter wrote, to be kept as they are) shapes the default
+    payload as the table's writer meant it: pandas' unnamed index columns
+    (``__index_level_0__``, named in the schema's ``pandas`` metadata) are left out
+    (``dropped``; the reader warns), and a lone payload column named like a payload
+    (``PAYLOAD_NAMES``) holding objects (a struct, a map with string keys, JSON text in
+    ``json_columns``) is the payload itself, not a key of it (``payload_object``), as
+    ``suggest_records`` takes such a JSONL key.
     """
 
     def __init__(self, mapping: Mapping, schema: pa.Schema, source: str,
                  first: pa.RecordBatch | None, *, id_kind: str | None = None,
-                 manifest: Manifest | None = None, flag: str = "--{}-column"):
+                 manifest: Manifest | None = None, flag: str = "--{}-column",
+                 more: MoreValues | None = None, tidy: bool = False):
         self.mapping = mapping
         self.source = source
+        schema = plain_schema(schema)
+        first = None if first is None else plain_batch(first)
         names = schema.names
         flags = {k: flag.format(k) for k in ("id", "vector", "sparse", "payload", "json")}
         if flag == "--{}-column":
             flags["payload"], flags["json"] = "--payload-columns", "--json-columns"
+        flags["object"] = "--payload-column"
         if mapping.id_column is not None and mapping.id_column not in names:
             raise missing_name("column", flags["id"], mapping.id_column, names, source)
         if not mapping.vector_columns and not mapping.sparse_columns:
@@ -327,7 +458,8 @@ class TableMapper:
                                sparse=True)
         dense = _name_vectors(dense, sparse, source, (flags["vector"], flags["sparse"]),
                               "column")
-        self.dense = [_dense_layout(n, c, schema.field(c), first, source) for n, c in dense]
+        self.dense = [_dense_layout(n, c, schema.field(c), first, source, more)
+                      for n, c in dense]
         self.sparse: list[tuple[VectorSpec, str]] = []
         for name, col in sparse:
             if not _sparse_ok(schema.field(col).type):
@@ -336,8 +468,34 @@ class TableMapper:
                                   hint="sparse columns are struct<indices: list, values: list>")
             self.sparse.append((VectorSpec(name, "sparse"), col))
         used = {mapping.id_column} | {c for _, c in dense} | {c for _, c in sparse}
-        if mapping.payload_columns is None:
+        #: pandas' unnamed index columns left out of the default payload (``tidy``)
+        self.dropped: list[str] = []
+        #: the column whose object is the payload itself, if one is
+        self.payload_object: str | None = None
+        json_columns = set(mapping.json_columns)
+        if mapping.payload_column is not None:
+            col = mapping.payload_column
+            if col not in names:
+                raise missing_name("column", flags["object"], col, names, source)
+            t = schema.field(col).type
+            if not _holds_objects(t):
+                raise SchemaError(f"column {col!r} has type {t}, which holds no JSON object to "
+                                  "be the payload", location=Location(source),
+                                  hint=f"{flags['object']} takes a struct, a map with string "
+                                       f"keys or JSON text; {flags['payload']} keeps columns "
+                                       "as keys of the payload")
+            self.payload = [col]
+            self.payload_object = col
+            if pa.types.is_string(t) or pa.types.is_large_string(t):
+                json_columns.add(col)  # the text of an object: JSON, or refused by row
+        elif mapping.payload_columns is None:
             self.payload = [n for n in names if n not in used]
+            if tidy:
+                self.dropped = [n for n in pandas_index_columns(schema) if n in self.payload]
+                self.payload = [n for n in self.payload if n not in self.dropped]
+                if len(self.payload) == 1 and is_payload_object(
+                        schema.field(self.payload[0]), self.payload[0] in json_columns):
+                    self.payload_object = self.payload[0]
         else:
             for col in mapping.payload_columns:
                 if col not in names:
@@ -349,7 +507,7 @@ class TableMapper:
             if col not in self.payload:
                 raise UsageError(f"{flags['json']} names {col!r}, which is not a payload column",
                                  location=Location(source))
-        self.json = set(mapping.json_columns)
+        self.json = json_columns
         self.columns = [c for c in names if c in used or c in self.payload]
         self.id_type = None if mapping.id_column is None else schema.field(mapping.id_column).type
         kind = self._id_kind(first, id_kind)
@@ -365,6 +523,24 @@ class TableMapper:
         self.manifest = Manifest(vectors=vectors, id_kind=kind)
         self.narrowed = 0
         self.narrowing = any(d.narrow for d in self.dense)
+        #: the value types narrowing changes, as the warnings name them (``int64``, ...)
+        self.narrowed_type = " and ".join(dict.fromkeys(d.source_type for d in self.dense
+                                                        if d.narrow))
+
+    @property
+    def narrowing_warning(self) -> str | None:
+        """The warning that vectors are narrowed to float32, naming their source type."""
+        return narrowing_warning(self.narrowed_type) if self.narrowing else None
+
+    @property
+    def dropped_warning(self) -> str | None:
+        """The warning naming pandas' index columns left out of the payload (``tidy``)."""
+        if not self.dropped:
+            return None
+        names = ", ".join(map(repr, self.dropped))
+        return (f"column(s) {names} left out of the payload: pandas' unnamed row index "
+                "(DataFrame.to_parquet writes it when the index is not a plain range), not "
+                "data; name it in --payload-columns to keep it")
 
     def _id_kind(self, first: pa.RecordBatch | None, forced: str | None) -> str:
         t = self.id_type
@@ -416,6 +592,7 @@ class TableMapper:
         """One stream batch from ``batch``: ``row0`` is its first row in ``source`` (for
         messages), ``number0`` its first row in the whole input (ids when there is no id
         column). None when every row was rejected."""
+        batch = plain_batch(batch)
         n = batch.num_rows
         bad: dict[int, tuple[str, str | None]] = {}
         schema = self.manifest.schema()
@@ -521,10 +698,11 @@ class TableMapper:
 
     def _dense(self, col: pa.Array, d: _Dense, bad: dict[int, tuple[str, str | None]]
                ) -> pa.Array:
+        if d.multi:
+            return self._multi(col, d, bad)
         spec = d.spec
         size = spec.size or 0
-        label = f"vector {spec.name!r} (column {d.column!r})" if spec.name else \
-            f"vector (column {d.column!r})"
+        label = _label(d)
         n = len(col)
         valid = col.is_valid().to_numpy(zero_copy_only=False)
         if d.binary:
@@ -558,14 +736,7 @@ class TableMapper:
                     bad.setdefault(int(rows[r]), (f"{label} holds a null value", None))
                 values = values.fill_null(0)
             flat = values.to_numpy(zero_copy_only=False)
-        target = _NP_TYPES[spec.datatype]
-        if flat.dtype != target:
-            with np.errstate(over="ignore", invalid="ignore"):
-                cast = flat.astype(target)
-            if d.narrow:
-                same = (cast.astype(np.float64) == flat) | (np.isnan(flat) & np.isnan(cast))
-                self.narrowed += int(np.count_nonzero(~same))
-            flat = cast
+        flat = self._as_datatype(flat, d)
         mat = flat.reshape(-1, size)
         if spec.datatype != "uint8" and len(mat):
             finite = np.isfinite(mat).all(axis=1)
@@ -582,6 +753,63 @@ class TableMapper:
         take = np.full(n, -1, dtype=np.int64)
         take[ok] = np.arange(int(ok.sum()))
         return inner.take(pa.array(take, mask=take < 0))
+
+    def _as_datatype(self, flat: np.ndarray, d: _Dense) -> np.ndarray:
+        """``flat`` values as the vector's datatype, counting those narrowing changed."""
+        target = _NP_TYPES[d.spec.datatype]
+        if flat.dtype == target:
+            return flat
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = flat.astype(target)
+        if d.narrow:
+            same = (cast.astype(np.float64) == flat) | (np.isnan(flat) & np.isnan(cast))
+            self.narrowed += int(np.count_nonzero(~same))
+        return cast
+
+    def _multi(self, col: pa.Array, d: _Dense, bad: dict[int, tuple[str, str | None]]
+               ) -> pa.Array:
+        """A multivector column (a list of ``fixed_size_list``) as the stream's
+        ``list<fixed_size_list<float32>>``. A row holding no sub-vector, a null sub-vector, a
+        null value, NaN or infinity is recorded in ``bad`` (a null cell is no vector)."""
+        spec = d.spec
+        size = spec.size or 0
+        label = _label(d)
+        n = len(col)
+        valid = col.is_valid().to_numpy(zero_copy_only=False)
+        counts = pc.list_value_length(col).fill_null(0).to_numpy(
+            zero_copy_only=False).astype(np.int64)
+        for i in np.flatnonzero(valid & (counts == 0)):
+            bad.setdefault(int(i), (f"{label} holds no sub-vector (a multivector holds at "
+                                    "least one)", None))
+        ok = valid & (counts > 0)
+        subs = col.filter(pa.array(ok)).flatten()
+        owner = np.repeat(np.flatnonzero(ok), counts[ok])  # the row of each sub-vector
+        for r in np.flatnonzero(~subs.is_valid().to_numpy(zero_copy_only=False)):
+            bad.setdefault(int(owner[r]), (f"{label} holds a null sub-vector", None))
+        # ``values``, not ``flatten()``: a null sub-vector keeps its slots, so rows stay aligned
+        values = subs.values.slice(subs.offset * size, len(subs) * size)
+        if values.null_count:
+            holes = ~values.is_valid().to_numpy(zero_copy_only=False).reshape(-1, size)
+            for r in np.flatnonzero(holes.any(axis=1)):
+                bad.setdefault(int(owner[r]), (f"{label} holds a null value", None))
+            values = values.fill_null(0)
+        flat = self._as_datatype(values.to_numpy(zero_copy_only=False), d)
+        if spec.datatype != "uint8" and len(flat):
+            finite = np.isfinite(flat.reshape(-1, size)).all(axis=1)
+            for r in np.flatnonzero(~finite):
+                bad.setdefault(int(owner[r]), (
+                    f"{label} holds NaN, infinity or a value outside float range",
+                    f"fix the value: vectors hold finite numbers in the range of "
+                    f"{spec.datatype}"))
+        inner = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), size)
+        offsets = np.concatenate([[0], np.cumsum(counts[ok])]).astype(np.int32)
+        outer = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), inner).cast(
+            spec.arrow_type())
+        if ok.all():
+            return outer
+        take = np.full(n, -1, dtype=np.int64)
+        take[ok] = np.arange(int(ok.sum()))
+        return outer.take(pa.array(take, mask=take < 0))
 
     def _sparse(self, col: pa.Array, spec: VectorSpec, name: str, source: str,
                 bad: dict[int, tuple[str, str | None]]) -> pa.Array:
@@ -602,17 +830,72 @@ class TableMapper:
 
     def _payload(self, batch: pa.RecordBatch, bad: dict[int, tuple[str, str | None]]
                  ) -> pa.Array:
-        return payload_texts(batch, self.payload, self.json, bad)
+        return payload_texts(batch, self.payload, self.json, bad, whole=self.payload_object)
+
+
+def _label(d: _Dense) -> str:
+    """How messages name a mapped vector."""
+    return (f"vector {d.spec.name!r} (column {d.column!r})" if d.spec.name
+            else f"vector (column {d.column!r})")
+
+
+def _holds_objects(t: pa.DataType) -> bool:
+    """Whether a column of type ``t`` can hold one JSON object a row."""
+    return (pa.types.is_struct(t) or _is_text_map(t) or pa.types.is_string(t)
+            or pa.types.is_large_string(t))
+
+
+def is_payload_object(field: pa.Field, json_text: bool) -> bool:
+    """Whether ``field`` is a column whose objects are a payload each: named like a payload
+    (``PAYLOAD_NAMES``) and holding a struct, a map with string keys, or JSON text
+    (``json_text``: a column read as JSON)."""
+    t = field.type
+    if field.name.lower() not in PAYLOAD_NAMES:
+        return False
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return json_text
+    return _holds_objects(t)
+
+
+#: the names pandas gives index levels without a name when it writes them as columns
+_PANDAS_UNNAMED = re.compile(r"__index_level_\d+__")
+
+
+def pandas_index_columns(schema: pa.Schema) -> list[str]:
+    """The columns of ``schema`` that hold pandas' unnamed index (``__index_level_0__``), as
+    the ``pandas`` metadata ``DataFrame.to_parquet`` writes names them.
+
+    A RangeIndex is written as metadata only (no column); an index of other labels becomes a
+    column. An unnamed one is row labels pandas kept (after a filter, a concat), not data; a
+    named index (``df.set_index("doc_id")``) is a column the user named and stays one.
+    """
+    raw = (schema.metadata or {}).get(b"pandas")
+    if not raw:
+        return []
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return []
+    listed = meta.get("index_columns") if isinstance(meta, dict) else None
+    if not isinstance(listed, list):
+        return []
+    return [c for c in listed if isinstance(c, str) and _PANDAS_UNNAMED.fullmatch(c)
+            and c in schema.names]
 
 
 def payload_texts(batch: pa.RecordBatch, columns: Sequence[str], json_columns: Iterable[str] = (),
-                  bad: dict[int, tuple[str, str | None]] | None = None) -> pa.Array:
+                  bad: dict[int, tuple[str, str | None]] | None = None, *,
+                  whole: str | None = None) -> pa.Array:
     """The payload column (JSON text) of ``columns`` of ``batch``, by the module's rules.
 
     A value of a JSON column that does not parse, or a float NaN or infinity (JSON cannot hold
     them; inside lists and structs too), is recorded in ``bad`` (row -> reason, hint); without
     ``bad`` a JSON column that does not parse raises ``ValueError``, and a float NaN at the top
     of a cell leaves its key out (other non-finite floats become null).
+
+    ``whole`` names a column (the only one in ``columns``) whose object is the payload itself
+    rather than a key of it: a struct's null fields are left out, as null cells are; a value
+    that is not an object (JSON text of a list, say) is recorded in ``bad``.
     """
     if not columns:
         return pa.nulls(batch.num_rows, pa.string())
@@ -660,9 +943,31 @@ def payload_texts(batch: pa.RecordBatch, columns: Sequence[str], json_columns: I
                                        f"leave {key!r} out of --json-columns to keep it "
                                        "as text"))
                     continue
+            if key == whole:
+                if not isinstance(value, dict):
+                    if value is not None and bad is not None:
+                        bad.setdefault(i, (f"column {key!r} holds {_json_kind(value)}, not an "
+                                           "object, so it cannot be the payload",
+                                           f"write an object (or null) in {key!r}"))
+                    continue
+                struct = pa.types.is_struct(batch.schema.field(key).type)
+                payload.update({str(k): jsonable(v) for k, v in value.items()
+                                if not (struct and v is None)})
+                continue
             payload[key] = jsonable(value)
         texts.append(dumps_payload(payload) if payload else None)
     return pa.array(texts, type=pa.string())
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, as a message names it (``a list``, ``a number``)."""
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"
 
 
 def holds_floats(t: pa.DataType) -> bool:
@@ -943,7 +1248,9 @@ def jsonable(value: Any, *, keep_non_finite: bool = False) -> Any:
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
     if isinstance(value, decimal.Decimal):
-        return str(value)
+        # str() writes small and large values in scientific notation (1E-7); the exact
+        # digits at the column's scale read as the number everywhere
+        return format(value, "f")
     if isinstance(value, (bytes, bytearray)):
         return base64.b64encode(value).decode()
     if isinstance(value, uuid.UUID):
@@ -955,13 +1262,27 @@ def _undictionary(t: pa.DataType) -> pa.DataType:
     return t.value_type if pa.types.is_dictionary(t) else t
 
 
+def _loose(t: pa.DataType) -> pa.DataType:
+    """``t`` as shards are compared: a dictionary as its values, a view, large or small
+    string, binary or list as one (each is read as its values; polars writes large types,
+    pyarrow and pandas small ones), list item names and nullability not told apart."""
+    t = _plain_type(_undictionary(t))
+    if pa.types.is_large_string(t):
+        return pa.string()
+    if pa.types.is_large_binary(t):
+        return pa.binary()
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pa.list_(_loose(t.value_type))
+    return t
+
+
 def check_same_schema(schema: pa.Schema, where: str, first: pa.Schema, first_where: str) -> None:
     """``InputError`` naming both files when a shard's columns differ from the first shard's.
 
     A column typed ``null`` (all null in that shard, as pandas writes it) matches any type; a
     dictionary column matches its value type (pandas picks the index width of a categorical by
     its number of categories, and a shard without one writes plain values): both are read as
-    their values.
+    their values. So are large and view types and the small ones (``_loose``).
     """
     problems = []
     only_here = [n for n in schema.names if n not in first.names]
@@ -972,7 +1293,7 @@ def check_same_schema(schema: pa.Schema, where: str, first: pa.Schema, first_whe
         problems.append(f"columns missing here: {', '.join(only_first)}")
     for name in schema.names:
         if name in first.names:
-            a, b = _undictionary(schema.field(name).type), _undictionary(first.field(name).type)
+            a, b = _loose(schema.field(name).type), _loose(first.field(name).type)
             if a != b and not pa.types.is_null(a) and not pa.types.is_null(b):
                 problems.append(f"column {name!r} is {a} here but {b} there")
     if problems:
@@ -1146,8 +1467,13 @@ def suggest_table(schema: pa.Schema, first: pa.RecordBatch | None) -> dict[str, 
     """A mapping for a foreign table: which columns look like vectors, ids and payload.
 
     Returns ``{"id_column", "vector_columns", "sparse_columns", "payload_columns",
-    "json_columns", "flags"}``; ``flags`` is the CLI to pass (a string, shell-quoted).
+    "json_columns", "payload_column", "dropped_columns", "flags"}``; ``flags`` is the CLI to
+    pass (a string, shell-quoted). ``payload_column`` is the column whose objects are the
+    payload itself and ``dropped_columns`` pandas' index columns left out, as a reader given
+    the flags takes them (``TableMapper``'s ``tidy``).
     """
+    schema = plain_schema(schema)
+    first = None if first is None else plain_batch(first)
     vectors: list[str] = []
     sparse: list[str] = []
     for f in schema:
@@ -1155,8 +1481,12 @@ def suggest_table(schema: pa.Schema, first: pa.RecordBatch | None) -> dict[str, 
         if _sparse_ok(t):
             sparse.append(f.name)
             continue
-        if (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) \
-                and (pa.types.is_floating(t.value_type)):
+        if (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_fixed_size_list(
+                t.value_type) and pa.types.is_floating(t.value_type.value_type):
+            if t.value_type.list_size >= 2:
+                vectors.append(f.name)  # a multivector, as polars' List(Array(Float32, n))
+        elif (pa.types.is_list(t) or pa.types.is_large_list(t)
+              or pa.types.is_fixed_size_list(t)) and (pa.types.is_floating(t.value_type)):
             size = t.list_size if pa.types.is_fixed_size_list(t) else None
             if size is None and first is not None:
                 lengths = [n for n in pc.list_value_length(first.column(f.name)).to_pylist() if n]
@@ -1187,11 +1517,14 @@ def suggest_table(schema: pa.Schema, first: pa.RecordBatch | None) -> dict[str, 
                       and _distinct(first.column(f.name))]
     id_column = candidates[0].name if candidates else None
     used = set(vectors) | set(sparse) | {id_column}
-    payload = [n for n in schema.names if n not in used]
+    dropped = [n for n in pandas_index_columns(schema) if n not in used]
+    payload = [n for n in schema.names if n not in used and n not in dropped]
     json_cols = [n for n in payload if first is not None
                  and (pa.types.is_string(schema.field(n).type)
                       or pa.types.is_large_string(schema.field(n).type))
                  and _looks_like_json(first.column(n).slice(0, 50).to_pylist())]
+    whole = payload[0] if len(payload) == 1 and is_payload_object(
+        schema.field(payload[0]), payload[0] in json_cols) else None
     flags: list[str] = []
     if id_column is not None:
         flags += ["--id-column", id_column]
@@ -1202,8 +1535,9 @@ def suggest_table(schema: pa.Schema, first: pa.RecordBatch | None) -> dict[str, 
     if json_cols:
         flags += ["--json-columns", ",".join(json_cols)]
     return {"id_column": id_column, "vector_columns": vectors, "sparse_columns": sparse,
-            "payload_columns": payload, "json_columns": json_cols,
-            "flags": shlex.join(flags), "ids": "from the id column" if id_column
+            "payload_columns": payload, "json_columns": json_cols, "payload_column": whole,
+            "dropped_columns": dropped, "flags": shlex.join(flags),
+            "ids": "from the id column" if id_column
             else "row numbers (no id-like column found)"}
 
 

@@ -118,9 +118,31 @@ def huge_int_path(payload_text: str | None) -> str | None:
     return walk(json.loads(payload_text), "")
 
 
+#: a point holding its vectors under both keys (``BatchBuilder`` refuses it)
+BOTH_VECTOR_KEYS = ('point has both "vector" and "vectors", two names of one key: which of '
+                    "them holds its vectors is unclear")
+BOTH_VECTOR_KEYS_HINT = ('keep one of them ("vectors" is the name Qdrant\'s batch upsert '
+                         'uses); it holds all of the point\'s vectors, named ones as '
+                         '{"name": [...]}')
+
+
+def vector_value(point: dict[str, Any]) -> Any:
+    """What a point holds under ``vector``, or else under ``vectors`` (Qdrant's batch shape
+    names the key so); None when it has neither, or both are null. A point holding both
+    (``has_both_vector_keys``) gives its ``vector``."""
+    vec = point.get("vector")
+    return point.get("vectors") if vec is None else vec
+
+
+def has_both_vector_keys(point: dict[str, Any]) -> bool:
+    """Whether a point holds values under both ``vector`` and ``vectors``: reading one would
+    drop the other unseen. A null under either is no value (Qdrant's records carry nulls)."""
+    return point.get("vector") is not None and point.get("vectors") is not None
+
+
 def vectors_of(point: dict[str, Any]) -> dict[str, Any]:
     """The named vectors of a point; an unnamed vector is returned under ''."""
-    vec = point.get("vector", point.get("vectors"))
+    vec = vector_value(point)
     if vec is None:
         return {}
     if isinstance(vec, dict):
@@ -185,8 +207,7 @@ class BatchBuilder:
     def _vectorless_ok(self, point: dict[str, Any]) -> bool:
         # Only an explicit empty vector ("vector": {}, as Qdrant shows such a point) stands
         # for none: a point lacking the key more likely keeps its vector under another name.
-        return self.manifest.vectors_optional and isinstance(
-            point.get("vector", point.get("vectors")), dict)
+        return self.manifest.vectors_optional and isinstance(vector_value(point), dict)
 
     def _vectorless_hint(self) -> str:
         if self.manifest.vectors_optional:
@@ -223,6 +244,9 @@ class BatchBuilder:
                 hint = (f"write it as the number {pid} if that is the id, or make every id of "
                         "the source a string (\"1\", not 1) to keep it as text")
             self._fail(str(exc), where, point, hint=hint, point_id=pid)
+            return False
+        if has_both_vector_keys(point):
+            self._fail(BOTH_VECTOR_KEYS, where, point, point_id=pid, hint=BOTH_VECTOR_KEYS_HINT)
             return False
         vecs = vectors_of(point)
         if not isinstance(vecs, dict) or (not vecs and not self._vectorless_ok(point)):

@@ -70,8 +70,11 @@ FORMATS: tuple[FormatSpec, ...] = (
         extensions=(".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".ndjson.zst"),
         reader="vecferry.converters.jsonl:JsonlReader",
         writer="vecferry.converters.jsonl:JsonlWriter",
-        directory_markers=tuple(f"*{ext}" for ext in (
-            ".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".ndjson.zst")),
+        # the reader takes either extension in any letter case (a compression suffix in
+        # lower case: it picks the decompressor)
+        directory_markers=tuple(f"*.{ext}{z}" for ext in ("[jJ][sS][oO][nN][lL]",
+                                                          "[nN][dD][jJ][sS][oO][nN]")
+                                for z in ("", ".gz", ".zst")),
         directory_priority=40,
     ),
     FormatSpec(
@@ -80,8 +83,10 @@ FORMATS: tuple[FormatSpec, ...] = (
         extensions=(".parquet", ".pq"),
         reader="vecferry.converters.parquet:ParquetReader",
         writer="vecferry.converters.parquet:ParquetWriter",
-        # hive-style partition directories (lang=en/...) hold the files of a dataset
-        directory_markers=("*.parquet", "*=*/**/*.parquet"),
+        # parts may sit in subfolders (hive-style lang=en/... or plain ones), with either
+        # extension in any letter case, as the Parquet reader takes them
+        directory_markers=tuple(f"{depth}*.{ext}" for depth in ("", "*/**/")
+                                for ext in ("[pP][aA][rR][qQ][uU][eE][tT]", "[pP][qQ]")),
         directory_priority=30,
     ),
     FormatSpec(
@@ -90,7 +95,7 @@ FORMATS: tuple[FormatSpec, ...] = (
         extensions=(".npy", ".npz"),
         reader="vecferry.converters.npy:NpyReader",
         writer="vecferry.converters.npy:NpyWriter",
-        directory_markers=("*.npy",),
+        directory_markers=("*.[nN][pP][yY]",),
         directory_priority=20,
     ),
     FormatSpec(

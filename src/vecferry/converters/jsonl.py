@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import shlex
 import threading
 from collections.abc import Iterator
@@ -64,11 +65,17 @@ from vecferry.fileio import (
 from vecferry.mapping import KeyMapping, UnmappedRecord, suggest_records
 from vecferry.parallel import WorkerGate
 from vecferry.points import (
+    BOTH_VECTOR_KEYS,
+    BOTH_VECTOR_KEYS_HINT,
     BatchBuilder,
+    has_both_vector_keys,
     infer_manifest,
+    infer_vector_spec,
     iter_points,
     non_finite_rows,
     reject_from_row,
+    vector_value,
+    vectors_of,
 )
 from vecferry.storage import is_remote, output_path
 from vecferry.stream import (
@@ -84,6 +91,9 @@ from vecferry.stream import (
 )
 
 PEEK_POINTS = 1000
+#: the key of a manifest's ``source`` marking a stream without vectors because its source's
+#: lines gave none to infer them from (every line was rejected), not because it has none
+VECTORS_UNKNOWN = "vectors_unknown"
 _SUGGEST = "`vecferry inspect FILE` suggests a mapping"
 #: text a parse chunk holds at most: with a few chunks in flight to the parsing workers, this
 #: (not the line count) bounds the reader's memory when lines are long (768-dim lines are ~9 kB)
@@ -112,8 +122,9 @@ class JsonlReader(ClosingReader):
 
     Lines are parsed in chunks of ``batch_size``, in worker processes once the file proves big
     enough (``workers``, default: up to 2). Fails with ``InputError`` when the file is missing,
-    empty, or truncated; each bad line is a ``RecordError`` naming file and line, raised or
-    rejected through ``context`` in line order.
+    empty, or truncated, or a directory holds files it would not read (``_jsonl_parts``); each
+    bad line is a ``RecordError`` naming file and line, raised or rejected through ``context``
+    in line order. Each ``batches`` call reads from the first line again.
     """
 
     def __init__(self, location: str, *, context: Context, id_kind: str | None = None,
@@ -133,6 +144,10 @@ class JsonlReader(ClosingReader):
                                                sparse_key=sparse_key, payload_key=payload_key)
         if self.files == [self.path]:
             manifest = read_manifest_sidecar(self.path)
+            if manifest is not None and manifest.source.get(VECTORS_UNKNOWN):
+                # the rejects of a source that gave no vectors: their shape comes from the
+                # lines, fixed now (the sidecar's "none" would refuse each fixed vector)
+                manifest = None
             self._manifest_at = str(manifest_path(self.path))
         else:
             manifest = dir_manifest
@@ -141,6 +156,10 @@ class JsonlReader(ClosingReader):
         self._fh: Any = open_read(self.files[0])  # fails fast (missing codec, unreadable)
         self._lines = self._all_lines()
         self._peeked: list[tuple[str, int, bytes, bool]] = []
+        #: whether a read began: the next one starts again from the first line
+        self._read_begun = False
+        #: no line gave a point to infer the vectors from: reading rejects every line
+        self._no_schema = False
         self._mapping_json: bytes | None = None
         if manifest is None or self.mapping is not None:
             # A mapped file's manifest (a foreign source's rejects file has one) still gives
@@ -150,6 +169,8 @@ class JsonlReader(ClosingReader):
         if id_kind:
             manifest.id_kind = id_kind
         manifest.source = {"format": "jsonl", "location": location}
+        if self._no_schema:
+            manifest.source[VECTORS_UNKNOWN] = True
         if self.mapping is not None:
             manifest.source["mapping"] = self.mapping.as_dict()
         self.manifest = manifest
@@ -157,11 +178,12 @@ class JsonlReader(ClosingReader):
         self._gate = WorkerGate(workers, [__name__])
 
     def _all_lines(self) -> Iterator[tuple[str, int, bytes, bool]]:
-        """(file, line number, line, has newline) over the file or the parts in order."""
+        """(file, line number, line, has newline) over the file or the parts in order; the
+        first file is the one open already, if one is."""
         single = self.files == [self.path]
         for i, path in enumerate(self.files):
             source = self.location if single else str(path)
-            if i:
+            if i or self._fh is None:
                 self._fh = open_read(path)
             try:
                 for number, line, newline in iter_lines(self._fh, source):
@@ -182,10 +204,14 @@ class JsonlReader(ClosingReader):
 
         With a mapping, the mapping is resolved against the sampled records; a ``known``
         manifest (the file's own) then gives the vectors and id kind (``_mapped_manifest``).
+
+        When no sampled line is a point (none is JSON, an object, or, each holding the vector
+        key, a vector value that tells its shape), there is no schema: ``_without_schema``
+        raises the first line's ``RecordError``, or, skipping bad records, has every line
+        rejected when the batches are read.
         """
         points = []
         lines: list[int] = []  # the line of each point, for a message about it
-        unparsed: RecordError | None = None
         for item in self._lines:
             self._peeked.append(item)
             line = item[2]
@@ -196,11 +222,7 @@ class JsonlReader(ClosingReader):
             if isinstance(value, dict) and REJECT_KEY in value:
                 # a rejects-file line: the record it holds, without vecferry's note
                 if "_raw" in value:
-                    unparsed = unparsed or record_error(
-                        "rejected line still holds the unparseable original under _raw",
-                        source=item[0], line=item[1], raw=value.get("_raw"),
-                        hint="replace the line with the corrected point")
-                    continue
+                    continue  # reported with its line when the lines are read
                 value = {k: v for k, v in value.items() if k != REJECT_KEY}
             if isinstance(value, dict):
                 points.append(value)
@@ -211,17 +233,7 @@ class JsonlReader(ClosingReader):
             if not self._peeked:
                 raise InputError("input is empty: no points", location=Location(self.location),
                                  hint="check that the file holds one JSON point per line")
-            first = self._peeked[0]
-            try:
-                loads_exact(first[2])
-            except ValueError as exc:
-                raise _line_error(*first, exc, self.mapping.id_key if self.mapping else "id",
-                                  0) from exc
-            if unparsed is not None:
-                raise unparsed
-            raise InputError("no valid point to infer the schema from",
-                             location=Location(self.location),
-                             hint="fix the lines reported, or add a manifest sidecar")
+            return self._without_schema()
         first_bad: RecordError | None = None
         if self.mapping is not None:
             self.mapping = self.mapping.resolve(points, self.location)
@@ -243,7 +255,7 @@ class JsonlReader(ClosingReader):
             points = mapped
         manifest = infer_manifest(points)
         if not manifest.vectors and self.mapping is None and all(
-                p.get("vector", p.get("vectors")) == {} for p in points):
+                vector_value(p) == {} for p in points):
             return manifest
         if not manifest.vectors and self.mapping is not None:
             if first_bad is not None:
@@ -254,6 +266,10 @@ class JsonlReader(ClosingReader):
                              hint="vectors are lists of numbers (sparse ones "
                                   '{"indices": [...], "values": [...]}); check the '
                                   f"--vector-key / --sparse-key given; {_SUGGEST}")
+        if not manifest.vectors and all(vector_value(p) is not None for p in points):
+            # every point has its vectors' key, none a value that tells their shape: the
+            # lines are bad points, not foreign records
+            return self._without_schema()
         if not manifest.vectors:
             hint = 'each line needs "vector": [...] or {"name": [...]}'
             if self.mapping is None:
@@ -263,6 +279,48 @@ class JsonlReader(ClosingReader):
             raise InputError("no point has a vector", location=Location(self.location),
                              hint=hint)
         return manifest
+
+    def _without_schema(self) -> Manifest:
+        """The stream of a source whose sampled lines give no point to infer the vectors from
+        (none is JSON, an object, or holds a vector value that tells its shape): with
+        ``on_error="fail"`` the first line's ``RecordError``; skipping bad records, a stream
+        without vectors, whose reading rejects every line (``_reject_every_line``), with a
+        warning saying so."""
+        source, number, line, newline = self._peeked[0]
+        if self.context.on_error == "fail":
+            raise self._line_problem(source, number, line, newline, 0)
+        self._no_schema = True
+        self.context.warn(f"none of the lines sampled from {self.location} is a point to "
+                          "infer the vectors from, so the stream has none: every line is "
+                          "rejected")
+        return Manifest(vectors=[])
+
+    def _line_problem(self, source: str, number: int, line: bytes, newline: bool,
+                      numbered: int) -> RecordError:
+        """Why a line of a source without a schema (``_without_schema``) is no point:
+        ``numbered`` is its record number, the id of a record when records are numbered."""
+        id_key = self.mapping.id_key if self.mapping is not None else "id"
+        try:
+            value = loads_exact(line)
+        except ValueError as exc:
+            return _line_error(source, number, line, newline, exc, id_key, numbered)
+        if isinstance(value, dict) and REJECT_KEY in value:
+            if "_raw" in value:
+                return record_error(
+                    "rejected line still holds the unparseable original under _raw",
+                    source=source, line=number, raw=value.get("_raw"),
+                    hint="replace the line with the corrected point")
+            value = {k: v for k, v in value.items() if k != REJECT_KEY}
+        message, hint = _no_point(value)
+        point_id = value.get("id") if isinstance(value, dict) else None
+        return record_error(message, source=source, line=number, raw=value,
+                            point_id=point_id, hint=hint)
+
+    def _reject_every_line(self) -> None:
+        """Reject each line in order, through the context (the source gave no schema)."""
+        peeked, self._peeked = self._peeked, []
+        for i, item in enumerate(itertools.chain(peeked, self._lines)):
+            self.context.reject(self._line_problem(*item, i))
 
     def _mapped_manifest(self, known: Manifest) -> Manifest:
         """The vectors and id kind of ``known`` (the file's manifest) for the resolved mapping,
@@ -333,7 +391,25 @@ class JsonlReader(ClosingReader):
         if chunk:
             yield first, current, chunk
 
+    def _rewind(self) -> None:
+        """Start the lines again from the first line of the first file."""
+        self._lines.close()  # closes the file it has open, once it began
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self._peeked = []
+        self._lines = self._all_lines()
+
     def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
+        """The points from the ``start``-th on, ``batch_size`` lines a batch at most; each call
+        reads from the first line again (the lines peeked when the reader was opened are
+        the first call's)."""
+        if self._read_begun:
+            self._rewind()
+        self._read_begun = True
+        if self._no_schema:
+            self._reject_every_line()
+            return
         manifest_json = self.manifest.to_json()
         skip = start  # resuming: the first ``start`` points were written by an earlier run
         try:
@@ -357,8 +433,9 @@ class JsonlReader(ClosingReader):
     def partitions(self, target_bytes: int) -> list[dict[str, Any]] | None:
         """Byte ranges of about ``target_bytes`` of each plain local file (a range owns the
         lines that start in it); a compressed or remote file is one partition. Records
-        numbered for want of an id key cannot be cut: the source is then one partition."""
-        if self.mapping is not None and self.mapping.id_key is None:
+        numbered for want of an id key cannot be cut: the source is then one partition, as is
+        one whose lines gave no point to infer the vectors from (each line is rejected)."""
+        if self._no_schema or (self.mapping is not None and self.mapping.id_key is None):
             return None
         out: list[dict[str, Any]] = []
         for i, path in enumerate(self.files):
@@ -442,8 +519,10 @@ def _source_flags(mapping: Any) -> str | None:
         for spec in mapping.get(f"{option}_columns", mapping.get(f"{option}_keys")) or ():
             # a resolved key mapping writes an unnamed vector as "=key"
             flags += [flag, str(spec)[1:] if str(spec).startswith("=") else str(spec)]
-    if mapping.get("payload_key"):
-        flags += ["--payload-key", str(mapping["payload_key"])]
+    # a Parquet column of objects read as the payload itself is the records' payload key
+    payload_key = mapping.get("payload_key", mapping.get("payload_column"))
+    if payload_key:
+        flags += ["--payload-key", str(payload_key)]
     return shlex.join(flags) if "--vector-key" in flags or "--sparse-key" in flags else None
 
 
@@ -460,23 +539,71 @@ def _lines_before(path: Path, offset: int) -> int:
     return count
 
 
-#: the names of JSONL files a directory source reads (vecferry's own parts are part-*.jsonl)
-DIRECTORY_PATTERNS = tuple(f"*{ext}" for ext in (
-    ".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".ndjson.zst"))
+#: the endings of the JSONL files a directory source reads: the format's extensions in any
+#: letter case, a compression suffix in lower case only (``.gz`` and ``.zst`` pick the
+#: decompressor, in lower case; ``.GZ`` would be read as plain text)
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+COMPRESSION_SUFFIXES = (".gz", ".zst")
+#: files a directory may hold beside its data that are no data: vecferry's directory manifest
+#: under its old name, its manifest sidecars (``<file>.manifest.json``), and Hadoop's checksums
+#: (``.crc``; Hadoop hides them with a leading dot, copies made by other tools do not always)
+SKIPPED_NAMES = re.compile(r"manifest\.json|.*\.manifest\.json|.*\.crc", re.IGNORECASE)
+#: how many unread files an error names before it counts the rest
+SHOWN_UNREAD = 5
+
+
+def _jsonl_name(name: str) -> str | None:
+    """How a directory reads the file ``name``: ``"read"`` (JSONL by its extension), or why it
+    does not: ``"case"`` (JSONL compressed, the compression suffix not in lower case),
+    ``"json"`` (``.json``, plain or compressed); None for any other name."""
+    lower = name.lower()
+    for suffix in ("", *COMPRESSION_SUFFIXES):
+        if lower.endswith(suffix) and lower[:len(lower) - len(suffix)].endswith(JSONL_SUFFIXES):
+            return "read" if name.endswith(suffix) else "case"
+    if lower.endswith(tuple(".json" + c for c in ("", *COMPRESSION_SUFFIXES))):
+        return "json"
+    return None
 
 
 def _jsonl_parts(path: Any, location: str) -> tuple[list[Any], Manifest | None]:
     """The files of a JSONL location: itself, or a directory's files (as its ``_manifest.json``
-    lists them, else every ``*.jsonl`` / ``*.ndjson`` (plain, ``.gz``, ``.zst``) in natural
-    name order, hidden and ``_``-prefixed files left out, as Spark and Hadoop mark theirs),
-    with the directory's manifest."""
+    lists them, else every ``.jsonl`` / ``.ndjson`` file (any letter case; plain, ``.gz``,
+    ``.zst``) in natural name order), with the directory's manifest.
+
+    Hidden and ``_``-prefixed names (Spark's ``_SUCCESS``, vecferry's ``_manifest.json`` and
+    ``.<name>.vftmp-*`` temporaries) and ``SKIPPED_NAMES`` are left out. ``InputError``
+    naming them when anything else is there (a ``.json`` file, a subdirectory, a ``.GZ``
+    suffix, any other file): nothing in a source directory is skipped unsaid.
+    """
     if not path.is_dir():
         return [path], None
     from vecferry.converters.parquet import natural_key
 
-    found = sorted({p for pattern in DIRECTORY_PATTERNS for p in path.glob(pattern)
-                    if not p.name.startswith((".", "_"))}, key=natural_key)
+    local = not is_remote(path)
+    found: list[Any] = []
+    unread: list[tuple[Any, str]] = []  # (entry, why: "case", "json", "dir" or "other")
+    for child in path.iterdir():
+        name = child.name
+        if name.startswith((".", "_")) or SKIPPED_NAMES.fullmatch(name):
+            continue
+        # a remote listing answers is_dir one request per name: there, only names that are
+        # no JSONL are asked about (when shown)
+        if local and child.is_dir():
+            unread.append((child, "dir"))
+            continue
+        kind = _jsonl_name(name)
+        if kind == "read":
+            found.append(child)
+        else:
+            unread.append((child, kind or "other"))
+    found.sort(key=natural_key)
     listed = read_directory_manifest(path)
+    if listed is not None and listed[1]:
+        # a part the manifest lists is read whatever its name
+        names = {part["name"] for part in listed[1]}
+        unread = [(p, why) for p, why in unread if p.name not in names]
+    if unread:
+        raise _unread_jsonl(location, unread)
     if listed is not None and listed[1]:
         return listed_parts(path, listed[1], found), listed[0]
     if not found:
@@ -484,6 +611,70 @@ def _jsonl_parts(path: Any, location: str) -> tuple[list[Any], Manifest | None]:
                          hint="a JSONL directory holds part-00000.jsonl, ... (and _manifest.json)"
                          if listed is not None else None)
     return found, listed[0] if listed is not None else None
+
+
+#: what to do about each kind of file a JSONL directory does not read
+_UNREAD_HINTS = {
+    "json": "a .json file is read as JSONL only when named .jsonl or .ndjson (Spark names "
+            "its JSON Lines .json): rename it if it holds one point per line",
+    "case": "rename a compressed file to end in lower-case .gz or .zst",
+    "dir": "subdirectories are not read: convert each as a source of its own",
+}
+
+
+def _unread_jsonl(location: str, unread: list[tuple[Any, str]]) -> InputError:
+    from vecferry.converters.parquet import natural_key
+
+    unread = sorted(unread, key=lambda item: natural_key(item[0]))
+    # a remote listing tells its directories only when asked, one request a name: those shown
+    unread = [(p, "dir" if i < SHOWN_UNREAD and why == "other" and is_remote(p) and p.is_dir()
+               else why) for i, (p, why) in enumerate(unread)]
+    kinds = {why for _, why in unread}
+    names = [p.name + ("/" if why == "dir" else "") for p, why in unread]
+    hints = [_UNREAD_HINTS[k] for k in ("json", "case", "dir") if k in kinds]
+    return unread_files_error(
+        location, names, "that are not JSONL by name",
+        "; ".join([*hints, "or move them out of the directory, or give them a leading _ or . "
+                   "(which vecferry and Spark skip)"]))
+
+
+def unread_files_error(location: str, names: list[str], what: str, hint: str) -> InputError:
+    """The ``InputError`` of a directory source holding ``names`` (files, and directories with
+    a trailing ``/``), ``what`` they are, which its reader would leave unread: the first
+    ``SHOWN_UNREAD`` named, the others counted."""
+    shown = ", ".join(names[:SHOWN_UNREAD])
+    if len(names) > SHOWN_UNREAD:
+        shown += f" and {len(names) - SHOWN_UNREAD} more"
+    return InputError(f"directory holds {len(names)} file(s) {what}, which would not be read: "
+                      f"{shown}", location=Location(location), hint=hint)
+
+
+VECTOR_VALUE_HINT = ('a vector holds numbers: [0.1, 0.2, ...] (sparse: {"indices": [...], '
+                     '"values": [...]}, multi: [[...], [...]])')
+
+
+def _no_point(value: Any) -> tuple[str, str]:
+    """(message, hint) of a JSON value read from a source that gave no schema: why it is no
+    point, or, when it could be one, that the lines before it gave no vectors' shape."""
+    if not isinstance(value, dict):
+        return (f"a point must be a JSON object, not {type(value).__name__}",
+                'each line is one point: {"id": ..., "vector": [...], "payload": {...}}')
+    if has_both_vector_keys(value):
+        return BOTH_VECTOR_KEYS, BOTH_VECTOR_KEYS_HINT
+    vecs = vectors_of(value)
+    if not vecs:
+        return "point has no vector", 'each line needs "vector": [...] or {"name": [...]}'
+    for name, vec in vecs.items():
+        label = "vector" if name == "" else f"vector {name!r}"
+        if isinstance(vec, list) and not vec:
+            return f"{label} is empty", VECTOR_VALUE_HINT
+        try:
+            infer_vector_spec(name, vec)
+        except ValueError:
+            return f"{label} must be a list of numbers, not {type(vec).__name__}", VECTOR_VALUE_HINT
+    return ("no point read before it tells the vectors' shape (without a manifest sidecar "
+            "it comes from the first points)",
+            "fix the lines before it, or add a manifest sidecar declaring the vectors")
 
 
 def _line_error(source: str, number: int, line: bytes, newline: bool, exc: Exception,

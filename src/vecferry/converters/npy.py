@@ -10,7 +10,7 @@ Sources:
   ``.npy`` of N unsigned integers or strings) and ``payloads`` (JSONL of one object per line, or
   Parquet, aligned by row). The matrix is memory-mapped and read one batch at a time.
 * ``.npz``: arrays ``vectors`` and optional ``ids``, streamed from the archive member (stored or
-  deflated), never loaded whole.
+  deflated), never loaded whole; a warning names the arrays it holds beside them, not read.
 * a directory written by ``NpyWriter`` (``manifest.json``, ``vectors.npy`` / ``vectors.<name>.npy``,
   ``ids.npy``, ``payloads.jsonl``), read back exactly.
 * a directory of ``.npy`` shards, as embedding pipelines write them: numbered (N_i, D) matrices
@@ -20,10 +20,16 @@ Sources:
   column becomes payload by the rules of ``vecferry.mapping``). Several matrix groups
   (``img_emb_0.npy`` and ``text_emb_0.npy``) become vectors named after their prefix. Without
   ids, the ids are row numbers across the shards. A directory is read as shards when, among
-  its first 16 name prefixes, one names a 2-D matrix of more than one row.
+  its first 16 name prefixes, one names a 2-D matrix of more than one row. Any other file there
+  is an ``InputError`` naming it.
 * any other directory: one vector per ``<id>.npy`` file, with an optional ``<id>.json`` payload
-  sidecar; the id is the file stem (an integer when every stem is one; a number past 2^64-1
-  is then a bad point, not an id).
+  sidecar (extensions in any letter case); the id is the file stem (an integer when every stem
+  is one; a number past 2^64-1 is then a bad point, not an id). Anything else there (a sidecar
+  without its ``.npy``, an ``.npz``, a subdirectory, another file) is an ``InputError`` naming
+  it; names starting with ``.``, or with ``_`` but for ``_<id>.npy`` and its sidecar, are left
+  out.
+
+A structured (record) array is refused naming its fields: vectors come from plain matrices.
 
 Bad points: a negative id, a payload line (or ``<id>.json`` sidecar) that is not a JSON
 object, a float64 value beyond float32's range, a per-vector file that cannot be read, holds
@@ -144,8 +150,30 @@ class _NpyHeader:
             raise UnsupportedError("array holds Python objects (pickled)",
                                    location=Location(where),
                                    hint="save numeric arrays; vecferry never unpickles")
+        if dtype.names:
+            message, hint = _structured(dtype)
+            raise UnsupportedError(message, location=Location(where), hint=hint)
         self.shape, self.fortran, self.dtype = shape, fortran, dtype
         self.offset = fh.tell()
+
+
+def _structured(dtype: np.dtype) -> tuple[str, str]:
+    """(message, hint) refusing a structured dtype (a record array): its fields, and how to
+    save the field that looks like the vectors (numbers of one dimension) as a plain array."""
+    fields = []
+    vector_field = None
+    for name in dtype.names:
+        sub = dtype.fields[name][0]
+        base, shape = sub.base, sub.shape
+        fields.append(f"{name!r} ({'x'.join(map(str, shape))} x {base})" if shape
+                      else f"{name!r} ({sub})")
+        if vector_field is None and len(shape) == 1 and base.kind in "fiu":
+            vector_field = name
+    field = vector_field or dtype.names[0]
+    return (f"the array is structured (a record array) with fields {', '.join(fields)}; "
+            "vectors are read from a plain (N, D) matrix of numbers",
+            f"save the vector field as its own .npy, e.g. np.save('vectors.npy', "
+            f"arr[{field!r}]), and the ids, if a field holds them, as ids.npy (--ids)")
 
 
 def _open_matrix(path: Path, empty_ok: bool = False) -> np.ndarray:
@@ -231,6 +259,8 @@ class NpyReader(ClosingReader):
         self._payloads_path = payloads
         self._payload_marks: list[tuple[int, int]] | None = None
         self._per_vector: list[Path] | None = None
+        #: the ``<id>.json`` payload sidecar of each per-vector file, by the file's stem
+        self._sidecars: dict[str, Path] = {}
         self._shards: _Shards | None = None
         self._zip: zipfile.ZipFile | None = None
         self._ids: np.ndarray | _ZipMatrix | None = None
@@ -344,11 +374,21 @@ class NpyReader(ClosingReader):
         self.matrices[""] = mat
         if "ids" in names and self._ids_path is None:
             self._ids = _ZipMatrix(self._zip, names["ids"], str(path))
+        unread = sorted(n for n in names if n not in ("vectors", "ids"))
+        if unread:
+            # their values (labels, texts, a second embedding) would be lost unsaid
+            self.context.warn(
+                f"{path}: array(s) {', '.join(map(repr, unread))} of the archive are not read "
+                "(an .npz gives 'vectors' and 'ids'): to keep them, write them to a JSONL "
+                "or Parquet file aligned by row and pass it with --payloads")
+        if "ids" in names and self._ids_path is not None:
+            self.context.warn(f"{path}: the archive's 'ids' array is not read: --ids gives "
+                              "the ids")
         return Manifest(vectors=[VectorSpec("", "dense", mat.shape[1],
                                             _datatype(mat.dtype, str(path)))])
 
     def _open_per_vector_dir(self, path: Path) -> Manifest:
-        files = [p for p in path.iterdir() if p.suffix == ".npy" and not p.name.startswith(".")]
+        files, self._sidecars = _per_vector_files(path)
         if not files:
             raise InputError("directory holds no .npy files", location=Location(str(path)))
         stems = [p.stem for p in files]
@@ -640,7 +680,7 @@ class NpyReader(ClosingReader):
                         f"id {ids[i]} (the file name) is outside 0..2^64-1; integer ids must "
                         "be unsigned 64-bit (as in Qdrant and FAISS)", source=str(f), row=lo + i,
                         point_id=ids[i], hint=BIG_STEM_HINT)
-                text, payload, side_error = _sidecar(f, lo + i)
+                text, payload, side_error = _sidecar(self._sidecars.get(f.stem), lo + i)
                 error = error or side_error
                 if error is None:
                     mat[i] = vector.reshape(-1)
@@ -798,6 +838,14 @@ def _load_vector(f: Path, row: int) -> tuple[np.ndarray | None, RecordError | No
                 raise ValueError(f"it starts with {head!r}, not with a .npy header")
             fh.seek(0)
             v = np.lib.format.read_array(fh, allow_pickle=False)
+            if v.dtype.names:
+                message, hint = _structured(v.dtype)
+                return None, record_error(message, source=str(f), row=row, hint=hint)
+            if v.ndim == 0:  # it has no size to set or compare (it crashed the open)
+                return None, record_error(
+                    f"file holds a single {v.dtype} number (a 0-d array), not a vector",
+                    source=str(f), row=row,
+                    hint="save each vector as a 1-D array of its values")
     except (ValueError, OSError, EOFError) as exc:
         err = record_error(f"not a readable .npy file: {exc}", source=str(f), row=row,
                            hint="the file may be truncated; re-create it, or move it out of "
@@ -807,11 +855,11 @@ def _load_vector(f: Path, row: int) -> tuple[np.ndarray | None, RecordError | No
     return v, None
 
 
-def _sidecar(f: Path, row: int) -> tuple[str | None, Any, RecordError | None]:
-    """The payload text of per-vector file ``f``'s ``<id>.json`` sidecar (None: no payload),
-    the payload as a rejects file keeps it, and the error when it is not a JSON object."""
-    side = f.with_suffix(".json")
-    if not side.exists():
+def _sidecar(side: Path | None, row: int) -> tuple[str | None, Any, RecordError | None]:
+    """The payload text of a per-vector file's ``<id>.json`` sidecar ``side`` (None: no
+    payload), the payload as a rejects file keeps it, and the error when it is not a JSON
+    object."""
+    if side is None:
         return None, None, None
     try:
         data = without_bom(side.read_bytes())
@@ -836,6 +884,82 @@ def _sidecar(f: Path, row: int) -> tuple[str | None, Any, RecordError | None]:
             f"payload sidecar must hold a JSON object, not {type(value).__name__}",
             source=str(side), row=row, hint=SIDECAR_HINT)
     return (None if value is None else dumps_payload(value)), value, None
+
+
+#: files a directory may hold beside its data that are no data: vecferry's manifest sidecars,
+#: and Hadoop's checksums (``.crc``; Hadoop hides them with a leading dot, other copies do not)
+SKIPPED_NAMES = re.compile(r".*\.manifest\.json|.*\.crc", re.IGNORECASE)
+
+
+def _is_npy(p: Path) -> bool:
+    """Whether a directory entry is an ``.npy`` file: by its extension, in any letter case
+    (``.NPY`` is no other kind of file). Not asked of the file system: one that is a
+    directory is a file that cannot be read, said when it is read."""
+    return p.suffix.lower() == ".npy" and not p.name.startswith(".")
+
+
+def _per_vector_files(path: Path) -> tuple[list[Path], dict[str, Path]]:
+    """The ``<id>.npy`` files of a per-vector directory and their ``<id>.json`` payload
+    sidecars by stem (extensions in any letter case).
+
+    Names starting with ``.`` are left out, and so are other names starting with ``_``
+    (Spark's ``_SUCCESS``; an ``_<id>.npy`` is a vector) and ``SKIPPED_NAMES``. ``InputError``
+    naming the rest when anything else is there beside the ``.npy`` files: a sidecar without
+    its ``.npy``, a second sidecar of one file, an ``.npz``, a subdirectory, any other file.
+    Read as nothing, their points or payloads would be lost unsaid.
+    """
+    files: list[Path] = []
+    jsons: list[Path] = []
+    unread: list[tuple[str, str]] = []  # (name as shown, why: "side", "npz", "dir", "other")
+    for p in sorted(path.iterdir(), key=lambda p: p.name):
+        if _is_npy(p):
+            files.append(p)
+        elif p.name.startswith(".") or SKIPPED_NAMES.fullmatch(p.name):
+            continue
+        elif p.suffix.lower() == ".json":
+            jsons.append(p)  # the sidecar of _<id>.npy starts with _ too
+        elif p.name.startswith("_"):
+            continue
+        elif p.is_dir():
+            unread.append((p.name + "/", "dir"))
+        else:
+            unread.append((p.name, "npz" if p.suffix.lower() == ".npz" else "other"))
+    stems = {p.stem for p in files}
+    sidecars: dict[str, Path] = {}
+    for p in jsons:
+        if p.stem not in stems:
+            if not p.name.startswith("_"):
+                unread.append((f"{p.name} (no {p.stem}.npy beside it)", "side"))
+        elif p.stem in sidecars:
+            unread.append((f"{p.name} (a second sidecar of {p.stem}.npy, beside "
+                           f"{sidecars[p.stem].name})", "side"))
+        else:
+            sidecars[p.stem] = p
+    if unread and files:  # with no .npy file at all, that is the error to give
+        raise _unread_per_vector(str(path), unread)
+    return files, sidecars
+
+
+#: what to do about each kind of file a per-vector directory does not read
+_UNREAD_HINTS = {
+    "side": "a payload sidecar <id>.json is read with its vector <id>.npy: add the vector "
+            "file, or move the sidecar out",
+    "npz": "an .npz archive is a source of its own: convert it by itself",
+    "dir": "subdirectories are not read: convert each as a source of its own",
+}
+
+
+def _unread_per_vector(location: str, unread: list[tuple[str, str]]) -> InputError:
+    from vecferry.converters.jsonl import unread_files_error
+
+    unread.sort(key=lambda item: item[0])
+    kinds = {why for _, why in unread}
+    hints = [_UNREAD_HINTS[k] for k in ("side", "npz", "dir") if k in kinds]
+    return unread_files_error(
+        location, [name for name, _ in unread],
+        "that are not per-vector <id>.npy files or their <id>.json sidecars",
+        "; ".join([*hints, "or move them out of the directory, or give them a leading _ or . "
+                   "(which vecferry skips)"]))
 
 
 def _narrow(data: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[float, list[Any]]], int]:
@@ -900,7 +1024,7 @@ def _header(path: Path) -> _NpyHeader:
 def _find_shards(path: Path, negative_ok: bool) -> _Shards | None:
     """The shard layout of a directory, or None when it is a per-vector directory.
     ``negative_ok``: a negative id is a point to reject while reading, not a bad source."""
-    npys = [p for p in path.iterdir() if p.suffix == ".npy" and not p.name.startswith(".")]
+    npys = [p for p in path.iterdir() if _is_npy(p)]
     groups = _groups(npys)
     if not groups or len(groups) > MAX_SHARD_GROUPS:
         return None
@@ -961,8 +1085,19 @@ class _Shards:
         names = {p: ("" if len(vector_groups) == 1 else p) for p in vector_groups}
         self.vectors = {names[p]: f for p, f in vector_groups.items()}
         self.ids = next(iter(id_groups.values())) if id_groups else None
-        meta_files = [p for p in path.iterdir() if p.suffix in (".parquet",)
+        meta_files = [p for p in path.iterdir() if p.suffix.lower() == ".parquet"
                       and not p.name.startswith((".", "_"))]
+        unread = [p.name + ("/" if p.is_dir() else "") for p in path.iterdir()
+                  if not (_is_npy(p) or p in meta_files or p.name.startswith((".", "_"))
+                          or SKIPPED_NAMES.fullmatch(p.name))]
+        if unread:
+            from vecferry.converters.jsonl import unread_files_error
+
+            raise unread_files_error(
+                where, sorted(unread), "that are not shards (.npy) or their metadata "
+                "(.parquet)", "a shard directory holds numbered (N, D) matrices, "
+                "ids_<n>.npy and metadata_<n>.parquet: move the other files out of the "
+                "directory, or give them a leading _ or . (which vecferry skips)")
         meta_groups = _groups(meta_files) if meta_files else {}
         if meta_groups is None or len(meta_groups) > 1:
             raise InputError("metadata Parquet files must be one numbered group "

@@ -56,8 +56,8 @@ from vecferry.errors import (
 )
 from vecferry.fileio import PAYLOAD_TEXT_WORDS, loads_with_constants, payload_texts
 from vecferry.mapping import (
-    NARROWING_WARNING,
     Mapping,
+    MoreValues,
     TableMapper,
     check_same_schema,
     narrowed_warning,
@@ -91,7 +91,7 @@ def _data_bytes(pf: pq.ParquetFile) -> int:
 
 def natural_key(path: Path) -> list[Any]:
     """Sort key putting ``2.parquet`` before ``10.parquet`` (shards as tools number them)."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+    return natural_key_text(path.name)
 
 
 def _parts(path: Path) -> list[Path]:
@@ -101,38 +101,104 @@ def _parts(path: Path) -> list[Path]:
 def _parts_with_manifest(path: Path) -> tuple[list[Path], Manifest | None]:
     """The files to read, and the directory's ``manifest.json`` manifest if it has one (its
     part list then decides which files are read, in its order). A directory's files are its
-    ``*.parquet`` and those in hive-style partition directories below it (``lang=en/``), in
-    natural order of their paths; hidden and ``_``-prefixed names are left out."""
+    Parquet files (``DATA_SUFFIXES``, any letter case) and those in its subdirectories, hive
+    ``key=value`` ones or plain ones, in natural order of their paths; hidden names (``.`` and
+    ``_`` prefixes, ``SKIPPED_NAMES``) are left out. ``InputError`` naming them when any other
+    file is there: nothing in a source directory is skipped unsaid."""
     if path.is_dir():
-        parts = sorted(_directory_files(path), key=lambda p: _path_key(path, p))
+        found_files, unread = _directory_files(path)
+        parts = sorted(found_files, key=lambda p: _path_key(path, p))
         found = read_directory_manifest(path)
-        if found is not None and found[1]:
-            return listed_parts(path, found[1], parts), found[0]
-        if not parts:
+        listed = found[1] if found is not None else None
+        if not parts and not listed:
+            # no data at all: the other files are no data either
             raise InputError("directory holds no .parquet files", location=Location(str(path)))
+        if unread:
+            raise _unread_error(path, unread)
+        if found is not None and listed:
+            nested = [rel for rel in (_relative(path, p) for p in parts) if "/" in rel]
+            if nested:
+                # vecferry writes its parts side by side: a file below is none of them, and
+                # ``listed_parts`` compares bare names, which a subdirectory's file could repeat
+                raise InputError(f"part file(s) not listed in {DIR_MANIFEST}: "
+                                 f"{_some(nested)}", location=Location(str(path)),
+                                 hint="remove them, or delete the directory's manifest to read "
+                                      "every part")
+            return listed_parts(path, listed, parts), found[0]
         return parts, found[0] if found is not None else None
     return [path], None
 
 
 #: the value Hive and Spark write for a null partition key
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+#: name endings of the files of a directory read as Parquet (the format's extensions),
+#: compared in lower case
+DATA_SUFFIXES = (".parquet", ".pq")
+#: files a directory may hold beside its parts that are no data: vecferry's directory manifest
+#: under its old name, its manifest sidecars, and Hadoop's checksums (``.crc``; Hadoop hides
+#: them with a leading dot, copies made by other tools do not always)
+SKIPPED_NAMES = re.compile(r"manifest\.json|.*\.manifest\.json|.*\.crc", re.IGNORECASE)
+#: how many unread files an error names before it counts the rest
+SHOWN = 5
 
 
-def _directory_files(root: Any) -> Iterator[Any]:
-    """``*.parquet`` in ``root`` and, recursively, in its ``key=value`` subdirectories."""
+def _is_hive_dir(name: str) -> bool:
+    return "=" in name.strip("=")
+
+
+def _directory_files(root: Any) -> tuple[list[Any], list[Any]]:
+    """(Parquet files, other files) in ``root`` and, recursively, its subdirectories.
+
+    Subdirectories are read whether or not they are hive ``key=value`` ones, as pyarrow's
+    datasets (so pandas) and polars read a directory: a plain folder of shards is data
+    too, and leaving it out was a silent loss. Names starting with ``.`` or ``_`` are left
+    out, files and directories (Spark's ``_SUCCESS``, ``_temporary/``, ``_metadata``,
+    vecferry's ``_manifest.json`` and ``.<name>.vftmp-*`` temporaries), and so are
+    ``SKIPPED_NAMES``; every other file is returned as not read."""
+    files: list[Any] = []
+    unread: list[Any] = []
     for child in root.iterdir():
-        if child.name.startswith((".", "_")):
+        name = child.name
+        if name.startswith((".", "_")):
             continue
         if child.is_dir():
-            if "=" in child.name.strip("="):
-                yield from _directory_files(child)
-        elif child.name.endswith(".parquet"):
-            yield child
+            more, other = _directory_files(child)
+            files += more
+            unread += other
+        elif name.lower().endswith(DATA_SUFFIXES):
+            files.append(child)
+        elif not SKIPPED_NAMES.fullmatch(name):
+            unread.append(child)
+    return files, unread
+
+
+def _relative(root: Any, path: Any) -> str:
+    return str(path)[len(str(root)):].strip("/")
+
+
+def _some(names: list[str]) -> str:
+    """The first ``SHOWN`` of ``names``, and how many more there are."""
+    shown = ", ".join(names[:SHOWN])
+    return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
+
+
+def _unread_error(root: Any, unread: list[Any]) -> InputError:
+    names = sorted((_relative(root, p) for p in unread), key=natural_key_text)
+    return InputError(
+        f"directory holds {len(names)} file(s) that are not Parquet by name, which would not "
+        f"be read: {_some(names)}", location=Location(str(root)),
+        hint="Parquet parts end in .parquet or .pq (any letter case, the extensions of the "
+             "format); rename those that are Parquet, and move the others out or give them a "
+             "leading _ or . (which vecferry, Spark and pyarrow skip)")
+
+
+def natural_key_text(text: str) -> list[Any]:
+    """``natural_key`` of a name or relative path."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
 def _path_key(root: Any, path: Any) -> list[Any]:
-    rel = str(path)[len(str(root)):].strip("/")
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", rel)]
+    return natural_key_text(_relative(root, path))
 
 
 def hive_partitions(root: Any, parts: list[Any]) -> tuple[list[dict[str, Any]], list[pa.Field]]:
@@ -145,9 +211,11 @@ def hive_partitions(root: Any, parts: list[Any]) -> tuple[list[dict[str, Any]], 
     values: list[dict[str, Any]] = []
     keys: list[str] = []
     for part in parts:
-        rel = str(part)[len(str(root)):].strip("/").split("/")[:-1]
+        rel = _relative(root, part).split("/")[:-1]
         found: dict[str, Any] = {}
         for seg in rel:
+            if not _is_hive_dir(seg):
+                continue  # a plain folder names no partition (as pyarrow reads it)
             key, _, value = seg.partition("=")
             found[unquote(key)] = None if value == HIVE_NULL else unquote(value)
         keys += [k for k in found if k not in keys]
@@ -312,8 +380,29 @@ def _first_batch(files: list[pq.ParquetFile], columns: list[str] | None = None
     """The first rows of the first non-empty file (vector sizes, id kind, a suggestion)."""
     for pf in files:
         if pf.metadata.num_rows:
-            return next(pf.iter_batches(batch_size=1024, columns=columns), None)
+            return next(pf.iter_batches(batch_size=_FIRST_ROWS, columns=columns), None)
     return None
+
+
+#: rows a batch of the scan for a vector column's first value reads (one column only)
+SCAN_BATCH = 8192
+
+
+def _more_values(files: list[pq.ParquetFile]) -> MoreValues:
+    """The values of a column of ``files``, from their first row on (the rows
+    ``_first_batch`` read are read again: a few, and their batch may have been cut short by a
+    row group), ``SCAN_BATCH`` rows of that column at a time: memory stays bounded, and the
+    caller stops at the first value it can use."""
+    def more(column: str) -> Iterator[pa.Array]:
+        for pf in files:
+            if pf.metadata.num_rows:
+                for batch in pf.iter_batches(batch_size=SCAN_BATCH, columns=[column]):
+                    yield batch.column(0)
+    return more
+
+
+#: rows ``_first_batch`` reads
+_FIRST_ROWS = 1024
 
 
 def foreign_error(pf: pq.ParquetFile, path: Path, problem: str) -> VecferryError:
@@ -403,19 +492,21 @@ class ParquetReader(ClosingReader):
 
     Without mapping options the file is vecferry's (manifest in its metadata, or exactly the
     stream layout's columns and types, see ``layout_problem``). With them (``id_column``,
-    ``vector_column``, ``sparse_column``, ``payload_columns``, ``json_columns``; see
-    ``vecferry.mapping``) any table is read, shards of a directory in natural name order
-    (``2.parquet`` before ``10.parquet``). ``InputError`` when a file is missing, not Parquet,
-    not vecferry's and given no mapping (the message says why it is not, the hint suggests a
-    mapping), or when parts disagree on their schema (naming both files). A row whose payload
-    cell is not a JSON object or null (NaN, Infinity, text that is not JSON, a list) is a bad
-    record, rejected through the context by file, row and id.
+    ``vector_column``, ``sparse_column``, ``payload_columns``, ``json_columns``,
+    ``payload_column``; see ``vecferry.mapping``) any table is read, shards of a directory in
+    natural name order (``2.parquet`` before ``10.parquet``). ``InputError`` when a file is
+    missing, not Parquet, not vecferry's and given no mapping (the message says why it is not,
+    the hint suggests a mapping), when a directory holds a file not named as Parquet
+    (``_directory_files``), or when parts disagree on their schema (naming both files). A row
+    whose payload cell is not a JSON object or null (NaN, Infinity, text that is not JSON, a
+    list) is a bad record, rejected through the context by file, row and id.
     """
 
     def __init__(self, location: str, *, context: Context, id_column: str | None = None,
                  vector_column: Any = None, sparse_column: Any = None,
                  payload_columns: Any = None, json_columns: Any = None,
-                 id_kind: str | None = None, **options: Any):
+                 payload_column: str | None = None, id_kind: str | None = None,
+                 **options: Any):
         reject_unknown_options("parquet", options)
         self.location = location
         self.context = context
@@ -427,7 +518,8 @@ class ParquetReader(ClosingReader):
         mapping = Mapping.from_options(id_column=id_column, vector_column=vector_column,
                                        sparse_column=sparse_column,
                                        payload_columns=payload_columns,
-                                       json_columns=json_columns)
+                                       json_columns=json_columns,
+                                       payload_column=payload_column)
         if mapping is not None:
             self._open_mapped(first, mapping, id_kind)
             return
@@ -491,20 +583,27 @@ class ParquetReader(ClosingReader):
                   if c is not None and c in names]
         try:
             sample = _first_batch(self._files, list(dict.fromkeys(wanted)))
+            # a vector column null in the first rows is sized by a scan of that column
+            self.mapper = TableMapper(mapping, first.schema_arrow, str(self.parts[0]), sample,
+                                      id_kind=id_kind, more=_more_values(self._files),
+                                      tidy=True)
         except (OSError, pa.ArrowException) as exc:
             # the first rows are read at open to size the vectors: a corrupt page shows here
             raise InputError(f"cannot decode Parquet data: {exc}",
                              location=Location(str(self.parts[0])),
                              hint="the file may be truncated or corrupt") from exc
-        self.mapper = TableMapper(mapping, first.schema_arrow, str(self.parts[0]), sample,
-                                  id_kind=id_kind)
         self._rows = sum(pf.metadata.num_rows for pf in self._files)
         manifest = self.mapper.manifest
         manifest.count = self._rows
+        recorded = mapping.as_dict()
+        if self.mapper.payload_object is not None:
+            # as read: a lone payload-named column taken as the payload is recorded too
+            recorded["payload_column"] = self.mapper.payload_object
         manifest.source = {"format": "parquet", "location": self.location,
-                           "mapping": mapping.as_dict()}
-        if self.mapper.narrowing:
-            self.context.warn(NARROWING_WARNING)
+                           "mapping": recorded}
+        for warning in (self.mapper.dropped_warning, self.mapper.narrowing_warning):
+            if warning is not None:
+                self.context.warn(warning)
         self.manifest = manifest
         self.schema = manifest.schema()
 
@@ -730,7 +829,7 @@ def mapped_batches(mapper: TableMapper, parts: list[Path], files: list[pq.Parque
     if mapper.narrowed:
         # each read (a partition, on a mapper kept for the next) its own count: a partitioned
         # run sums them (``mapping.merge_narrowed``)
-        context.warn(narrowed_warning(mapper.narrowed))
+        context.warn(narrowed_warning(mapper.narrowed, mapper.narrowed_type))
         mapper.narrowed = 0
 
 

@@ -47,13 +47,14 @@ from vecferry.converters.base import (
     Context,
     fsync_path,
     input_path,
+    listing,
     reject_unknown_options,
 )
 from vecferry.converters.parquet import _open, natural_key
 from vecferry.digest import StreamDigest
 from vecferry.errors import InputError, Location, UnsupportedError, UsageError
 from vecferry.fileio import loads_exact
-from vecferry.mapping import NARROWING_WARNING, Mapping, TableMapper, narrowed_warning
+from vecferry.mapping import Mapping, TableMapper, narrowed_warning
 from vecferry.stream import (
     ID_COLUMN,
     PAYLOAD_COLUMN,
@@ -101,23 +102,58 @@ def read_meta(root: Path) -> dict[str, Any]:
 
 def _choose(meta: dict[str, Any], index: str | None, where: str
             ) -> tuple[str, dict[str, Any]]:
+    """The (index name, namespace entry) to read: the only one, or the one ``index`` names
+    (``NAME`` or ``NAME/NAMESPACE``). ``UsageError`` naming those there are, and the value to
+    pass, when ``index`` is needed or names none or several; ``InputError`` when the file
+    lists none."""
+    if index is not None and not isinstance(index, str):
+        raise UsageError(f"vdf_index takes an index name (text), not {type(index).__name__}",
+                         location=Location(where),
+                         hint="--vdf-index NAME or NAME/NAMESPACE (in Python: "
+                              "reader_options={\"vdf_index\": \"NAME\"})")
     entries = [(name, ns) for name, namespaces in meta["indexes"].items()
                for ns in (namespaces or []) if isinstance(ns, dict)]
     labels = [f"{name}/{ns.get('namespace') or ''}".rstrip("/") for name, ns in entries]
+    if not entries:
+        raise InputError(f"{META_NAME} lists no namespace under its indexes "
+                         f"({', '.join(map(str, meta['indexes']))})",
+                         location=Location(where),
+                         hint="each index maps to a list of namespace entries")
     if index is not None:
-        picked = [e for e, label in zip(entries, labels, strict=True)
-                  if index in (label, e[0])]
+        # the full label first: an index's unnamed namespace is labelled by the index's name,
+        # which its named namespaces share
+        picked = [(e, label) for e, label in zip(entries, labels, strict=True) if index == label]
+        if len(picked) != 1:
+            picked = [(e, label) for e, label in zip(entries, labels, strict=True)
+                      if index in (label, e[0])]
     else:
-        picked = entries
+        picked = list(zip(entries, labels, strict=True))
     if len(picked) == 1:
-        return picked[0]
-    if picked or index is None:
-        message = (f"{META_NAME} holds {len(picked)} index namespaces "
-                   f"({', '.join(labels)}); one is read per run")
+        return picked[0][0]
+    shown = listing([label for _, label in picked] or labels, 10)
+    if index is None:
+        message = (f"{META_NAME} holds {len(entries)} index namespaces ({shown}), and vecferry "
+                   "reads one per run")
+        example = labels[0]
+    elif picked:
+        message = (f"index {index!r} of {META_NAME} has {len(picked)} namespaces ({shown}), "
+                   "and vecferry reads one per run")
+        example = picked[0][1]
     else:
-        message = f"{META_NAME} has no index or namespace {index!r} ({', '.join(labels)})"
+        message = f"{META_NAME} has no index or namespace {index!r}; it holds {shown}"
+        example = labels[0]
     raise UsageError(message, location=Location(where),
-                     hint="pick one with --vdf-index NAME or NAME/NAMESPACE")
+                     hint=f"name one with --vdf-index INDEX/NAMESPACE, e.g. --vdf-index "
+                          f"{example} (in Python: reader_options={{\"vdf_index\": "
+                          f"{orjson.dumps(example).decode()}}}); an index's unnamed namespace, "
+                          "or its only one, is named by the index's name alone")
+
+
+def _plain_name(name: str) -> bool:
+    """Whether ``name`` can be a folder of the output and nothing else: one path component,
+    not ``.`` or ``..``, no separator or NUL, not the metadata file's name."""
+    return (bool(name) and name not in (".", "..", META_NAME)
+            and not any(c in name for c in ("/", "\\", "\0")))
 
 
 def _data_files(root: Path, data_path: str | None, where: str) -> list[Path]:
@@ -187,8 +223,8 @@ class VdfReader(ClosingReader):
             manifest.extra = known.extra
             manifest.collection = known.collection
             manifest.digest = known.digest
-        if mapper.narrowing:
-            context.warn(NARROWING_WARNING)
+        if mapper.narrowing_warning:
+            context.warn(mapper.narrowing_warning)
         self._rows = sum(pf.metadata.num_rows for pf in self._files)
         manifest.count = self._rows
         manifest.source = {"format": "vdf", "location": location, "index": name,
@@ -239,6 +275,7 @@ class VdfReader(ClosingReader):
     def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
         number = 0
         narrowed = 0
+        narrowed_type = None
         for i, (part, pf) in enumerate(zip(self.parts, self._files, strict=True)):
             total = pf.metadata.num_rows
             if start >= total:
@@ -261,10 +298,11 @@ class VdfReader(ClosingReader):
             except (pa.ArrowInvalid, OSError) as exc:
                 raise _undecodable(part, exc) from exc
             narrowed += mapper.narrowed
+            narrowed_type = narrowed_type or mapper.narrowed_type
             mapper.narrowed = 0
             number += total
         if narrowed:
-            self.context.warn(narrowed_warning(narrowed))
+            self.context.warn(narrowed_warning(narrowed, narrowed_type or "float64"))
 
     def close(self) -> None:
         for pf in self._files:
@@ -335,8 +373,7 @@ class VdfWriter(ClosingWriter):
                                    hint="write Parquet or JSONL, which keep vectors apart from "
                                         "the id")
         self._reserved = [ID_COLUMN, *self.vector_columns.values()]
-        self.index = (vdf_index or (self.manifest.extra.get("vdf") or {}).get("index")
-                      or Path(location.rstrip("/")).name or "vectors")
+        self.index = self._index_name(vdf_index)
         self.out = AtomicPath(location.rstrip("/") or location, overwrite=overwrite,
                               directory=True)
         (self.out.temp / self.index).mkdir(parents=True)
@@ -346,6 +383,41 @@ class VdfWriter(ClosingWriter):
         self.files: list[str] = []
         self.count = 0
         self.bytes = 0
+
+    def _index_name(self, given: str | None) -> str:
+        """The index (and data folder) name: ``vdf_index``, else the source's (a VDF source
+        records it), else the output folder's name, else ``vectors``.
+
+        The name becomes a folder of the output, so one that is not a plain name (``../x``,
+        an absolute path, ``.``) would write outside it or over it: ``UsageError`` for the
+        option, ``InputError`` naming the source for a name the source recorded. A source's
+        name is refused rather than cleaned up: a cleaned-up name would not be the index
+        name VDF_META.json records, and such a name is a damaged or hostile file, which the
+        user should hear about; ``--vdf-index`` gives the run a name of its own."""
+        if given is not None:
+            if not isinstance(given, str) or not _plain_name(given):
+                raise UsageError(f"--vdf-index {given!r} is not a plain name: the index is a "
+                                 "folder inside the output, so its name is one path "
+                                 "component (no '/', not '.' or '..')",
+                                 location=Location(self.location),
+                                 hint="e.g. --vdf-index vectors (in Python: "
+                                      "writer_options={\"vdf_index\": \"vectors\"})")
+            return given
+        recorded = (self.manifest.extra.get("vdf") or {}).get("index")
+        if recorded not in (None, ""):
+            if not isinstance(recorded, str) or not _plain_name(recorded):
+                source = self.manifest.source or {}
+                where = source.get("location")
+                if where and source.get("format") == "vdf":
+                    where = f"{str(where).rstrip('/')}/{META_NAME}"
+                raise InputError(f"the source's VDF index name {recorded!r} is not a plain "
+                                 "name: written as the index folder, it would put files "
+                                 "outside the output", location=Location(where or None),
+                                 hint="name the index with --vdf-index NAME (in Python: "
+                                      "writer_options={\"vdf_index\": NAME})")
+            return recorded
+        name = Path(self.location.rstrip("/")).name
+        return name if _plain_name(name) else "vectors"
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
