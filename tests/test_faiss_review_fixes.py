@@ -22,6 +22,7 @@ from vecferry.cli import main
 from vecferry.converters.base import Context
 from vecferry.converters.faiss_index import BIG_ID_HINT, FaissReader, FaissWriter, _Plan, _plan
 from vecferry.errors import InputError, RecordError, UsageError
+from vecferry.inspect import inspect_location
 from vecferry.stream import Manifest, VectorSpec
 
 # ------------------------------------------- 1. sidecars beside an index faiss changed
@@ -424,3 +425,19 @@ def test_an_id_past_int64_says_how_to_keep_it(tmp_path: Path) -> None:
     vecferry.convert(out, str(back))
     assert [p["id"] for p in map(orjson.loads, back.read_bytes().splitlines())] == [big, 3]
 
+
+
+def test_inspect_sizes_an_index_with_the_files_it_reads_beside_it(tmp_path: Path,
+                                                                  monkeypatch: Any) -> None:
+    # an on-disk IVF index is mostly its .ivfdata; a vecferry index has its sidecars
+    monkeypatch.chdir(tmp_path)
+    index, _ = _on_disk(tmp_path, "IVF8,Flat", "flat")
+    info = inspect_location(index)
+    assert info["size_bytes"] == (Path(index).stat().st_size
+                                  + (tmp_path / "od/flat.ivfdata").stat().st_size)
+    out = tmp_path / "copy.faiss"
+    vecferry.convert(index, str(out), writer_options={"index_factory": "IVF8,Flat"})
+    sidecars = [Path(f"{out}.manifest.json"), Path(f"{out}.payloads.parquet")]
+    assert sidecars[0].is_file()
+    assert inspect_location(str(out))["size_bytes"] == out.stat().st_size + sum(
+        p.stat().st_size for p in sidecars if p.is_file())

@@ -18,10 +18,13 @@ from vecferry.stream import ID_COLUMN, PAYLOAD_COLUMN, decode_ids, manifest_of
 FIRST_IDS = 5
 
 
-def _size(location: str) -> int | None:
+def _size(location: str, companions: Any = ()) -> int | None:
+    """Bytes of the source on disk: the file with the files its reader reads beside it
+    (``companion_files``: a FAISS index's sidecars and ``.ivfdata``), or a directory's."""
     p = Path(location)
     if p.is_file():
-        return p.stat().st_size
+        return p.stat().st_size + sum(Path(f).stat().st_size for f in companions
+                                      if Path(f).is_file())
     if p.is_dir():
         return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
     return None
@@ -67,6 +70,7 @@ def inspect_location(location: str, *, from_format: str | None = None, sample: i
                 break
         count = reader.count()
         recorded = bool(getattr(reader, "count_recorded", False))
+        companions = list(getattr(reader, "companion_files", ()))
     finally:
         reader.close()
     warnings = []
@@ -87,7 +91,7 @@ def inspect_location(location: str, *, from_format: str | None = None, sample: i
         "payload_keys": dict(keys.most_common()),
         "sampled": seen,
         "first_ids": first_ids,
-        "size_bytes": _size(location) if "://" not in location else None,
+        "size_bytes": _size(location, companions) if "://" not in location else None,
         "source": manifest.source,
         "collection": manifest.collection,
         "extra": manifest.extra,

@@ -1106,6 +1106,14 @@ class FaissReader(ClosingReader):
                 f"FAISS index is inconsistent: ntotal {self._count}, storage holds "
                 f"{plan.storage.ntotal}", location=Location(source=location),
                 hint="the file is corrupt")
+        #: the files beside the index that hold this source's data (``inspect`` sizes them
+        #: with it): the sidecars and merge_ondisk's inverted-list file
+        self.companion_files = [Path(f"{location}{suffix}") for suffix in
+                                (MANIFEST_SUFFIX, PAYLOADS_SUFFIX)
+                                if Path(f"{location}{suffix}").is_file()]
+        invlists = getattr(plan.storage, "invlists", None)
+        if type(invlists).__name__ == "OnDiskInvertedLists" and str(invlists.filename):
+            self.companion_files.append(Path(str(invlists.filename)))
         index_type = _describe(plan.chain)
         if plan.metric not in _METRICS and not plan.binary_bits:
             # Exported without a distance, the points would be searched by whatever a target
