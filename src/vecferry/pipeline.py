@@ -311,6 +311,41 @@ def default_state_path(dst: str) -> str:
     return _beside(dst, ".vecferry-state.json")
 
 
+#: options that change how a run goes, not what it writes: a resumed run may change them
+RUN_ONLY_OPTIONS = frozenset({"api_key_env", "timeout", "page_size", "parallel", "max_retries",
+                              "batch_bytes", "workers", "mmap", "bulk"})
+
+
+def output_options(reader_options: dict[str, Any] | None,
+                   writer_options: dict[str, Any] | None) -> dict[str, Any]:
+    """The reader and writer options that decide what a run writes, as JSON values, for a
+    resumed run to compare with the run it continues: one that writes other points (another
+    --id-field, --distance, mapping) into the same output would leave it half one, half the
+    other."""
+    picked = {side: {k: v for k, v in (options or {}).items() if k not in RUN_ONLY_OPTIONS}
+              for side, options in (("reader", reader_options), ("writer", writer_options))}
+    return orjson.loads(orjson.dumps(picked, default=str, option=orjson.OPT_SORT_KEYS))
+
+
+def options_changed(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The options (by name) whose value differs between two ``output_options``."""
+    names = []
+    for side in ("reader", "writer"):
+        old, new = saved.get(side) or {}, now.get(side) or {}
+        names += [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
+                  and k not in names]
+    return names
+
+
+def changed_options_error(names: list[str], where: str) -> UsageError:
+    shown = ", ".join("--" + n.replace("_", "-") for n in names)
+    return UsageError(
+        f"the run this would resume wrote with other options: {shown} changed",
+        location=Location(where),
+        hint="resume with the options of that run; or, to write with the new ones, run "
+             "without --resume (with --overwrite or --mode overwrite to replace what it wrote)")
+
+
 def _file_state(location: Any) -> list[Any] | None:
     """Size and modification time of a local file, or of each file under a local directory;
     the size and ETag (or time) of a remote object; None when ``location`` is not a path."""
@@ -374,10 +409,13 @@ class ResumeState:
     starting from the beginning, when the source has changed since."""
 
     def __init__(self, path: str | os.PathLike[str], src: str, dst: str,
-                 source: str | None = None, rejects: RejectsFile | None = None):
+                 source: str | None = None, rejects: RejectsFile | None = None,
+                 options: dict[str, Any] | None = None):
         self.path = Path(path)
         self.src, self.dst = src, dst
         self.source = source
+        #: ``output_options`` of the run: a resume with others is refused (``load``)
+        self.options = options
         # flushed before each save: a state counting rejects the file lost (the process
         # killed with them in its buffer) would never write them again
         self.rejects = rejects
@@ -405,6 +443,11 @@ class ResumeState:
         if self.source is not None and state.get("source", self.source) != self.source:
             self.changed = True
             return None
+        # a state written before options were recorded has none to compare
+        if self.options is not None and state.get("options") is not None:
+            changed = options_changed(state["options"], self.options)
+            if changed:
+                raise changed_options_error(changed, str(self.path))
         return state
 
     def save(self, position: int, written: int, rejected: int, done: bool = False,
@@ -417,6 +460,7 @@ class ResumeState:
         tmp.write_bytes(orjson.dumps({
             "src": self.src, "dst": self.dst, "source": self.source, "position": position,
             "written": written, "rejected": rejected, "done": done, "updated": time.time(),
+            **({"options": self.options} if self.options is not None else {}),
             **({"note": note} if note else {}),
         }))
         os.replace(tmp, self.path)
@@ -535,6 +579,18 @@ def convert(
             plan, job, n = chosen
             opened, reader = reader, None
             opened.close()  # the tasks open their own; the driver holds no data
+            finished = (ResumeState(default_state_path(dst), src, dst, plan.source_state,
+                                    options=output_options(reader_options, writer_options))
+                        if resume and getattr(writer_cls, "resumable", False) else None)
+            saved = finished.load() if finished is not None else None
+            if saved and saved.get("done"):
+                # the load this resumes finished: like a single-process run, nothing is sent
+                # again (which would undo what was changed in the collection since)
+                report = _report(src, dst, src_spec.name, dst_spec.name, manifest, started,
+                                 0, 0, rejects_path, context.warnings)
+                report.update(resumed_from=int(saved["position"]),
+                              written_total=int(saved["written"]))
+                return report
             part_report = scaleout.convert_partitioned(
                 plan, job, workers=n, engine=engine, ray_address=ray_address,
                 overwrite=overwrite, resume=resume, rejects_path=rejects_path,
@@ -548,6 +604,11 @@ def convert(
             duplicate_warning(report, order_lost=bool(report.pop("order_not_restored", False)))
             settle_rejects(rejects_path, report["rejected"],
                            appended=bool(report.get("resumed_partitions")), manifest=manifest)
+            if finished is not None:
+                # what a single-process run leaves: the same command with --resume sends
+                # nothing twice while the source is unchanged
+                finished.save(report["read"], report["written"], report["rejected"],
+                              done=True)
             return report
         resumable = bool(getattr(writer_cls, "resumable", False))
         if resume and not resumable:
@@ -559,7 +620,8 @@ def convert(
         if resumable and (resume or state):
             resume_state = ResumeState(state or default_state_path(dst), src, dst,
                                        source_state(src, reader, reader_options or {}),
-                                       rejects=sink)
+                                       rejects=sink,
+                                       options=output_options(reader_options, writer_options))
             saved = resume_state.load() if resume else None
             if resume_state.changed:
                 context.warn(f"{src} has changed since the run recorded in "

@@ -401,10 +401,18 @@ def _prepare_staging(job: Job, plan: Plan, resume: bool) -> tuple[int, str | Non
     and a warning when the source has changed since that run (which then starts over)."""
     root = job.root
     marker = root / "plan.json"
+    from vecferry.pipeline import changed_options_error, options_changed, output_options
+
+    options = output_options(job.reader_options, job.writer_options)
     stamp = {"source": plan.identity(), "dst": job.dst, "strategy": job.strategy}
     warning = None
     if resume and marker.exists():
         saved = orjson.loads(marker.read_bytes())
+        # parts written with other options (--distance, --id-field, a mapping) would make
+        # an output half one, half the other; a marker from before options were kept has none
+        changed = options_changed(saved.get("options") or options, options)
+        if changed:
+            raise changed_options_error(changed, str(root))
         if saved.get("stamp") != stamp:
             raise UsageError("the partial output of an earlier run was made from another "
                              "source, options or target", location=Location(str(root)),
@@ -419,7 +427,8 @@ def _prepare_staging(job: Job, plan: Plan, resume: bool) -> tuple[int, str | Non
     shutil.rmtree(root, ignore_errors=True)
     for sub in ("out", "done", "rejects", "ids", "warnings"):
         (root / sub).mkdir(parents=True)
-    marker.write_bytes(orjson.dumps({"stamp": stamp, "source_state": plan.source_state,
+    marker.write_bytes(orjson.dumps({"stamp": stamp, "options": options,
+                                     "source_state": plan.source_state,
                                      "partitions": [
         {"index": p.index, "spec": p.spec, "rows": p.rows, "bytes": p.bytes}
         for p in plan.partitions]}))
