@@ -161,21 +161,51 @@ def infer_vector_spec(name: str, value: Any) -> VectorSpec:
     raise ValueError(f"vector {name!r} is empty or not a list")
 
 
-def infer_manifest(points: list[dict[str, Any]]) -> Manifest:
-    """A manifest for a stream whose first points are ``points`` (no manifest available)."""
-    specs: dict[str, VectorSpec] = {}
+def _shape(kind: str, size: int | None) -> str:
+    return {"dense": f"size {size}", "multi": f"multivectors of size {size}",
+            "sparse": "sparse vectors"}.get(kind, kind)
+
+
+def infer_manifest(points: list[dict[str, Any]], disagreements: list[str] | None = None,
+                   lines: list[int] | None = None) -> Manifest:
+    """A manifest for a stream whose first points are ``points`` (no manifest available).
+
+    A vector's kind and size are those most of ``points`` hold (ties: the first seen), not
+    the first point's: a first line of another size made every other point a bad record.
+    Each vector the points disagree on is described in ``disagreements`` (with the line of
+    the first point of each shape not taken, from ``lines``, the points' line numbers)."""
+    counts: dict[str, dict[tuple[str, int | None], int]] = {}
+    first: dict[tuple[str, str, int | None], int] = {}
     kinds = set()
-    for p in points:
+    for i, p in enumerate(points):
         # A bad id is reported when the point is read; inference just looks past it.
         with contextlib.suppress(ValueError):
             kinds.add(kind_of_id(p.get("id")))
         for name, value in vectors_of(p).items():
-            if name not in specs:
-                try:
-                    specs[name] = infer_vector_spec(name, value)
-                except ValueError:
-                    continue
-    return Manifest(vectors=list(specs.values()), id_kind=merge_id_kinds(kinds))
+            try:
+                spec = infer_vector_spec(name, value)
+            except ValueError:
+                continue
+            shape = (spec.kind, spec.size)
+            held = counts.setdefault(name, {})
+            held[shape] = held.get(shape, 0) + 1
+            first.setdefault((name, *shape), i)
+    specs = []
+    for name, held in counts.items():
+        taken = max(held, key=held.__getitem__)  # the first seen of the most held
+        specs.append(VectorSpec(name=name, kind=taken[0], size=taken[1]))
+        if len(held) > 1 and disagreements is not None:
+            label = f"vector {name!r}" if name else "the unnamed vector"
+            ranked = sorted(held.items(), key=lambda item: -item[1])
+            others = [f"{_shape(*shape)}" + (f" (first at line {lines[first[(name, *shape)]]})"
+                                              if lines else "")
+                      for shape, _ in ranked if shape != taken]
+            disagreements.append(
+                f"{label}: the {len(points)} points sampled to infer the vectors hold "
+                f"{', '.join(f'{n} of {_shape(*shape)}' for shape, n in ranked)}; "
+                f"{_shape(*taken)}, which most hold, is taken, so points of "
+                f"{', '.join(others)} are bad records")
+    return Manifest(vectors=specs, id_kind=merge_id_kinds(kinds))
 
 
 class BatchBuilder:

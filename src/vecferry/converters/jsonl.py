@@ -253,7 +253,10 @@ class JsonlReader(ClosingReader):
                                                  point_id=exc.point_id, hint=exc.hint, raw=p)
                         first_bad.__cause__ = exc
             points = mapped
-        manifest = infer_manifest(points)
+        disagreements: list[str] = []
+        # mapped points have no line each (a record the mapping refused is left out)
+        manifest = infer_manifest(points, disagreements,
+                                  lines if self.mapping is None else None)
         if not manifest.vectors and self.mapping is None and all(
                 vector_value(p) == {} for p in points):
             return manifest
@@ -278,6 +281,8 @@ class JsonlReader(ClosingReader):
                     hint += f", or read foreign records with a mapping: {suggestion['flags']}"
             raise InputError("no point has a vector", location=Location(self.location),
                              hint=hint)
+        for text in disagreements:
+            self.context.warn(f"{self.location}: {text}")
         return manifest
 
     def _without_schema(self) -> Manifest:
