@@ -73,7 +73,7 @@ def test_failed_with_json(samples, tmp_path):
     assert result.exit_code == 1
     assert json.loads(result.stdout) == {
         "ok": False, "error": "RecordError", "message": "vector has 7 dimensions, expected 8",
-        "hint": None, "location": {"source": src, "line": 4, "point_id": 3}}
+        "hint": None, "location": {"uri": src, "line": 4, "point_id": 3}}
 
 
 def test_rejects_exit_3(samples, tmp_path):
@@ -445,12 +445,35 @@ def test_an_interrupted_run_exits_130_saying_what_is_left(samples, tmp_path, mon
         raise KeyboardInterrupt
 
     monkeypatch.setattr(vecferry.pipeline, "convert", interrupted)
-    result = run("convert", str(samples / "points_rich.jsonl"), str(tmp_path / "o.parquet"))
+    out = tmp_path / "o.parquet"
+    result = run("convert", str(samples / "points_rich.jsonl"), str(out))
     assert result.exit_code == 130
-    assert result.stderr == ("interrupted: an unfinished output file was removed (a "
-                             "partitioned run keeps its finished parts); a Qdrant target keeps "
-                             "the points it acknowledged (run again with --resume to continue); "
-                             "a snapshot download resumes when run again\n")
+    assert result.stderr == (f"interrupted: {out} was not written (an output appears only "
+                             "when complete); a partitioned run keeps its finished parts for "
+                             "the same command with --resume\n")
+    dst = f"qdrant-local://{tmp_path / 'q'}/c"
+    result = run("convert", str(samples / "points_rich.jsonl"), dst, "--json")
+    assert result.exit_code == 130
+    # --json: one document on stdout, as for any other failure
+    message = (f"interrupted: {dst} keeps the points it acknowledged; run the same command "
+               "with --resume to send only the rest")
+    assert json.loads(result.stdout) == {"ok": False, "error": "Interrupted",
+                                         "signal": "SIGINT", "message": message}
+    assert result.stderr == message + "\n"
+
+
+def test_an_interrupted_verify_says_nothing_was_written(samples, monkeypatch):
+    import vecferry.verification
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vecferry.verification, "verify", interrupted)
+    src = str(samples / "points_rich.jsonl")
+    result = run("verify", src, src, "--json")
+    assert result.exit_code == 130
+    assert json.loads(result.stdout)["message"] == "interrupted: nothing was written"
+    assert result.stderr == "interrupted: nothing was written\n"
 
 
 def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
@@ -478,7 +501,7 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
     if proc.returncode == 0:
         pytest.skip("the run ended before it could be stopped")
     assert proc.returncode == 143, err.decode()
-    assert err.decode().startswith("terminated: an unfinished output file was removed")
+    assert err.decode().startswith(f"terminated: {out} was not written")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.npy"]
 
 

@@ -98,6 +98,10 @@ def test_4xx_fails_at_once_with_the_server_message(src: str, server: QdrantStand
                          writer_options={"parallel": 1})
     assert "HTTP 400: Wrong input: Vector dimension error: expected dim: 8" in str(err.value)
     assert "ids 0 .. " in str(err.value) or "ids " in str(err.value)
+    assert err.value.hint == (
+        "a refusal is not retried: fix what the server names (the collection's config, a "
+        "payload or vector of those points), then run the same command with --resume to send "
+        "the rest")
     assert len(upserts(server)) == 1
 
 

@@ -327,7 +327,7 @@ def test_a_refused_destination_is_a_target_error(tmp_path, s3_endpoint, bucket, 
     assert doc["error"] == "TargetError"
     assert doc["message"] == ("S3 refused access: the credentials are missing, wrong, or not "
                               "allowed to write here (Forbidden)")
-    assert doc["location"] == {"source": f"s3://{bucket}/{dst.rstrip('/')}"}
+    assert doc["location"] == {"uri": f"s3://{bucket}/{dst.rstrip('/')}"}
     assert "AWS_ACCESS_KEY_ID" in doc["hint"]
     assert S3_SECRET not in out
 

@@ -129,8 +129,26 @@ def _as_shown(exc: Any) -> Any:
     return exc.as_flags() if isinstance(exc, UnknownOptionsError) else exc
 
 
-def _run(fn: Callable[[], int | None], as_json: bool) -> None:
-    """Run a command body, mapping vecferry errors to messages and exit codes."""
+#: what an interrupted command left, by what it does (``_run``'s ``left``)
+LEFT_NOTHING = "nothing was written"
+LEFT_SNAPSHOT = ("a snapshot download keeps its partial file and resumes when run again; an "
+                 "upload or a recovery the server had begun goes on there")
+
+
+def _left_by_convert(dst: str) -> str:
+    """What an interrupted convert or copy into ``dst`` left: a collection keeps what it
+    acknowledged, a file output appears whole or not at all."""
+    if dst.split("://", 1)[0] in ("qdrant", "qdrants", "qdrant-local", "qdrant-edge"):
+        return (f"{dst} keeps the points it acknowledged; run the same command with --resume "
+                "to send only the rest")
+    return (f"{dst} was not written (an output appears only when complete); a partitioned run "
+            "keeps its finished parts for the same command with --resume")
+
+
+def _run(fn: Callable[[], int | None], as_json: bool, left: str = LEFT_NOTHING) -> None:
+    """Run a command body, mapping vecferry errors to messages and exit codes; ``left`` says
+    what an interrupt leaves behind (``LEFT_NOTHING``, ``LEFT_SNAPSHOT``,
+    ``_left_by_convert``)."""
     from vecferry.errors import VecferryError
 
     try:
@@ -154,15 +172,17 @@ def _run(fn: Callable[[], int | None], as_json: bool) -> None:
         _err(f"error: {exc}")
         sys.exit(EXIT_FAILED)
     except KeyboardInterrupt as exc:
-        # what survives depends on the target: a file output is renamed into place only
-        # when complete; a Qdrant collection keeps what it acknowledged; a download keeps
-        # its partial file to resume from
         how = "terminated" if isinstance(exc, _Terminated) else "interrupted"
-        _err(f"{how}: an unfinished output file was removed (a partitioned run keeps its "
-             "finished parts); a Qdrant target keeps the points it acknowledged (run again "
-             "with --resume to continue); a snapshot download resumes when run again")
-        if exc.args and isinstance(exc.args[0], str):
-            _err(f"warning: {exc.args[0]}")  # what the run left that needs the user
+        notice = exc.args[0] if exc.args and isinstance(exc.args[0], str) else None
+        if as_json:
+            # a script reading stdout gets one document whatever ended the run
+            _emit_json({"ok": False, "error": how.capitalize(),
+                        "signal": "SIGTERM" if isinstance(exc, _Terminated) else "SIGINT",
+                        "message": f"{how}: {left}",
+                        **({"notice": notice} if notice else {})})
+        _err(f"{how}: {left}")
+        if notice:
+            _err(f"warning: {notice}")  # what the run left that needs the user
         sys.exit(EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED)
     sys.exit(code)
 
@@ -614,7 +634,7 @@ def convert_cmd(src: str, dst: str, **kw: Any) -> None:
     """
     pairs = kw.pop("storage_option")
     _run(lambda: _in_storage_scope(pairs, lambda: _convert(src, dst, kw, "convert")),
-         kw["as_json"])
+         kw["as_json"], _left_by_convert(dst))
 
 
 @main.command("copy")
@@ -649,7 +669,7 @@ def copy_cmd(src: str, dst: str, **kw: Any) -> None:
         return _convert(src, dst, kw, "copy", verify=True)
 
     pairs = kw.pop("storage_option")
-    _run(lambda: _in_storage_scope(pairs, body), kw["as_json"])
+    _run(lambda: _in_storage_scope(pairs, body), kw["as_json"], _left_by_convert(dst))
 
 
 @main.command("verify")
@@ -935,7 +955,7 @@ def _snapshot_run(location: str, kw: dict[str, Any],
             _err(summary(result))
         return EXIT_OK
 
-    _run(run, kw["as_json"])
+    _run(run, kw["as_json"], LEFT_SNAPSHOT)
 
 
 @main.group("snapshot")
@@ -1152,7 +1172,7 @@ def snapshot_copy_cmd(src: str, dst: str, priority: str, workdir: str | None, ke
                  f"{report['destination_count']} points on both sides")
         return EXIT_OK
 
-    _run(run, as_json)
+    _run(run, as_json, LEFT_SNAPSHOT)
 
 
 @main.command("formats")

@@ -70,7 +70,9 @@ class VecferryError(Exception):
             "error": type(self).__name__,
             "message": self.message,
             "hint": self.hint,
-            "location": self.location.as_dict(),
+            # "uri", not the field's name: the file or URI may be the destination
+            "location": {("uri" if k == "source" else k): v
+                         for k, v in self.location.as_dict().items()},
         }
 
 

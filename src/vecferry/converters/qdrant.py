@@ -2678,7 +2678,10 @@ class QdrantWriter(ClosingWriter):
                     span = repr(ids[0]) if len(ids) == 1 else f"{ids[0]!r} .. {ids[-1]!r}"
                     raise TargetError(
                         f"Qdrant refused {len(ids)} point(s) (ids {span}): {failure.message}",
-                        location=Location(self.backend.label)) from exc
+                        location=Location(self.backend.label),
+                        hint="a refusal is not retried: fix what the server names (the "
+                             "collection's config, a payload or vector of those points), then "
+                             "run the same command with --resume to send the rest") from exc
                 timeouts = timeouts + 1 if failure.timeout else 0
                 can_halve = failure.timeout and len(chunk) > 1
                 if can_halve and (timeouts >= HALVE_AFTER_TIMEOUTS
