@@ -137,3 +137,45 @@ def test_a_single_process_resume_with_another_id_field_is_refused(tmp_path: Path
     report = vecferry.convert(src, dst, resume=True, state=str(state), workers=1,
                               writer_options={"parallel": 2})
     assert (report["resumed_from"], report["written_total"]) == (500, N)
+
+
+def _with_bad_lines(tmp_path: Path, bad: set[int]) -> Path:
+    src = _src(tmp_path)
+    lines = src.read_text().splitlines()
+    for i in bad:  # a vector of another size: a bad record
+        lines[i] = json.dumps({"id": i + 1, "vector": [0.5] * (DIM + 1)})
+    src.write_text("\n".join(lines) + "\n")
+    return src
+
+
+def test_a_resumed_load_reports_the_rejects_of_the_whole_load(tmp_path: Path) -> None:
+    src = _with_bad_lines(tmp_path, {10, 900})
+    dst = f"qdrant-local://{tmp_path / 'q'}/r"
+    state = str(tmp_path / "state.json")
+    options = {"resume": True, "state": state, "workers": 1, "on_error": "skip"}
+    # the first run may reject records past its limit that it parsed ahead (line 901)
+    first = vecferry.convert(src, dst, limit=500, **options)
+    again = vecferry.convert(src, dst, **options)
+    assert first["rejected"] + again["rejected"] == again["rejected_total"] == 2
+    assert (again["written_total"], again["rejects_file"]) == (N - 2, first["rejects_file"])
+    rejected = [json.loads(line)["id"] for line in
+                Path(again["rejects_file"]).read_text().splitlines()]
+    assert rejected == [11, 901]
+
+
+def test_a_resumed_load_exits_3_when_only_the_run_it_resumed_rejected(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from vecferry.cli import main
+
+    src = _with_bad_lines(tmp_path, {10})
+    dst = f"qdrant-local://{tmp_path / 'q'}/r"
+    state = str(tmp_path / "state.json")
+    flags = ["--resume", "--state", state, "--workers", "1", "--on-error", "skip", "--json"]
+    first = CliRunner().invoke(main, ["convert", str(src), dst, "--limit", "500", *flags])
+    assert first.exit_code == 3, first.output
+    again = CliRunner().invoke(main, ["convert", str(src), dst, *flags])
+    report = json.loads(again.stdout)
+    assert (report["rejected"], report["rejected_total"]) == (0, 1)
+    assert report["rejects_file"] is not None
+    assert again.exit_code == 3

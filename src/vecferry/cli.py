@@ -449,7 +449,8 @@ def _convert_report(src: str, dst: str, kw: dict[str, Any], desc: str, verify: b
             _emit_json({"ok": True, **report})
         _print_dry_run(report, quiet)
         return EXIT_OK, report
-    code = EXIT_REJECTS if report["rejected"] else EXIT_OK
+    # a resumed load's exit says whether the load as a whole rejected records
+    code = EXIT_REJECTS if report.get("rejected_total", report["rejected"]) else EXIT_OK
     if verify:
         from vecferry.verification import verify as run_verify
 

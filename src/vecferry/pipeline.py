@@ -730,11 +730,17 @@ def convert(
     if position:
         report["resumed_from"] = position
         report["written_total"] = written_before + written
+        # the load as a whole: the run resumed rejected records this one does not read
+        # again (those it had read ahead of its saved position are left out, not counted)
+        report["rejected_total"] = rejected_before + report["rejected"]
+        if report["rejected_total"] and Path(rejects_path).is_file():
+            report["rejects_file"] = str(rejects_path)
     if duplicates is not None:
         report["duplicate_ids"] = duplicates
         duplicate_warning(report)
     report.update(writer_report)
-    settle_rejects(rejects_path, report["rejected"], appended=position > 0, manifest=manifest)
+    settle_rejects(rejects_path, report.get("rejected_total", report["rejected"]),
+                   appended=position > 0, manifest=manifest)
     if limit is None:
         # parts an earlier partitioned run of this output left for --resume: the output is
         # whole now (a --limit trial run leaves them, for the full run to resume)
