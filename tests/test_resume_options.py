@@ -2,7 +2,9 @@
 state a single-process load leaves, so the same command run again with ``--resume`` sends
 nothing (it sent every point again, undoing edits made to the collection since); and a
 resume whose options change what is written (``--distance``, ``--id-field``, a mapping) is
-refused naming them, single-process and partitioned (the output mixed both settings)."""
+refused naming them, single-process and partitioned (the output mixed both settings); a
+resumed load reports the whole load's rejects; and the worker processes of a partitioned run
+read a remote source with the caller's storage options."""
 
 from __future__ import annotations
 
@@ -179,3 +181,17 @@ def test_a_resumed_load_exits_3_when_only_the_run_it_resumed_rejected(tmp_path: 
     assert (report["rejected"], report["rejected_total"]) == (0, 1)
     assert report["rejects_file"] is not None
     assert again.exit_code == 3
+
+
+def test_a_partitioned_run_of_a_remote_source_keeps_the_storage_options(
+        tmp_path: Path, opts: dict, s3: Any, bucket: str) -> None:
+    # the worker processes read the bucket at the endpoint given, not the provider's default
+    prefix = f"{bucket}/export"
+    rng = np.random.default_rng(2)
+    for part in range(3):
+        s3.pipe(f"{prefix}/part-{part}.jsonl", "".join(
+            json.dumps({"id": part * 1000 + i, "vector": rng.standard_normal(DIM).tolist()})
+            + "\n" for i in range(400)).encode())
+    report = vecferry.convert(f"s3://{prefix}", tmp_path / "o.jsonl", from_format="jsonl",
+                              storage_options=opts, workers=2, partition_size="16KB")
+    assert report["partitions"] > 1 and report["written"] == 1200

@@ -55,6 +55,7 @@ from vecferry.parallel import (
     worker_pool,
 )
 from vecferry.plan import Partition, Plan, read_partition
+from vecferry.storage import current_options, using
 from vecferry.stream import manifest_of, rebatch, with_distance
 
 #: attempts of a partition whose worker process died before giving up the run
@@ -111,6 +112,9 @@ class Job:
     ext: str = field(default="")
     #: tells one run's tasks from another's (see ``_reader``)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: the caller's ``storage_options`` (an S3 endpoint), which a worker process does not
+    #: inherit: without them its reader of a remote source went to the provider's default
+    storage_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -200,7 +204,8 @@ def choose(reader: Any, *, src: str, src_fmt: str, reader_options: dict[str, Any
               schema=with_distance(plan.schema, writer_options.get("distance")),
               strategy=strategy, staging=str(staging_dir(dst)), batch_size=batch_size,
               on_error=on_error, check_duplicates=check_duplicates,
-              ext=part_extension(strategy, dst, dst_fmt, writer_options))
+              ext=part_extension(strategy, dst, dst_fmt, writer_options),
+              storage_options=current_options())
     return plan, job, n
 
 
@@ -255,9 +260,11 @@ def partition_batches(job: Job, partition: Partition, name: str,
     """
     sink = _rejects(job, name, "read")
     own = warnings if warnings is not None else []
-    reader = _reader(job, Context(job.on_error, sink, own))
     try:
-        yield from rebatch(read_partition(reader, partition, job.batch_size), job.batch_size)
+        with using(job.storage_options or None):
+            reader = _reader(job, Context(job.on_error, sink, own))
+            yield from rebatch(read_partition(reader, partition, job.batch_size),
+                               job.batch_size)
     except BaseException:
         _drop_reader(job)
         raise
