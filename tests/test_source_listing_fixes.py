@@ -472,7 +472,6 @@ def test_a_jsonl_directory_in_a_bucket_names_what_it_would_not_read(tmp_path, op
     s3.rm(f"{prefix}/b.json")
     s3.rm(f"{prefix}/sub", recursive=True)
     s3.invalidate_cache()
-    # workers=1: a partitioned run's workers lose the storage options (not this fix's)
     report = vecferry.convert(remote, str(tmp_path / "o.jsonl"), from_format="jsonl",
                               storage_options=opts, workers=1)
     assert report["written"] == 2
