@@ -1405,8 +1405,12 @@ def test_a_conversion_with_rejects_verifies_what_it_wrote(tmp_path: Path) -> Non
     report = json.loads(result.stdout)["verify"]
     assert (report["ok"], report["verdict"]) == (True, "identical")
     assert (report["source_rejected"], report["source_excluded"]) == (1, 0)
-    assert report["warnings"] == ["1 source record(s) the conversion rejected are not compared "
-                                  "(1 bad in the source, 0 refused by the destination)"]
+    assert report["warnings"] == [
+        f"{src}: the unnamed vector: the 3 points sampled to infer the vectors hold 2 of size "
+        "2, 1 of size 1; size 2, which most hold, is taken, so points of size 1 (first at "
+        "line 2) are bad records",
+        "1 source record(s) the conversion rejected are not compared (1 bad in the source, 0 "
+        "refused by the destination)"]
 
     # NaN in a numpy matrix: the JSONL target refuses the point (its rejects line names the
     # target); plain verify leaves it out given the rejects file, and calls it missing without
