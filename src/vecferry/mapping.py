@@ -117,6 +117,17 @@ def merge_narrowed(warnings: list[str]) -> list[str]:
     return out
 
 
+def _mark_not_finite(mat: np.ndarray, rows: np.ndarray, label: str, datatype: str,
+                     bad: dict[int, tuple[str, str | None]]) -> None:
+    """Record in ``bad`` the row (``rows[i]``, the source row of ``mat``'s row i) of each
+    vector holding NaN, infinity or a value its datatype's range turned into one."""
+    finite = np.isfinite(mat).all(axis=1)
+    for r in np.flatnonzero(~finite):
+        bad.setdefault(int(rows[r]), (
+            f"{label} holds NaN, infinity or a value outside float range",
+            f"fix the value: vectors hold finite numbers in the range of {datatype}"))
+
+
 def _type_name(t: pa.DataType) -> str:
     """A value type as the warnings name it (Arrow calls float64 ``double``)."""
     return {pa.float64(): "float64", pa.float32(): "float32", pa.float16(): "float16"}.get(
@@ -739,14 +750,7 @@ class TableMapper:
         flat = self._as_datatype(flat, d)
         mat = flat.reshape(-1, size)
         if spec.datatype != "uint8" and len(mat):
-            finite = np.isfinite(mat).all(axis=1)
-            if not finite.all():
-                rows = np.flatnonzero(ok)
-                for r in np.flatnonzero(~finite):
-                    bad.setdefault(int(rows[r]), (
-                        f"{label} holds NaN, infinity or a value outside float range",
-                        f"fix the value: vectors hold finite numbers in the range of "
-                        f"{spec.datatype}"))
+            _mark_not_finite(mat, np.flatnonzero(ok), label, spec.datatype, bad)
         inner = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), size)
         if ok.all():
             return inner
@@ -795,12 +799,7 @@ class TableMapper:
             values = values.fill_null(0)
         flat = self._as_datatype(values.to_numpy(zero_copy_only=False), d)
         if spec.datatype != "uint8" and len(flat):
-            finite = np.isfinite(flat.reshape(-1, size)).all(axis=1)
-            for r in np.flatnonzero(~finite):
-                bad.setdefault(int(owner[r]), (
-                    f"{label} holds NaN, infinity or a value outside float range",
-                    f"fix the value: vectors hold finite numbers in the range of "
-                    f"{spec.datatype}"))
+            _mark_not_finite(flat.reshape(-1, size), owner, label, spec.datatype, bad)
         inner = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), size)
         offsets = np.concatenate([[0], np.cumsum(counts[ok])]).astype(np.int32)
         outer = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), inner).cast(
