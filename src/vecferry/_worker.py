@@ -17,6 +17,19 @@ skip_pandas_probe()
 WATCH_SECONDS = 1.0
 
 
+def start_worker(run_pid: int, environment: dict[str, str]) -> None:
+    """Worker initializer: ``die_with_run``, and the run's environment as it is now.
+
+    A worker forks from the forkserver, which keeps the environment of the moment it started
+    (the first pool of the process): what the caller set since, such as the credentials a
+    provider reads from ``AWS_ACCESS_KEY_ID``, was missing in the workers of later runs.
+    """
+    die_with_run(run_pid)
+    for name in set(os.environ) - set(environment):
+        del os.environ[name]
+    os.environ.update(environment)
+
+
 def die_with_run(run_pid: int) -> None:
     """Worker initializer: leave interrupts to the run, and end this worker when the run that
     started it is gone.

@@ -147,10 +147,10 @@ def worker_pool(workers: int, preload: list[str]) -> ProcessPoolExecutor:
     # a mark this process left before (a run in it stopped on one) is not this pool's
     _guard_mark().unlink(missing_ok=True)
     _start_forkserver()
-    from vecferry._worker import die_with_run
+    from vecferry._worker import start_worker
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_run,
-                               initargs=(os.getpid(),))
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=start_worker,
+                               initargs=(os.getpid(), dict(os.environ)))
 
 
 def _start_forkserver() -> None:

@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -401,6 +401,18 @@ def _done(job: Job) -> dict[str, dict[str, Any]]:
     return DoneRecords(job).poll()
 
 
+def _stamp(job: Job, plan: Plan) -> dict[str, Any]:
+    """What a staging directory was made for, which a resumed run must match: the source as
+    read (its reader options, bar those that change how it is read and not what, such as
+    ``workers`` or ``timeout``: a resume may change them), the target, its format and how it
+    is written."""
+    from vecferry.pipeline import RUN_ONLY_OPTIONS
+
+    reading = {k: v for k, v in plan.reader_options.items() if k not in RUN_ONLY_OPTIONS}
+    return {"source": replace(plan, reader_options=reading).identity(), "dst": job.dst,
+            "to": job.dst_fmt, "strategy": job.strategy}
+
+
 def _prepare_staging(job: Job, plan: Plan, resume: bool) -> tuple[int, str | None]:
     """A fresh staging directory, or (``resume``) the one an earlier run of the same source,
     options and target left, whose plan then replaces ``plan``'s partitions (a Qdrant plan
@@ -411,7 +423,7 @@ def _prepare_staging(job: Job, plan: Plan, resume: bool) -> tuple[int, str | Non
     from vecferry.pipeline import changed_options_error, options_changed, output_options
 
     options = output_options(job.reader_options, job.writer_options)
-    stamp = {"source": plan.identity(), "dst": job.dst, "strategy": job.strategy}
+    stamp = _stamp(job, plan)
     warning = None
     if resume and marker.exists():
         saved = orjson.loads(marker.read_bytes())
@@ -420,7 +432,16 @@ def _prepare_staging(job: Job, plan: Plan, resume: bool) -> tuple[int, str | Non
         changed = options_changed(saved.get("options") or options, options)
         if changed:
             raise changed_options_error(changed, str(root))
-        if saved.get("stamp") != stamp:
+        before = (saved.get("stamp") or {}).get("to", job.dst_fmt)
+        if before != job.dst_fmt:
+            # its parts are of the other format: the output would hold both kinds
+            raise UsageError(f"the run this would resume wrote {before}, and this one writes "
+                             f"{job.dst_fmt}", location=Location(str(root)),
+                             hint=f"resume with --to {before}, or run without --resume to "
+                                  "start over")
+        # a marker written before the stamp left out run-only options and named the format
+        legacy = {"source": plan.identity(), "dst": job.dst, "strategy": job.strategy}
+        if saved.get("stamp") not in (stamp, legacy):
             raise UsageError("the partial output of an earlier run was made from another "
                              "source, options or target", location=Location(str(root)),
                              hint="run without --resume to start over, or with the same options")
