@@ -449,14 +449,15 @@ def test_an_interrupted_run_exits_130_saying_what_is_left(samples, tmp_path, mon
     result = run("convert", str(samples / "points_rich.jsonl"), str(out))
     assert result.exit_code == 130
     assert result.stderr == (f"interrupted: {out} was not written (an output appears only "
-                             "when complete); a partitioned run keeps its finished parts for "
-                             "the same command with --resume\n")
+                             "when complete)\n")
     dst = f"qdrant-local://{tmp_path / 'q'}/c"
     result = run("convert", str(samples / "points_rich.jsonl"), dst, "--json")
     assert result.exit_code == 130
     # --json: one document on stdout, as for any other failure
-    message = (f"interrupted: {dst} keeps the points it acknowledged; run the same command "
-               "with --resume to send only the rest")
+    message = (f"interrupted: {dst} keeps the points it acknowledged, but a run without "
+               "--resume records no position: the same command run again sends every point "
+               "again (upserted by id, so none is doubled); pass --resume to continue where a "
+               "run stops")
     assert json.loads(result.stdout) == {"ok": False, "error": "Interrupted",
                                          "signal": "SIGINT", "message": message}
     assert result.stderr == message + "\n"

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -135,20 +136,96 @@ LEFT_SNAPSHOT = ("a snapshot download keeps its partial file and resumes when ru
                  "upload or a recovery the server had begun goes on there")
 
 
-def _left_by_convert(dst: str) -> str:
-    """What an interrupted convert or copy into ``dst`` left: a collection keeps what it
-    acknowledged, a file output appears whole or not at all."""
-    if dst.split("://", 1)[0] in ("qdrant", "qdrants", "qdrant-local", "qdrant-edge"):
-        return (f"{dst} keeps the points it acknowledged; run the same command with --resume "
-                "to send only the rest")
-    return (f"{dst} was not written (an output appears only when complete); a partitioned run "
-            "keeps its finished parts for the same command with --resume")
+#: what an interrupted command left, worked out once it has stopped: the sentence shown and,
+#: for ``--json``, the facts it rests on
+Left = Callable[[], tuple[str, dict[str, Any]]]
+
+QDRANT_SCHEMES = ("qdrant", "qdrants", "qdrant-local", "qdrant-edge")
 
 
-def _run(fn: Callable[[], int | None], as_json: bool, left: str = LEFT_NOTHING) -> None:
+def _saved_state(path: Path, dst: str) -> dict[str, Any] | None:
+    """The resume state at ``path`` when it is one of a load into ``dst`` (else None)."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict) or state.get("dst") != dst:
+        return None
+    return state
+
+
+def _left_by_convert(dst: str, kw: dict[str, Any], command: str) -> Left:
+    """What an interrupted ``convert`` or ``copy`` into ``dst`` left, looked at after the
+    run's own cleanup: a file output is not written (a partitioned run's finished parts are
+    kept); a collection keeps what it acknowledged, which its state file counts."""
+    resume, state = bool(kw.get("resume")), kw.get("state")
+
+    def left() -> tuple[str, dict[str, Any]]:
+        from vecferry.converters.qdrant import server_root
+        from vecferry.pipeline import default_state_path
+        from vecferry.scaleout import staging_dir
+
+        if dst.split("://", 1)[0] not in QDRANT_SCHEMES:
+            parts = staging_dir(dst)
+            if parts.is_dir():
+                return (f"{dst} was not written (an output appears only when complete); its "
+                        f"finished parts are kept in {parts} for the same command with "
+                        "--resume", {"parts": str(parts)})
+            return f"{dst} was not written (an output appears only when complete)", {}
+        if server_root(dst):
+            # a copy of every collection: one state per collection, in the working directory
+            return (f"the collections copied to {dst} so far are kept, and the one being "
+                    "copied keeps the points it acknowledged; run the same command with "
+                    "--resume to go on", {})
+        path = Path(state or default_state_path(dst))
+        # without --resume or --state a load records no position (none to read)
+        saved = _saved_state(path, dst) if resume or state else None
+        if saved is not None:
+            written, position = int(saved.get("written", 0)), int(saved.get("position", 0))
+            facts = {"acknowledged": {"state_file": str(path), "position": position,
+                                      "written": written, "done": bool(saved.get("done"))}}
+            if saved.get("done"):
+                after = ("; the verification did not finish (run `vecferry verify` to compare)"
+                         if command == "copy" else "")
+                return (f"{dst} holds the whole load: {path} marks it done ({written} point(s) "
+                        "written), so the same command with --resume sends nothing again"
+                        + after, facts)
+            return (f"{dst} keeps the {written} point(s) acknowledged so far ({path} records "
+                    f"source position {position}); run the same command with --resume to "
+                    "send only the rest", facts)
+        parts = staging_dir(dst)
+        if parts.is_dir():
+            return (f"{dst} keeps the points of the partitions it acknowledged ({parts} "
+                    "records them); run the same command with --resume to skip the "
+                    "partitions done", {"parts": str(parts)})
+        if resume or state:
+            return (f"{dst} acknowledged no batch yet (no state was saved in {path}); run "
+                    "the same command again", {"acknowledged": {
+                        "state_file": str(path), "position": 0, "written": 0, "done": False}})
+        return (f"{dst} keeps the points it acknowledged, but a run without --resume records "
+                "no position: the same command run again sends every point again (upserted "
+                "by id, so none is doubled); pass --resume to continue where a run stops", {})
+
+    return left
+
+
+def _left_by_verify(diff_file: str | None) -> Left:
+    """What an interrupted ``verify`` left: nothing, or a diff file cut short."""
+
+    def left() -> tuple[str, dict[str, Any]]:
+        if diff_file and Path(diff_file).is_file():
+            return (f"the comparison did not finish; {diff_file} holds only the differences "
+                    "found before it stopped", {"diff_file": diff_file})
+        return LEFT_NOTHING, {}
+
+    return left
+
+
+def _run(fn: Callable[[], int | None], as_json: bool, left: str | Left = LEFT_NOTHING
+         ) -> None:
     """Run a command body, mapping vecferry errors to messages and exit codes; ``left`` says
-    what an interrupt leaves behind (``LEFT_NOTHING``, ``LEFT_SNAPSHOT``,
-    ``_left_by_convert``)."""
+    what an interrupt leaves behind (``LEFT_NOTHING``, ``LEFT_SNAPSHOT``, or a ``Left`` such
+    as ``_left_by_convert``'s, asked once the run has stopped)."""
     from vecferry.errors import VecferryError
 
     try:
@@ -174,13 +251,17 @@ def _run(fn: Callable[[], int | None], as_json: bool, left: str = LEFT_NOTHING) 
     except KeyboardInterrupt as exc:
         how = "terminated" if isinstance(exc, _Terminated) else "interrupted"
         notice = exc.args[0] if exc.args and isinstance(exc.args[0], str) else None
+        try:
+            text, facts = left() if callable(left) else (left, {})
+        except Exception:  # a look that fails must not hide the interrupt
+            text, facts = "the run stopped before it finished", {}
         if as_json:
             # a script reading stdout gets one document whatever ended the run
             _emit_json({"ok": False, "error": how.capitalize(),
                         "signal": "SIGTERM" if isinstance(exc, _Terminated) else "SIGINT",
-                        "message": f"{how}: {left}",
+                        "message": f"{how}: {text}", **facts,
                         **({"notice": notice} if notice else {})})
-        _err(f"{how}: {left}")
+        _err(f"{how}: {text}")
         if notice:
             _err(f"warning: {notice}")  # what the run left that needs the user
         sys.exit(EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED)
@@ -635,7 +716,7 @@ def convert_cmd(src: str, dst: str, **kw: Any) -> None:
     """
     pairs = kw.pop("storage_option")
     _run(lambda: _in_storage_scope(pairs, lambda: _convert(src, dst, kw, "convert")),
-         kw["as_json"], _left_by_convert(dst))
+         kw["as_json"], _left_by_convert(dst, kw, "convert"))
 
 
 @main.command("copy")
@@ -670,7 +751,8 @@ def copy_cmd(src: str, dst: str, **kw: Any) -> None:
         return _convert(src, dst, kw, "copy", verify=True)
 
     pairs = kw.pop("storage_option")
-    _run(lambda: _in_storage_scope(pairs, body), kw["as_json"], _left_by_convert(dst))
+    _run(lambda: _in_storage_scope(pairs, body), kw["as_json"],
+         _left_by_convert(dst, kw, "copy"))
 
 
 @main.command("verify")
@@ -752,7 +834,7 @@ def verify_cmd(src: str, dst: str | None, from_format: str | None, to_format: st
         _print_verify(result, quiet or as_json)
         return EXIT_OK if result["ok"] else EXIT_VERIFY
 
-    _run(lambda: _in_storage_scope(storage_option, body), as_json)
+    _run(lambda: _in_storage_scope(storage_option, body), as_json, _left_by_verify(diff_file))
 
 
 @main.command("inspect")

@@ -312,8 +312,9 @@ def default_state_path(dst: str) -> str:
 
 
 #: options that change how a run goes, not what it writes: a resumed run may change them
+#: (``mode`` too: what it does to an existing collection is never done while resuming)
 RUN_ONLY_OPTIONS = frozenset({"api_key_env", "timeout", "page_size", "parallel", "max_retries",
-                              "batch_bytes", "workers", "mmap", "bulk"})
+                              "batch_bytes", "workers", "mmap", "bulk", "mode"})
 
 
 def output_options(reader_options: dict[str, Any] | None,
@@ -583,13 +584,19 @@ def convert(
                                     options=output_options(reader_options, writer_options))
                         if resume and getattr(writer_cls, "resumable", False) else None)
             saved = finished.load() if finished is not None else None
+            if finished is not None and finished.changed:
+                context.warn(f"{src} has changed since the run recorded in {finished.path}: "
+                             "this run started from the beginning")
             if saved and saved.get("done"):
                 # the load this resumes finished: like a single-process run, nothing is sent
                 # again (which would undo what was changed in the collection since)
                 report = _report(src, dst, src_spec.name, dst_spec.name, manifest, started,
                                  0, 0, rejects_path, context.warnings)
                 report.update(resumed_from=int(saved["position"]),
-                              written_total=int(saved["written"]))
+                              written_total=int(saved["written"]),
+                              rejected_total=int(saved.get("rejected", 0)))
+                if report["rejected_total"] and Path(rejects_path).is_file():
+                    report["rejects_file"] = str(rejects_path)
                 return report
             part_report = scaleout.convert_partitioned(
                 plan, job, workers=n, engine=engine, ray_address=ray_address,
