@@ -140,9 +140,6 @@ LEFT_SNAPSHOT = ("a snapshot download keeps its partial file and resumes when ru
 #: for ``--json``, the facts it rests on
 Left = Callable[[], tuple[str, dict[str, Any]]]
 
-QDRANT_SCHEMES = ("qdrant", "qdrants", "qdrant-local", "qdrant-edge")
-
-
 def _saved_state(path: Path, dst: str) -> dict[str, Any] | None:
     """The resume state at ``path`` when it is one of a load into ``dst`` (else None)."""
     try:
@@ -161,11 +158,12 @@ def _left_by_convert(dst: str, kw: dict[str, Any], command: str) -> Left:
     resume, state = bool(kw.get("resume")), kw.get("state")
 
     def left() -> tuple[str, dict[str, Any]]:
+        from vecferry.converters import resolve
         from vecferry.converters.qdrant import server_root
         from vecferry.pipeline import default_state_path
         from vecferry.scaleout import staging_dir
 
-        if dst.split("://", 1)[0] not in QDRANT_SCHEMES:
+        if not resolve(dst, kw.get("to_format"), role="writer").name.startswith("qdrant"):
             parts = staging_dir(dst)
             if parts.is_dir():
                 return (f"{dst} was not written (an output appears only when complete); its "

@@ -41,6 +41,7 @@ from typing import Any, Protocol, runtime_checkable
 import pyarrow as pa
 
 from vecferry.errors import (
+    InputError,
     Location,
     OutputExistsError,
     RecordError,
@@ -735,10 +736,29 @@ _OWN_FILES = re.compile(r"(_?manifest\.json|VDF_META\.json|part-\d+\.(parquet|js
                         r"|\..+\.vftmp-\w+(\.lock)?)\Z")
 
 
-def listing(names: list[str], most: int = 5) -> str:
+#: how many names a message shows before it counts the rest
+SHOWN = 5
+
+
+def listing(names: list[str], most: int = SHOWN) -> str:
     """``"a, b, c, d, e and 3 more"``: the first ``most`` names, for a message."""
     shown = ", ".join(names[:most])
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+#: files a source directory may hold beside its data that are no data, read by no reader:
+#: vecferry's directory manifest under its old name, its manifest sidecars
+#: (``<file>.manifest.json``), and Hadoop's checksums (``.crc``; Hadoop hides them with a
+#: leading dot, copies made by other tools do not always)
+NOT_DATA = re.compile(r"manifest\.json|.*\.manifest\.json|.*\.crc", re.IGNORECASE)
+
+
+def unread_files_error(location: str, names: list[str], what: str, hint: str) -> InputError:
+    """The ``InputError`` of a directory source holding ``names`` (files, and directories with
+    a trailing ``/``), ``what`` they are, which its reader would leave unread: the first
+    ``SHOWN`` named, the others counted (``listing``)."""
+    return InputError(f"directory holds {len(names)} file(s) {what}, which would not be read: "
+                      f"{listing(names)}", location=Location(location), hint=hint)
 
 
 def foreign_keys(keys: list[str]) -> list[str]:

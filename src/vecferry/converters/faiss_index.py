@@ -1108,9 +1108,9 @@ class FaissReader(ClosingReader):
                 hint="the file is corrupt")
         #: the files beside the index that hold this source's data (``inspect`` sizes them
         #: with it): the sidecars and merge_ondisk's inverted-list file
-        self.companion_files = [Path(f"{location}{suffix}") for suffix in
-                                (MANIFEST_SUFFIX, PAYLOADS_SUFFIX)
-                                if Path(f"{location}{suffix}").is_file()]
+        self.companion_files = [side for side in (Path(f"{location}{suffix}") for suffix in
+                                                  (MANIFEST_SUFFIX, PAYLOADS_SUFFIX))
+                                if side.is_file()]
         invlists = getattr(plan.storage, "invlists", None)
         if type(invlists).__name__ == "OnDiskInvertedLists" and str(invlists.filename):
             self.companion_files.append(Path(str(invlists.filename)))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import re
 import shlex
 import threading
 from collections.abc import Iterator
@@ -30,7 +29,9 @@ import orjson
 import pyarrow as pa
 
 from vecferry.converters.base import (
+    NOT_DATA,
     REJECT_KEY,
+    SHOWN,
     AtomicPath,
     ClosingReader,
     ClosingWriter,
@@ -40,6 +41,7 @@ from vecferry.converters.base import (
     input_path,
     output_size,
     reject_unknown_options,
+    unread_files_error,
 )
 from vecferry.converters.parts import (
     DIR_MANIFEST,
@@ -549,14 +551,6 @@ def _lines_before(path: Path, offset: int) -> int:
 #: decompressor, in lower case; ``.GZ`` would be read as plain text)
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 COMPRESSION_SUFFIXES = (".gz", ".zst")
-#: files a directory may hold beside its data that are no data: vecferry's directory manifest
-#: under its old name, its manifest sidecars (``<file>.manifest.json``), and Hadoop's checksums
-#: (``.crc``; Hadoop hides them with a leading dot, copies made by other tools do not always)
-SKIPPED_NAMES = re.compile(r"manifest\.json|.*\.manifest\.json|.*\.crc", re.IGNORECASE)
-#: how many unread files an error names before it counts the rest
-SHOWN_UNREAD = 5
-
-
 def _jsonl_name(name: str) -> str | None:
     """How a directory reads the file ``name``: ``"read"`` (JSONL by its extension), or why it
     does not: ``"case"`` (JSONL compressed, the compression suffix not in lower case),
@@ -576,7 +570,7 @@ def _jsonl_parts(path: Any, location: str) -> tuple[list[Any], Manifest | None]:
     ``.zst``) in natural name order), with the directory's manifest.
 
     Hidden and ``_``-prefixed names (Spark's ``_SUCCESS``, vecferry's ``_manifest.json`` and
-    ``.<name>.vftmp-*`` temporaries) and ``SKIPPED_NAMES`` are left out. ``InputError``
+    ``.<name>.vftmp-*`` temporaries) and ``base.NOT_DATA`` are left out. ``InputError``
     naming them when anything else is there (a ``.json`` file, a subdirectory, a ``.GZ``
     suffix, any other file): nothing in a source directory is skipped unsaid.
     """
@@ -589,7 +583,7 @@ def _jsonl_parts(path: Any, location: str) -> tuple[list[Any], Manifest | None]:
     unread: list[tuple[Any, str]] = []  # (entry, why: "case", "json", "dir" or "other")
     for child in path.iterdir():
         name = child.name
-        if name.startswith((".", "_")) or SKIPPED_NAMES.fullmatch(name):
+        if name.startswith((".", "_")) or NOT_DATA.fullmatch(name):
             continue
         # a remote listing answers is_dir one request per name: there, only names that are
         # no JSONL are asked about (when shown)
@@ -632,7 +626,7 @@ def _unread_jsonl(location: str, unread: list[tuple[Any, str]]) -> InputError:
 
     unread = sorted(unread, key=lambda item: natural_key(item[0]))
     # a remote listing tells its directories only when asked, one request a name: those shown
-    unread = [(p, "dir" if i < SHOWN_UNREAD and why == "other" and is_remote(p) and p.is_dir()
+    unread = [(p, "dir" if i < SHOWN and why == "other" and is_remote(p) and p.is_dir()
                else why) for i, (p, why) in enumerate(unread)]
     kinds = {why for _, why in unread}
     names = [p.name + ("/" if why == "dir" else "") for p, why in unread]
@@ -641,17 +635,6 @@ def _unread_jsonl(location: str, unread: list[tuple[Any, str]]) -> InputError:
         location, names, "that are not JSONL by name",
         "; ".join([*hints, "or move them out of the directory, or give them a leading _ or . "
                    "(which vecferry and Spark skip)"]))
-
-
-def unread_files_error(location: str, names: list[str], what: str, hint: str) -> InputError:
-    """The ``InputError`` of a directory source holding ``names`` (files, and directories with
-    a trailing ``/``), ``what`` they are, which its reader would leave unread: the first
-    ``SHOWN_UNREAD`` named, the others counted."""
-    shown = ", ".join(names[:SHOWN_UNREAD])
-    if len(names) > SHOWN_UNREAD:
-        shown += f" and {len(names) - SHOWN_UNREAD} more"
-    return InputError(f"directory holds {len(names)} file(s) {what}, which would not be read: "
-                      f"{shown}", location=Location(location), hint=hint)
 
 
 VECTOR_VALUE_HINT = ('a vector holds numbers: [0.1, 0.2, ...] (sparse: {"indices": [...], '

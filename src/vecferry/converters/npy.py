@@ -63,6 +63,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vecferry.converters.base import (
+    NOT_DATA,
     AtomicPath,
     ClosingReader,
     ClosingWriter,
@@ -70,6 +71,7 @@ from vecferry.converters.base import (
     fsync_path,
     input_path,
     reject_unknown_options,
+    unread_files_error,
 )
 from vecferry.digest import StreamDigest
 from vecferry.errors import (
@@ -886,11 +888,6 @@ def _sidecar(side: Path | None, row: int) -> tuple[str | None, Any, RecordError 
     return (None if value is None else dumps_payload(value)), value, None
 
 
-#: files a directory may hold beside its data that are no data: vecferry's manifest sidecars,
-#: and Hadoop's checksums (``.crc``; Hadoop hides them with a leading dot, other copies do not)
-SKIPPED_NAMES = re.compile(r".*\.manifest\.json|.*\.crc", re.IGNORECASE)
-
-
 def _is_npy(p: Path) -> bool:
     """Whether a directory entry is an ``.npy`` file: by its extension, in any letter case
     (``.NPY`` is no other kind of file). Not asked of the file system: one that is a
@@ -903,7 +900,7 @@ def _per_vector_files(path: Path) -> tuple[list[Path], dict[str, Path]]:
     sidecars by stem (extensions in any letter case).
 
     Names starting with ``.`` are left out, and so are other names starting with ``_``
-    (Spark's ``_SUCCESS``; an ``_<id>.npy`` is a vector) and ``SKIPPED_NAMES``. ``InputError``
+    (Spark's ``_SUCCESS``; an ``_<id>.npy`` is a vector) and ``base.NOT_DATA``. ``InputError``
     naming the rest when anything else is there beside the ``.npy`` files: a sidecar without
     its ``.npy``, a second sidecar of one file, an ``.npz``, a subdirectory, any other file.
     Read as nothing, their points or payloads would be lost unsaid.
@@ -914,7 +911,7 @@ def _per_vector_files(path: Path) -> tuple[list[Path], dict[str, Path]]:
     for p in sorted(path.iterdir(), key=lambda p: p.name):
         if _is_npy(p):
             files.append(p)
-        elif p.name.startswith(".") or SKIPPED_NAMES.fullmatch(p.name):
+        elif p.name.startswith(".") or NOT_DATA.fullmatch(p.name):
             continue
         elif p.suffix.lower() == ".json":
             jsons.append(p)  # the sidecar of _<id>.npy starts with _ too
@@ -950,8 +947,6 @@ _UNREAD_HINTS = {
 
 
 def _unread_per_vector(location: str, unread: list[tuple[str, str]]) -> InputError:
-    from vecferry.converters.jsonl import unread_files_error
-
     unread.sort(key=lambda item: item[0])
     kinds = {why for _, why in unread}
     hints = [_UNREAD_HINTS[k] for k in ("side", "npz", "dir") if k in kinds]
@@ -1089,10 +1084,8 @@ class _Shards:
                       and not p.name.startswith((".", "_"))]
         unread = [p.name + ("/" if p.is_dir() else "") for p in path.iterdir()
                   if not (_is_npy(p) or p in meta_files or p.name.startswith((".", "_"))
-                          or SKIPPED_NAMES.fullmatch(p.name))]
+                          or NOT_DATA.fullmatch(p.name))]
         if unread:
-            from vecferry.converters.jsonl import unread_files_error
-
             raise unread_files_error(
                 where, sorted(unread), "that are not shards (.npy) or their metadata "
                 "(.parquet)", "a shard directory holds numbered (N, D) matrices, "

@@ -27,14 +27,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vecferry.converters.base import (
+    NOT_DATA,
     AtomicPath,
     ClosingReader,
     ClosingWriter,
     Context,
     fsync_path,
     input_path,
+    listing,
     output_size,
     reject_unknown_options,
+    unread_files_error,
 )
 from vecferry.converters.parts import (
     DIR_MANIFEST,
@@ -103,7 +106,7 @@ def _parts_with_manifest(path: Path) -> tuple[list[Path], Manifest | None]:
     part list then decides which files are read, in its order). A directory's files are its
     Parquet files (``DATA_SUFFIXES``, any letter case) and those in its subdirectories, hive
     ``key=value`` ones or plain ones, in natural order of their paths; hidden names (``.`` and
-    ``_`` prefixes, ``SKIPPED_NAMES``) are left out. ``InputError`` naming them when any other
+    ``_`` prefixes, ``base.NOT_DATA``) are left out. ``InputError`` naming them when any other
     file is there: nothing in a source directory is skipped unsaid."""
     if path.is_dir():
         found_files, unread = _directory_files(path)
@@ -121,7 +124,7 @@ def _parts_with_manifest(path: Path) -> tuple[list[Path], Manifest | None]:
                 # vecferry writes its parts side by side: a file below is none of them, and
                 # ``listed_parts`` compares bare names, which a subdirectory's file could repeat
                 raise InputError(f"part file(s) not listed in {DIR_MANIFEST}: "
-                                 f"{_some(nested)}", location=Location(str(path)),
+                                 f"{listing(nested)}", location=Location(str(path)),
                                  hint="remove them, or delete the directory's manifest to read "
                                       "every part")
             return listed_parts(path, listed, parts), found[0]
@@ -134,12 +137,6 @@ HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 #: name endings of the files of a directory read as Parquet (the format's extensions),
 #: compared in lower case
 DATA_SUFFIXES = (".parquet", ".pq")
-#: files a directory may hold beside its parts that are no data: vecferry's directory manifest
-#: under its old name, its manifest sidecars, and Hadoop's checksums (``.crc``; Hadoop hides
-#: them with a leading dot, copies made by other tools do not always)
-SKIPPED_NAMES = re.compile(r"manifest\.json|.*\.manifest\.json|.*\.crc", re.IGNORECASE)
-#: how many unread files an error names before it counts the rest
-SHOWN = 5
 
 
 def _is_hive_dir(name: str) -> bool:
@@ -154,7 +151,7 @@ def _directory_files(root: Any) -> tuple[list[Any], list[Any]]:
     too, and leaving it out was a silent loss. Names starting with ``.`` or ``_`` are left
     out, files and directories (Spark's ``_SUCCESS``, ``_temporary/``, ``_metadata``,
     vecferry's ``_manifest.json`` and ``.<name>.vftmp-*`` temporaries), and so are
-    ``SKIPPED_NAMES``; every other file is returned as not read."""
+    ``base.NOT_DATA``; every other file is returned as not read."""
     files: list[Any] = []
     unread: list[Any] = []
     for child in root.iterdir():
@@ -167,7 +164,7 @@ def _directory_files(root: Any) -> tuple[list[Any], list[Any]]:
             unread += other
         elif name.lower().endswith(DATA_SUFFIXES):
             files.append(child)
-        elif not SKIPPED_NAMES.fullmatch(name):
+        elif not NOT_DATA.fullmatch(name):
             unread.append(child)
     return files, unread
 
@@ -176,20 +173,13 @@ def _relative(root: Any, path: Any) -> str:
     return str(path)[len(str(root)):].strip("/")
 
 
-def _some(names: list[str]) -> str:
-    """The first ``SHOWN`` of ``names``, and how many more there are."""
-    shown = ", ".join(names[:SHOWN])
-    return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
-
-
 def _unread_error(root: Any, unread: list[Any]) -> InputError:
     names = sorted((_relative(root, p) for p in unread), key=natural_key_text)
-    return InputError(
-        f"directory holds {len(names)} file(s) that are not Parquet by name, which would not "
-        f"be read: {_some(names)}", location=Location(str(root)),
-        hint="Parquet parts end in .parquet or .pq (any letter case, the extensions of the "
-             "format); rename those that are Parquet, and move the others out or give them a "
-             "leading _ or . (which vecferry, Spark and pyarrow skip)")
+    return unread_files_error(
+        str(root), names, "that are not Parquet by name",
+        "Parquet parts end in .parquet or .pq (any letter case, the extensions of the format); "
+        "rename those that are Parquet, and move the others out or give them a leading _ or . "
+        "(which vecferry, Spark and pyarrow skip)")
 
 
 def natural_key_text(text: str) -> list[Any]:
