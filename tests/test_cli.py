@@ -62,7 +62,14 @@ def test_failed_exit_1(samples, tmp_path):
     src = str(samples / "bad" / "wrong_dim.jsonl")
     result = run("convert", src, str(tmp_path / "o.parquet"))
     assert result.exit_code == 1
-    assert result.stderr == f"error: {src}, line 4, id 3: vector has 7 dimensions, expected 8\n"
+    # the sample's disagreement, warned before the run, explains the record that stops it
+    assert result.stderr == (
+        f"warning: {src}: the unnamed vector: the 6 points sampled to infer the vectors hold 5 "
+        "of size 8, 1 of size 7; size 8, which most hold, is taken, so points of size 7 (first "
+        "at line 4) are bad records\n"
+        f"error: {src}, line 4, id 3: vector has 7 dimensions, expected 8 (fix the record, or "
+        "pass --on-error skip to go on past such records: convert and copy set them aside in a "
+        "rejects file)\n")
     assert result.stdout == ""
     assert leftovers(tmp_path) == [] and not (tmp_path / "o.parquet").exists()
 
@@ -73,7 +80,12 @@ def test_failed_with_json(samples, tmp_path):
     assert result.exit_code == 1
     assert json.loads(result.stdout) == {
         "ok": False, "error": "RecordError", "message": "vector has 7 dimensions, expected 8",
-        "hint": None, "location": {"uri": src, "line": 4, "point_id": 3}}
+        "hint": "fix the record, or pass --on-error skip to go on past such records: convert "
+                "and copy set them aside in a rejects file",
+        "location": {"uri": src, "line": 4, "point_id": 3},
+        "warnings": [f"{src}: the unnamed vector: the 6 points sampled to infer the vectors "
+                     "hold 5 of size 8, 1 of size 7; size 8, which most hold, is taken, so "
+                     "points of size 7 (first at line 4) are bad records"]}
 
 
 def test_rejects_exit_3(samples, tmp_path):

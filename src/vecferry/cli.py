@@ -124,9 +124,13 @@ def _route(options: dict[str, Any], src_fmt: str, dst_fmt: str
 
 def _as_shown(exc: Any) -> Any:
     """A library error as the command line shows it: options named by the flags the user
-    typed (``--collection-config``), not by their keyword names."""
-    from vecferry.errors import UnknownOptionsError
+    typed (``--collection-config``), not by their keyword names, and a bad record that
+    stopped the run saying how to go on past it when its error names nothing better."""
+    from vecferry.errors import RecordError, UnknownOptionsError
 
+    if isinstance(exc, RecordError) and exc.hint is None:
+        exc.hint = ("fix the record, or pass --on-error skip to go on past such records: "
+                    "convert and copy set them aside in a rejects file")
     return exc.as_flags() if isinstance(exc, UnknownOptionsError) else exc
 
 
@@ -232,6 +236,8 @@ def _run(fn: Callable[[], int | None], as_json: bool, left: str | Left = LEFT_NO
         exc = _as_shown(err)
         if as_json:
             _emit_json({"ok": False, **exc.as_dict()})
+        for w in getattr(exc, "warnings", None) or []:
+            _err(f"warning: {w}")
         _err(f"error: {exc}")
         sys.exit(exc.exit_code)
     except BrokenPipeError:

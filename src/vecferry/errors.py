@@ -66,7 +66,7 @@ class VecferryError(Exception):
         return (_restore, (type(self), self.__dict__))
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        shown = {
             "error": type(self).__name__,
             "message": self.message,
             "hint": self.hint,
@@ -74,6 +74,9 @@ class VecferryError(Exception):
             "location": {("uri" if k == "source" else k): v
                          for k, v in self.location.as_dict().items()},
         }
+        if getattr(self, "warnings", None):
+            shown["warnings"] = list(self.warnings)
+        return shown
 
 
 class UsageError(VecferryError):
@@ -207,3 +210,13 @@ def add_notice(exc: BaseException, notice: str | None) -> None:
         exc.hint = f"{exc.hint}; {notice}" if exc.hint else notice
     elif isinstance(exc, KeyboardInterrupt):
         exc.args = (notice,)
+
+
+def add_warnings(exc: BaseException, warnings: list[str]) -> None:
+    """Let a failing run's error carry the warnings the run gave before it failed (a sample
+    that disagreed on a vector's size often explains the bad record that stopped it): the
+    CLI prints them before the error, ``as_dict`` lists them. Other exceptions are left as
+    they are."""
+    if isinstance(exc, VecferryError) and warnings:
+        kept = getattr(exc, "warnings", None) or []
+        exc.warnings = kept + [w for w in warnings if w not in kept]

@@ -31,6 +31,7 @@ from vecferry.errors import (
     RecordError,
     UsageError,
     add_notice,
+    add_warnings,
     writing_to,
 )
 from vecferry.fileio import loads_reject_line
@@ -722,6 +723,7 @@ def convert(
                                   rejected_before + context.rejected + writer_context.rejected,
                                   note=getattr(writer, "resume_note", None))
             add_notice(exc, getattr(writer, "abort_notice", None))
+        add_warnings(exc, context.warnings)
         if ledger is not None:
             ledger.discard()  # its id spill would otherwise stay in the temp directory
         raise
