@@ -1594,16 +1594,23 @@ def suggest_mapping(location: str, fmt: str, sample: int = 200) -> dict[str, Any
     None when the source is vecferry's own (a manifest, the stream layout, REST-shaped points),
     is another format, or has nothing that looks like a vector. Otherwise the suggestion
     (``suggest_table`` / ``suggest_records``) plus ``options``: the reader keyword arguments.
+    A remote source (``s3://`` ...) is read through ``vecferry.storage`` with the storage
+    options in force, as its reader reads it.
     """
-    from pathlib import Path
+    from vecferry.errors import VecferryError
+    from vecferry.storage import as_path
 
-    if not Path(location).exists():
-        return None  # the reader says so, with its own message
+    try:
+        path = as_path(location)
+        if not path.exists():
+            return None  # the reader says so, with its own message
+    except VecferryError:
+        return None  # refused access, a bad storage option: the reader says so too
     if fmt == "parquet":
         from vecferry.converters.parquet import _first_batch, _is_stream_layout, _open, _parts
         from vecferry.stream import MANIFEST_KEY
 
-        parts = _parts(Path(location))
+        parts = _parts(path)
         pf = _open(parts[0])
         try:
             if MANIFEST_KEY in (pf.metadata.metadata or {}) or _is_stream_layout(
@@ -1621,7 +1628,7 @@ def suggest_mapping(location: str, fmt: str, sample: int = 200) -> dict[str, Any
         from vecferry.fileio import iter_lines, open_read
 
         records: list[dict[str, Any]] = []
-        first = _jsonl_parts(Path(location), location)[0][0]  # a directory: its first part
+        first = _jsonl_parts(path, location)[0][0]  # a directory: its first part
         with open_read(first) as fh:
             for _, line, _ in iter_lines(fh, location):
                 try:

@@ -8,7 +8,8 @@ that answers the few ``pathlib`` questions they ask (``exists``, ``is_dir``, ``g
 * reading is streamed with ranged requests (``open_input``, ``RangedArray`` for numpy rows);
 * writing goes through an atomic ``RemoteOutput``: a single object is one multipart upload to
   the target key that is completed only on commit and aborted (or, completed, deleted)
-  otherwise (memory bounded by one part), a directory is written under a hidden temporary
+  otherwise (memory bounded by one part), and without ``overwrite`` completed only where no
+  object is (another run's is not replaced), a directory is written under a hidden temporary
   prefix and moved into place on commit, manifest last, and libraries that must seek back
   into their output (numpy header patching, FAISS) write a local staging copy that is
   streamed up on commit. ``RemoteOutput`` says what an interrupted run leaves.
@@ -739,8 +740,23 @@ _MANIFESTS = re.compile(r"(_?manifest\.json|VDF_META\.json)\Z")
 _STREAM_CHUNK = 8 << 20
 
 
+#: schemes whose filesystem (s3fs) writes an object only if none is at its key (mode "xb":
+#: ``If-None-Match: *`` on the PUT or on the completion of the multipart upload); elsewhere
+#: the check at commit is all there is (see ``RemoteOutput._check_still_absent``)
+_EXCLUSIVE_SCHEMES = frozenset({"s3", "s3a"})
+
+
 def _direct(fn: Any, *args: Any) -> Any:
     return fn(*args)
+
+
+def _appeared(url: str) -> OutputExistsError:
+    """What a run hears when another run wrote its output first: the same words as a local
+    output's (``base.AtomicPath.commit``)."""
+    return OutputExistsError(
+        "output appeared while this run was writing it (another run to the same place?); it is "
+        "left as it is", location=Location(redact(url)),
+        hint="pass --overwrite to replace it, or choose another output")
 
 
 class Upload:
@@ -753,12 +769,18 @@ class Upload:
     ``completed`` turns true once the request that makes the object appear (the one-shot PUT
     or the completion of the multipart upload) has been answered; ``call`` runs that request
     (``RemoteOutput._call``: an interrupt stops the waiting, not the request).
+
+    ``exclusive``: ``fh`` was opened to write only where no object is (mode ``xb``); the store
+    refusing the completion because one is there now is an ``OutputExistsError`` (the upload
+    is then not completed, and ``discard`` aborts it).
     """
 
     mode = "wb"
 
-    def __init__(self, fh: Any, url: str, *, defer: bool, call: Any = None):
+    def __init__(self, fh: Any, url: str, *, defer: bool, call: Any = None,
+                 exclusive: bool = False):
         self._fh, self.url, self._defer = fh, url, defer
+        self.exclusive = exclusive
         self._call = call or _direct
         self._closed = False
         self._finished = False
@@ -793,7 +815,14 @@ class Upload:
             return
         self._closed = self._finished = True
         with _translated(self.url, writing=True):
-            self._call(self._complete)
+            try:
+                self._call(self._complete)
+            except FileExistsError as exc:
+                # s3fs's word for "PreconditionFailed (If-None-Match)": another run's object
+                # landed at the key between our check and this completion
+                if not self.exclusive:
+                    raise
+                raise _appeared(self.url) from exc
 
     def discard(self) -> None:
         """Abort the multipart upload: nothing appears at the key. A completed object is left
@@ -841,6 +870,15 @@ class RemoteOutput:
 
     ``overwrite`` replaces what the local rules allow (``base._check_replaceable``): checked
     when the output is opened and again, on a fresh listing, before anything is deleted.
+
+    Without ``overwrite``, an output another run wrote meanwhile is not replaced: the commit
+    raises ``OutputExistsError`` (as a local output's does) and ``abort`` leaves that output
+    as it is. A directory finds it on the fresh listing before its move. A single object is
+    checked again just before its upload completes and, on S3 (``_EXCLUSIVE_SCHEMES``), the
+    completion itself is conditional (``If-None-Match: *``), so of two runs racing to one new
+    key exactly one completes. Elsewhere (GCS, Azure) two completions landing between each
+    other's check and completion can still both succeed, the later winning; so can two empty
+    objects on S3 (s3fs creates an empty object with a plain PUT).
 
     What an interrupted or failed run leaves. An interrupt (Ctrl-C, SIGTERM as the command
     line raises it) stops only the waiting for a request: the request has been sent and may
@@ -970,9 +1008,12 @@ class RemoteOutput:
 
     def _open(self, path: str, url: str, *, defer: bool) -> Upload:
         kw = {"block_size": self.block_size} if self.block_size else {}
+        # the object at the target key itself, not one under a directory's hidden prefix
+        exclusive = (not self.overwrite and not self.directory and path == self.target.path
+                     and self.target.scheme in _EXCLUSIVE_SCHEMES)
         with _translated(url, writing=True):
-            fh = self.fs.open(path, "wb", **kw)
-        up = Upload(fh, url, defer=defer, call=self._call)
+            fh = self.fs.open(path, "xb" if exclusive else "wb", **kw)
+        up = Upload(fh, url, defer=defer, call=self._call, exclusive=exclusive)
         self._uploads.append(up)
         return up
 
@@ -983,6 +1024,8 @@ class RemoteOutput:
         try:
             if self.staged:
                 self._upload_staged()
+            if not self.directory:
+                self._check_still_absent()
             for up in list(self._uploads):
                 up.finish()  # one object: this is where it appears
             if self.directory:
@@ -994,6 +1037,18 @@ class RemoteOutput:
         if self._local is not None:
             self._local.remove()
             self._local = None
+
+    def _check_still_absent(self) -> None:
+        """Before a single object's upload completes: ``OutputExistsError`` when, without
+        ``overwrite``, an object appeared at the key since the output was opened (another run
+        to the same place); with it, what is there is checked again as at open."""
+        self.fs.invalidate_cache(self.target.path)  # asked afresh, not from a listing
+        info = self.target.info()
+        if info is None:
+            return
+        if not self.overwrite:
+            raise _appeared(self.target.url)
+        self._check_replaceable(info)
 
     def _check_replaceable(self, info: dict[str, Any]) -> None:
         """What ``--overwrite`` may replace, as for a local output (``base._check_replaceable``):
@@ -1064,10 +1119,7 @@ class RemoteOutput:
         old_objects = [k for k in old if not k.endswith("/")]
         if old_objects and not self.overwrite:
             # another run wrote the same output while this one ran: it is not replaced
-            raise OutputExistsError(
-                "output appeared while this run was writing it (another run to the same "
-                "place?); it is left as it is", location=Location(redact(self.target.url)),
-                hint="pass --overwrite to replace it, or choose another output")
+            raise _appeared(self.target.url)
         rel_old = {k[len(dst) + 1:]: k for k in old_objects if k.startswith(dst + "/")}
         manifests = [r for r in new if _MANIFESTS.match(r)]
         self._move = SimpleNamespace(

@@ -127,7 +127,17 @@ class JsonlReader(ClosingReader):
     empty, or truncated, or a directory holds files it would not read (``_jsonl_parts``); each
     bad line is a ``RecordError`` naming file and line, raised or rejected through ``context``
     in line order. Each ``batches`` call reads from the first line again.
+
+    A read that reaches the last line of a source whose manifest records a count compares it
+    with the records read (good and rejected lines): an ``InputError`` naming both when they
+    differ (a file cut at a line boundary, or edited), raised after the last batch, so a run
+    writes no output; a read stopped earlier (``--limit``) checks nothing.
+    ``check_recorded_count = False`` leaves the comparison to the caller (``verify`` reports
+    it as a difference).
     """
+
+    #: compare the records read with the count the manifest records (see the class docstring)
+    check_recorded_count = True
 
     def __init__(self, location: str, *, context: Context, id_kind: str | None = None,
                  workers: int | None = None, id_key: str | None = None,
@@ -326,8 +336,28 @@ class JsonlReader(ClosingReader):
     def _reject_every_line(self) -> None:
         """Reject each line in order, through the context (the source gave no schema)."""
         peeked, self._peeked = self._peeked, []
+        records = 0
         for i, item in enumerate(itertools.chain(peeked, self._lines)):
             self.context.reject(self._line_problem(*item, i))
+            records = i + 1
+        self._check_count(records)
+
+    def _check_count(self, records: int) -> None:
+        """``InputError`` when the manifest records a count other than the ``records`` (every
+        non-blank line, good or rejected) the whole source holds."""
+        recorded = self._sidecar_count
+        if (not self.check_recorded_count or not isinstance(recorded, int)
+                or isinstance(recorded, bool) or recorded == records):
+            return
+        single = self.files == [self.path]
+        held = "the file holds" if single else "its files hold"
+        raise InputError(
+            f"{held} {records:,} record(s) (lines, bad ones included), but its manifest "
+            f"{self._manifest_at} records {recorded:,} point(s)", location=Location(self.location),
+            hint=f"{'the file was' if single else 'a file was'} cut short (an interrupted copy or "
+                 "download?) or edited after vecferry wrote it: copy it again from where it came "
+                 f"from; if it was edited on purpose, delete {self._manifest_at} to read it as it "
+                 "is")
 
     def _mapped_manifest(self, known: Manifest) -> Manifest:
         """The vectors and id kind of ``known`` (the file's manifest) for the resolved mapping,
@@ -369,7 +399,8 @@ class JsonlReader(ClosingReader):
     @property
     def count_recorded(self) -> bool:
         """Whether ``count`` is what the manifest sidecar records rather than a count of the
-        lines: a file cut short after it was written still shows the recorded number."""
+        lines: a file cut short after it was written still shows the recorded number (until
+        a read reaches its end, which refuses it: see the class docstring)."""
         return self._sidecar_count is not None
 
     def _chunks(self, size: int
@@ -419,8 +450,11 @@ class JsonlReader(ClosingReader):
             return
         manifest_json = self.manifest.to_json()
         skip = start  # resuming: the first ``start`` points were written by an earlier run
+        # every line is read (the skipped ones too), so the count is the whole source's
+        records = 0
         try:
             for first, source, chunk in self._chunks(batch_size):
+                records += len(chunk)
                 pool = self._gate.pool_for(len(chunk))
                 args = (chunk, manifest_json, source, self._mapping_json, first)
                 results = ([parse_chunk(*args)] if pool is None
@@ -434,6 +468,7 @@ class JsonlReader(ClosingReader):
                     batch, skip = self._deliver(result, skip)
                     if batch is not None:
                         yield batch
+            self._check_count(records)
         finally:
             self._gate.close(cancel=True)
 

@@ -15,7 +15,12 @@ Reading: one (index, namespace) per run; when the folder holds several, ``index`
 vector, several are named after their columns; the metric becomes the distance, ``model_name``
 and the index / namespace names go to the manifest's ``extra["vdf"]``. Every other column is
 payload, read by the rules of ``vecferry.mapping`` (files may differ in their metadata columns,
-as vector-io writes each file from its own DataFrame).
+as vector-io writes each file from its own DataFrame). A folder that lost part of its data is
+refused (``InputError`` naming VDF_META.json): a Parquet file ``file_structure`` lists in the
+namespace's folder is missing, or the rows differ from the count of the manifest vecferry
+recorded; a damaged recorded manifest is refused the same way. vector-io's own
+``exported_vector_count`` differing from the rows is only a warning (its exporters count
+what they fetched).
 
 Writing: ``VDF_META.json`` and ``<index>/1.parquet``, ``2.parquet``, ... (about 64 MB each, so
 memory stays bounded): ``id``, one ``list<float32>`` column per dense vector (``vector`` for the
@@ -25,7 +30,9 @@ lists, explicit nulls, integers past 64 bits, mixed types) is JSON text, listed 
 key-value metadata ``vecferry.json_columns`` so vecferry reads it back exactly. The stream's
 manifest is kept under ``VDF_META.json["vecferry"]``. VDF has no sparse or multi vectors, and a
 dataset of it has vector columns: those vectors, and a stream without any vector, are refused
-before anything is written.
+before anything is written. A remote folder (``s3://`` ...) is written as a Parquet directory
+is: each data file streamed up under the output's hidden prefix as it is written, the folder
+moved into place on commit, VDF_META.json last (``storage.RemoteOutput``).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import orjson
@@ -52,10 +59,12 @@ from vecferry.converters.base import (
 )
 from vecferry.converters.parquet import _open, natural_key
 from vecferry.digest import StreamDigest
-from vecferry.errors import InputError, Location, UnsupportedError, UsageError
+from vecferry.errors import InputError, Location, SchemaError, UnsupportedError, UsageError
 from vecferry.fileio import loads_exact
 from vecferry.mapping import Mapping, TableMapper, narrowed_warning
+from vecferry.storage import arrow_sink
 from vecferry.stream import (
+    DISTANCES,
     ID_COLUMN,
     PAYLOAD_COLUMN,
     Manifest,
@@ -156,26 +165,155 @@ def _plain_name(name: str) -> bool:
             and not any(c in name for c in ("/", "\\", "\0")))
 
 
-def _data_files(root: Path, data_path: str | None, where: str) -> list[Path]:
-    rel = Path(data_path or ".")
-    candidates = [root / rel, root / rel.name]
-    if len(rel.parts) > 1:  # vector-io writes paths that start with the export folder's name
-        candidates.append(root.joinpath(*rel.parts[1:]))
-    for c in candidates:
+def _data_files(root: Path, data_path: Any, where: str
+                ) -> tuple[list[Path], tuple[str, ...] | None]:
+    """The Parquet files of a namespace's ``data_path``, and the folder holding them relative
+    to ``root`` as path components (None when ``data_path`` names one file). ``root`` may be a
+    ``storage.StoragePath``: paths are joined with ``/`` only."""
+    if data_path is not None and not isinstance(data_path, str):
+        raise InputError(f"data_path is not a path but {type(data_path).__name__} "
+                         f"({data_path!r:.80})", location=Location(where),
+                         hint="data_path is relative to the folder holding VDF_META.json")
+    rel = _components(data_path or ".")
+    candidates = [rel, rel[-1:]]
+    if len(rel) > 1:  # vector-io writes paths that start with the export folder's name
+        candidates.append(rel[1:])
+    for parts in candidates:
+        c = root / "/".join(parts) if parts else root
         if c.is_file() and c.suffix == ".parquet":
-            return [c]
+            return [c], None
         if c.is_dir():
             files = sorted((p for p in c.glob("*.parquet") if not p.name.startswith((".", "_"))),
                            key=natural_key)
             if files:
-                return files
+                return files, parts
     raise InputError(f"data_path {data_path!r} names no Parquet file or folder of them",
                      location=Location(where),
                      hint="data_path is relative to the folder holding VDF_META.json")
 
 
+def _components(path: str) -> tuple[str, ...]:
+    """The components of a path as VDF_META.json writes it (``/`` or ``\\``), without a
+    root or ``.``."""
+    return tuple(c for c in PurePosixPath(path.replace("\\", "/")).parts if c not in ("/", "."))
+
+
+def _missing_files(meta: dict[str, Any], folder: tuple[str, ...], found: set[str]
+                   ) -> list[str]:
+    """The Parquet files ``file_structure`` lists in the namespace's data ``folder`` (relative
+    to the folder of VDF_META.json) that are not among the ``found`` names, as listed.
+
+    vector-io lists paths from where the export ran (``vdf_<stamp>/<index>/1.parquet``, and
+    ``vdf_<stamp>/VDF_META.json``): the listed VDF_META.json's folder is the export's root, or
+    when it is not listed, the entry itself or without its first component. Entries in other
+    folders are other namespaces' files, not checked here."""
+    listed = meta.get("file_structure")
+    if not isinstance(listed, list):
+        return []
+    entries = [(e, _components(e)) for e in listed if isinstance(e, str)]
+    roots = [parts[:-1] for _, parts in entries if parts and parts[-1] == META_NAME]
+    missing = []
+    for entry, parts in entries:
+        if not parts or not parts[-1].lower().endswith(".parquet"):
+            continue
+        if roots:
+            forms = [parts[len(r):] for r in roots if parts[:len(r)] == r]
+        else:
+            forms = [parts, parts[1:]]
+        if any(f[:-1] == folder for f in forms) and parts[-1] not in found:
+            missing.append(entry)
+    return missing
+
+
+#: the fields of a stream manifest and the JSON types each may hold (None: may be null)
+_MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
+    "format_version": (int,), "vectors": (list,), "id_kind": (str,),
+    "count": (int, type(None)), "source": (dict, type(None)),
+    "collection": (dict, type(None)), "extra": (dict, type(None)),
+    "digest": (dict, type(None)), "created_by": (str, type(None)),
+}
+_VECTOR_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "kind": (str,), "size": (int, type(None)), "datatype": (str,),
+    "distance": (str, type(None)), "extra": (dict,),
+}
+_JSON_TYPE = {int: "an integer", list: "a list", str: "text", dict: "an object",
+              type(None): "null", bool: "true or false", float: "a number"}
+
+
+def _type_problem(where: str, value: Any, types: tuple[type, ...]) -> str | None:
+    if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
+        return None
+    wanted = " or ".join(_JSON_TYPE[t] for t in types)
+    return f"{where} must be {wanted}, not {_JSON_TYPE.get(type(value), type(value).__name__)}"
+
+
+def _manifest_problem(d: Any) -> str | None:
+    """What makes ``d`` no stream manifest vecferry wrote, checked before ``Manifest`` is
+    built from it (which would take a wrong type as it is, or fail with a ``TypeError``)."""
+    if not isinstance(d, dict):
+        return _type_problem("it", d, (dict,))
+    for key, types in _MANIFEST_TYPES.items():
+        if key in d and (problem := _type_problem(repr(key), d[key], types)):
+            return problem
+    if isinstance(d.get("count"), int) and d["count"] < 0:
+        return f"'count' must not be negative ({d['count']})"
+    for i, v in enumerate(d.get("vectors") or []):
+        if not isinstance(v, dict):
+            return _type_problem(f"vectors[{i}]", v, (dict,))
+        unknown = sorted(set(v) - set(_VECTOR_TYPES))
+        if unknown or "name" not in v:
+            return (f"vectors[{i}] has no 'name'" if not unknown else
+                    f"vectors[{i}] holds unknown key(s) {', '.join(map(repr, unknown))}")
+        for key, types in _VECTOR_TYPES.items():
+            if key in v and (problem := _type_problem(f"vectors[{i}].{key}", v[key], types)):
+                return problem
+        if v.get("distance") is not None and v["distance"] not in DISTANCES:
+            return (f"vectors[{i}].distance {v['distance']!r} is none of "
+                    f"{', '.join(DISTANCES)}")
+    return None
+
+
+def _recorded_manifest(meta: dict[str, Any], where: str) -> Manifest | None:
+    """The stream manifest vecferry keeps under ``VDF_META.json["vecferry"]["manifest"]``,
+    None when there is none (vector-io's own exports). ``InputError`` naming ``where`` (the
+    VDF_META.json) when one is there but is not a manifest: a field of the wrong type, an
+    unknown id kind, vector kind or datatype, a format version newer than this vecferry's."""
+    ours = meta.get("vecferry")
+    if ours is None:
+        return None
+    if not isinstance(ours, dict):
+        raise _invalid_manifest(where, _type_problem("'vecferry'", ours, (dict,)))
+    recorded = ours.get("manifest")
+    if recorded is None or recorded == {}:
+        return None
+    problem = _manifest_problem(recorded)
+    if problem is not None:
+        raise _invalid_manifest(where, problem)
+    try:
+        return Manifest.from_dict(recorded)
+    except SchemaError as exc:
+        raise _invalid_manifest(where, exc.message, exc.hint) from exc
+    except (TypeError, ValueError) as exc:
+        raise _invalid_manifest(where, str(exc)) from exc
+
+
+def _invalid_manifest(where: str, problem: str | None, hint: str | None = None) -> InputError:
+    return InputError(
+        f"the stream manifest vecferry keeps under \"vecferry\" -> \"manifest\" is not valid: "
+        f"{problem}", location=Location(where),
+        hint=(f"{hint}; or " if hint else "") + "restore the file as vecferry wrote it, or "
+             "remove its \"vecferry\" key to read the folder as a vector-io export (the "
+             "index entry then gives the vectors and metric)")
+
+
 class VdfReader(ClosingReader):
-    """Reads one namespace of a VDF folder (see the module docstring), file by file."""
+    """Reads one namespace of a VDF folder (see the module docstring), file by file.
+
+    ``InputError`` naming VDF_META.json, before anything is read, when the folder lost data
+    (a listed file missing, rows other than vecferry's recorded count) or the manifest
+    vecferry recorded there is damaged; ``UsageError`` when ``vdf_index`` is needed or names
+    no namespace.
+    """
 
     def __init__(self, location: str, *, context: Context, vdf_index: str | None = None,
                  id_kind: str | None = None, **options: Any):
@@ -184,12 +322,20 @@ class VdfReader(ClosingReader):
         self.context = context
         root = input_path(location)
         meta = read_meta(root)
+        meta_at = str(root / META_NAME)
         name, ns = _choose(meta, vdf_index, location)
-        self.parts = _data_files(root, ns.get("data_path"), str(root / META_NAME))
+        known = _recorded_manifest(meta, meta_at)
+        self.parts, folder = _data_files(root, ns.get("data_path"), meta_at)
+        if folder is not None:
+            missing = _missing_files(meta, folder, {p.name for p in self.parts})
+            if missing:
+                raise InputError(
+                    f"data file(s) that {META_NAME} lists (file_structure) are missing: "
+                    f"{listing(missing)}", location=Location(meta_at),
+                    hint="the folder was copied or downloaded in part: copy it again whole "
+                         "(or, if the files were removed on purpose, take them out of "
+                         "file_structure and the counts)")
         self._files = [_open(p) for p in self.parts]
-        ours = meta.get("vecferry", {}).get("manifest") if isinstance(meta.get("vecferry"),
-                                                                      dict) else None
-        known = Manifest.from_dict(ours) if ours else None
         id_col = meta.get("id_column") or ID_COLUMN
         first = self._files[0].schema_arrow
         columns = ns.get("vector_columns") or ["vector"]
@@ -226,11 +372,36 @@ class VdfReader(ClosingReader):
         if mapper.narrowing_warning:
             context.warn(mapper.narrowing_warning)
         self._rows = sum(pf.metadata.num_rows for pf in self._files)
+        self._check_count(known, ns, meta_at, name)
         manifest.count = self._rows
         manifest.source = {"format": "vdf", "location": location, "index": name,
                            "namespace": ns.get("namespace") or ""}
         self.manifest = manifest
         self.schema = manifest.schema()
+
+    def _check_count(self, known: Manifest | None, ns: dict[str, Any], meta_at: str,
+                     name: str) -> None:
+        """The rows the data files hold against the count recorded: ``InputError`` when they
+        differ from the count of vecferry's manifest (a file lost, cut or added); a warning
+        when, without one, they differ from vector-io's ``exported_vector_count`` (which its
+        exporters count as they fetch, before ids repeated across fetches are merged)."""
+        label = f"{name}/{ns.get('namespace') or ''}".rstrip("/")
+        if known is not None:
+            if known.count is not None and known.count != self._rows:
+                raise InputError(
+                    f"{META_NAME} records {known.count:,} point(s) for {label!r}, but its data "
+                    f"files hold {self._rows:,} ({listing([p.name for p in self.parts])})",
+                    location=Location(meta_at),
+                    hint="a data file was lost, cut short, replaced or added since vecferry "
+                         "wrote the folder: copy it again whole")
+            return
+        exported = ns.get("exported_vector_count")
+        if isinstance(exported, int) and not isinstance(exported, bool) and exported >= 0 \
+                and exported != self._rows:
+            self.context.warn(f"{META_NAME} says {exported:,} vector(s) of {label!r} were "
+                              f"exported, but its data files hold {self._rows:,}; the data "
+                              "wins (a file lost or added would explain it; so would ids an "
+                              "exporter fetched twice)")
 
     def _mapper(self, i: int) -> TableMapper:
         """The mapper of file ``i``: files may differ in their payload columns."""
@@ -336,7 +507,8 @@ def _undecodable(part: Path, exc: Exception) -> InputError:
 
 
 class VdfWriter(ClosingWriter):
-    """Writes a VDF folder (see the module docstring) under a temporary name, renamed on close.
+    """Writes a VDF folder (see the module docstring) under a temporary name, renamed on close
+    (a remote one: under a hidden prefix, moved into place on close).
 
     ``UnsupportedError`` at open for a stream without vectors (ids and payloads only), sparse or
     multi vectors, or a vector whose column name would clash with the id; a payload key named
@@ -374,9 +546,12 @@ class VdfWriter(ClosingWriter):
                                         "the id")
         self._reserved = [ID_COLUMN, *self.vector_columns.values()]
         self.index = self._index_name(vdf_index)
+        # a remote folder is written under the output's hidden prefix, each data file
+        # streamed up as it is written (as a Parquet directory is): nothing to make there
         self.out = AtomicPath(location.rstrip("/") or location, overwrite=overwrite,
                               directory=True)
-        (self.out.temp / self.index).mkdir(parents=True)
+        if isinstance(self.out.temp, Path):
+            (self.out.temp / self.index).mkdir(parents=True)
         self.digest = StreamDigest(self.manifest)
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
@@ -489,10 +664,18 @@ class VdfWriter(ClosingWriter):
         out = out.replace_schema_metadata({JSON_COLUMNS_KEY: orjson.dumps(json_cols)})
         rel = f"{self.index}/{len(self.files) + 1}.parquet"
         path = self.out.temp / rel
-        pq.write_table(out, path, compression="zstd")
-        fsync_path(path)
+        if isinstance(path, Path):
+            pq.write_table(out, path, compression="zstd")
+            fsync_path(path)
+            size = os.path.getsize(path)
+        else:
+            # the upload of an object under the hidden prefix (its output aborts it on failure)
+            sink = arrow_sink(path)
+            pq.write_table(out, sink, compression="zstd")
+            size = sink.tell()
+            sink.close()
         self.files.append(rel)
-        self.bytes += os.path.getsize(path)
+        self.bytes += size
 
     def close(self) -> dict[str, Any]:
         from vecferry import __version__
@@ -524,11 +707,11 @@ class VdfWriter(ClosingWriter):
             "vecferry": {"manifest": self.manifest.to_dict()},
         }
         meta_path = self.out.temp / META_NAME
-        meta_path.write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+        text = orjson.dumps(meta, option=orjson.OPT_INDENT_2)
+        meta_path.write_bytes(text)
         fsync_path(meta_path)
         self.out.commit()
-        return {"bytes_written": self.bytes + (self.out.target / META_NAME).stat().st_size,
-                "files": len(self.files)}
+        return {"bytes_written": self.bytes + len(text), "files": len(self.files)}
 
     def abort(self) -> None:
         self._pending = []
