@@ -245,6 +245,29 @@ def test_npy_interrupted_while_moving_in_leaves_one_whole_output(tmp_path, opts,
         assert keys(s3, bucket) == []
 
 
+def test_an_interrupt_during_a_move_it_finished_says_the_output_is_whole(tmp_path, opts,
+                                                                         s3_endpoint, bucket,
+                                                                         requests):
+    """The command line's message says what is there: the new output, whole (the move the
+    cleanup finished), not that the output was not written."""
+    remote = f"s3://{bucket}/m/npd/"
+    vecferry.convert(_points(tmp_path / "a.jsonl", 10), remote, to_format="npy",
+                     storage_options=opts)
+    new = _points(tmp_path / "b.jsonl", 7, 1.0)
+    requests.on("copy_object", lambda k: k.startswith("m/npd/"), nth=2)
+    result = CliRunner().invoke(main, ["convert", new, remote, "--to", "npy", "--overwrite",
+                                       "--storage-option", f"endpoint_url={s3_endpoint}",
+                                       "--json"])
+    time.sleep(0.8)
+    assert result.exit_code == 130, result.output
+    said = (f"{remote.rstrip('/')} holds this run's whole output: the run was stopped while its output "
+            "replaced the earlier one, and the move into place was finished")
+    assert result.stderr == f"interrupted: {said}\n"
+    doc = json.loads(result.stdout)
+    assert doc["message"] == f"interrupted: {said}" and doc["complete"] is True
+    assert _content(remote, opts) == _expected(new)
+
+
 def test_npy_manifest_is_moved_in_last(tmp_path, opts, s3, bucket, requests):
     remote = f"s3://{bucket}/m/npd/"
     vecferry.convert(_points(tmp_path / "a.jsonl", 10), remote, to_format="npy",

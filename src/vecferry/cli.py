@@ -142,7 +142,7 @@ LEFT_SNAPSHOT = ("a snapshot download keeps its partial file and resumes when ru
 
 #: what an interrupted command left, worked out once it has stopped: the sentence shown and,
 #: for ``--json``, the facts it rests on
-Left = Callable[[], tuple[str, dict[str, Any]]]
+Left = Callable[[str | None], tuple[str, dict[str, Any]]]
 
 def _saved_state(path: Path, dst: str) -> dict[str, Any] | None:
     """The resume state at ``path`` when it is one of a load into ``dst`` (else None)."""
@@ -161,13 +161,17 @@ def _left_by_convert(dst: str, kw: dict[str, Any], command: str) -> Left:
     kept); a collection keeps what it acknowledged, which its state file counts."""
     resume, state = bool(kw.get("resume")), kw.get("state")
 
-    def left() -> tuple[str, dict[str, Any]]:
+    def left(notice: str | None) -> tuple[str, dict[str, Any]]:
         from vecferry.converters import resolve
         from vecferry.converters.qdrant import server_root
         from vecferry.pipeline import default_state_path
         from vecferry.scaleout import staging_dir
+        from vecferry.storage import MOVE_FINISHED
 
         if not resolve(dst, kw.get("to_format"), role="writer").name.startswith("qdrant"):
+            if notice and MOVE_FINISHED in notice:
+                # stopped during a bucket's move into place, which the cleanup finished
+                return notice, {"complete": True}
             parts = staging_dir(dst)
             if parts.is_dir():
                 return (f"{dst} was not written (an output appears only when complete); its "
@@ -214,7 +218,7 @@ def _left_by_convert(dst: str, kw: dict[str, Any], command: str) -> Left:
 def _left_by_verify(diff_file: str | None) -> Left:
     """What an interrupted ``verify`` left: nothing, or a diff file cut short."""
 
-    def left() -> tuple[str, dict[str, Any]]:
+    def left(notice: str | None) -> tuple[str, dict[str, Any]]:
         if diff_file and Path(diff_file).is_file():
             return (f"the comparison did not finish; {diff_file} holds only the differences "
                     "found before it stopped", {"diff_file": diff_file})
@@ -256,7 +260,7 @@ def _run(fn: Callable[[], int | None], as_json: bool, left: str | Left = LEFT_NO
         how = "terminated" if isinstance(exc, _Terminated) else "interrupted"
         notice = exc.args[0] if exc.args and isinstance(exc.args[0], str) else None
         try:
-            text, facts = left() if callable(left) else (left, {})
+            text, facts = left(notice) if callable(left) else (left, {})
         except Exception:  # a look that fails must not hide the interrupt
             text, facts = "the run stopped before it finished", {}
         if as_json:
@@ -266,7 +270,7 @@ def _run(fn: Callable[[], int | None], as_json: bool, left: str | Left = LEFT_NO
                         "message": f"{how}: {text}", **facts,
                         **({"notice": notice} if notice else {})})
         _err(f"{how}: {text}")
-        if notice:
+        if notice and notice not in text:
             _err(f"warning: {notice}")  # what the run left that needs the user
         sys.exit(EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED)
     sys.exit(code)

@@ -23,7 +23,7 @@ import orjson
 
 from vecferry import scaleout
 from vecferry.converters import open_reader, resolve
-from vecferry.converters.base import REJECT_KEY, Context
+from vecferry.converters.base import REJECT_KEY, Context, abort_notice_of
 from vecferry.errors import (
     InputError,
     Location,
@@ -722,7 +722,7 @@ def convert(
                 resume_state.save(position + acked, written_before + written,
                                   rejected_before + context.rejected + writer_context.rejected,
                                   note=getattr(writer, "resume_note", None))
-            add_notice(exc, getattr(writer, "abort_notice", None))
+            add_notice(exc, abort_notice_of(writer))
         add_warnings(exc, context.warnings)
         if ledger is not None:
             ledger.discard()  # its id spill would otherwise stay in the temp directory

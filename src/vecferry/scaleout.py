@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vecferry.converters import get_format, open_reader
-from vecferry.converters.base import AtomicPath, Context, fsync_path
+from vecferry.converters.base import AtomicPath, Context, abort_notice_of, fsync_path
 from vecferry.errors import Location, TargetError, UsageError, add_notice, writing_to
 from vecferry.mapping import merge_narrowed
 from vecferry.parallel import (
@@ -924,7 +924,7 @@ def _convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str,
     except BaseException as exc:
         if target is not None:
             target.abort()
-            add_notice(exc, getattr(target, "abort_notice", None))
+            add_notice(exc, abort_notice_of(target))
         kept = False
         with contextlib.suppress(Exception):  # the notice is a courtesy to the error
             kept = not isinstance(exc, KeyboardInterrupt) and bool(_done(job))

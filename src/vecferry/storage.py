@@ -746,6 +746,12 @@ _STREAM_CHUNK = 8 << 20
 _EXCLUSIVE_SCHEMES = frozenset({"s3", "s3a"})
 
 
+#: what ``RemoteOutput.abort_notice`` says of a directory output whose move into place an
+#: interrupt cut short and ``abort`` finished: the output is this run's, whole (the command
+#: line tells it apart from the notices of what is left broken by these words)
+MOVE_FINISHED = "the move into place was finished"
+
+
 def _direct(fn: Any, *args: Any) -> Any:
     return fn(*args)
 
@@ -1206,6 +1212,8 @@ class RemoteOutput:
         try:
             # the old output lost its manifest first: the whole one left is the new one
             self._move_in()
+            self.abort_notice = (f"{where} holds this run's whole output: the run was stopped "
+                                 f"while its output replaced the earlier one, and {MOVE_FINISHED}")
         except Exception as exc:
             self.abort_notice = (f"{where} was being replaced and is left without a manifest "
                                  f"({scrub(str(exc))[:200]}); run again with --overwrite")

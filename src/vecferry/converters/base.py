@@ -54,6 +54,19 @@ from vecferry.errors import (
 REJECT_KEY = "_vecferry_reject"
 
 
+def abort_notice_of(writer: Any) -> str | None:
+    """What an aborted ``writer`` left that needs the user: its own ``abort_notice``, else the
+    notice of an output it wrote through (an ``AtomicPath`` it holds, whose remote output may
+    have finished a move into place or left part of an output)."""
+    own = getattr(writer, "abort_notice", None)
+    if own:
+        return own
+    for value in vars(writer).values() if hasattr(writer, "__dict__") else ():
+        if isinstance(value, AtomicPath) and value.abort_notice:
+            return value.abort_notice
+    return None
+
+
 class Context:
     """What a run shares with its reader and writer: the error policy, rejects and warnings.
 
@@ -396,6 +409,12 @@ class AtomicPath:
     A remote target (``s3://`` ...) is written as ``storage.RemoteOutput`` says; ``staged``
     asks for a local ``temp`` there (for writers that seek back into their output).
     """
+
+    @property
+    def abort_notice(self) -> str | None:
+        """What an aborted remote output left that needs the user (``RemoteOutput``'s
+        notice: a move into place finished, or part of an output left); None locally."""
+        return self._remote.abort_notice if self._remote is not None else None
 
     def __init__(self, target: str | os.PathLike[str], *, overwrite: bool = False,
                  directory: bool = False, staged: bool = False):
