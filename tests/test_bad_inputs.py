@@ -453,9 +453,9 @@ def test_per_vector_file_of_another_size(samples, tmp_path):
     with pytest.raises(InputError) as info:
         vecferry.convert(str(d), str(tmp_path / "o.parquet"), batch_size=4)
     assert str(info.value) == (
-        f"{d / 'doc-005.npy'}, row 5: vector has shape (3,) and dtype float32, but the first "
-        "file has 64 values of float32 (every file must hold one vector of the same size and "
-        "dtype)")
+        f"{d / 'doc-005.npy'}, row 5, id 'doc-005': vector has shape (3,) and dtype float32, "
+        "but the first file has 64 values of float32 (every file must hold one vector of the "
+        "same size and dtype)")
     assert leftovers(tmp_path) == [] and not (tmp_path / "o.parquet").exists()
 
 

@@ -167,7 +167,7 @@ def _per_vector(d: Path, *, broken: bytes | None = None, sidecar: bytes | None =
 def test_per_vector_file_that_is_not_npy(tmp_path):
     d = _per_vector(tmp_path / "pv", broken=b"garbage, not numpy")
     text = fails(RecordError, lambda: read_all(str(d), format="npy"))
-    assert text.startswith(f"{d / 'b.npy'}, row 1: not a readable .npy file: ")
+    assert text.startswith(f"{d / 'b.npy'}, row 1, id 'b': not a readable .npy file: ")
     assert text.endswith(" (the file may be truncated; re-create it, or move it out of the "
                          "directory)")
 
@@ -181,10 +181,10 @@ def test_per_vector_payload_sidecar(tmp_path, sidecar, message):
     text = fails(RecordError, lambda: read_all(str(d), format="npy"))
     hint = " (make the file one JSON object (or null), or delete it)"
     if message.endswith(": "):
-        assert text.startswith(f"{d / 'a.json'}, row 0: {message}")
+        assert text.startswith(f"{d / 'a.json'}, row 0, id 'a': {message}")
         assert text.endswith(hint)
     else:
-        assert text == f"{d / 'a.json'}, row 0: {message}, not list{hint}"
+        assert text == f"{d / 'a.json'}, row 0, id 'a': {message}, not list{hint}"
 
 
 # -------------------------------------------------------------------------- numpy: shards

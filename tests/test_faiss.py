@@ -1201,6 +1201,9 @@ def test_cli_distance_reaches_a_faiss_target_and_a_lossy_factory_is_refused(tmp_
                                        "SQ8", "-q"], catch_exceptions=False)
     assert result.exit_code == 1
     assert result.stderr == (
+        # the warning the run gave before it stopped comes first
+        f"warning: {lossy}: the stream has no distance; the index uses L2 (Euclid); pass "
+        '--distance NAME (in Python: writer_options={"distance": NAME}) to choose\n'
         f"error: {lossy}: index factory 'SQ8' builds a lossy index, "
         "IndexIDMap2(IndexScalarQuantizer): IndexScalarQuantizer keeps approximations of the "
         "vectors, not the vectors (pass --allow-lossy to write it anyway, or choose an exact "

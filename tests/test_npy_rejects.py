@@ -268,9 +268,10 @@ PER_VECTOR = {
     "another_dtype": ({"npy_2": np.arange(4, dtype=np.float64)}, "2.npy",
                       "vector has shape (4,) and dtype float64, but the first file has 4 values "
                       "of float32", SIZE_HINT, {"vector": [0.0, 1.0, 2.0, 3.0]}),
+    # not kept in the rejects file: flat, it would convert from there as a vector of 8
     "a_matrix": ({"npy_2": np.ones((2, 4), dtype=F32)}, "2.npy",
-                 "vector has shape (2, 4) and dtype float32, but the first file has 4 values of "
-                 "float32", SIZE_HINT, {"vector": [1.0] * 8}),
+                 "file holds an array of shape (2, 4), not one vector",
+                 "save each vector as a 1-D array of its values", {}),
 }
 
 
@@ -289,7 +290,7 @@ def test_a_bad_per_vector_point_fails_the_run(tmp_path, name):
     bad, file, message, hint, _ = PER_VECTOR[name]
     d = _per_vector(tmp_path, **bad)
     text = _fails(RecordError, str(d), tmp_path)
-    assert text == f"{d / file}, row 2: {message} ({hint})"
+    assert text == f"{d / file}, row 2, id 2: {message} ({hint})"
 
 
 @pytest.mark.parametrize("name", sorted(PER_VECTOR))
@@ -299,7 +300,10 @@ def test_a_bad_per_vector_point_is_rejected_when_skipping(tmp_path, name):
     report, rejects = _skip(str(d), tmp_path)
     assert (report["read"], report["written"], report["rejected"]) == (6, 5, 1)
     point = {"id": 2, "vector": _row(2), "payload": {"i": 2}, **kept,
-             "_vecferry_reject": {"reason": message, "source": str(d / file), "row": 2}}
+             "_vecferry_reject": {"reason": message, "source": str(d / file), "row": 2,
+                                  "point_id": 2}}
+    if name == "a_matrix":
+        del point["vector"]
     assert _rejects(rejects) == [point]
     _, points = read_points(str(tmp_path / "out.jsonl"))
     assert [(p["id"], p["vector"].tolist(), p["payload"]) for p in points] == [
@@ -314,13 +318,14 @@ def test_an_unreadable_per_vector_file(tmp_path):
     d = _per_vector(tmp_path, npy_3=b"garbage, not numpy")
     reason = "not a readable .npy file: it starts with b'garbag', not with a .npy header"
     text = _fails(RecordError, str(d), tmp_path)
-    assert text == f"{d / '3.npy'}, row 3: {reason} ({UNREADABLE_HINT})"
+    assert text == f"{d / '3.npy'}, row 3, id 3: {reason} ({UNREADABLE_HINT})"
     report, rejects = _skip(str(d), tmp_path)
     assert (report["read"], report["written"], report["rejected"]) == (6, 5, 1)
     # no vector to keep: the rejects line holds the id and payload for the vector to be added
     assert _rejects(rejects) == [
         {"id": 3, "payload": {"i": 3},
-         "_vecferry_reject": {"reason": reason, "source": str(d / "3.npy"), "row": 3}}]
+         "_vecferry_reject": {"reason": reason, "source": str(d / "3.npy"), "row": 3,
+                              "point_id": 3}}]
     fixed = _convert_fixed(rejects, tmp_path, lambda line: line.update(vector=_row(3)))
     assert [(p["id"], p["vector"].tolist()) for p in fixed] == [(3, _row(3))]
 
@@ -331,7 +336,7 @@ def test_an_unreadable_first_per_vector_file(tmp_path):
     d = _per_vector(tmp_path, npy_0=b"\x93NUMPY cut")
     with pytest.raises(RecordError) as info:
         vecferry.open_reader(str(d), format="npy")
-    assert str(info.value) == (f"{d / '0.npy'}, row 0: not a readable .npy file: "
+    assert str(info.value) == (f"{d / '0.npy'}, row 0, id 0: not a readable .npy file: "
                                f"{_numpy_error(d / '0.npy')} ({UNREADABLE_HINT})")
     report, rejects = _skip(str(d), tmp_path)
     assert (report["read"], report["written"], report["rejected"]) == (6, 5, 1)

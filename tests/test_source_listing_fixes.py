@@ -435,7 +435,7 @@ def test_a_structured_array_in_an_npz_or_a_per_vector_file_says_so(tmp_path):
     np.save(d / "a.npy", np.ones(4, dtype=F32))
     np.save(d / "b.npy", RECORDS[:1])
     text = fails(RecordError, lambda: vecferry.convert(str(d), str(tmp_path / "o.jsonl")))
-    assert text == f"{d / 'b.npy'}, row 1: {STRUCTURED}"
+    assert text == f"{d / 'b.npy'}, row 1, id 'b': {STRUCTURED}"
 
 
 def test_a_per_vector_file_holding_one_number_is_a_bad_point_not_a_crash(tmp_path):
@@ -445,8 +445,8 @@ def test_a_per_vector_file_holding_one_number_is_a_bad_point_not_a_crash(tmp_pat
     np.save(d / "1.npy", F32(3))
     np.save(d / "2.npy", np.ones(2, dtype=F32))
     text = fails(RecordError, lambda: vecferry.convert(str(d), str(tmp_path / "o.jsonl")))
-    assert text == (f"{d / '1.npy'}, row 0: file holds a single float32 number (a 0-d array), "
-                    "not a vector (save each vector as a 1-D array of its values)")
+    assert text == (f"{d / '1.npy'}, row 0, id 1: file holds a single float32 number (a 0-d "
+                    "array), not a vector (save each vector as a 1-D array of its values)")
     report = vecferry.convert(str(d), str(tmp_path / "o.jsonl"), on_error="skip")
     assert (report["written"], report["rejected"]) == (1, 1)
     assert _lines(tmp_path / "o.jsonl") == [{"id": 2, "vector": [1.0, 1.0]}]

@@ -260,8 +260,8 @@ def test_an_interrupt_during_a_move_it_finished_says_the_output_is_whole(tmp_pat
                                        "--json"])
     time.sleep(0.8)
     assert result.exit_code == 130, result.output
-    said = (f"{remote.rstrip('/')} holds this run's whole output: the run was stopped while its output "
-            "replaced the earlier one, and the move into place was finished")
+    said = (f"{remote.rstrip('/')} holds this run's whole output: the run was stopped while "
+            "its output replaced the earlier one, and the move into place was finished")
     assert result.stderr == f"interrupted: {said}\n"
     doc = json.loads(result.stdout)
     assert doc["message"] == f"interrupted: {said}" and doc["complete"] is True

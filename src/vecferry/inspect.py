@@ -38,6 +38,8 @@ def inspect_location(location: str, *, from_format: str | None = None, sample: i
     multivector lengths, judged against ``ram_budget`` bytes).
 
     Reads at most ``sample`` points; raises the reader's errors (missing file, bad header).
+    ``warnings`` holds the reader's, as a conversion reports them (arrays of an archive not
+    read, float64 narrowed to float32), and any about the file itself.
     """
     spec = resolve(location, from_format)
     # Inspection must not stop at a bad record in the sample: it reports the shape it sees.
@@ -49,6 +51,10 @@ def inspect_location(location: str, *, from_format: str | None = None, sample: i
     if suggested is not None:
         options.update(suggested["options"])
     reader = open_reader(location, format=spec.name, context=context, **options)
+    if getattr(reader, "check_recorded_count", False):
+        # a sample that happens to reach the end of a file holding other than its recorded
+        # count is described, not refused: `verify` is the check
+        reader.check_recorded_count = False
     try:
         manifest = manifest_of(reader.schema)
         keys: Counter[str] = Counter()
@@ -73,7 +79,8 @@ def inspect_location(location: str, *, from_format: str | None = None, sample: i
         companions = list(getattr(reader, "companion_files", ()))
     finally:
         reader.close()
-    warnings = []
+    # the reader's warnings first (those a conversion reports), then those about the file
+    warnings = list(context.warnings)
     if spec.name == "jsonl" and _cut_mid_line(location):
         warnings.append("the file does not end with a newline: its last line may be cut short "
                         f"(vecferry verify {location} reads it whole)")

@@ -9,10 +9,13 @@ Sources:
   value float32 cannot hold, which would become infinity, is a bad point). Optional ``ids`` (an
   ``.npy`` of N unsigned integers or strings) and ``payloads`` (JSONL of one object per line, or
   Parquet, aligned by row). The matrix is memory-mapped and read one batch at a time.
+  An ``.npz`` given as ``ids`` is refused: its ``ids`` array is read by converting the archive.
 * ``.npz``: arrays ``vectors`` and optional ``ids``, streamed from the archive member (stored or
   deflated), never loaded whole; a warning names the arrays it holds beside them, not read.
 * a directory written by ``NpyWriter`` (``manifest.json``, ``vectors.npy`` / ``vectors.<name>.npy``,
-  ``ids.npy``, ``payloads.jsonl``), read back exactly.
+  ``ids.npy``, ``payloads.jsonl``), read back exactly; its payloads file must hold one line
+  per point. Its ``manifest.json`` holds ``format_version``: one that does not (a model card of
+  the user's) marks no such directory, and is a file the layouts below do not read.
 * a directory of ``.npy`` shards, as embedding pipelines write them: numbered (N_i, D) matrices
   (``emb_0.npy``, ``emb_1.npy``, ... or ``0.npy``, ``1.npy``, ...), read in shard-number order as
   one source. Optional per shard, matched by number: an ids ``.npy`` (a 1-D group whose name
@@ -27,12 +30,14 @@ Sources:
   is one; a number past 2^64-1 is then a bad point, not an id). Anything else there (a sidecar
   without its ``.npy``, an ``.npz``, a subdirectory, another file) is an ``InputError`` naming
   it; names starting with ``.``, or with ``_`` but for ``_<id>.npy`` and its sidecar, are left
-  out.
+  out. Each file holds one vector: shape ``(D,)``, or ``(1, D)``. ``ids`` and ``payloads``
+  are refused (``UsageError``): the file names are the ids, the sidecars the payloads.
 
 A structured (record) array is refused naming its fields: vectors come from plain matrices.
 
-Bad points: a negative id, a payload line (or ``<id>.json`` sidecar) that is not a JSON
-object, a float64 value beyond float32's range, a per-vector file that cannot be read, holds
+Bad points: a negative id, an empty string id or one holding a lone surrogate (no UTF-8), a
+payload line (or ``<id>.json`` sidecar) that is not a JSON object, a float64 value beyond
+float32's range, a per-vector file that cannot be read, holds no vector or more than one,
 another size or dtype than the first readable one or is named by a number past 2^64-1.
 Each is one ``RecordError`` through ``context.reject`` naming the file and row: the run fails
 there, or, with ``on_error="skip"``, the point goes to the rejects file (its id, vector when
@@ -41,7 +46,9 @@ every point (shape, dtype, row counts) fails the run when the source is opened.
 
 The writer produces the directory layout above; a numpy matrix cannot hold sparse or multi
 vectors, and a vector name that cannot name its file (``/``, NUL, too long, or differing from
-another only in letter case) cannot be kept: both are said before anything is written.
+another only in letter case) cannot be kept: both are said before anything is written. A
+string id ending in a NUL character is a bad point of the writer (``context.reject``): numpy's
+fixed-width strings drop trailing NULs, so it would be written as another id.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ from typing import IO, Any
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vecferry.converters.base import (
@@ -116,6 +124,7 @@ MANIFEST_NAME = "manifest.json"
 HEADER_BYTES = 128  # fixed .npy header length, so the final shape can be patched in place
 _SUPPORTED = {"<f4": "float32", "<f2": "float16", "|u1": "uint8", "<f8": "float32"}
 ID_HINT = "ids must be unsigned integers, UUIDs or strings"
+EMPTY_ID_HINT = "ids must be unsigned integers, UUIDs or non-empty strings"
 MAX_UINT64 = 2**64 - 1
 BIG_STEM_HINT = ("rename the file to a number below 2^64; file names that are all numbers are "
                  "read as integer ids, names that are not make every id of the directory a "
@@ -188,6 +197,7 @@ def _open_matrix(path: Path, empty_ok: bool = False) -> np.ndarray:
         raise InputError(f"expected a 2-D matrix (points x dimensions), found shape {h.shape}",
                          location=Location(where),
                          hint="reshape to (N, D) or use a directory of per-vector files")
+    _check_width(h.shape, where)
     _datatype(h.dtype, where)
     need = h.offset + int(np.prod(h.shape)) * h.dtype.itemsize
     have = path.stat().st_size
@@ -204,6 +214,15 @@ def _open_matrix(path: Path, empty_ok: bool = False) -> np.ndarray:
         return _remote_array(path, h, where)
     return np.memmap(path, dtype=h.dtype, mode="r", offset=h.offset, shape=h.shape,
                      order="F" if h.fortran else "C")
+
+
+def _check_width(shape: tuple[int, ...], where: str) -> None:
+    """Refuse a 2-D matrix of no columns, naming its file: its vectors would hold no value."""
+    if shape[1] == 0:
+        raise InputError(f"the matrix has shape {shape}: its vectors hold no values",
+                         location=Location(where),
+                         hint="a vector needs at least one value: check that the array saved "
+                              "is the embeddings")
 
 
 def _remote_array(path: Any, h: _NpyHeader, where: str) -> RangedArray:
@@ -244,6 +263,30 @@ class _ZipMatrix:
                 left -= n
 
 
+def _written_manifest(path: Path) -> bool:
+    """Whether ``path``, a directory's ``manifest.json``, makes the directory one vecferry
+    wrote: a JSON object holding ``format_version``, as every manifest vecferry writes does.
+
+    A file that is not JSON at all counts as vecferry's, damaged (reading it says so, naming
+    it). Any other JSON (``{"model": "bge", "dim": 4}``) is the user's own file: the directory
+    is read by its other files, which then name it as a file they do not read.
+    """
+    if not path.is_file():
+        return False
+    try:
+        value = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError:
+        return True
+    return isinstance(value, dict) and "format_version" in value
+
+
+def _foreign_manifest(p: Path) -> bool:
+    """Whether directory entry ``p`` is a ``manifest.json`` vecferry did not write: met where
+    a directory is read by its files, its own would have made it a written directory. Names
+    ``base.NOT_DATA`` leaves out, but read as nothing its contents would go unsaid."""
+    return p.name.lower() == MANIFEST_NAME
+
+
 def _id_kind_of_strings(values: np.ndarray) -> str:
     return merge_id_kinds("uuid" if is_uuid(str(v)) else "string" for v in values)
 
@@ -271,7 +314,7 @@ class NpyReader(ClosingReader):
         self._files: dict[str, str] = {}
         manifest: Manifest | None = None
         self.matrices: dict[str, Any] = {}
-        written_by_us = path.is_dir() and (path / MANIFEST_NAME).exists()
+        written_by_us = path.is_dir() and _written_manifest(path / MANIFEST_NAME)
         # Skipping bad points, a negative id is one rejected point (met while reading), not a
         # failure of the whole source when it is opened.
         self._negative_ok = context.on_error == "skip"
@@ -280,6 +323,14 @@ class NpyReader(ClosingReader):
         if shards is not None and (ids is not None or payloads is not None):
             raise UsageError("--ids and --payloads apply to one matrix; a directory of shards "
                              "takes ids and metadata per shard (ids_0.npy, metadata_0.parquet)",
+                             location=Location(location))
+        if (path.is_dir() and not written_by_us and shards is None
+                and (ids is not None or payloads is not None)):
+            # read as nothing, they would leave the file names as ids and the points without
+            # the payloads asked for, unsaid
+            raise UsageError("--ids and --payloads apply to one matrix; a directory of "
+                             "per-vector files takes each id from its file name (<id>.npy) "
+                             "and its payload from its <id>.json sidecar",
                              location=Location(location))
         if written_by_us:
             manifest = self._open_written_dir(path)
@@ -311,7 +362,10 @@ class NpyReader(ClosingReader):
                     manifest.id_kind = kind
         else:
             self._rows = len(self._per_vector)
-        if payloads is not None:
+        if self._payloads_path is not None:
+            # the --payloads file, or the payloads.jsonl of a directory vecferry wrote: lines
+            # lost or added there would misalign every payload after them
+            payloads = self._payloads_path
             input_path(payloads)
             n, self._payload_marks = payload_marks(payloads)
             if n != self._rows:
@@ -341,6 +395,11 @@ class NpyReader(ClosingReader):
         except (ValueError, TypeError) as exc:
             raise InputError(f"manifest is not valid: {exc}",
                              location=Location(str(path / MANIFEST_NAME))) from exc
+        if not manifest.vectors:
+            raise InputError("manifest lists no vectors, so no vectors.npy to read",
+                             location=Location(str(path / MANIFEST_NAME)),
+                             hint="the numpy writer always lists its vectors; re-create the "
+                                  "directory, or restore its manifest.json")
         for spec in manifest.vectors:
             why = _unfit_name(spec.name)
             if why is not None:
@@ -372,6 +431,10 @@ class NpyReader(ClosingReader):
         mat = _ZipMatrix(self._zip, names["vectors"], str(path))
         if len(mat.shape) != 2:
             raise InputError(f"'vectors' must be 2-D, found shape {mat.shape}",
+                             location=Location(str(path)))
+        _check_width(mat.shape, str(path))
+        if mat.shape[0] == 0:  # as for an .npy: a source of no points is a mistake's sign
+            raise InputError("input is empty: the matrix has no rows",
                              location=Location(str(path)))
         self.matrices[""] = mat
         if "ids" in names and self._ids_path is None:
@@ -413,7 +476,7 @@ class NpyReader(ClosingReader):
         # file before it is one rejected point (when the batches reach it), not the end.
         first: np.ndarray | None = None
         for row, f in enumerate(files):
-            first, error = _load_vector(f, row)
+            first, error = _load_vector(f, row, int(f.stem) if kind == "int" else f.stem)
             if first is not None:
                 break
             if self.context.on_error == "fail":
@@ -431,8 +494,10 @@ class NpyReader(ClosingReader):
     def _check_ids(self) -> str:
         """Validate the ids against the vectors; return the id kind they hold."""
         ids = self._ids
-        n = ids.shape[0]
         where = self._ids_path or self.location
+        if len(ids.shape) != 1:  # an .npz's 'ids' array; an --ids file is checked when opened
+            raise InputError(f"ids must be 1-D, found shape {ids.shape}", location=Location(where))
+        n = ids.shape[0]
         if n != self._rows:
             raise InputError(f"ids file has {n} ids but the vectors have {self._rows} rows",
                              location=Location(where), hint="ids are matched to vectors by row")
@@ -496,8 +561,9 @@ class NpyReader(ClosingReader):
                 else:
                     ids = np.asarray(next(id_blocks)[:n] if id_blocks is not None
                                      else _rows(self._ids, lo, hi))
-                columns[ID_COLUMN] = self._id_column(ids)
-                bad = _negative_ids(ids, id_source, lo)
+                bad = {**_negative_ids(ids, id_source, lo),
+                       **_bad_string_ids(ids, id_source, lo)}
+                columns[ID_COLUMN] = self._id_column(ids, bad)
                 texts: list[str | None] = [None] * n
                 if payloads is not None:
                     texts, bad_lines = next(payloads)
@@ -547,7 +613,10 @@ class NpyReader(ClosingReader):
                                                          value, values)
             block = (np.arange(number + lo, number + hi, dtype=np.uint64) if ids is None
                      else np.asarray(ids[lo:hi]))
-            columns[ID_COLUMN] = self._id_column(block)
+            bad = ({} if ids is None else
+                   {**_negative_ids(block, str(sh.ids[num]), lo),
+                    **_bad_string_ids(block, str(sh.ids[num]), lo)})
+            columns[ID_COLUMN] = self._id_column(block, bad)
             meta_bad: dict[int, tuple[str, str | None]] = {}
             meta_raw: dict[int, dict[str, Any]] = {}
             if meta is not None:
@@ -555,7 +624,6 @@ class NpyReader(ClosingReader):
                 columns[PAYLOAD_COLUMN] = texts.slice(0, hi - lo)
             else:
                 columns[PAYLOAD_COLUMN] = pa.nulls(hi - lo, pa.string())
-            bad = _negative_ids(block, str(sh.ids[num]), lo) if ids is not None else {}
             for i, (reason, _) in sorted(meta_bad.items()):
                 # the payload as read, NaN included, goes to the rejects: a re-run left
                 # unfixed names the value again instead of taking the point without it
@@ -625,10 +693,13 @@ class NpyReader(ClosingReader):
             name, (source, value, _) = next(iter(vectors.items()))
             bad[i] = _overflow_error(name, value, source, lo + i, self._id_of(ids[i]), raw)
 
-    def _id_column(self, ids: np.ndarray) -> pa.Array:
+    def _id_column(self, ids: np.ndarray, bad: dict[int, RecordError]) -> pa.Array:
+        """The id column of a block; the rows in ``bad`` (rejected, their ids in the errors)
+        hold a stand-in, as an id of theirs may be one Arrow cannot hold."""
         if self.manifest.id_kind == "int":
             return pa.array(ids.astype(np.uint64, copy=False), type=pa.uint64())
-        return pa.array([str(v) for v in ids], type=pa.string())
+        return pa.array(["" if i in bad else str(v) for i, v in enumerate(ids)],
+                        type=pa.string())
 
     def _id_of(self, value: Any) -> Any:
         """One id of an ids array as a message names it."""
@@ -669,9 +740,9 @@ class NpyReader(ClosingReader):
             texts: list[str | None] = []
             bad: dict[int, RecordError] = {}
             for i, f in enumerate(chunk):
-                vector, error = _load_vector(f, lo + i)
+                vector, error = _load_vector(f, lo + i, ids[i])
                 if error is None:
-                    error = self._misfit(vector, f, lo + i)
+                    error = self._misfit(vector, f, lo + i, ids[i])
                 if error is None and vector.dtype.kind == "f" and vector.dtype.itemsize == 8:
                     _, over, _ = _narrow(vector.reshape(1, -1))
                     if over:
@@ -682,7 +753,14 @@ class NpyReader(ClosingReader):
                         f"id {ids[i]} (the file name) is outside 0..2^64-1; integer ids must "
                         "be unsigned 64-bit (as in Qdrant and FAISS)", source=str(f), row=lo + i,
                         point_id=ids[i], hint=BIG_STEM_HINT)
-                text, payload, side_error = _sidecar(self._sidecars.get(f.stem), lo + i)
+                elif not int_ids and not _utf8(ids[i]):
+                    # a name of bytes that are no UTF-8, which Python spells with surrogates
+                    error = record_error(
+                        "the file name is not valid UTF-8, so it cannot be an id (ids are "
+                        "written as UTF-8 text)", source=str(f), row=lo + i, point_id=ids[i],
+                        hint="rename the file")
+                text, payload, side_error = _sidecar(self._sidecars.get(f.stem), lo + i,
+                                                     ids[i])
                 error = error or side_error
                 if error is None:
                     mat[i] = vector.reshape(-1)
@@ -697,9 +775,9 @@ class NpyReader(ClosingReader):
                 error.raw = point
                 bad[i] = error
                 texts.append(None)
-            if int_ids:
-                # the column cannot hold an id past 2^64-1; its row is rejected above
-                ids = [0 if i in bad else pid for i, pid in enumerate(ids)]
+            # the column cannot hold an id past 2^64-1, nor one that is no UTF-8; their rows
+            # are rejected above
+            ids = [(0 if int_ids else "") if i in bad else pid for i, pid in enumerate(ids)]
             id_col = pa.array(ids, type=self.schema.field(ID_COLUMN).type)
             vec_col, _ = self._vector_column(spec, mat)  # overflows were rejected above
             batch = self._without(pa.RecordBatch.from_arrays(
@@ -709,13 +787,14 @@ class NpyReader(ClosingReader):
                 yield batch
         self._report_narrowing()
 
-    def _misfit(self, v: np.ndarray, f: Path, row: int) -> RecordError | None:
-        """Why a per-vector file's array does not fit the first readable file's, or None."""
+    def _misfit(self, v: np.ndarray, f: Path, row: int, point_id: Any) -> RecordError | None:
+        """Why a per-vector file's vector (one, ``_load_vector`` says) does not fit the first
+        readable file's, or None."""
         if v.dtype == self._dtype and v.size == self._dim:
             return None
         return record_error(
             f"vector has shape {v.shape} and dtype {v.dtype}, but the first file has "
-            f"{self._dim} values of {self._dtype}", source=str(f), row=row,
+            f"{self._dim} values of {self._dtype}", source=str(f), row=row, point_id=point_id,
             hint="every file must hold one vector of the same size and dtype")
 
     def _report_narrowing(self) -> None:
@@ -768,6 +847,43 @@ def _negative_ids(ids: np.ndarray, where: str, lo: int) -> dict[int, RecordError
         value = int(ids[i])
         bad[int(i)] = record_error(f"id {value} is negative", source=where, row=lo + int(i),
                                    hint=ID_HINT, raw={"id": value})
+    return bad
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` has a UTF-8 encoding: holds no lone surrogate."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _bad_string_ids(ids: np.ndarray, where: str, lo: int) -> dict[int, RecordError]:
+    """{offset: error} of the string ids in ``ids`` (rows ``lo``... of ``where``) that no
+    point can carry: an empty string, which the JSONL reader refuses too, and one holding a
+    lone surrogate (half of a UTF-16 pair), which has no UTF-8 and so no place in Arrow or
+    any output. Each error's ``raw`` holds the id as the file has it."""
+    if ids.dtype.kind != "U":
+        return {}
+    bad: dict[int, RecordError] = {}
+    for i in np.flatnonzero(ids == ""):
+        bad[int(i)] = record_error("id is an empty string", source=where, row=lo + int(i),
+                                   point_id="", hint=EMPTY_ID_HINT, raw={"id": ""})
+    if ids.dtype.itemsize:
+        # numpy holds each character as one 32-bit code: the surrogates are found without
+        # a string made of each id
+        native = np.ascontiguousarray(ids, dtype=np.dtype(f"U{ids.dtype.itemsize // 4}"))
+        codes = native.view(np.uint32).reshape(len(native), -1)
+        lone = (codes >= 0xD800) & (codes <= 0xDFFF)
+        for i in np.flatnonzero(lone.any(axis=1)):
+            value = str(ids[i])
+            at = int(np.argmax(lone[i]))
+            bad[int(i)] = record_error(
+                f"id is not valid Unicode: it holds a lone surrogate ({value[at]!r} at index "
+                f"{at}), which UTF-8 cannot encode", source=where, row=lo + int(i),
+                point_id=value, hint="ids are written as UTF-8 text: fix the id in the ids file",
+                raw={"id": value})
     return bad
 
 
@@ -829,8 +945,15 @@ def _payload_line_error(err: RecordError, row: int, point_id: Any) -> RecordErro
     return out
 
 
-def _load_vector(f: Path, row: int) -> tuple[np.ndarray | None, RecordError | None]:
-    """The array of per-vector file ``f`` (row ``row``), or why it cannot be read."""
+ONE_VECTOR_HINT = "save each vector as a 1-D array of its values"
+
+
+def _load_vector(f: Path, row: int, point_id: Any
+                 ) -> tuple[np.ndarray | None, RecordError | None]:
+    """The array of per-vector file ``f`` (row ``row``, id ``point_id``), or why it is not
+    one vector: unreadable, or an array of another shape than ``(D,)`` or ``(1, D)`` (and the
+    like: a batch of one, whose values are the same). Of a matrix or an empty array no values
+    are handed to the rejects file: kept flat, they would convert from it as one vector."""
     try:
         with open(f, "rb") as fh:
             # np.load takes a file without the magic string for a pickle and says how to
@@ -842,32 +965,43 @@ def _load_vector(f: Path, row: int) -> tuple[np.ndarray | None, RecordError | No
             v = np.lib.format.read_array(fh, allow_pickle=False)
             if v.dtype.names:
                 message, hint = _structured(v.dtype)
-                return None, record_error(message, source=str(f), row=row, hint=hint)
+                return None, record_error(message, source=str(f), row=row,
+                                          point_id=point_id, hint=hint)
             if v.ndim == 0:  # it has no size to set or compare (it crashed the open)
                 return None, record_error(
                     f"file holds a single {v.dtype} number (a 0-d array), not a vector",
-                    source=str(f), row=row,
-                    hint="save each vector as a 1-D array of its values")
+                    source=str(f), row=row, point_id=point_id, hint=ONE_VECTOR_HINT)
     except (ValueError, OSError, EOFError) as exc:
         err = record_error(f"not a readable .npy file: {exc}", source=str(f), row=row,
+                           point_id=point_id,
                            hint="the file may be truncated; re-create it, or move it out of "
                                 "the directory")
         err.__cause__ = exc
         return None, err
+    if v.size == 0:  # as the first file, it would set a size of none: a stream of no vectors
+        return None, record_error(
+            f"file holds an empty array (shape {v.shape}), not a vector", source=str(f),
+            row=row, point_id=point_id, hint=ONE_VECTOR_HINT)
+    if v.size != v.shape[-1]:  # flattened, a matrix would pass for one longer vector
+        return None, record_error(
+            f"file holds an array of shape {v.shape}, not one vector", source=str(f), row=row,
+            point_id=point_id, hint=ONE_VECTOR_HINT)
     return v, None
 
 
-def _sidecar(side: Path | None, row: int) -> tuple[str | None, Any, RecordError | None]:
+def _sidecar(side: Path | None, row: int, point_id: Any
+             ) -> tuple[str | None, Any, RecordError | None]:
     """The payload text of a per-vector file's ``<id>.json`` sidecar ``side`` (None: no
-    payload), the payload as a rejects file keeps it, and the error when it is not a JSON
-    object."""
+    payload; ``row``, ``point_id``: its point's), the payload as a rejects file keeps it, and
+    the error when it is not a JSON object."""
     if side is None:
         return None, None, None
     try:
         data = without_bom(side.read_bytes())
     except OSError as exc:
         err = record_error(f"cannot read the payload sidecar: {exc.strerror or exc}",
-                           source=str(side), row=row, hint="check the file's permissions")
+                           source=str(side), row=row, point_id=point_id,
+                           hint="check the file's permissions")
         err.__cause__ = exc
         return None, None, err
     try:
@@ -875,16 +1009,16 @@ def _sidecar(side: Path | None, row: int) -> tuple[str | None, Any, RecordError 
     except ValueError as exc:
         if (constant := nonstandard_constant(data)) is not None:
             err = record_error(f"payload sidecar holds {constant}, which JSON cannot express",
-                               source=str(side), row=row, hint=NAN_HINT)
+                               source=str(side), row=row, point_id=point_id, hint=NAN_HINT)
         else:
             err = record_error(f"payload sidecar is not JSON: {exc}", source=str(side),
-                               row=row, hint=SIDECAR_HINT)
+                               row=row, point_id=point_id, hint=SIDECAR_HINT)
         err.__cause__ = exc
         return None, data.decode("utf-8", "replace").strip(), err
     if value is not None and not isinstance(value, dict):
         return None, value, record_error(
             f"payload sidecar must hold a JSON object, not {type(value).__name__}",
-            source=str(side), row=row, hint=SIDECAR_HINT)
+            source=str(side), row=row, point_id=point_id, hint=SIDECAR_HINT)
     return (None if value is None else dumps_payload(value)), value, None
 
 
@@ -911,7 +1045,8 @@ def _per_vector_files(path: Path) -> tuple[list[Path], dict[str, Path]]:
     for p in sorted(path.iterdir(), key=lambda p: p.name):
         if _is_npy(p):
             files.append(p)
-        elif p.name.startswith(".") or NOT_DATA.fullmatch(p.name):
+        elif p.name.startswith(".") or (NOT_DATA.fullmatch(p.name)
+                                         and not _foreign_manifest(p)):
             continue
         elif p.suffix.lower() == ".json":
             jsons.append(p)  # the sidecar of _<id>.npy starts with _ too
@@ -925,7 +1060,9 @@ def _per_vector_files(path: Path) -> tuple[list[Path], dict[str, Path]]:
     sidecars: dict[str, Path] = {}
     for p in jsons:
         if p.stem not in stems:
-            if not p.name.startswith("_"):
+            if _foreign_manifest(p):
+                unread.append((f"{p.name} (not a manifest vecferry wrote)", "manifest"))
+            elif not p.name.startswith("_"):
                 unread.append((f"{p.name} (no {p.stem}.npy beside it)", "side"))
         elif p.stem in sidecars:
             unread.append((f"{p.name} (a second sidecar of {p.stem}.npy, beside "
@@ -943,13 +1080,14 @@ _UNREAD_HINTS = {
             "file, or move the sidecar out",
     "npz": "an .npz archive is a source of its own: convert it by itself",
     "dir": "subdirectories are not read: convert each as a source of its own",
+    "manifest": "a manifest.json without format_version is not vecferry's and is not read",
 }
 
 
 def _unread_per_vector(location: str, unread: list[tuple[str, str]]) -> InputError:
     unread.sort(key=lambda item: item[0])
     kinds = {why for _, why in unread}
-    hints = [_UNREAD_HINTS[k] for k in ("side", "npz", "dir") if k in kinds]
+    hints = [_UNREAD_HINTS[k] for k in ("side", "npz", "dir", "manifest") if k in kinds]
     return unread_files_error(
         location, [name for name, _ in unread],
         "that are not per-vector <id>.npy files or their <id>.json sidecars",
@@ -1084,7 +1222,7 @@ class _Shards:
                       and not p.name.startswith((".", "_"))]
         unread = [p.name + ("/" if p.is_dir() else "") for p in path.iterdir()
                   if not (_is_npy(p) or p in meta_files or p.name.startswith((".", "_"))
-                          or NOT_DATA.fullmatch(p.name))]
+                          or (NOT_DATA.fullmatch(p.name) and not _foreign_manifest(p)))]
         if unread:
             raise unread_files_error(
                 where, sorted(unread), "that are not shards (.npy) or their metadata "
@@ -1110,6 +1248,7 @@ class _Shards:
                 if len(h.shape) != 2:
                     raise InputError(f"expected a 2-D matrix, found shape {h.shape}",
                                      location=Location(str(files[num])))
+                _check_width(h.shape, str(files[num]))
                 if first is None:
                     first = h
                     dtype = _datatype(h.dtype, str(files[num]))
@@ -1229,15 +1368,37 @@ def _ids_kind(ids: Any, where: str, negative_ok: bool = False) -> str:
                            hint="ids must be unsigned integers or unicode strings")
 
 
+IDS_FILE_HINT = "ids must be a 1-D .npy of integers or unicode strings"
+
+
 def _open_ids(path: Path) -> np.ndarray:
+    """The ids array of an ``.npy`` file, memory-mapped. ``InputError`` for anything else: an
+    ``.npz`` archive (whose ``ids`` are read by converting the archive itself), another file,
+    an array that is not 1-D."""
     where = str(input_path(str(path)))
+    try:
+        with open_binary(path) as fh:
+            head = fh.read(6)
+    except OSError as exc:  # a directory, say
+        raise InputError(f"cannot read the ids file: {exc.strerror or exc}",
+                         location=Location(where), hint=IDS_FILE_HINT) from exc
+    if head.startswith(b"PK\x03\x04"):
+        raise InputError("ids file is an .npz archive, not an .npy file",
+                         location=Location(where),
+                         hint="save the ids array by itself with np.save('ids.npy', ids), or "
+                              "convert the .npz itself, whose 'ids' array is used")
+    if head != b"\x93NUMPY":
+        # np.load takes such a file for a pickle and says how to unpickle it: advice vecferry
+        # does not give
+        what = f"it starts with {head!r}, not with a .npy header" if head else "it is empty"
+        raise InputError(f"ids file is not a readable .npy array: {what}",
+                         location=Location(where), hint=IDS_FILE_HINT)
     try:
         ids = (_remote_array(path, _header(path), where) if is_remote(path)
                else np.load(path, mmap_mode="r", allow_pickle=False))
     except ValueError as exc:
         raise InputError(f"ids file is not a readable .npy array: {exc}",
-                         location=Location(where),
-                         hint="ids must be a 1-D .npy of integers or unicode strings") from exc
+                         location=Location(where), hint=IDS_FILE_HINT) from exc
     if ids.ndim != 1:
         raise InputError(f"ids must be 1-D, found shape {ids.shape}", location=Location(where))
     return ids
@@ -1313,6 +1474,14 @@ def _check_names(vectors: list[VectorSpec], location: str) -> None:
                 location=Location(location), hint=NAME_HINT)
 
 
+#: the most bytes of ids.npy built in memory at once when it is written
+ID_BLOCK_BYTES = 4 << 20
+NUL_ID_MESSAGE = ("id ends in a NUL character, which the numpy format's fixed-width strings "
+                  "cannot hold (numpy drops trailing NULs, so the id would read back as "
+                  "another)")
+NUL_ID_HINT = "write Parquet or JSONL instead, which keep any id"
+
+
 class NpyWriter(ClosingWriter):
     """Writes the numpy directory layout: one matrix per dense vector, ids, payloads, manifest.
 
@@ -1382,16 +1551,27 @@ class NpyWriter(ClosingWriter):
                 for row in np.flatnonzero(absent):
                     lacking.setdefault(int(row), []).append(repr(v.name) if v.name
                                                             else "(unnamed)")
-        if missing.any():
+        nul = np.zeros(batch.num_rows, dtype=bool)
+        if not self.int_ids:
+            # numpy's fixed-width strings end at the first trailing NUL: such an id would be
+            # written as another one (two of them as one), so it is not written at all
+            nul = pc.ends_with(batch.column(ID_COLUMN), "\0").to_numpy(zero_copy_only=False)
+        if missing.any() or nul.any():
             from vecferry.points import reject_from_row
 
-            for row in np.flatnonzero(missing):
-                names = lacking[int(row)]
-                self.context.reject(reject_from_row(
-                    batch, int(row), self.manifest,
-                    f"point lacks vector{'s' if len(names) > 1 else ''} {', '.join(names)}; a "
-                    "numpy matrix needs a value in every row", self.location))
-            batch = batch.filter(pa.array(~missing))
+            for row in np.flatnonzero(missing | nul):
+                if missing[row]:
+                    names = lacking[int(row)]
+                    self.context.reject(reject_from_row(
+                        batch, int(row), self.manifest,
+                        f"point lacks vector{'s' if len(names) > 1 else ''} {', '.join(names)}; "
+                        "a numpy matrix needs a value in every row", self.location))
+                    continue
+                point = point_from_row(batch, int(row), self.manifest)
+                self.context.reject(record_error(NUL_ID_MESSAGE, source=self.location,
+                                                 point_id=point["id"], hint=NUL_ID_HINT,
+                                                 raw=point))
+            batch = batch.filter(pa.array(~(missing | nul)))
         n = batch.num_rows
         if n == 0:
             return
@@ -1429,8 +1609,12 @@ class NpyWriter(ClosingWriter):
         return {"bytes_written": size}
 
     def _write_string_ids(self, d: Path) -> None:
-        """String ids need a fixed width known only at the end: stream the spill into ids.npy."""
+        """String ids need a fixed width known only at the end: stream the spill into ids.npy,
+        in blocks of at most ``ID_BLOCK_BYTES`` (one row at least)."""
         dtype = np.dtype(f"<U{self._max_id_len}")
+        # every row is as wide as the longest id: counted in rows, one long id among many
+        # short ones would make each block that many times bigger
+        rows = max(1, ID_BLOCK_BYTES // dtype.itemsize)
         out = _NpyStream(d / "ids.npy", dtype, ())
         spill = d / ".ids.tmp"
         try:
@@ -1438,7 +1622,7 @@ class NpyWriter(ClosingWriter):
                 block: list[str] = []
                 for line in fh:
                     block.append(orjson.loads(line))
-                    if len(block) == 65536:
+                    if len(block) == rows:
                         out.append(np.array(block, dtype=dtype))
                         block = []
                 if block:
