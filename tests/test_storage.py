@@ -102,6 +102,21 @@ def test_npy_matrix_read_by_ranges(tmp_path, opts, s3, bucket):
     assert np.array_equal(np.array([p["vector"] for p in got], dtype=np.float32), mat)
 
 
+def test_per_vector_files_in_a_bucket(tmp_path, opts, s3, bucket):
+    # each file was opened as a local path (a TypeError from the built-in open)
+    rng = np.random.default_rng(4)
+    mat = rng.standard_normal((5, 8)).astype(np.float32)
+    for i, row in enumerate(mat):
+        np.save(tmp_path / f"{i}.npy", row)
+        s3.put_file(str(tmp_path / f"{i}.npy"), f"{bucket}/pv/{i}.npy")
+    s3.pipe({f"{bucket}/pv/3.json": b'{"k": 3}'})
+    with storage.using(opts):
+        _, got = read_points(f"s3://{bucket}/pv", format="npy", batch_size=2)
+    assert [p["id"] for p in got] == [0, 1, 2, 3, 4]
+    assert np.array_equal(np.array([p["vector"] for p in got], dtype=np.float32), mat)
+    assert [p["payload"] for p in got] == [None, None, None, {"k": 3}, None]
+
+
 def test_faiss_round_trip(tmp_path, opts, s3, bucket):
     pytest.importorskip("faiss")
     remote = f"s3://{bucket}/idx/points.faiss"

@@ -955,7 +955,8 @@ def _load_vector(f: Path, row: int, point_id: Any
     like: a batch of one, whose values are the same). Of a matrix or an empty array no values
     are handed to the rejects file: kept flat, they would convert from it as one vector."""
     try:
-        with open(f, "rb") as fh:
+        # a file in a bucket is one ranged read of its own (a StoragePath, not a local path)
+        with (open(f, "rb") if isinstance(f, Path) else open_read(f)) as fh:
             # np.load takes a file without the magic string for a pickle and says how to
             # unpickle it: advice vecferry does not give
             head = fh.read(6)
