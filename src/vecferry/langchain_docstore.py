@@ -29,8 +29,13 @@ collection loaded from it is ready for LangChain):
 
 Bad records (``why``): a FAISS id with no entry in ``index_to_docstore_id``, a docstore id
 that cannot be a point id or has no document, a document holding a class vecferry does not
-load, NaN or infinity (JSON cannot), or text with a lone surrogate (UTF-8 cannot). Documents no
-FAISS id reaches come out of ``unused`` once the whole index was read.
+load, NaN or infinity (JSON cannot), or text with a lone surrogate (UTF-8 cannot). So is a
+document whose payload cannot be written at all (``_unwritable``; the bad record has no
+payload): one that would take more than ``MAX_PAYLOAD_BYTES`` as JSON (a pickle refers to a
+value it already holds in a few bytes, so a small file can stand for a payload of any size,
+which writing it would build whole), nests deeper than ``MAX_DEPTH``, contains itself, or holds
+an integer too long for Python to write as text. Documents no FAISS id reaches come out of
+``unused`` once the whole index was read.
 
 The pickle is read whole, as LangChain reads it, then kept as Arrow arrays (about the size of
 the texts). The FAISS reader reads a store in one process (it offers no partitions): each
@@ -44,6 +49,7 @@ import datetime as dt
 import decimal
 import importlib
 import pickle
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import IO, Any
@@ -75,11 +81,19 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
-    ("builtins", "bytearray"): bytearray,
     ("builtins", "complex"): complex,
 }
 #: documents turned into Arrow text at a time
 _CHUNK = 65536
+#: the most JSON text a document's payload may take, in bytes; ``_unwritable`` counts from
+#: below (each value at its shortest), so only a payload surely bigger is refused. Qdrant takes
+#: requests of up to 32 MB by default: no real document comes near it.
+MAX_PAYLOAD_BYTES = 64 << 20
+#: the most levels of lists and dicts a payload may nest: orjson's limit, which every payload
+#: of the run is written with
+MAX_DEPTH = 254
+#: segments of a path a message shows (a payload nested hundreds deep has as many)
+_PATH_SEGMENTS = 12
 _PLAIN_VALUES = ("str, numbers, lists, dicts, datetime (with zoneinfo or pytz zones), Decimal, "
                  "UUID, sets, numpy and pandas values")
 
@@ -144,6 +158,20 @@ class _ZoneInfo:
     flag)``: ``_getattr`` answers that one lookup and nothing else."""
 
 
+def _bytearray(source: Any = b"", *args: Any) -> bytearray:
+    """``bytearray`` for a pickle, which builds one from the bytes (or text and encoding) it
+    holds; never from a size, which would fill that much memory with zeros from a few bytes of
+    file. Raises ``_Refused`` for one."""
+    if isinstance(source, int):
+        raise _Refused(f"it asks for a bytearray of {source} zero bytes, which no pickled "
+                       "bytearray does (a pickle holds the bytes themselves)")
+    return bytearray(source, *args)
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle asking for what no pickled value needs (``load`` names the file)."""
+
+
 def _getattr(obj: Any, name: str) -> Any:
     """``builtins.getattr`` for a pickle: only ``ZoneInfo._unpickle`` (a zone built from the
     system's time zone data by its key). Any other lookup would reach past the allowed
@@ -185,6 +213,7 @@ def _pandas_timestamp(value: Any, freq: Any = None, tz: Any = None, reso: Any = 
 
 _CALLABLES: dict[tuple[str, str], Any] = {
     ("builtins", "getattr"): _getattr,
+    ("builtins", "bytearray"): _bytearray,
     ("zoneinfo", "ZoneInfo"): _ZoneInfo,
     ("pytz", "_p"): _pytz_zone,
     ("pytz", "_UTC"): lambda: dt.timezone.utc,
@@ -290,11 +319,209 @@ def _plain(value: Any, path: str = "", strict: bool = True) -> Any:
     return jsonable(value, keep_non_finite=True)  # datetimes, Decimal, bytes, UUID
 
 
+class _Unwritable(Exception):
+    """Why a payload cannot be written (``why`` goes before the path in the message, ``note``
+    after it), and where: ``segments`` is the path below the root value, which ``_measure``
+    fills in (innermost first) as it unwinds; ``ancestor`` is the depth of the value that a
+    value containing itself refers back to."""
+
+    def __init__(self, why: str, note: str = "", ancestor: int = 0):
+        super().__init__(why)
+        self.why, self.note, self.ancestor = why, note, ancestor
+        self.segments: list[str] = []
+
+    def where(self, root: str, depth: int | None = None) -> str:
+        """The path to the value (to its enclosing value at ``depth``, the root being at 1),
+        shortened past ``_PATH_SEGMENTS`` segments."""
+        segments = self.segments[::-1]
+        if depth is not None:
+            segments = segments[:depth - 1]
+        more = "..." if len(segments) > _PATH_SEGMENTS else ""
+        return root + "".join(segments[:_PATH_SEGMENTS]) + more
+
+
+#: the text Python writes an integer as is refused past this many digits (0: no limit)
+_INT_DIGITS = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+
+
+def _too_big() -> _Unwritable:
+    return _Unwritable(f"holds more than {MAX_PAYLOAD_BYTES >> 20} MB of JSON",
+                       " (counting a value once for each reference to it in the pickle; a "
+                       f"payload may take up to {MAX_PAYLOAD_BYTES >> 20} MB)")
+
+
+#: the size ``_measure`` gives the leaves of a type whose value does not change it much
+_FLAT: dict[type, int] = {float: 5, bool: 5, type(None): 5, dt.datetime: 8, dt.date: 8,
+                          dt.time: 8, dt.timedelta: 8, uuid.UUID: 8}
+
+
+def _measure(value: Any, depth: int, sizes: dict[int, int]) -> int:
+    """The bytes ``value``'s JSON text takes at least, at ``depth`` (the lists and dicts
+    around it, the payload's own dict included); raises ``_Unwritable`` as soon as it passes
+    ``MAX_PAYLOAD_BYTES`` or ``MAX_DEPTH``, or meets a value that contains itself.
+
+    A value reached again counts again, as it will be written again, but is walked once:
+    ``sizes`` keeps each container's size by ``id`` (negative, its depth, while it is walked:
+    met then, it contains itself). So a pickle doubling one list thirty times costs thirty
+    steps, not 2**30. The caller keeps the values alive while ``sizes`` lives (an id is reused
+    once its value is gone).
+    """
+    if isinstance(value, str):
+        return len(value) + 3
+    flat = _FLAT.get(type(value))
+    if flat is not None:
+        return flat
+    if isinstance(value, int):
+        if _INT_DIGITS and value.bit_length() > 3 * _INT_DIGITS:
+            try:
+                return len(str(value)) + 1
+            except ValueError as exc:  # past the limit: every writer of the run would fail
+                raise _Unwritable(f"holds an integer of more than {_INT_DIGITS} digits",
+                                  ", more than Python writes as text") from exc
+        return 2
+    if not isinstance(value, (dict, list, tuple, set, frozenset, _Document, np.ndarray)):
+        return _leaf_size(value, depth, sizes)
+    known = sizes.get(id(value))
+    if known is not None:
+        if known < 0:
+            raise _Unwritable("holds a value that contains itself", ", which JSON cannot "
+                              "express", ancestor=-known)
+        return known
+    levels = value.ndim if isinstance(value, np.ndarray) else 1
+    if depth + levels > MAX_DEPTH:
+        raise _Unwritable(f"nests lists and dicts more than {MAX_DEPTH} levels deep",
+                          ", deeper than vecferry writes JSON")
+    sizes[id(value)] = -depth
+    size = 2
+    inner = depth + 1
+    segment: Any = None  # the path segment of the item being measured
+    try:
+        if isinstance(value, dict):
+            for segment, v in value.items():
+                if type(segment) is str:
+                    size += len(segment) + 3
+                else:
+                    # written as its text (``_key``), which its own size bounds: a tuple key
+                    # can refer to values again too
+                    key, segment = segment, _KeyOf(segment)
+                    size += _measure(key, inner, sizes) + 3
+                    segment = segment.key
+                # the common leaves here, not through a call: the walk is per node
+                t = type(v)
+                item = (len(v) + 3 if t is str else 2 if t is int and v.bit_length() < 64
+                        else _FLAT.get(t) or _measure(v, inner, sizes))
+                size += item
+                if size > MAX_PAYLOAD_BYTES:
+                    if item <= MAX_PAYLOAD_BYTES:
+                        segment = None  # this dict is the one, not the item that tipped it
+                    raise _too_big()
+        elif isinstance(value, _Document):
+            for segment, v in ((CONTENT_KEY, value.page_content),
+                               (METADATA_KEY, value.metadata)):
+                size += len(segment) + 3 + _measure(v, inner, sizes)
+            if size > MAX_PAYLOAD_BYTES:
+                raise _too_big()
+        elif isinstance(value, np.ndarray) and value.dtype != object:
+            # two bytes an item at least ("0,"); the items are not looked at: an array a
+            # pickle only shaped is not even in memory
+            size += 2 * value.size
+            if size > MAX_PAYLOAD_BYTES:
+                raise _too_big()
+        else:
+            if isinstance(value, np.ndarray):  # of objects: the items, as a flat list
+                if 2 * value.size > MAX_PAYLOAD_BYTES:
+                    raise _too_big()
+                items: Any = value.ravel()
+                inner += levels - 1
+            else:
+                items = value
+            for segment, v in enumerate(items):
+                t = type(v)
+                item = (len(v) + 3 if t is str else 2 if t is int and v.bit_length() < 64
+                        else _FLAT.get(t) or _measure(v, inner, sizes))
+                size += item + 1
+                if size > MAX_PAYLOAD_BYTES:
+                    if item <= MAX_PAYLOAD_BYTES:
+                        segment = None
+                    raise _too_big()
+    except _Unwritable as exc:
+        if isinstance(segment, _KeyOf):
+            exc.segments.append("{a key}")  # the key itself: its text is what cannot be made
+        elif isinstance(segment, int) and not isinstance(value, dict):
+            exc.segments.append("[]" if isinstance(value, (set, frozenset)) else f"[{segment}]")
+        elif segment is not None:
+            exc.segments.append(f".{_key(segment)}")
+        raise
+    sizes[id(value)] = size
+    return size
+
+
+class _KeyOf:
+    """A dict key that is not text, while ``_measure`` measures it."""
+
+    def __init__(self, key: Any):
+        self.key = key
+
+
+def _leaf_size(value: Any, depth: int, sizes: dict[int, int]) -> int:
+    """``_measure`` of a value that holds no others (numpy scalars aside)."""
+    if isinstance(value, (bytes, bytearray)):
+        return len(value) * 4 // 3 + 4  # base64
+    if isinstance(value, decimal.Decimal):
+        _, digits, exponent = value.as_tuple()
+        # written with all its digits: 1E+9 as a one and nine zeros
+        return len(digits) + (abs(exponent) if isinstance(exponent, int) else 0) + 3
+    if isinstance(value, complex):  # written as a list of two numbers: one level more
+        if depth >= MAX_DEPTH:
+            raise _Unwritable(f"nests lists and dicts more than {MAX_DEPTH} levels deep",
+                              ", deeper than vecferry writes JSON")
+        return 12
+    if isinstance(value, np.generic):
+        item = value.item()
+        return 40 if isinstance(item, np.generic) else _measure(item, depth, sizes)
+    return 8
+
+
+def _unwritable(doc: Any) -> str | None:
+    """Why a document's payload cannot be written (see ``_measure``), or None. Checked before
+    anything writes it: orjson and ``_plain`` would build a payload bigger than memory, or
+    recurse without end."""
+    sizes: dict[int, int] = {}
+    if isinstance(doc, _Document):
+        roots: tuple[tuple[str, Any], ...] = ((CONTENT_KEY, doc.page_content),
+                                              (METADATA_KEY, doc.metadata))
+    else:
+        roots = ((CONTENT_KEY, doc),)
+    total = 0
+    for root, value in roots:
+        try:
+            total += len(value) + 3 if type(value) is str else _measure(value, 1, sizes)
+            if total > MAX_PAYLOAD_BYTES:
+                raise _too_big()
+        except _Unwritable as exc:
+            if exc.ancestor:
+                return (f"{exc.why} at {exc.where(root)} (it refers back to "
+                        f"{exc.where(root, exc.ancestor)}){exc.note}")
+            return f"{exc.why} at {exc.where(root)}{exc.note}"
+    return None
+
+
+def _payload_or_none(doc: Any) -> dict[str, Any] | None:
+    """The payload of a bad record (``_payload``, not ``strict``), or None where it cannot be
+    written (``_unwritable``)."""
+    return None if _unwritable(doc) is not None else _payload(doc, strict=False)
+
+
+_REBUILD = ("save the store again with FAISS.save_local, or move the file away to read the "
+            "index without texts and metadata")
+
+
 class LangchainDocstore:
     """The documents of ``index.pkl``, looked up by FAISS id a batch at a time.
 
     ``load`` raises ``InputError`` (naming the file) for a pickle that cannot be read, is not a
-    LangChain docstore, or holds a class other than LangChain's and plain values.
+    LangChain docstore, or holds a class other than LangChain's and plain values, or asks for
+    more memory than there is (or for a bytearray by its size, which no pickle does).
     """
 
     #: what the store holds, in messages
@@ -329,7 +556,7 @@ class LangchainDocstore:
                     reached.add(doc_id)
                 self._problems[fid] = (f"docstore id {doc_id!r} of FAISS id {fid} cannot be a "
                                        f"point id: {exc}", None,
-                                       None if doc is None else _payload(doc, strict=False))
+                                       None if doc is None else _payload_or_none(doc))
                 continue
             if doc_id not in docs:
                 self._problems[fid] = (f"the docstore has no document {doc_id!r} "
@@ -339,9 +566,13 @@ class LangchainDocstore:
             good.append((fid, doc_id))
         self.id_kind = merge_id_kinds(kinds)
         reached.update(doc_id for _, doc_id in good)
-        # documents no entry of index_to_docstore_id names, kept for the rejects file
-        self._orphans = [(k, _payload(d, strict=False)) for k, d in docs.items()
-                         if k not in reached]
+        # documents no entry of index_to_docstore_id names, kept for the rejects file (with
+        # why a payload is left out)
+        self._orphans: list[tuple[Any, Any, str | None]] = []
+        for k, d in docs.items():
+            if k not in reached:
+                why = _unwritable(d)
+                self._orphans.append((k, None if why else _payload(d, strict=False), why))
         good.sort(key=lambda p: p[0])
         # Each document is dropped once its last FAISS id has its text, and the texts go to
         # Arrow a chunk at a time: the peak stays near the unpickled objects alone.
@@ -357,6 +588,10 @@ class LangchainDocstore:
             refs[doc_id] -= 1
             if not refs[doc_id]:
                 del docs[doc_id]
+            why = _unwritable(doc)
+            if why is not None:
+                self._problems[fid] = (f"document {doc_id!r} {why}", doc_id, None)
+                continue
             text = _dumps(doc)
             if text is None:
                 text, reason = _careful_text(doc)
@@ -369,7 +604,7 @@ class LangchainDocstore:
                     doc_id = encode_id(doc_id, "mixed")
                 except ValueError as exc:  # "12" among integer ids: cannot be told apart
                     self._problems[fid] = (f"docstore id {doc_id!r} of FAISS id {fid} cannot be "
-                                           f"a point id: {exc}", None, _payload(doc, strict=False))
+                                           f"a point id: {exc}", None, _payload_or_none(doc))
                     continue
             ids.append(doc_id)  # the kinds were checked above: only "mixed" ids change
             fids.append(fid)
@@ -394,6 +629,16 @@ class LangchainDocstore:
         try:
             with gc_paused():  # millions of objects that stay alive: nothing for it to find
                 data = unpickler.load()
+        except _Refused as exc:
+            raise InputError(f"cannot read the LangChain docstore: {exc}",
+                             location=Location(source=location), hint=_REBUILD) from exc
+        except MemoryError as exc:
+            # a value of a size the pickle names (numpy's arrays are made before their bytes
+            # are read): a damaged or hostile file asks for more than there is
+            raise InputError(
+                f"cannot read the LangChain docstore: it asks for more memory than there is "
+                f"({type(exc).__name__}: {exc})", location=Location(source=location),
+                hint=_REBUILD) from exc
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
                 IndexError, KeyError, ArithmeticError, RecursionError) as exc:
             # damaged bytes can reach any value's constructor: a Decimal's digits, a date's
@@ -401,8 +646,7 @@ class LangchainDocstore:
             raise InputError(
                 f"cannot read the LangChain docstore, the file is truncated or corrupt: "
                 f"{type(exc).__name__}: {exc}", location=Location(source=location),
-                hint="save the store again with FAISS.save_local, or move the file away to "
-                     "read the index without texts and metadata") from exc
+                hint=_REBUILD) from exc
         if not (isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], _Docstore)
                 and isinstance(data[0]._dict, dict) and isinstance(data[1], dict)):
             if not unpickler.langchain:
@@ -449,8 +693,9 @@ class LangchainDocstore:
 
     def unused(self) -> Iterator[tuple[Any, dict[str, Any], str]]:
         """(docstore id, payload, why) of each document no FAISS id read reached."""
-        for k, payload in self._orphans:
-            yield k, payload, "no entry of index_to_docstore_id names it"
+        for k, payload, why in self._orphans:
+            yield k, payload, "no entry of index_to_docstore_id names it" + (
+                f" (its payload is left out: it {why})" if why else "")
         for row in np.flatnonzero(~self._used):
             fid = int(self._fid[row])
             yield (decode_ids(self._ids.slice(row, 1), self.id_kind)[0],

@@ -21,12 +21,13 @@ embedding), ``_node_type`` (its class name) and ``document_id`` / ``doc_id`` / `
 (its source document's id, ``"None"`` without one).
 
 Bad records: a FAISS id no ``nodes_dict`` names, a node id ``docstore.json`` does not hold,
-a node whose metadata holds NaN or Infinity (LlamaIndex writes them, as Python's ``json``
-does; JSON cannot hold them), and a node holding text with a lone surrogate (``json.dump``
-writes half of a UTF-16 pair as ``\\udXXX``; UTF-8 cannot encode it). A ``docstore.json``
-holding either is read whole, up to ``WHOLE_JSON_BYTES``: a bigger one, which is streamed, is
-an ``InputError`` (the streaming parser refuses NaN, and its C backend turns a lone surrogate
-into ``?`` or fails on it).
+a node whose ``metadata`` or ``relationships`` is not an object (``_shape_fault``; no payload
+can be made of it), a node whose metadata holds NaN or Infinity (LlamaIndex writes them, as
+Python's ``json`` does; JSON cannot hold them), and a node holding text with a lone surrogate
+(``json.dump`` writes half of a UTF-16 pair as ``\\udXXX``; UTF-8 cannot encode it). A
+``docstore.json`` holding either is read whole, up to ``WHOLE_JSON_BYTES``: a bigger one, which
+is streamed, is an ``InputError`` (the streaming parser refuses NaN, and its C backend turns a
+lone surrogate into ``?`` or fails on it).
 Nodes that ``nodes_dict`` names for FAISS ids the index does not hold come out of ``unused``.
 Nodes of the docstore that no ``nodes_dict`` names belong to no vector here (a docstore can
 serve several indexes); they are counted (``unindexed``), not read.
@@ -114,8 +115,23 @@ def is_llamaindex_index(location: str) -> bool:
 
 def node_payload(node: dict[str, Any]) -> str:
     """The payload text LlamaIndex's ``node_to_metadata_dict(node, remove_text=False)`` makes
-    of a node as ``docstore.json`` holds it."""
+    of a node as ``docstore.json`` holds it (one ``_shape_fault`` passed)."""
     return dumps_payload(_payload_of(node))
+
+
+def _shape_fault(node: dict[str, Any]) -> str | None:
+    """Why no payload can be made of a node, or None: its ``metadata`` or ``relationships``
+    is there but not an object, which LlamaIndex always writes (``dict()`` of a list of
+    two-letter texts would even make other data of it, without a word)."""
+    for key in ("metadata", "relationships"):
+        value = node.get(key)
+        if value is not None and not isinstance(value, dict):
+            return (f"has {key} of JSON type {_JSON_TYPES.get(type(value), 'value')}, not an "
+                    "object as LlamaIndex writes it")
+    return None
+
+
+_JSON_TYPES = {str: "string", list: "array", bool: "boolean", int: "number", float: "number"}
 
 
 def _payload_of(node: dict[str, Any]) -> dict[str, Any]:
@@ -195,14 +211,19 @@ class LlamaIndexNodes:
         self.unindexed = 0
         named = set(node_ids)
         # node id -> (why, payload) of nodes holding what JSON cannot (a docstore.json read
-        # leniently: LlamaIndex writes it with json.dump, which writes NaN and Infinity)
-        self._bad: dict[str, tuple[str, dict[str, Any]]] = {}
+        # leniently: LlamaIndex writes it with json.dump, which writes NaN and Infinity), and
+        # (why, None) of nodes no payload can be made of
+        self._bad: dict[str, tuple[str, dict[str, Any] | None]] = {}
         self._lenient = False
         pending: list[tuple[str, str]] = []
         for node_id, node in self._docstore_nodes():
             self.documents += 1
             if node_id not in named:
                 self.unindexed += 1
+                continue
+            fault = _shape_fault(node)
+            if fault is not None:
+                self._bad[node_id] = (fault, None)
                 continue
             if self._lenient:
                 found = non_finite(node.get("metadata"), "metadata")
@@ -302,7 +323,12 @@ class LlamaIndexNodes:
         def node_of(node_id: str, entry: Any) -> dict[str, Any]:
             node = entry.get("__data__") if isinstance(entry, dict) else None
             if isinstance(node, str):  # older LlamaIndex kept it as JSON text
-                node = loads_exact(node.encode())
+                try:
+                    node = loads_exact(node.encode())
+                except ValueError as exc:
+                    raise InputError(f"node {node_id!r} has \"__data__\" text that is not "
+                                     f"JSON: {exc}", location=Location(source=self.location),
+                                     hint="persist the index again with LlamaIndex") from exc
             if not isinstance(node, dict):
                 raise InputError(f"node {node_id!r} has no \"__data__\" object",
                                  location=Location(source=self.location),

@@ -1149,12 +1149,14 @@ class FaissReader(ClosingReader):
         self._repeats_told = False
         if payloads is not None and self._sidecar is not None and self._sidecar.has_payloads():
             self._refuse_payloads_beside_sidecar(payloads)
+        #: a pickle beside the index that is not LangChain's docstore (its own warning says so)
+        self._foreign_pickle = False
         self._docstore = self._open_docstore(payloads)
         if others:
             context.warn(f"{folder}: read {path.name}; the folder also holds "
                          f"{', '.join(others)} (name the index file to read another)")
         if (folder is not None and self._docstore is None and self._sidecar_manifest is None
-                and payloads is None):
+                and payloads is None and not self._foreign_pickle):
             stem = path.name.rpartition(".")[0]
             context.warn(f"{folder}: no {stem}.pkl beside {path.name}, so the points get FAISS "
                          "ids and no payloads (LangChain's FAISS.save_local keeps the texts and "
@@ -1477,6 +1479,7 @@ class FaissReader(ClosingReader):
             store = LangchainDocstore.load(fh, pkl)
         if store is None:
             self.context.warn(f"{pkl}: not read, it is not LangChain's FAISS docstore")
+            self._foreign_pickle = True
             return None
         if payloads is not None:
             raise UsageError(
