@@ -897,6 +897,7 @@ def test_a_failed_partitioned_run_says_its_parts_are_kept_for_resume(npy_src, tm
     with pytest.raises(RecordError) as info:
         convert(str(bad), out, to_format="parquet", workers=2, partition_size=SMALL)
     assert str(info.value).endswith(
-        f"; the finished parts are kept in {staging_dir(out)}: once the cause is fixed, run "
-        "again with --resume to do only the rest)")
+        f"; the finished parts are kept in {staging_dir(out)}: with the source unchanged, run "
+        "again with --resume to do only the rest (for a bad record, with --on-error skip, which "
+        "puts it in the rejects file); a fixed source starts over)")
     assert "line is not valid JSON" in str(info.value)

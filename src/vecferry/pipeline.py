@@ -610,12 +610,14 @@ def convert(
                                    if w not in report["warnings"]]
             report.update(part_report)
             duplicate_warning(report, order_lost=bool(report.pop("order_not_restored", False)))
-            settle_rejects(rejects_path, report["rejected"],
-                           appended=bool(report.get("resumed_partitions")), manifest=manifest)
+            # the partitioned run replaced the file with the whole load's rejects
+            rejected_total = report.get("rejected_total", report["rejected"])
+            settle_rejects(rejects_path, rejected_total, appended=False, manifest=manifest)
             if finished is not None:
                 # what a single-process run leaves: the same command with --resume sends
                 # nothing twice while the source is unchanged
-                finished.save(report["read"], report["written"], report["rejected"],
+                written_total = report.get("written_total", report["written"])
+                finished.save(written_total + rejected_total, written_total, rejected_total,
                               done=True)
             return report
         resumable = bool(getattr(writer_cls, "resumable", False))

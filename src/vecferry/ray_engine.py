@@ -16,14 +16,23 @@ import itertools
 import logging
 import os
 import socket
+import sys
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
 
-from vecferry.errors import EngineError, Location, MissingDependencyError, VecferryError
+from vecferry.errors import (
+    EngineError,
+    Location,
+    MissingDependencyError,
+    TargetError,
+    VecferryError,
+)
+from vecferry.parallel import lost_worker_hint
 from vecferry.plan import Partition
-from vecferry.scaleout import Job, partition_batches, write_part
+from vecferry.scaleout import MAX_ATTEMPTS, Job, partition_batches, write_part
 
 try:
     import ray
@@ -40,6 +49,10 @@ FIRST_COLUMN = "_vecferry_first_row"
 #: then written. A target of a few batches keeps each task's memory near what a pool
 #: worker holds (the tables are chained, not copied).
 BLOCK_BYTES = 16 << 20
+#: the remote arguments of the run's tasks (read and write alike, so Ray Data still fuses
+#: them into one task per partition): a task whose worker died is run again up to
+#: ``MAX_ATTEMPTS`` times in all, as on the local pool; Ray Data's default retries it for ever
+TASK_ARGS = {"max_retries": MAX_ATTEMPTS - 1}
 
 
 class PlanDatasource(Datasource):
@@ -109,6 +122,38 @@ def run_ray(job: Job, partitions: list[Partition], *, workers: int,
     or ``RAY_ADDRESS`` names a cluster). Raises the first task's error after Ray's retries."""
     if not partitions:
         return
+    # Ray's driver prints the cluster's error messages ("(raylet) A worker died or was
+    # killed ...") on stdout, from a thread of its own, whatever log_to_driver says: stdout
+    # holds the run's data and --json report, so they go to stderr, with the messages. Those
+    # that come after the run (a retry's, late) go there too (``_raylet_to_stderr``).
+    _raylet_to_stderr()
+    with contextlib.redirect_stdout(sys.stderr):
+        _run_ray(job, partitions, workers=workers, address=address)
+
+
+def _raylet_to_stderr() -> None:
+    """Make the driver print Ray's cluster error messages on stderr from now on.
+
+    Ray (2.x) has no option for it: its error-listener thread hands each message to
+    ``ray._private.worker.print_to_stdstream`` as stdout output. Wrapped here, once, to mark
+    them as stderr output; where Ray has no such function, nothing changes."""
+    from ray._private import worker
+
+    original = getattr(worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "_vecferry_stderr", False):
+        return
+
+    def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
+        if data.get("pid") == "raylet":
+            data = {**data, "is_err": True}
+        original(data, ignore_prefix)
+
+    to_stderr._vecferry_stderr = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_stderr
+
+
+def _run_ray(job: Job, partitions: list[Partition], *, workers: int,
+             address: str | None) -> None:
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         if address:
@@ -119,16 +164,28 @@ def run_ray(job: Job, partitions: list[Partition], *, workers: int,
                          logging_level=logging.WARNING)
     try:
         with _data_context(), _quiet_logger("ray.data"):
-            dataset = ray.data.read_datasource(PlanDatasource(job, partitions),
-                                               override_num_blocks=len(partitions))
-            dataset.write_datasink(PartsDatasink(job))
+            with warnings.catch_warnings():
+                # read_datasource names no max_retries of its own, and the write's arguments
+                # must equal the read's for Ray Data to fuse the two into one task
+                warnings.filterwarnings("ignore", message=".*ray_remote_args. is deprecated")
+                dataset = ray.data.read_datasource(PlanDatasource(job, partitions),
+                                                   override_num_blocks=len(partitions),
+                                                   ray_remote_args=dict(TASK_ARGS))
+            dataset.write_datasink(PartsDatasink(job), ray_remote_args=dict(TASK_ARGS))
     except Exception as exc:
         # Ray wraps a task's exception (RayTaskError, UserCodeException): the run reports
         # vecferry's own error, with its location and hint, as the local pool does
         own = _vecferry_error(exc)
-        if own is None:
-            raise
-        raise own from exc
+        if own is not None:
+            raise own from exc
+        if _worker_lost(exc):
+            raise TargetError(f"a Ray task was lost with its worker process {MAX_ATTEMPTS} "
+                              "times", location=Location(job.src),
+                              hint=lost_worker_hint(
+                                  "check memory limits (a killed process is often out of "
+                                  "memory); run again with --resume to keep the parts done")
+                              ) from exc
+        raise
 
 
 #: seconds to wait for a Ray cluster's port to answer before calling it unreachable
@@ -191,6 +248,22 @@ def _quiet_logger(name: str) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def _worker_lost(exc: BaseException) -> bool:
+    """Whether a chain of wrapped exceptions holds Ray's word that a task's worker died."""
+    lost = (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, lost):
+            return True
+        stack += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    return False
 
 
 def _vecferry_error(exc: BaseException) -> VecferryError | None:

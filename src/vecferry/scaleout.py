@@ -64,6 +64,8 @@ ENGINES = ("local", "ray")
 #: partitions per worker a run aims at when the source is small (for an even finish)
 BALANCE = 4
 MIN_PARTITION_BYTES = 8 << 20
+#: partitions a run takes at most (see ``_check_partition_count``)
+MAX_PARTITIONS = 100_000
 
 
 def default_workers() -> int:
@@ -181,9 +183,15 @@ def choose(reader: Any, *, src: str, src_fmt: str, reader_options: dict[str, Any
         return None
     if strategy == "assemble" and workers is None and not ray:
         return None
+    flag = "--partition-size" if partition_size is not None else "--max-part-size"
     target = (parse_part_size(partition_size, "--partition-size")
               or parse_part_size(writer_options.get("max_part_size")))
+    if target is not None:
+        _check_partition_count(src, target, flag, source_bytes(src))
     plan = make_plan(reader, src, src_fmt, reader_options, target or PARTITION_BYTES)
+    if target is not None:
+        # a source whose size was not known beforehand (a bucket, a collection)
+        _check_partition_count(src, target, flag, None, len(plan.partitions))
     sizes = [p.bytes for p in plan.partitions]
     if target is None and None not in sizes and len(sizes) < BALANCE * n:
         # A source of a few partitions would leave workers idle while the last ones run:
@@ -207,6 +215,42 @@ def choose(reader: Any, *, src: str, src_fmt: str, reader_options: dict[str, Any
               ext=part_extension(strategy, dst, dst_fmt, writer_options),
               storage_options=current_options())
     return plan, job, n
+
+
+def source_bytes(src: str) -> int | None:
+    """The bytes of a local source file or directory (its files'), None when not local."""
+    path = Path(src)
+    try:
+        if path.is_file():
+            return path.stat().st_size
+        if path.is_dir():
+            return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    except OSError:
+        return None
+    return None
+
+
+def _check_partition_count(src: str, target: int, flag: str, nbytes: int | None,
+                           partitions: int | None = None) -> None:
+    """``UsageError`` when a partition size of ``target`` bytes cuts ``src`` (``nbytes``
+    long, or planned into ``partitions``) into more than ``MAX_PARTITIONS`` partitions.
+
+    Each partition costs the driver a task, a record in ``plan.json`` and files in the staging
+    directory: ``--partition-size 1`` (one byte, where 1 MB was likely meant) cut an 8 MB
+    source into 8 million partitions, gigabytes of memory, a plan of 682 MB, and a run that
+    took no SIGTERM. The check is made before planning where the source's size is known."""
+    from vecferry.sizing import human
+
+    n = partitions if partitions is not None else (
+        None if nbytes is None else -(-nbytes // target))
+    if n is None or n <= MAX_PARTITIONS:
+        return
+    smallest = -(-(nbytes if nbytes is not None else target * n) // MAX_PARTITIONS)
+    raise UsageError(
+        f"{flag} {target} cuts the source into {n:,} partitions, more than the "
+        f"{MAX_PARTITIONS:,} a run takes: the smallest size for this source is "
+        f"{human(smallest)} ({smallest} bytes)", location=Location(src),
+        hint="a size is in bytes unless it has a unit: e.g. 64MB")
 
 
 # -- tasks (run in worker processes) --------------------------------------------------------
@@ -491,24 +535,69 @@ class _ProgressWatch:
             self.progress.refresh()
 
 
+def _tracked(task: Callable[[Job, Partition], Any], job: Job, partition: Partition) -> Any:
+    """Run ``task`` in a pool worker, leaving ``running/<index>.<pid>`` first: when a worker
+    dies, the pool fails every pending task alike, and this tells the run which ones had
+    started, and in which process (``run_local``)."""
+    (job.root / "running" / f"{partition.index}.{os.getpid()}").touch()
+    return task(job, partition)
+
+
+def _started(job: Job) -> dict[int, set[int]]:
+    """``{partition index: pids of the workers that started it}`` from ``running/``."""
+    started: dict[int, set[int]] = {}
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(job.root / "running"):
+            index, _, pid = entry.name.partition(".")
+            if index.isdigit() and pid.isdigit():
+                started.setdefault(int(index), set()).add(int(pid))
+    return started
+
+
+def _dead_pids(processes: dict[int, Any]) -> set[int]:
+    """The pool's worker processes that ended by themselves: the pool ends the others of a
+    broken pool with SIGTERM (CPython), so those did not cause the loss."""
+    import signal
+
+    dead = set()
+    for pid, process in processes.items():
+        code = getattr(process, "exitcode", None)
+        if code is not None and code != -signal.SIGTERM:
+            dead.add(pid)
+    return dead
+
+
 def run_local(job: Job, partitions: list[Partition], workers: int,
               task: Callable[[Job, Partition], Any] = run_partition) -> int:
     """Run ``task`` (a module-level function, sent by name) for ``partitions`` on ``workers``
     processes; a partition whose process died is run again, up to ``MAX_ATTEMPTS`` times in
-    all (then ``TargetError``). Returns how many partition runs were retried."""
+    all (then ``TargetError``). Returns how many partitions were run again after they had
+    started in a pool that lost a worker.
+
+    A dead worker breaks the whole pool, which fails every task not finished, running or only
+    queued: an attempt counts against the partitions that were running in the process that
+    died (the others are run again at no cost, and those queued only run for the first time).
+    When that process cannot be told (it died before noting its partition), every partition
+    that had started counts, and when none had, every one lost: a worker that cannot even
+    start still ends the run."""
     attempts = dict.fromkeys((p.index for p in partitions), 0)
     todo = list(partitions)
     retried = 0
+    running = job.root / "running"
     while todo:
+        shutil.rmtree(running, ignore_errors=True)
+        running.mkdir(parents=True, exist_ok=True)
         lost: list[Partition] = []
+        processes: dict[int, Any] = {}
         # interrupted, the workers are killed, not waited for: the parts done stay for --resume
         with owned_pool(worker_pool(min(workers, len(todo)), ["vecferry.scaleout"])) as pool:
             futures = {}
             for p in todo:
                 try:
-                    futures[submit(pool, task, job, p)] = p
+                    futures[submit(pool, _tracked, task, job, p)] = p
                 except BrokenProcessPool:  # a process died already: the pool takes no more
                     lost.append(p)
+                processes.update(getattr(pool, "_processes", None) or {})
             for fut in as_completed(futures):
                 try:
                     fut.result()
@@ -516,7 +605,12 @@ def run_local(job: Job, partitions: list[Partition], workers: int,
                     lost.append(futures[fut])
         if lost:
             raise_if_script_reran()  # each new worker would run the script's call again
-        for p in lost:
+        started = _started(job)
+        dead = _dead_pids(processes)
+        charged = [p for p in lost if started.get(p.index, set()) & dead]
+        if lost and not charged:
+            charged = [p for p in lost if p.index in started] or list(lost)
+        for p in charged:
             attempts[p.index] += 1
             if attempts[p.index] >= MAX_ATTEMPTS:
                 raise TargetError(f"partition {p.index} ({p.spec}) was lost with its worker "
@@ -525,16 +619,28 @@ def run_local(job: Job, partitions: list[Partition], workers: int,
                                   hint=lost_worker_hint(
                                       "check memory limits (a killed process is often out of "
                                       "memory); run again with --resume to keep the parts done"))
-        retried += len(lost)
+        retried += sum(1 for p in lost if p.index in started)
         todo = sorted(lost, key=lambda p: p.index)
+    shutil.rmtree(running, ignore_errors=True)
     return retried
 
 
-def _concat_rejects(job: Job, path: str, append: bool) -> int:
-    # part by part, each part's reader's rejects before its writer's; the driver's last
+#: the key of the driver's own rejects in ``_concat_rejects``'s counts
+_DRIVER = "~driver"
+
+
+def _stem(name: str) -> str:
+    """A part's name without its extension (``part-00007``), as its rejects files start."""
+    return name.split(".")[0]
+
+
+def _concat_rejects(job: Job, path: str) -> dict[str, int]:
+    """Write the run's rejects to ``path``, replacing what is there: part by part, each part's
+    reader's rejects before its writer's, the driver's last. Returns the lines by part stem
+    (``_DRIVER`` for the driver's); nothing is written, and ``path`` is left, when none."""
     files = sorted((job.root / "rejects").glob("*.jsonl"),
-                   key=lambda f: (f.name.split(".")[0], f.name.endswith(".write.jsonl")))
-    count = 0
+                   key=lambda f: (_stem(f.name), f.name.endswith(".write.jsonl")))
+    counts: dict[str, int] = {}
     out = None
     try:
         for f in files:
@@ -542,13 +648,13 @@ def _concat_rejects(job: Job, path: str, append: bool) -> int:
             if not data:
                 continue
             if out is None:
-                out = open(path, "ab" if append else "wb")  # noqa: SIM115
+                out = open(path, "wb")  # noqa: SIM115
             out.write(data)
-            count += data.count(b"\n")
+            counts[_stem(f.name)] = counts.get(_stem(f.name), 0) + data.count(b"\n")
     finally:
         if out is not None:
             out.close()
-    return count
+    return counts
 
 
 class _InOrder:
@@ -860,8 +966,15 @@ def _convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str,
     if changed:
         resume = False  # nothing of the earlier run is kept: a target starts over too
     # The driver's own rejects (the assembling or preparing writer's) go with the parts',
-    # after them
-    late = RejectsFile(root / "rejects" / "~driver.write.jsonl", append=True)
+    # after them. An assembled target is written again from all its parts, so its writer
+    # rejects again every record it rejected before the run was interrupted: its file starts
+    # over, or the records it held already were left out of the count (and the written count
+    # was that much too high). A shared collection keeps what it took: it adds to its file.
+    late_path = root / "rejects" / "~driver.write.jsonl"
+    rebuilt = job.strategy == "assemble"
+    if rebuilt:
+        late_path.unlink(missing_ok=True)
+    late = RejectsFile(late_path, append=not rebuilt)
     context = Context(job.on_error, late)
     target: Any = None
     if job.strategy == "shared":
@@ -930,16 +1043,20 @@ def _convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str,
             kept = not isinstance(exc, KeyboardInterrupt) and bool(_done(job))
         if kept:
             # the parts done are kept: the user should know a rerun need not redo them
-            add_notice(exc, f"the finished parts are kept in {root}: once the cause is fixed, "
-                            "run again with --resume to do only the rest")
+            add_notice(exc, _kept_notice(root))
         late.close()
         raise
     late.close()
-    rejected = _concat_rejects(job, rejects_path, append=resume and resumed > 0)
+    # The rejects file at rejects_path is never this run's to extend: the run being resumed
+    # kept its rejects here, in the staging directory, so the file is an earlier finished
+    # run's (whose rejects a resume would repeat), or nobody's
+    by_part = _concat_rejects(job, rejects_path)
     read_warnings = [w for f in sorted((root / "warnings").glob("*.json"))
                      for w in orjson.loads(f.read_bytes())]
     shutil.rmtree(root, ignore_errors=True)
-    written = sum(p["written"] for p in done) - context.rejected
+    driver_total = by_part.pop(_DRIVER, 0)
+    rejected = sum(by_part.values()) + driver_total
+    written = sum(p["written"] for p in done) - driver_total
     report: dict[str, Any] = {
         "read": written + rejected,
         "rejects_file": rejects_path if rejected else None,
@@ -949,6 +1066,12 @@ def _convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str,
         "workers": workers,
         "engine": engine,
     }
+    if resumed:
+        # a resumed partitioned run counts the whole load in written and rejected too (its
+        # output is made of all the parts, whichever run wrote them); the totals say so in
+        # the fields a single-process resume reports the whole load in
+        report["written_total"] = written
+        report["rejected_total"] = rejected
     if retried:
         report["retried_partitions"] = retried
     if resumed:
@@ -963,6 +1086,21 @@ def _convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str,
     report["warnings"] = list(dict.fromkeys(merge_narrowed(
         ([changed] if changed else []) + [w for p in done for w in p.get("warnings", [])]
         + read_warnings + context.warnings)))
+    # the writer's report may name an engine of its own (an embedded collection's "edge" or
+    # "local"): the run's engine is the one that ran the partitions
+    own_engine = writer_report.pop("engine", None)
     report.update(writer_report)
+    if own_engine is not None and own_engine != engine:
+        report["writer_engine"] = own_engine
     return report
+
+
+def _kept_notice(root: Path) -> str:
+    """What a failed run that kept finished parts tells the user about ``--resume``: it does
+    the rest only while the source is unchanged, so a record stopping the run is skipped
+    (``--on-error skip``) rather than fixed in place, which makes a changed source that starts
+    over."""
+    return (f"the finished parts are kept in {root}: with the source unchanged, run again "
+            "with --resume to do only the rest (for a bad record, with --on-error skip, which "
+            "puts it in the rejects file); a fixed source starts over")
 
