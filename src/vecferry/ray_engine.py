@@ -253,21 +253,17 @@ def _quiet_logger(name: str) -> Iterator[None]:
 def _worker_lost(exc: BaseException) -> bool:
     """Whether a chain of wrapped exceptions holds Ray's word that a task's worker died."""
     lost = (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, lost):
-            return True
-        stack += [e.__cause__, e.__context__, getattr(e, "cause", None)]
-    return False
+    return _in_chain(exc, lost) is not None
 
 
 def _vecferry_error(exc: BaseException) -> VecferryError | None:
     """The ``VecferryError`` a chain of wrapped exceptions started from, if any."""
+    return _in_chain(exc, (VecferryError,))
+
+
+def _in_chain(exc: BaseException, kinds: tuple[type, ...]) -> Any:
+    """The first exception of ``kinds`` along ``exc``'s causes, contexts and Ray's ``cause``
+    (Ray wraps a task's exception), or None."""
     seen: set[int] = set()
     stack: list[BaseException | None] = [exc]
     while stack:
@@ -275,7 +271,7 @@ def _vecferry_error(exc: BaseException) -> VecferryError | None:
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, VecferryError):
+        if isinstance(e, kinds):
             return e
         stack += [e.__cause__, e.__context__, getattr(e, "cause", None)]
     return None
