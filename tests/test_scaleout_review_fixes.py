@@ -62,7 +62,11 @@ class _InterruptLate:
             raise KeyboardInterrupt
 
     def refresh(self) -> None:
-        pass
+        # the watch's thread may have counted every part already: the last look, in the
+        # run's own thread, ends with this
+        if threading.current_thread() is threading.main_thread():
+            time.sleep(1.5)
+            raise KeyboardInterrupt
 
     def close(self) -> None:
         pass
@@ -72,6 +76,9 @@ class _Interrupting(_InterruptLate):
     def update(self, n: int) -> None:
         if n and threading.current_thread() is threading.main_thread():
             raise KeyboardInterrupt
+
+    def refresh(self) -> None:
+        pass
 
 
 def _lines(path: Path) -> int:
@@ -212,7 +219,9 @@ def test_three_unrelated_worker_deaths_do_not_fail_the_run(tmp_path: Path,
     plan, job = _plan(tmp_path, f"{tmp_path}/o/")
     monkeypatch.setenv("VF_DIE_IN", "4,8,12")
     retried = run_local(job, plan.partitions, 2, task=die_once_in)
-    assert 3 <= retried <= 6
+    # each death: its own partition, the other worker's, and at most one more that worker
+    # took up before the pool was seen broken (the count was every partition pending before)
+    assert 3 <= retried <= 9 < len(plan.partitions)
     assert len(list((job.root / "done").glob("*.json"))) == len(plan.partitions)
 
 
