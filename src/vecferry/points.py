@@ -614,6 +614,6 @@ def _jsonable(value: Any) -> Any:
 
 
 def reject_from_row(batch: pa.RecordBatch, row: int, manifest: Manifest, message: str,
-                    source: str) -> RecordError:
+                    source: str, hint: str | None = None) -> RecordError:
     point = point_from_row(batch, row, manifest)
-    return record_error(message, source=source, point_id=point["id"], raw=point)
+    return record_error(message, source=source, point_id=point["id"], hint=hint, raw=point)

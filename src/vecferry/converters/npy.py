@@ -1567,11 +1567,10 @@ class NpyWriter(ClosingWriter):
                         batch, int(row), self.manifest,
                         f"point lacks vector{'s' if len(names) > 1 else ''} {', '.join(names)}; "
                         "a numpy matrix needs a value in every row", self.location))
-                    continue
-                point = point_from_row(batch, int(row), self.manifest)
-                self.context.reject(record_error(NUL_ID_MESSAGE, source=self.location,
-                                                 point_id=point["id"], hint=NUL_ID_HINT,
-                                                 raw=point))
+                else:
+                    self.context.reject(reject_from_row(batch, int(row), self.manifest,
+                                                        NUL_ID_MESSAGE, self.location,
+                                                        hint=NUL_ID_HINT))
             batch = batch.filter(pa.array(~(missing | nul)))
         n = batch.num_rows
         if n == 0:
