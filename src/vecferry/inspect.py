@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from vecferry.converters import open_reader, resolve
-from vecferry.converters.base import Context
+from vecferry.converters.base import Context, source_size
 from vecferry.mapping import suggest_mapping
 from vecferry.sizing import DEFAULT_RAM_BUDGET, SampleStats, estimate
 from vecferry.stream import ID_COLUMN, PAYLOAD_COLUMN, decode_ids, manifest_of
 
 FIRST_IDS = 5
-
-
-def _size(location: str, companions: Any = ()) -> int | None:
-    """Bytes of the source on disk: the file with the files its reader reads beside it
-    (``companion_files``: a FAISS index's sidecars and ``.ivfdata``), or a directory's."""
-    p = Path(location)
-    if p.is_file():
-        return p.stat().st_size + sum(Path(f).stat().st_size for f in companions
-                                      if Path(f).is_file())
-    if p.is_dir():
-        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-    return None
 
 
 def inspect_location(location: str, *, from_format: str | None = None, sample: int = 1000,
@@ -98,7 +85,7 @@ def inspect_location(location: str, *, from_format: str | None = None, sample: i
         "payload_keys": dict(keys.most_common()),
         "sampled": seen,
         "first_ids": first_ids,
-        "size_bytes": _size(location, companions) if "://" not in location else None,
+        "size_bytes": source_size(location, companions) if "://" not in location else None,
         "source": manifest.source,
         "collection": manifest.collection,
         "extra": manifest.extra,

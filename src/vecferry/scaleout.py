@@ -42,7 +42,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vecferry.converters import get_format, open_reader
-from vecferry.converters.base import AtomicPath, Context, abort_notice_of, fsync_path
+from vecferry.converters.base import (
+    AtomicPath,
+    Context,
+    abort_notice_of,
+    fsync_path,
+    source_size,
+)
 from vecferry.errors import Location, TargetError, UsageError, add_notice, writing_to
 from vecferry.mapping import merge_narrowed
 from vecferry.parallel import (
@@ -218,16 +224,12 @@ def choose(reader: Any, *, src: str, src_fmt: str, reader_options: dict[str, Any
 
 
 def source_bytes(src: str) -> int | None:
-    """The bytes of a local source file or directory (its files'), None when not local."""
-    path = Path(src)
+    """The bytes of a local source file or directory (its files'), None when not local or
+    not readable (the reader then says why)."""
     try:
-        if path.is_file():
-            return path.stat().st_size
-        if path.is_dir():
-            return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        return source_size(src)
     except OSError:
         return None
-    return None
 
 
 def _check_partition_count(src: str, target: int, flag: str, nbytes: int | None,

@@ -837,6 +837,20 @@ def _check_replaceable(target: Path, directory: bool) -> None:
                               "empty directory, or move those files out first")
 
 
+def source_size(location: str, companions: Any = ()) -> int | None:
+    """Bytes of a local source on disk: the file with the files its reader reads beside it
+    (``companions``: a FAISS index's sidecars and ``.ivfdata``), or a directory's files; None
+    when it is neither (a URI, a missing path). A file that cannot be looked at raises
+    ``OSError``."""
+    p = Path(location)
+    if p.is_file():
+        return p.stat().st_size + sum(Path(f).stat().st_size for f in companions
+                                      if Path(f).is_file())
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return None
+
+
 def output_size(path: str | os.PathLike[str]) -> int:
     """Bytes of a written (committed) output file, local or remote."""
     from vecferry import storage
