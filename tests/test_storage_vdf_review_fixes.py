@@ -390,8 +390,8 @@ def test_verify_of_a_vdf_with_a_damaged_digest_names_vdf_meta(tmp_path):
 
 
 def test_verify_of_a_jsonl_sidecar_digest_that_is_not_an_object(tmp_path):
-    """The sidecar's reader takes any digest; verify says what is wrong with it (it crashed
-    with an AttributeError)."""
+    """A digest that is not an object is refused when the sidecar is read, naming the field
+    (verify crashed with an AttributeError)."""
     src = tmp_path / "a.jsonl"
     vecferry.convert(_jsonl(tmp_path / "p.jsonl", 4), str(src))
     side = Path(f"{src}.manifest.json")
@@ -399,9 +399,8 @@ def test_verify_of_a_jsonl_sidecar_digest_that_is_not_an_object(tmp_path):
     manifest["digest"] = 5
     side.write_text(json.dumps(manifest))
     text = fails(InputError, lambda: vecferry.verify(str(src)))
-    assert text == (f"{src}: the file's manifest records a digest that is not an object (5) "
-                    "(its manifest was damaged or edited: compare the file with its source "
-                    "(vecferry verify SRC DST), or write it again)")
+    assert text == (f"{side}: manifest sidecar is not valid: 'digest' must be an object or "
+                    "null, not an integer (fix or delete it; without it the schema is inferred)")
 
 
 # --------------------------------------------------- A3: a JSONL file cut at a line boundary

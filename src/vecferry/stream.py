@@ -41,6 +41,7 @@ DEFAULT_VECTOR_COLUMN = "vector"
 ID_KINDS = ("int", "uuid", "string", "mixed")
 VECTOR_KINDS = ("dense", "sparse", "multi")
 DATATYPES = {"float32": pa.float32(), "float16": pa.float16(), "uint8": pa.uint8()}
+#: the distances a vector can record (Qdrant's names)
 DISTANCES = ("Cosine", "Euclid", "Dot", "Manhattan")
 MAX_UINT64 = 2**64 - 1
 
@@ -143,7 +144,14 @@ class Manifest:
         return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+    def from_dict(cls, d: Any) -> Manifest:
+        """The manifest ``d`` (parsed JSON) records. ``SchemaError`` saying which field is
+        wrong when ``d`` is no manifest (a field of the wrong JSON type, an unknown key of a
+        vector, an unknown kind / id kind / datatype / distance) or one a newer vecferry
+        wrote. The caller names the file and says what to do."""
+        problem = manifest_problem(d)
+        if problem is not None:
+            raise SchemaError(problem)
         version = d.get("format_version", FORMAT_VERSION)
         if version > FORMAT_VERSION:
             raise SchemaError(
@@ -173,6 +181,57 @@ class Manifest:
         return pa.schema(fields, metadata={MANIFEST_KEY: self.to_json()})
 
 
+#: the fields of a manifest and the JSON types each may hold (``type(None)``: may be null)
+_MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
+    "format_version": (int,), "vectors": (list,), "id_kind": (str,),
+    "count": (int, type(None)), "source": (dict, type(None)),
+    "collection": (dict, type(None)), "extra": (dict, type(None)),
+    "digest": (dict, type(None)), "created_by": (str, type(None)),
+}
+_VECTOR_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "kind": (str,), "size": (int, type(None)), "datatype": (str,),
+    "distance": (str, type(None)), "extra": (dict,),
+}
+_JSON_TYPE = {int: "an integer", list: "a list", str: "text", dict: "an object",
+              type(None): "null", bool: "true or false", float: "a number"}
+
+
+def json_type_problem(where: str, value: Any, types: tuple[type, ...]) -> str | None:
+    """``"<where> must be an integer, not text"`` when ``value`` (parsed JSON) is none of
+    ``types`` (a bool is no integer unless ``bool`` is listed), None when it is one."""
+    if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
+        return None
+    wanted = " or ".join(_JSON_TYPE[t] for t in types)
+    return f"{where} must be {wanted}, not {_JSON_TYPE.get(type(value), type(value).__name__)}"
+
+
+def manifest_problem(d: Any) -> str | None:
+    """What makes ``d`` (parsed JSON) no manifest ``Manifest`` can be built from, None when
+    nothing does. Checked before building it, which would keep a wrong type as it is (a
+    ``count`` of ``"x"``) or fail with a ``TypeError`` naming no field."""
+    if not isinstance(d, dict):
+        return json_type_problem("it", d, (dict,))
+    for key, types in _MANIFEST_TYPES.items():
+        if key in d and (problem := json_type_problem(repr(key), d[key], types)):
+            return problem
+    if isinstance(d.get("count"), int) and d["count"] < 0:
+        return f"'count' must not be negative ({d['count']})"
+    for i, v in enumerate(d.get("vectors") or []):
+        if not isinstance(v, dict):
+            return json_type_problem(f"vectors[{i}]", v, (dict,))
+        unknown = sorted(set(v) - set(_VECTOR_TYPES))
+        if unknown or "name" not in v:
+            return (f"vectors[{i}] has no 'name'" if not unknown else
+                    f"vectors[{i}] holds unknown key(s) {', '.join(map(repr, unknown))}")
+        for key, types in _VECTOR_TYPES.items():
+            if key in v and (problem := json_type_problem(f"vectors[{i}].{key}", v[key], types)):
+                return problem
+        if v.get("distance") is not None and v["distance"] not in DISTANCES:
+            return (f"vectors[{i}].distance {v['distance']!r} is none of "
+                    f"{', '.join(DISTANCES)}")
+    return None
+
+
 def describe_vectors(specs: Iterable[VectorSpec]) -> str:
     """Vectors in words, for a message: ``"vector 'text' (dense, 384 dims) and the unnamed
     vector (sparse)"``, or ``"no vector"``."""
@@ -199,10 +258,6 @@ def with_manifest(schema: pa.Schema, manifest: Manifest) -> pa.Schema:
     meta = dict(schema.metadata or {})
     meta[MANIFEST_KEY] = manifest.to_json()
     return schema.with_metadata(meta)
-
-
-#: the distances a vector can record (Qdrant's names)
-DISTANCES = ("Cosine", "Euclid", "Dot", "Manhattan")
 
 
 def is_packed_bits(manifest: Manifest, spec: VectorSpec | None) -> bool:

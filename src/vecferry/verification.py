@@ -61,7 +61,7 @@ from vecferry.digest import (
     point_parts,
     vector_hashes,
 )
-from vecferry.errors import InputError, Location, UsageError
+from vecferry.errors import Location, UsageError
 from vecferry.fileio import loads_reject_line
 from vecferry.ledger import IdLedger
 from vecferry.stream import (
@@ -1267,12 +1267,6 @@ def _verify_archive(location: str, fmt: str | None, batch_size: int,
     # Checked before the file is read: without a digest this version computes there is
     # nothing to compare with, which is a question for the user, not a difference (exit 4).
     unusable = None
-    if recorded is not None and not isinstance(recorded, dict):
-        side.close()
-        raise InputError(f"the file's manifest records a digest that is not an object "
-                         f"({recorded!r:.80})", location=Location(location),
-                         hint="its manifest was damaged or edited: compare the file with its "
-                              "source (vecferry verify SRC DST), or write it again")
     if recorded is None:
         unusable = ("the file records no digest (vecferry did not write it, or wrote it "
                     "before digests were recorded), so it cannot be verified on its own")

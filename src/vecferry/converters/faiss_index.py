@@ -120,6 +120,7 @@ from vecferry.errors import (
     InputError,
     Location,
     RecordError,
+    SchemaError,
     UnsupportedError,
     UsageError,
     VecferryError,
@@ -1324,7 +1325,7 @@ class FaissReader(ClosingReader):
             return None
         try:
             old = Manifest.from_json(side.read_bytes())
-        except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+        except (orjson.JSONDecodeError, TypeError, ValueError, SchemaError) as exc:
             self.context.warn(f"{side}: ignored, not a vecferry manifest ({exc})")
             return None
         if (old.count != self._count or len(old.vectors) != 1

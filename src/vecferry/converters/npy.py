@@ -392,7 +392,7 @@ class NpyReader(ClosingReader):
             self._ids_path = str(path / "ids.npy")
         try:
             manifest = Manifest.from_json((path / MANIFEST_NAME).read_bytes())
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, SchemaError) as exc:
             raise InputError(f"manifest is not valid: {exc}",
                              location=Location(str(path / MANIFEST_NAME))) from exc
         if not manifest.vectors:

@@ -523,7 +523,8 @@ class ParquetReader(ClosingReader):
                 manifest = Manifest.from_json(kv[MANIFEST_KEY])
             except SchemaError as exc:  # a manifest vecferry cannot take, named with its file
                 raise SchemaError(exc.message, location=Location(str(self.parts[0])),
-                                  hint=exc.hint) from exc
+                                  hint=exc.hint or "the file's vecferry manifest metadata is "
+                                  "damaged; export the file again") from exc
             except (ValueError, TypeError) as exc:
                 raise InputError(f"manifest metadata is not valid: {exc}",
                                  location=Location(str(self.parts[0]))) from exc

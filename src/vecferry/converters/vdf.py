@@ -64,12 +64,12 @@ from vecferry.fileio import loads_exact
 from vecferry.mapping import Mapping, TableMapper, narrowed_warning
 from vecferry.storage import arrow_sink
 from vecferry.stream import (
-    DISTANCES,
     ID_COLUMN,
     PAYLOAD_COLUMN,
     Manifest,
     decode_ids,
     describe_vectors,
+    json_type_problem,
     manifest_of,
     with_distance,
 )
@@ -225,54 +225,6 @@ def _missing_files(meta: dict[str, Any], folder: tuple[str, ...], found: set[str
     return missing
 
 
-#: the fields of a stream manifest and the JSON types each may hold (None: may be null)
-_MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
-    "format_version": (int,), "vectors": (list,), "id_kind": (str,),
-    "count": (int, type(None)), "source": (dict, type(None)),
-    "collection": (dict, type(None)), "extra": (dict, type(None)),
-    "digest": (dict, type(None)), "created_by": (str, type(None)),
-}
-_VECTOR_TYPES: dict[str, tuple[type, ...]] = {
-    "name": (str,), "kind": (str,), "size": (int, type(None)), "datatype": (str,),
-    "distance": (str, type(None)), "extra": (dict,),
-}
-_JSON_TYPE = {int: "an integer", list: "a list", str: "text", dict: "an object",
-              type(None): "null", bool: "true or false", float: "a number"}
-
-
-def _type_problem(where: str, value: Any, types: tuple[type, ...]) -> str | None:
-    if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
-        return None
-    wanted = " or ".join(_JSON_TYPE[t] for t in types)
-    return f"{where} must be {wanted}, not {_JSON_TYPE.get(type(value), type(value).__name__)}"
-
-
-def _manifest_problem(d: Any) -> str | None:
-    """What makes ``d`` no stream manifest vecferry wrote, checked before ``Manifest`` is
-    built from it (which would take a wrong type as it is, or fail with a ``TypeError``)."""
-    if not isinstance(d, dict):
-        return _type_problem("it", d, (dict,))
-    for key, types in _MANIFEST_TYPES.items():
-        if key in d and (problem := _type_problem(repr(key), d[key], types)):
-            return problem
-    if isinstance(d.get("count"), int) and d["count"] < 0:
-        return f"'count' must not be negative ({d['count']})"
-    for i, v in enumerate(d.get("vectors") or []):
-        if not isinstance(v, dict):
-            return _type_problem(f"vectors[{i}]", v, (dict,))
-        unknown = sorted(set(v) - set(_VECTOR_TYPES))
-        if unknown or "name" not in v:
-            return (f"vectors[{i}] has no 'name'" if not unknown else
-                    f"vectors[{i}] holds unknown key(s) {', '.join(map(repr, unknown))}")
-        for key, types in _VECTOR_TYPES.items():
-            if key in v and (problem := _type_problem(f"vectors[{i}].{key}", v[key], types)):
-                return problem
-        if v.get("distance") is not None and v["distance"] not in DISTANCES:
-            return (f"vectors[{i}].distance {v['distance']!r} is none of "
-                    f"{', '.join(DISTANCES)}")
-    return None
-
-
 def _recorded_manifest(meta: dict[str, Any], where: str) -> Manifest | None:
     """The stream manifest vecferry keeps under ``VDF_META.json["vecferry"]["manifest"]``,
     None when there is none (vector-io's own exports). ``InputError`` naming ``where`` (the
@@ -282,13 +234,10 @@ def _recorded_manifest(meta: dict[str, Any], where: str) -> Manifest | None:
     if ours is None:
         return None
     if not isinstance(ours, dict):
-        raise _invalid_manifest(where, _type_problem("'vecferry'", ours, (dict,)))
+        raise _invalid_manifest(where, json_type_problem("'vecferry'", ours, (dict,)))
     recorded = ours.get("manifest")
     if recorded is None or recorded == {}:
         return None
-    problem = _manifest_problem(recorded)
-    if problem is not None:
-        raise _invalid_manifest(where, problem)
     try:
         return Manifest.from_dict(recorded)
     except SchemaError as exc:
