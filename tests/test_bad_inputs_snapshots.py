@@ -61,7 +61,7 @@ ROCKS_HINT = ("recover the snapshot into a Qdrant server and convert from there 
               "collection to mmap storage and take a new snapshot")
 GAVE_UP = "the server kept failing; is it up and reachable?"
 CUT_SHORT = ("the connection kept dropping, or the server's file is shorter than it lists: run "
-             "the download again (it resumes), or list the snapshots to check the size")
+             "the download again, or list the snapshots to check the size")
 DISK_FULL = "disk full while downloading (free space and run again: the download resumes where " \
     "it stopped)"
 
@@ -405,8 +405,11 @@ def test_download_shorter_than_the_server_listed(stand: QdrantStandIn, tmp_path:
     with SnapshotClient(stand.location("docs"), max_retries=2) as c:
         err = _fails(TargetError, lambda: c.download(snap["name"], out, expected=snap))
     what = f"downloading snapshot {snap['name']}"
+    part = Path(str(out) + PART_SUFFIX)
     assert str(err) == (f"{stand.location('docs')}: {what} failed after 3 attempt(s): "
-                        f"connection closed after {short} of {snap['size']} bytes ({CUT_SHORT})")
+                        f"connection closed after {short} of {snap['size']} bytes ({CUT_SHORT}; "
+                        f"the partial file {part} keeps the {short:,} bytes received: the same "
+                        "command run again resumes from there)")
     ranges = [e["range"] for e in stand.snapshot_log if e["op"] == "snapshot_download"]
     assert ranges == [None, f"bytes={short}-", None]
     assert not out.exists()

@@ -93,6 +93,8 @@ ROUTES: dict[str, tuple[tuple[str, ...],
     "vdf_index": (("reader", "writer"), ("vdf",)),
     "max_part_size": (("writer",), ("parquet", "jsonl")),
     "part_compression": (("writer",), ("jsonl",)),
+    # the snapshot reader's option ``collection``: a Qdrant collection is named in its location
+    "snapshot_collection": (("reader",), ("snapshot",)),
 }
 
 
@@ -119,6 +121,8 @@ def _route(options: dict[str, Any], src_fmt: str, dst_fmt: str
                 target[key] = value
     if "dst_api_key_env" in writer:
         writer["api_key_env"] = writer.pop("dst_api_key_env")
+    if "snapshot_collection" in reader:
+        reader["collection"] = reader.pop("snapshot_collection")
     return reader, writer
 
 
@@ -138,6 +142,9 @@ def _as_shown(exc: Any) -> Any:
 LEFT_NOTHING = "nothing was written"
 LEFT_SNAPSHOT = ("a snapshot download keeps its partial file and resumes when run again; an "
                  "upload or a recovery the server had begun goes on there")
+#: ``snapshot copy`` stopped before it made a snapshot; once it has made one, the library's
+#: notice says what it left (the snapshot deleted or kept, its download, a recovery going on)
+LEFT_COPY = "nothing was copied: the copy stopped before it made a snapshot"
 
 
 #: what an interrupted command left, worked out once it has stopped: the sentence shown and,
@@ -351,6 +358,8 @@ _MAPPING_OPTIONS = [
     click.option("--allow-lossy", is_flag=True, default=None,
                  help="FAISS: read lossy codes (PQ, SQ, ...) as decoded approximations, or "
                  "write a lossy --index-factory."),
+    click.option("--snapshot-collection", metavar="NAME", help="Qdrant snapshot file: the "
+                 "collection to read from a full-instance snapshot that holds several."),
 ]
 
 
@@ -1042,7 +1051,9 @@ def _snapshot_run(location: str, kw: dict[str, Any],
             bars.close()
         if kw["as_json"]:
             _emit_json({"ok": True, **result})
-        elif not kw["quiet"]:
+        for w in result.get("warnings") or []:  # as for convert: -q and --json keep them
+            _err(f"warning: {w}")
+        if not kw["as_json"] and not kw["quiet"]:
             _err(summary(result))
         return EXIT_OK
 
@@ -1127,8 +1138,7 @@ def snapshot_download_cmd(location: str, name: str, out: str, overwrite: bool,
             return client.download(name, out, overwrite=overwrite, progress=bars)
 
     def summary(r: dict[str, Any]) -> str:
-        state = "sha256 verified" if r["verified"] else "sha256 NOT verified (the server " \
-            "reported no checksum)"
+        state = "sha256 verified" if r["verified"] else "sha256 NOT verified (see the warning)"
         resumed = f", resumed at byte {r['resumed_from']:,}" if r["resumed_from"] else ""
         return (f"downloaded {r['name']} -> {r['path']} ({r['bytes']:,} bytes in "
                 f"{r['seconds']:.2f} s{resumed}); {state}: {r['sha256']}")
@@ -1255,7 +1265,9 @@ def snapshot_copy_cmd(src: str, dst: str, priority: str, workdir: str | None, ke
             bars.close()
         if as_json:
             _emit_json(report)
-        elif not quiet:
+        for w in report.get("warnings") or []:
+            _err(f"warning: {w}")
+        if not as_json and not quiet:
             steps = report["steps"]
             _err(f"copied {report['from']} -> {report['to']} via snapshot "
                  f"{steps['create']['name']} ({steps['download']['bytes']:,} bytes, sha256 "
@@ -1263,7 +1275,8 @@ def snapshot_copy_cmd(src: str, dst: str, priority: str, workdir: str | None, ke
                  f"{report['destination_count']} points on both sides")
         return EXIT_OK
 
-    _run(run, as_json, LEFT_SNAPSHOT)
+    # the library's notice, when it gave one, is the whole story of what the copy left
+    _run(run, as_json, lambda notice: (notice or LEFT_COPY, {}))
 
 
 @main.command("formats")

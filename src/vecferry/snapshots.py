@@ -33,7 +33,9 @@ Memory stays bounded: downloads are written chunk by chunk (``chunk_size``), upl
 from a generator reading the file chunk by chunk, and checksums are computed incrementally.
 A download goes to ``<out>.vfpart`` and is renamed to ``<out>`` only after its SHA-256 matches
 the server's; an interrupted download leaves the ``.vfpart`` file, which the next attempt (in
-the same run, after a dropped connection, or in a later run) continues with ``Range``.
+the same run, after a dropped connection, or in a later run) continues with ``Range``; the
+error of a download whose retries ran out names it. A server that lists no checksum (older
+versions) gets the file kept unverified, with a warning in the result's ``warnings``.
 
 Object storage (``vecferry.storage``): ``download(..., out="s3://BUCKET/KEY")`` streams the
 HTTP body into one multipart upload to the key (memory bounded by one upload part), hashing
@@ -78,6 +80,7 @@ from vecferry.errors import (
     UsageError,
     VecferryError,
     VerificationError,
+    add_notice,
 )
 from vecferry.retry import RetryPolicy, parse_retry_after, server_message
 
@@ -226,9 +229,12 @@ def _space_error(where: Location, need: int, free: int, what: str) -> TargetErro
 # -------------------------------------------------------------------------------- client
 
 
+#: an upload the server refused by its checksum: the bytes changed on the way
+_SENT_OTHER = "the server received other bytes than were sent; download the snapshot again"
+
 #: a download that keeps ending early: a flaky connection, or a file shorter than listed
 _CUT_SHORT = ("the connection kept dropping, or the server's file is shorter than it lists: run "
-              "the download again (it resumes), or list the snapshots to check the size")
+              "the download again, or list the snapshots to check the size")
 
 
 class SnapshotClient:
@@ -271,8 +277,9 @@ class SnapshotClient:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _fail(self, response: Any, what: str) -> None:
-        """Raise the right error for a non-2xx response (body already read)."""
+    def _fail(self, response: Any, what: str, checksum_hint: str = _SENT_OTHER) -> None:
+        """Raise the right error for a non-2xx response (body already read);
+        ``checksum_hint`` is what to do when the server refused the bytes' checksum."""
         status = response.status_code
         message = server_message(response.content) or response.reason_phrase or ""
         text = f"{what}: HTTP {status}: {message}".rstrip(": ")
@@ -286,9 +293,7 @@ class SnapshotClient:
                               hint="the server is out of disk space; free some, or delete old "
                                    "snapshots (`vecferry snapshot delete`)")
         if _is_checksum_message(message) and status < 500:
-            raise ChecksumMismatchError(text, location=self.where,
-                                        hint="the server received other bytes than were sent; "
-                                             "download the snapshot again")
+            raise ChecksumMismatchError(text, location=self.where, hint=checksum_hint)
         if status == 429 or status >= 500:
             if _is_version_message(message):
                 raise TargetError(text, location=self.where,
@@ -317,11 +322,12 @@ class SnapshotClient:
                 "the server kept failing; is it up and reachable?"
             raise TargetError(exc.message, location=self.where, hint=hint) from exc
 
-    def _json(self, method: str, path: str, what: str, **kw: Any) -> Any:
+    def _json(self, method: str, path: str, what: str, *,
+              checksum_hint: str = _SENT_OTHER, **kw: Any) -> Any:
         def once() -> Any:
             response = self.http.request(method, path, **kw)
             if response.status_code >= 300:
-                self._fail(response, what)
+                self._fail(response, what, checksum_hint)
             if not response.content:
                 return None
             try:
@@ -386,20 +392,27 @@ class SnapshotClient:
             body["priority"] = priority
         if checksum:
             body["checksum"] = checksum
+        # nothing is sent: the server fetched the file itself
         return self._json("PUT", f"{self.target.path}/recover", "recovering from a snapshot",
                           params={"wait": str(wait).lower()}, content=orjson.dumps(body),
-                          headers={"content-type": "application/json"})
+                          headers={"content-type": "application/json"},
+                          checksum_hint="the file at that URL does not have the checksum "
+                                        "given: check the URL and the checksum")
 
     def download(self, name: str, out: str | os.PathLike[str], *, overwrite: bool = False,
                  expected: dict[str, Any] | None = None, chunk_size: int = DEFAULT_CHUNK,
-                 progress: Progress | None = None) -> dict[str, Any]:
+                 progress: Progress | None = None, resumable: bool = True) -> dict[str, Any]:
         """Download snapshot ``name`` to ``out``, verified; see the module docstring.
 
         ``expected`` is the snapshot's description when already known (else it is listed).
         Returns ``{"path", "name", "bytes", "sha256", "verified", "resumed_from" (bytes found
         from an earlier run), "resumed_at" (offsets this run resumed from after interruptions),
-        "range_supported", "seconds"}``; ``verified`` is false only when the server reported
-        no checksum (older servers), in which case the file is kept unverified.
+        "range_supported", "seconds", "warnings"}``; ``verified`` is false only when the server
+        reported no checksum (older servers), in which case the file is kept unverified and
+        ``warnings`` says so. ``UsageError`` before anything is fetched when ``out`` is a
+        directory (or a link or special file, which the final rename would replace). When the
+        retries run out, the error names the partial file kept for the next run, unless
+        ``resumable`` is false (a caller that removes it, as ``copy_collection`` does).
         """
         progress = progress or _noop
         from vecferry import storage
@@ -408,8 +421,18 @@ class SnapshotClient:
             return self._download_remote(name, storage.url_of(out), overwrite=overwrite,
                                          expected=expected, chunk_size=chunk_size,
                                          progress=progress)
+        from vecferry.converters.base import _check_replaceable
+
         out_path = Path(out)
         where = Location(source=str(out_path))
+        # the file is renamed into place at the end: what it would replace is checked before
+        # gigabytes are fetched
+        if out_path.is_dir():
+            raise UsageError("the output is a directory; a snapshot downloads to a file",
+                             location=where,
+                             hint=f"name the file, e.g. --out {out_path / name}")
+        if overwrite and (out_path.exists() or out_path.is_symlink()):
+            _check_replaceable(out_path, directory=False)
         if out_path.exists() and not overwrite:
             raise OutputExistsError("output exists", location=where,
                                     hint="pass --overwrite, or choose another file")
@@ -432,7 +455,17 @@ class SnapshotClient:
             raise _space_error(where, need, free, f"snapshot {name}")
         state: dict[str, Any] = {"range": True}
         for attempt in (0, 1):
-            digest = self._fetch(name, part, want_size, chunk_size, progress, state)
+            try:
+                digest = self._fetch(name, part, want_size, chunk_size, progress, state)
+            except TargetError as exc:
+                have = part.stat().st_size if part.exists() else 0
+                if not (resumable and have and isinstance(exc.__cause__, TransientError)):
+                    raise
+                # the retries ran out: what was received stays for the next run
+                kept = (f"the partial file {part} keeps the {have:,} bytes received: the same "
+                        "command run again resumes from there")
+                raise TargetError(exc.message, location=exc.location,
+                                  hint=f"{exc.hint}; {kept}" if exc.hint else kept) from exc
             size = part.stat().st_size
             if want_size is not None and size != want_size:
                 # cannot happen unless the server changed the file under us
@@ -460,7 +493,8 @@ class SnapshotClient:
         return {"path": str(out_path), "name": name, "bytes": size, "sha256": digest,
                 "verified": want_sha is not None, "resumed_from": resumed_from,
                 "range_supported": state["range"], "resumed_at": state.get("resumed_at", []),
-                "seconds": round(time.monotonic() - started, 3)}
+                "seconds": round(time.monotonic() - started, 3),
+                "warnings": [] if want_sha is not None else [_unverified(name, digest)]}
 
     def _download_remote(self, name: str, url: str, *, overwrite: bool,
                          expected: dict[str, Any] | None, chunk_size: int,
@@ -554,7 +588,8 @@ class SnapshotClient:
         return {"path": url, "name": name, "bytes": size, "sha256": sha,
                 "verified": want_sha is not None, "resumed_from": 0,
                 "range_supported": state["range"], "resumed_at": state.get("resumed_at", []),
-                "seconds": round(time.monotonic() - started, 3)}
+                "seconds": round(time.monotonic() - started, 3),
+                "warnings": [] if want_sha is not None else [_unverified(name, sha)]}
 
     def _fetch(self, name: str, part: Path, total: int | None, chunk_size: int,
                progress: Progress, state: dict[str, Any]) -> str:
@@ -736,6 +771,42 @@ class SnapshotClient:
         return int((result or {}).get("count", 0))
 
 
+def _copy_left(left: dict[str, Any], source: SnapshotTarget, target: SnapshotTarget, *,
+               interrupted: bool) -> str | None:
+    """What a ``copy_collection`` that stopped at ``left["stage"]`` leaves that needs the user
+    (None: nothing), for its error's hint or its interrupt's notice."""
+    src, dst = source.display(), target.display()
+    stage, name = left["stage"], left.get("name")
+    if stage in ("count", "undescribed", "done") and not left.get("not_deleted"):
+        return None
+    if stage == "create":
+        # a server goes on making a snapshot whose request was given up
+        return (f"a snapshot the source server had begun making may still appear there: "
+                f"`vecferry snapshot list {src}` shows it, `vecferry snapshot delete {src} "
+                "NAME` removes it") if interrupted else None
+    if left.get("not_deleted"):
+        said = (f"the snapshot {name} is left on {src} (deleting it failed: "
+                f"{left['not_deleted']}): `vecferry snapshot delete {src} {name}` removes it")
+        return said if stage == "done" else said + "; the copy's download was removed"
+    kept = left.get("kept")
+    if kept is None:
+        said = (f"the snapshot made on {src} was deleted and the copy's download removed: "
+                "snapshot copy does not resume, the same command run again starts over")
+    elif kept.exists():
+        said = (f"the snapshot {name} is kept on {src}, and downloaded whole to {kept}: "
+                f"`vecferry snapshot upload {kept} {dst}` finishes the copy")
+    else:
+        partial = kept.with_name(kept.name + PART_SUFFIX)
+        have = partial.stat().st_size if partial.exists() else 0
+        fetched = (f" (it resumes from the {have:,} bytes kept in {partial})" if have else "")
+        said = (f"the snapshot {name} is kept on {src}: `vecferry snapshot download {src} "
+                f"{name} --out {kept}` finishes its download{fetched}, and `vecferry snapshot "
+                f"upload {kept} {dst}` then finishes the copy")
+    if interrupted and stage == "upload":
+        said += f"; a recovery {dst} had begun goes on there"
+    return said
+
+
 def _sha256_stream(open_source: Callable[[], Any], size: int, chunk_size: int,
                    progress: Progress) -> str:
     """SHA-256 (hex) of a stream, read ``chunk_size`` bytes at a time (a first pass)."""
@@ -747,6 +818,12 @@ def _sha256_stream(open_source: Callable[[], Any], size: int, chunk_size: int,
             done += len(chunk)
             progress("checksum", done, size)
     return digest.hexdigest()
+
+
+def _unverified(name: str, sha: str) -> str:
+    """The warning of a download the server listed no checksum for."""
+    return (f"snapshot {name} was not verified: the server lists no checksum for it (older "
+            f"Qdrant versions); its SHA-256 as received is {sha}")
 
 
 def _header_safe(name: str) -> str:
@@ -773,7 +850,11 @@ def copy_collection(src: str, dst: str, *, priority: str = "snapshot",
 
     ``OutputExistsError`` first when ``dst`` holds points, unless ``overwrite`` (the recovery
     replaces it). ``VerificationError`` when the counts differ; the snapshot made on the source
-    and the local file are removed unless ``keep``. Returns a report with one entry per step.
+    and the local file are removed unless ``keep`` (which keeps a download cut short too, as
+    ``<file>.vfpart`` that ``download`` resumes). Returns a report with one entry per step and
+    ``warnings`` (an unverified download, a snapshot the source would not delete). An error or
+    interrupt once the snapshot exists says what was left (``errors.add_notice``): the snapshot
+    deleted or kept (named, with the commands that finish the copy by hand), the download.
     """
     progress = progress or _noop
     source = parse_target(src)
@@ -797,13 +878,17 @@ def copy_collection(src: str, dst: str, *, priority: str = "snapshot",
         # copy removes if this process is killed first; made before the snapshot is, so a
         # work directory that refuses it leaves no snapshot behind on the source
         scratch = ScratchDir("snapshot-copy", folder)
+        #: how far the copy got, for what its error or interrupt says it left
+        left: dict[str, Any] = {"stage": "count"}
         try:
             expected = a.count()
             progress("count", expected, expected)
             progress("create", 0, None)
+            left["stage"] = "create"
             t0 = time.monotonic()
             snap = a.create(wait=True)
             if not snap or not snap.get("name"):
+                left["stage"] = "undescribed"  # the error says what to do
                 raise TargetError("the server did not describe the snapshot it created",
                                   location=a.where,
                                   hint="nothing was copied; a snapshot may be left on the source "
@@ -812,26 +897,45 @@ def copy_collection(src: str, dst: str, *, priority: str = "snapshot",
                                        "NAME --out FILE`, then `vecferry snapshot upload FILE "
                                        f"{target.display()}`")
             progress("create", 1, 1)
+            left.update(stage="download", name=snap["name"])
             report["steps"]["create"] = {"name": snap["name"], "bytes": snap.get("size"),
                                          "seconds": round(time.monotonic() - t0, 3)}
             local = scratch.path / snap["name"]
             try:
+                # the scratch directory goes with the run: no resume to promise
                 report["steps"]["download"] = a.download(snap["name"], local, expected=snap,
-                                                         progress=progress)
+                                                         progress=progress, resumable=False)
+                left["stage"] = "upload"
                 report["steps"]["upload"] = b.upload(local, priority=priority,
                                                      checksum=report["steps"]["download"]["sha256"],
                                                      progress=progress, overwrite=True)
+                left["stage"] = "done"
             finally:
                 if not keep:
-                    with contextlib.suppress(VecferryError):
+                    try:
                         a.delete(snap["name"])
+                    except VecferryError as exc:
+                        left["not_deleted"] = exc.message
                 else:
                     kept = folder / f".vecferry-copy-{uuid.uuid4().hex[:8]}-{snap['name']}"
+                    partial = local.with_name(local.name + PART_SUFFIX)
                     with contextlib.suppress(OSError):
-                        local.rename(kept)
+                        if local.exists():
+                            local.rename(kept)
+                        elif partial.exists():
+                            # the download resumes from it: `snapshot download ... --out kept`
+                            partial.rename(kept.with_name(kept.name + PART_SUFFIX))
+                    left["kept"] = kept
                     report["kept"] = {"file": str(kept), "snapshot": snap["name"]}
+        except BaseException as exc:
+            add_notice(exc, _copy_left(left, source, target, interrupted=isinstance(
+                exc, KeyboardInterrupt)))
+            raise
         finally:
             scratch.remove()
+        report["warnings"] = list(report["steps"]["download"].get("warnings", []))
+        if left.get("not_deleted"):
+            report["warnings"].append(_copy_left(left, source, target, interrupted=False))
         got = b.count()
         progress("count", got, expected)
     report["source_count"] = expected

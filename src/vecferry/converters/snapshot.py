@@ -11,7 +11,8 @@ create_snapshot`` / ``LocalShard`` snapshot code):
 * **shard snapshot** (``/collections/{name}/shards/{id}/snapshot``, what Qdrant Edge is seeded
   from): the content of one such shard directory at the root;
 * **full-instance snapshot**: ``config.json`` and one collection snapshot per collection
-  (``NAME.snapshot``); pass ``collection=NAME`` unless it holds exactly one.
+  (``NAME.snapshot``); pass ``collection=NAME`` (``--snapshot-collection NAME`` on the
+  command line) unless it holds exactly one.
 
 Inside ``segments/`` each segment is either ``<uuid>.tar`` (the regular format: a nested tar
 whose ``snapshot/files/`` holds the segment directory) or ``<uuid>/files/...`` (the streamable
@@ -78,6 +79,11 @@ _ROCKSDB_MARKERS = ("CURRENT", "IDENTITY", "LOCK")
 #: members of a collection snapshot's root that are not shards
 _COLLECTION_FILES = ("config.json", "version.info", "payload_index.json",
                      "shard_key_mapping.json")
+
+
+#: what to do when a shard does not fit the system's temporary directory: TMPDIR moves it,
+#: and with it every other spill of the run (a verify's comparison, duplicate-id counts)
+SPACE_HINT = "free space, or set TMPDIR to a directory with room for it"
 
 
 class UnsafeArchiveError(InputError):
@@ -241,6 +247,7 @@ class SnapshotArchive:
                                          hint="refusing to extract anything from it") from None
             if name:
                 self.members.append((name, m))
+        self._check_end()
         names = {n for n, _ in self.members}
         tops = {n.split("/", 1)[0] for n in names}
         self.config: dict[str, Any] | None = None
@@ -278,8 +285,38 @@ class SnapshotArchive:
                              "config.json (collection snapshot)", location=where,
                              hint="give a .snapshot file made by Qdrant")
         if self.inner is None and collection is not None:
-            raise UsageError("--collection applies to full-instance snapshots only",
-                             location=where)
+            raise UsageError("--snapshot-collection (the reader option collection) applies to "
+                             f"full-instance snapshots only; this is a {self.kind} snapshot",
+                             location=where, hint="drop --snapshot-collection")
+
+    def _check_end(self) -> None:
+        """``InputError`` unless the end-of-archive marker (two 512-byte zero blocks) follows
+        the last member. ``tarfile`` ends its listing quietly where a header is missing, cut
+        short or invalid past the first member, so a file cut at a member boundary (or inside
+        a header) would read as a smaller collection. Every writer of snapshots ends with the
+        marker: Qdrant (the Rust ``tar`` crate's ``Builder::finish``, also run on drop) writes
+        exactly it, GNU tar and Python's ``tarfile`` write it and then pad with zeros to their
+        record size, which a cut may shorten harmlessly."""
+        end = self.tar.offset  # where the listing stopped: just past the last member's data
+        f = self.tar.fileobj
+        try:
+            f.seek(end)
+            tail = f.read(2 * tarfile.BLOCKSIZE)
+        except (OSError, EOFError) as exc:
+            raise InputError(f"the snapshot archive is damaged: {exc}",
+                             location=Location(self.label),
+                             hint="the file may be truncated; download it again") from exc
+        if tail == bytes(2 * tarfile.BLOCKSIZE):
+            return
+        after = f" after {self.members[-1][0]!r}" if self.members else ""
+        if not tail.strip(b"\0"):
+            raise InputError(f"the snapshot file is truncated: it ends at byte "
+                             f"{end + len(tail):,}{after}, without tar's end-of-archive marker",
+                             location=Location(self.label),
+                             hint="the snapshot file is incomplete; download it again")
+        raise InputError(f"the snapshot archive is damaged: the entry header at byte {end:,}"
+                         f"{after} is cut short or invalid", location=Location(self.label),
+                         hint="the file may be truncated; download it again")
 
     def _open_nested(self, nested: list[str], collection: str | None) -> None:
         where = Location(self.label)
@@ -287,7 +324,8 @@ class SnapshotArchive:
         if collection is None and len(names) > 1:
             raise UsageError(f"a full-instance snapshot holding {len(names)} collections "
                              f"({', '.join(names)})", location=where,
-                             hint="choose one with the reader option collection=NAME")
+                             hint="choose one with --snapshot-collection NAME, or the reader "
+                                  "option collection=NAME")
         pick = collection if collection is not None else names[0]
         if pick not in names:
             raise InputError(f"the full snapshot holds no collection {pick!r}", location=where,
@@ -343,8 +381,10 @@ class SnapshotArchive:
     def source_tar(self) -> tarfile.TarFile:
         return self.inner.tar if self.inner is not None else self.tar
 
-    def extract_shard(self, shard: ShardEntry, dest: Path) -> Path:
-        """Extract one shard into the new directory ``dest`` and make it loadable by Edge."""
+    def extract_shard(self, shard: ShardEntry, dest: Path, *,
+                      space_hint: str = SPACE_HINT) -> Path:
+        """Extract one shard into the new directory ``dest`` and make it loadable by Edge;
+        ``TargetError`` with ``space_hint`` when the free space there is short of its size."""
         where = Location(self.label)
         need = shard.size
         dest.mkdir(parents=True)
@@ -353,9 +393,7 @@ class SnapshotArchive:
             which = f"shard {shard.id}" if shard.id is not None else "the shard"
             raise TargetError(
                 f"not enough temporary space to extract {which}: needs {need:,} bytes, "
-                f"{free:,} free", location=Location(str(dest)),
-                hint="free space, or point the extraction elsewhere (TMPDIR or the reader "
-                     "option workdir=DIR)")
+                f"{free:,} free", location=Location(str(dest)), hint=space_hint)
         tar = self.source_tar
         out = _Extractor(dest, self.label)
         streamable: dict[str, set[str]] = {}
@@ -597,6 +635,7 @@ class SnapshotReader(ClosingReader):
         if workdir is not None and not Path(workdir).is_dir():
             raise UsageError("work directory does not exist", location=Location(str(workdir)))
         self.archive = SnapshotArchive(str(path), collection=collection)
+        self._workdir = workdir
         self._scratch = ScratchDir("snapshot", workdir)
         self.tmp = self._scratch.path
         self._open: tuple[int, Any] | None = None  # (shard index, EdgeReader)
@@ -625,7 +664,10 @@ class SnapshotReader(ClosingReader):
         from vecferry.converters.qdrant_edge import EdgeReader
 
         dest = self.tmp / f"shard-{i}"
-        self.archive.extract_shard(self.archive.shards[i], dest)
+        self.archive.extract_shard(
+            self.archive.shards[i], dest,
+            space_hint=SPACE_HINT if self._workdir is None
+            else "free space there, or choose another workdir")
         where = Location(self._shard_label(i))
         try:
             # Load once to let Edge derive and persist the shard config (edge_config.json)
@@ -766,12 +808,25 @@ class SnapshotReader(ClosingReader):
             if len(self.counts) > 1:
                 self._close_shard()
 
+    @property
+    def search_unsupported(self) -> str | None:
+        """Why ``search`` cannot serve this snapshot (``verify`` then skips search parity with
+        this as its warning), or None: each shard is an Edge shard of its own, opened one at a
+        time, and the ids they return carry no scores to merge them by."""
+        if len(self.counts) == 1:
+            return None
+        return (f"{self.location} is a snapshot of {len(self.counts)} shards, which cannot be "
+                "searched as one")
+
     def search(self, queries: Any, k: int, vector: str) -> list[list[Any]]:
-        """Exact-engine search parity (``verify``); single-shard snapshots only."""
-        if len(self.counts) != 1:
+        """Exact-engine search parity (``verify``); single-shard snapshots only
+        (``UnsupportedError`` else, see ``search_unsupported``)."""
+        why = self.search_unsupported
+        if why is not None:
             raise UnsupportedError("search over a multi-shard snapshot is not supported",
                                    location=Location(self.location),
-                                   hint="run verify with --queries 0")
+                                   hint="verify skips search parity for it and compares the "
+                                        "counts and digests")
         reader = self._open_shard(0)
         with self._told_of_snapshot(0):
             return reader.search(queries, k, vector)
