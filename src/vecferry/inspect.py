@@ -93,7 +93,7 @@ def inspect_location(location: str, *, from_format: str | None = None, sample: i
         "modified": os.path.getmtime(location) if os.path.exists(location) else None,
         "sizing": estimate(manifest, count, stats.payload_sizes,
                            vector_stats=stats.vector_stats(), payload_keys=keys,
-                           ram_budget=ram_budget),
+                           ram_budget=ram_budget, location_format=spec.name),
         **({"suggested_mapping": suggested} if suggested is not None else {}),
     }
 

@@ -202,8 +202,8 @@ def _layouts(resident: dict[str, dict[str, int]], disk: dict[str, int]
 
 def estimate(manifest: Manifest, count: int | None, payload_sizes: Sequence[int], *,
              vector_stats: Mapping[str, Mapping[str, Any]] | None = None,
-             payload_keys: Iterable[str] = (), ram_budget: int = DEFAULT_RAM_BUDGET
-             ) -> dict[str, Any]:
+             payload_keys: Iterable[str] = (), ram_budget: int = DEFAULT_RAM_BUDGET,
+             location_format: str | None = None) -> dict[str, Any]:
     """RAM and disk of a Qdrant collection holding ``count`` points shaped like ``manifest``.
 
     ``payload_sizes``: payload JSON bytes of each sampled point. ``vector_stats``: as
@@ -211,8 +211,10 @@ def estimate(manifest: Manifest, count: int | None, payload_sizes: Sequence[int]
     sparse / multi vectors count as empty (said in ``notes``). ``payload_keys``: the payload
     fields seen in the sample, checked against the collection's payload indexes.
     ``count=None`` (not known cheaply) sizes the sampled points, said in ``notes``.
-    ``ram_budget`` (bytes) decides the recommendation and the on-disk warning. Pure: reads
-    nothing, raises ``UsageError`` only for a non-positive budget.
+    ``ram_budget`` (bytes) decides the recommendation and the on-disk warning.
+    ``location_format``: the format of the location the manifest was read from; the
+    collection config is its current one only for a Qdrant location (see ``_live``). Pure:
+    reads nothing, raises ``UsageError`` only for a non-positive budget.
     """
     if ram_budget <= 0:
         raise UsageError("the RAM budget must be a positive number of bytes")
@@ -319,11 +321,10 @@ def estimate(manifest: Manifest, count: int | None, payload_sizes: Sequence[int]
         "payload": payload,
         "totals": totals,
     }
-    result["recommendation"] = _recommend(result, manifest)
+    live = _live(manifest, location_format)
+    result["recommendation"] = _recommend(result, manifest, live)
     # The config of a Qdrant location is its current one; a file carries the one it recorded.
-    result["config"] = (None if not collection else
-                        "current" if (manifest.source or {}).get("format") in _QDRANT_FORMATS
-                        else "recorded")
+    result["config"] = None if not collection else "current" if live else "recorded"
     result["warnings"] = (_warnings(result, manifest, set(payload_keys)) if collection else [])
     result["notes"] = notes
     return result
@@ -354,7 +355,22 @@ def _below_indexing_threshold(result: dict[str, Any]) -> bool:
     return bool(dense) and all(v["raw_bytes"] < limit for v in dense)
 
 
-def _recommend(result: dict[str, Any], manifest: Manifest) -> list[str]:
+def _live(manifest: Manifest, location_format: str | None) -> bool:
+    """Whether ``manifest`` is a Qdrant location's own, not one a file recorded.
+
+    The format of the location read decides when known. Otherwise the manifest does: one
+    recording a digest is a file's (only file writers record one; a collection's reader never
+    does), else its source's format. A file exported from a collection keeps that collection
+    as its source, so the source alone would call the file's recorded config current.
+    """
+    if location_format is not None:
+        return location_format in _QDRANT_FORMATS
+    if manifest.digest is not None:
+        return False
+    return (manifest.source or {}).get("format") in _QDRANT_FORMATS
+
+
+def _recommend(result: dict[str, Any], manifest: Manifest, live: bool = True) -> list[str]:
     """Lines of advice. Thresholds: everything in RAM while ``layouts.ram.none.ram`` fits the
     budget; else originals on disk with scalar int8 in RAM while ``layouts.disk.scalar.ram``
     fits; else binary while ``layouts.disk.binary.ram`` fits; else more RAM or nodes."""
@@ -403,7 +419,7 @@ def _recommend(result: dict[str, Any], manifest: Manifest) -> list[str]:
         lines.append(f"Payload: ~{human(p['total'])} in all (per point mean {p['mean']:g}, "
                      f"p99 {p['p99']:,}, max {p['max']:,} bytes), kept {where}; index the "
                      f"fields you filter on (indexed values stay in RAM).")
-    if (manifest.source or {}).get("engine") == "local":
+    if live and (manifest.source or {}).get("engine") == "local":
         lines.append("This is a qdrant-client local-mode folder, which builds no HNSW graph "
                      "and keeps no payload indexes: the figures are for a Qdrant server "
                      "holding this data.")

@@ -4,14 +4,29 @@
 spilling ``(id hash, id, vector hash, payload hash)`` per point to hash partitions on disk.
 Equal counts and digests prove the two sides hold the same points; otherwise the partitions
 are joined one at a time to name the ids missing on either side and the ids whose vector or
-payload differs, with memory bounded by one partition (``memory_rows``), not by the id set:
-a partition that outgrows ``memory_rows`` (the counts were unknown, or hashing was uneven) is
-split again by another hash before it is loaded. The report (counts, examples) does not depend
-on how the ids were partitioned: examples are the lowest ids of each kind of difference.
+payload differs, with memory bounded by one partition (``memory_rows`` records and
+``memory_bytes`` bytes per side; a record spilled for ``tolerance`` carries its vector values,
+so the partitions are sized from the row width), not by the id set: a partition that outgrows
+either (the counts were unknown, or hashing was uneven) is split again by another hash before
+it is loaded. The report (counts, examples) does not depend on how the ids were partitioned:
+examples are the lowest ids of each kind of difference.
+
+A file destination keeps every record, so it is compared record by record, repeated ids
+included: the records of an id equal on both sides are set aside, and the rest are paired in
+the order they come (a record left unpaired is missing or extra). A collection (``KEYED_FORMATS``)
+holds one point per id, the last upserted, so against one each side's last record of each id
+is compared.
+
+A vector both sides hold with different sizes is a difference; with different distances, a
+warning naming both (a later load of each would build a collection searching differently, but
+the points are the same, and ``--distance`` changes it on purpose); a side that records no
+distance (a plain .npy) differs from none.
 
 With ``tolerance`` dense vectors, and multivectors under the Cosine distance, are compared by
 maximum absolute error; sparse and other multi vectors, which vectors a point has and how many
-sub-vectors a multivector has, are still compared exactly.
+sub-vectors a multivector has, are still compared exactly. Digests that differ where no record
+was found to differ are a difference, unless some vectors differed within the tolerance (which
+changes the digest of a correct lossy copy).
 
 ``verify(archive)`` with one location recomputes the digest a file writer recorded in the
 manifest and compares, proving a file intact without its source; it also counts duplicate ids.
@@ -27,7 +42,9 @@ carry. ``tied_ids`` counts the ids found only that way; an id clearly nearer tha
 side's k-th one is still a miss.
 Packed bits of a FAISS binary index are compared by Hamming distance, as the index does; an IVF
 index is searched in every inverted list, so an exact copy scores 1.0. Vectors of different
-sizes on the two sides are a difference, and cannot be searched with the same queries.
+sizes on the two sides are a difference, and cannot be searched with the same queries. A
+reader that says why it cannot search (``search_unsupported``: a multi-shard snapshot) has
+search parity skipped, with that reason as a warning; the counts and digests still decide.
 """
 
 from __future__ import annotations
@@ -46,7 +63,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from vecferry.converters import open_reader, resolve
@@ -75,11 +91,18 @@ from vecferry.stream import (
 
 DEFAULT_MIN_RECALL = 0.99
 MEMORY_ROWS = 2_000_000
+#: bytes of spilled records per side held at once while joining: a record spilled for
+#: ``tolerance`` carries its vector values (3 KiB at 768 float32), so rows alone do not bound it
+MEMORY_BYTES = 64 << 20
 #: destinations that hold one point per id (an upsert replaces the point of its id)
 KEYED_FORMATS = frozenset({"qdrant", "qdrant-edge", "snapshot"})
+#: locations that are collections, not files: no manifest, so no recorded digest
+_COLLECTIONS = frozenset({"qdrant", "qdrant-edge"})
 EXAMPLES = 10
 #: how many times an oversized partition may be split again (each split at least halves it)
 MAX_SPLITS = 16
+#: most partitions made at once (each an open file per side)
+MAX_PARTITIONS = 64
 #: key: id hash; hv / hp: vectors / payload hash; hx (tolerance only): hash of what is compared
 #: exactly (``_tolerance_parts``); vec (tolerance only): the float32 values compared with it
 _SPILL = pa.schema([("key", pa.uint64()), ("id", pa.string()), ("hv", pa.uint64()),
@@ -87,7 +110,8 @@ _SPILL = pa.schema([("key", pa.uint64()), ("id", pa.string()), ("hv", pa.uint64(
 
 
 def _write_parts(batch: pa.RecordBatch, part: np.ndarray, path_of: Any,
-                 writers: dict[int, ipc.RecordBatchStreamWriter], rows: dict[int, int]) -> None:
+                 writers: dict[int, ipc.RecordBatchStreamWriter], rows: dict[int, int],
+                 sizes: dict[int, int]) -> None:
     for p in np.unique(part):
         p = int(p)
         w = writers.get(p)
@@ -96,6 +120,7 @@ def _write_parts(batch: pa.RecordBatch, part: np.ndarray, path_of: Any,
         sub = batch.filter(pa.array(part == p))
         w.write_batch(sub)
         rows[p] = rows.get(p, 0) + sub.num_rows
+        sizes[p] = sizes.get(p, 0) + sub.nbytes
 
 
 class _Spill:
@@ -105,6 +130,8 @@ class _Spill:
         self.dir, self.side, self.partitions = directory, side, partitions
         self.writers: dict[int, ipc.RecordBatchStreamWriter] = {}
         self.rows: dict[int, int] = {}
+        #: bytes of each partition as loaded (Arrow buffers)
+        self.sizes: dict[int, int] = {}
 
     def path(self, p: int) -> Path:
         return self.dir / f"{self.side}-{p}.arrow"
@@ -120,7 +147,7 @@ class _Spill:
             pa.array(hx if hx is not None else np.zeros(n, np.uint64), pa.uint64()),
             pa.array(vecs if vecs is not None else [None] * n, pa.binary()),
         ], schema=_SPILL)
-        _write_parts(batch, part, self.path, self.writers, self.rows)
+        _write_parts(batch, part, self.path, self.writers, self.rows, self.sizes)
 
     def close(self) -> None:
         for w in self.writers.values():
@@ -137,50 +164,58 @@ def _load(path: Path | None) -> pa.Table:
 
 
 def _split(path: Path | None, parts: int, level: int, prefix: Path
-           ) -> list[tuple[Path | None, int]]:
+           ) -> list[tuple[Path | None, int, int]]:
     """Stream one partition file into ``parts`` files by a hash of the key that is
-    independent of the partitioning before (``level``); returns (path, rows) per part."""
+    independent of the partitioning before (``level``); returns (path, rows, bytes) per
+    part."""
     if path is None or not path.exists():
-        return [(None, 0)] * parts
+        return [(None, 0, 0)] * parts
     writers: dict[int, ipc.RecordBatchStreamWriter] = {}
     rows: dict[int, int] = {}
+    sizes: dict[int, int] = {}
     salt = np.uint64((0x9E3779B97F4A7C15 * level) % 2**64)
     with ipc.open_stream(str(path)) as r:
         for batch in r:
             keys = batch.column("key").to_numpy()
             with np.errstate(over="ignore"):
                 part = (_mix(keys ^ salt) % np.uint64(parts)).astype(np.int64)
-            _write_parts(batch, part, lambda p: Path(f"{prefix}.{p}.arrow"), writers, rows)
+            _write_parts(batch, part, lambda p: Path(f"{prefix}.{p}.arrow"), writers, rows,
+                         sizes)
     for w in writers.values():
         w.close()
     path.unlink()
-    return [(Path(f"{prefix}.{p}.arrow") if p in rows else None, rows.get(p, 0))
-            for p in range(parts)]
+    return [(Path(f"{prefix}.{p}.arrow") if p in rows else None, rows.get(p, 0),
+             sizes.get(p, 0)) for p in range(parts)]
 
 
-def _pieces(spills: list[_Spill], memory_rows: int) -> Iterator[list[pa.Table]]:
+def _pieces(spills: list[_Spill], memory_rows: int, memory_bytes: int = MEMORY_BYTES
+            ) -> Iterator[list[pa.Table]]:
     """The spilled records, one table per side, for one set of keys at a time.
 
-    Every key is in exactly one piece; a piece holds at most ``memory_rows`` records per side
-    unless it cannot be split further (one id repeated more than ``memory_rows`` times).
+    Every key is in exactly one piece; a piece holds at most ``memory_rows`` records and
+    ``memory_bytes`` bytes per side unless it cannot be split further (one id repeated more
+    than that).
     """
-    stack: list[tuple[list[tuple[Path | None, int]], int, str]] = [
-        ([(s.path(p) if p in s.rows else None, s.rows.get(p, 0)) for s in spills], 1, str(p))
+    stack: list[tuple[list[tuple[Path | None, int, int]], int, str]] = [
+        ([(s.path(p) if p in s.rows else None, s.rows.get(p, 0), s.sizes.get(p, 0))
+          for s in spills], 1, str(p))
         for p in reversed(range(spills[0].partitions))]
     while stack:
         files, level, name = stack.pop()
-        largest = max(rows for _, rows in files)
-        if largest > memory_rows and level <= MAX_SPLITS:
-            parts = max(2, math.ceil(largest / memory_rows))
+        largest = max(rows for _, rows, _ in files)
+        heaviest = max(size for _, _, size in files)
+        if (largest > memory_rows or heaviest > memory_bytes) and level <= MAX_SPLITS:
+            parts = min(MAX_PARTITIONS, max(2, math.ceil(largest / memory_rows),
+                                            math.ceil(heaviest / memory_bytes)))
             split = [_split(path, parts, level, spills[0].dir / f"s{i}-{name}")
-                     for i, (path, _) in enumerate(files)]
+                     for i, (path, _, _) in enumerate(files)]
             for p in reversed(range(parts)):
                 sub = [side[p] for side in split]
                 # a part as large as before is one id repeated: no split can help it
-                stuck = max(rows for _, rows in sub) >= largest
+                stuck = max(rows for _, rows, _ in sub) >= largest
                 stack.append((sub, MAX_SPLITS + 1 if stuck else level + 1, f"{name}.{p}"))
             continue
-        yield [_load(path) for path, _ in files]
+        yield [_load(path) for path, _, _ in files]
 
 
 def _id_order(id_value: Any) -> tuple[bool, Any]:
@@ -189,7 +224,8 @@ def _id_order(id_value: Any) -> tuple[bool, Any]:
 
 
 class _Examples:
-    """The ``EXAMPLES`` lowest ids seen, whatever order they come in."""
+    """The ``EXAMPLES`` lowest ids seen, each once (several records of a repeated id may
+    differ), whatever order they come in."""
 
     def __init__(self) -> None:
         self.items: list[Any] = []
@@ -197,10 +233,10 @@ class _Examples:
     def add(self, id_value: Any) -> None:
         self.items.append(id_value)
         if len(self.items) > 4 * EXAMPLES:
-            self.items = heapq.nsmallest(EXAMPLES, self.items, key=_id_order)
+            self.items = self.result()
 
     def result(self) -> list[Any]:
-        return heapq.nsmallest(EXAMPLES, self.items, key=_id_order)
+        return heapq.nsmallest(EXAMPLES, dict.fromkeys(self.items), key=_id_order)
 
 
 class _Side:
@@ -413,82 +449,166 @@ def _scan(side: _Side, spill: _Spill | None, batch_size: int, tolerance: float |
         spill.close()
 
 
-def _dedupe(table: pa.Table, side: _Side) -> pa.Table:
-    """The last record of each id (what a Qdrant upsert keeps); counts repeated ids."""
+def _dedupe(table: pa.Table, side: _Side, every_record: bool = False) -> pa.Table:
+    """The last record of each id (what a Qdrant upsert keeps), or with ``every_record`` the
+    table as it is; either way counts the side's repeated ids."""
     if table.num_rows == 0:
         return table
-    counts = pc.value_counts(table.column("key").combine_chunks())
-    dup = counts.filter(pc.greater(counts.field("counts"), 1))
-    if len(dup) == 0:
-        return table
-    side.duplicates += len(dup)
-    side.repeats += int(pc.sum(dup.field("counts")).as_py()) - len(dup)
-    keep = np.ones(table.num_rows, dtype=bool)
-    seen: set[int] = set()
     keys = table.column("key").to_numpy()
-    dup_keys = set(dup.field("values").to_pylist())
-    for i in range(len(keys) - 1, -1, -1):
-        k = int(keys[i])
-        if k in dup_keys:
-            if k in seen:
-                keep[i] = False
-            else:
-                seen.add(k)
-                side._duplicate_examples.add(json.loads(table.column("id")[i].as_py()))
-    return table.filter(pa.array(keep))
+    _, first_from_end, counts = np.unique(keys[::-1], return_index=True, return_counts=True)
+    repeated = counts > 1
+    if not repeated.any():
+        return table
+    side.duplicates += int(repeated.sum())
+    side.repeats += int((counts[repeated] - 1).sum())
+    last = len(keys) - 1 - first_from_end
+    for id_text in table.column("id").take(pa.array(last[repeated])).to_pylist():
+        side._duplicate_examples.add(json.loads(id_text))
+    return table if every_record else table.take(pa.array(np.sort(last)))
+
+
+def _match(cols_a: Sequence[np.ndarray], cols_b: Sequence[np.ndarray]
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pair the records of two sides that agree on every column of ``cols``: the n-th record
+    of a group on one side (in the order they come) with the n-th on the other.
+
+    Returns (a rows, b rows) paired, then the a rows and the b rows left unpaired, each in
+    the order they come. Sorting, not a dict of rows: a piece may hold millions of records.
+    """
+    na = len(cols_a[0])
+    cols = [np.concatenate([x, y]) for x, y in zip(cols_a, cols_b, strict=True)]
+    position = np.arange(len(cols[0]))
+    # by the columns, then by position: a group's a rows first, each side in its own order
+    order = np.lexsort([position, *reversed(cols)])
+    if not len(order):
+        empty = np.empty(0, np.int64)
+        return empty, empty, empty, empty
+    sorted_cols = [c[order] for c in cols]
+    new = np.zeros(len(order), dtype=bool)
+    new[0] = True
+    for c in sorted_cols:
+        new[1:] |= c[1:] != c[:-1]
+    group = np.cumsum(new) - 1
+    start = np.flatnonzero(new)[group]
+    is_b = order >= na
+    in_a = np.bincount(group, weights=~is_b).astype(np.int64)[group]
+    in_b = np.bincount(group, weights=is_b).astype(np.int64)[group]
+    rank = position - start - np.where(is_b, in_a, 0)
+    paired = np.where(is_b, rank < in_a, rank < in_b)
+    first = np.flatnonzero(paired & ~is_b)
+    pa_rows, pb_rows = order[first], order[first + in_a[first]] - na
+    only_a = np.sort(order[~paired & ~is_b])
+    only_b = np.sort(order[~paired & is_b] - na)
+    return pa_rows, pb_rows, only_a, only_b
+
+
+#: pairs of records whose vector values are compared at once (with ``tolerance``)
+ERROR_CHUNK = 1024
+
+
+def _value_rows(col: pa.ChunkedArray) -> np.ndarray | None:
+    """The float32 values of spilled vector bytes as one matrix, or None when the rows are
+    not all the same length (multivectors) or some have none."""
+    arr = col.combine_chunks()
+    if arr.null_count or len(arr) == 0:
+        return None
+    offsets = np.frombuffer(arr.buffers()[1], np.int32)[arr.offset:arr.offset + len(arr) + 1]
+    width = int(offsets[1] - offsets[0])
+    if width % 4 or (np.diff(offsets) != width).any():
+        return None
+    data = arr.buffers()[2]
+    if width == 0 or data is None:
+        return np.empty((len(arr), 0), np.float32)
+    return np.frombuffer(data, np.float32, count=len(arr) * width // 4,
+                         offset=int(offsets[0])).reshape(len(arr), width // 4)
+
+
+def _errors(a: pa.Table, b: pa.Table, rows_a: np.ndarray, rows_b: np.ndarray) -> np.ndarray:
+    """``_max_abs_error`` of each pair of records, a chunk of pairs at a time (memory stays
+    at a chunk of vectors), vectorised where the values are of one length."""
+    out = np.empty(len(rows_a))
+    for lo in range(0, len(rows_a), ERROR_CHUNK):
+        ta = a.column("vec").take(pa.array(rows_a[lo:lo + ERROR_CHUNK]))
+        tb = b.column("vec").take(pa.array(rows_b[lo:lo + ERROR_CHUNK]))
+        va, vb = _value_rows(ta), _value_rows(tb)
+        if va is None or vb is None or va.shape != vb.shape:
+            out[lo:lo + len(ta)] = [_max_abs_error(x, y) for x, y in
+                                    zip(ta.to_pylist(), tb.to_pylist(), strict=True)]
+            continue
+        nan_a, nan_b = np.isnan(va), np.isnan(vb)
+        diff = np.abs(va.astype(np.float64) - vb.astype(np.float64))
+        diff[nan_a & nan_b] = 0.0  # no vector on both sides: equal
+        err = diff.max(axis=1) if diff.shape[1] else np.zeros(len(diff))
+        err[(nan_a != nan_b).any(axis=1)] = math.inf  # a vector on one side only
+        out[lo:lo + len(ta)] = err
+    return out
 
 
 def _compare_partitions(src: _Side, dst: _Side, s_spill: _Spill, d_spill: _Spill,
                         tolerance: float | None, diff_path: str | None,
-                        memory_rows: int) -> dict[str, Any]:
+                        memory_rows: int, memory_bytes: int = MEMORY_BYTES,
+                        every_record: bool = False) -> dict[str, Any]:
+    """Name the records that differ, one piece of the id hashes at a time.
+
+    ``every_record`` (a file destination, which keeps every record): each record of a
+    repeated id must be there, so the records equal on both sides (id, vectors, payload) are
+    set aside and the rest of each id are paired in the order they come; a record left
+    unpaired is missing or extra. Otherwise (a collection) each side's last record of each id
+    is compared. Counts are of records, examples of ids. With ``tolerance`` the report
+    carries ``max_abs_error`` and ``within_tolerance``: records whose vector bits differ but
+    whose values are within the tolerance (what lets digests differ in a correct copy).
+    """
     found = {"missing_in_destination": 0, "extra_in_destination": 0, "vector_differs": 0,
              "payload_differs": 0}
     examples = {k: _Examples() for k in found}
     max_err = 0.0
+    within = 0
     largest = 0
     out = open(diff_path, "w", encoding="utf-8") if diff_path else None  # noqa: SIM115
     try:
-        for a, b in _pieces([s_spill, d_spill], memory_rows):
-            a = _dedupe(a, src)
-            b = _dedupe(b, dst)
+        for a, b in _pieces([s_spill, d_spill], memory_rows, memory_bytes):
+            a = _dedupe(a, src, every_record)
+            b = _dedupe(b, dst, every_record)
             largest = max(largest, a.num_rows, b.num_rows)
-            ka, kb = a.column("key").to_numpy(), b.column("key").to_numpy()
-            ia = {int(k): i for i, k in enumerate(ka)}
-            ib = {int(k): i for i, k in enumerate(kb)}
-            rows: list[tuple[str, str]] = []
-            for k, i in ia.items():
-                if k not in ib:
-                    rows.append(("missing_in_destination", a.column("id")[i].as_py()))
+            ca, cb = ({c: t.column(c).to_numpy() for c in ("key", "hv", "hp", "hx")}
+                      for t in (a, b))
+            # records equal on both sides first, so a repeated id's equal records pair up
+            # whatever their order, and only what is left is paired by id
+            _, _, left_a, left_b = _match([ca["key"], ca["hv"], ca["hp"]],
+                                          [cb["key"], cb["hv"], cb["hp"]])
+            ia, ib, only_a, only_b = _match([ca["key"][left_a]], [cb["key"][left_b]])
+            ia, ib, only_a, only_b = left_a[ia], left_b[ib], left_a[only_a], left_b[only_b]
+            vector_apart = ca["hv"][ia] != cb["hv"][ib]
+            if tolerance is not None and vector_apart.any():
+                near = np.flatnonzero(vector_apart & (ca["hx"][ia] == cb["hx"][ib]))
+                err = _errors(a, b, ia[near], ib[near])
+                finite = err[np.isfinite(err)]
+                if finite.size:
+                    max_err = max(max_err, float(finite.max()))
+                close = err <= tolerance
+                within += int(close.sum())
+                vector_apart[near[close]] = False
+            for kind, table, rows in (
+                    ("missing_in_destination", a, only_a),
+                    ("payload_differs", a, ia[ca["hp"][ia] != cb["hp"][ib]]),
+                    ("vector_differs", a, ia[vector_apart]),
+                    ("extra_in_destination", b, only_b)):
+                if not len(rows):
                     continue
-                j = ib[k]
-                if a.column("hp")[i].as_py() != b.column("hp")[j].as_py():
-                    rows.append(("payload_differs", a.column("id")[i].as_py()))
-                if a.column("hv")[i].as_py() != b.column("hv")[j].as_py():
-                    if (tolerance is not None
-                            and a.column("hx")[i].as_py() == b.column("hx")[j].as_py()):
-                        err = _max_abs_error(a.column("vec")[i].as_py(),
-                                             b.column("vec")[j].as_py())
-                        if err <= tolerance:
-                            max_err = max(max_err, err)
-                            continue
-                        if math.isfinite(err):
-                            max_err = max(max_err, err)
-                    rows.append(("vector_differs", a.column("id")[i].as_py()))
-            for k, j in ib.items():
-                if k not in ia:
-                    rows.append(("extra_in_destination", b.column("id")[j].as_py()))
-            for kind, id_text in rows:
-                found[kind] += 1
-                examples[kind].add(json.loads(id_text))
+                texts = table.column("id").take(pa.array(rows)).to_pylist()
+                found[kind] += len(texts)
+                for id_text in texts:
+                    examples[kind].add(json.loads(id_text))
                 if out is not None:
-                    out.write(f'{{"id":{id_text},"status":"{kind}"}}\n')
+                    out.writelines(f'{{"id":{t},"status":"{kind}"}}\n' for t in texts)
     finally:
         if out is not None:
             out.close()
     shown = {k: e.result() for k, e in examples.items()}
     return {**found, "examples": {k: v for k, v in shown.items() if v},
             "largest_partition_rows": largest,
-            **({"max_abs_error": max_err} if tolerance is not None else {})}
+            **({"max_abs_error": max_err, "within_tolerance": within}
+               if tolerance is not None else {})}
 
 
 # ------------------------------------------------------------------------------ search parity
@@ -666,7 +786,8 @@ def verify(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = Non
            src_options: dict[str, Any] | None = None,
            dst_options: dict[str, Any] | None = None, on_error: str = "fail",
            rejects: str | os.PathLike[str] | None = None,
-           only_vectors: Sequence[str] | None = None) -> dict[str, Any]:
+           only_vectors: Sequence[str] | None = None,
+           memory_bytes: int = MEMORY_BYTES) -> dict[str, Any]:
     """Compare ``src`` with ``dst`` (or ``src`` with its recorded digest); return a report.
     Locations and files (``diff``, ``rejects``, paths in the options) may be ``pathlib``
     paths.
@@ -689,6 +810,17 @@ def verify(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = Non
     difference of every point); points are compared by the vectors both sides hold.
     ``only_vectors`` compares those vectors alone, the others named in a warning: a conversion
     that kept one vector on purpose (a FAISS target's ``--vector``) is verified by it.
+
+    A vector both sides hold with different distances is a warning naming both (a side that
+    records no distance differs from none). With ``tolerance``, a
+    vector is compared as unit vectors only when the destination records Cosine (Qdrant, and
+    a Cosine FAISS index, store it normalized) and the source records Cosine or no distance
+    (the Cosine was chosen for its vectors at the conversion): under any other pair the
+    values are compared as they are, so a Dot source beside a Cosine collection shows how far
+    its values are from what the collection holds.
+
+    The comparison holds at most ``memory_rows`` records and ``memory_bytes`` bytes of
+    spilled records per side at once (a partition outgrowing either is split again).
     """
     # pathlib paths, as convert takes them: the library works with location text
     src, dst, diff, rejects = (os.fspath(p) if isinstance(p, os.PathLike) else p
@@ -704,6 +836,8 @@ def verify(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = Non
                               "destination, by id")
     if memory_rows <= 0:
         raise UsageError("memory_rows must be positive")
+    if memory_bytes <= 0:
+        raise UsageError("memory_bytes must be positive")
     src_options, dst_options = dict(src_options or {}), dict(dst_options or {})
     if allow_lossy:
         _allow_lossy([(src, from_format, src_options)]
@@ -727,6 +861,8 @@ def verify(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = Non
     tmp = scratch.path
     problems: list[str] = []
     one_per_id = False
+    # a collection holds one point per id; a file keeps every record, each to be compared
+    keyed = b.format in KEYED_FORMATS
     try:
         not_compared = _common_vectors(a, b, only_vectors, problems)
         if diff:
@@ -734,7 +870,13 @@ def verify(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = Non
             Path(diff).write_text("", encoding="utf-8")
         counts = [c for c in (a.reader.count(), b.reader.count()) if c is not None]
         # Unknown counts start at 8 partitions; oversized ones are split again when joined.
-        partitions = max(1, math.ceil(max(counts, default=memory_rows * 8) / memory_rows))
+        most = max(counts, default=0)
+        partitions = 8 if not counts else max(
+            1, math.ceil(most / memory_rows),
+            math.ceil(most * _row_bytes(a.manifest, tolerance) / memory_bytes))
+        # each partition is a file open while the sides are read: past the cap, the join
+        # splits what is still too large
+        partitions = min(partitions, MAX_PARTITIONS)
         sa, sb = _Spill(tmp, "src", partitions), _Spill(tmp, "dst", partitions)
         # checked even without queries: a wrong --vector is a mistake either way
         if vector is not None:  # names the side that lacks it, before narrowing hides it
@@ -747,12 +889,18 @@ def verify(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = Non
             search_skipped = (f"{sizes[picked]}, so source queries cannot search the "
                               "destination")
             picked = None
+        if queries and picked is not None:
+            # a side whose reader cannot search (a multi-shard snapshot) leaves the verdict
+            # to the counts and digests, as mismatched sizes do
+            search_skipped = next((why for side in (a, b)
+                                   if (why := getattr(side.reader, "search_unsupported", None))),
+                                  None)
+            if search_skipped is not None:
+                picked = None
         name = picked if queries else None
         reservoir = _Reservoir(queries, a.manifest.vector(name).column) if name is not None \
             else None
-        # multivectors too: Qdrant normalizes each of their sub-vectors under Cosine
-        cosine = frozenset(v.name for m in (a.manifest, b.manifest) for v in m.vectors
-                           if v.kind in ("dense", "multi") and v.distance == "Cosine")
+        cosine = _unit_compared(a.manifest, b.manifest)
         spot: dict[str, Any] | None = None
         if sample is not None:
             spot = _spot_check(a, b, sample, batch_size, reservoir, tolerance, cosine)
@@ -764,6 +912,7 @@ def verify(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = Non
         if counts_differ:
             problems.append(counts_differ)
         problems += sizes.values()
+        distance_notes = _distance_differences(a.manifest, b.manifest)
         same = a.digest.total == b.digest.total and a.digest.count == b.digest.count
         details: dict[str, Any] = {}
         if spot is not None:
@@ -778,7 +927,8 @@ def verify(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = Non
             if one_per_id:
                 problems.remove(counts_differ)
         elif not same:
-            details = _compare_partitions(a, b, sa, sb, tolerance, diff, memory_rows)
+            details = _compare_partitions(a, b, sa, sb, tolerance, diff, memory_rows,
+                                          memory_bytes, every_record=not keyed)
             for key in ("missing_in_destination", "extra_in_destination", "vector_differs",
                         "payload_differs"):
                 if details[key]:
@@ -792,7 +942,8 @@ def verify(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = Non
                 # records of a repeated id are not lost by the copy but replaced by design,
                 # and what it holds equals the source's last record of each id.
                 problems.remove(counts_differ)
-            elif tolerance is None and not problems:
+            elif not problems and not details.get("within_tolerance"):
+                # no record found to differ, and no vector within the tolerance to explain it
                 problems.append("digests differ")
         search: dict[str, Any] | None = None
         search_apart = None
@@ -814,10 +965,13 @@ def verify(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = Non
         a.close()
         b.close()
         scratch.remove()
-    warnings = [f"{side.duplicates} duplicate id(s) in the {label} (compared by their last "
-                f"record): " + ", ".join(map(repr, side.duplicate_examples))
+    how = ("compared by their last record" if keyed or spot is not None
+           else "each record compared")
+    warnings = [f"{side.duplicates} duplicate id(s) in the {label} ({how}): "
+                + ", ".join(map(repr, side.duplicate_examples))
                 for side, label in ((a, "source"), (b, "destination")) if side.duplicates]
     warnings += a.context.warnings + b.context.warnings  # e.g. a sidecar that no longer fits
+    warnings += distance_notes
     left_out = a.context.rejected + a.excluded
     if left_out:
         warnings.append(f"{left_out} source record(s) the conversion rejected are not compared "
@@ -950,6 +1104,46 @@ def _size_differences(src: Manifest, dst: Manifest) -> dict[str, str]:
             out[mine.name] = (f"vector {_label(mine.name)}size differs: source {mine.size}, "
                               f"destination {other.size}")
     return out
+
+
+def _distance_differences(src: Manifest, dst: Manifest) -> list[str]:
+    """A warning for each vector both sides hold under different recorded distances: a later
+    load of each would build a collection searching differently. A warning, not a
+    difference: the points are what verify proves, and a conversion given ``--distance``
+    (an inner-product FAISS index loaded as Cosine) changes the distance on purpose. A side
+    recording none (a plain .npy) differs from none."""
+    theirs = {v.name: v for v in dst.vectors}
+    return [f"vector {_label(mine.name)}distance differs: source {mine.distance}, destination "
+            f"{other.distance} (the points are compared; a collection loaded from each would "
+            "search differently)"
+            for mine in src.vectors
+            if (other := theirs.get(mine.name)) is not None and mine.distance is not None
+            and other.distance is not None and mine.distance != other.distance]
+
+
+def _unit_compared(src: Manifest, dst: Manifest) -> frozenset[str]:
+    """The dense and multi vectors ``tolerance`` compares as unit vectors (a Cosine
+    multivector sub-vector by sub-vector).
+
+    Only where the destination records Cosine, which Qdrant (and a Cosine FAISS index)
+    stores normalized, and the source records Cosine too or no distance (the Cosine was
+    chosen for its vectors): there only the direction is kept, and a copy holds unit vectors.
+    Under any other pair the values are compared as they are: a Dot source's lengths are part
+    of its data (its distance differing is reported besides), and a destination not under
+    Cosine holds what it was given.
+    """
+    mine = {v.name: v for v in src.vectors}
+    return frozenset(v.name for v in dst.vectors
+                     if v.kind in ("dense", "multi") and v.distance == "Cosine"
+                     and v.name in mine and mine[v.name].distance in ("Cosine", None))
+
+
+def _row_bytes(manifest: Manifest, tolerance: float | None) -> int:
+    """About how many bytes one point's spilled record takes: the hashes and id, and with
+    ``tolerance`` its dense values (multivectors' are not known before reading; a partition
+    they make too large is split when joined)."""
+    values = sum(4 * (v.size or 0) for v in manifest.vectors if v.kind == "dense")
+    return 64 + (values if tolerance is not None else 0)
 
 
 def _allow_lossy(sides: list[tuple[str, str | None, dict[str, Any]]]) -> None:
@@ -1260,8 +1454,17 @@ def _parity(a: _Side, b: _Side, queries: np.ndarray, k: int, vector: str, min_re
 def _verify_archive(location: str, fmt: str | None, batch_size: int,
                     options: dict[str, Any], memory_rows: int) -> dict[str, Any]:
     """A file read whole against the count and digest its manifest records; ``UsageError``
-    (before reading) when it records none this version computes."""
+    (before reading) when it records none this version computes, or when the location is a
+    collection, which is not a file and records no digest."""
     started = time.perf_counter()
+    name = resolve(location, fmt).name
+    if name in _COLLECTIONS:
+        # said before connecting: a collection has nothing to be checked against on its own
+        raise UsageError(f"a collection ({name}) is not a file: verify with one location "
+                         "checks a file vecferry wrote against the digest it records",
+                         location=Location(location),
+                         hint="give a second location to compare the collection with: "
+                              "vecferry verify SRC DST")
     side = _Side(location, fmt, options)
     recorded = side.manifest.digest
     # Checked before the file is read: without a digest this version computes there is
@@ -1289,7 +1492,7 @@ def _verify_archive(location: str, fmt: str | None, batch_size: int,
     problems: list[str] = []
     try:
         count = side.reader.count() or memory_rows * 8
-        spill = _Spill(tmp, "src", max(1, math.ceil(count / memory_rows)))
+        spill = _Spill(tmp, "src", min(MAX_PARTITIONS, max(1, math.ceil(count / memory_rows))))
         _scan(side, spill, batch_size, None)
         for (table,) in _pieces([spill], memory_rows):
             _dedupe(table, side)
