@@ -4,8 +4,10 @@ It speaks Qdrant's REST shapes (https://api.qdrant.tech/api-reference) for the e
 vecferry's Qdrant reader and writer call, and executes them on a real embedded engine
 (qdrant-client local mode, in memory). Between the client and the engine it injects the faults
 a test scripts: a delay past the client's timeout (the operation still happens afterwards, as on
-a real server whose client gave up), 503, 429 with ``Retry-After``, a dropped connection (the
-operation does not happen) and a 400 with Qdrant's error body.
+a real server whose client gave up), 503, 429 with ``Retry-After`` (seconds, or any text a
+test gives: an HTTP date, a fraction), a dropped connection (the operation does not happen), a
+lost answer (the operation happens, then the connection drops instead of the 200) and a 400
+with Qdrant's error body.
 
 Snapshots: the REST snapshot endpoints (create, list, download with ``Range``, delete, multipart
 upload with ``checksum`` and ``priority``, recover from a URL or ``file://``; collection and
@@ -57,10 +59,12 @@ class Fault:
     """One scripted fault for requests of ``op`` (upsert, scroll, count, query, get, exists,
     create, index, update, retrieve, shard_create, shard_list, cluster, aliases, aliases_all,
     aliases_update, list): ``kind`` is
-    ``delay``, ``503``, ``429``, ``drop`` or ``400``.
+    ``delay``, ``503``, ``429``, ``drop``, ``lose`` (carried out, the answer lost), ``400``,
+    ``403`` (with ``message``) or ``413`` (a proxy's HTML page, as nginx sends one).
 
     It fires ``times`` times (None: every time) on requests for which ``when(body)`` is true.
-    ``seconds`` is the delay, or the ``Retry-After`` of a 429.
+    ``seconds`` is the delay, or the ``Retry-After`` of a 429; ``retry_after``, when given, is
+    that header's text as sent instead (an HTTP date, ``1.5``).
     """
 
     op: str
@@ -69,6 +73,7 @@ class Fault:
     seconds: float = 0.0
     when: Callable[[dict[str, Any]], bool] | None = None
     message: str = "Wrong input: injected by the stand-in"
+    retry_after: str | None = None
     fired: int = 0
 
 
@@ -219,10 +224,21 @@ def _make_handler(server: QdrantStandIn) -> type[BaseHTTPRequestHandler]:
                     return
                 elif fault.kind == "429":
                     self._send(429, {"status": {"error": "Too many requests (stand-in)"}},
-                               {"Retry-After": f"{fault.seconds:g}"})
+                               {"Retry-After": fault.retry_after or f"{fault.seconds:g}"})
                     return
-                elif fault.kind == "400":
-                    self._send(400, {"status": {"error": fault.message}, "time": 0.0})
+                elif fault.kind in ("400", "403"):
+                    self._send(int(fault.kind), {"status": {"error": fault.message},
+                                                 "time": 0.0})
+                    return
+                elif fault.kind == "413":
+                    page = (b"<html>\r\n<head><title>413 Request Entity Too Large</title></head>"
+                            b"\r\n<body>\r\n<center><h1>413 Request Entity Too Large</h1>"
+                            b"</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+                    self.send_response(413)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
                     return
             else:
                 server.record(entry)
@@ -234,6 +250,11 @@ def _make_handler(server: QdrantStandIn) -> type[BaseHTTPRequestHandler]:
                 return
             except ValueError as exc:
                 self._send(400, {"status": {"error": f"Wrong input: {exc}"}})
+                return
+            if fault is not None and fault.kind == "lose":
+                # done, but the client never hears so: it can only try again
+                self.close_connection = True
+                self.connection.shutdown(2)
                 return
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self._send(200, _ok(result))

@@ -152,7 +152,10 @@ def test_two_servers_with_two_keys_each_get_only_their_own(
         assert result.exit_code == 1
         assert result.output == (
             f"error: {home.location('again')}: checking the collection: HTTP 401: Must provide "
-            "an API key\n")
+            "an API key (the server did not take the key in CLOUD_KEY: check that it is this "
+            "server's key; it goes in QDRANT_API_KEY, or in the variable named with "
+            "--api-key-env NAME (--dst-api-key-env NAME for the target's own key, when the "
+            "source is a Qdrant server with another))\n")
 
 
 def test_bulk_switches_hnsw_off_and_restores_it(src: str, server: QdrantStandIn) -> None:

@@ -15,6 +15,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -672,6 +673,21 @@ def convert(
         ledger = IdLedger(manifest.id_kind) if check_duplicates else None
         written = 0
         consumed = 0  # stream rows handed to the writer, the unit of the resume position
+        # (consumed, written) after each batch not yet acknowledged: the state records the
+        # points of the acknowledged rows, not of those still in flight, which a resumed run
+        # sends again (and counts then)
+        handed: deque[tuple[int, int]] = deque()
+        acked_written = 0
+
+        def written_by(acked: int | None) -> int:
+            """Points this run wrote in its first ``acked`` stream rows (all when None: a
+            writer that has nothing in flight)."""
+            nonlocal acked_written
+            if acked is None:
+                return written
+            while handed and handed[0][0] <= acked:
+                acked_written = handed.popleft()[1]
+            return acked_written
         remaining = None if limit is None else max(0, limit - position)
         # A limit below the batch size reads batches of the limit, and no batch is read once
         # it is reached: records past it are not read (nor rejected), bar the rest of the
@@ -691,6 +707,7 @@ def convert(
                 writer.write_batch(batch)
             written += batch.num_rows - (writer_context.rejected - before)
             consumed += batch.num_rows
+            handed.append((consumed, written))
             if ledger is not None:
                 ledger.add(batch.column("id"))
             if resume_state is not None:
@@ -698,7 +715,7 @@ def convert(
                 # only those may be skipped by a later --resume.
                 acked = getattr(writer, "acknowledged_rows", None)
                 resume_state.save(position + (consumed if acked is None else acked),
-                                  written_before + written,
+                                  written_before + written_by(acked),
                                   rejected_before + context.rejected + writer_context.rejected,
                                   note=getattr(writer, "resume_note", None))
             if progress is not None:
@@ -721,7 +738,7 @@ def convert(
                     acked = getattr(writer, "acknowledged_rows", None)
             writer.abort()
             if acked:
-                resume_state.save(position + acked, written_before + written,
+                resume_state.save(position + acked, written_before + written_by(acked),
                                   rejected_before + context.rejected + writer_context.rejected,
                                   note=getattr(writer, "resume_note", None))
             add_notice(exc, abort_notice_of(writer))

@@ -13,7 +13,9 @@ https://qdrant.tech/documentation/guides/administration/#strict-mode
   connections, truncated responses) -> transient; a timeout is marked as such, because a batch
   that keeps timing out is split by the caller rather than retried forever at the same size;
 * qdrant-client ``ResourceExhaustedResponse`` (its 429 / RESOURCE_EXHAUSTED with Retry-After)
-  -> transient, waiting what the server asked;
+  -> transient, waiting what the server asked; the bare ``QdrantException`` it raises instead
+  for a 429 whose Retry-After is an HTTP date or a fraction -> transient too, waiting what
+  that value says (backing off when it cannot be read);
 * qdrant-client ``UnexpectedResponse`` with a 5xx or 429 status -> transient; any other status
   (4xx) -> terminal, carrying the server's own message;
 * ``grpc.RpcError`` UNAVAILABLE / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED / ABORTED -> transient;
@@ -26,8 +28,12 @@ which the test suite uses so fault-injection tests stay quick.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
+import math
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -66,6 +72,10 @@ def server_message(content: bytes | str | None) -> str:
         body = orjson.loads(content)
     except orjson.JSONDecodeError:
         text = content.decode(errors="replace") if isinstance(content, bytes) else content
+        # a proxy's error page (nginx's 413, a gateway's 502): its title says it all
+        title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        if title and title.group(1).strip():
+            return " ".join(title.group(1).split())[:500]
         return text.strip()[:500]
     if isinstance(body, dict):
         status = body.get("status")
@@ -76,15 +86,31 @@ def server_message(content: bytes | str | None) -> str:
     return str(body)[:500]
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds form; HTTP dates are ignored)."""
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds (a fraction too, which some
+    proxies send) or an HTTP date (RFC 9110 10.2.3), counted from ``now`` (``time.time()``);
+    a date gone by is 0. None when the value is neither, so the caller backs off instead."""
     if value is None:
         return None
+    value = value.strip()
     try:
         seconds = float(value)
     except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # RFC 9110 dates are GMT; an obsolete form may say none
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
+
+
+#: qdrant-client turns a 429 whose ``Retry-After`` is not a whole number of seconds (an HTTP
+#: date, ``1.5``) into a bare ``QdrantException`` with this text, the status gone with it
+_UNREAD_RETRY_AFTER = "Retry-After header value is not a valid integer: "
 
 
 def classify(exc: BaseException) -> Failure | None:
@@ -93,11 +119,22 @@ def classify(exc: BaseException) -> Failure | None:
         return Failure(True, exc.message, retry_after=exc.retry_after,
                        timeout="timed out" in exc.message)
     try:
-        from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
+        from qdrant_client.common.client_exceptions import (
+            QdrantException,
+            ResourceExhaustedResponse,
+        )
         from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
     except ImportError:  # pragma: no cover - qdrant-client is an extra
         ResponseHandlingException = UnexpectedResponse = ()  # type: ignore[assignment,misc]
-        ResourceExhaustedResponse = ()  # type: ignore[assignment,misc]
+        ResourceExhaustedResponse = QdrantException = ()  # type: ignore[assignment,misc]
+    if QdrantException and isinstance(exc, QdrantException):
+        text = str(exc)
+        if text.startswith(_UNREAD_RETRY_AFTER):
+            # only a 429 gets there (qdrant-client raises it while building its 429
+            # exception); the value is read again here rather than the request refused
+            value = text[len(_UNREAD_RETRY_AFTER):]
+            return Failure(True, f"HTTP 429: rate limited (Retry-After: {value})", status=429,
+                           retry_after=parse_retry_after(value))
     if ResourceExhaustedResponse and isinstance(exc, ResourceExhaustedResponse):
         # qdrant-client's own exception for a 429 / RESOURCE_EXHAUSTED with Retry-After
         return Failure(True, f"HTTP 429: {exc.message}", status=429,

@@ -38,12 +38,14 @@ import atexit
 import contextlib
 import itertools
 import json
+import math
 import os
 import re
 import shutil
 import sqlite3
 import struct
 import threading
+import time
 import uuid
 import warnings
 from collections import deque
@@ -126,6 +128,9 @@ _SAMPLE_REQUEST = 10_000
 _POINT_OVERHEAD = 200
 _MODES = ("append", "overwrite", "fail-if-exists")
 _SHOW_IDS = 20
+#: ids of unanswered requests kept to send their later records again (see
+#: ``QdrantWriter._resend_last``); past it, the run warns instead
+UNANSWERED_IDS_KEPT = 1_000_000
 
 
 # ------------------------------------------------------------------------------------ ids
@@ -289,11 +294,39 @@ def _addresses(host: str | None) -> set[str]:
         return {str(host)}
 
 
-def parse_location(location: str) -> QdrantLocation:
-    """Parse a Qdrant location; ``UsageError`` says what is wrong with a bad one."""
+#: the URI query parameters a location may have; their values are shown in messages
+_PARAMETERS = ("grpc",)
+#: parameter names taken for an API key put in the URI
+_KEY_WORDS = ("key", "token", "secret", "password", "auth")
+
+
+def shown_location(location: str) -> str:
+    """``location`` as messages and reports show it: credentials, the fragment, and in the
+    query every value but ``grpc``'s and any text without a name are ``***``, since any of
+    them may hold an API key (``?token=...``, ``?KEY``); keys never appear in messages."""
+    base, hashed, _ = location.partition("#")
+    base, asked, query = base.partition("?")
+    scheme, sep, rest = base.partition("://")
+    if sep:
+        netloc, slash, path = rest.partition("/")
+        if "@" in netloc:
+            netloc = "***@" + netloc.rpartition("@")[2]
+        base = f"{scheme}://{netloc}{slash}{path}"
+    pieces = []
+    for piece in query.split("&") if asked else []:
+        name, eq, _ = piece.partition("=")
+        known = name.lower() in _PARAMETERS
+        pieces.append(piece if known else f"{name}=***" if eq else "***")
+    return (base + (f"?{'&'.join(pieces)}" if asked else "")
+            + ("#***" if hashed else ""))
+
+
+def parse_location(location: str, *, shown: str | None = None) -> QdrantLocation:
+    """Parse a Qdrant location; ``UsageError`` says what is wrong with a bad one, naming it as
+    ``shown_location`` shows it (``shown``: the location to name instead)."""
     scheme, sep, rest = location.partition("://")
     scheme = scheme.lower()
-    where = Location(source=location)
+    where = Location(source=shown_location(shown or location))
     if not sep or scheme not in ("qdrant", "qdrants", "qdrant-local"):
         raise UsageError("not a Qdrant location", location=where,
                          hint="use qdrant://HOST[:PORT]/COLLECTION, qdrants://... or "
@@ -312,14 +345,17 @@ def parse_location(location: str) -> QdrantLocation:
             source=f"{scheme}://{parts.hostname}"),
             hint="put the API key in QDRANT_API_KEY or pass --api-key-env NAME")
     query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - {"grpc"})
+    # text without "=" is shown as *** (it may be a key pasted in), a name=value by its name
+    unknown = sorted({p.partition("=")[0] if "=" in p or p in _PARAMETERS else "***"
+                      for p in parts.query.split("&") if p} - set(_PARAMETERS))
     if unknown:
-        if any(k.lower() in ("api_key", "apikey", "api-key", "key") for k in unknown):
+        if any(w in k.lower() for k in unknown for w in _KEY_WORDS):
             raise UsageError("an API key does not belong in the URI",
                              location=Location(source=f"{scheme}://{parts.hostname}"),
                              hint="put it in QDRANT_API_KEY or pass --api-key-env NAME")
         raise UsageError(f"unknown URI parameter(s): {', '.join(unknown)}", location=where,
-                         hint="the only one is ?grpc=1")
+                         hint="the only one is ?grpc=1; an API key goes in QDRANT_API_KEY "
+                              "or the variable --api-key-env NAME names")
     grpc = query.get("grpc", ["0"])[-1].lower() in ("1", "true", "yes")
     collection = parts.path.strip("/")
     if not parts.hostname or not collection or "/" in collection:
@@ -366,7 +402,8 @@ def server_root(location: str) -> str | None:
     parts = urlsplit(location)
     if parts.path.strip("/") or not parts.hostname:
         return None
-    probe = parse_location(urlunsplit(parts._replace(path="/_")))  # checks port, key, query
+    probe = parse_location(urlunsplit(parts._replace(path="/_")),  # checks port, key, query
+                           shown=location)
     return f"{probe.scheme}://{probe.host}:{probe.port}" + ("?grpc=1" if probe.grpc else "")
 
 
@@ -387,7 +424,8 @@ def collection_names(root: str, *, api_key_env: str | None = None,
         listed = policy.call(backend.client.get_collections, what="listing collections",
                              on_terminal=lambda failure, exc: TargetError(
                                  f"listing collections: {failure.message}",
-                                 location=Location(root)))
+                                 location=Location(root),
+                                 hint=refusal_hint(backend, failure)))
     except TransientError as exc:
         raise TargetError(exc.message, location=Location(root),
                           hint=retry_hint(exc.message)) from exc
@@ -426,14 +464,28 @@ def server_overview(root: str, *, api_key_env: str | None = None,
 
 
 def api_key_from_env(api_key_env: str | None) -> str | None:
-    """The API key from ``api_key_env`` (when given, it must be set) or ``QDRANT_API_KEY``."""
-    if api_key_env:
-        value = os.environ.get(api_key_env)
-        if not value:
+    """The API key from ``api_key_env`` (when given, it must be set) or ``QDRANT_API_KEY``.
+
+    Surrounding whitespace is dropped: it is never part of a key, and ``echo KEY | base64``,
+    a file read with its newline or a pasted key bring it along. ``UsageError`` naming the
+    variable (never the value) for a key that still holds a character neither an HTTP header
+    nor gRPC metadata can carry (a line break, a control or non-ASCII character), since every
+    request would otherwise fail in the HTTP library with the key in its message."""
+    name = api_key_env or "QDRANT_API_KEY"
+    value = (os.environ.get(name) or "").strip()
+    if not value:
+        if api_key_env:
             raise UsageError(f"environment variable {api_key_env} is not set or empty",
                              hint="export it, or drop --api-key-env to use QDRANT_API_KEY")
-        return value
-    return os.environ.get("QDRANT_API_KEY") or None
+        return None
+    bad = next((c for c in value if not " " <= c <= "~"), None)
+    if bad is not None:
+        what = ("a line break" if bad in "\r\n" else
+                "a non-ASCII character" if ord(bad) > 127 else "a control character")
+        raise UsageError(f"the API key in environment variable {name} holds {what}, which an "
+                         "HTTP header cannot carry",
+                         hint=f"set {name} to the key alone: printable ASCII, on one line")
+    return value
 
 
 # --------------------------------------------------------------------- collection config
@@ -741,6 +793,10 @@ class Backend:
     overlap = False
     #: whether ``prepare`` takes dense vectors as float32 ``memoryview`` rows
     row_views = False
+    #: the environment variable the API key came from (None: no key is sent), and whether
+    #: this is the side written to: what the hint of a refused key names (``refusal_hint``)
+    key_env: str | None = None
+    writing = False
 
     def prepare(self, points: list[dict[str, Any]]) -> list[Any]:
         """The engine's objects for ``points``, built by the caller's thread before the
@@ -1272,7 +1328,10 @@ def open_backend(location: str, *, api_key_env: str | None, timeout: float | Non
     key = api_key_from_env(api_key_env) if loc.engine == "server" else None
     if timeout is not None and timeout <= 0:
         raise UsageError(f"--timeout must be a positive number of seconds, not {timeout:g}")
-    return ClientBackend(loc, api_key=key, timeout=timeout, for_reading=for_reading)
+    backend = ClientBackend(loc, api_key=key, timeout=timeout, for_reading=for_reading)
+    backend.key_env = (api_key_env or "QDRANT_API_KEY") if key else None
+    backend.writing = not for_reading
+    return backend
 
 
 def _shard_key_problem(key: Any) -> str | None:
@@ -1343,9 +1402,40 @@ def missing_collection_hint(backend: Backend) -> str:
     return "check the collection name"
 
 
-def _target_error(backend: Backend, what: str) -> Callable[[Failure, BaseException], Exception]:
+def refusal_hint(backend: Backend, failure: Failure) -> str | None:
+    """What to do about a request the server refused with ``failure``, when that depends on
+    vecferry's options: an API key missing, refused or short of rights (naming the variable
+    the key came from and the option of the side refused), a request past the server's size
+    limit. None for any other refusal."""
+    text = failure.message
+    if failure.status == 413 or (failure.status == 400 and "larger than allowed" in text):
+        return ("a request was larger than the server takes: lower --batch-bytes (default "
+                "8 MiB) or --batch-size, then run the same command with --resume to send the "
+                "rest")
+    denied = failure.status == 403 or text.startswith("gRPC PERMISSION_DENIED")
+    if not denied and failure.status != 401 and not text.startswith("gRPC UNAUTHENTICATED"):
+        return None
+    option = ("--api-key-env NAME (--dst-api-key-env NAME for the target's own key, when "
+              "the source is a Qdrant server with another)" if backend.writing
+              else "--api-key-env NAME")
+    env = backend.key_env
+    if env is None:
+        return ("no API key was sent: put this server's key in QDRANT_API_KEY, or name the "
+                f"variable that holds it with {option}")
+    if denied:
+        return (f"the key in {env} may not do this (a read-only or collection-scoped key?): "
+                f"give a key with {'write' if backend.writing else 'read'} access to this "
+                f"collection, in QDRANT_API_KEY or the variable named with {option}")
+    return (f"the server did not take the key in {env}: check that it is this server's key; "
+            f"it goes in QDRANT_API_KEY, or in the variable named with {option}")
+
+
+def _target_error(backend: Backend, what: str, hint: str | None = None
+                  ) -> Callable[[Failure, BaseException], Exception]:
+    """A refusal of ``what`` as a ``TargetError``: hinted by ``refusal_hint``, else ``hint``."""
     def make(failure: Failure, exc: BaseException) -> Exception:
-        return TargetError(f"{what}: {failure.message}", location=Location(backend.label))
+        return TargetError(f"{what}: {failure.message}", location=Location(backend.label),
+                           hint=refusal_hint(backend, failure) or hint)
     return make
 
 
@@ -2013,6 +2103,9 @@ class QdrantWriter(ClosingWriter):
         self._stats_lock = threading.Lock()
         self.backend = self._open(location, api_key_env=api_key_env, timeout=timeout)
         b = self.backend
+        #: how long a request may have gone on before the client gave up (qdrant-client
+        #: rounds the timeout up to whole seconds)
+        self._request_timeout = math.ceil(timeout if timeout is not None else DEFAULT_TIMEOUT)
         self.parallel = min(parallel or (DEFAULT_PARALLEL_SERVER if b.engine == "server" else 1),
                             b.max_parallel)
         self.batch_bytes = batch_bytes or (DEFAULT_BATCH_BYTES if b.limited_requests else None)
@@ -2026,6 +2119,15 @@ class QdrantWriter(ClosingWriter):
         self._tickets: deque[_Ticket] = deque()
         #: id -> the request that holds it, while requests may be in flight (see _submit)
         self._sent_ids: dict[Any, Future] = {}
+        #: the ids of requests that got no answer (timed out, connection lost): the server
+        #: may carry such a request out after a later record of one of its ids (see
+        #: ``_resend_last``), which the later record must then overwrite again
+        self._unanswered: set[Any] = set()
+        self._unanswered_at = 0.0
+        self._unanswered_overflow = False
+        #: id -> its last record sent after a request without an answer held the id
+        self._resend: dict[Any, tuple[dict[str, Any], Any]] = {}
+        self.resent_after_no_answer = 0
         self._acked = 0
         self._failure: BaseException | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -2046,9 +2148,12 @@ class QdrantWriter(ClosingWriter):
     def _open(self, location: str, **kw: Any) -> Backend:
         return open_backend(location, for_reading=False, **kw)
 
-    def _rpc(self, fn: Callable[[], Any], what: str) -> Any:
+    def _rpc(self, fn: Callable[[], Any], what: str, hint: str | None = None) -> Any:
+        """``fn`` retried; ``TargetError`` when refused (``hint``: what to do about a refusal
+        ``refusal_hint`` has nothing for) or still failing after the retries."""
         try:
-            return self.retry.call(fn, what=what, on_terminal=_target_error(self.backend, what))
+            return self.retry.call(fn, what=what,
+                                   on_terminal=_target_error(self.backend, what, hint))
         except TransientError as exc:
             raise TargetError(exc.message, location=Location(self.backend.label),
                               hint=retry_hint(exc.message)) from exc
@@ -2251,7 +2356,7 @@ class QdrantWriter(ClosingWriter):
             self.dropped = True
         if create:
             try:
-                self._rpc(lambda: b.create(self.wanted), "creating the collection")
+                self._create()
             except VecferryError:
                 raise
             except Exception as exc:
@@ -2281,6 +2386,49 @@ class QdrantWriter(ClosingWriter):
                 self._bulk_restore = current
                 self.resume_note = {"hnsw_m": current}
         b.begin_load()
+
+    def _create(self) -> None:
+        """Create the collection, retried as any request. An attempt whose answer was lost
+        (a timeout, a dropped connection) may have created it: a retry refused with "already
+        exists" has found this run's own collection, taken as created (so it gets the
+        source's aliases and strict mode) when its config fits the source, else
+        ``TargetError`` with the differences (another process created it meanwhile)."""
+        b = self.backend
+        tries = 0
+
+        def create() -> bool:
+            nonlocal tries
+            tries += 1
+            try:
+                b.create(self.wanted)
+            except Exception as exc:
+                failure = classify(exc)
+                if (tries > 1 and failure is not None and not failure.transient
+                        and "already exists" in failure.message):
+                    return False
+                raise
+            return True
+
+        if self._rpc(create, "creating the collection", hint=(
+                "the server refused the collection's settings: fix what it names; "
+                "--collection-config changes the settings of a collection vecferry creates "
+                "(--dry-run shows them), or create it yourself and load into it")):
+            return
+        existing = self._rpc(b.config, "reading the collection config")
+        diff = config_diff(existing, self.wanted)
+        custom = self.wanted.get("sharding_method") == "custom"
+        if custom != (existing.get("sharding_method") == "custom"):
+            diff.append("sharding: " + ("custom in the source, automatic in the target"
+                                        if custom else
+                                        "custom in the target, automatic in the source"))
+        if diff:
+            raise TargetError(
+                "creating the collection: the answer to this run's request was lost, and "
+                "retrying it found the collection made, but with a config the source does "
+                "not fit (another process created it meanwhile?):\n  " + "\n  ".join(diff),
+                location=Location(b.label),
+                hint="load into another collection, or drop this one (--mode overwrite drops "
+                     "it, its points with it) to create it anew")
 
     def _warn_local_losses(self) -> None:
         """Say which settings of a local-mode collection this run creates are lost (see
@@ -2575,6 +2723,7 @@ class QdrantWriter(ClosingWriter):
         for chunk in self._requests(items):
             if self._executor is None:
                 fut: Future = Future()
+                self._note_repeats(chunk)
                 try:
                     self._send(chunk)
                     fut.set_result(None)
@@ -2601,6 +2750,7 @@ class QdrantWriter(ClosingWriter):
             f.exception()  # waits; a failure is raised by the caller's checks
         while self._in_flight() >= self.parallel:
             self._reap(block=True)
+        self._note_repeats(chunk)  # every earlier request holding its ids is done now
         fut = self._executor.submit(self._send, chunk)
         if ids:
             if len(self._sent_ids) > 4 * len(ids) * self.parallel:
@@ -2643,23 +2793,76 @@ class QdrantWriter(ClosingWriter):
         if self._failure is not None:
             raise self._failure
 
+    def _note_repeats(self, chunk: list[tuple[dict[str, Any], Any]]) -> None:
+        """Keep the records of ``chunk`` whose id a request without an answer held before
+        (every such request is done by now: see ``_submit``), to send them again at the end.
+        Nothing to look up while no request went unanswered."""
+        if self._unanswered:
+            for item in chunk:
+                if item[1] in self._unanswered:
+                    self._resend[item[1]] = item
+
+    def _note_unanswered(self, chunk: list[tuple[dict[str, Any], Any]]) -> None:
+        """Remember the ids of a request that got no answer: the server may still carry it
+        out, and a later record of one of those ids must come after it."""
+        with self._stats_lock:
+            self._unanswered_at = time.monotonic()
+            if len(self._unanswered) + len(chunk) > UNANSWERED_IDS_KEPT:
+                self._unanswered_overflow = True
+            else:
+                self._unanswered.update(o for _, o in chunk)
+
+    def _resend_last(self) -> None:
+        """Once every request is acknowledged, send again the last record of each id that a
+        request without an answer held and a later request held again. A server carries out
+        a request whose client gave up (a timeout does not stop it, nor does a lost answer),
+        possibly after the later record, which the collection would then lose. The server
+        had such a request for ``--timeout`` already when the client gave up: the records go
+        once as long again has passed since the last one, so a request it finishes within
+        twice the timeout lands before them. Qdrant cannot cancel a request: one it holds
+        longer can still land after them."""
+        if self._unanswered_overflow:
+            self.context.warn(
+                f"{self.location}: more than {UNANSWERED_IDS_KEPT:,} points were in requests "
+                "that got no answer (timed out, connection lost), which the server may carry "
+                "out late: an id repeated in the source after such a request may keep an "
+                "earlier record (the report's duplicate_ids names the ids that repeat)")
+        if not self._resend:
+            return
+        items = list(self._resend.values())
+        self._resend = {}
+        if self._shard_keys is not None:
+            order = {k: i for i, k in enumerate(self._shard_keys)}
+            items.sort(key=lambda item: order[item[0]["shard_key"]])
+        delay = self._unanswered_at + self._request_timeout - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        for chunk in self._requests(items):
+            self._send(chunk)
+        self.resent_after_no_answer += len(items)
+
     def _send(self, chunk: list[tuple[dict[str, Any], Any]]) -> None:
         failed: list[Any] = []
         reasons: list[str] = []
-        self._send_chunk(chunk, failed, reasons)
+        halved: list[bool] = []
+        self._send_chunk(chunk, failed, reasons, halved)
         if failed:
             shown = ", ".join(repr(i) for i in failed[:_SHOW_IDS])
             more = f" and {len(failed) - _SHOW_IDS} more" if len(failed) > _SHOW_IDS else ""
+            how = (" (the request that held them was halved after timing out)"
+                   if halved else "")
             raise TargetError(
-                f"{len(failed)} point(s) could not be written after retries"
-                f"{' and halving' if len(chunk) > 1 else ''} ({reasons[-1]}); failed ids: "
+                f"{len(failed)} point(s) could not be written after "
+                f"{self.retry.max_retries + 1} attempt(s){how}: {reasons[-1]}; failed ids: "
                 f"{shown}{more}",
                 location=Location(self.backend.label),
                 hint="check the server's health and rerun with --resume; upserts are "
                      "idempotent, nothing is duplicated")
 
     def _send_chunk(self, chunk: list[tuple[dict[str, Any], Any]], failed: list[Any],
-                    reasons: list[str]) -> None:
+                    reasons: list[str], halved: list[bool]) -> None:
+        """Send ``chunk``, retried, halved after timeouts; the ids still failing go to
+        ``failed``, their last failure to ``reasons``; ``halved`` gets an entry per split."""
         points = [p for p, _ in chunk]
         kw = {} if self._shard_keys is None else {"shard_key": points[0]["shard_key"]}
         attempt = timeouts = 0
@@ -2679,9 +2882,14 @@ class QdrantWriter(ClosingWriter):
                     raise TargetError(
                         f"Qdrant refused {len(ids)} point(s) (ids {span}): {failure.message}",
                         location=Location(self.backend.label),
-                        hint="a refusal is not retried: fix what the server names (the "
-                             "collection's config, a payload or vector of those points), then "
-                             "run the same command with --resume to send the rest") from exc
+                        hint=refusal_hint(self.backend, failure) or (
+                            "a refusal is not retried: fix what the server names (the "
+                            "collection's config, a payload or vector of those points), then "
+                            "run the same command with --resume to send the rest")) from exc
+                if failure.status is None or failure.status in (502, 504):
+                    # no answer from Qdrant (a gateway's 502/504 neither): it may carry the
+                    # request out yet
+                    self._note_unanswered(chunk)
                 timeouts = timeouts + 1 if failure.timeout else 0
                 can_halve = failure.timeout and len(chunk) > 1
                 if can_halve and (timeouts >= HALVE_AFTER_TIMEOUTS
@@ -2689,8 +2897,9 @@ class QdrantWriter(ClosingWriter):
                     with self._stats_lock:
                         self.halvings += 1
                     mid = len(chunk) // 2
-                    self._send_chunk(chunk[:mid], failed, reasons)
-                    self._send_chunk(chunk[mid:], failed, reasons)
+                    halved.append(True)
+                    self._send_chunk(chunk[:mid], failed, reasons, halved)
+                    self._send_chunk(chunk[mid:], failed, reasons, halved)
                     return
                 if attempt >= self.retry.max_retries:
                     failed.extend(o for _, o in chunk)
@@ -2717,6 +2926,7 @@ class QdrantWriter(ClosingWriter):
         try:
             self.ready()  # an empty stream still leaves the collection it asked for
             self._drain()
+            self._resend_last()
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
             self._restore_bulk()
@@ -2750,6 +2960,8 @@ class QdrantWriter(ClosingWriter):
         }
         if strict is not None:
             report["strict_mode_applied"] = strict
+        if self.resent_after_no_answer:
+            report["resent_after_no_answer"] = self.resent_after_no_answer
         if aliases is not None:
             report["aliases"] = aliases
         if self._shard_keys is not None:
