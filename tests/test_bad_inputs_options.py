@@ -519,13 +519,17 @@ def _set_vector(**values):
     return change
 
 
+DAMAGED = " (the file's vecferry manifest metadata is damaged; export the file again)"
+
+
 @pytest.mark.parametrize(("change", "message"), [
-    (_set_vector(kind="ragged"), "vector 'd': unknown kind 'ragged'"),
+    (_set_vector(kind="ragged"), "vector 'd': unknown kind 'ragged'" + DAMAGED),
     (_set_vector(datatype="float64"),
      "vector 'd': unsupported datatype 'float64' (supported: float32, float16, uint8)"),
     (lambda m: m.update(id_kind="ulid"),
      "unknown id kind 'ulid' (one of int, uuid, string, mixed)"),
-    (lambda m: m["vectors"].append(dict(m["vectors"][0])), "vector names repeat: ['d', 'd']"),
+    (lambda m: m["vectors"].append(dict(m["vectors"][0])),
+     "vector names repeat: ['d', 'd']" + DAMAGED),
     (lambda m: m.update(format_version=99),
      "manifest format version 99 is newer than this vecferry (1) (upgrade vecferry)"),
 ])

@@ -101,10 +101,10 @@ def test_limit_with_npy_source_reports_the_limited_total(sources, tmp_path):
 
 
 def test_parquet_with_many_row_groups_is_rebatched_by_the_pipeline(sources, tmp_path):
-    loc, _ = sources["parquet-dir"]  # written with a row group per 10-row batch
+    loc, _ = sources["parquet-dir"]  # row_group_bytes=1: a row group per row
     import pyarrow.parquet as pq
 
-    assert pq.ParquetFile(f"{loc}/part-00000.parquet").metadata.num_row_groups == 4
+    assert pq.ParquetFile(f"{loc}/part-00000.parquet").metadata.num_row_groups == N
     out = str(tmp_path / "out.npy")
     vecferry.convert(loc, out, batch_size=7)
     _, points = read_points(out, batch_size=7)

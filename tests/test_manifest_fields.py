@@ -36,8 +36,8 @@ def _jsonl_with_sidecar(tmp_path, sidecar: str):
     ('{"vectors": [{"name": "", "size": 2, "dims": 2}]}', "vectors[0] holds unknown key(s) 'dims'"),
     ('{"vectors": [{"name": "", "size": true}]}',
      "vectors[0].size must be an integer or null, not true or false"),
-    ('{"vectors": [{"name": "", "size": 2, "distance": "cos"}]}',
-     "vectors[0].distance 'cos' is none of Cosine, Euclid, Dot, Manhattan"),
+    ('{"vectors": [{"name": "", "size": 2, "distance": ["Dot"]}]}',
+     "vectors[0].distance must be text or null, not a list"),
     ('{"vectors": [{"name": "", "size": 2}], "count": -1}', "'count' must not be negative (-1)"),
 ])
 def test_jsonl_sidecar_field_of_the_wrong_type_is_named(tmp_path, sidecar, problem):

@@ -25,8 +25,8 @@ N, DIM = 300, 8
 CASES = [
     ("parquet", ".parquet", {"max_part_size": "8kB", "row_group_bytes": 4000}),
     ("jsonl", ".jsonl", {"max_part_size": "20kB"}),
-    ("jsonl", ".jsonl.gz", {"max_part_size": 20_000, "part_compression": "gzip"}),
-    ("jsonl", ".jsonl.zst", {"max_part_size": "20kB", "part_compression": "zstd"}),
+    ("jsonl", ".jsonl.gz", {"max_part_size": 6_000, "part_compression": "gzip"}),
+    ("jsonl", ".jsonl.zst", {"max_part_size": "6kB", "part_compression": "zstd"}),
 ]
 
 
@@ -76,10 +76,9 @@ def test_local_directory_of_parts(tmp_path: Path, source: tuple[Dataset, str], f
     names = sorted(p.name for p in out.iterdir() if p.name != "_manifest.json")
     man = _manifest((out / "_manifest.json").read_bytes())
     _check_manifest(man, names, suffix)
-    # 8kB / 20kB (binary multiples); compressed JSONL parts count uncompressed bytes
-    limit = {".parquet": 8192, ".jsonl": 20_480}.get(suffix)
-    if limit:
-        assert all(p["bytes"] <= limit for p in man["parts"])
+    # 8kB / 20kB / 6kB (binary multiples); compressed JSONL parts count compressed bytes
+    limit = {".parquet": 8192, ".jsonl": 20_480, ".jsonl.gz": 6_000, ".jsonl.zst": 6_144}[suffix]
+    assert all(p["bytes"] <= limit for p in man["parts"])
     assert report["bytes_written"] == sum(p["bytes"] for p in man["parts"]) == sum(
         (out / n).stat().st_size for n in names)
     manifest, got = read_points(str(out))
@@ -132,7 +131,7 @@ def test_cli_max_part_size(tmp_path: Path, source: tuple[Dataset, str]) -> None:
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "pq").glob("part-*.parquet"))) >= 3
     result = runner.invoke(main, ["convert", f"{tmp_path}/pq", f"{tmp_path}/js/", "--to",
-                                  "jsonl", "--max-part-size", "20000", "--jsonl-compression",
+                                  "jsonl", "--max-part-size", "6000", "--jsonl-compression",
                                   "gzip", "-q", "--verify"])
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "js").glob("part-*.jsonl.gz"))) >= 3

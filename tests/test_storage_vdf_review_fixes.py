@@ -340,8 +340,8 @@ DAMAGE = [
     ("extra-list", _set("extra", []), "'extra' must be an object or null, not a list", None),
     ("size-text", _set_vector("size", "8"), "vectors[0].size must be an integer or null, not "
                                             "text", None),
-    ("distance-odd", _set_vector("distance", "Hamming"),
-     "vectors[0].distance 'Hamming' is none of Cosine, Euclid, Dot, Manhattan", None),
+    ("distance-number", _set_vector("distance", 5),
+     "vectors[0].distance must be text or null, not an integer", None),
     ("id-kind", _set("id_kind", "weird"), "unknown id kind 'weird'",
      "one of int, uuid, string, mixed"),
     ("datatype", _set_vector("datatype", "float99"),

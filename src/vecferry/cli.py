@@ -448,9 +448,10 @@ def _common_convert_options(f: Callable) -> Callable:
         click.option("--partition-size", metavar="SIZE", help="Bytes of source a partition "
                      "aims at (default 64MB; 512MB, 1GiB, bytes)."),
         click.option("--max-part-size", metavar="SIZE", help="Parquet / JSONL directory "
-                     "target (location ending in /): start a new part-NNNNN file once a part "
-                     "reaches SIZE (512MB, 1GiB, bytes; binary multiples); one _manifest.json "
-                     "for all parts."),
+                     "target (location ending in /): start a new part-NNNNN file before a part "
+                     "would pass SIZE bytes of the part file (compressed bytes with "
+                     "--jsonl-compression gzip/zstd) (512MB, 1GiB, bytes; binary multiples); "
+                     "one _manifest.json for all parts."),
         click.option("--jsonl-compression", "part_compression",
                      type=click.Choice(["none", "gzip", "zstd"]), help="JSONL directory target: "
                      "compression of the parts (default none; a file's extension picks its "

@@ -8,6 +8,7 @@ import gzip
 import io
 import itertools
 import json
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -23,6 +24,10 @@ NAN_HINT = ("write null or a number instead; Python's json.dumps writes NaN and 
 PARQUET_NAN_HINT = "write null for a missing value"
 #: the UTF-8 byte order mark Windows tools (Notepad, PowerShell) put at the start of text files
 UTF8_BOM = b"\xef\xbb\xbf"
+#: what reading a damaged or cut compressed stream raises: gzip's ``BadGzipFile`` and zstd's
+#: errors (as ``_ZstdReader`` raises them) are ``OSError``s, a cut stream ``EOFError``, and
+#: damaged deflate data inside a gzip member zlib's own ``zlib.error``
+STREAM_ERRORS = (OSError, EOFError, zlib.error)
 
 
 def without_bom(data: bytes) -> bytes:
@@ -70,12 +75,16 @@ class _ZstdReader(io.RawIOBase):
         self.decoder = zstandard.ZstdDecompressor().decompressobj()
         self.in_frame = False  # bytes of the current frame were fed and its end not seen yet
         self.pending = memoryview(b"")
+        #: the error met after the data in ``pending``, raised once that data is handed out
+        self.failed: OSError | None = None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         while not self.pending:
+            if self.failed is not None:
+                raise self.failed
             chunk = self.raw.read(1 << 17)
             if not chunk:
                 if self.in_frame:
@@ -88,6 +97,9 @@ class _ZstdReader(io.RawIOBase):
         return n
 
     def _decompress(self, data: bytes) -> bytes:
+        """The data of ``data``'s frames. A damaged frame after good ones in the same chunk
+        still gives the good frames' data: the error waits in ``failed`` until that data is
+        read, so the lines before the damage are handed out (and counted) first."""
         out = []
         try:
             while data:
@@ -96,13 +108,57 @@ class _ZstdReader(io.RawIOBase):
                 out.append(self.decoder.decompress(data))
                 data = self.decoder.unused_data if self.decoder.eof else b""
         except self.zstandard.ZstdError as exc:
-            raise OSError(f"zstd: {exc}") from exc
+            error = OSError(f"zstd: {exc}")
+            error.__cause__ = exc
+            if not any(out):
+                raise error from exc
+            self.failed = error
         self.in_frame = not self.decoder.eof
         return b"".join(out)
 
     def close(self) -> None:
         if not self.closed:
             self.raw.close()
+        super().close()
+
+
+class _GzipRaw(io.RawIOBase):
+    """A ``gzip.GzipFile`` read as a raw stream that hands out what was decompressed before
+    an error, and raises the error on the next read.
+
+    ``io.BufferedReader`` over the ``GzipFile`` itself filled its buffer with ``readinto``,
+    which raises as soon as one of its reads fails: a damaged member after good ones dropped
+    the good members' data with it, so a line count said no line was read before the damage.
+    """
+
+    def __init__(self, stream: IO[bytes]):
+        self.stream = stream
+        self.failed: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.failed is not None:
+            raise self.failed
+        view = memoryview(buffer).cast("B")
+        got = 0
+        while got < len(view):
+            try:
+                n = self.stream.readinto1(view[got:])  # type: ignore[attr-defined]
+            except STREAM_ERRORS as exc:
+                if not got:
+                    raise
+                self.failed = exc
+                break
+            if not n:
+                break
+            got += n
+        return got
+
+    def close(self) -> None:
+        if not self.closed:
+            self.stream.close()
         super().close()
 
 
@@ -115,7 +171,8 @@ def open_read(path: str | Path) -> IO[bytes]:
         return _open_remote_read(path)
     try:
         if p.endswith(".gz"):
-            return io.BufferedReader(gzip.open(p, "rb"), buffer_size=1 << 20)
+            return io.BufferedReader(_GzipRaw(gzip.open(p, "rb")),  # type: ignore[arg-type]
+                                     buffer_size=1 << 20)
         if p.endswith(".zst"):
             zstandard = _zstd(p)
             raw = open(p, "rb")  # noqa: SIM115 - owned by the returned stream
@@ -135,7 +192,8 @@ def _open_remote_read(path: Any) -> IO[bytes]:
     if p.endswith(".gz"):
         gz = gzip.GzipFile(fileobj=raw, mode="rb")
         gz.myfileobj = raw  # closing the gzip stream closes the remote reader
-        return io.BufferedReader(gz, buffer_size=1 << 20)  # type: ignore[arg-type]
+        return io.BufferedReader(_GzipRaw(gz),  # type: ignore[arg-type]
+                                 buffer_size=1 << 20)
     if p.endswith(".zst"):
         return io.BufferedReader(_ZstdReader(raw, _zstd(p)), buffer_size=1 << 20)
     return raw
@@ -276,14 +334,15 @@ def iter_lines(fh: IO[bytes], source: str, number: int = 0
             line = raw.strip()
             if line:
                 yield number, line, raw.endswith(b"\n")
-    except (OSError, EOFError) as exc:
-        raise _corrupt_stream(exc, source, number) from exc
+    except STREAM_ERRORS as exc:
+        raise corrupt_stream(exc, source, number) from exc
 
 
-def _corrupt_stream(exc: Exception, source: str, number: int) -> InputError:
-    # gzip/zstd raise OSError / EOFError for a cut or corrupt stream. They decompress ahead of
-    # the lines handed out, so the line count only says how far reading got, not where the
-    # damage is.
+def corrupt_stream(exc: Exception, source: str, number: int) -> InputError:
+    """The error of a cut or damaged compressed stream after ``number`` lines were handed out.
+    The readers of ``open_read`` hand out every line decompressed before the damage (see
+    ``_ZstdReader``, ``_GzipRaw``), so that many lines are good; the damage is in the
+    compressed block after them."""
     return InputError(f"compressed stream is corrupt or truncated ({number} lines read "
                       f"before the error): {exc}", location=Location(source=source),
                       hint="re-create or re-download the file")
@@ -315,8 +374,8 @@ def payload_marks(path: str) -> tuple[int, list[tuple[int, int]] | None]:
                     rows += 1
                 pos += len(raw)
                 lines += 1
-        except (OSError, EOFError) as exc:
-            raise _corrupt_stream(exc, path, lines) from exc
+        except STREAM_ERRORS as exc:
+            raise corrupt_stream(exc, path, lines) from exc
     return rows, marks
 
 
@@ -359,8 +418,8 @@ def iter_payload_chunks(path: str, start: int = 0, marks: list[tuple[int, int]] 
         while True:
             try:
                 raws = list(itertools.islice(fh, PAYLOAD_CHUNK))
-            except (OSError, EOFError) as exc:
-                raise _corrupt_stream(exc, path, number) from exc
+            except STREAM_ERRORS as exc:
+                raise corrupt_stream(exc, path, number) from exc
             if not raws:
                 return
             if at_start:

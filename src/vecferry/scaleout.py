@@ -61,7 +61,7 @@ from vecferry.parallel import (
     worker_pool,
 )
 from vecferry.plan import Partition, Plan, read_partition
-from vecferry.storage import current_options, using
+from vecferry.storage import MOVE_FINISHED, current_options, using
 from vecferry.stream import manifest_of, rebatch, with_distance
 
 #: attempts of a partition whose worker process died before giving up the run
@@ -123,6 +123,10 @@ class Job:
     #: the caller's ``storage_options`` (an S3 endpoint), which a worker process does not
     #: inherit: without them its reader of a remote source went to the provider's default
     storage_options: dict[str, Any] = field(default_factory=dict)
+    #: the source reader's ``whole_read_check`` (a JSONL source whose manifest records its
+    #: count): the driver calls it with the records all partitions read, before the output is
+    #: made, as a whole read makes it after its last line
+    whole_read_check: Callable[[int], None] | None = None
 
     @property
     def root(self) -> Path:
@@ -190,8 +194,14 @@ def choose(reader: Any, *, src: str, src_fmt: str, reader_options: dict[str, Any
     if strategy == "assemble" and workers is None and not ray:
         return None
     flag = "--partition-size" if partition_size is not None else "--max-part-size"
-    target = (parse_part_size(partition_size, "--partition-size")
-              or parse_part_size(writer_options.get("max_part_size")))
+    target = parse_part_size(partition_size, "--partition-size")
+    if target is None:
+        # Each partition's part is cut into files of --max-part-size (output bytes), its last
+        # one smaller: a partition of at least that much source keeps those few, and below
+        # the default size the default (balanced) plan does.
+        largest = parse_part_size(writer_options.get("max_part_size"))
+        if largest is not None and largest > PARTITION_BYTES:
+            target = largest
     if target is not None:
         _check_partition_count(src, target, flag, source_bytes(src))
     plan = make_plan(reader, src, src_fmt, reader_options, target or PARTITION_BYTES)
@@ -212,6 +222,7 @@ def choose(reader: Any, *, src: str, src_fmt: str, reader_options: dict[str, Any
     plan.source_state = source_state(src, reader, reader_options)
     # what the driver's reader decided (``worker_options``) the workers' readers take as given
     opened_with = {**reader_options, **getattr(reader, "worker_options", dict)()}
+    whole_read_check = getattr(reader, "whole_read_check", None)
     job = Job(src=src, src_fmt=src_fmt, reader_options=opened_with, dst=dst,
               dst_fmt=dst_fmt, writer_options=dict(writer_options),
               # the driver writes the output's manifest from this schema
@@ -219,7 +230,8 @@ def choose(reader: Any, *, src: str, src_fmt: str, reader_options: dict[str, Any
               strategy=strategy, staging=str(staging_dir(dst)), batch_size=batch_size,
               on_error=on_error, check_duplicates=check_duplicates,
               ext=part_extension(strategy, dst, dst_fmt, writer_options),
-              storage_options=current_options())
+              storage_options=current_options(),
+              whole_read_check=whole_read_check() if whole_read_check is not None else None)
     return plan, job, n
 
 
@@ -353,6 +365,16 @@ def _part_writer(job: Job, name: str, context: Context) -> Any:
     cls = get_format(job.dst_fmt).load("writer")
     opts = {k: v for k, v in job.writer_options.items()
             if k not in ("max_part_size", "part_compression")}
+    if _splits(job):
+        # the partition's part is a directory of files of at most --max-part-size (output
+        # bytes), numbered across the partitions when the output is made (``_Parts``)
+        opts["max_part_size"] = job.writer_options["max_part_size"]
+        if job.writer_options.get("part_compression") is not None:
+            opts["part_compression"] = job.writer_options["part_compression"]
+        if job.dst_fmt == "jsonl":
+            opts["workers"] = 1
+        return cls(f"{job.root / 'out' / name}/", job.schema, context=context,
+                   overwrite=True, **opts)
     if job.dst_fmt == "jsonl":
         opts["workers"] = 1
         if job.strategy == "concat":
@@ -363,6 +385,12 @@ def _part_writer(job: Job, name: str, context: Context) -> Any:
         opts.pop("collection_config", None)
         return cls(job.dst, job.schema, context=context, **opts)
     return cls(str(job.root / "out" / name), job.schema, context=context, overwrite=True, **opts)
+
+
+def _splits(job: Job) -> bool:
+    """Whether each part of a ``parts`` run is a directory of files cut at
+    ``--max-part-size``."""
+    return job.strategy == "parts" and job.writer_options.get("max_part_size") is not None
 
 
 def write_part(job: Job, name: str, batches: Iterable[pa.RecordBatch],
@@ -397,6 +425,9 @@ def write_part(job: Job, name: str, batches: Iterable[pa.RecordBatch],
     result = {"name": name, "rows": rows, "written": rows - context.rejected,
               "total": digest.total if digest is not None else None,
               "bytes": report.get("bytes_written"), "warnings": context.warnings}
+    if _splits(job):
+        # the files of the part's directory: name, count, digest and bytes of each
+        result["files"] = list(writer.log.parts)
     done = job.root / "done" / f"{name}.json"
     tmp = done.with_name(f".{done.name}.tmp")
     with writing_to(job.dst):
@@ -627,6 +658,17 @@ def run_local(job: Job, partitions: list[Partition], workers: int,
     return retried
 
 
+def _read_rejects(job: Job) -> int:
+    """The records the partitions' readers rejected (``rejects/<part>.read.jsonl``, one line
+    each): with the rows they handed on, the records they read."""
+    count = 0
+    for f in (job.root / "rejects").glob("*.read.jsonl"):
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 20):
+                count += block.count(b"\n")
+    return count
+
+
 #: the key of the driver's own rejects in ``_concat_rejects``'s counts
 _DRIVER = "~driver"
 
@@ -767,12 +809,16 @@ class _Concatenated:
         manifest = manifest_of(self.job.schema)
         manifest.count = log.count
         manifest.digest = log.digest()
-        target = AtomicPath(self.job.dst, overwrite=overwrite)
-        side = AtomicPath(manifest_path(self.job.dst), overwrite=True)
+        self.out = target = AtomicPath(self.job.dst, overwrite=overwrite)
+        self.side = side = AtomicPath(manifest_path(self.job.dst), overwrite=True)
         Path(side.temp).write_bytes(manifest.to_json())
-        os.replace(self.path, target.temp)
-        target.commit()
-        side.commit()
+        from vecferry.parallel import _interrupts_held
+
+        # the file and its manifest go into place together, or neither
+        with _interrupts_held():
+            os.replace(self.path, target.temp)
+            target.commit()
+            side.commit()
         return {"bytes_written": self.size, "manifest": str(manifest_path(self.job.dst))}
 
     def abort(self) -> None:
@@ -802,26 +848,69 @@ class _Assembled:
     def abort(self) -> None:
         self.writer.abort()
 
+    @property
+    def abort_notice(self) -> str | None:
+        return abort_notice_of(self.writer)
 
-def _commit_parts(job: Job, done: list[dict[str, Any]], overwrite: bool) -> dict[str, Any]:
-    """A ``parts`` run's output: the part files and ``_manifest.json``, renamed into place."""
-    from vecferry.converters.parts import DIR_MANIFEST, PartLog
 
-    out = job.root / "out"
-    log = PartLog()
-    for part in done:
-        log.add(part["name"], part["written"], part["total"] or 0, part["bytes"] or 0)
-    for f in out.iterdir():
-        if f.name.startswith(".") or f.name.endswith(".manifest.json"):
-            f.unlink()  # debris of killed attempts, per-part sidecars
-    (out / DIR_MANIFEST).write_bytes(log.manifest_json(manifest_of(job.schema)))
-    fsync_path(out / DIR_MANIFEST)
-    target = AtomicPath(job.dst.rstrip("/"), overwrite=overwrite, directory=True)
-    target.temp.rmdir()
-    os.replace(out, target.temp)
-    target.commit()
-    return {"bytes_written": log.bytes, "parts": len(log.parts),
-            "manifest": str(target.target / DIR_MANIFEST)}
+class _Parts:
+    """The output of a ``parts`` run: the part files and ``_manifest.json``, renamed into
+    place as one directory once every part is done."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.out: AtomicPath | None = None
+
+    def commit(self, done: list[dict[str, Any]], overwrite: bool) -> dict[str, Any]:
+        from vecferry.converters.parts import DIR_MANIFEST, PartLog
+
+        job = self.job
+        out = job.root / "out"
+        log = PartLog()
+        for f in out.iterdir():
+            if f.name.startswith(".") or f.name.endswith(".manifest.json"):
+                # debris of killed attempts, per-part sidecars
+                if f.is_dir() and not f.is_symlink():
+                    shutil.rmtree(f)
+                else:
+                    f.unlink()
+        if _splits(job):
+            # each part is a directory of files: linked into one directory, numbered in
+            # order (the parts stay as they are, for a run that stops before the output is
+            # made and is resumed)
+            made = job.root / "made"
+            shutil.rmtree(made, ignore_errors=True)
+            made.mkdir()
+            for part in done:
+                if "files" not in part:
+                    # a part file of a run before parts were cut (resumed): as it is
+                    name = f"part-{len(log.parts):05d}{job.ext}"
+                    os.link(out / part["name"], made / name)
+                    log.add(name, part["written"], part["total"] or 0, part["bytes"] or 0)
+                    continue
+                for f in part["files"]:
+                    name = f"part-{len(log.parts):05d}{job.ext}"
+                    os.link(out / part["name"] / f["name"], made / name)
+                    log.add(name, f["count"], int(f["digest"], 16), f["bytes"])
+            out = made
+        else:
+            for part in done:
+                log.add(part["name"], part["written"], part["total"] or 0, part["bytes"] or 0)
+        (out / DIR_MANIFEST).write_bytes(log.manifest_json(manifest_of(job.schema)))
+        fsync_path(out / DIR_MANIFEST)
+        self.out = AtomicPath(job.dst.rstrip("/"), overwrite=overwrite, directory=True)
+        from vecferry.parallel import _interrupts_held
+
+        # an interrupt between these would leave the parts in a temporary no run resumes
+        with _interrupts_held():
+            self.out.temp.rmdir()
+            os.replace(out, self.out.temp)
+            self.out.commit()
+        return {"bytes_written": log.bytes, "parts": len(log.parts),
+                "manifest": str(self.out.target / DIR_MANIFEST)}
+
+    def abort(self) -> None:
+        pass  # the parts stay in the staging directory, for --resume
 
 
 class StagingLock:
@@ -995,6 +1084,8 @@ def _convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str,
         target = _Concatenated(job, resume)
     elif job.strategy == "assemble":
         target = _Assembled(job, overwrite, context)
+    else:
+        target = _Parts(job)
     done_before = _done(job)
     todo = [p for p in plan.partitions if job.part_name(p.index) not in done_before]
     if progress is not None:
@@ -1004,6 +1095,8 @@ def _convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str,
     follow = (_InOrder(job, plan.partitions, target)
               if job.strategy in ("concat", "assemble") else None)
     retried = 0
+    #: the run failed for what its parts hold (the source's records): none is worth resuming
+    discard = False
     try:
         try:
             if engine == "ray":
@@ -1021,6 +1114,12 @@ def _convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str,
                 follow.finish()
             records = _done(job)
             done = [records[name] for name in sorted(records)]  # in output order
+            if job.whole_read_check is not None:
+                # every partition was read: the records of the whole source are known now,
+                # before any output is made (a source cut short fails as a whole read does)
+                discard = True
+                job.whole_read_check(sum(p["rows"] for p in done) + _read_rejects(job))
+                discard = False
             duplicates = None
             if job.check_duplicates:
                 from vecferry.ledger import count_sealed
@@ -1028,9 +1127,7 @@ def _convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str,
                 duplicates = count_sealed([root / "ids" / p["name"] for p in done],
                                           manifest_of(job.schema).id_kind)
             resent: int | None = 0
-            if job.strategy == "parts":
-                writer_report = _commit_parts(job, done, overwrite)
-            elif job.strategy == "shared":
+            if job.strategy == "shared":
                 if duplicates is not None and duplicates["count"]:
                     resent = _resend_last_records(job, plan, done, target)
                 writer_report = target.close() or {}
@@ -1039,10 +1136,20 @@ def _convert_partitioned(plan: Plan, job: Job, *, workers: int, engine: str,
     except BaseException as exc:
         if target is not None:
             target.abort()
-            add_notice(exc, abort_notice_of(target))
+            notice = abort_notice_of(target)
+            add_notice(exc, notice)
+            if notice and MOVE_FINISHED in notice:
+                # stopped once the output was in place: it is whole, nothing is to resume
+                discard = True
         kept = False
         with contextlib.suppress(Exception):  # the notice is a courtesy to the error
-            kept = not isinstance(exc, KeyboardInterrupt) and bool(_done(job))
+            kept = (not discard and not isinstance(exc, KeyboardInterrupt)
+                    and bool(_done(job)))
+        if discard:
+            # nothing to resume: the output is in place, or the parts hold a source that
+            # is refused as a whole (a --resume would read the same records again), which
+            # leaves nothing, as a single-process run does
+            shutil.rmtree(root, ignore_errors=True)
         if kept:
             # the parts done are kept: the user should know a rerun need not redo them
             add_notice(exc, _kept_notice(root))

@@ -412,9 +412,23 @@ class AtomicPath:
 
     @property
     def abort_notice(self) -> str | None:
-        """What an aborted remote output left that needs the user (``RemoteOutput``'s
-        notice: a move into place finished, or part of an output left); None locally."""
-        return self._remote.abort_notice if self._remote is not None else None
+        """What an aborted output left that needs the user: a remote one's ``RemoteOutput``
+        notice (a move into place finished, or part of an output left); a local one's once
+        ``commit`` put the output in place (the run was stopped after that: the output is
+        this run's, whole, and ``abort`` leaves it), naming what is left of the output it
+        replaced, if anything is."""
+        if self._remote is not None:
+            return self._remote.abort_notice
+        if not self._placed:
+            return None
+        from vecferry.storage import MOVE_FINISHED
+
+        notice = (f"{self.target} holds this run's whole output: the run was stopped as its "
+                  f"output was put in place, and {MOVE_FINISHED}")
+        if self._replaced is not None and os.path.lexists(self._replaced):
+            notice += (f" (what is left of the output it replaced, {self._replaced.name}, is "
+                       "removed by the next run to this output)")
+        return notice
 
     def __init__(self, target: str | os.PathLike[str], *, overwrite: bool = False,
                  directory: bool = False, staged: bool = False):
@@ -423,6 +437,11 @@ class AtomicPath:
         self.directory = directory
         self.overwrite = overwrite
         self._remote: storage.RemoteOutput | None = None
+        #: ``commit`` has put ``temp`` in place (see ``abort_notice``)
+        self._placed = False
+        #: where ``commit`` moved the directory output it replaced, until it is removed
+        self._replaced: Path | None = None
+        self._aside: _TempLock | None = None
         if storage.is_remote(target):
             # An object store has no rename: see storage.RemoteOutput (multipart upload
             # completed on commit, temporary prefix for directories, ``staged`` local copy).
@@ -461,10 +480,40 @@ class AtomicPath:
         """Put ``temp`` in place. Without ``overwrite`` an output that appeared while this run
         wrote (another run to the same place) is not replaced: ``OutputExistsError``, and
         ``temp`` stays for the caller's ``abort``. With it, what is there is checked again, as
-        at open, before it is removed."""
+        at open, before it is replaced.
+
+        At every instant the earlier output or the new one is whole at ``target``. A file is
+        replaced by one rename. A directory is swapped with ``temp`` in one call
+        (``renameat2(RENAME_EXCHANGE)``), so ``temp`` then holds the earlier output, which is
+        removed after; where the file system cannot swap, the earlier directory is renamed to
+        a locked temporary of the target first and the new one renamed into place. Ctrl-C and
+        SIGTERM wait for the renames (``parallel._interrupts_held``): stopped before them,
+        the earlier output stays and ``temp`` is the caller's to ``abort``; after them, the
+        output is this run's, whole, and ``abort_notice`` says so. Stopped while the earlier
+        output is removed, what is left of it keeps its temporary name (``.<name>.vftmp-*``),
+        which the next run to ``target`` sweeps (``sweep_stale_temps``)."""
         if self._remote is not None:
             self._remote.commit()
             return
+        from vecferry.parallel import _interrupts_held
+
+        try:
+            with _interrupts_held():
+                self._replaced = self._put_in_place()
+                self._placed = True
+            if self._replaced is not None:
+                # what cannot be removed now stays hidden, for the next run's sweep
+                _remove_temp(self._replaced)
+        finally:
+            if self._aside is not None:
+                self._aside.release()  # its lock file stays while anything is left there
+            if self._placed and not os.path.lexists(self.temp):
+                # (the output it replaced, left at ``temp``, keeps the lock for ``abort``)
+                self._lock.release()
+
+    def _put_in_place(self) -> Path | None:
+        """Rename ``temp`` to ``target`` (see ``commit``); where the output it replaced is
+        now, when it is to be removed, or None."""
         if not self.overwrite:
             try:
                 _rename_no_replace(self.temp, self.target)
@@ -473,16 +522,48 @@ class AtomicPath:
                     "output appeared while this run was writing it (another run to the same "
                     "place?); it is left as it is", location=Location(source=str(self.target)),
                     hint="pass --overwrite to replace it, or choose another output") from None
-            self._lock.release()
-            return
+            return None
         if self.target.is_symlink() or self.target.exists():
             _check_replaceable(self.target, self.directory)  # it may have changed meanwhile
-        if self.target.is_dir() and not self.target.is_symlink():
-            shutil.rmtree(self.target)
-        elif self.target.exists():
-            self.target.unlink()
+            if self.directory or self.target.is_dir():
+                # a directory output, or a file a directory output replaces: no single
+                # rename replaces either
+                if self._exchange(self.temp, self.target):
+                    return self.temp
+                aside = _TempLock(self.target.parent, self.target.name)
+                try:
+                    os.rename(self.target, aside.temp)
+                except BaseException:
+                    aside.release()
+                    raise
+                self._aside = aside
+                try:
+                    os.rename(self.temp, self.target)
+                except BaseException:
+                    os.rename(aside.temp, self.target)  # the earlier output back
+                    raise
+                return aside.temp
         os.replace(self.temp, self.target)
-        self._lock.release()
+        return None
+
+    @staticmethod
+    def _exchange(a: Path, b: Path) -> bool:
+        """Swap the two existing paths ``a`` and ``b`` in one step (``renameat2`` with
+        ``RENAME_EXCHANGE``, Linux 3.15+); False where the kernel, its C library or the file
+        system cannot, ``OSError`` for any other failure."""
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = getattr(libc, "renameat2", None)
+        if renameat2 is None:
+            return False
+        at_cwd, rename_exchange = -100, 2
+        if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), rename_exchange) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            return False
+        raise OSError(err, os.strerror(err), str(a))
 
     def abort(self) -> None:
         if self._remote is not None:

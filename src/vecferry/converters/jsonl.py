@@ -16,10 +16,11 @@ JSON: such points are refused (or sent to the rejects file with ``on_error="skip
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import shlex
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,9 @@ from vecferry.digest import StreamDigest, point_hashes, point_parts
 from vecferry.errors import InputError, Location, RecordError, SchemaError, UsageError
 from vecferry.fileio import (
     NAN_HINT,
+    STREAM_ERRORS,
     constant_and_id,
+    corrupt_stream,
     gc_paused,
     iter_lines,
     loads_exact,
@@ -345,19 +348,22 @@ class JsonlReader(ClosingReader):
     def _check_count(self, records: int) -> None:
         """``InputError`` when the manifest records a count other than the ``records`` (every
         non-blank line, good or rejected) the whole source holds."""
+        check = self.whole_read_check()
+        if check is not None:
+            check(records)
+
+    def whole_read_check(self) -> Callable[[int], None] | None:
+        """What checks the records of a whole read of the source (every non-blank line, good
+        or rejected) against the count its manifest records: a picklable callable raising
+        the ``InputError`` of ``_check_count``, or None when there is nothing to compare (no
+        recorded count, or ``check_recorded_count`` is off). A partitioned run, whose
+        partition readers each read a part of the source, calls it with their sum."""
         recorded = self._sidecar_count
         if (not self.check_recorded_count or not isinstance(recorded, int)
-                or isinstance(recorded, bool) or recorded == records):
-            return
-        single = self.files == [self.path]
-        held = "the file holds" if single else "its files hold"
-        raise InputError(
-            f"{held} {records:,} record(s) (lines, bad ones included), but its manifest "
-            f"{self._manifest_at} records {recorded:,} point(s)", location=Location(self.location),
-            hint=f"{'the file was' if single else 'a file was'} cut short (an interrupted copy or "
-                 "download?) or edited after vecferry wrote it: copy it again from where it came "
-                 f"from; if it was edited on purpose, delete {self._manifest_at} to read it as it "
-                 "is")
+                or isinstance(recorded, bool)):
+            return None
+        return functools.partial(check_record_count, self.location, self.files == [self.path],
+                                 self._manifest_at, recorded)
 
     def _mapped_manifest(self, known: Manifest) -> Manifest:
         """The vectors and id kind of ``known`` (the file's manifest) for the resolved mapping,
@@ -499,6 +505,7 @@ class JsonlReader(ClosingReader):
         lo, hi = int(spec["lo"]), spec["hi"]
         manifest_json = self.manifest.to_json()
         start = [lo]  # where the first whole line begins, once found
+        compressed = hi is None and str(path).endswith(COMPRESSION_SUFFIXES)
 
         def lines() -> Iterator[tuple[int, bytes, bool]]:
             with (open(path, "rb") if hi is not None else open_read(path)) as fh:
@@ -508,13 +515,20 @@ class JsonlReader(ClosingReader):
                     if fh.read(1) != b"\n":
                         pos += len(fh.readline())  # the line began in the range before
                 start[0] = pos
-                for number, raw in enumerate(fh, 1):
-                    if hi is not None and pos >= hi:
-                        return
-                    at_start, pos = pos == 0, pos + len(raw)
-                    line = (without_bom(raw) if at_start else raw).strip()
-                    if line:
-                        yield number, line, raw.endswith(b"\n")
+                number = 0
+                try:
+                    for number, raw in enumerate(fh, 1):
+                        if hi is not None and pos >= hi:
+                            return
+                        at_start, pos = pos == 0, pos + len(raw)
+                        line = (without_bom(raw) if at_start else raw).strip()
+                        if line:
+                            yield number, line, raw.endswith(b"\n")
+                except STREAM_ERRORS as exc:
+                    if not compressed:
+                        raise
+                    # a damaged .gz / .zst part names its file, as a whole read does
+                    raise corrupt_stream(exc, source, number) from exc
 
         items = lines()
         while True:
@@ -546,6 +560,22 @@ class JsonlReader(ClosingReader):
         self._lines.close()  # closes the open file
         if self._fh is not None:
             self._fh.close()
+
+
+def check_record_count(location: str, single: bool, manifest_at: str, recorded: int,
+                       records: int) -> None:
+    """``InputError`` when the ``records`` a whole read of ``location`` (one file, or a
+    directory's files) met differ from the count ``recorded`` in its manifest ``manifest_at``.
+    """
+    if records == recorded:
+        return
+    held = "the file holds" if single else "its files hold"
+    raise InputError(
+        f"{held} {records:,} record(s) (lines, bad ones included), but its manifest "
+        f"{manifest_at} records {recorded:,} point(s)", location=Location(location),
+        hint=f"{'the file was' if single else 'a file was'} cut short (an interrupted copy or "
+             "download?) or edited after vecferry wrote it: copy it again from where it came "
+             f"from; if it was edited on purpose, delete {manifest_at} to read it as it is")
 
 
 def _source_flags(mapping: Any) -> str | None:
@@ -935,6 +965,9 @@ def _lines(batch: pa.RecordBatch, manifest: Manifest) -> bytes:
     return b"".join(out)
 
 
+#: bytes a compressed part keeps free of its ``max_part_size`` for what compression adds
+#: to incompressible data (gzip's and zstd's headers, block headers, trailer and checksum)
+COMPRESSED_SLACK = 64
 #: compression of the parts of a JSONL directory -> their name suffix
 PART_COMPRESSION = {"none": "", "gzip": ".gz", "zstd": ".zst"}
 PART_NAME = "part-{:05d}.jsonl"
@@ -952,9 +985,10 @@ class JsonlWriter(ClosingWriter):
     ``zstd`` adds ``.gz`` / ``.zst``; a file's own extension picks its compression), with one
     ``_manifest.json`` for all parts (``converters.parts``) and no sidecar. With
     ``max_part_size`` (bytes or a size text such as ``512MB``) a new part starts before a line
-    would take the current one past the size, counted in uncompressed bytes (a compressed
-    part is smaller); a single line longer than the size gets a part of its own. The
-    directory appears whole on commit.
+    would take the current one past the size, counted in the bytes of the part file: a
+    compressed part in compressed bytes (``_fit``: measured by flushing the compressor, so a
+    part may pass the size by what its last lines compress worse than the part did); a single
+    line longer than the size gets a part of its own. The directory appears whole on commit.
     """
 
     def __init__(self, location: str, schema: pa.Schema, *, context: Context,
@@ -995,6 +1029,8 @@ class JsonlWriter(ClosingWriter):
                                   directory=True)
             self.side: AtomicPath | None = None
             self._suffix = PART_COMPRESSION[part_compression or "none"]
+            #: compressed / uncompressed bytes of the last compressed part measured
+            self._ratio = 1.0
             self.log = PartLog()
             self._open_part()
             # parts are fsynced one by one as they close; early writeback is for one big file
@@ -1016,6 +1052,53 @@ class JsonlWriter(ClosingWriter):
         self._part_path = self.out.temp / self._part_name
         self._fh = open_write(self._part_path, self._part_name)
         self._part_rows = self._part_bytes = self._part_total = 0
+        # a compressed part: its compressed bytes at the last flush of the compressor, and
+        # the (uncompressed) bytes written since
+        self._part_compressed = self._part_unflushed = 0
+
+    def _measure(self) -> None:
+        """Flush the compressor of the current part (a sync flush: the stream goes on, the
+        bytes so far are out) and take the part's compressed size and ratio from it."""
+        self._fh.flush()
+        raw = getattr(self._fh, "fileobj", None)  # gzip's file; a zstd writer tells its own
+        self._part_compressed = int((raw if raw is not None else self._fh).tell())
+        self._part_unflushed = 0
+        if self._part_bytes:
+            self._ratio = min(2.0, max(0.01, self._part_compressed / self._part_bytes))
+
+    def _fit(self, ends: np.ndarray, pos: int, row: int) -> int:
+        """How many of the lines from ``row`` on (the batch's line ``ends``; line ``row``
+        starts at ``pos``) go into the current part now: at least one; 0 when the part is
+        full, which is then closed and a new one opened.
+
+        A plain part holds lines while their bytes fit in ``max_part_size``. A compressed
+        part counts its compressed bytes: lines are written without a look while they would
+        fit uncompressed; past that the compressor is flushed to measure the part, and lines
+        are written up to 90% of the room left at the part's compression ratio, then measured
+        again, until no line fits."""
+        limit = self.max_part_size
+        assert limit is not None
+
+        def fitting(room: float) -> int:
+            return int(np.searchsorted(ends, pos + room, side="right")) - row
+
+        if not self._suffix:
+            k = fitting(limit - self._part_bytes)
+        else:
+            # sure to fit, whatever compression does (its headers and trailer included)
+            k = fitting(limit - COMPRESSED_SLACK - self._part_compressed - self._part_unflushed)
+            if k <= 0:
+                if self._part_unflushed:
+                    self._measure()
+                k = fitting((limit - COMPRESSED_SLACK - self._part_compressed)
+                            / self._ratio * 0.9)
+        if k > 0:
+            return k
+        if self._part_rows:
+            self._close_part()
+            self._open_part()
+            return 0
+        return 1  # one line longer than the size: a part of its own
 
     def _close_part(self) -> None:
         self._fh.close()
@@ -1059,28 +1142,19 @@ class JsonlWriter(ClosingWriter):
         ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
         if len(ends) != len(hashes):  # cannot happen: one line per point
             raise RuntimeError(f"rendered {len(ends)} lines for {len(hashes)} points")
-        limit = self.max_part_size
         pos = row = 0
         n = len(hashes)
         while row < n:
-            if limit:
-                room = limit - self._part_bytes
-                # lines that fit in the current part
-                k = int(np.searchsorted(ends, pos + room, side="right")) - row
-                if k <= 0:
-                    if self._part_rows:
-                        self._close_part()
-                        self._open_part()
-                        continue
-                    k = 1  # one line longer than the size: a part of its own
-            else:
-                k = n - row
+            k = self._fit(ends, pos, row) if self.max_part_size else n - row
+            if not k:
+                continue
             end = int(ends[row + k - 1])
             self._fh.write(data[pos:end])
             with np.errstate(over="ignore"):
                 self._part_total = (self._part_total
                                     + int(hashes[row:row + k].sum(dtype=np.uint64))) % 2**64
             self._part_bytes += end - pos
+            self._part_unflushed += end - pos
             self._part_rows += k
             pos, row = end, row + k
 
@@ -1107,8 +1181,13 @@ class JsonlWriter(ClosingWriter):
         if self.durable:
             fsync_path(self.out.temp)
         self.side.temp.write_bytes(self.manifest.to_json())
-        self.out.commit()
-        self.side.commit()
+        from vecferry.parallel import _interrupts_held
+
+        # the file and its manifest go into place together, or neither: an interrupt between
+        # them would leave the new file beside the manifest of the one it replaced
+        with _interrupts_held():
+            self.out.commit()
+            self.side.commit()
         return {"bytes_written": output_size(self.location),
                 "manifest": str(manifest_path(self.location))}
 

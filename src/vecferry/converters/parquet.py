@@ -5,12 +5,14 @@ Spec: https://parquet.apache.org/docs/file-format/ ; library: https://arrow.apac
 Columns are the point stream's own (``id``, ``vector`` / ``vector.<name>``, ``payload`` as JSON
 text), so DuckDB, pandas and polars read the file as it is. Dense vectors are
 ``fixed_size_list<float32>``, compressed with zstd; the manifest is the file's key-value metadata
-``vecferry.manifest`` (written at close, so it carries the final count). Row groups are cut at
+``vecferry.manifest`` (written at close, so it carries the final count), and the Arrow schema's
+metadata (``ARROW:schema``, written again at close with the same manifest). Row groups are cut at
 about 32 MB so readers can stream them and skip to a resume position without decoding.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import json
@@ -82,6 +84,9 @@ from vecferry.stream import (
 )
 
 ROW_GROUP_BYTES = 32 << 20
+#: the footer entry where pyarrow keeps the Arrow schema, metadata included (base64 of its
+#: IPC serialization)
+ARROW_SCHEMA_KEY = "ARROW:schema"
 #: what to do about a payload cell that is not a JSON object
 CELL_HINT = PAYLOAD_TEXT_WORDS["cell"][3]
 PART_NAME = "part-{:05d}.parquet"
@@ -830,10 +835,13 @@ class ParquetWriter(ClosingWriter):
     A location ending in ``/`` or naming an existing directory is written as a directory:
     ``part-00000.parquet`` (``PART_NAME``), and with ``max_part_size`` (bytes, or a size text
     such as ``512MB``) ``part-00001.parquet``, ... once a part is full. Parts are cut at
-    row-group boundaries (row groups are capped at the part size), so a part stays close to the
-    size: a row group is moved to a new part when the current part would pass the size with it
-    (its compressed size estimated from the part so far). Each part carries its own manifest
-    (count and digest) in its metadata, and ``manifest.json`` (``converters.parts``) the
+    row-group boundaries (row groups are capped at a quarter of the part size, batches cut to
+    fit), so a part stays close to the size: a row group is moved to a new part when the
+    current part would pass the size with it (its compressed size estimated from the part so
+    far). Each part carries its own manifest (count and digest) in its metadata, both in the
+    key-value entry ``vecferry.manifest`` and in the Arrow schema pyarrow keeps there
+    (``ARROW:schema``, whose metadata pyarrow and pandas show), and ``_manifest.json``
+    (``converters.parts``) the
     directory's: total count, combined digest and the list of parts. The directory appears
     whole on commit (``AtomicPath``), never part by part.
     """
@@ -857,7 +865,10 @@ class ParquetWriter(ClosingWriter):
                               directory=directory)
         self.row_group_bytes = row_group_bytes or ROW_GROUP_BYTES
         if self.max_part_size:
-            self.row_group_bytes = min(self.row_group_bytes, self.max_part_size)
+            # a quarter of a part: a part closes when its next row group would not fit, so
+            # it ends within a row group of the size (and never past it by more than the
+            # estimate of that group's compressed size is off)
+            self.row_group_bytes = min(self.row_group_bytes, max(1, self.max_part_size // 4))
         self._writer_kw = dict(
             compression=compression,
             # zstd level 1 compresses float vectors as well as the default level in 2/3 the
@@ -906,11 +917,21 @@ class ParquetWriter(ClosingWriter):
         return int(self._sink.tell()) if self._sink is not None else 0
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
-        self._pending.append(batch)
-        self._pending_bytes += batch.nbytes
+        """Add ``batch`` to the row groups; a batch larger than the room left in the row
+        group being gathered is cut, so a row group holds about ``row_group_bytes`` (at least
+        one row), whatever the batch size: a batch was a row group of its own, and a part
+        could pass ``max_part_size`` by a whole batch."""
         self.count += batch.num_rows
-        if self._pending_bytes >= self.row_group_bytes:
-            self._flush()
+        per_row = batch.nbytes / max(1, batch.num_rows)
+        while batch.num_rows:
+            room = self.row_group_bytes - self._pending_bytes
+            rows = batch.num_rows if per_row <= 0 else max(1, int(room // per_row))
+            head = batch if rows >= batch.num_rows else batch.slice(0, rows)
+            batch = batch.slice(head.num_rows)
+            self._pending.append(head)
+            self._pending_bytes += head.nbytes
+            if self._pending_bytes >= self.row_group_bytes:
+                self._flush()
 
     def _flush(self) -> None:
         if not self._pending:
@@ -949,7 +970,16 @@ class ParquetWriter(ClosingWriter):
         part = Manifest.from_dict(self.manifest.to_dict())
         part.count = self._part_digest.count
         part.digest = self._part_digest.as_dict()
-        self._writer.add_key_value_metadata({MANIFEST_KEY.decode(): part.to_json().decode()})
+        text = part.to_json().decode()
+        # The Arrow schema pyarrow keeps in the footer (``ARROW:schema``) was taken when the
+        # part was opened, its metadata holding the manifest as it was then (no count, no
+        # digest), and pyarrow and pandas show that schema's metadata, not the footer's
+        # key-value entry: it is written again with the final manifest, as pyarrow writes it.
+        final = self.schema.with_metadata({**(self.schema.metadata or {}),
+                                           MANIFEST_KEY: text.encode()})
+        self._writer.add_key_value_metadata({
+            MANIFEST_KEY.decode(): text,
+            ARROW_SCHEMA_KEY: base64.b64encode(final.serialize().to_pybytes()).decode()})
         body = self._tell()
         self._writer.close()
         self._writer = None
