@@ -73,12 +73,16 @@ class _InterruptLate:
 
 
 class _Interrupting(_InterruptLate):
+    """A Ctrl-C in the run's own thread at its first progress update there, or, when the
+    watch's thread counted every part first (a loaded machine), at the last look."""
+
     def update(self, n: int) -> None:
         if n and threading.current_thread() is threading.main_thread():
             raise KeyboardInterrupt
 
     def refresh(self) -> None:
-        pass
+        if threading.current_thread() is threading.main_thread():
+            raise KeyboardInterrupt
 
 
 def _lines(path: Path) -> int:
