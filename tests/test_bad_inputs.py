@@ -39,9 +39,9 @@ JSONL_BAD = {
     "wrong_dim.jsonl": (RecordError, ", line 4, id 3: vector has 7 dimensions, expected 8"),
     "missing_vector.jsonl": (RecordError, ", line 5, id 4: point has no vector (every point "
                              "needs the unnamed vector)"),
-    "overflow.jsonl": (RecordError, ", line 2, id 1: vector holds NaN, infinity or a value "
-                       "outside float range (fix the value: vectors hold finite numbers in the "
-                       "range of float32)"),
+    "overflow.jsonl": (RecordError, ", line 2, id 1: vector holds 1e+39, outside float32's "
+                       "range of about ±3.4e38 (fix the value: vectors hold finite numbers in "
+                       "the range of float32)"),
     "payload_not_object.jsonl": (RecordError, ", line 2, id 1: payload must be a JSON object, "
                                  "not list"),
     "negative_id.jsonl": (RecordError, ", line 4, id -3: id -3 is outside 0..2^64-1; integer "
@@ -285,8 +285,9 @@ def test_nan_is_refused_by_jsonl_and_kept_by_parquet(samples, tmp_path):
     out = str(tmp_path / "out.jsonl")
     with pytest.raises(RecordError) as info:
         vecferry.convert(src, out, batch_size=1)
+    # named where it can be fixed: the source's row, not the output that refused it
     assert str(info.value) == (
-        f"{out}, id 2: vector holds NaN or infinity, which JSON cannot hold (fix the source "
+        f"{src}, row 2, id 2: vector holds NaN or infinity, which JSON cannot hold (fix the source "
         "vector, or pass --on-error skip to write the rest and keep this point in the rejects "
         "file)")
     assert os.listdir(tmp_path) == []
@@ -606,8 +607,8 @@ POINTS = [
      "not a number (fix the value: vectors hold finite numbers in the range of float32)"),
     ({"id": 1, "vector": {"u": [1, [2]]}}, "id 1: vector 'u' holds [2], which is not a number "
      "(fix the value: vectors hold finite numbers in the range of uint8)"),
-    ({"id": 1, "vector": {"d": [0.25, None]}}, "id 1: vector 'd' holds NaN, infinity or a value "
-     "outside float range (fix the value: vectors hold finite numbers in the range of float32)"),
+    ({"id": 1, "vector": {"d": [0.25, None]}}, "id 1: vector 'd' holds null, which is not a "
+     "number (fix the value: vectors hold finite numbers in the range of float32)"),
     ({"id": 1, "vector": {"m": [[1, 2], [3]]}},
      "id 1: vector 'm' has a sub-vector of 1 dimensions, expected 2"),
     ({"id": 1, "vector": {"m": []}},

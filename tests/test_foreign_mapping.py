@@ -130,7 +130,9 @@ def test_cli_names_the_nan_row(tmp_path):
                                        "--id-column", "id", "--vector-column", "emb"])
     assert result.exit_code == 1
     assert result.stderr.strip() == (f"error: {src}, row 0, id 1: column 'score' holds NaN, "
-                                     f"which JSON cannot hold ({HINT.format('score')})")
+                                     f"which JSON cannot hold ({HINT.format('score')}; or "
+                                     "pass --on-error skip to go on past such records: "
+                                     "convert and copy set them aside in a rejects file)")
 
 
 # ------------------------------------------------------ files that are not vecferry's own

@@ -234,7 +234,8 @@ def test_a_key_beside_the_payload_key_is_refused_by_line_and_id(tmp_path):
         f"error: {src}, line 2, id 'x1': record has 'other', 'text' beside the payload key "
         "'metadata' (--payload-key), which takes that key's object alone (leave --payload-key "
         "out to keep every other key as the payload ('metadata' nested in it), or drop those "
-        "keys from the records)")
+        "keys from the records; or pass --on-error skip to go on past such records: convert "
+        "and copy set them aside in a rejects file)")
     _convert(str(src), str(tmp_path / "o.jsonl"), *flags, "--on-error", "skip", code=3)
     assert _lines(tmp_path / "o.jsonl") == [{"id": "x0", "vector": [1.0, 2.0],
                                              "payload": {"a": 0}}]

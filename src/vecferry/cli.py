@@ -41,6 +41,47 @@ def _take_sigterm() -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+#: the handlers ``_outcome_decided`` set aside, by signal, for ``_give_back_interrupts``
+_SET_ASIDE: dict[int, Any] = {}
+
+
+def _outcome_decided() -> None:
+    """Ignore SIGINT and SIGTERM from here to the exit: the command's outcome is decided (its
+    output complete and in place, or its failure or interrupt being reported), so nothing is
+    left that an interrupt could stop or clean up. Taken now, one would only misreport the
+    run (exit 130 and "was not written" for a complete output), cut its report or ``--json``
+    document short, or, once Python's exit has given the signals their default actions
+    back, end the process silently with 130. Ignored, not held: only an ignored signal stays
+    so through the interpreter's exit. ``_Cli.main`` gives the handlers back when the command
+    line ran inside another program (``_give_back_interrupts``)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum, ours in ((signal.SIGINT, signal.default_int_handler),
+                         (signal.SIGTERM, _on_sigterm)):
+        if signum in _SET_ASIDE or signal.getsignal(signum) is not ours:
+            continue  # set aside already, or a handler of the embedding program's own
+        for _ in range(10):
+            try:
+                _SET_ASIDE[signum] = signal.signal(signum, signal.SIG_IGN)
+                break
+            except KeyboardInterrupt:
+                # one come just now (setting a handler runs those of signals pending): the
+                # outcome stands all the same
+                continue
+
+
+def _give_back_interrupts() -> None:
+    """Put back the handlers ``_outcome_decided`` set aside."""
+    import signal
+
+    while _SET_ASIDE:
+        signum, handler = _SET_ASIDE.popitem()
+        signal.signal(signum, handler)
+
+
 def _release_sigterm() -> None:
     """Give SIGTERM its default action back once the command is over: raised during the
     interpreter's exit (multiprocessing's exit handlers), ``_Terminated`` is only an "Exception
@@ -132,14 +173,20 @@ def _as_shown(exc: Any) -> Any:
     stopped the run saying how to go on past it when its error names nothing better."""
     from vecferry.errors import RecordError, UnknownOptionsError
 
+    # the library names no command-line flag; a hint that names one already is left alone
+    skip = ("pass --on-error skip to go on past such records: convert and copy set them aside "
+            "in a rejects file")
     if isinstance(exc, RecordError) and exc.hint is None:
-        exc.hint = ("fix the record, or pass --on-error skip to go on past such records: "
-                    "convert and copy set them aside in a rejects file")
+        exc.hint = f"fix the record, or {skip}"
+    elif isinstance(exc, RecordError) and "--on-error skip" not in exc.hint:
+        exc.hint = f"{exc.hint}; or {skip}"
     return exc.as_flags() if isinstance(exc, UnknownOptionsError) else exc
 
 
 #: what an interrupted command left, by what it does (``_run``'s ``left``)
 LEFT_NOTHING = "nothing was written"
+#: what is said of a conversion's output that is complete when its ``--verify`` was cut short
+VERIFY_CUT = "the verification did not finish (run `vecferry verify` to compare)"
 LEFT_SNAPSHOT = ("a snapshot download keeps its partial file and resumes when run again; an "
                  "upload or a recovery the server had begun goes on there")
 #: ``snapshot copy`` stopped before it made a snapshot; once it has made one, the library's
@@ -165,19 +212,24 @@ def _saved_state(path: Path, dst: str) -> dict[str, Any] | None:
 def _left_by_convert(dst: str, kw: dict[str, Any], command: str) -> Left:
     """What an interrupted ``convert`` or ``copy`` into ``dst`` left, looked at after the
     run's own cleanup: a file output is not written (a partitioned run's finished parts are
-    kept); a collection keeps what it acknowledged, which its state file counts."""
+    kept); a collection keeps what it acknowledged, which its state file counts. An output
+    the run had completed (its notice says it ``OUTPUT_WHOLE``, or a move into place was
+    finished) is said to be whole, whatever its kind."""
     resume, state = bool(kw.get("resume")), kw.get("state")
 
     def left(notice: str | None) -> tuple[str, dict[str, Any]]:
         from vecferry.converters import resolve
         from vecferry.converters.qdrant import server_root
-        from vecferry.pipeline import default_state_path
+        from vecferry.pipeline import OUTPUT_WHOLE, default_state_path
         from vecferry.scaleout import staging_dir
         from vecferry.storage import MOVE_FINISHED
 
+        # stopped once the output was in place, whole (the library's notice says so: a move
+        # into place the cleanup finished, or a run stopped after its writer closed), or
+        # during the verification of a complete output
+        whole = bool(notice) and (MOVE_FINISHED in notice or OUTPUT_WHOLE in notice)
         if not resolve(dst, kw.get("to_format"), role="writer").name.startswith("qdrant"):
-            if notice and MOVE_FINISHED in notice:
-                # stopped during a bucket's move into place, which the cleanup finished
+            if whole:
                 return notice, {"complete": True}
             parts = staging_dir(dst)
             if parts.is_dir():
@@ -198,14 +250,18 @@ def _left_by_convert(dst: str, kw: dict[str, Any], command: str) -> Left:
             facts = {"acknowledged": {"state_file": str(path), "position": position,
                                       "written": written, "done": bool(saved.get("done"))}}
             if saved.get("done"):
-                after = ("; the verification did not finish (run `vecferry verify` to compare)"
-                         if command == "copy" else "")
+                after = (f"; {VERIFY_CUT}" if command == "copy"
+                         or (notice is not None and VERIFY_CUT in notice) else "")
                 return (f"{dst} holds the whole load: {path} marks it done ({written} point(s) "
                         "written), so the same command with --resume sends nothing again"
-                        + after, facts)
+                        + after, {**facts, **({"complete": True} if whole else {})})
+            if whole:
+                return notice, {**facts, "complete": True}
             return (f"{dst} keeps the {written} point(s) acknowledged so far ({path} records "
                     f"source position {position}); run the same command with --resume to "
                     "send only the rest", facts)
+        if whole:
+            return notice, {"complete": True}
         parts = staging_dir(dst)
         if parts.is_dir():
             return (f"{dst} keeps the points of the partitions it acknowledged ({parts} "
@@ -243,7 +299,9 @@ def _run(fn: Callable[[], int | None], as_json: bool, left: str | Left = LEFT_NO
 
     try:
         code = fn() or EXIT_OK
+        _outcome_decided()
     except VecferryError as err:
+        _outcome_decided()
         exc = _as_shown(err)
         if as_json:
             _emit_json({"ok": False, **exc.as_dict()})
@@ -257,6 +315,7 @@ def _run(fn: Callable[[], int | None], as_json: bool, left: str | Left = LEFT_NO
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(EXIT_FAILED)
     except OSError as exc:
+        _outcome_decided()
         # vecferry names the file it was writing (TargetError); whatever the system refused
         # elsewhere still gets a message, not a traceback
         if as_json:
@@ -264,6 +323,7 @@ def _run(fn: Callable[[], int | None], as_json: bool, left: str | Left = LEFT_NO
         _err(f"error: {exc}")
         sys.exit(EXIT_FAILED)
     except KeyboardInterrupt as exc:
+        _outcome_decided()  # a second Ctrl-C does not cut short what the first one left
         how = "terminated" if isinstance(exc, _Terminated) else "interrupted"
         notice = exc.args[0] if exc.args and isinstance(exc.args[0], str) else None
         try:
@@ -277,10 +337,17 @@ def _run(fn: Callable[[], int | None], as_json: bool, left: str | Left = LEFT_NO
                         "message": f"{how}: {text}", **facts,
                         **({"notice": notice} if notice else {})})
         _err(f"{how}: {text}")
-        if notice and notice not in text:
+        if notice and notice not in text and not facts.get("complete"):
             _err(f"warning: {notice}")  # what the run left that needs the user
         sys.exit(EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED)
     sys.exit(code)
+
+
+def _interrupts_held() -> Any:
+    """``parallel._interrupts_held``, imported when a command needs it."""
+    from vecferry.parallel import _interrupts_held as held
+
+    return held()
 
 
 def _progress(quiet: bool, desc: str):
@@ -500,14 +567,22 @@ def _reader_side_options(routed: dict[str, Any], fmt: str, side: str) -> dict[st
 
 
 def _convert(src: str, dst: str, kw: dict[str, Any], desc: str, verify: bool = False) -> int:
-    return _convert_report(src, dst, kw, desc, verify)[0]
+    return _convert_report(src, dst, kw, desc, verify, last=True)[0]
 
 
-def _convert_report(src: str, dst: str, kw: dict[str, Any], desc: str, verify: bool = False
-                    ) -> tuple[int, dict[str, Any]]:
-    """Run one conversion for a command: its exit code and report (printed as asked)."""
+def _convert_report(src: str, dst: str, kw: dict[str, Any], desc: str, verify: bool = False,
+                    last: bool = False) -> tuple[int, dict[str, Any]]:
+    """Run one conversion for a command: its exit code and report (printed as asked).
+
+    Once ``convert`` has returned, the output is complete and in place. The ``last``
+    conversion of a command then decides its outcome (``_outcome_decided``: interrupts are
+    ignored while the report is printed and the process exits) as soon as what it was asked
+    to do is done, its ``--verify`` included; a conversion that is not the last (one
+    collection of ``copy`` between servers) holds them while its report is printed, and is
+    stopped after. Whatever stops it once ``convert`` returned (an interrupt during the
+    verification, an error reading the output back) says the output is whole."""
     from vecferry.converters import resolve
-    from vecferry.pipeline import convert
+    from vecferry.pipeline import STOPPED_BEFORE_REPORT, convert
 
     quiet, as_json = kw.pop("quiet"), kw.pop("as_json")
     verify = kw.pop("verify_after") or verify
@@ -537,44 +612,68 @@ def _convert_report(src: str, dst: str, kw: dict[str, Any], desc: str, verify: b
     # --json is for scripts: the report on stdout is the summary; stderr keeps warnings
     quiet = quiet or as_json
     bar = _progress(quiet, desc)
+    report: dict[str, Any] | None = None
+    stopped = STOPPED_BEFORE_REPORT
     try:
-        report = convert(src, dst, reader_options=reader_opts, writer_options=writer_opts,
-                         progress=bar, check_duplicates=not kw.pop("no_duplicate_check"),
-                         workers=routed.get("workers"), **kw)
-    finally:
-        bar.close()
-    if report.get("dry_run"):
-        if as_json:
-            _emit_json({"ok": True, **report})
-        _print_dry_run(report, quiet)
-        return EXIT_OK, report
-    # a resumed load's exit says whether the load as a whole rejected records
-    code = EXIT_REJECTS if report.get("rejected_total", report["rejected"]) else EXIT_OK
-    if verify:
-        from vecferry.verification import verify as run_verify
+        try:
+            report = convert(src, dst, reader_options=reader_opts, writer_options=writer_opts,
+                             progress=bar, check_duplicates=not kw.pop("no_duplicate_check"),
+                             workers=routed.get("workers"), **kw)
+            if last and not verify:
+                _outcome_decided()
+        finally:
+            bar.close()
+        if report.get("dry_run"):
+            if last:
+                _outcome_decided()
+            if as_json:
+                _emit_json({"ok": True, **report})
+            _print_dry_run(report, quiet)
+            return EXIT_OK, report
+        # a resumed load's exit says whether the load as a whole rejected records
+        code = EXIT_REJECTS if report.get("rejected_total", report["rejected"]) else EXIT_OK
+        if verify:
+            from vecferry.verification import verify as run_verify
 
-        if not quiet:
-            _err("verifying ...")
-        # what the conversion rejected is left out of the comparison, not called missing
-        skipped = kw["on_error"] == "skip"
-        result = run_verify(src, dst, from_format=kw["from_format"], to_format=dst_fmt,
-                            queries=0 if report["rejected"] else 10,
-                            src_options=_reader_side_options(routed, src_fmt, "source"),
-                            dst_options=_reader_side_options(routed, dst_fmt, "destination"),
-                            on_error="skip" if skipped else "fail",
-                            rejects=report.get("rejects_file") if skipped else None,
-                            # a FAISS target kept the one vector chosen: compared by it alone
-                            only_vectors=[writer_opts["vector"]]
-                            if writer_opts.get("vector") is not None else None)
-        report["verify"] = result
-        if not result["ok"]:
-            code = EXIT_VERIFY
-    if as_json:
-        _emit_json({"ok": code in (EXIT_OK, EXIT_REJECTS), **report})
-    _print_report(report, quiet)
-    if "verify" in report:
-        _print_verify(report["verify"], quiet)
-    return code, report
+            stopped = VERIFY_CUT
+            if not quiet:
+                _err("verifying ...")
+            # what the conversion rejected is left out of the comparison, not called missing
+            # (search parity included: it leaves out the same points)
+            skipped = kw["on_error"] == "skip"
+            result = run_verify(src, dst, from_format=kw["from_format"], to_format=dst_fmt,
+                                reader_options=_reader_side_options(routed, src_fmt, "source"),
+                                dst_options=_reader_side_options(routed, dst_fmt,
+                                                                 "destination"),
+                                on_error="skip" if skipped else "fail",
+                                rejects=report.get("rejects_file") if skipped else None,
+                                # a FAISS target kept the one vector chosen: compared by it
+                                only_vectors=[writer_opts["vector"]]
+                                if writer_opts.get("vector") is not None else None)
+            report["verify"] = result
+            if not result["ok"]:
+                code = EXIT_VERIFY
+            if last:
+                _outcome_decided()
+        stopped = "the run was stopped once its report was printed"
+        # printed whole: an interrupt (of a conversion that is not the last) waits for it
+        with _interrupts_held():
+            if as_json:
+                _emit_json({"ok": code in (EXIT_OK, EXIT_REJECTS), **report})
+            _print_report(report, quiet)
+            if "verify" in report:
+                _print_verify(report["verify"], quiet)
+        return code, report
+    except BaseException as exc:
+        if report is not None and not report.get("dry_run"):
+            from vecferry.errors import add_notice
+            from vecferry.pipeline import output_whole_notice
+
+            add_notice(exc, output_whole_notice(
+                dst, report.get("written_total", report["written"]),
+                report.get("rejected_total", report["rejected"]), report.get("rejects_file"),
+                stopped))
+        raise
 
 
 def _print_dry_run(report: dict[str, Any], quiet: bool) -> None:
@@ -630,6 +729,7 @@ def _copy_all(src: str, dst: str, kw: dict[str, Any]) -> int:
             continue
         results[name] = {"ok": code in (EXIT_OK, EXIT_REJECTS), **report}
         codes.append(code)
+    _outcome_decided()  # every collection was copied, or failed: what is left is to say so
     failed = [n for n, r in results.items() if not r["ok"]]
     if as_json:
         _emit_json({"ok": not failed, "collections": results})
@@ -688,7 +788,10 @@ class _Cli(click.Group):
              complete_var: str | None = None, standalone_mode: bool = True,
              **extra: Any) -> Any:
         if not standalone_mode:
-            return super().main(args, prog_name, complete_var, False, **extra)
+            try:
+                return super().main(args, prog_name, complete_var, False, **extra)
+            finally:
+                _give_back_interrupts()
         argv = list(sys.argv[1:] if args is None else args)
         try:
             code = super().main(argv, prog_name, complete_var, False, **extra)
@@ -706,6 +809,11 @@ class _Cli(click.Group):
             _err("Aborted!")
             sys.exit(EXIT_INTERRUPTED)
         finally:
+            if args is not None:
+                # given its arguments, it runs inside another program (a test's CliRunner),
+                # whose interrupts they are; run on this process's own command line, they stay
+                # ignored to its exit (``_outcome_decided``)
+                _give_back_interrupts()
             _release_sigterm()
         sys.exit(code if isinstance(code, int) else EXIT_OK)
 

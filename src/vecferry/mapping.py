@@ -94,9 +94,27 @@ def narrowing_warning(source_type: str = "float64") -> str:
             "float32); the report counts values that changed")
 
 
+#: how every ``narrowing_warning`` ends, whatever the source type it names
+_NARROWING = narrowing_warning("")
+
+
 def narrowed_warning(count: int, source_type: str = "float64") -> str:
     """The warning counting values of ``source_type`` that narrowing to float32 changed."""
     return f"{count} {source_type}{_NARROWED}"
+
+
+def narrowed_values(warnings: list[str], counted: bool = True) -> int | None:
+    """The values narrowing to float32 changed, as a run's ``warnings`` count them (the sum
+    of its ``narrowed_warning`` counts, every source type's), for its report: readers count
+    them in those warnings only (the numpy, Parquet and VDF readers). 0 when the run narrowed
+    vectors (``narrowing_warning``) and no count was given, since a reader counts only values
+    that changed; None when nothing was narrowed, or when no count was given and the read
+    was not ``counted`` whole (one cut short ends before its reader counts)."""
+    counts = [int(m[1]) for w in warnings if (m := _NARROWED_RE.fullmatch(w))]
+    if counts:
+        return sum(counts)
+    narrowing = any(w.endswith(_NARROWING) for w in warnings)
+    return 0 if narrowing and counted else None
 
 
 def merge_narrowed(warnings: list[str]) -> list[str]:

@@ -37,12 +37,71 @@ from vecferry.errors import (
 )
 from vecferry.fileio import loads_reject_line
 from vecferry.ledger import IdLedger
-from vecferry.mapping import non_finite
+from vecferry.mapping import narrowed_values, non_finite
+from vecferry.parallel import _interrupts_held
 from vecferry.plan import take_rows
 from vecferry.storage import in_this_context, is_remote, with_storage_options
 from vecferry.stream import manifest_of, rebatch
 
 DEFAULT_BATCH_SIZE = 2048
+
+#: what the notice of a run stopped once its output was in place, whole, says of it (the
+#: command line tells such a notice apart by these words, as it does ``storage.MOVE_FINISHED``)
+OUTPUT_WHOLE = "holds this run's whole output"
+#: what such a notice says the run did not get to, stopped before its report was made
+STOPPED_BEFORE_REPORT = ("the run was stopped after the output was put in place, before its "
+                         "report was made")
+
+
+def output_whole_notice(dst: str, written: int, rejected: int, rejects: str | None,
+                        after: str) -> str:
+    """The notice of a run stopped after its output ``dst`` was put in place, whole: the
+    points it holds, the records set aside in ``rejects``, and what the run did not get to
+    (``after``)."""
+    held = f"{written} point(s) written"
+    if rejected:
+        held += f", {rejected} rejected to {rejects}"
+    return f"{dst} {OUTPUT_WHOLE} ({held}): {after}"
+
+
+def count_narrowed(report: dict[str, Any], read_whole: bool = True) -> None:
+    """Give a run's report ``narrowed_values``, the float64 (or integer) vector values that
+    changed when narrowed to float32, from its readers' warnings (``mapping.narrowed_values``;
+    0 when the run narrowed values and none changed). Left out when nothing was narrowed, and
+    when a read cut short (``read_whole`` False: a ``limit``) reported no count."""
+    found = narrowed_values(report["warnings"], counted=read_whole)
+    if found is not None:
+        report["narrowed_values"] = found
+
+
+class _WriterContext(Context):
+    """The writer's side of a run's ``Context`` (as ``Context.sibling``: the same policy,
+    sink and warnings, rejects counted apart, since the reader rejects from its own thread).
+
+    A reject the writer makes of a point of the batch it was handed, marked with its row there
+    (``RecordError.batch_row``, and ``vector``: the JSONL writer's NaN), is named where the
+    source holds the point when the reader can say (``locate``, the numpy reader): the user
+    fixes the source, which the output that refused it never held. Failing, the error names
+    the source's file and row; skipping, its rejects line goes on naming the output that
+    refused it (``verify --rejects`` leaves out the points a target refused by that name)
+    and adds the source's place as ``source_location``. ``rows_before`` is the number of
+    points of the read handed to the writer before the batch it writes."""
+
+    def __init__(self, context: Context, reader: Any):
+        super().__init__(context.on_error, context.sink, context.warnings)
+        self._locate = getattr(reader, "locate", None)
+        self.rows_before = 0
+
+    def reject(self, error: RecordError) -> None:
+        row = getattr(error, "batch_row", None)
+        if row is not None and self._locate is not None:
+            where = self._locate(self.rows_before + row, getattr(error, "vector", None))
+            if self.on_error == "fail":
+                error.location = Location(source=where.source, line=where.line, row=where.row,
+                                          point_id=error.location.point_id)
+            else:
+                error.source_location = where
+        super().reject(error)
 
 
 class Progress(Protocol):
@@ -93,6 +152,9 @@ class RejectsFile:
 
     def _write(self, error: RecordError) -> bool:
         note = {"reason": error.message, **error.location.as_dict()}
+        found = getattr(error, "source_location", None)
+        if found is not None:  # a point the output refused: where the source holds it
+            note["source_location"] = found.as_dict()
         raw = error.raw
         record: dict[str, Any]
         if isinstance(raw, dict):
@@ -501,10 +563,15 @@ def convert(
     and, for a Qdrant target, what would be done to the collection (``target``).
 
     Raises a ``VecferryError`` subclass on failure, after removing any partial output (file
-    targets write under a temporary name). With ``on_error="skip"`` bad records go to
-    ``rejects`` (default ``<dst>.rejects.jsonl``) and the run carries on; the report always
-    satisfies ``read == written + rejected``. With ``resume=True`` and a writer that
-    acknowledges batches (Qdrant), the run continues after the position saved in ``state``.
+    targets write under a temporary name). Stopped once its output
+    was put in place, whole (an interrupt, or an error, while the run counts repeated ids or
+    settles its rejects file), the exception says so: ``output_whole_notice`` as a
+    ``KeyboardInterrupt``'s argument or in a ``VecferryError``'s hint. With
+    ``on_error="skip"`` bad records go to ``rejects`` (default ``<dst>.rejects.jsonl``) and
+    the run carries on; the report always satisfies ``read == written + rejected``, and
+    counts in ``narrowed_values`` the float64 values narrowing to float32 changed. With
+    ``resume=True`` and a writer that acknowledges batches (Qdrant), the run continues after
+    the position saved in ``state``.
     ``storage_options`` (e.g. ``{"endpoint_url": ...}``) apply to ``s3://``, ``gs://`` and
     ``az://`` locations on both ends (see ``vecferry.storage``).
 
@@ -538,242 +605,268 @@ def convert(
     _check_rejects_path(rejects_path, src, dst)
     sink = RejectsFile(rejects_path, append=resume)
     context = Context(on_error=on_error, sink=sink)
-    writer_context = context.sibling()
-    reader = open_reader(src, format=src_spec.name, context=context, **(reader_options or {}))
-    writer = None
-    stream = None
-    ledger = None
-    resume_state = None
-    note = None
-    position = 0
-    written_before = rejected_before = 0
+    #: (points written, rejected) once the output is in place, whole: whatever stops the
+    #: run after that says so, instead of leaving the user to think nothing was written
+    whole: tuple[int, int] | None = None
     try:
-        schema = reader.schema
-        manifest = manifest_of(schema)
-        asked = (writer_options or {}).get("distance")
-        kept = [f"{v.name or '(unnamed)'} {v.distance}" for v in manifest.vectors
-                if asked and v.distance and v.distance != asked]
-        if kept:
-            context.warn(f"--distance {asked} is for vectors whose source records no distance; "
-                         f"these keep the source's: {', '.join(kept)}")
-        writer_cls = dst_spec.load("writer")
-        if dry_run:
+        reader = open_reader(src, format=src_spec.name, context=context,
+                             **(reader_options or {}))
+        # the writer's rejects of the points it was handed are named where the source
+        # holds them, when the reader can say
+        writer_context = _WriterContext(context, reader)
+        writer = None
+        stream = None
+        ledger = None
+        resume_state = None
+        note = None
+        position = 0
+        written_before = rejected_before = 0
+        try:
+            schema = reader.schema
+            manifest = manifest_of(schema)
+            asked = (writer_options or {}).get("distance")
+            kept = [f"{v.name or '(unnamed)'} {v.distance}" for v in manifest.vectors
+                    if asked and v.distance and v.distance != asked]
+            if kept:
+                context.warn(f"--distance {asked} is for vectors whose source records no distance; "
+                             f"these keep the source's: {', '.join(kept)}")
+            writer_cls = dst_spec.load("writer")
+            if dry_run:
+                with writing_to(dst):
+                    writer = writer_cls(dst, schema, context=writer_context, overwrite=overwrite,
+                                        **(writer_options or {}))
+                plan = writer.plan() if hasattr(writer, "plan") else None
+                opened_writer, writer = writer, None
+                opened_writer.abort()  # nothing was written: this removes what opening made
+                report = _report(src, dst, src_spec.name, dst_spec.name, manifest, started, 0, 0,
+                                 rejects_path, context.warnings)
+                report.update(dry_run=True, points=reader.count())
+                if limit is not None and report["points"] is not None:
+                    report["points"] = min(report["points"], limit)
+                if plan is not None:
+                    report["target"] = plan
+                return report
+            chosen = scaleout.choose(
+                reader, src=src, src_fmt=src_spec.name, reader_options=reader_options or {},
+                dst=dst, dst_fmt=dst_spec.name, writer_options=writer_options or {},
+                workers=workers, engine=engine, partition_size=partition_size, limit=limit,
+                batch_size=batch_size, on_error=on_error, check_duplicates=check_duplicates,
+                state=state)
+            if chosen is not None:
+                plan, job, n = chosen
+                opened, reader = reader, None
+                opened.close()  # the tasks open their own; the driver holds no data
+                finished = (ResumeState(default_state_path(dst), src, dst, plan.source_state,
+                                        options=output_options(reader_options, writer_options))
+                            if resume and getattr(writer_cls, "resumable", False) else None)
+                saved = finished.load() if finished is not None else None
+                if finished is not None and finished.changed:
+                    context.warn(f"{src} has changed since the run recorded in {finished.path}: "
+                                 "this run started from the beginning")
+                if saved and saved.get("done"):
+                    # the load this resumes finished: like a single-process run, nothing is sent
+                    # again (which would undo what was changed in the collection since)
+                    report = _report(src, dst, src_spec.name, dst_spec.name, manifest, started,
+                                     0, 0, rejects_path, context.warnings)
+                    report.update(resumed_from=int(saved["position"]),
+                                  written_total=int(saved["written"]),
+                                  rejected_total=int(saved.get("rejected", 0)))
+                    if report["rejected_total"] and Path(rejects_path).is_file():
+                        report["rejects_file"] = str(rejects_path)
+                    count_narrowed(report)
+                    return report
+                part_report = scaleout.convert_partitioned(
+                    plan, job, workers=n, engine=engine, ray_address=ray_address,
+                    overwrite=overwrite, resume=resume, rejects_path=rejects_path,
+                    progress=progress)
+                whole = (part_report.get("written_total", part_report["written"]),
+                         part_report.get("rejected_total", part_report["rejected"]))
+                report = _report(src, dst, src_spec.name, dst_spec.name, manifest, started,
+                                 part_report.pop("written"), part_report.pop("rejected"),
+                                 rejects_path, context.warnings)
+                report["warnings"] += [w for w in part_report.pop("warnings", [])
+                                       if w not in report["warnings"]]
+                report.update(part_report)
+                duplicate_warning(report, order_lost=bool(report.pop("order_not_restored", False)))
+                # the partitioned run replaced the file with the whole load's rejects
+                rejected_total = report.get("rejected_total", report["rejected"])
+                settle_rejects(rejects_path, rejected_total, appended=False, manifest=manifest)
+                if finished is not None:
+                    # what a single-process run leaves: the same command with --resume sends
+                    # nothing twice while the source is unchanged
+                    written_total = report.get("written_total", report["written"])
+                    finished.save(written_total + rejected_total, written_total, rejected_total,
+                                  done=True)
+                count_narrowed(report)
+                return report
+            resumable = bool(getattr(writer_cls, "resumable", False))
+            if resume and not resumable:
+                # An interrupted run of a whole-or-nothing output left nothing to continue from,
+                # so scripts that always pass --resume get a run from the beginning, not an error.
+                context.warn(f"nothing to resume: {dst_spec.name} output written by one process "
+                             "appears whole or not at all, so this run started from the beginning")
+                sink.start_over()
+            if resumable and (resume or state):
+                resume_state = ResumeState(state or default_state_path(dst), src, dst,
+                                           source_state(src, reader, reader_options or {}),
+                                           rejects=sink,
+                                           options=output_options(reader_options, writer_options))
+                saved = resume_state.load() if resume else None
+                if resume_state.changed:
+                    context.warn(f"{src} has changed since the run recorded in "
+                                 f"{resume_state.path}: this run started from the beginning")
+                if saved:
+                    position = int(saved["position"])
+                    written_before = int(saved["written"])
+                    rejected_before = int(saved["rejected"])
+                    note = saved.get("note")
+                else:
+                    sink.start_over()  # no earlier run of this job: older rejects are not its own
+            wopts = dict(writer_options or {})
+            if resumable:
+                wopts["resuming"] = position > 0
+                if note:
+                    wopts["resume_note"] = note
             with writing_to(dst):
                 writer = writer_cls(dst, schema, context=writer_context, overwrite=overwrite,
-                                    **(writer_options or {}))
-            plan = writer.plan() if hasattr(writer, "plan") else None
-            opened_writer, writer = writer, None
-            opened_writer.abort()  # nothing was written: this removes what opening made
-            report = _report(src, dst, src_spec.name, dst_spec.name, manifest, started, 0, 0,
-                             rejects_path, context.warnings)
-            report.update(dry_run=True, points=reader.count())
-            if limit is not None and report["points"] is not None:
-                report["points"] = min(report["points"], limit)
-            if plan is not None:
-                report["target"] = plan
-            return report
-        chosen = scaleout.choose(
-            reader, src=src, src_fmt=src_spec.name, reader_options=reader_options or {},
-            dst=dst, dst_fmt=dst_spec.name, writer_options=writer_options or {},
-            workers=workers, engine=engine, partition_size=partition_size, limit=limit,
-            batch_size=batch_size, on_error=on_error, check_duplicates=check_duplicates,
-            state=state)
-        if chosen is not None:
-            plan, job, n = chosen
-            opened, reader = reader, None
-            opened.close()  # the tasks open their own; the driver holds no data
-            finished = (ResumeState(default_state_path(dst), src, dst, plan.source_state,
-                                    options=output_options(reader_options, writer_options))
-                        if resume and getattr(writer_cls, "resumable", False) else None)
-            saved = finished.load() if finished is not None else None
-            if finished is not None and finished.changed:
-                context.warn(f"{src} has changed since the run recorded in {finished.path}: "
-                             "this run started from the beginning")
-            if saved and saved.get("done"):
-                # the load this resumes finished: like a single-process run, nothing is sent
-                # again (which would undo what was changed in the collection since)
-                report = _report(src, dst, src_spec.name, dst_spec.name, manifest, started,
-                                 0, 0, rejects_path, context.warnings)
-                report.update(resumed_from=int(saved["position"]),
-                              written_total=int(saved["written"]),
-                              rejected_total=int(saved.get("rejected", 0)))
-                if report["rejected_total"] and Path(rejects_path).is_file():
-                    report["rejects_file"] = str(rejects_path)
-                return report
-            part_report = scaleout.convert_partitioned(
-                plan, job, workers=n, engine=engine, ray_address=ray_address,
-                overwrite=overwrite, resume=resume, rejects_path=rejects_path,
-                progress=progress)
-            report = _report(src, dst, src_spec.name, dst_spec.name, manifest, started,
-                             part_report.pop("written"), part_report.pop("rejected"),
-                             rejects_path, context.warnings)
-            report["warnings"] += [w for w in part_report.pop("warnings", [])
-                                   if w not in report["warnings"]]
-            report.update(part_report)
-            duplicate_warning(report, order_lost=bool(report.pop("order_not_restored", False)))
-            # the partitioned run replaced the file with the whole load's rejects
-            rejected_total = report.get("rejected_total", report["rejected"])
-            settle_rejects(rejects_path, rejected_total, appended=False, manifest=manifest)
-            if finished is not None:
-                # what a single-process run leaves: the same command with --resume sends
-                # nothing twice while the source is unchanged
-                written_total = report.get("written_total", report["written"])
-                finished.save(written_total + rejected_total, written_total, rejected_total,
-                              done=True)
-            return report
-        resumable = bool(getattr(writer_cls, "resumable", False))
-        if resume and not resumable:
-            # An interrupted run of a whole-or-nothing output left nothing to continue from,
-            # so scripts that always pass --resume get a run from the beginning, not an error.
-            context.warn(f"nothing to resume: {dst_spec.name} output written by one process "
-                         "appears whole or not at all, so this run started from the beginning")
-            sink.start_over()
-        if resumable and (resume or state):
-            resume_state = ResumeState(state or default_state_path(dst), src, dst,
-                                       source_state(src, reader, reader_options or {}),
-                                       rejects=sink,
-                                       options=output_options(reader_options, writer_options))
-            saved = resume_state.load() if resume else None
-            if resume_state.changed:
-                context.warn(f"{src} has changed since the run recorded in "
-                             f"{resume_state.path}: this run started from the beginning")
-            if saved:
-                position = int(saved["position"])
-                written_before = int(saved["written"])
-                rejected_before = int(saved["rejected"])
-                note = saved.get("note")
-            else:
-                sink.start_over()  # no earlier run of this job: older rejects are not its own
-        wopts = dict(writer_options or {})
-        if resumable:
-            wopts["resuming"] = position > 0
-            if note:
-                wopts["resume_note"] = note
-        with writing_to(dst):
-            writer = writer_cls(dst, schema, context=writer_context, overwrite=overwrite,
-                                **wopts)
-        stale = getattr(writer, "stale_resume", None)
-        why = stale(written_before) if position and stale is not None else None
-        if why:
-            # continuing would skip the points that run wrote and that are gone with the
-            # collection: this run loads everything again
-            context.warn(f"{resume_state.path if resume_state else 'the state file'} records "
-                         f"{written_before} point(s) written to {dst}, but {why}: this run "
-                         "started from the beginning")
-            position = written_before = rejected_before = 0
-            note = None
-            sink.start_over()
-        total = reader.count()
-        if total is not None and limit is not None:
-            total = min(total, limit)
-        if progress is not None:
-            progress.total = total
-            if position:
-                progress.update(min(position, total or position))
-        ledger = IdLedger(manifest.id_kind) if check_duplicates else None
-        written = 0
-        consumed = 0  # stream rows handed to the writer, the unit of the resume position
-        # (consumed, written) after each batch not yet acknowledged: the state records the
-        # points of the acknowledged rows, not of those still in flight, which a resumed run
-        # sends again (and counts then)
-        handed: deque[tuple[int, int]] = deque()
-        acked_written = 0
-
-        def written_by(acked: int | None) -> int:
-            """Points this run wrote in its first ``acked`` stream rows (all when None: a
-            writer that has nothing in flight)."""
-            nonlocal acked_written
-            if acked is None:
-                return written
-            while handed and handed[0][0] <= acked:
-                acked_written = handed.popleft()[1]
-            return acked_written
-        remaining = None if limit is None else max(0, limit - position)
-        # A limit below the batch size reads batches of the limit, and no batch is read once
-        # it is reached: records past it are not read (nor rejected), bar the rest of the
-        # last batch of a limit above the batch size.
-        read_size = batch_size if remaining is None else max(1, min(batch_size, remaining))
-        rows = rebatch(reader.batches(read_size, start=position), read_size)
-        stream = prefetch(rows if remaining is None else take_rows(rows, remaining))
-        for batch in stream:
-            if remaining is not None:
-                if remaining <= 0:
-                    break
-                if batch.num_rows > remaining:
-                    batch = batch.slice(0, remaining)
-                remaining -= batch.num_rows
-            before = writer_context.rejected
-            with writing_to(dst):
-                writer.write_batch(batch)
-            written += batch.num_rows - (writer_context.rejected - before)
-            consumed += batch.num_rows
-            handed.append((consumed, written))
-            if ledger is not None:
-                ledger.add(batch.column("id"))
-            if resume_state is not None:
-                # A writer with requests in flight says how many stream rows are acknowledged;
-                # only those may be skipped by a later --resume.
-                acked = getattr(writer, "acknowledged_rows", None)
-                resume_state.save(position + (consumed if acked is None else acked),
-                                  written_before + written_by(acked),
-                                  rejected_before + context.rejected + writer_context.rejected,
-                                  note=getattr(writer, "resume_note", None))
+                                    **wopts)
+            stale = getattr(writer, "stale_resume", None)
+            why = stale(written_before) if position and stale is not None else None
+            if why:
+                # continuing would skip the points that run wrote and that are gone with the
+                # collection: this run loads everything again
+                context.warn(f"{resume_state.path if resume_state else 'the state file'} records "
+                             f"{written_before} point(s) written to {dst}, but {why}: this run "
+                             "started from the beginning")
+                position = written_before = rejected_before = 0
+                note = None
+                sink.start_over()
+            total = reader.count()
+            if total is not None and limit is not None:
+                total = min(total, limit)
             if progress is not None:
-                progress.update(batch.num_rows)
-        if progress is not None:
-            progress.refresh()
-        with writing_to(dst):
-            writer_report = writer.close() or {}
-        if resume_state is not None:
-            resume_state.save(position + consumed, written_before + written,
-                              rejected_before + context.rejected + writer_context.rejected,
-                              done=True)
-    except BaseException as exc:
-        if writer is not None:
-            acked = None
-            if resume_state is not None:
-                # requests acknowledged since the last save (all of them when closing failed
-                # after the last one): a later --resume need not send them again
-                with contextlib.suppress(Exception):
+                progress.total = total
+                if position:
+                    progress.update(min(position, total or position))
+            ledger = IdLedger(manifest.id_kind) if check_duplicates else None
+            written = 0
+            consumed = 0  # stream rows handed to the writer, the unit of the resume position
+            # (consumed, written) after each batch not yet acknowledged: the state records the
+            # points of the acknowledged rows, not of those still in flight, which a resumed run
+            # sends again (and counts then)
+            handed: deque[tuple[int, int]] = deque()
+            acked_written = 0
+
+            def written_by(acked: int | None) -> int:
+                """Points this run wrote in its first ``acked`` stream rows (all when None: a
+                writer that has nothing in flight)."""
+                nonlocal acked_written
+                if acked is None:
+                    return written
+                while handed and handed[0][0] <= acked:
+                    acked_written = handed.popleft()[1]
+                return acked_written
+            remaining = None if limit is None else max(0, limit - position)
+            # A limit below the batch size reads batches of the limit, and no batch is read once
+            # it is reached: records past it are not read (nor rejected), bar the rest of the
+            # last batch of a limit above the batch size.
+            read_size = batch_size if remaining is None else max(1, min(batch_size, remaining))
+            rows = rebatch(reader.batches(read_size, start=position), read_size)
+            stream = prefetch(rows if remaining is None else take_rows(rows, remaining))
+            for batch in stream:
+                if remaining is not None:
+                    if remaining <= 0:
+                        break
+                    if batch.num_rows > remaining:
+                        batch = batch.slice(0, remaining)
+                    remaining -= batch.num_rows
+                before = writer_context.rejected
+                writer_context.rows_before = consumed
+                with writing_to(dst):
+                    writer.write_batch(batch)
+                written += batch.num_rows - (writer_context.rejected - before)
+                consumed += batch.num_rows
+                handed.append((consumed, written))
+                if ledger is not None:
+                    ledger.add(batch.column("id"))
+                if resume_state is not None:
+                    # A writer with requests in flight says how many stream rows are acknowledged;
+                    # only those may be skipped by a later --resume.
                     acked = getattr(writer, "acknowledged_rows", None)
-            writer.abort()
-            if acked:
-                resume_state.save(position + acked, written_before + written_by(acked),
+                    resume_state.save(position + (consumed if acked is None else acked),
+                                      written_before + written_by(acked),
+                                      rejected_before + context.rejected + writer_context.rejected,
+                                      note=getattr(writer, "resume_note", None))
+                if progress is not None:
+                    progress.update(batch.num_rows)
+            if progress is not None:
+                progress.refresh()
+            with writing_to(dst):
+                writer_report = writer.close() or {}
+            whole = (written_before + written,
+                     rejected_before + context.rejected + writer_context.rejected)
+            if resume_state is not None:
+                resume_state.save(position + consumed, written_before + written,
                                   rejected_before + context.rejected + writer_context.rejected,
-                                  note=getattr(writer, "resume_note", None))
-            add_notice(exc, abort_notice_of(writer))
-        add_warnings(exc, context.warnings)
-        if ledger is not None:
-            ledger.discard()  # its id spill would otherwise stay in the temp directory
+                                  done=True)
+        except BaseException as exc:
+            if writer is not None:
+                acked = None
+                if resume_state is not None:
+                    # requests acknowledged since the last save (all of them when closing failed
+                    # after the last one): a later --resume need not send them again
+                    with contextlib.suppress(Exception):
+                        acked = getattr(writer, "acknowledged_rows", None)
+                writer.abort()
+                if acked:
+                    resume_state.save(position + acked, written_before + written_by(acked),
+                                      rejected_before + context.rejected + writer_context.rejected,
+                                      note=getattr(writer, "resume_note", None))
+                if whole is None:  # a closed writer's output is whole: said below
+                    add_notice(exc, abort_notice_of(writer))
+            add_warnings(exc, context.warnings)
+            if ledger is not None:
+                ledger.discard()  # its id spill would otherwise stay in the temp directory
+            raise
+        finally:
+            if stream is not None:
+                stream.close()  # stops the prefetch thread before the reader's files close
+            if reader is not None:
+                reader.close()
+            sink.close()
+        rejected = context.rejected + writer_context.rejected
+        with _interrupts_held():
+            # the rejects file of the output just put in place goes with it at once: an
+            # earlier run's, left beside a run that rejected nothing, would read as its own
+            settle_rejects(rejects_path, rejected_before + rejected if position else rejected,
+                           appended=position > 0, manifest=manifest)
+        duplicates = ledger.finish() if ledger is not None else None
+        report = _report(src, dst, src_spec.name, dst_spec.name, manifest, started, written,
+                         rejected, rejects_path, context.warnings)
+        if position:
+            report["resumed_from"] = position
+            report["written_total"] = written_before + written
+            # the load as a whole: the run resumed rejected records this one does not read
+            # again (those it had read ahead of its saved position are left out, not counted)
+            report["rejected_total"] = rejected_before + report["rejected"]
+            if report["rejected_total"] and Path(rejects_path).is_file():
+                report["rejects_file"] = str(rejects_path)
+        if duplicates is not None:
+            report["duplicate_ids"] = duplicates
+            duplicate_warning(report)
+        report.update(writer_report)
+        # a read stopped by ``limit`` may not have counted the values it narrowed
+        count_narrowed(report, read_whole=remaining is None or remaining > 0)
+        if limit is None:
+            # parts an earlier partitioned run of this output left for --resume: the output is
+            # whole now (a --limit trial run leaves them, for the full run to resume)
+            scaleout.remove_staging(dst)
+        return report
+    except BaseException as exc:
+        if whole is not None:
+            add_notice(exc, output_whole_notice(dst, *whole, rejects_path,
+                                                STOPPED_BEFORE_REPORT))
         raise
-    finally:
-        if stream is not None:
-            stream.close()  # stops the prefetch thread before the reader's files close
-        if reader is not None:
-            reader.close()
-        sink.close()
-    duplicates = ledger.finish() if ledger is not None else None
-    report = _report(src, dst, src_spec.name, dst_spec.name, manifest, started, written,
-                     context.rejected + writer_context.rejected, rejects_path, context.warnings)
-    if position:
-        report["resumed_from"] = position
-        report["written_total"] = written_before + written
-        # the load as a whole: the run resumed rejected records this one does not read
-        # again (those it had read ahead of its saved position are left out, not counted)
-        report["rejected_total"] = rejected_before + report["rejected"]
-        if report["rejected_total"] and Path(rejects_path).is_file():
-            report["rejects_file"] = str(rejects_path)
-    if duplicates is not None:
-        report["duplicate_ids"] = duplicates
-        duplicate_warning(report)
-    report.update(writer_report)
-    settle_rejects(rejects_path, report.get("rejected_total", report["rejected"]),
-                   appended=position > 0, manifest=manifest)
-    if limit is None:
-        # parts an earlier partitioned run of this output left for --resume: the output is
-        # whole now (a --limit trial run leaves them, for the full run to resume)
-        scaleout.remove_staging(dst)
-    return report
 
 
 def _check_arguments(*, batch_size: Any, limit: Any, overwrite: Any, resume: Any,

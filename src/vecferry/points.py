@@ -450,9 +450,9 @@ def _vector_array(spec: VectorSpec, values: list[Any]) -> tuple[pa.Array, dict[i
         finite &= ((mat >= 0) & (mat <= 255) & (mat == np.round(mat))).all(axis=1)
     if not finite.all():
         owner = _row_owner(present, lengths)
-        what = ("NaN, infinity or a value outside float range" if dtype is not np.uint8
-                else "a value that is not an integer in 0..255")
         for r in np.flatnonzero(~finite):
+            what = ("a value that is not an integer in 0..255" if dtype is np.uint8
+                    else _not_finite(rows[r], mat[r], cast[r], spec.datatype))
             bad.setdefault(owner[int(r)], f"{label} holds {what}")
     flat = pa.array(cast.reshape(-1), type=pa.from_numpy_dtype(dtype))
     inner = pa.FixedSizeListArray.from_arrays(flat, size)
@@ -466,6 +466,23 @@ def _vector_array(spec: VectorSpec, values: list[Any]) -> tuple[pa.Array, dict[i
         lists = pa.ListArray.from_arrays(pa.array(offsets), inner)
         full = _scatter(lists, present, len(values))
     return full, bad
+
+
+#: the range of a float datatype, as a refused value's message gives it
+_RANGE = {"float32": " of about ±3.4e38", "float16": " of ±65504"}
+
+
+def _not_finite(values: list[Any], wide: np.ndarray, cast: np.ndarray, datatype: str) -> str:
+    """What a vector whose row is not finite holds, for its reject: a null, NaN, infinity,
+    or the first value (as given) that its datatype's range turns into infinity."""
+    if any(v is None for v in values):
+        return "null, which is not a number"
+    if np.isnan(wide).any():
+        return "NaN"
+    if np.isinf(wide).any():
+        return "infinity"
+    i = int(np.flatnonzero(~np.isfinite(cast))[0])
+    return f"{values[i]!r}, outside {datatype}'s range{_RANGE.get(datatype, '')}"
 
 
 def _row_owner(present: list[int], lengths: list[int] | None) -> list[int]:

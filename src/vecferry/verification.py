@@ -787,10 +787,16 @@ def verify(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = Non
            dst_options: dict[str, Any] | None = None, on_error: str = "fail",
            rejects: str | os.PathLike[str] | None = None,
            only_vectors: Sequence[str] | None = None,
-           memory_bytes: int = MEMORY_BYTES) -> dict[str, Any]:
+           memory_bytes: int = MEMORY_BYTES,
+           reader_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compare ``src`` with ``dst`` (or ``src`` with its recorded digest); return a report.
     Locations and files (``diff``, ``rejects``, paths in the options) may be ``pathlib``
     paths.
+
+    ``reader_options`` are the source's reader options, by the name ``convert`` gives them
+    (``{"ids": "ids.npy", "payloads": "meta.jsonl"}``), so a conversion is verified with the
+    options it was run with; ``src_options`` is the same thing by its older name. Giving both
+    is a ``UsageError``; ``dst_options`` are the destination's.
 
     ``report["ok"]`` is True only when everything matches; ``report["problems"]`` says what
     does not, ``report["verdict"]`` what was proven when it is ok (``"identical"``, equal
@@ -822,6 +828,12 @@ def verify(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = Non
     The comparison holds at most ``memory_rows`` records and ``memory_bytes`` bytes of
     spilled records per side at once (a partition outgrowing either is split again).
     """
+    if reader_options is not None and src_options is not None:
+        raise UsageError("reader_options and src_options are two names of the source's "
+                         "options: give one of them",
+                         hint="pass reader_options=, the name convert() uses")
+    if reader_options is not None:
+        src_options = reader_options
     # pathlib paths, as convert takes them: the library works with location text
     src, dst, diff, rejects = (os.fspath(p) if isinstance(p, os.PathLike) else p
                                for p in (src, dst, diff, rejects))

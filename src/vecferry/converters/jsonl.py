@@ -1116,6 +1116,10 @@ class JsonlWriter(ClosingWriter):
                                       self.location)
                 err.hint = ("fix the source vector, or pass --on-error skip to write the rest "
                             "and keep this point in the rejects file")
+                # the row of the batch handed in, and its vector: a conversion names the
+                # record where its source holds it, where the NaN can be fixed (``convert``'s
+                # writer context), rather than in this output, which never held it
+                err.batch_row, err.vector = row, name
                 self.context.reject(err)
             keep = np.ones(batch.num_rows, dtype=bool)
             keep[list(bad)] = False

@@ -53,6 +53,7 @@ fixed-width strings drop trailing NULs, so it would be written as another id.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
 import math
@@ -310,6 +311,10 @@ class NpyReader(ClosingReader):
         self._zip: zipfile.ZipFile | None = None
         self._ids: np.ndarray | _ZipMatrix | None = None
         self._narrowed = 0
+        #: the row the current read started at, and the rows it rejected (ascending): what
+        #: ``locate`` counts past
+        self._read_from = 0
+        self._passed: list[int] = []
         #: the file each vector's matrix is read from, where it is not ``location`` itself
         self._files: dict[str, str] = {}
         manifest: Manifest | None = None
@@ -525,8 +530,34 @@ class NpyReader(ClosingReader):
     def batches(self, batch_size: int, start: int = 0) -> Iterator[pa.RecordBatch]:
         return self._read(batch_size, start, self._rows)
 
+    def locate(self, index: int, vector: str | None = None) -> Location:
+        """Where the ``index``-th point the current read delivered (0 for its first) is in the
+        source: the file holding ``vector`` (the first vector when None) at that point (its
+        matrix, shard or per-vector file) and its row there. The rows the read rejected are
+        counted past. For a writer's reject of a point it was handed (``convert`` names the
+        record where it can be fixed, not in the output that refused it); called while the
+        read goes on, for a point it has delivered."""
+        row, passed = self._read_from + index, self._passed
+        while True:  # the index-th row from the start that the read did not reject
+            at = self._read_from + index + bisect.bisect_right(passed, row)
+            if at == row:
+                break
+            row = at
+        name = vector if vector is not None else self.manifest.vectors[0].name
+        if self._per_vector is not None:
+            return Location(source=str(self._per_vector[row]), row=row)
+        if self._shards is not None:
+            sh, number = self._shards, 0
+            for num in sh.numbers:
+                if row < number + sh.rows_of[num]:
+                    files = sh.vectors.get(name) or next(iter(sh.vectors.values()))
+                    return Location(source=str(files[num]), row=row - number)
+                number += sh.rows_of[num]
+        return Location(source=self._files.get(name, self.location), row=row)
+
     def _read(self, batch_size: int, start: int, stop: int) -> Iterator[pa.RecordBatch]:
         """The points of rows ``start`` to ``stop``, bad ones rejected in row order."""
+        self._read_from, self._passed = start, []
         if self._shards is not None:
             yield from rebatch(self._shard_batches(batch_size, start, stop), batch_size)
             return
@@ -574,7 +605,7 @@ class NpyReader(ClosingReader):
                 self._overflow_errors(bad, over, lo, ids)
                 columns[PAYLOAD_COLUMN] = pa.array(texts, type=pa.string())
                 batch = self._without(pa.RecordBatch.from_arrays(
-                    [columns[f.name] for f in self.schema], schema=self.schema), bad)
+                    [columns[f.name] for f in self.schema], schema=self.schema), bad, lo)
                 if batch is not None:
                     yield batch
         finally:
@@ -634,16 +665,17 @@ class NpyReader(ClosingReader):
                     raw={"payload": meta_raw[i]}))
             self._overflow_errors(bad, over, lo, block)
             batch = self._without(pa.RecordBatch.from_arrays(
-                [columns[f.name] for f in self.schema], schema=self.schema), bad)
+                [columns[f.name] for f in self.schema], schema=self.schema), bad, number + lo)
             if batch is not None:
                 yield batch
 
-    def _without(self, batch: pa.RecordBatch, bad: dict[int, RecordError],
+    def _without(self, batch: pa.RecordBatch, bad: dict[int, RecordError], first: int,
                  whole: bool = False) -> pa.RecordBatch | None:
-        """``batch`` without the rows in ``bad``, each rejected in row order (None when none is
-        left). Each error's ``raw`` holds what the row cannot (a negative id, a payload that is
-        not an object, as the input has them); the rest of the point is taken from the row,
-        unless the errors carry ``whole`` points."""
+        """``batch`` (whose first row is the source's row ``first``) without the rows in
+        ``bad``, each rejected in row order (None when none is left). Each error's ``raw``
+        holds what the row cannot (a negative id, a payload that is not an object, as the
+        input has them); the rest of the point is taken from the row, unless the errors carry
+        ``whole`` points."""
         if not bad:
             return batch
         for i in sorted(bad):
@@ -656,6 +688,7 @@ class NpyReader(ClosingReader):
                     extra = {**extra, "vector": {**point["vector"], **extra["vector"]}}
                 err.raw = {**point, **extra}
             self.context.reject(err)
+            self._passed.append(first + i)  # skipped (failing, the reject raised)
         keep = np.ones(batch.num_rows, dtype=bool)
         keep[list(bad)] = False
         out = batch.filter(pa.array(keep))
@@ -782,7 +815,7 @@ class NpyReader(ClosingReader):
             vec_col, _ = self._vector_column(spec, mat)  # overflows were rejected above
             batch = self._without(pa.RecordBatch.from_arrays(
                 [id_col, vec_col, pa.array(texts, type=pa.string())],
-                schema=self.schema), bad, whole=True)
+                schema=self.schema), bad, lo, whole=True)
             if batch is not None:
                 yield batch
         self._report_narrowing()
