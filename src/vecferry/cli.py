@@ -448,8 +448,9 @@ def _common_convert_options(f: Callable) -> Callable:
                      "rejects file and carry on."),
         click.option("--rejects", metavar="FILE", help="Rejects file (default "
                      "<output>.rejects.jsonl)."),
-        click.option("--resume", is_flag=True, help="Continue after the last acknowledged "
-                     "batch saved in the state file (Qdrant targets); starts fresh if none."),
+        click.option("--resume", is_flag=True, help="Continue an interrupted run: a Qdrant "
+                     "target after the last acknowledged batch saved in the state file, a "
+                     "partitioned run with the partitions it finished; starts fresh if none."),
         click.option("--state", metavar="FILE", help="Resume state file (default "
                      "<output>.vecferry-state.json)."),
         click.option("--no-duplicate-check", is_flag=True, help="Skip counting repeated ids "
