@@ -114,3 +114,27 @@ def enforce_auth():
         yield
     finally:
         settings.INITIAL_NO_AUTH_ACTION_COUNT = old
+
+
+# -- a stand-in server holding a collection 'docs' (snapshot tests; a module may define its own)
+
+
+@pytest.fixture(scope="module")
+def local_src(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A local-mode collection of ``qdrant_helpers.source_points()``."""
+    from qdrant_helpers import make_local
+
+    return make_local(tmp_path_factory.mktemp("local") / "q")
+
+
+@pytest.fixture
+def stand(local_src: str) -> Iterator[Any]:
+    """The loopback stand-in with ``local_src`` loaded as 'docs', its snapshots padded to
+    several download chunks."""
+    import vecferry
+    from qdrant_standin import QdrantStandIn
+
+    with QdrantStandIn() as server:
+        server.snapshot_padding = 200_000
+        vecferry.convert(local_src, server.location("docs"))
+        yield server

@@ -133,3 +133,49 @@ def dump_edge(path: Path) -> dict[Any, Any]:
         pid = str(r.id) if isinstance(r.id, uuid.UUID) else r.id
         points.append({"id": pid, "vector": vec, "payload": r.payload})
     return normalize(points)
+
+
+def edge_shards(base: Path, *, whole: bool = False) -> dict[str, Any]:
+    """Qdrant Edge shards of ``source_points()`` under ``base``: its int ids (``ints``), its
+    UUIDs (``uuids``) and with ``whole`` all of them (``all``), loaded through local mode;
+    with the points themselves (``points``, ``int_points``, ``uuid_points``, ``n_ints``)."""
+    import vecferry
+
+    def shard(folder: Path, points: list[dict[str, Any]]) -> Path:
+        vecferry.convert(make_local(folder / "local", points=points),
+                         f"qdrant-edge://{folder / 'edge'}")
+        return folder / "edge"
+
+    pts = source_points()
+    ints = [p for p in pts if isinstance(p["id"], int)]
+    uuids = [p for p in pts if not isinstance(p["id"], int)]
+    out: dict[str, Any] = {"ints": shard(base / "ints", ints),
+                           "uuids": shard(base / "uuids", uuids), "points": pts,
+                           "int_points": ints, "uuid_points": uuids, "n_ints": len(ints)}
+    if whole:
+        out["all"] = shard(base / "all", pts)
+    return out
+
+
+def create_snapshot(stand: Any) -> dict[str, Any]:
+    """A snapshot made on the stand-in ``stand``'s collection ``docs``: its description."""
+    from vecferry.snapshots import SnapshotClient
+
+    with SnapshotClient(stand.location("docs")) as c:
+        snap = c.create()
+    assert snap is not None
+    return snap
+
+
+def link_tree(src: Path, dst: Path) -> None:
+    """Hard-link every file of ``src`` under ``dst`` (keeps sparse files sparse, copies
+    nothing)."""
+    import os
+
+    for path in src.rglob("*"):
+        target = dst / path.relative_to(src)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, target)

@@ -4,6 +4,7 @@ name, so they live in a module of their own."""
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 
@@ -25,3 +26,23 @@ def disk_full(job: Any, partition: Any) -> Any:
 
     pq.ParquetWriter.write_table = refuse  # this worker process only
     return run_partition(job, partition)
+
+
+class InterruptAfterPart:
+    """A progress bar that is a Ctrl-C in the run's own thread once a part is done (its
+    watcher thread moves it as parts end; the run's thread refreshes it when they have)."""
+
+    total: int | None = None
+    moved = 0
+
+    def update(self, n: int) -> None:
+        self.moved += n
+        if n and threading.current_thread() is threading.main_thread():
+            raise KeyboardInterrupt
+
+    def refresh(self) -> None:
+        if self.moved:
+            raise KeyboardInterrupt
+
+    def close(self) -> None:
+        pass

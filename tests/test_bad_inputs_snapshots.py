@@ -30,6 +30,7 @@ import pytest
 from click.testing import CliRunner
 
 import vecferry
+from qdrant_helpers import create_snapshot
 from qdrant_standin import Fault, QdrantStandIn
 from vecferry.cli import main
 from vecferry.converters import open_reader
@@ -240,13 +241,6 @@ def stand():
         yield server
 
 
-def _create(stand: QdrantStandIn) -> dict[str, Any]:
-    with SnapshotClient(stand.location("docs")) as c:
-        snap = c.create()
-    assert snap is not None
-    return snap
-
-
 def _server_file(stand: QdrantStandIn, snap: dict[str, Any]) -> Path:
     return Path(stand.snapshots["docs"][snap["name"]])
 
@@ -384,7 +378,7 @@ def test_copy_when_the_server_does_not_describe_its_snapshot(tmp_path: Path,
 
 
 def test_download_longer_than_the_server_listed(stand: QdrantStandIn, tmp_path: Path) -> None:
-    snap = _create(stand)
+    snap = create_snapshot(stand)
     with open(_server_file(stand, snap), "ab") as f:  # the file changed after it was listed
         f.write(b"\x01" * 1000)
     out = tmp_path / "s.snapshot"
@@ -398,7 +392,7 @@ def test_download_longer_than_the_server_listed(stand: QdrantStandIn, tmp_path: 
 def test_download_shorter_than_the_server_listed(stand: QdrantStandIn, tmp_path: Path) -> None:
     """Each answer ends cleanly but early: the resume is refused (416, the partial is
     dropped), the fresh start ends early again, until the retries run out."""
-    snap = _create(stand)
+    snap = create_snapshot(stand)
     short = snap["size"] - 5000
     os.truncate(_server_file(stand, snap), short)
     out = tmp_path / "s.snapshot"
@@ -420,7 +414,7 @@ def test_refused_resume_drops_the_stale_partial(stand: QdrantStandIn, tmp_path: 
     """An older server lists no size; a partial from an earlier run is longer than the file,
     so the server refuses its Range (416): the partial is removed and the next try starts
     afresh."""
-    snap = _create(stand)
+    snap = create_snapshot(stand)
     info = {"name": snap["name"], "checksum": snap["checksum"]}  # no size
     out = tmp_path / "s.snapshot"
     part = Path(str(out) + PART_SUFFIX)
@@ -448,7 +442,7 @@ def test_refused_resume_drops_the_stale_partial(stand: QdrantStandIn, tmp_path: 
 
 @pytest.mark.skipif(not Path("/dev/full").is_char_device(), reason="needs /dev/full")
 def test_download_onto_a_full_disk(stand: QdrantStandIn, tmp_path: Path) -> None:
-    snap = _create(stand)
+    snap = create_snapshot(stand)
     out = tmp_path / "s.snapshot"
     part = Path(str(out) + PART_SUFFIX)
     part.symlink_to("/dev/full")  # every write fails with ENOSPC
@@ -469,7 +463,7 @@ def test_download_over_the_disk_quota(stand: QdrantStandIn, tmp_path: Path,
     writes fail with EDQUOT instead. Not retried: the disk will not empty itself."""
     import vecferry.snapshots as snapshots
 
-    snap = _create(stand)
+    snap = create_snapshot(stand)
     out = tmp_path / "s.snapshot"
     part = Path(str(out) + PART_SUFFIX)
 
@@ -488,7 +482,7 @@ def test_download_over_the_disk_quota(stand: QdrantStandIn, tmp_path: Path,
 
 def test_download_past_the_file_size_limit(stand: QdrantStandIn, tmp_path: Path) -> None:
     """A file system (or ulimit -f) that caps file sizes: EFBIG, not a traceback."""
-    snap = _create(stand)
+    snap = create_snapshot(stand)
     out = tmp_path / "s.snapshot"
     limit = 50_000
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -559,7 +553,7 @@ def test_bucket_download_shorter_than_listed(stand: QdrantStandIn, opts: dict[st
                                              s3: Any, bucket: str) -> None:
     from vecferry import storage
 
-    snap = _create(stand)
+    snap = create_snapshot(stand)
     short = snap["size"] - 5000
     os.truncate(_server_file(stand, snap), short)
     url = f"s3://{bucket}/s.snapshot"
@@ -579,7 +573,7 @@ def test_bucket_download_when_the_server_has_fewer_bytes(stand: QdrantStandIn,
     refuses the range (416). The streamed bytes cannot be taken back: no retry, no object."""
     from vecferry import storage
 
-    snap = _create(stand)
+    snap = create_snapshot(stand)
     short = snap["size"] - 5000
     os.truncate(_server_file(stand, snap), short)
     url = f"s3://{bucket}/s.snapshot"
@@ -599,7 +593,7 @@ def test_bucket_download_longer_than_listed(stand: QdrantStandIn, opts: dict[str
                                             s3: Any, bucket: str) -> None:
     from vecferry import storage
 
-    snap = _create(stand)
+    snap = create_snapshot(stand)
     with open(_server_file(stand, snap), "ab") as f:
         f.write(b"\x01" * 1000)
     url = f"s3://{bucket}/s.snapshot"

@@ -8,7 +8,6 @@ object store keeps the caller's storage options in its worker processes."""
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from click.testing import CliRunner
 
 import vecferry
 from failing import fails
+from scaleout_faults import InterruptAfterPart
 from vecferry.cli import main
 from vecferry.errors import UsageError
 from vecferry.pipeline import default_state_path
@@ -48,30 +48,12 @@ def _cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VECFERRY_RETRY_BASE_DELAY", "0.01")
 
 
-class _Interrupting:
-    """A progress bar that is a Ctrl-C in the run's own thread once a part is done (its
-    watcher thread moves it as parts end; the run's thread refreshes it when they have)."""
-
-    total: int | None = None
-    moved = 0
-
-    def update(self, n: int) -> None:
-        self.moved += n
-        if n and threading.current_thread() is threading.main_thread():
-            raise KeyboardInterrupt
-
-    def refresh(self) -> None:
-        if self.moved:
-            raise KeyboardInterrupt
-
-    def close(self) -> None:
-        pass
 
 
 def _interrupted(src: Path, dst: str, **options: Any) -> Path:
     """The staging directory a partitioned run to ``dst`` left when interrupted."""
     with pytest.raises(KeyboardInterrupt):
-        vecferry.convert(src, dst, progress=_Interrupting(), **PARTS, **options)
+        vecferry.convert(src, dst, progress=InterruptAfterPart(), **PARTS, **options)
     staging = Path(f".{dst.rstrip('/')}.vfparts")
     assert (staging / "plan.json").is_file() and any((staging / "done").glob("*.json"))
     return staging
@@ -190,8 +172,8 @@ def test_a_partitioned_resume_of_an_s3_directory_from_the_cli(
             "--json")
     with pytest.raises(KeyboardInterrupt):
         vecferry.convert(src, "out/", from_format="jsonl", to_format="parquet",
-                         progress=_Interrupting(), storage_options={"endpoint_url": s3_endpoint},
-                         **PARTS)
+                         progress=InterruptAfterPart(),
+                         storage_options={"endpoint_url": s3_endpoint}, **PARTS)
     result = _cli(*args, "--resume")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)

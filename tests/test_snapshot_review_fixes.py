@@ -28,7 +28,13 @@ from click.testing import CliRunner
 
 import qdrant_standin
 import vecferry
-from qdrant_helpers import dump_stream, make_local, normalize, source_points
+from qdrant_helpers import (
+    create_snapshot,
+    dump_stream,
+    edge_shards,
+    link_tree,
+    normalize,
+)
 from qdrant_standin import Fault, QdrantStandIn
 from vecferry.cli import main
 from vecferry.errors import InputError, TargetError
@@ -52,16 +58,6 @@ def _cli(*args: Any, env: dict[str, str] | None = None) -> Any:
 
 
 # ---------------------------------------------------------------------- archive building
-
-
-def _link_tree(src: Path, dst: Path) -> None:
-    for path in src.rglob("*"):
-        target = dst / path.relative_to(src)
-        if path.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.link(path, target)
 
 
 def _end_as_qdrant(path: Path) -> Path:
@@ -91,7 +87,7 @@ def _stage_shard(shards: list[Path], stage: Path, writer: str) -> None:
     for shard in shards:
         for seg in sorted((shard / "segments").iterdir()):
             inner = stage.parent / f"seg-{stage.name}-{seg.name}"
-            _link_tree(seg, inner / "snapshot" / "files")
+            link_tree(seg, inner / "snapshot" / "files")
             _tar(inner, stage / "segments" / f"{seg.name}.tar", writer)
     (stage / "shard_config.json").write_text('{"type":"Local"}')
 
@@ -130,20 +126,9 @@ def _full_snapshot(collections: dict[str, Path], out: Path, writer: str = "gnu")
     return _tar(stage, out, writer)
 
 
-def _edge_shard(folder: Path, points: list[dict[str, Any]]) -> Path:
-    vecferry.convert(make_local(folder / "local", points=points),
-                     f"qdrant-edge://{folder / 'edge'}")
-    return folder / "edge"
-
-
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    base = tmp_path_factory.mktemp("edge")
-    pts = source_points()
-    ints = [p for p in pts if isinstance(p["id"], int)]
-    uuids = [p for p in pts if not isinstance(p["id"], int)]
-    return {"ints": _edge_shard(base / "ints", ints), "uuids": _edge_shard(base / "uuids", uuids),
-            "points": pts, "int_points": ints, "uuid_points": uuids}
+    return edge_shards(tmp_path_factory.mktemp("edge"))
 
 
 # -------------------------------------------------- A1: the end-of-archive marker is required
@@ -252,11 +237,6 @@ def keyed(local_src: str, monkeypatch: pytest.MonkeyPatch):
         yield server
 
 
-@pytest.fixture(scope="module")
-def local_src(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return make_local(tmp_path_factory.mktemp("local") / "q")
-
-
 @pytest.mark.parametrize("value", [KEY + "\n", " " + KEY, "\t" + KEY + "\r\n"])
 def test_whitespace_around_an_api_key_is_dropped(keyed: QdrantStandIn, value: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
@@ -347,24 +327,10 @@ def test_an_api_key_no_header_can_carry_is_refused_at_once(keyed: QdrantStandIn,
 # --------------------------------------------------------------- snapshot downloads (server)
 
 
-@pytest.fixture
-def stand(local_src: str):
-    with QdrantStandIn() as server:
-        server.snapshot_padding = 200_000  # several download chunks
-        vecferry.convert(local_src, server.location("docs"))
-        yield server
-
-
-def _create(stand: QdrantStandIn) -> dict[str, Any]:
-    with SnapshotClient(stand.location("docs")) as c:
-        snap = c.create()
-    assert snap is not None
-    return snap
-
 
 def test_download_over_a_directory_is_refused_before_fetching(stand: QdrantStandIn,
                                                               tmp_path: Path) -> None:
-    snap = _create(stand)
+    snap = create_snapshot(stand)
     folder = tmp_path / "backups"
     folder.mkdir()
     stand.snapshot_log.clear()
@@ -390,7 +356,7 @@ def test_an_unverified_download_warns_even_quiet(stand: QdrantStandIn, tmp_path:
         return info
 
     monkeypatch.setattr(qdrant_standin, "_describe", without_checksum)
-    snap = _create(stand)
+    snap = create_snapshot(stand)
     sha = hashlib.sha256(Path(stand.snapshots["docs"][snap["name"]]).read_bytes()).hexdigest()
     warning = (f"snapshot {snap['name']} was not verified: the server lists no checksum for it "
                f"(older Qdrant versions); its SHA-256 as received is {sha}")
@@ -414,7 +380,7 @@ def test_an_unverified_download_warns_even_quiet(stand: QdrantStandIn, tmp_path:
 
 def test_a_download_that_keeps_dropping_names_the_partial_it_keeps(stand: QdrantStandIn,
                                                                    tmp_path: Path) -> None:
-    snap = _create(stand)
+    snap = create_snapshot(stand)
     out = tmp_path / "s.snapshot"
     part = Path(str(out) + PART_SUFFIX)
     half = snap["size"] // 2
@@ -436,7 +402,7 @@ def test_a_download_that_keeps_dropping_names_the_partial_it_keeps(stand: Qdrant
 
 
 def test_restore_from_a_url_with_another_checksum(stand: QdrantStandIn, tmp_path: Path) -> None:
-    snap = _create(stand)
+    snap = create_snapshot(stand)
     out = tmp_path / "s.snapshot"
     with SnapshotClient(stand.location("docs")) as c:
         c.download(snap["name"], out)

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 import vecferry
-from qdrant_helpers import dump_stream, make_local, normalize, source_points
+from qdrant_helpers import dump_stream, edge_shards, link_tree, make_local, normalize, source_points
 from qdrant_standin import Fault, QdrantStandIn
 from vecferry.cli import main
 from vecferry.errors import (
@@ -45,18 +45,6 @@ pytest.importorskip("qdrant_edge")
 def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VECFERRY_RETRY_BASE_DELAY", "0.001")
 
-
-@pytest.fixture(scope="module")
-def local_src(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return make_local(tmp_path_factory.mktemp("local") / "q")
-
-
-@pytest.fixture
-def stand(local_src: str):
-    with QdrantStandIn() as server:
-        server.snapshot_padding = 200_000  # several download chunks
-        vecferry.convert(local_src, server.location("docs"))
-        yield server
 
 
 # ------------------------------------------------------------------------------ locations
@@ -330,18 +318,6 @@ def test_cli_flow_and_exit_codes(stand: QdrantStandIn, tmp_path: Path) -> None:
 # ---------------------------------------------------------------- offline: archive building
 
 
-def _link_tree(src: Path, dst: Path) -> None:
-    """Hard-link every file of ``src`` under ``dst`` (keeps sparse files sparse, copies
-    nothing)."""
-    for path in src.rglob("*"):
-        target = dst / path.relative_to(src)
-        if path.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.link(path, target)
-
-
 def _tar_dir(stage: Path, out: Path, *, dense: bool = False) -> Path:
     """Archive ``stage`` as ``./...``: GNU tar with sparse members when available (fast and
     small), else (or with ``dense``) Python's tarfile writing every zero, as Qdrant does."""
@@ -363,30 +339,19 @@ def _stage_shard(shard: Path, stage: Path, *, streamable: bool = False,
         if not seg.is_dir():
             continue
         if streamable:
-            _link_tree(seg, stage / "segments" / seg.name / "files")
+            link_tree(seg, stage / "segments" / seg.name / "files")
         else:
             inner = stage.parent / f"seg-{seg.name}"
-            _link_tree(seg, inner / "snapshot" / "files")
+            link_tree(seg, inner / "snapshot" / "files")
             _tar_dir(inner, stage / "segments" / f"{seg.name}.tar", dense=dense)
     (stage / "shard_config.json").write_text('{"type":"Local"}')
     (stage / "replica_state.json").write_text('{"this_peer_id":1,"peers":{"1":"Active"}}')
     (stage / "newest_clocks.json").write_text('{"clocks":[]}')
 
 
-def _edge_shard(folder: Path, points: list[dict[str, Any]]) -> Path:
-    local = make_local(folder / "local", points=points)
-    vecferry.convert(local, f"qdrant-edge://{folder / 'edge'}")
-    return folder / "edge"
-
-
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    base = tmp_path_factory.mktemp("edge")
-    pts = source_points()
-    ints = [p for p in pts if isinstance(p["id"], int)]
-    uuids = [p for p in pts if not isinstance(p["id"], int)]
-    return {"all": _edge_shard(base / "all", pts), "ints": _edge_shard(base / "ints", ints),
-            "uuids": _edge_shard(base / "uuids", uuids), "points": pts, "n_ints": len(ints)}
+    return edge_shards(tmp_path_factory.mktemp("edge"), whole=True)
 
 
 def _collection_config() -> dict[str, Any]:

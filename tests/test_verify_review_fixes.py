@@ -95,32 +95,31 @@ def test_a_dot_source_is_not_normalised_against_a_cosine_shard(tmp_path: Path) -
     assert plain["verdict"].startswith("equal within tolerance 1e-06")
 
 
-def test_a_distance_edited_in_a_sidecar_is_warned(tmp_path: Path) -> None:
-    """The digest covers points, not the manifest: the distance is compared on its own."""
-    src = jsonl(tmp_path / "p.jsonl", POINTS)
-    dot = str(tmp_path / "d1.jsonl")
+def _dot_and_edited(tmp_path: Path, points: list[dict[str, Any]], name: str,
+                    distance: str) -> tuple[str, str]:
+    """``points`` written as a Dot JSONL file, and a copy whose sidecar records ``distance``
+    for vector ``name`` instead."""
+    src = jsonl(tmp_path / f"{name or 'p'}.jsonl", points)
+    dot, edited = str(tmp_path / f"{name}_dot.jsonl"), str(tmp_path / f"{name}_edited.jsonl")
     vecferry.convert(src, dot, writer_options={"distance": "Dot"})
-    edited = str(tmp_path / "edited.jsonl")
     shutil.copy(dot, edited)
     sidecar = json.loads(Path(dot + ".manifest.json").read_text())
-    assert sidecar["vectors"][0]["distance"] == "Dot"
-    sidecar["vectors"][0]["distance"] = "Euclid"
+    spec = next(v for v in sidecar["vectors"] if v["name"] == name)
+    assert spec["distance"] == "Dot"
+    spec["distance"] = distance
     Path(edited + ".manifest.json").write_text(json.dumps(sidecar))
+    return dot, edited
+
+
+def test_a_distance_edited_in_a_sidecar_is_warned(tmp_path: Path) -> None:
+    """The digest covers points, not the manifest: the distance is compared on its own."""
+    dot, edited = _dot_and_edited(tmp_path, POINTS, "", "Euclid")
     report = verify(dot, edited, queries=0)
     assert report["ok"] is True and report["digests_match"] is True
     assert report["warnings"] == ["vector distance differs: source Dot, destination Euclid" + NOTE]
     # named vectors are named; vectors of one distance on both sides are not a difference
     named = [{"id": i, "vector": {"a": [i, 1.0], "b": [1.0, i]}} for i in range(4)]
-    two = jsonl(tmp_path / "two.jsonl", named)
-    first = str(tmp_path / "two_dot.jsonl")
-    vecferry.convert(two, first, writer_options={"distance": "Dot"})
-    second = str(tmp_path / "two_edit.jsonl")
-    shutil.copy(first, second)
-    sidecar = json.loads(Path(first + ".manifest.json").read_text())
-    for v in sidecar["vectors"]:
-        if v["name"] == "b":
-            v["distance"] = "Cosine"
-    Path(second + ".manifest.json").write_text(json.dumps(sidecar))
+    first, second = _dot_and_edited(tmp_path, named, "b", "Cosine")
     assert verify(first, second, queries=0)["warnings"] == [
         "vector 'b' distance differs: source Dot, destination Cosine" + NOTE]
 

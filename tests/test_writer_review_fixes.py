@@ -9,7 +9,6 @@ import gzip
 import json
 import os
 import signal
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from click.testing import CliRunner
 import vecferry
 from failing import fails, read_all
 from roundtrip import leftovers
+from scaleout_faults import InterruptAfterPart
 from vecferry.cli import main
 from vecferry.converters import base
 from vecferry.errors import InputError
@@ -124,23 +124,6 @@ def test_rejected_lines_count_as_records_in_partitions(tmp_path: Path) -> None:
                                                       **PARTS)) == message
 
 
-class _Interrupting:
-    """A progress bar that is a Ctrl-C in the run's own thread once a part is done."""
-
-    total: int | None = None
-    moved = 0
-
-    def update(self, n: int) -> None:
-        self.moved += n
-        if n and threading.current_thread() is threading.main_thread():
-            raise KeyboardInterrupt
-
-    def refresh(self) -> None:
-        if self.moved:
-            raise KeyboardInterrupt
-
-    def close(self) -> None:
-        pass
 
 
 def test_a_resumed_run_counts_the_records_of_both_runs(tmp_path: Path) -> None:
@@ -149,7 +132,7 @@ def test_a_resumed_run_counts_the_records_of_both_runs(tmp_path: Path) -> None:
     cut, message = _cut(tmp_path, bad=3)
     with pytest.raises(KeyboardInterrupt):
         vecferry.convert(cut, "out/", to_format="parquet", on_error="skip",
-                         progress=_Interrupting(), **PARTS)
+                         progress=InterruptAfterPart(), **PARTS)
     staging = tmp_path / ".out.vfparts"
     done = sorted((staging / "done").glob("*.json"))
     assert done[0].name == "part-00000.parquet.json"
