@@ -19,7 +19,8 @@ import orjson
 import pytest
 
 import vecferry
-from roundtrip import leftovers, read_points
+from failing import fails_converting
+from roundtrip import read_points
 from vecferry.converters.base import Context
 from vecferry.errors import InputError, RecordError
 from vecferry.fileio import MARK_ROWS, NAN_HINT, PAYLOAD_CHUNK
@@ -63,14 +64,8 @@ def _skip(src: str, tmp_path: Path, **options: Any) -> tuple[dict[str, Any], Pat
     return report, rejects
 
 
-def _fails(cls: type[InputError], src: str, tmp_path: Path, **options: Any) -> str:
-    """Convert ``src`` failing on the first bad point: its error's text; nothing is left."""
-    out = tmp_path / "fail.parquet"
-    with pytest.raises(cls) as info:
-        vecferry.convert(src, str(out), batch_size=2, reader_options=options)
-    assert type(info.value) is cls
-    assert not out.exists() and leftovers(tmp_path) == []
-    return str(info.value)
+def _fails(cls: type[Any], src: str, tmp_path: Path, **options: Any) -> str:
+    return fails_converting(cls, src, tmp_path / "fail.parquet", **options)
 
 
 def _convert_fixed(rejects: Path, tmp_path: Path, fix: Any) -> list[dict[str, Any]]:

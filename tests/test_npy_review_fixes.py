@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 import vecferry
+from failing import fails_converting
 from roundtrip import leftovers, read_points
 from vecferry.cli import main
 from vecferry.errors import InputError, RecordError, UsageError
@@ -64,14 +65,8 @@ def _jsonl(path: Path, points: list[dict[str, Any]]) -> str:
     return str(path)
 
 
-def _fails(cls: type[Exception], src: str, tmp_path: Path, **options: Any) -> str:
-    """Convert ``src`` to JSONL failing: the error's text; nothing is left behind."""
-    out = tmp_path / "fail.jsonl"
-    with pytest.raises(cls) as info:
-        vecferry.convert(src, str(out), batch_size=2, reader_options=options)
-    assert type(info.value) is cls
-    assert not out.exists() and leftovers(tmp_path) == []
-    return str(info.value)
+def _fails(cls: type[Any], src: str, tmp_path: Path, **options: Any) -> str:
+    return fails_converting(cls, src, tmp_path / "fail.jsonl", **options)
 
 
 def _skip(src: str, tmp_path: Path, **options: Any
